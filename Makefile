@@ -1,0 +1,84 @@
+# aigate: the user interface of the build. `make run` and `make test` work on
+# a fresh Debian 12 machine: they install what they lack first.
+SHELL := /bin/bash
+JOBS  ?= $(shell nproc)
+BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
+              liblmdb-dev libssl-dev
+TEST_PKGS  := clang libclang-rt-14-dev curl
+BENCH_PKGS := wrk nginx-light
+
+.PHONY: all build release debug asan run test unit bench fuzz deps-build deps-test deps-bench \
+        format format-check clean
+
+all: build
+
+# Installs the Debian packages named in $(1) that are missing. Not root or not
+# Debian: prints the exact command and stops.
+define ensure_pkgs
+	@missing=""; for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	  else \
+	    echo "missing packages:$$missing"; echo "run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+endef
+
+deps-build:
+	$(call ensure_pkgs,$(BUILD_PKGS))
+
+deps-test: deps-build
+	$(call ensure_pkgs,$(TEST_PKGS))
+	@command -v node >/dev/null || $(MAKE) --no-print-directory NODE_PKG=1 deps-node
+	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] || npm install --no-audit --no-fund --silent
+
+deps-node:
+	$(call ensure_pkgs,nodejs npm)
+
+deps-bench: deps-build
+	$(call ensure_pkgs,$(BENCH_PKGS))
+
+build release: deps-build
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build/release -j$(JOBS)
+
+debug: deps-build
+	@cmake -S . -B build/debug -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@cmake --build build/debug -j$(JOBS)
+
+asan: deps-build
+	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAG_SANITIZE=ON >/dev/null
+	@cmake --build build/asan -j$(JOBS)
+
+run: release
+	./build/release/aigate dev
+
+# Every test twice: a normal build, then the same suite under ASan+UBSan.
+test: deps-test debug asan
+	@echo "== tests: debug build"
+	@cd build/debug && ctest --output-on-failure -j$(JOBS)
+	@echo "== tests: ASan+UBSan build"
+	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j$(JOBS)
+
+unit: debug
+	@cd build/debug && ctest --output-on-failure -L unit
+
+fuzz: deps-test
+	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DAG_FUZZ=ON >/dev/null
+	@cmake --build build/fuzz -j$(JOBS)
+	@for f in build/fuzz/fuzz_*; do echo "== $$f"; $$f -max_total_time=$${FUZZ_SECONDS:-60} fuzz/corpus/$$(basename $$f) || exit 1; done
+
+bench: deps-bench release
+	@bench/run.sh $(BENCH_ARGS)
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
