@@ -1,0 +1,1076 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * server.c: workers, listeners, connections, timeouts, the response writer
+ * and graceful shutdown. One request per connection is handled at a time;
+ * pipelined requests wait in the read buffer, so responses stay in order.
+ */
+#include "util/platform.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http/server.h"
+#include "util/errors.h"
+#include "util/json.h"
+#include "util/log.h"
+
+#define MAX_HEADERS 100
+#define READ_CHUNK 16384
+/* Room for the start of a pipelined request beyond the current one. */
+#define PIPELINE_SLACK 16384
+
+typedef enum { CONN_HEAD, CONN_BODY, CONN_ACTIVE } conn_state_t;
+
+struct ag_server {
+    ag_server_options_t opts;
+    char host[256];
+    int port;
+    unsigned nworkers;
+    ag_worker_t *workers;
+    atomic_uint connections;
+    atomic_bool shutting_down;
+};
+
+struct ag_worker {
+    ag_server_t *srv;
+    unsigned index;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t wakeup;
+    uv_timer_t drain_timer;
+    uv_prepare_t flush;
+    uv_thread_t thread;
+    int listen_fd;
+    void *ctx;
+    ag_conn_t *conns;
+    unsigned nconns;
+    ag_buf_t log;
+    uint64_t seq;
+    uint32_t id_prefix;
+    bool draining;
+    bool listener_closed;
+    bool stopped;
+    int init_rc;
+    char date[40];
+    uint64_t date_sec;
+};
+
+typedef struct stream_write {
+    uv_write_t wr;
+    ag_conn_t *conn;
+    size_t len;
+    char data[];
+} stream_write_t;
+
+struct ag_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    ag_worker_t *w;
+    ag_conn_t *prev, *next;
+    ag_buf_t in;
+    conn_state_t state;
+    size_t head_len;
+    size_t body_len;     /* Content-Length, or decoded bytes so far when chunked */
+    size_t leftover;     /* chunked: pipelined bytes after the body */
+    ag_http_chunked_decoder_t chunked;
+    ag_http_header_t headers[MAX_HEADERS];
+    ag_req_t req;
+    uv_write_t write_req;
+    uv_buf_t write_bufs[2];
+    void (*drain_fn)(ag_req_t *req, void *data);
+    void *drain_data;
+    size_t queued; /* stream bytes handed to libuv and not yet written */
+    int writes_in_flight;
+    int closes_pending;
+    bool keep_alive;
+    bool closing;
+    bool reading;
+    bool in_process;
+    bool response_done; /* the current response is fully written */
+    bool continue_sent;
+    bool timer_is_header;
+    bool peer_eof;
+};
+
+static void conn_close(ag_conn_t *c);
+static void conn_process(ag_conn_t *c);
+static void conn_finish_request(ag_conn_t *c);
+static void worker_maybe_stop(ag_worker_t *w);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static const char *status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static void worker_update_date(ag_worker_t *w)
+{
+    int64_t now = ag_now_us();
+    uint64_t sec = (uint64_t)(now / 1000000);
+    if (sec == w->date_sec)
+        return;
+    w->date_sec = sec;
+    time_t t = (time_t)sec;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+}
+
+uv_loop_t *ag_worker_loop(ag_worker_t *w)
+{
+    return &w->loop;
+}
+
+void *ag_worker_ctx(ag_worker_t *w)
+{
+    return w->ctx;
+}
+
+unsigned ag_worker_index(const ag_worker_t *w)
+{
+    return w->index;
+}
+
+int ag_server_port(const ag_server_t *srv)
+{
+    return srv->port;
+}
+
+ag_str_t ag_req_header(const ag_req_t *req, const char *name)
+{
+    const ag_http_header_t *h = ag_http_find_header(&req->head, name);
+    return h ? h->value : AG_STR_NULL;
+}
+
+/* ---- access log --------------------------------------------------------- */
+
+static void access_log(ag_req_t *req)
+{
+    ag_worker_t *w = req->worker;
+    if (!w->srv->opts.access_log)
+        return;
+    char ts[64];
+    ag_format_time_iso(ag_now_us(), ts);
+    ag_buf_t *b = &w->log;
+    size_t mark = b->len;
+    int rc = ag_buf_printf(b, "{\"time\":\"%s\",\"id\":\"%s\",\"method\":", ts, req->id);
+    if (rc == 0)
+        rc = ag_json_append_string(b, req->head.method);
+    if (rc == 0)
+        rc = ag_buf_append_cstr(b, ",\"path\":");
+    if (rc == 0)
+        rc = ag_json_append_string(b, req->head.path);
+    if (rc == 0)
+        rc = ag_buf_printf(b,
+                           ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%lld,\"upstream_us\":%lld,"
+                           "\"client\":\"%s\",\"model\":",
+                           req->_status, req->_bytes_out, (long long)(ag_mono_us() - req->start_us),
+                           (long long)req->upstream_us, req->client_ip);
+    if (rc == 0)
+        rc = req->log_model ? ag_json_append_string(b, ag_str_c(req->log_model))
+                            : ag_buf_append_cstr(b, "null");
+    if (rc == 0)
+        rc = ag_buf_append_cstr(b, "}\n");
+    if (rc < 0)
+        b->len = mark;
+}
+
+/* Writes whole lines, at most 4096 bytes a write, so lines from several
+ * workers never interleave even on a pipe. */
+static void worker_flush_log(ag_worker_t *w)
+{
+    ag_buf_t *b = &w->log;
+    size_t off = 0;
+    while (off < b->len) {
+        size_t n = b->len - off;
+        if (n > 4096) {
+            n = 4096;
+            while (n > 0 && b->data[off + n - 1] != '\n')
+                n--;
+            if (n == 0)
+                n = b->len - off < 4096 ? b->len - off : 4096;
+        }
+        ag_log_raw(b->data + off, n);
+        off += n;
+    }
+    b->len = 0;
+}
+
+static void on_prepare(uv_prepare_t *p)
+{
+    worker_flush_log(p->data);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static void conn_set_timer(ag_conn_t *c, unsigned ms, bool header);
+
+static void on_response_written(uv_write_t *wr, int status)
+{
+    ag_conn_t *c = wr->data;
+    c->writes_in_flight--;
+    if (status < 0) {
+        c->keep_alive = false;
+        c->req._aborted = true;
+    }
+    c->response_done = true;
+    if (!c->in_process)
+        conn_finish_request(c);
+}
+
+/* Queues bufs; completes synchronously when the socket takes everything. */
+static void conn_write_response(ag_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
+{
+    if (c->closing) {
+        c->response_done = true;
+        return;
+    }
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    size_t written = n > 0 ? (size_t)n : 0;
+    if (n < 0 && n != UV_EAGAIN) {
+        c->keep_alive = false;
+        c->response_done = true;
+        if (!c->in_process)
+            conn_finish_request(c);
+        return;
+    }
+    if (written == total) {
+        c->response_done = true;
+        if (!c->in_process)
+            conn_finish_request(c);
+        return;
+    }
+    unsigned k = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+        if (written >= bufs[i].len) {
+            written -= bufs[i].len;
+            continue;
+        }
+        c->write_bufs[k] = uv_buf_init(bufs[i].base + written, (unsigned)(bufs[i].len - written));
+        written = 0;
+        k++;
+    }
+    c->write_req.data = c;
+    c->writes_in_flight++;
+    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->tcp, c->write_bufs, k, on_response_written);
+    if (rc < 0) {
+        c->writes_in_flight--;
+        c->keep_alive = false;
+        c->response_done = true;
+        if (!c->in_process)
+            conn_finish_request(c);
+    }
+}
+
+struct ag_req_header {
+    struct ag_req_header *next;
+    const char *name;
+    ag_str_t value;
+};
+
+void ag_req_add_header(ag_req_t *req, const char *name, ag_str_t value)
+{
+    struct ag_req_header *h = ag_pool_alloc(&req->pool, sizeof(*h));
+    h->name = ag_pool_strndup(&req->pool, name, strlen(name));
+    h->value = ag_pool_strdup_str(&req->pool, value);
+    h->next = req->_extra;
+    req->_extra = h;
+}
+
+/* Builds the status line and headers into the request pool. */
+static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
+                           size_t content_length, bool chunked)
+{
+    ag_conn_t *c = req->conn;
+    ag_worker_t *w = req->worker;
+    worker_update_date(w);
+    if (w->draining)
+        c->keep_alive = false;
+    size_t cap = 512 + (content_type ? strlen(content_type) : 0);
+    for (struct ag_req_header *h = req->_extra; h; h = h->next)
+        cap += strlen(h->name) + h->value.len + 4;
+    char *p = ag_pool_alloc(&req->pool, cap);
+    int n = snprintf(p, cap,
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: %s\r\n"
+                     "Access-Control-Allow-Origin: *\r\nx-request-id: %s\r\n",
+                     status, status_text(status), w->date, c->keep_alive ? "keep-alive" : "close",
+                     req->id);
+    size_t len = (size_t)n;
+    if (content_type)
+        len += (size_t)snprintf(p + len, cap - len, "Content-Type: %s\r\n", content_type);
+    if (chunked)
+        len += (size_t)snprintf(p + len, cap - len, "Transfer-Encoding: chunked\r\n");
+    else
+        len += (size_t)snprintf(p + len, cap - len, "Content-Length: %zu\r\n", content_length);
+    for (struct ag_req_header *h = req->_extra; h; h = h->next)
+        len += (size_t)snprintf(p + len, cap - len, "%s: %.*s\r\n", h->name, (int)h->value.len,
+                                h->value.ptr);
+    memcpy(p + len, "\r\n", 2);
+    len += 2;
+    return uv_buf_init(p, (unsigned)len);
+}
+
+void ag_req_respond(ag_req_t *req, int status, const char *content_type, ag_str_t body)
+{
+    AG_ASSERT(!req->_responded);
+    req->_responded = true;
+    req->_status = status;
+    ag_conn_t *c = req->conn;
+    uv_buf_t bufs[2];
+    bufs[0] = build_head(req, status, content_type, body.len, false);
+    unsigned nbufs = 1;
+    if (body.len && !req->_head_only) {
+        char *copy = ag_pool_alloc(&req->pool, body.len);
+        memcpy(copy, body.ptr, body.len);
+        bufs[1] = uv_buf_init(copy, (unsigned)body.len);
+        nbufs = 2;
+    }
+    req->_bytes_out = bufs[0].len + (nbufs == 2 ? bufs[1].len : 0);
+    conn_write_response(c, bufs, nbufs);
+}
+
+void ag_req_respond_error(ag_req_t *req, int status, const char *msg)
+{
+    ag_buf_t b;
+    ag_buf_init(&b, 4096);
+    if (ag_json_error_body(&b, msg) < 0)
+        b.len = 0;
+    ag_req_respond(req, status, "application/json", ag_str(b.data ? b.data : "", b.len));
+    ag_buf_fini(&b);
+}
+
+/* ---- streaming responses ------------------------------------------------ */
+
+static void on_stream_written(uv_write_t *wr, int status)
+{
+    stream_write_t *sw = (stream_write_t *)wr;
+    ag_conn_t *c = sw->conn;
+    c->writes_in_flight--;
+    c->queued -= sw->len;
+    free(sw);
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->queued == 0) {
+        if (c->req._responded && !c->req._streaming) {
+            c->response_done = true;
+            if (!c->in_process)
+                conn_finish_request(c);
+            return;
+        }
+        if (c->drain_fn)
+            c->drain_fn(&c->req, c->drain_data);
+    }
+}
+
+/* Writes a[0..alen) then b[0..blen) then c, in order after anything queued. */
+static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, size_t blen,
+                       const char *z, size_t zlen)
+{
+    if (c->closing)
+        return UV_EPIPE;
+    uv_buf_t bufs[3] = {uv_buf_init((char *)a, (unsigned)alen), uv_buf_init((char *)b, (unsigned)blen),
+                        uv_buf_init((char *)z, (unsigned)zlen)};
+    size_t total = alen + blen + zlen;
+    size_t written = 0;
+    if (c->writes_in_flight == 0) {
+        int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 3);
+        if (n < 0 && n != UV_EAGAIN)
+            return n;
+        written = n > 0 ? (size_t)n : 0;
+        if (written == total)
+            return 0;
+    }
+    size_t rest = total - written;
+    stream_write_t *sw = malloc(sizeof(*sw) + rest);
+    if (!sw)
+        return UV_ENOMEM;
+    size_t off = 0, skip = written;
+    for (int i = 0; i < 3; i++) {
+        size_t l = bufs[i].len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        memcpy(sw->data + off, bufs[i].base + skip, l - skip);
+        off += l - skip;
+        skip = 0;
+    }
+    sw->conn = c;
+    sw->len = rest;
+    uv_buf_t one = uv_buf_init(sw->data, (unsigned)rest);
+    int rc = uv_write(&sw->wr, (uv_stream_t *)&c->tcp, &one, 1, on_stream_written);
+    if (rc < 0) {
+        free(sw);
+        return rc;
+    }
+    c->writes_in_flight++;
+    c->queued += rest;
+    return 0;
+}
+
+void ag_req_stream_start(ag_req_t *req, int status, const char *content_type)
+{
+    AG_ASSERT(!req->_responded && !req->_streaming);
+    req->_streaming = true;
+    req->_status = status;
+    uv_buf_t head = build_head(req, status, content_type, 0, true);
+    req->_bytes_out += head.len;
+    int rc = stream_send(req->conn, head.base, head.len, NULL, 0, NULL, 0);
+    if (rc < 0)
+        req->conn->keep_alive = false;
+}
+
+int ag_req_stream_write(ag_req_t *req, const char *data, size_t len, size_t *queued)
+{
+    ag_conn_t *c = req->conn;
+    AG_ASSERT(req->_streaming);
+    if (queued)
+        *queued = c->queued;
+    if (len == 0)
+        return 0;
+    char frame[24];
+    int n = snprintf(frame, sizeof(frame), "%zx\r\n", len);
+    int rc = stream_send(c, frame, (size_t)n, data, len, "\r\n", 2);
+    if (rc < 0)
+        return rc;
+    req->_bytes_out += len;
+    if (queued)
+        *queued = c->queued;
+    return 0;
+}
+
+void ag_req_stream_end(ag_req_t *req)
+{
+    ag_conn_t *c = req->conn;
+    AG_ASSERT(req->_streaming);
+    req->_streaming = false;
+    req->_responded = true;
+    int rc = stream_send(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
+    if (rc < 0)
+        c->keep_alive = false;
+    if (rc < 0 || c->queued == 0) {
+        c->response_done = true;
+        if (!c->in_process)
+            conn_finish_request(c);
+    }
+}
+
+void ag_req_on_drain(ag_req_t *req, void (*fn)(ag_req_t *req, void *data), void *data)
+{
+    req->conn->drain_fn = fn;
+    req->conn->drain_data = data;
+}
+
+/* ---- connection lifecycle --------------------------------------------- */
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    ag_conn_t *c = h->data;
+    if (--c->closes_pending > 0)
+        return;
+    ag_worker_t *w = c->w;
+    ag_pool_fini(&c->req.pool);
+    ag_buf_fini(&c->in);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    atomic_fetch_sub(&w->srv->connections, 1);
+    free(c);
+    worker_maybe_stop(w);
+}
+
+static void conn_close(ag_conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    ag_req_t *req = &c->req;
+    if (c->state == CONN_ACTIVE && !c->response_done) {
+        /* The handler still owns async work for this request: it must cancel it now,
+         * because the request's memory goes away with the connection. */
+        req->_aborted = true;
+        if (req->on_abort)
+            req->on_abort(req);
+        if (!req->_responded && !req->_streaming)
+            req->_status = 499; /* nginx's "client closed request" */
+        access_log(req);
+    }
+    ag_pool_clear(&req->pool);
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    ag_conn_t *c = t->data;
+    if (c->state == CONN_HEAD && c->in.len == 0) {
+        conn_close(c); /* idle keep-alive connection */
+        return;
+    }
+    if (c->state == CONN_ACTIVE) {
+        return;
+    }
+    /* A slow client mid-request (slowloris): answer 408 and close. */
+    c->keep_alive = false;
+    ag_req_t *req = &c->req;
+    c->state = CONN_ACTIVE;
+    c->response_done = false;
+    ag_req_respond_error(req, 408, "Request timeout");
+    if (c->response_done && !c->in_process)
+        conn_finish_request(c);
+}
+
+static void conn_set_timer(ag_conn_t *c, unsigned ms, bool header)
+{
+    c->timer_is_header = header;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void req_reset(ag_conn_t *c)
+{
+    ag_req_t *req = &c->req;
+    ag_worker_t *w = c->w;
+    char ip[64];
+    memcpy(ip, req->client_ip, sizeof(ip));
+    ag_pool_t pool = req->pool;
+    memset(req, 0, sizeof(*req));
+    req->pool = pool;
+    memcpy(req->client_ip, ip, sizeof(ip));
+    req->conn = c;
+    req->worker = w;
+    req->start_us = ag_mono_us();
+    snprintf(req->id, sizeof(req->id), "%08x%08llx", w->id_prefix,
+             (unsigned long long)++w->seq);
+    req->head.content_length = -1;
+    c->head_len = 0;
+    c->body_len = 0;
+    c->leftover = 0;
+    c->continue_sent = false;
+    c->drain_fn = NULL;
+    c->drain_data = NULL;
+}
+
+/* Answers a request that could not be parsed, then closes the connection. */
+static void conn_fail(ag_conn_t *c, int status, const char *msg)
+{
+    if (c->head_len == 0) {
+        /* The head did not parse: its views may point anywhere in the buffer. */
+        c->req.head.method = AG_STR_NULL;
+        c->req.head.path = AG_STR_NULL;
+        c->req.head.num_headers = 0;
+    }
+    c->keep_alive = false;
+    c->state = CONN_ACTIVE;
+    c->response_done = false;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+    ag_req_respond_error(&c->req, status, msg);
+}
+
+static void request_done(ag_conn_t *c)
+{
+    ag_req_t *req = &c->req;
+    access_log(req);
+    ag_pool_clear(&req->pool);
+    size_t used = c->head_len + c->body_len;
+    ag_buf_consume(&c->in, used < c->in.len ? used : c->in.len);
+    c->state = CONN_HEAD;
+    c->response_done = false;
+    if (!c->keep_alive || c->w->draining || c->peer_eof) {
+        conn_close(c);
+        return;
+    }
+    req_reset(c);
+    if (c->in.len > 0)
+        conn_set_timer(c, c->w->srv->opts.limits.header_timeout_ms, true);
+    else
+        conn_set_timer(c, c->w->srv->opts.limits.idle_timeout_ms, false);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static void conn_start_reading(ag_conn_t *c)
+{
+    if (c->reading || c->closing)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
+}
+
+static void conn_finish_request(ag_conn_t *c)
+{
+    request_done(c);
+    if (c->closing)
+        return;
+    conn_start_reading(c);
+    if (c->in.len > 0)
+        conn_process(c);
+}
+
+static void conn_dispatch(ag_conn_t *c)
+{
+    ag_req_t *req = &c->req;
+    req->body = ag_str(c->in.data + c->head_len, c->body_len);
+    req->_head_only = ag_str_eq(req->head.method, AG_STR_LIT("HEAD"));
+    c->state = CONN_ACTIVE;
+    c->response_done = false;
+    uv_timer_stop(&c->timer);
+    if (c->w->draining)
+        c->keep_alive = false;
+    c->w->srv->opts.hooks.handle(req);
+}
+
+static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+/* Parses and dispatches as many buffered requests as can complete now. */
+static void conn_process(ag_conn_t *c)
+{
+    const ag_server_limits_t *lim = &c->w->srv->opts.limits;
+    c->in_process = true;
+    while (!c->closing) {
+        if (c->state == CONN_ACTIVE) {
+            if (!c->response_done)
+                break;
+            request_done(c);
+            if (!c->closing)
+                conn_start_reading(c);
+            continue;
+        }
+        if (c->state == CONN_HEAD) {
+            if (c->in.len == 0)
+                break;
+            if (!c->timer_is_header)
+                conn_set_timer(c, lim->header_timeout_ms, true);
+            ag_req_t *req = &c->req;
+            int rc = ag_http_parse_request_head(c->in.data, c->in.len, c->headers, MAX_HEADERS,
+                                                &req->head);
+            if (rc == AG_EAGAIN) {
+                if (c->in.len >= lim->max_header_bytes)
+                    conn_fail(c, 431, "Request header fields too large");
+                else
+                    break;
+                continue;
+            }
+            if (rc == AG_EHDRTOOBIG || (rc > 0 && (size_t)rc > lim->max_header_bytes)) {
+                conn_fail(c, 431, "Request header fields too large");
+                continue;
+            }
+            if (rc < 0) {
+                int st = ag_http_error_status(rc);
+                conn_fail(c, st, st == 501   ? "Not implemented"
+                                 : st == 505 ? "HTTP version not supported"
+                                             : "Bad request");
+                continue;
+            }
+            c->head_len = (size_t)rc;
+            c->keep_alive = req->head.keep_alive;
+            if (req->head.content_length > 0 &&
+                (uint64_t)req->head.content_length > lim->max_body_bytes) {
+                conn_fail(c, 413, "Request body too large");
+                continue;
+            }
+            if (req->head.chunked) {
+                ag_http_chunked_init(&c->chunked);
+                c->body_len = 0;
+            } else {
+                c->body_len = req->head.content_length > 0 ? (size_t)req->head.content_length : 0;
+            }
+            c->state = CONN_BODY;
+            conn_set_timer(c, lim->body_timeout_ms, false);
+        }
+        /* CONN_BODY */
+        ag_req_t *req = &c->req;
+        bool complete;
+        if (req->head.chunked) {
+            size_t start = c->head_len + c->body_len;
+            size_t n = c->in.len - start;
+            int rc = ag_http_chunked_decode(&c->chunked, c->in.data + start, &n);
+            if (rc == AG_EPROTO || (rc < 0 && rc != AG_EAGAIN)) {
+                conn_fail(c, 400, "Bad request");
+                continue;
+            }
+            c->body_len += n;
+            c->in.len = start + n + (rc >= 0 ? (size_t)rc : 0);
+            if (c->body_len > lim->max_body_bytes) {
+                conn_fail(c, 413, "Request body too large");
+                continue;
+            }
+            complete = rc >= 0;
+        } else {
+            complete = c->in.len >= c->head_len + c->body_len;
+        }
+        if (!complete) {
+            if (req->head.expect_continue && !c->continue_sent && req->head.minor_version >= 1) {
+                c->continue_sent = true;
+                uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+                uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+            }
+            break;
+        }
+        conn_dispatch(c);
+    }
+    c->in_process = false;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    ag_conn_t *c = h->data;
+    AG_UNUSED(suggested);
+    if (c->state != CONN_ACTIVE) {
+        size_t room = c->in.max - c->in.len;
+        if (ag_buf_reserve(&c->in, room < READ_CHUNK ? room : READ_CHUNK) < 0) {
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
+    }
+    /* While a request is active its views point into c->in, so the buffer must
+     * not move: read only into the room it already has. */
+    size_t room = c->in.cap > c->in.len + 1 ? c->in.cap - c->in.len - 1 : 0;
+    if (room > READ_CHUNK * 4)
+        room = READ_CHUNK * 4;
+    *buf = uv_buf_init(room ? c->in.data + c->in.len : NULL, (unsigned)room);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    ag_conn_t *c = s->data;
+    AG_UNUSED(buf);
+    if (nread == UV_ENOBUFS || nread == 0) {
+        if (nread == UV_ENOBUFS) {
+            uv_read_stop(s);
+            c->reading = false;
+            if (c->state != CONN_ACTIVE)
+                conn_fail(c, c->state == CONN_HEAD ? 431 : 413, "Request too large");
+        }
+        return;
+    }
+    if (nread < 0) {
+        uv_read_stop(s);
+        c->reading = false;
+        if (c->state == CONN_ACTIVE && nread == UV_EOF && !c->req._streaming) {
+            /* Half-close after a complete request: answer it, then close. */
+            c->peer_eof = true;
+            c->keep_alive = false;
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    c->in.len += (size_t)nread;
+    if (c->state == CONN_ACTIVE)
+        return;
+    if (c->state == CONN_BODY)
+        conn_set_timer(c, c->w->srv->opts.limits.body_timeout_ms, false);
+    conn_process(c);
+}
+
+static const char busy_response[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    "Access-Control-Allow-Origin: *\r\nConnection: close\r\nContent-Length: 28\r\n\r\n"
+    "{\"error\":\"Too many connections\"}";
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    ag_worker_t *w = server->data;
+    if (status < 0 || w->draining)
+        return;
+    ag_conn_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->w = w;
+    uv_tcp_init(&w->loop, &c->tcp);
+    uv_timer_init(&w->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->closes_pending = 2;
+    const ag_server_limits_t *lim = &w->srv->opts.limits;
+    ag_buf_init(&c->in, lim->max_header_bytes + lim->max_body_bytes + PIPELINE_SLACK);
+    ag_pool_init(&c->req.pool);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    unsigned n = atomic_fetch_add(&w->srv->connections, 1);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (n >= lim->max_connections) {
+        uv_buf_t b = uv_buf_init((char *)busy_response, sizeof(busy_response) - 1);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->req.client_ip, sizeof(c->req.client_ip));
+        else
+            uv_ip4_name((struct sockaddr_in *)&ss, c->req.client_ip, sizeof(c->req.client_ip));
+    }
+    c->keep_alive = true;
+    req_reset(c);
+    conn_set_timer(c, lim->header_timeout_ms, true);
+    conn_start_reading(c);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    ag_worker_t *w = h->data;
+    if (h == (uv_handle_t *)&w->listener)
+        w->listener_closed = true;
+    worker_maybe_stop(w);
+}
+
+static void worker_stop_now(ag_worker_t *w)
+{
+    if (w->stopped)
+        return;
+    w->stopped = true;
+    if (w->srv->opts.hooks.worker_fini)
+        w->srv->opts.hooks.worker_fini(w, w->ctx);
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->flush, NULL);
+}
+
+static void worker_maybe_stop(ag_worker_t *w)
+{
+    if (w->draining && w->nconns == 0 && w->listener_closed)
+        worker_stop_now(w);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    ag_worker_t *w = t->data;
+    ag_log_warn("worker %u: drain timeout, closing %u connection(s)", w->index, w->nconns);
+    for (ag_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
+}
+
+static void on_wakeup(uv_async_t *a)
+{
+    ag_worker_t *w = a->data;
+    if (!atomic_load(&w->srv->shutting_down) || w->draining)
+        return;
+    w->draining = true;
+    uv_close((uv_handle_t *)&w->listener, on_handle_closed);
+    for (ag_conn_t *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_HEAD && c->in.len == 0)
+            conn_close(c);
+        else
+            c->keep_alive = false;
+    }
+    if (w->srv->opts.hooks.worker_drain)
+        w->srv->opts.hooks.worker_drain(w, w->ctx);
+    uv_timer_start(&w->drain_timer, on_drain_timeout, w->srv->opts.limits.drain_timeout_ms, 0);
+    uv_unref((uv_handle_t *)&w->drain_timer);
+    worker_maybe_stop(w);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    AG_UNUSED(arg);
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void worker_main(void *arg)
+{
+    ag_worker_t *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    worker_flush_log(w);
+    if (uv_loop_close(&w->loop) == UV_EBUSY) {
+        uv_walk(&w->loop, close_walk, NULL);
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&w->loop);
+    }
+}
+
+static int bind_listener(const char *host, int port, int *out_fd)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    int rc;
+    if (strchr(host, ':'))
+        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+    else
+        rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    if (rc < 0)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    socklen_t sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    *out_fd = fd;
+    return 0;
+}
+
+static int socket_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return -errno;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void worker_fini_handles(ag_worker_t *w)
+{
+    uv_walk(&w->loop, close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    ag_buf_fini(&w->log);
+}
+
+int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
+{
+    ag_server_t *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return -ENOMEM;
+    srv->opts = *opts;
+    snprintf(srv->host, sizeof(srv->host), "%s", opts->host ? opts->host : "127.0.0.1");
+    srv->opts.host = srv->host;
+    srv->nworkers = opts->threads ? opts->threads : 1;
+    srv->workers = calloc(srv->nworkers, sizeof(ag_worker_t));
+    if (!srv->workers) {
+        free(srv);
+        return -ENOMEM;
+    }
+    int port = opts->port;
+    unsigned started = 0;
+    int rc = 0;
+    uint32_t seed = (uint32_t)ag_now_us() ^ (uint32_t)getpid() * 2654435761u;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        ag_worker_t *w = &srv->workers[i];
+        w->srv = srv;
+        w->index = i;
+        w->id_prefix = seed + i * 0x9e3779b9u;
+        ag_buf_init(&w->log, 0);
+        rc = uv_loop_init(&w->loop);
+        if (rc < 0)
+            break;
+        rc = bind_listener(srv->host, port, &w->listen_fd);
+        if (rc == 0 && port == 0) {
+            port = socket_port(w->listen_fd);
+            if (port < 0)
+                rc = port;
+        }
+        if (rc == 0) {
+            uv_tcp_init(&w->loop, &w->listener);
+            w->listener.data = w;
+            rc = uv_tcp_open(&w->listener, w->listen_fd);
+            if (rc == 0)
+                rc = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
+        }
+        if (rc == 0) {
+            uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+            w->wakeup.data = w;
+            uv_timer_init(&w->loop, &w->drain_timer);
+            w->drain_timer.data = w;
+            uv_prepare_init(&w->loop, &w->flush);
+            w->flush.data = w;
+            uv_prepare_start(&w->flush, on_prepare);
+            uv_unref((uv_handle_t *)&w->flush);
+            if (opts->hooks.worker_init)
+                rc = opts->hooks.worker_init(w, opts->hooks.server_ctx, &w->ctx);
+        }
+        if (rc < 0) {
+            worker_fini_handles(w);
+            break;
+        }
+        started++;
+    }
+    if (rc < 0) {
+        for (unsigned i = 0; i < started; i++) {
+            ag_worker_t *w = &srv->workers[i];
+            if (opts->hooks.worker_fini)
+                opts->hooks.worker_fini(w, w->ctx);
+            worker_fini_handles(w);
+        }
+        free(srv->workers);
+        free(srv);
+        return rc;
+    }
+    srv->port = port;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        uv_thread_create(&srv->workers[i].thread, worker_main, &srv->workers[i]);
+    *out = srv;
+    return 0;
+}
+
+void ag_server_shutdown(ag_server_t *srv)
+{
+    atomic_store(&srv->shutting_down, true);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        uv_async_send(&srv->workers[i].wakeup);
+}
+
+void ag_server_wait_and_free(ag_server_t *srv)
+{
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        uv_thread_join(&srv->workers[i].thread);
+        ag_buf_fini(&srv->workers[i].log);
+    }
+    free(srv->workers);
+    free(srv);
+}

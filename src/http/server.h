@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * server.h: the HTTP/1.1 server. N worker threads, each with its own libuv
+ * loop and SO_REUSEPORT listener, so no lock sits on the request path. A
+ * handler gets an ag_req_t and answers it, at once or later from its loop.
+ */
+#ifndef AG_HTTP_SERVER_H
+#define AG_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "http/parser.h"
+#include "util/buf.h"
+#include "util/pool.h"
+#include "util/str.h"
+
+typedef struct ag_server ag_server_t;
+typedef struct ag_worker ag_worker_t;
+typedef struct ag_conn ag_conn_t;
+typedef struct ag_req ag_req_t;
+
+typedef struct ag_server_limits {
+    size_t max_header_bytes;  /* request line + headers; over it: 431 */
+    size_t max_body_bytes;    /* over it: 413 */
+    unsigned max_connections; /* over it: 503 and close */
+    unsigned header_timeout_ms;
+    unsigned idle_timeout_ms;
+    unsigned body_timeout_ms;
+    unsigned drain_timeout_ms;
+} ag_server_limits_t;
+
+/** Called on the worker's loop thread for each complete request. The handler
+ *  must eventually call one of the ag_req_respond*() functions exactly once
+ *  (or start a stream and end it), from the same thread. */
+typedef void (*ag_request_handler)(ag_req_t *req);
+
+/** Per-worker hooks: init runs on the worker thread before it serves, fini
+ *  after its loop stopped. Each returns/takes the worker's handler context. */
+typedef struct ag_server_hooks {
+    int (*worker_init)(ag_worker_t *w, void *server_ctx, void **worker_ctx);
+    void (*worker_fini)(ag_worker_t *w, void *worker_ctx);
+    void (*worker_drain)(ag_worker_t *w, void *worker_ctx); /* shutdown began */
+    ag_request_handler handle;
+    void *server_ctx;
+} ag_server_hooks_t;
+
+typedef struct ag_server_options {
+    const char *host;
+    int port; /* 0: ephemeral */
+    unsigned threads;
+    ag_server_limits_t limits;
+    ag_server_hooks_t hooks;
+    bool access_log;
+} ag_server_options_t;
+
+/** A request. Owned by its connection; the pool dies when the response is done. */
+struct ag_req {
+    ag_pool_t pool;
+    ag_conn_t *conn;
+    ag_worker_t *worker;
+    ag_http_request_head_t head;
+    ag_str_t body;          /* the whole body (Content-Length or de-chunked), in conn memory */
+    char id[24];            /* request id, also sent as x-request-id */
+    char client_ip[64];     /* socket peer address, text */
+    int64_t start_us;       /* monotonic */
+    int64_t upstream_us;    /* time spent waiting on upstream, for the access log */
+    const char *log_model;  /* model for the access log, or NULL; pool-owned */
+    void *handler_data;     /* the handler's own per-request state */
+    void (*on_abort)(ag_req_t *req); /* the client went away before the response ended */
+    /* private */
+    struct ag_req_header *_extra; /* extra response headers, pool-owned */
+    int _status;
+    size_t _bytes_out;
+    bool _responded;
+    bool _streaming;
+    bool _head_only;
+    bool _aborted;
+};
+
+/** Starts the server: binds and starts the worker threads. The caller then waits
+ *  with ag_server_wait(). @return 0 or a negative errno / AG_E* code. */
+int ag_server_start(const ag_server_options_t *opts, ag_server_t **out);
+
+/** The port actually bound (useful with port 0). */
+int ag_server_port(const ag_server_t *srv);
+
+/** Begins a graceful shutdown: stop accepting, finish in-flight requests (at most
+ *  the drain timeout), then the workers stop. Thread-safe, async-signal-unsafe. */
+void ag_server_shutdown(ag_server_t *srv);
+
+/** Joins the workers and frees the server. */
+void ag_server_wait_and_free(ag_server_t *srv);
+
+uv_loop_t *ag_worker_loop(ag_worker_t *w);
+void *ag_worker_ctx(ag_worker_t *w);
+unsigned ag_worker_index(const ag_worker_t *w);
+
+/** Header lookup on the request (case-insensitive). */
+ag_str_t ag_req_header(const ag_req_t *req, const char *name);
+
+/** Extra response header for the next respond call; name and value are copied. */
+void ag_req_add_header(ag_req_t *req, const char *name, ag_str_t value);
+
+/** Sends a complete response; body bytes are copied. */
+void ag_req_respond(ag_req_t *req, int status, const char *content_type, ag_str_t body);
+
+/** Sends {"error": msg} with the given status. */
+void ag_req_respond_error(ag_req_t *req, int status, const char *msg);
+
+/** Streaming (chunked) responses. write returns 0, or a negative code when the client
+ *  is gone; the return of ag_req_stream_write is the bytes now queued and not yet
+ *  written to the socket, for back-pressure. `drain` is called when the queue empties. */
+void ag_req_stream_start(ag_req_t *req, int status, const char *content_type);
+int ag_req_stream_write(ag_req_t *req, const char *data, size_t len, size_t *queued);
+void ag_req_stream_end(ag_req_t *req);
+void ag_req_on_drain(ag_req_t *req, void (*fn)(ag_req_t *req, void *data), void *data);
+
+#endif

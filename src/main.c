@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * main.c: the aigate command line: subcommand dispatch (git's commands[]
+ * table), flag parsing, and the serve loop with its signal handling.
+ */
+#include "util/platform.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "config/config.h"
+#include "gateway/gateway.h"
+#include "http/server.h"
+#include "upstream/client.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+typedef struct opts {
+    const char *config;
+    const char *host;
+    const char *upstream;
+    int port;
+    int threads;
+    bool dev;
+} opts_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: aigate <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  dev              serve for local development (127.0.0.1:8787 by default)\n"
+            "  serve            serve with the configuration as it is\n"
+            "  config check     validate the configuration and exit\n"
+            "  config reference print the [aigate] key reference (Markdown)\n"
+            "  help             this text\n"
+            "  version          print the version\n"
+            "\n"
+            "options:\n"
+            "  --config FILE    configuration file (default: aigate.toml, else wrangler.toml)\n"
+            "  --host ADDR      listen address\n"
+            "  --port N         listen port (0: any free port)\n"
+            "  --threads N      event-loop threads (default: one per core)\n"
+            "  --upstream URL   Anthropic API base URL\n"
+            "\n"
+            "environment:\n"
+            "  ANTHROPIC_API_KEY  the upstream key (also read from .dev.vars)\n");
+}
+
+static int parse_int(const char *s, int min, int max, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *s == '\0' || *end != '\0' || v < min || v > max)
+        return -EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+/* Parses the shared flags. @return 0, or 2 (usage error) after printing why. */
+static int parse_opts(int argc, char **argv, opts_t *o)
+{
+    o->port = -1;
+    o->threads = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        char name[32];
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "aigate: unexpected argument '%s'\n", a);
+            return 2;
+        }
+        if (eq) {
+            snprintf(name, sizeof(name), "%.*s", (int)(eq - a), a);
+            val = eq + 1;
+        } else {
+            snprintf(name, sizeof(name), "%s", a);
+            if (i + 1 < argc)
+                val = argv[++i];
+        }
+        if (!val) {
+            fprintf(stderr, "aigate: %s needs a value\n", name);
+            return 2;
+        }
+        if (strcmp(name, "--config") == 0) {
+            o->config = val;
+        } else if (strcmp(name, "--host") == 0) {
+            o->host = val;
+        } else if (strcmp(name, "--upstream") == 0) {
+            o->upstream = val;
+        } else if (strcmp(name, "--port") == 0) {
+            if (parse_int(val, 0, 65535, &o->port) < 0) {
+                fprintf(stderr, "aigate: --port must be 0-65535\n");
+                return 2;
+            }
+        } else if (strcmp(name, "--threads") == 0) {
+            if (parse_int(val, 1, 256, &o->threads) < 0) {
+                fprintf(stderr, "aigate: --threads must be 1-256\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "aigate: unknown option %s (see 'aigate help')\n", name);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* Loads defaults, the file, then the flags over them. @return 0 or an exit code. */
+static int load_config(const opts_t *o, ag_config_t *cfg)
+{
+    ag_config_defaults(cfg);
+    const char *path = ag_config_find(o->config);
+    if (path && ag_config_load_file(cfg, path, stderr) < 0)
+        return 1;
+    if (o->host) {
+        free(cfg->host);
+        cfg->host = strdup(o->host);
+    }
+    if (o->upstream) {
+        if (strncmp(o->upstream, "http://", 7) != 0 && strncmp(o->upstream, "https://", 8) != 0) {
+            fprintf(stderr, "aigate: --upstream must be an http:// or https:// URL\n");
+            return 2;
+        }
+        free(cfg->upstream);
+        cfg->upstream = strdup(o->upstream);
+    }
+    if (o->port >= 0)
+        cfg->port = o->port;
+    if (o->threads > 0)
+        cfg->threads = (unsigned)o->threads;
+    if (cfg->threads == 0)
+        cfg->threads = uv_available_parallelism();
+    return 0;
+}
+
+static ag_server_t *running_server;
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    ag_log_info("received %s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    ag_server_shutdown(running_server);
+    uv_close((uv_handle_t *)s, NULL);
+    uv_signal_t *other = s->data;
+    if (!uv_is_closing((uv_handle_t *)other))
+        uv_close((uv_handle_t *)other, NULL);
+}
+
+static int run_server(int argc, char **argv, bool dev)
+{
+    opts_t o = {0};
+    o.dev = dev;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc)
+        return rc;
+    ag_config_t cfg;
+    rc = load_config(&o, &cfg);
+    if (rc) {
+        ag_config_fini(&cfg);
+        return rc;
+    }
+    ag_config_load_secrets(&cfg);
+    if (!cfg.anthropic_api_key)
+        ag_log_warn("ANTHROPIC_API_KEY is not set (environment or .dev.vars): AI routes will "
+                    "answer 503 until it is");
+    signal(SIGPIPE, SIG_IGN);
+    ag_upstream_global_init();
+    ag_gateway_t *gw = NULL;
+    rc = ag_gateway_new(&cfg, &gw);
+    ag_server_t *srv = NULL;
+    if (rc == 0) {
+        ag_server_options_t so = {
+            .host = cfg.host,
+            .port = cfg.port,
+            .threads = cfg.threads,
+            .limits =
+                {
+                    .max_header_bytes = cfg.max_header_bytes,
+                    .max_body_bytes = cfg.max_body_bytes,
+                    .max_connections = cfg.max_connections,
+                    .header_timeout_ms = cfg.header_timeout_ms,
+                    .idle_timeout_ms = cfg.idle_timeout_ms,
+                    .body_timeout_ms = cfg.body_timeout_ms,
+                    .drain_timeout_ms = cfg.drain_timeout_ms,
+                },
+            .hooks = ag_gateway_hooks(gw),
+            .access_log = cfg.access_log,
+        };
+        rc = ag_server_start(&so, &srv);
+        if (rc < 0)
+            fprintf(stderr, "aigate: cannot listen on %s:%d: %s\n", cfg.host, cfg.port,
+                    ag_strerror(rc));
+    }
+    if (rc == 0) {
+        ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
+                    AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv),
+                    cfg.threads, cfg.threads == 1 ? "" : "s", cfg.upstream,
+                    cfg.path ? cfg.path : "(embedded defaults)");
+        running_server = srv;
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        uv_signal_t sigterm, sigint;
+        uv_signal_init(&loop, &sigterm);
+        uv_signal_init(&loop, &sigint);
+        sigterm.data = &sigint;
+        sigint.data = &sigterm;
+        uv_signal_start(&sigterm, on_signal, SIGTERM);
+        uv_signal_start(&sigint, on_signal, SIGINT);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        ag_server_wait_and_free(srv);
+        ag_log_info("stopped");
+    }
+    ag_gateway_free(gw);
+    ag_config_fini(&cfg);
+    ag_upstream_global_cleanup();
+    return rc == 0 ? 0 : 1;
+}
+
+static int cmd_dev(int argc, char **argv)
+{
+    return run_server(argc, argv, true);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    return run_server(argc, argv, false);
+}
+
+static int cmd_config(int argc, char **argv)
+{
+    if (argc < 1) {
+        fprintf(stderr, "usage: aigate config check|reference [--config FILE]\n");
+        return 2;
+    }
+    if (strcmp(argv[0], "reference") == 0) {
+        ag_config_print_reference(stdout);
+        return 0;
+    }
+    if (strcmp(argv[0], "check") != 0) {
+        fprintf(stderr, "aigate: unknown config command '%s'\n", argv[0]);
+        return 2;
+    }
+    opts_t o = {0};
+    int rc = parse_opts(argc - 1, argv + 1, &o);
+    if (rc)
+        return rc;
+    ag_config_t cfg;
+    rc = load_config(&o, &cfg);
+    if (rc == 0)
+        printf("%s: ok\n", cfg.path ? cfg.path : "(embedded defaults)");
+    ag_config_fini(&cfg);
+    return rc;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    AG_UNUSED(argc);
+    AG_UNUSED(argv);
+    usage(stdout);
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    AG_UNUSED(argc);
+    AG_UNUSED(argv);
+    printf("aigate %s\n", AG_VERSION);
+    return 0;
+}
+
+static const struct ag_cmd {
+    const char *name;
+    int (*fn)(int, char **);
+} cmds[] = {
+    {"--help", cmd_help}, {"--version", cmd_version}, {"-h", cmd_help},
+    {"config", cmd_config}, {"dev", cmd_dev},         {"help", cmd_help},
+    {"serve", cmd_serve},   {"version", cmd_version},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    for (size_t i = 0; i < AG_ARRAY_LEN(cmds); i++) {
+        if (strcmp(argv[1], cmds[i].name) == 0)
+            return cmds[i].fn(argc - 2, argv + 2);
+    }
+    fprintf(stderr, "aigate: unknown command '%s' (see 'aigate help')\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,183 @@
+// SPDX-License-Identifier: MIT
+//
+// lib.js: what every black-box test needs: start the real aigate binary on an
+// ephemeral port against the fake Anthropic server, talk HTTP to it (node:http
+// or raw sockets), and stop it, checking it exits cleanly with no sanitizer report.
+'use strict';
+
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const assert = require('node:assert/strict');
+
+const fake = require('../fake-upstream/fake-anthropic.js');
+
+const BIN = process.env.AIGATE_BIN || path.join(__dirname, '../../build/debug/aigate');
+const TEST_KEY = 'sk-ant-test-0123456789abcdef-SECRET';
+
+function tmpdir() {
+    return fs.mkdtempSync(path.join(os.tmpdir(), 'aigate-test-'));
+}
+
+// Resolves when `predicate()` is true, polling every few ms; rejects at the deadline.
+async function until(predicate, timeoutMs = 5000, what = 'condition') {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        if (await predicate()) return;
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 5));
+    }
+}
+
+// Starts aigate. opts: {config (TOML text), env, args, cwd, key (false: no key), upstream}.
+async function startGateway(opts = {}) {
+    const cwd = opts.cwd || tmpdir();
+    const args = [opts.command || 'serve', '--host', '127.0.0.1', '--port', '0'];
+    if (opts.config !== undefined) {
+        fs.writeFileSync(path.join(cwd, 'aigate.toml'), opts.config);
+        args.push('--config', path.join(cwd, 'aigate.toml'));
+    }
+    if (opts.upstream) args.push('--upstream', opts.upstream);
+    if (opts.threads) args.push('--threads', String(opts.threads));
+    args.push(...(opts.args || []));
+    const env = { ...process.env, ...(opts.env || {}) };
+    delete env.ANTHROPIC_API_KEY;
+    if (opts.key !== false) env.ANTHROPIC_API_KEY = opts.key || TEST_KEY;
+    env.ASAN_OPTIONS = env.ASAN_OPTIONS || 'detect_leaks=1';
+    const proc = spawn(BIN, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const gw = { proc, cwd, stderr: '', stdout: '', port: 0, exited: null };
+    proc.stdout.on('data', (d) => (gw.stdout += d));
+    proc.stderr.on('data', (d) => (gw.stderr += d));
+    gw.exitPromise = new Promise((resolve) => {
+        proc.on('exit', (code, signal) => {
+            gw.exited = { code, signal };
+            resolve(gw.exited);
+        });
+    });
+    await until(() => gw.exited || /listening on [^ ]+:(\d+)/.test(gw.stderr), 15000, 'aigate to listen');
+    if (gw.exited) throw new Error(`aigate exited early (${JSON.stringify(gw.exited)}):\n${gw.stderr}`);
+    gw.port = Number(/listening on [^ ]+:(\d+)/.exec(gw.stderr)[1]);
+    gw.url = `http://127.0.0.1:${gw.port}`;
+    // Stops with SIGTERM and checks for a clean exit (0, no sanitizer report).
+    gw.stop = async (signal = 'SIGTERM') => {
+        if (!gw.exited) proc.kill(signal);
+        const r = await gw.exitPromise;
+        assert.equal(r.code, 0, `aigate exit ${JSON.stringify(r)}; stderr:\n${gw.stderr.slice(-4000)}`);
+        assert.doesNotMatch(gw.stderr, /AddressSanitizer|LeakSanitizer|runtime error:/, gw.stderr.slice(-4000));
+        return r;
+    };
+    gw.accessLog = () =>
+        gw.stderr
+            .split('\n')
+            .filter((l) => l.startsWith('{'))
+            .map((l) => JSON.parse(l));
+    return gw;
+}
+
+async function startFake(opts = {}) {
+    return fake.start({ apiKey: TEST_KEY, ...opts });
+}
+
+// One HTTP request on a fresh connection. Resolves {status, headers, body, json}.
+function request(url, { method = 'GET', headers = {}, body, timeoutMs = 10000 } = {}) {
+    return new Promise((resolve, reject) => {
+        const u = new URL(url);
+        const req = http.request(
+            { host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers, agent: false },
+            (res) => {
+                const chunks = [];
+                res.on('data', (c) => chunks.push(c));
+                res.on('end', () => {
+                    const text = Buffer.concat(chunks).toString('utf8');
+                    let json;
+                    try {
+                        json = JSON.parse(text);
+                    } catch {
+                        json = undefined;
+                    }
+                    resolve({ status: res.statusCode, headers: res.headers, body: text, json });
+                });
+                res.on('error', reject);
+            }
+        );
+        req.setTimeout(timeoutMs, () => req.destroy(new Error('client timeout')));
+        req.on('error', reject);
+        if (body !== undefined) req.write(typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body));
+        req.end();
+    });
+}
+
+function generate(gw, body, headers = {}) {
+    return request(`${gw.url}/api/generate`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+    });
+}
+
+// A raw TCP exchange: sends `data` (string/Buffer or array of pieces), collects
+// everything until the server closes or `until(text)` is true.
+function raw(port, data, { until: stop, timeoutMs = 5000, halfClose = false } = {}) {
+    return new Promise((resolve, reject) => {
+        const sock = net.connect(port, '127.0.0.1');
+        let got = '';
+        const timer = setTimeout(() => {
+            sock.destroy();
+            resolve({ text: got, closed: false });
+        }, timeoutMs);
+        sock.on('connect', () => {
+            for (const piece of [].concat(data)) sock.write(piece);
+            if (halfClose) sock.end();
+        });
+        sock.on('data', (d) => {
+            got += d.toString('latin1');
+            if (stop && stop(got)) {
+                clearTimeout(timer);
+                sock.destroy();
+                resolve({ text: got, closed: false });
+            }
+        });
+        sock.on('close', () => {
+            clearTimeout(timer);
+            resolve({ text: got, closed: true });
+        });
+        sock.on('error', (e) => {
+            if (e.code === 'ECONNRESET') return; // close follows
+            clearTimeout(timer);
+            reject(e);
+        });
+    });
+}
+
+// Splits a stream of HTTP/1.1 responses (Content-Length framed) into {status, headers, body}.
+function parseResponses(text) {
+    const out = [];
+    let rest = text;
+    while (rest.length) {
+        const end = rest.indexOf('\r\n\r\n');
+        if (end < 0) break;
+        const lines = rest.slice(0, end).split('\r\n');
+        const status = Number(lines[0].split(' ')[1]);
+        const headers = {};
+        for (const l of lines.slice(1)) {
+            const i = l.indexOf(':');
+            headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+        }
+        if (status === 100) {
+            rest = rest.slice(end + 4);
+            out.push({ status, headers, body: '' });
+            continue;
+        }
+        const len = Number(headers['content-length'] || 0);
+        out.push({ status, headers, body: rest.slice(end + 4, end + 4 + len) });
+        rest = rest.slice(end + 4 + len);
+    }
+    return out;
+}
+
+module.exports = {
+    BIN, TEST_KEY, tmpdir, until, startGateway, startFake, request, generate, raw, parseResponses,
+};
