@@ -23,6 +23,10 @@
 #define READ_CHUNK 16384
 /* Room for the start of a pipelined request beyond the current one. */
 #define PIPELINE_SLACK 16384
+/* Read buffers of this capacity are kept per worker and lent to connections
+ * while they have a request, so an idle keep-alive connection holds none. */
+#define BUF_CACHE 256
+#define BUF_CACHE_CAP 32768
 
 typedef enum { CONN_HEAD, CONN_BODY, CONN_ACTIVE } conn_state_t;
 
@@ -52,6 +56,8 @@ struct ag_worker {
     ag_buf_t log;
     uint64_t seq;
     uint32_t id_prefix;
+    char *buf_cache[BUF_CACHE]; /* idle connections' read buffers, for reuse */
+    unsigned nbuf_cache;
     bool draining;
     bool listener_closed;
     bool stopped;
@@ -78,7 +84,7 @@ struct ag_conn {
     size_t body_len;     /* Content-Length, or decoded bytes so far when chunked */
     size_t leftover;     /* chunked: pipelined bytes after the body */
     ag_http_chunked_decoder_t chunked;
-    ag_http_header_t headers[MAX_HEADERS];
+    ag_http_header_t *headers; /* MAX_HEADERS entries from the request pool */
     ag_req_t req;
     uv_write_t write_req;
     uv_buf_t write_bufs[2];
@@ -95,6 +101,8 @@ struct ag_conn {
     bool continue_sent;
     bool timer_is_header;
     bool peer_eof;
+    bool lingering; /* response sent, write side shut, discarding input until EOF */
+    uv_shutdown_t shutdown_req;
 };
 
 static void conn_close(ag_conn_t *c);
@@ -523,7 +531,7 @@ static void conn_close(ag_conn_t *c)
         return;
     c->closing = true;
     ag_req_t *req = &c->req;
-    if (c->state == CONN_ACTIVE && !c->response_done) {
+    if (c->state == CONN_ACTIVE && !c->response_done && !c->lingering) {
         /* The handler still owns async work for this request: it must cancel it now,
          * because the request's memory goes away with the connection. */
         req->_aborted = true;
@@ -605,24 +613,96 @@ static void conn_fail(ag_conn_t *c, int status, const char *msg)
     ag_req_respond_error(&c->req, status, msg);
 }
 
+/* nginx's lingering close: closing a socket with unread input makes the kernel
+ * send RST, which can destroy the response before the client reads it. So shut
+ * the write side, discard input until EOF, and close then (or after 2 s). */
+#define LINGER_MS 2000
+static char discard_buf[65536];
+
+static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    AG_UNUSED(h);
+    AG_UNUSED(suggested);
+    /* Bytes written here are never read, so threads may share the buffer. */
+    *buf = uv_buf_init(discard_buf, sizeof(discard_buf));
+}
+
+static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    AG_UNUSED(buf);
+    if (nread < 0)
+        conn_close(s->data);
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *sr, int status)
+{
+    ag_conn_t *c = sr->data;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_linger_alloc, on_linger_read) < 0)
+        conn_close(c);
+}
+
+static void conn_linger(ag_conn_t *c)
+{
+    c->lingering = true;
+    c->state = CONN_ACTIVE; /* nothing more is parsed */
+    c->response_done = false;
+    uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
+        conn_close(c);
+}
+
+/* An idle connection gives its read buffer back to the worker and its pool's
+ * chunk back to malloc: idle keep-alive connections then cost ~1 KiB each. */
+static void conn_release_buffers(ag_conn_t *c)
+{
+    ag_worker_t *w = c->w;
+    if (c->in.data && c->in.cap == BUF_CACHE_CAP && w->nbuf_cache < BUF_CACHE) {
+        w->buf_cache[w->nbuf_cache++] = c->in.data;
+        c->in.data = NULL;
+        c->in.cap = 0;
+    }
+    ag_buf_fini(&c->in);
+    ag_pool_fini(&c->req.pool);
+}
+
 static void request_done(ag_conn_t *c)
 {
     ag_req_t *req = &c->req;
     access_log(req);
     ag_pool_clear(&req->pool);
+    c->headers = NULL;
     size_t used = c->head_len + c->body_len;
     ag_buf_consume(&c->in, used < c->in.len ? used : c->in.len);
     c->state = CONN_HEAD;
     c->response_done = false;
-    if (!c->keep_alive || c->w->draining || c->peer_eof) {
+    if (c->peer_eof || c->req._aborted) {
         conn_close(c);
         return;
     }
+    if (!c->keep_alive || c->w->draining) {
+        conn_linger(c);
+        return;
+    }
     req_reset(c);
-    if (c->in.len > 0)
+    if (c->in.len > 0) {
         conn_set_timer(c, c->w->srv->opts.limits.header_timeout_ms, true);
-    else
-        conn_set_timer(c, c->w->srv->opts.limits.idle_timeout_ms, false);
+        return;
+    }
+    conn_set_timer(c, c->w->srv->opts.limits.idle_timeout_ms, false);
+    conn_release_buffers(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -639,7 +719,7 @@ static void conn_start_reading(ag_conn_t *c)
 static void conn_finish_request(ag_conn_t *c)
 {
     request_done(c);
-    if (c->closing)
+    if (c->closing || c->lingering)
         return;
     conn_start_reading(c);
     if (c->in.len > 0)
@@ -671,6 +751,8 @@ static void conn_process(ag_conn_t *c)
             if (!c->response_done)
                 break;
             request_done(c);
+            if (c->lingering)
+                break;
             if (!c->closing)
                 conn_start_reading(c);
             continue;
@@ -681,6 +763,8 @@ static void conn_process(ag_conn_t *c)
             if (!c->timer_is_header)
                 conn_set_timer(c, lim->header_timeout_ms, true);
             ag_req_t *req = &c->req;
+            if (!c->headers)
+                c->headers = ag_pool_alloc(&req->pool, MAX_HEADERS * sizeof(ag_http_header_t));
             int rc = ag_http_parse_request_head(c->in.data, c->in.len, c->headers, MAX_HEADERS,
                                                 &req->head);
             if (rc == AG_EAGAIN) {
@@ -757,10 +841,20 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     AG_UNUSED(suggested);
     if (c->state != CONN_ACTIVE) {
         size_t room = c->in.max - c->in.len;
+        const char *before = c->in.data;
+        if (!c->in.data && c->w->nbuf_cache) {
+            c->in.data = c->w->buf_cache[--c->w->nbuf_cache];
+            c->in.cap = BUF_CACHE_CAP;
+        }
         if (ag_buf_reserve(&c->in, room < READ_CHUNK ? room : READ_CHUNK) < 0) {
             *buf = uv_buf_init(NULL, 0);
             return;
         }
+        /* A parsed head's views point into the buffer: when it moved, parse the
+         * (unchanged) head bytes again to point them at the new place. */
+        if (before && c->in.data != before && c->head_len > 0)
+            ag_http_parse_request_head(c->in.data, c->head_len, c->headers, MAX_HEADERS,
+                                       &c->req.head);
     }
     /* While a request is active its views point into c->in, so the buffer must
      * not move: read only into the room it already has. */
@@ -926,6 +1020,8 @@ static void worker_main(void *arg)
 {
     ag_worker_t *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    while (w->nbuf_cache)
+        free(w->buf_cache[--w->nbuf_cache]);
     worker_flush_log(w);
     if (uv_loop_close(&w->loop) == UV_EBUSY) {
         uv_walk(&w->loop, close_walk, NULL);

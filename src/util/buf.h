@@ -28,7 +28,7 @@ int ag_buf_append(ag_buf_t *b, const void *data, size_t len);
 int ag_buf_append_str(ag_buf_t *b, ag_str_t s);
 int ag_buf_append_cstr(ag_buf_t *b, const char *s);
 int ag_buf_printf(ag_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int ag_buf_vprintf(ag_buf_t *b, const char *fmt, va_list ap);
+int ag_buf_vprintf(ag_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /** Drops the first n bytes (consumed input). */
 void ag_buf_consume(ag_buf_t *b, size_t n);

@@ -1,0 +1,982 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# bench/run.sh: the aigate benchmark harness behind `make bench`. Starts a fast upstream (nginx
+# answering /v1/messages with a canned Messages API body), aigate and a reference nginx on
+# 127.0.0.1 ephemeral ports, runs scenarios S1-S7 against aigate and nginx alternately, prints
+# one table and writes the raw figures to bench/results/<UTC timestamp>.json. It stops every
+# process it started, by PID, on exit, on failure and on INT/TERM. See bench/README.md.
+# shellcheck disable=SC2317 # functions run through measure "$@" look unreachable to it
+set -u -o pipefail
+shopt -u patsub_replacement 2>/dev/null || true # "&" in a replacement stays a plain "&"
+
+# ---- things other work may need to adjust ------------------------------------------------------
+# The config aigate is started with (written to $AIGATE_CONFIG_NAME in the instance's directory).
+# The rate limit must not get in the way of a load test; the access log is off as it is in the
+# reference nginx; S6 needs room for its idle connections.
+AIGATE_CONFIG_NAME=aigate.toml
+AIGATE_CONFIG_TOML='[aigate]
+rate_limit = 1000000000
+rate_period = 60
+access_log = false
+max_connections = 100000
+'
+AIGATE_API_KEY=sk-bench
+AIGATE_ROUTE=/api/generate
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH=$ROOT/bench
+
+usage() {
+    cat <<'EOF'
+usage: bench/run.sh [options]
+  --duration S         seconds per scenario run (default 10)
+  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7 (default: all)
+  --threads LIST       aigate threads / nginx worker_processes for S7 (default 1,2); the first
+                       value is also used for S1-S6
+  --rates LIST         S3 request rates in req/s (default 1000,5000,10000)
+  --rounds N           alternate aigate and nginx N times per measurement; the table shows the
+                       median (default 1)
+  --server-cpus LIST   taskset CPU list for aigate and the reference nginx
+  --load-cpus LIST     taskset CPU list for wrk and ag_loadgen
+  --upstream-cpus LIST taskset CPU list for the upstream nginx (default: --server-cpus)
+  --upstream-workers N worker_processes of the upstream nginx (default 1)
+  --wrk-threads N      wrk -t (default 1)       --wrk-conns N   wrk -c (default 64)
+  --conns N            ag_loadgen -c for S3 (default 64)
+  --cold-runs N        S5 runs per server (default 20)
+  --hold N             S6 idle keep-alive connections (default 10000)
+  --smoke              1 s per scenario, minimal counts: checks the harness, not the figures
+  --build-dir DIR      where aigate and ag_loadgen are (default build/release)
+  --aigate PATH        the aigate binary (default BUILD_DIR/aigate)
+  --loadgen PATH       the ag_loadgen binary (default BUILD_DIR/ag_loadgen)
+  --out FILE           results file (default bench/results/<UTC timestamp>.json)
+  --keep-tmp           keep the temp directory (configs, logs) for inspection
+EOF
+}
+
+DURATION=10
+SCENARIOS=S1,S2,S3,S4,S5,S6,S7
+THREADS=1,2
+RATES=1000,5000,10000
+ROUNDS=1
+SERVER_CPUS=
+LOAD_CPUS=
+UPSTREAM_CPUS=
+UPSTREAM_WORKERS=1
+WRK_THREADS=1
+WRK_CONNS=64
+LG_CONNS=64
+LG_TIMEOUT=5
+COLD_RUNS=20
+HOLD_CONNS=10000
+SMOKE=0
+BUILD_DIR=$ROOT/build/release
+AIGATE=
+LOADGEN=
+OUT=
+KEEP_TMP=0
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] || die "$1 needs a value"; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --duration) need_value "$@"; DURATION=$2; shift ;;
+    --scenarios) need_value "$@"; SCENARIOS=$2; shift ;;
+    --threads) need_value "$@"; THREADS=$2; shift ;;
+    --rates) need_value "$@"; RATES=$2; shift ;;
+    --rounds) need_value "$@"; ROUNDS=$2; shift ;;
+    --server-cpus) need_value "$@"; SERVER_CPUS=$2; shift ;;
+    --load-cpus) need_value "$@"; LOAD_CPUS=$2; shift ;;
+    --upstream-cpus) need_value "$@"; UPSTREAM_CPUS=$2; shift ;;
+    --upstream-workers) need_value "$@"; UPSTREAM_WORKERS=$2; shift ;;
+    --wrk-threads) need_value "$@"; WRK_THREADS=$2; shift ;;
+    --wrk-conns) need_value "$@"; WRK_CONNS=$2; shift ;;
+    --conns) need_value "$@"; LG_CONNS=$2; shift ;;
+    --cold-runs) need_value "$@"; COLD_RUNS=$2; shift ;;
+    --hold) need_value "$@"; HOLD_CONNS=$2; shift ;;
+    --smoke) SMOKE=1 ;;
+    --build-dir) need_value "$@"; BUILD_DIR=$2; shift ;;
+    --aigate) need_value "$@"; AIGATE=$2; shift ;;
+    --loadgen) need_value "$@"; LOADGEN=$2; shift ;;
+    --out) need_value "$@"; OUT=$2; shift ;;
+    --keep-tmp) KEEP_TMP=1 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+    esac
+    shift
+done
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+is_list() { [[ $1 =~ ^[0-9]+(,[0-9]+)*$ ]]; }
+is_cpus() { [ -z "$1" ] || [[ $1 =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]]; }
+for v in DURATION ROUNDS UPSTREAM_WORKERS WRK_THREADS WRK_CONNS LG_CONNS COLD_RUNS HOLD_CONNS; do
+    is_uint "${!v}" && [ "${!v}" -ge 1 ] || die "--${v,,} must be a positive integer"
+done
+is_list "$THREADS" || die "--threads must look like 1,2"
+is_list "$RATES" || die "--rates must look like 1000,5000"
+for v in SERVER_CPUS LOAD_CPUS UPSTREAM_CPUS; do is_cpus "${!v}" || die "bad CPU list: ${!v}"; done
+[ -n "$UPSTREAM_CPUS" ] || UPSTREAM_CPUS=$SERVER_CPUS
+[[ $SCENARIOS =~ ^S[1-7](,S[1-7])*$ ]] || die "--scenarios must look like S1,S3"
+
+if [ "$SMOKE" = 1 ]; then
+    DURATION=1
+    ROUNDS=1
+    RATES=${RATES%%,*}
+    THREADS=${THREADS%%,*}
+    COLD_RUNS=3
+    HOLD_CONNS=200
+fi
+IFS=, read -r -a THREAD_LIST <<<"$THREADS"
+IFS=, read -r -a RATE_LIST <<<"$RATES"
+BASE_T=${THREAD_LIST[0]}
+want() { [[ ,$SCENARIOS, == *,$1,* ]]; }
+
+# Servers run from their own directories: every path given on the command line becomes absolute.
+abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+BUILD_DIR=$(abspath "$BUILD_DIR")
+[ -n "$AIGATE" ] || AIGATE=$BUILD_DIR/aigate
+[ -n "$LOADGEN" ] || LOADGEN=$BUILD_DIR/ag_loadgen
+AIGATE=$(abspath "$AIGATE")
+LOADGEN=$(abspath "$LOADGEN")
+[ -z "$OUT" ] || OUT=$(abspath "$OUT")
+
+# Missing load tools are "skipped" (77, as ctest expects), not "failed".
+missing=""
+for t in wrk nginx timeout taskset awk sed sort; do command -v "$t" >/dev/null || missing+=" $t"; done
+if [ -n "$missing" ]; then
+    echo "bench: missing tools:$missing (make deps-bench installs wrk and nginx-light)" >&2
+    exit 77
+fi
+[ -x "$LOADGEN" ] || die "no load generator at $LOADGEN (cmake --build <dir> --target ag_loadgen)"
+
+AIGATE_OK=1
+AIGATE_SKIP=
+if [ ! -x "$AIGATE" ]; then
+    AIGATE_OK=0
+    AIGATE_SKIP="aigate binary not built ($AIGATE)"
+fi
+
+# ---- processes: everything we start is registered, and stopped by PID ----------------------
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/aigate-bench.XXXXXX") || die "mktemp failed"
+PIDS=()
+
+# Direct children of $1, read from /proc (no procps needed).
+children_of() {
+    local f pid=$1
+    if [ -r "/proc/$pid/task/$pid/children" ]; then
+        cat /proc/"$pid"/task/*/children 2>/dev/null
+        return
+    fi
+    for f in /proc/[0-9]*/stat; do
+        awk -v p="$pid" '{ sub(/.*\) /, ""); if ($2 == p) { split(FILENAME, a, "/"); print a[3] } }' \
+            "$f" 2>/dev/null
+    done
+}
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# Stops $1 and its children (nginx workers): TERM first, KILL what is left after 5 s.
+stop_pid() {
+    local pid=$1 kids k i
+    alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
+    kids=$(children_of "$pid" | tr ' ' '\n')
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 100; i++)); do
+        alive "$pid" || break
+        sleep 0.05
+    done
+    alive "$pid" && kill -KILL "$pid" 2>/dev/null
+    for k in $kids; do alive "$k" && kill -KILL "$k" 2>/dev/null; done
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [ "$KEEP_TMP" = 1 ]; then
+        echo "bench: temp directory kept: $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'echo "bench: interrupted" >&2; exit 130' INT
+trap 'echo "bench: terminated" >&2; exit 143' TERM
+
+# Runs "$@" in the background with stdout+stderr in $LOG, pinned to $CPUS when set, and sets
+# STARTED to its PID. exec keeps the PID: the one we record is the server itself.
+LOG=/dev/null
+CPUS=
+STARTED=
+spawn() {
+    if [ -n "$CPUS" ]; then
+        (exec taskset -c "$CPUS" "$@") >"$LOG" 2>&1 &
+    else
+        (exec "$@") >"$LOG" 2>&1 &
+    fi
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+forget_pid() {
+    local p out=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || out+=("$p"); done
+    PIDS=("${out[@]}")
+}
+
+LOAD_PREFIX=()
+[ -z "$LOAD_CPUS" ] || LOAD_PREFIX=(taskset -c "$LOAD_CPUS")
+
+# ---- small helpers -------------------------------------------------------------------------
+
+# jnum JSON KEY: the number stored under "KEY" in a flat JSON object, or nothing.
+jnum() { sed -n "s/.*\"$2\":\(-\{0,1\}[0-9][0-9.eE+-]*\).*/\1/p" <<<"$1" | head -n1; }
+
+json_escape() {
+    local s=$1
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    s=${s//$'\n'/\\n}
+    s=${s//$'\r'/\\r}
+    s=${s//$'\t'/\\t}
+    printf '%s' "$s"
+}
+
+median() { printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g | awk '{a[NR]=$1} END {
+    if (NR == 0) exit; if (NR % 2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+
+calc() { awk "BEGIN { printf \"%.1f\", $1 }"; }
+
+free_ports() {
+    "$LOADGEN" --free-port "$1" || echo "bench: cannot find free ports" >&2
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# RSS of a process plus its children (nginx master + workers), in KiB.
+rss_tree() {
+    local pid=$1 total k r
+    total=$(rss_kib "$pid")
+    [ -n "$total" ] || return 0
+    for k in $(children_of "$pid"); do
+        r=$(rss_kib "$k")
+        total=$((total + ${r:-0}))
+    done
+    echo "$total"
+}
+
+# Renders template $1 into $2, replacing @KEY@ by VALUE for each KEY=VALUE argument.
+render() {
+    local tpl dst=$2 kv
+    tpl=$(<"$1")
+    shift 2
+    for kv in "$@"; do
+        tpl=${tpl//@${kv%%=*}@/${kv#*=}}
+    done
+    if [[ $tpl =~ @[A-Z_]+@ ]]; then
+        die "unfilled placeholder ${BASH_REMATCH[0]} in $dst"
+    fi
+    printf '%s\n' "$tpl" >"$dst"
+}
+
+NOTES=()
+note() {
+    local n
+    for n in "${NOTES[@]}"; do [ "$n" != "$*" ] || return 0; done # once is enough
+    NOTES+=("$*")
+    echo "bench: note: $*" >&2
+}
+HARNESS_ERRORS=0
+harness_error() {
+    HARNESS_ERRORS=$((HARNESS_ERRORS + 1))
+    note "$*"
+}
+
+RUN_KEYS=()
+declare -A RUN
+# record KEY JSON: keeps one raw result; KEY is "scenario|target|threads|round[|extra]".
+record() {
+    RUN_KEYS+=("$1")
+    RUN[$1]=$2
+}
+
+# ---- canned bodies ---------------------------------------------------------------------------
+
+CANNED_FILE=$BENCH/canned/messages.json
+CANNED=$(<"$CANNED_FILE")
+CANNED=${CANNED//$'\n'/}
+# nginx's return text is single-quoted and interpolates $variables: keep the body plain.
+case $CANNED in *\'* | *\$* | *\\*) die "$CANNED_FILE must not contain ', \$ or \\" ;; esac
+CANNED_TEXT=$(sed -n 's/.*"text":"\([^"]*\)".*/\1/p' <<<"$CANNED")
+[ -n "$CANNED_TEXT" ] || die "no text block in $CANNED_FILE"
+# What aigate answers on a cache hit; the reference nginx returns the same bytes in S1.
+CACHED_BODY="{\"output\":\"$CANNED_TEXT\",\"cached\":true}"
+NONCE=$(date +%s%N)
+S1_BODY="{\"prompt\":\"bench fixed prompt $NONCE\"}"
+S2_BODY="{\"prompt\":\"bench unique prompt $NONCE {{n}}\"}"
+UPSTREAM_BODY='{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[{"role":"user","content":"bench direct {{n}}"}]}'
+
+# ---- fd limits -----------------------------------------------------------------------------
+
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] && hard=1048576
+want_fds=$((HOLD_CONNS + 1024))
+if [ "$hard" -lt "$want_fds" ]; then
+    HOLD_CONNS=$((hard - 1024))
+    [ "$HOLD_CONNS" -ge 100 ] || HOLD_CONNS=100
+    note "S6 uses $HOLD_CONNS connections: the hard fd limit is $hard (raise it for more)"
+    want_fds=$hard
+fi
+soft=$(ulimit -n)
+if [ "$soft" != unlimited ] && [ "$soft" -lt "$want_fds" ]; then
+    ulimit -n "$want_fds" 2>/dev/null || note "could not raise ulimit -n to $want_fds"
+fi
+NOFILE=$(ulimit -n)
+WORKER_CONNECTIONS=$((HOLD_CONNS + 1000))
+
+USER_DIRECTIVE=
+[ "$(id -u)" = 0 ] && USER_DIRECTIVE="user $(id -un) $(id -gn);" # workers stay this user
+
+# ---- servers -------------------------------------------------------------------------------
+
+# nginx_start NAME TEMPLATE WORKERS CPUS PROBE_URL KEY=VALUE...: a fresh instance directory,
+# nginx in the foreground (master + workers), ready once PROBE_URL answers 2xx. Sets NGINX_PID.
+NGINX_PID=
+NGINX_DIR=
+nginx_prepare() {
+    local name=$1 tpl=$2 workers=$3
+    shift 3
+    NGINX_DIR=$TMP/$name
+    mkdir -p "$NGINX_DIR/tmp"
+    render "$BENCH/nginx/common.conf" "$NGINX_DIR/common.conf" DIR="$NGINX_DIR" \
+        USER_DIRECTIVE="$USER_DIRECTIVE" WORKERS="$workers" NOFILE="$NOFILE" \
+        WORKER_CONNECTIONS="${NGINX_WC:-$WORKER_CONNECTIONS}"
+    render "$BENCH/nginx/$tpl" "$NGINX_DIR/nginx.conf" DIR="$NGINX_DIR" "$@"
+}
+nginx_argv() { NGINX_ARGV=(nginx -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" -g 'daemon off;'); }
+
+nginx_start() {
+    local name=$1 tpl=$2 workers=$3 cpus=$4 probe=$5 out
+    shift 5
+    nginx_prepare "$name" "$tpl" "$workers" "$@"
+    nginx_argv
+    LOG=$NGINX_DIR/stdout.log CPUS=$cpus spawn "${NGINX_ARGV[@]}"
+    NGINX_PID=$STARTED
+    out=$("$LOADGEN" --first-ok -u "$probe" -m GET -t 10)
+    if [[ $out != *'"ok":true'* ]]; then
+        cat "$NGINX_DIR/error.log" "$NGINX_DIR/stdout.log" >&2 2>/dev/null
+        die "nginx $name did not come up ($out)"
+    fi
+}
+
+# aigate_start THREADS: a fresh instance (own directory, config and port). Sets AIGATE_PID,
+# AIGATE_PORT; returns 1 (with AIGATE_SKIP set) when it does not come up.
+AIGATE_PID=
+AIGATE_PORT=
+AIGATE_N=0
+aigate_prepare() {
+    AIGATE_N=$((AIGATE_N + 1))
+    AIGATE_DIR=$TMP/aigate-$AIGATE_N
+    mkdir -p "$AIGATE_DIR"
+    printf '%s' "$AIGATE_CONFIG_TOML" >"$AIGATE_DIR/$AIGATE_CONFIG_NAME"
+}
+aigate_argv() { # PORT THREADS: the command line, in AIGATE_ARGV
+    AIGATE_ARGV=("$AIGATE" serve --host 127.0.0.1 --port "$1" --threads "$2"
+        --upstream "http://127.0.0.1:$UPSTREAM_PORT" --config "$AIGATE_DIR/$AIGATE_CONFIG_NAME")
+}
+
+aigate_start() {
+    local threads=$1 i
+    aigate_prepare
+    AIGATE_PORT=$(free_ports 1)
+    [ -n "$AIGATE_PORT" ] || die "no free port"
+    # Its data directory defaults to ./.aigate: run it from its own instance directory.
+    pushd "$AIGATE_DIR" >/dev/null || die "cd $AIGATE_DIR"
+    aigate_argv "$AIGATE_PORT" "$threads"
+    LOG=$AIGATE_DIR/aigate.log CPUS=$SERVER_CPUS spawn env ANTHROPIC_API_KEY="$AIGATE_API_KEY" \
+        "${AIGATE_ARGV[@]}"
+    popd >/dev/null || die "popd"
+    AIGATE_PID=$STARTED
+    for ((i = 0; i < 200; i++)); do
+        if grep -q "listening on 127.0.0.1:$AIGATE_PORT" "$AIGATE_DIR/aigate.log" 2>/dev/null; then
+            # Say so when aigate ignored part of the bench config (a renamed key, say).
+            if [ "$AIGATE_N" = 1 ] && grep -qi 'warn' "$AIGATE_DIR/aigate.log"; then
+                note "aigate warned at startup: $(grep -i 'warn' "$AIGATE_DIR/aigate.log" |
+                    sed 's/^.*\(warn\)/\1/I' | head -n 3 | tr '\n' ';')"
+            fi
+            return 0
+        fi
+        alive "$AIGATE_PID" || break
+        sleep 0.05
+    done
+    AIGATE_SKIP="aigate did not start: $(tail -n 3 "$AIGATE_DIR/aigate.log" 2>/dev/null | tr '\n' ' ')"
+    note "$AIGATE_SKIP"
+    stop_pid "$AIGATE_PID"
+    forget_pid "$AIGATE_PID"
+    AIGATE_PID=
+    AIGATE_OK=0
+    return 1
+}
+
+aigate_stop() {
+    [ -n "$AIGATE_PID" ] || return 0
+    if ! alive "$AIGATE_PID"; then
+        note "aigate (pid $AIGATE_PID) had exited before it was stopped: $(tail -n 3 \
+            "$AIGATE_DIR/aigate.log" 2>/dev/null | tr '\n' ' ')"
+    fi
+    stop_pid "$AIGATE_PID"
+    forget_pid "$AIGATE_PID"
+    AIGATE_PID=
+}
+
+ref_stop() {
+    [ -n "$REF_PID" ] || return 0
+    stop_pid "$REF_PID"
+    forget_pid "$REF_PID"
+    REF_PID=
+}
+
+# The reference nginx with THREADS workers (S1 on REF_CACHED_PORT, S2/S3 on REF_PROXY_PORT).
+REF_PID=
+ref_start() {
+    local workers=$1 ports
+    ports=$(free_ports 2)
+    REF_CACHED_PORT=${ports%% *}
+    REF_PROXY_PORT=${ports##* }
+    [ -n "$REF_PROXY_PORT" ] || die "no free port"
+    nginx_start "reference-w$workers" reference.conf "$workers" "$SERVER_CPUS" \
+        "http://127.0.0.1:$REF_CACHED_PORT$AIGATE_ROUTE" UPSTREAM_PORT="$UPSTREAM_PORT" \
+        CACHED_PORT="$REF_CACHED_PORT" PROXY_PORT="$REF_PROXY_PORT" CACHED_BODY="$CACHED_BODY"
+    REF_PID=$NGINX_PID
+}
+
+# Both aigate (when available) and the reference nginx with THREADS each.
+INSTANCE_T=
+instances_start() {
+    local t=$1
+    INSTANCE_T=$t
+    ref_start "$t"
+    if [ "$AIGATE_OK" = 1 ]; then
+        aigate_start "$t" || true
+    fi
+    CACHE_STATE=unknown
+}
+
+instances_stop() {
+    aigate_stop
+    ref_stop
+}
+
+aigate_up() {
+    [ "$AIGATE_OK" = 1 ] && [ -n "$AIGATE_PID" ] || return 1
+    if ! alive "$AIGATE_PID"; then
+        AIGATE_SKIP="aigate exited during the run: $(tail -n 3 "$AIGATE_DIR/aigate.log" \
+            2>/dev/null | tr '\n' ' ')"
+        note "$AIGATE_SKIP"
+        AIGATE_OK=0
+        AIGATE_PID=
+        return 1
+    fi
+}
+
+# ---- measurements ----------------------------------------------------------------------------
+
+LUA=$TMP/bench.lua
+cat >"$LUA" <<'EOF'
+-- Generated by bench/run.sh. POSTs BENCH_BODY; with BENCH_UNIQUE=1 each request replaces
+-- {{n}} by "<thread>-<counter>" so that no two requests are the same. done() prints one JSON
+-- line (latencies in microseconds) that the harness reads.
+local body = os.getenv("BENCH_BODY") or ""
+local unique = os.getenv("BENCH_UNIQUE") == "1"
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+local nthreads = 0
+local counter = 0
+
+function setup(thread)
+    nthreads = nthreads + 1
+    thread:set("tid", nthreads)
+end
+
+if unique then
+    request = function()
+        counter = counter + 1
+        local b = string.gsub(body, "{{n}}", tostring(tid or 0) .. "-" .. tostring(counter))
+        return wrk.format(nil, nil, nil, b)
+    end
+end
+
+function done(summary, latency, requests)
+    local e = summary.errors
+    local secs = summary.duration / 1e6
+    io.write(string.format('{"tool":"wrk","requests":%d,"duration_s":%.3f,"bytes":%d,' ..
+        '"rps":%.1f,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,"p999_us":%.1f,' ..
+        '"max_us":%.1f,"mean_us":%.1f,"err_connect":%d,"err_read":%d,"err_write":%d,' ..
+        '"err_status":%d,"err_timeout":%d,"errors":%d}\n',
+        summary.requests, secs, summary.bytes, summary.requests / secs,
+        latency:percentile(50), latency:percentile(90), latency:percentile(99),
+        latency:percentile(99.9), latency.max, latency.mean, e.connect, e.read, e.write,
+        e.status, e.timeout, e.connect + e.read + e.write + e.status + e.timeout))
+end
+EOF
+
+# wrk_run URL BODY UNIQUE: closed-loop run; prints wrk's JSON line, or an error object.
+wrk_run() {
+    local url=$1 body=$2 unique=$3 out line
+    out=$(BENCH_BODY=$body BENCH_UNIQUE=$unique timeout -k 5 $((DURATION + 30)) "${LOAD_PREFIX[@]}" \
+        wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${DURATION}s" --timeout 5s -s "$LUA" "$url" 2>&1)
+    line=$(grep -m1 '^{"tool":"wrk"' <<<"$out")
+    if [ -z "$line" ]; then
+        line="{\"tool\":\"wrk\",\"error\":\"$(json_escape "$(tail -n 3 <<<"$out")")\"}"
+    fi
+    echo "$line"
+}
+
+# lg_rate URL BODY RATE: open-loop run at RATE req/s with unique bodies.
+lg_rate() {
+    local url=$1 body=$2 rate=$3 line
+    line=$(timeout -k 5 $((DURATION + LG_TIMEOUT + 30)) "${LOAD_PREFIX[@]}" "$LOADGEN" -u "$url" \
+        -b "$body" --unique-prompt -R "$rate" -d "$DURATION" -c "$LG_CONNS" -t "$LG_TIMEOUT" 2>&1 |
+        grep -m1 '^{"tool":"ag_loadgen"')
+    [ -n "$line" ] || line='{"tool":"ag_loadgen","error":"no output"}'
+    echo "$line"
+}
+
+# measure KEY CMD...: runs a measurement, records it, and flags errors in the notes.
+measure() {
+    local key=$1 out errs lag queue
+    shift
+    out=$("$@")
+    record "$key" "$out"
+    if [[ $out == *'"error":'* ]]; then
+        case $key in
+        *"|aigate|"*) note "$key failed: $out" ;;
+        *) harness_error "$key failed: $out" ;;
+        esac
+        return
+    fi
+    errs=$(jnum "$out" errors)
+    if [ -n "$errs" ] && [ "$errs" != 0 ]; then
+        note "$key: $errs errors (non-2xx, connection errors or timeouts): figures are suspect"
+    fi
+    # The open-loop generator reports how late it woke for its own schedule; late means the
+    # machine was too busy for the tail latencies to mean much.
+    lag=$(jnum "$out" send_lag_p99_us)
+    if [ -n "$lag" ] && awk -v l="$lag" 'BEGIN { exit !(l > 1000) }'; then
+        note "$key: the load generator itself ran late (p99 ${lag} us behind schedule): a busy machine, tails unreliable"
+    fi
+    queue=$(jnum "$out" max_queue)
+    if [ -n "$queue" ] && [ "$queue" -gt 0 ]; then
+        note "$key: up to $queue requests waited for one of the $LG_CONNS connections (counted in their latency)"
+    fi
+}
+
+# The first request fills aigate's cache; the second tells whether the cache answered.
+CACHE_STATE=unknown
+aigate_warm_cache() {
+    local out i
+    for i in 1 2; do
+        out=$("$LOADGEN" --first-ok -u "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" -b "$S1_BODY" \
+            -t 10 --body-out "$TMP/s1-body-$i.json")
+        if [[ $out != *'"ok":true'* ]]; then
+            note "aigate warm-up request $i got no 2xx: $out"
+            CACHE_STATE=error
+            return
+        fi
+    done
+    if grep -q '"cached":true' "$TMP/s1-body-2.json"; then
+        CACHE_STATE=hit
+    else
+        CACHE_STATE=miss
+        note "aigate answered a repeated prompt with \"cached\":false: S1 measures its proxied path"
+    fi
+}
+
+s1_run() { # ROUND THREADS
+    local r=$1 t=$2
+    if aigate_up; then
+        [ "$CACHE_STATE" != unknown ] || aigate_warm_cache
+        measure "S1|aigate|$t|$r" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S1_BODY" 0
+    fi
+    measure "S1|nginx|$t|$r" wrk_run "http://127.0.0.1:$REF_CACHED_PORT$AIGATE_ROUTE" "$S1_BODY" 0
+}
+
+s2_run() { # ROUND THREADS
+    local r=$1 t=$2
+    if aigate_up; then
+        measure "S2|aigate|$t|$r" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_BODY" 1
+    fi
+    measure "S2|nginx|$t|$r" wrk_run "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_BODY" 1
+}
+
+rss_sample() { # LABEL
+    if aigate_up; then RSS[aigate|$1]=$(rss_tree "$AIGATE_PID"); fi
+    RSS[nginx|$1]=$(rss_tree "$REF_PID")
+}
+
+# hold_run TARGET PID URL: S6 for one server.
+hold_run() {
+    local target=$1 pid=$2 url=$3 body=$4 before with out lpid i ready open per
+    before=$(rss_tree "$pid")
+    local outf=$TMP/hold-$target.out
+    LOG=$outf CPUS=$LOAD_CPUS spawn "$LOADGEN" --hold "$HOLD_CONNS" -u "$url" -b "$body" -d 120 \
+        -t 90 --open-batch 256
+    lpid=$STARTED
+    for ((i = 0; i < 2000; i++)); do
+        grep -q '"mode":"hold"' "$outf" 2>/dev/null && break
+        alive "$lpid" || break
+        sleep 0.05
+    done
+    ready=$(grep -m1 '"mode":"hold"' "$outf")
+    # Let deferred work (accept queues, lazy allocations) settle before sampling.
+    sleep 0.5
+    with=$(rss_tree "$pid")
+    stop_pid "$lpid"
+    forget_pid "$lpid"
+    local end
+    end=$(grep -m1 '"mode":"hold_end"' "$outf")
+    if [ -z "$ready" ]; then
+        out="{\"tool\":\"rss\",\"error\":\"$(json_escape "$(tail -n 3 "$outf")")\"}"
+    else
+        open=$(jnum "$ready" open)
+        per=null
+        if [ "${open:-0}" -gt 0 ] && [ -n "$before" ] && [ -n "$with" ]; then
+            per=$(((with - before) * 1024 / open))
+        fi
+        out="{\"tool\":\"rss\",\"before_kib\":${before:-null},\"with_kib\":${with:-null},"
+        out+="\"open\":$open,\"bytes_per_conn\":$per,\"hold\":$ready,\"hold_end\":${end:-null}}"
+        [ "$(jnum "$ready" errors)" = 0 ] ||
+            note "S6 $target: $(jnum "$ready" errors) of $HOLD_CONNS connections failed to set up"
+    fi
+    record "S6|$target|$INSTANCE_T|1" "$out"
+}
+
+# cold_one TARGET: one S5 run, exec to first 2xx, in a fresh instance directory; sets COLD_OUT.
+# The first answer is a proxied one for both servers (aigate's cache is empty).
+COLD_OUT=
+cold_one() {
+    local target=$1 port ports
+    ports=$(free_ports 2)
+    port=${ports%% *}
+    [ -n "$port" ] || die "no free port"
+    if [ "$target" = aigate ]; then
+        aigate_prepare
+        aigate_argv "$port" "$BASE_T"
+        COLD_OUT=$(cd "$AIGATE_DIR" && ANTHROPIC_API_KEY=$AIGATE_API_KEY timeout -k 5 60 \
+            "${LOAD_PREFIX[@]}" "$LOADGEN" --first-ok -u "http://127.0.0.1:$port$AIGATE_ROUTE" \
+            -b "$S1_BODY" -t 20 ${SERVER_CPUS:+--spawn-cpus "$SERVER_CPUS"} \
+            --spawn-log "$AIGATE_DIR/aigate.log" --spawn -- "${AIGATE_ARGV[@]}")
+    else
+        # A stock-sized nginx: room for 10,000 connections costs it time at startup.
+        NGINX_WC=1024 nginx_prepare "cold-nginx-$RANDOM$RANDOM" reference.conf "$BASE_T" \
+            UPSTREAM_PORT="$UPSTREAM_PORT" CACHED_PORT="${ports##* }" PROXY_PORT="$port" \
+            CACHED_BODY="$CACHED_BODY"
+        nginx_argv
+        COLD_OUT=$(timeout -k 5 60 "${LOAD_PREFIX[@]}" "$LOADGEN" --first-ok \
+            -u "http://127.0.0.1:$port$AIGATE_ROUTE" -b "$S1_BODY" -t 20 \
+            ${SERVER_CPUS:+--spawn-cpus "$SERVER_CPUS"} --spawn-log "$NGINX_DIR/stdout.log" \
+            --spawn -- "${NGINX_ARGV[@]}")
+    fi
+}
+
+# ---- machine info ------------------------------------------------------------------------------
+
+START_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+[ -n "$OUT" ] || OUT=$BENCH/results/$STAMP.json
+mkdir -p "$(dirname "$OUT")" || die "cannot create $(dirname "$OUT")"
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null)
+GIT_REV=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=false
+[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -n1)" ] && GIT_DIRTY=true
+NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*nginx\///')
+WRK_VERSION=$(wrk -v 2>&1 | awk 'NR==1 { print $2 }')
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+AIGATE_VERSION=
+if [ "$AIGATE_OK" = 1 ]; then
+    AIGATE_VERSION=$(timeout 2 "$AIGATE" --version 2>&1 | head -n1)
+fi
+
+echo "bench: aigate $([ "$AIGATE_OK" = 1 ] && echo "$AIGATE" || echo "skipped: $AIGATE_SKIP")"
+echo "bench: duration ${DURATION}s per run, scenarios $SCENARIOS, threads $THREADS, rounds $ROUNDS" \
+    "$([ "$SMOKE" = 1 ] && echo '(smoke)')"
+echo "bench: $(nproc) CPUs ($CPU_MODEL), load average $LOADAVG_START"
+
+# ---- the run -----------------------------------------------------------------------------------
+
+declare -A RSS
+UPSTREAM_PORT=$(free_ports 1)
+[ -n "$UPSTREAM_PORT" ] || die "no free port"
+nginx_start upstream upstream.conf "$UPSTREAM_WORKERS" "$UPSTREAM_CPUS" \
+    "http://127.0.0.1:$UPSTREAM_PORT/v1/messages" PORT="$UPSTREAM_PORT" CANNED="$CANNED"
+UPSTREAM_PID=$NGINX_PID
+probe=$("$LOADGEN" --first-ok -u "http://127.0.0.1:$UPSTREAM_PORT/v1/messages" -b "$UPSTREAM_BODY" \
+    -t 5 --body-out "$TMP/upstream-body.json")
+[ "$(<"$TMP/upstream-body.json")" = "$CANNED" ] || die "the upstream does not answer the canned body"
+UPSTREAM_DESC="nginx $NGINX_VERSION, return 200 of bench/canned/messages.json (${#CANNED} bytes)"
+UPSTREAM_DESC+=", worker_processes $UPSTREAM_WORKERS, keep-alive"
+echo "bench: upstream: $UPSTREAM_DESC on 127.0.0.1:$UPSTREAM_PORT"
+: "$probe"
+
+instances_start "$BASE_T"
+rss_sample idle
+
+if want S1; then
+    echo "bench: S1 cache hit (wrk -t$WRK_THREADS -c$WRK_CONNS, ${DURATION}s)"
+    for ((r = 1; r <= ROUNDS; r++)); do s1_run "$r" "$BASE_T"; done
+    rss_sample after_s1
+fi
+
+if want S2; then
+    echo "bench: S2 proxied, unique prompts (wrk -t$WRK_THREADS -c$WRK_CONNS, ${DURATION}s)"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        s2_run "$r" "$BASE_T"
+        measure "S2|upstream|$BASE_T|$r" wrk_run "http://127.0.0.1:$UPSTREAM_PORT/v1/messages" \
+            "$UPSTREAM_BODY" 1
+    done
+    rss_sample after_s2
+fi
+
+if want S3; then
+    for rate in "${RATE_LIST[@]}"; do
+        echo "bench: S3 open loop at $rate req/s (ag_loadgen -c $LG_CONNS, ${DURATION}s)"
+        for ((r = 1; r <= ROUNDS; r++)); do
+            measure "S3|upstream|$BASE_T|$r|$rate" lg_rate \
+                "http://127.0.0.1:$UPSTREAM_PORT/v1/messages" "$UPSTREAM_BODY" "$rate"
+            if aigate_up; then
+                measure "S3|aigate|$BASE_T|$r|$rate" lg_rate \
+                    "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_BODY" "$rate"
+            fi
+            measure "S3|nginx|$BASE_T|$r|$rate" lg_rate \
+                "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_BODY" "$rate"
+        done
+    done
+fi
+
+if want S4; then
+    note "S4 streaming skipped: needs the streaming issue (\"stream\": true through aigate)"
+fi
+
+if want S6; then
+    echo "bench: S6 memory with $HOLD_CONNS idle keep-alive connections"
+    if aigate_up; then
+        [ "$CACHE_STATE" != unknown ] || aigate_warm_cache
+        hold_run aigate "$AIGATE_PID" "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S1_BODY"
+    fi
+    hold_run nginx "$REF_PID" "http://127.0.0.1:$REF_CACHED_PORT$AIGATE_ROUTE" "$S1_BODY"
+fi
+instances_stop
+
+if want S5; then
+    echo "bench: S5 cold start, exec to first 2xx, $COLD_RUNS runs each"
+    declare -a COLD_A=() COLD_N=()
+    cold_fail_a=0
+    cold_fail_n=0
+    for ((i = 1; i <= COLD_RUNS; i++)); do
+        if [ "$AIGATE_OK" = 1 ]; then
+            cold_one aigate
+            out=$COLD_OUT
+            us=$(jnum "$out" elapsed_us)
+            if [[ $out == *'"ok":true'* ]]; then COLD_A+=("$us"); else
+                cold_fail_a=$((cold_fail_a + 1))
+                [ "$cold_fail_a" = 1 ] && note "S5 aigate run failed: $out"
+            fi
+        fi
+        cold_one nginx
+        out=$COLD_OUT
+        us=$(jnum "$out" elapsed_us)
+        if [[ $out == *'"ok":true'* ]]; then COLD_N+=("$us"); else
+            cold_fail_n=$((cold_fail_n + 1))
+            [ "$cold_fail_n" = 1 ] && harness_error "S5 nginx run failed: $out"
+        fi
+    done
+    cold_json() { # FAILS VALUES...
+        local fails=$1
+        shift
+        local list
+        list=$(IFS=,; echo "$*")
+        echo "{\"tool\":\"cold_start\",\"runs\":$COLD_RUNS,\"failures\":$fails,\"runs_us\":[$list]," \
+            "\"median_us\":$(median "$@" | grep . || echo null)," \
+            "\"min_us\":$(printf '%s\n' "$@" | sort -g | head -n1 | grep . || echo null)," \
+            "\"max_us\":$(printf '%s\n' "$@" | sort -g | tail -n1 | grep . || echo null)}"
+    }
+    [ "$AIGATE_OK" = 1 ] && record "S5|aigate|$BASE_T|1" "$(cold_json "$cold_fail_a" "${COLD_A[@]}")"
+    record "S5|nginx|$BASE_T|1" "$(cold_json "$cold_fail_n" "${COLD_N[@]}")"
+fi
+
+if want S7; then
+    for t in "${THREAD_LIST[@]}"; do
+        if [ "$t" = "$BASE_T" ] && want S1 && want S2; then
+            continue # measured above with the same thread count
+        fi
+        echo "bench: S7 with $t threads / worker_processes"
+        instances_start "$t"
+        for ((r = 1; r <= ROUNDS; r++)); do
+            s1_run "$r" "$t"
+            s2_run "$r" "$t"
+        done
+        instances_stop
+    done
+fi
+
+ref_stop
+stop_pid "$UPSTREAM_PID"
+forget_pid "$UPSTREAM_PID"
+FINISH_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- the table ---------------------------------------------------------------------------------
+
+ROWS=()
+# row SCENARIO METRIC AIGATE NGINX FLOOR: values are numbers or "" (shown as -).
+SEP=$'\x1f' # not whitespace: read must keep empty fields
+row() { ROWS+=("$1$SEP$2$SEP$3$SEP$4$SEP$5"); }
+
+# agg SCENARIO TARGET THREADS FIELD [EXTRA]: the median over rounds of FIELD.
+agg() {
+    local s=$1 tg=$2 t=$3 f=$4 extra=${5:-} r key vals=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        key="$s|$tg|$t|$r${extra:+|$extra}"
+        [ -n "${RUN[$key]+x}" ] || continue
+        vals+=("$(jnum "${RUN[$key]}" "$f")")
+    done
+    [ ${#vals[@]} -gt 0 ] && median "${vals[@]}"
+}
+
+one() { [ -n "${RUN[$1]+x}" ] && jnum "${RUN[$1]}" "$2"; }
+
+sub() { [ -n "$1" ] && [ -n "$2" ] && calc "$1 - $2"; }
+
+if want S1; then
+    for f in rps p50_us p99_us; do
+        row "S1 cache hit" "$f" "$(agg S1 aigate "$BASE_T" $f)" "$(agg S1 nginx "$BASE_T" $f)" ""
+    done
+fi
+if want S2; then
+    for f in rps p50_us p99_us; do
+        row "S2 proxied" "$f" "$(agg S2 aigate "$BASE_T" $f)" "$(agg S2 nginx "$BASE_T" $f)" \
+            "$(agg S2 upstream "$BASE_T" $f)"
+    done
+fi
+if want S3; then
+    for rate in "${RATE_LIST[@]}"; do
+        for f in p50_us p99_us p999_us; do
+            d=$(agg S3 upstream "$BASE_T" $f "$rate")
+            row "S3 @${rate}/s" "+$f" "$(sub "$(agg S3 aigate "$BASE_T" $f "$rate")" "$d")" \
+                "$(sub "$(agg S3 nginx "$BASE_T" $f "$rate")" "$d")" "$d"
+        done
+        row "S3 @${rate}/s" "achieved_rps" "$(agg S3 aigate "$BASE_T" achieved_rps "$rate")" \
+            "$(agg S3 nginx "$BASE_T" achieved_rps "$rate")" "$(agg S3 upstream "$BASE_T" achieved_rps "$rate")"
+    done
+fi
+if want S5; then
+    row "S5 cold start" "median_us" "$(one "S5|aigate|$BASE_T|1" median_us)" \
+        "$(one "S5|nginx|$BASE_T|1" median_us)" ""
+fi
+if want S6; then
+    row "S6 memory" "rss_idle_kib" "${RSS[aigate|idle]:-}" "${RSS[nginx|idle]:-}" ""
+    want S1 && row "S6 memory" "rss_after_s1_kib" "${RSS[aigate|after_s1]:-}" "${RSS[nginx|after_s1]:-}" ""
+    want S2 && row "S6 memory" "rss_after_s2_kib" "${RSS[aigate|after_s2]:-}" "${RSS[nginx|after_s2]:-}" ""
+    row "S6 memory" "rss_${HOLD_CONNS}_conns_kib" "$(one "S6|aigate|$BASE_T|1" with_kib)" \
+        "$(one "S6|nginx|$BASE_T|1" with_kib)" ""
+    row "S6 memory" "bytes_per_conn" "$(one "S6|aigate|$BASE_T|1" bytes_per_conn)" \
+        "$(one "S6|nginx|$BASE_T|1" bytes_per_conn)" ""
+fi
+if want S7; then
+    for t in "${THREAD_LIST[@]}"; do
+        row "S7 threads=$t" "S1_rps" "$(agg S1 aigate "$t" rps)" "$(agg S1 nginx "$t" rps)" ""
+        row "S7 threads=$t" "S2_rps" "$(agg S2 aigate "$t" rps)" "$(agg S2 nginx "$t" rps)" ""
+    done
+fi
+
+ratio() { # A N: A/N with two decimals, when both are positive numbers (an added latency at or
+    # below zero is noise, and a ratio of noise means nothing)
+    [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] || return 0
+    awk -v a="$1" -v n="$2" 'BEGIN { if (a > 0 && n > 0) printf "%.2f", a / n }'
+}
+
+fmt() { [ -n "$1" ] && echo "$1" || echo "-"; }
+
+echo
+echo "aigate benchmark  $START_UTC  ($(nproc) CPUs, $CPU_MODEL, load avg $LOADAVG_START)"
+echo "upstream: $UPSTREAM_DESC"
+echo "aigate: $([ -n "$AIGATE_SKIP" ] && echo "skipped: $AIGATE_SKIP" || echo "$AIGATE")" \
+    "($AIGATE_CONFIG_NAME: $(tr '\n' ' ' <<<"$AIGATE_CONFIG_TOML"))"
+echo "S1/S2/S7: wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s (closed loop); S3: ag_loadgen" \
+    "-c $LG_CONNS open loop, latency from the scheduled time; threads $BASE_T unless stated;" \
+    "median of $ROUNDS round(s); µs, KiB; ratio = aigate/nginx; floor = direct to the upstream"
+printf '%-16s %-22s %12s %12s %8s %12s\n' scenario metric aigate nginx ratio floor
+TABLE_JSON=()
+for line in "${ROWS[@]}"; do
+    IFS=$SEP read -r s m a n f <<<"$line"
+    rt=$(ratio "$a" "$n")
+    printf '%-16s %-22s %12s %12s %8s %12s\n' "$s" "$m" "$(fmt "$a")" "$(fmt "$n")" "$(fmt "$rt")" \
+        "$(fmt "$f")"
+    TABLE_JSON+=("{\"scenario\":\"$s\",\"metric\":\"$m\",\"aigate\":${a:-null},\"nginx\":${n:-null},\"ratio\":${rt:-null},\"floor\":${f:-null}}")
+done
+if [ ${#NOTES[@]} -gt 0 ]; then
+    echo "notes:"
+    for n in "${NOTES[@]}"; do echo "  - $n"; done
+fi
+
+# ---- the JSON ----------------------------------------------------------------------------------
+
+join() { local IFS=,; echo "$*"; }
+{
+    echo "{"
+    echo "\"schema\":\"aigate-bench/1\","
+    echo "\"started_utc\":\"$START_UTC\",\"finished_utc\":\"$FINISH_UTC\","
+    echo "\"machine\":{\"nproc\":$(nproc),\"cpu_model\":\"$(json_escape "$CPU_MODEL")\"," \
+        "\"kernel\":\"$(json_escape "$(uname -r)")\",\"date\":\"$START_UTC\"," \
+        "\"git_rev\":\"$GIT_REV\",\"git_dirty\":$GIT_DIRTY,\"loadavg_start\":\"$LOADAVG_START\"," \
+        "\"loadavg_end\":\"$LOADAVG_END\",\"nginx\":\"$(json_escape "$NGINX_VERSION")\"," \
+        "\"wrk\":\"$(json_escape "$WRK_VERSION")\"},"
+    echo "\"params\":{\"duration_s\":$DURATION,\"scenarios\":\"$SCENARIOS\",\"threads\":[$THREADS]," \
+        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
+        "\"server_cpus\":\"$SERVER_CPUS\",\"load_cpus\":\"$LOAD_CPUS\",\"upstream_cpus\":\"$UPSTREAM_CPUS\"," \
+        "\"wrk\":\"-t$WRK_THREADS -c$WRK_CONNS --timeout 5s\",\"loadgen_conns\":$LG_CONNS," \
+        "\"loadgen_timeout_s\":$LG_TIMEOUT,\"cold_runs\":$COLD_RUNS,\"hold_conns\":$HOLD_CONNS,\"nofile\":$NOFILE},"
+    echo "\"upstream\":{\"kind\":\"nginx\",\"description\":\"$(json_escape "$UPSTREAM_DESC")\"," \
+        "\"canned_file\":\"bench/canned/messages.json\",\"canned_bytes\":${#CANNED},\"workers\":$UPSTREAM_WORKERS},"
+    echo "\"aigate\":{\"binary\":\"$(json_escape "$AIGATE")\",\"measured\":$([ -z "$AIGATE_SKIP" ] && echo true || echo false)," \
+        "\"skip_reason\":$([ -n "$AIGATE_SKIP" ] && echo "\"$(json_escape "$AIGATE_SKIP")\"" || echo null)," \
+        "\"version\":\"$(json_escape "$AIGATE_VERSION")\",\"cache_state\":\"$CACHE_STATE\"," \
+        "\"config\":\"$(json_escape "$AIGATE_CONFIG_TOML")\"},"
+    rss=()
+    for k in "${!RSS[@]}"; do rss+=("\"$k\":${RSS[$k]:-null}"); done
+    echo "\"rss_kib\":{$(join "${rss[@]}")},"
+    echo "\"runs\":["
+    first=1
+    for k in "${RUN_KEYS[@]}"; do
+        IFS='|' read -r s tg t r extra <<<"$k"
+        [ $first = 1 ] || echo ","
+        first=0
+        printf '{"key":"%s","scenario":"%s","target":"%s","threads":%s,"round":%s,"param":%s,"result":%s}' \
+            "$k" "$s" "$tg" "$t" "$r" "${extra:-null}" "${RUN[$k]}"
+    done
+    echo "],"
+    echo "\"table\":[$(join "${TABLE_JSON[@]}")],"
+    notes=()
+    for n in "${NOTES[@]}"; do notes+=("\"$(json_escape "$n")\""); done
+    echo "\"notes\":[$(join "${notes[@]}")]"
+    echo "}"
+} >"$OUT"
+
+if command -v jq >/dev/null; then
+    jq empty "$OUT" || die "the results file is not valid JSON: $OUT"
+elif command -v python3 >/dev/null; then
+    python3 -m json.tool "$OUT" >/dev/null || die "the results file is not valid JSON: $OUT"
+fi
+echo "results: $OUT"
+[ "$HARNESS_ERRORS" = 0 ] || die "$HARNESS_ERRORS measurement(s) of nginx or the upstream failed"
+exit 0

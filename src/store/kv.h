@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * kv.h: the KV store (the Workers KV equivalent) behind one interface, one
+ * store per [[kv_namespaces]] binding. The embedded backend is LMDB
+ * (kv_lmdb.c); a Redis backend can be added later behind the same ops table.
+ */
+#ifndef AG_STORE_KV_H
+#define AG_STORE_KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/errors.h"
+
+/* Workers KV limits, enforced by every backend with the errors below. */
+#define AG_KV_MAX_KEY_LEN 512
+#define AG_KV_MAX_VALUE_LEN (25u * 1024 * 1024)
+#define AG_KV_MAX_METADATA_LEN 1024
+#define AG_KV_LIST_MAX_LIMIT 1000
+#define AG_KV_DEFAULT_MAP_SIZE ((size_t)1 << 30)
+/* Where stores live when the config names no data folder. */
+#ifndef AG_STORE_DEFAULT_DATA_DIR
+#define AG_STORE_DEFAULT_DATA_DIR "./.aigate" /* also in objstore.h */
+#endif
+
+/* Errors of this module, a band of their own below the AG_E* codes (the
+ * messages are what a client should read): X(NAME, value, AG_E* class or 0,
+ * message). ag_kv_errclass() maps each to its class, for ag_err_http_status(). */
+#define AG_KV_ERRORS(X)                                                                            \
+    X(KEY_EMPTY, -31001, AG_EINVALID, "key is empty")                                              \
+    X(KEY_TOO_LONG, -31002, AG_ETOOBIG, "key is longer than 512 bytes")                            \
+    X(KEY_DOT, -31003, AG_EINVALID, "key may not be \".\" or \"..\"")                              \
+    X(KEY_UTF8, -31004, AG_EINVALID, "key is not valid UTF-8")                                     \
+    X(VALUE_TOO_BIG, -31005, AG_ETOOBIG, "value is larger than 25 MiB")                            \
+    X(METADATA_TOO_BIG, -31006, AG_ETOOBIG, "metadata is larger than 1024 bytes")                  \
+    X(METADATA_JSON, -31007, AG_EINVALID, "metadata is not valid JSON")                            \
+    X(EXPIRATION, -31008, AG_EINVALID,                                                             \
+      "invalid expiration: expiration_ttl must be >= 1 s and expiration in the future; "           \
+      "give one of them")                                                                          \
+    X(LIMIT, -31009, AG_EINVALID, "list limit must be between 1 and 1000")                         \
+    X(CURSOR, -31010, AG_EINVALID, "invalid list cursor")                                          \
+    X(BINDING, -31011, AG_EINVALID, "invalid KV binding name (want [A-Za-z0-9_-]{1,64})")          \
+    X(MAP_FULL, -31020, AG_EFULL,                                                                  \
+      "KV store is full (map size reached): delete keys or raise map_size")                        \
+    X(DISK_FULL, -31021, AG_EFULL,                                                                 \
+      "no space left for the KV store (disk full, quota or file limit)")                           \
+    X(READERS_FULL, -31022, 0, "too many concurrent KV readers")                                   \
+    X(CORRUPT, -31023, 0, "KV store is corrupt, of another version, or failed: reopen it")         \
+    X(TXN_TOO_BIG, -31024, AG_ETOOBIG, "KV transaction too large")
+
+enum ag_kv_err {
+#define AG_KV_ERR_ENUM_(name, value, cls, msg) AG_KV_E##name = (value),
+    AG_KV_ERRORS(AG_KV_ERR_ENUM_)
+#undef AG_KV_ERR_ENUM_
+};
+
+/** Message for an AG_KV_E* code; falls back to ag_strerror() for AG_E* codes
+ *  and negative errno values. Static storage. */
+const char *ag_kv_strerror(int code);
+
+/** The AG_E* class of an AG_KV_E* code (AG_EINVALID, AG_ETOOBIG, AG_EFULL);
+ *  AG_KV_ECORRUPT (a server fault) and any other code are returned unchanged. Use as
+ *  ag_err_http_status(ag_kv_errclass(rc)). */
+int ag_kv_errclass(int code);
+
+typedef struct ag_kv ag_kv_t;
+
+typedef struct ag_kv_options {
+    /** LMDB map size in bytes, the most the store can hold; 0 means
+     *  AG_KV_DEFAULT_MAP_SIZE. When another process has the store open with a
+     *  larger map, the larger size is adopted. */
+    size_t map_size;
+    /** Wall clock in epoch milliseconds; NULL means CLOCK_REALTIME. Tests inject
+     *  one to move time without sleeping. Called from any thread. */
+    int64_t (*now_ms)(void *ctx);
+    void *clock_ctx;
+} ag_kv_options_t;
+
+/** A value read from the store. Every pointer is owned by the struct and
+ *  released by ag_kv_value_free(). */
+typedef struct ag_kv_value {
+    char *data; /* value bytes, followed by a NUL that len does not count */
+    size_t len;
+    char *metadata; /* JSON text + NUL, or NULL when none or not asked for */
+    size_t metadata_len;
+    int64_t expiration_ms; /* epoch ms, 0 when the key never expires */
+    int64_t expiration;    /* the same in epoch seconds (rounded up), as Workers KV reports */
+} ag_kv_value_t;
+
+typedef struct ag_kv_put_opts {
+    /** Seconds from now until the key expires; 0 for none. Workers KV wants
+     *  >= 60; we accept >= 1 (useful for caches and tests). */
+    int64_t expiration_ttl;
+    /** Absolute expiry in epoch seconds; 0 for none; must be in the future.
+     *  Setting both this and expiration_ttl is refused (AG_KV_EEXPIRATION). */
+    int64_t expiration;
+    /** Metadata as JSON text (any JSON value, <= 1024 bytes); NULL for none.
+     *  Borrowed for the call. */
+    const char *metadata;
+    size_t metadata_len;
+} ag_kv_put_opts_t;
+
+typedef struct ag_kv_list_key {
+    char *name; /* key bytes + NUL (a key may itself contain NUL: use name_len) */
+    size_t name_len;
+    int64_t expiration_ms; /* 0 when none */
+    int64_t expiration;    /* epoch seconds, rounded up; 0 when none */
+    char *metadata;        /* JSON text + NUL, or NULL */
+    size_t metadata_len;
+} ag_kv_list_key_t;
+
+/** A page of keys; everything is owned by the struct and released by
+ *  ag_kv_list_result_free(). */
+typedef struct ag_kv_list_result {
+    ag_kv_list_key_t *keys; /* sorted by key bytes (memcmp, shorter first) */
+    size_t count;
+    bool list_complete; /* no live key with the prefix follows this page */
+    char *cursor;       /* NUL-terminated, pass to the next call; NULL when complete */
+} ag_kv_list_result_t;
+
+typedef struct ag_kv_stat {
+    uint64_t entries;    /* stored keys, including expired ones not yet swept */
+    uint64_t map_size;   /* bytes the store may grow to */
+    uint64_t used_bytes; /* high-water mark of the data file */
+} ag_kv_stat_t;
+
+/** Opens (creating if missing, with parents, mode 0700) the LMDB store in the
+ *  folder `dir`. `opts` may be NULL; it is copied. Opening the same folder twice
+ *  in one process shares one LMDB environment (LMDB forbids two), so that is
+ *  safe (the map size of the first open holds); other processes may open it at the same time (the
+ * CLI while the server runs), as LMDB's lock file coordinates them. Do not use a handle in a child
+ *  after fork(): the child opens its own.
+ *  @return 0 and *out, or a negative errno / AG_KV_E* code. */
+int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
+
+/** Opens the store of a [[kv_namespaces]] binding: <data_dir>/kv/<binding>/.
+ *  data_dir NULL means AG_STORE_DEFAULT_DATA_DIR. A binding is
+ *  [A-Za-z0-9_-]{1,64}, else AG_KV_EBINDING. */
+int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_options_t *opts,
+                         ag_kv_t **out);
+
+/** Lists the namespace folders under <data_dir>/kv/ (those with a valid binding
+ *  name), sorted. *names is an array of *count malloc'd strings, released by
+ *  ag_kv_namespace_list_free(). A missing kv/ folder gives 0 names. */
+int ag_kv_namespace_list(const char *data_dir, char ***names, size_t *count);
+void ag_kv_namespace_list_free(char **names, size_t count);
+
+/** Closes the handle; the environment closes with its last handle. NULL is a
+ *  no-op. No other call on kv may be running or follow. */
+void ag_kv_close(ag_kv_t *kv);
+
+/* Every call below is thread-safe: the server may call them from several
+ * event-loop threads on one handle. They block on disk I/O (a put waits for
+ * fsync), so loop threads should use them for small values or hand them to a
+ * worker. Keys and values are borrowed for the call. */
+
+/** Reads `key`. @return 0 and fills *out (free with ag_kv_value_free());
+ *  AG_ENOTFOUND when missing or expired; AG_KV_E* for an invalid key. */
+int ag_kv_get(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out);
+
+/** Same, and also fills out->metadata. */
+int ag_kv_get_with_metadata(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out);
+
+/** Releases what *v owns and zeroes it; safe on a zeroed or freed value. */
+void ag_kv_value_free(ag_kv_value_t *v);
+
+/** Writes `key` (replacing any value, metadata and expiry). opts may be NULL.
+ *  @return 0; AG_KV_E* for a limit or bad option; AG_KV_EMAP_FULL or
+ *  AG_KV_EDISK_FULL when there is no room (the store stays readable and
+ *  unchanged). Space that deletes free becomes reusable a couple of write
+ *  transactions later, as LMDB keeps the previous snapshot intact. */
+int ag_kv_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+              const ag_kv_put_opts_t *opts);
+
+/** Deletes `key`. @return 0, also when it did not exist (as Workers KV). */
+int ag_kv_delete(ag_kv_t *kv, const void *key, size_t keylen);
+
+/** Lists live keys starting with `prefix` (NULL/0 for all), in byte order,
+ *  after `cursor` (a previous result's cursor, or NULL to start), at most
+ *  `limit` (0 means 1000; more than 1000 is AG_KV_ELIMIT) keys.
+ *  @return 0 and fills *out (free with ag_kv_list_result_free()). */
+int ag_kv_list(ag_kv_t *kv, const void *prefix, size_t prefixlen, const char *cursor,
+               unsigned limit, ag_kv_list_result_t *out);
+
+void ag_kv_list_result_free(ag_kv_list_result_t *r);
+
+/** Deletes expired keys; the server calls it from a timer. With max_keys 0
+ *  it sweeps the whole store; otherwise it examines at most max_keys entries
+ *  per call, going on where the previous call stopped and wrapping around, so
+ *  that one call never holds the write lock long.
+ *  @return how many keys it deleted, or a negative error. */
+int ag_kv_sweep(ag_kv_t *kv, size_t max_keys);
+
+/** Sizes of the store, for /metrics and `aigate kv` commands. */
+int ag_kv_stat(ag_kv_t *kv, ag_kv_stat_t *st);
+
+/* Backend interface. A backend embeds ag_kv_t first in its handle and fills
+ * an ops table; the public functions above check keys, values and limits
+ * before they call it, so a backend sees only valid arguments. */
+typedef struct ag_kv_ops {
+    const char *name;
+    int (*get)(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata, ag_kv_value_t *out);
+    /* expiration_ms is absolute (epoch ms) or 0; metadata may be NULL. */
+    int (*put)(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+               int64_t expiration_ms, const char *metadata, size_t metadata_len);
+    int (*del)(ag_kv_t *kv, const void *key, size_t keylen);
+    /* after/afterlen: the decoded cursor (list keys strictly after it), or NULL. */
+    int (*list)(ag_kv_t *kv, const void *prefix, size_t prefixlen, const void *after,
+                size_t afterlen, unsigned limit, ag_kv_list_result_t *out);
+    int (*sweep)(ag_kv_t *kv, size_t max_keys);
+    int (*stat)(ag_kv_t *kv, ag_kv_stat_t *st);
+    void (*close)(ag_kv_t *kv);
+} ag_kv_ops_t;
+
+struct ag_kv {
+    const ag_kv_ops_t *ops;
+    int64_t (*now_ms)(void *ctx); /* never NULL: the backend sets a default */
+    void *clock_ctx;
+};
+
+#endif

@@ -1,0 +1,1229 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * kv_lmdb.c: the KV front end (limits, expiry options, cursors, errors) and its
+ * embedded LMDB backend. The front end lives here until a second backend
+ * (Redis) arrives; it moves to kv.c then.
+ */
+#include "util/platform.h"
+
+#include "store/kv.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <lmdb.h>
+#include <openssl/evp.h>
+
+#include "util/errors.h"
+#include "util/utf.h"
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+const char *ag_kv_strerror(int code)
+{
+    switch (code) {
+#define AG_KV_ERR_MSG_(name, value, cls, msg)                                                      \
+    case value:                                                                                    \
+        return msg;
+        AG_KV_ERRORS(AG_KV_ERR_MSG_)
+#undef AG_KV_ERR_MSG_
+    default:
+        return ag_strerror(code);
+    }
+}
+
+int ag_kv_errclass(int code)
+{
+    switch (code) {
+#define AG_KV_ERR_CLASS_(name, value, cls, msg)                                                    \
+    case value:                                                                                    \
+        return (cls) ? (cls) : code;
+        AG_KV_ERRORS(AG_KV_ERR_CLASS_)
+#undef AG_KV_ERR_CLASS_
+    default:
+        return code;
+    }
+}
+
+/* ---- front end ------------------------------------------------------------------------- */
+
+static int check_key(const void *key, size_t keylen)
+{
+    if (keylen == 0)
+        return AG_KV_EKEY_EMPTY;
+    if (keylen > AG_KV_MAX_KEY_LEN)
+        return AG_KV_EKEY_TOO_LONG;
+    if (key == NULL)
+        return AG_EINVALID;
+    /* Workers KV refuses these two because they are path segments in its URLs. */
+    if ((keylen == 1 && memcmp(key, ".", 1) == 0) || (keylen == 2 && memcmp(key, "..", 2) == 0))
+        return AG_KV_EKEY_DOT;
+    /* A Workers key is a JS string, so always UTF-8 text; keeping that rule
+     * means names can be written into JSON listings unchanged. */
+    if (!ag_utf8_valid(key, keylen))
+        return AG_KV_EKEY_UTF8;
+    return 0;
+}
+
+static const char hexdigits[] = "0123456789abcdef";
+
+static char *hex_encode(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    char *s = malloc(len * 2 + 1);
+    if (s == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        s[2 * i] = hexdigits[p[i] >> 4];
+        s[2 * i + 1] = hexdigits[p[i] & 15];
+    }
+    s[len * 2] = '\0';
+    return s;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The cursor is the last key returned, hex-encoded: opaque to callers, and it
+ * stays valid across writes, so paging never skips or repeats a key that
+ * exists throughout. */
+static int cursor_decode(const char *cursor, unsigned char *out, size_t *outlen)
+{
+    size_t n = strlen(cursor);
+    if (n == 0 || n % 2 != 0 || n / 2 > AG_KV_MAX_KEY_LEN)
+        return AG_KV_ECURSOR;
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hexval(cursor[2 * i]), lo = hexval(cursor[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return AG_KV_ECURSOR;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    *outlen = n / 2;
+    return 0;
+}
+
+int ag_kv_get(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = check_key(key, keylen);
+    if (rc < 0)
+        return rc;
+    return kv->ops->get(kv, key, keylen, false, out);
+}
+
+int ag_kv_get_with_metadata(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = check_key(key, keylen);
+    if (rc < 0)
+        return rc;
+    return kv->ops->get(kv, key, keylen, true, out);
+}
+
+void ag_kv_value_free(ag_kv_value_t *v)
+{
+    if (v == NULL)
+        return;
+    free(v->data);
+    free(v->metadata);
+    memset(v, 0, sizeof(*v));
+}
+
+int ag_kv_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+              const ag_kv_put_opts_t *opts)
+{
+    int rc = check_key(key, keylen);
+    if (rc < 0)
+        return rc;
+    if (vallen > AG_KV_MAX_VALUE_LEN)
+        return AG_KV_EVALUE_TOO_BIG;
+    if (val == NULL && vallen > 0)
+        return AG_EINVALID;
+    static const ag_kv_put_opts_t none;
+    if (opts == NULL)
+        opts = &none;
+
+    int64_t expiration_ms = 0;
+    if (opts->expiration_ttl != 0 || opts->expiration != 0) {
+        int64_t now = kv->now_ms(kv->clock_ctx);
+        /* The bounds keep the arithmetic below from overflowing int64. */
+        const int64_t max_s = INT64_MAX / 1000 / 2;
+        if (opts->expiration_ttl != 0 && opts->expiration != 0)
+            return AG_KV_EEXPIRATION;
+        if (opts->expiration_ttl != 0) {
+            if (opts->expiration_ttl < 1 || opts->expiration_ttl > max_s)
+                return AG_KV_EEXPIRATION;
+            expiration_ms = now + opts->expiration_ttl * 1000;
+        } else {
+            if (opts->expiration < 0 || opts->expiration > max_s || opts->expiration * 1000 <= now)
+                return AG_KV_EEXPIRATION;
+            expiration_ms = opts->expiration * 1000;
+        }
+    }
+
+    if (opts->metadata != NULL) {
+        if (opts->metadata_len > AG_KV_MAX_METADATA_LEN)
+            return AG_KV_EMETADATA_TOO_BIG;
+        json_error_t jerr;
+        json_t *j = json_loadb(opts->metadata, opts->metadata_len, JSON_DECODE_ANY, &jerr);
+        if (j == NULL)
+            return AG_KV_EMETADATA_JSON;
+        json_decref(j);
+    }
+    return kv->ops->put(kv, key, keylen, val, vallen, expiration_ms, opts->metadata,
+                        opts->metadata != NULL ? opts->metadata_len : 0);
+}
+
+int ag_kv_delete(ag_kv_t *kv, const void *key, size_t keylen)
+{
+    int rc = check_key(key, keylen);
+    if (rc < 0)
+        return rc;
+    return kv->ops->del(kv, key, keylen);
+}
+
+int ag_kv_list(ag_kv_t *kv, const void *prefix, size_t prefixlen, const char *cursor,
+               unsigned limit, ag_kv_list_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (limit == 0)
+        limit = AG_KV_LIST_MAX_LIMIT;
+    if (limit > AG_KV_LIST_MAX_LIMIT)
+        return AG_KV_ELIMIT;
+    if (prefix == NULL)
+        prefixlen = 0;
+    if (prefixlen > AG_KV_MAX_KEY_LEN) {
+        out->list_complete = true; /* no key can be that long */
+        return 0;
+    }
+    unsigned char after[AG_KV_MAX_KEY_LEN];
+    size_t afterlen = 0;
+    if (cursor != NULL && cursor[0] != '\0') {
+        int rc = cursor_decode(cursor, after, &afterlen);
+        if (rc < 0)
+            return rc;
+    }
+    int rc = kv->ops->list(kv, prefix, prefixlen, afterlen ? after : NULL, afterlen, limit, out);
+    if (rc < 0) {
+        ag_kv_list_result_free(out);
+        return rc;
+    }
+    if (!out->list_complete && out->count > 0) {
+        const ag_kv_list_key_t *last = &out->keys[out->count - 1];
+        out->cursor = hex_encode(last->name, last->name_len);
+        if (out->cursor == NULL) {
+            ag_kv_list_result_free(out);
+            return -ENOMEM;
+        }
+    } else {
+        out->list_complete = true;
+    }
+    return 0;
+}
+
+void ag_kv_list_result_free(ag_kv_list_result_t *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->count; i++) {
+        free(r->keys[i].name);
+        free(r->keys[i].metadata);
+    }
+    free(r->keys);
+    free(r->cursor);
+    memset(r, 0, sizeof(*r));
+}
+
+int ag_kv_sweep(ag_kv_t *kv, size_t max_keys)
+{
+    return kv->ops->sweep(kv, max_keys);
+}
+
+int ag_kv_stat(ag_kv_t *kv, ag_kv_stat_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    return kv->ops->stat(kv, st);
+}
+
+void ag_kv_close(ag_kv_t *kv)
+{
+    if (kv != NULL)
+        kv->ops->close(kv);
+}
+
+/* ---- folders and namespaces ------------------------------------------------------------ */
+
+/* mkdir -p: creates each missing component of path with `mode`. */
+static int mkdir_p(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0)
+        return -ENOENT;
+    if (n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -errno;
+    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static bool valid_binding(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_options_t *opts,
+                         ag_kv_t **out)
+{
+    *out = NULL;
+    if (binding == NULL || !valid_binding(binding))
+        return AG_KV_EBINDING;
+    if (data_dir == NULL)
+        data_dir = AG_STORE_DEFAULT_DATA_DIR;
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/kv/%s", data_dir, binding);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -ENAMETOOLONG;
+    return ag_kv_open_lmdb(path, opts, out);
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int ag_kv_namespace_list(const char *data_dir, char ***names, size_t *count)
+{
+    *names = NULL;
+    *count = 0;
+    if (data_dir == NULL)
+        data_dir = AG_STORE_DEFAULT_DATA_DIR;
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof(path), "%s/kv", data_dir);
+    if (n < 0 || (size_t)n >= sizeof(path))
+        return -ENAMETOOLONG;
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return errno == ENOENT ? 0 : -errno;
+    char **v = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!valid_binding(de->d_name))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
+            continue;
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            char **nv = realloc(v, ncap * sizeof(*nv));
+            if (nv == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        v[len] = strdup(de->d_name);
+        if (v[len] == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        len++;
+    }
+    closedir(d);
+    if (rc < 0) {
+        ag_kv_namespace_list_free(v, len);
+        return rc;
+    }
+    if (len > 1)
+        qsort(v, len, sizeof(*v), cmp_cstr);
+    *names = v;
+    *count = len;
+    return 0;
+}
+
+void ag_kv_namespace_list_free(char **names, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* ---- LMDB backend ---------------------------------------------------------------------- */
+
+/*
+ * Layout. LMDB keys are at most 511 bytes (MDB_MAXKEYSIZE of the Debian build)
+ * while a Workers key may have 512, so the store has three databases:
+ *   main    key (<= 511 bytes)  -> record
+ *   long    SHA-256(key)        -> record, which also holds the whole key
+ *   longidx key[0..511) (dupsort) -> key[511..]: keeps long keys in byte order
+ * A listing merges main with longidx. Nearly every key takes the main path.
+ *
+ * A record is a 16-byte header, then the stored key (long records only), the
+ * metadata JSON and the value:
+ *   u8 version, u8 flags (0), u16 stored key length, u32 metadata length,
+ *   i64 expiration (epoch ms, 0 = never); little-endian.
+ */
+#define REC_VERSION 1
+#define REC_HDR 16
+#define SHA_LEN 32
+
+typedef struct kv_env {
+    struct kv_env *next;
+    dev_t dev;
+    ino_t ino;
+    pid_t pid; /* entries inherited across fork() belong to the parent */
+    int refs;
+    MDB_env *env;
+    MDB_dbi main, lng, longidx;
+    size_t maxkey;
+    size_t psize;
+    /* Held shared around every transaction and exclusively to adopt a map size
+     * grown by another process, which LMDB allows only with no transaction open
+     * in this process. */
+    pthread_rwlock_t resize_lock;
+} kv_env_t;
+
+typedef struct kv_lmdb {
+    ag_kv_t base;
+    kv_env_t *e;
+    pthread_mutex_t sweep_lock;
+    /* Where the next bounded sweep starts: database 0 (main) or 1 (long), at
+     * the first key >= sweep_key (from the start when sweep_keylen is 0). */
+    int sweep_db;
+    size_t sweep_keylen;
+    unsigned char sweep_key[AG_KV_MAX_KEY_LEN];
+} kv_lmdb_t;
+
+typedef struct rec {
+    int64_t expiration_ms;
+    const unsigned char *key; /* stored key (long records) */
+    size_t keylen;
+    const char *meta;
+    size_t metalen;
+    const char *val;
+    size_t vallen;
+} rec_t;
+
+static pthread_mutex_t envs_lock = PTHREAD_MUTEX_INITIALIZER;
+static kv_env_t *envs;
+
+static int64_t default_now_ms(void *ctx)
+{
+    (void)ctx;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void put_le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static int rec_decode(const MDB_val *v, rec_t *r)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < REC_HDR || p[0] != REC_VERSION)
+        return AG_KV_ECORRUPT;
+    size_t keylen = (size_t)get_le(p + 2, 2);
+    size_t metalen = (size_t)get_le(p + 4, 4);
+    if (keylen + metalen > v->mv_size - REC_HDR)
+        return AG_KV_ECORRUPT;
+    r->expiration_ms = (int64_t)get_le(p + 8, 8);
+    r->key = p + REC_HDR;
+    r->keylen = keylen;
+    r->meta = (const char *)p + REC_HDR + keylen;
+    r->metalen = metalen;
+    r->val = r->meta + metalen;
+    r->vallen = v->mv_size - REC_HDR - keylen - metalen;
+    return 0;
+}
+
+static bool rec_expired(const rec_t *r, int64_t now_ms)
+{
+    return r->expiration_ms != 0 && now_ms >= r->expiration_ms;
+}
+
+static int64_t ms_to_s_ceil(int64_t ms)
+{
+    return ms <= 0 ? 0 : (ms + 999) / 1000;
+}
+
+static int map_mdb(int rc)
+{
+    switch (rc) {
+    case MDB_SUCCESS:
+        return 0;
+    case MDB_NOTFOUND:
+        return AG_ENOTFOUND;
+    case MDB_MAP_FULL:
+        return AG_KV_EMAP_FULL;
+    case MDB_READERS_FULL:
+        return AG_KV_EREADERS_FULL;
+    case MDB_TXN_FULL:
+    case MDB_BAD_VALSIZE:
+        return AG_KV_ETXN_TOO_BIG;
+    case MDB_CORRUPTED:
+    case MDB_PANIC:
+    case MDB_VERSION_MISMATCH:
+    case MDB_INVALID:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INCOMPATIBLE:
+        return AG_KV_ECORRUPT;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return AG_KV_EDISK_FULL;
+    case ENOMEM:
+        return -ENOMEM;
+    default:
+        /* LMDB returns system errors as positive errno values. */
+        return rc > 0 ? -rc : AG_KV_ECORRUPT;
+    }
+}
+
+/* Fails only when OpenSSL runs out of memory. */
+static int sha256(const void *data, size_t len, unsigned char out[SHA_LEN])
+{
+    unsigned int n = SHA_LEN;
+    return EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) == 1 ? 0 : -ENOMEM;
+}
+
+static int keycmp(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c != 0)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* Begins a transaction; the caller holds resize_lock shared. */
+static int txn_begin(kv_env_t *e, unsigned flags, MDB_txn **txn)
+{
+    for (int tries = 0;; tries++) {
+        int rc = mdb_txn_begin(e->env, NULL, flags, txn);
+        if (rc != MDB_MAP_RESIZED || tries == 4)
+            return map_mdb(rc);
+        pthread_rwlock_unlock(&e->resize_lock);
+        pthread_rwlock_wrlock(&e->resize_lock);
+        mdb_env_set_mapsize(e->env, 0);
+        pthread_rwlock_unlock(&e->resize_lock);
+        pthread_rwlock_rdlock(&e->resize_lock);
+    }
+}
+
+static int txn_commit(MDB_txn *txn)
+{
+    return map_mdb(mdb_txn_commit(txn));
+}
+
+/* Finds the record of key; *v points into the map until the txn ends. */
+static int fetch(kv_env_t *e, MDB_txn *txn, const void *key, size_t keylen, rec_t *r)
+{
+    MDB_val k, v;
+    unsigned char h[SHA_LEN];
+    MDB_dbi dbi = e->main;
+    if (keylen > e->maxkey) {
+        if (sha256(key, keylen, h) < 0)
+            return -ENOMEM;
+        k = (MDB_val){SHA_LEN, h};
+        dbi = e->lng;
+    } else {
+        k = (MDB_val){keylen, (void *)key};
+    }
+    int rc = map_mdb(mdb_get(txn, dbi, &k, &v));
+    if (rc < 0)
+        return rc;
+    rc = rec_decode(&v, r);
+    if (rc < 0)
+        return rc;
+    if (dbi == e->lng && (r->keylen != keylen || memcmp(r->key, key, keylen) != 0))
+        return AG_ENOTFOUND;
+    return 0;
+}
+
+static char *dup_bytes(const void *p, size_t len)
+{
+    char *s = malloc(len + 1);
+    if (s == NULL)
+        return NULL;
+    if (len)
+        memcpy(s, p, len);
+    s[len] = '\0';
+    return s;
+}
+
+static int lmdb_get(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata,
+                    ag_kv_value_t *out)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    kv_env_t *e = h->e;
+    MDB_txn *txn;
+    rec_t r;
+    pthread_rwlock_rdlock(&e->resize_lock);
+    int rc = txn_begin(e, MDB_RDONLY, &txn);
+    if (rc < 0)
+        goto out;
+    rc = fetch(e, txn, key, keylen, &r);
+    if (rc == 0 && rec_expired(&r, kv->now_ms(kv->clock_ctx)))
+        rc = AG_ENOTFOUND;
+    if (rc == 0) {
+        out->data = dup_bytes(r.val, r.vallen);
+        out->len = r.vallen;
+        if (with_metadata && r.metalen > 0) {
+            out->metadata = dup_bytes(r.meta, r.metalen);
+            out->metadata_len = r.metalen;
+        }
+        out->expiration_ms = r.expiration_ms;
+        out->expiration = ms_to_s_ceil(r.expiration_ms);
+        if (out->data == NULL || (with_metadata && r.metalen > 0 && out->metadata == NULL)) {
+            ag_kv_value_free(out);
+            rc = -ENOMEM;
+        }
+    }
+    mdb_txn_abort(txn);
+out:
+    pthread_rwlock_unlock(&e->resize_lock);
+    return rc;
+}
+
+/*
+ * LMDB turns a write that the disk cuts short into EIO ("short write,
+ * filesystem full?"). To give a clear error instead, a put first reserves disk
+ * blocks past the end of the data file for what it may append, holding the
+ * write lock so that the end cannot move: ENOSPC there, or a file-size limit
+ * the append would pass, is AG_KV_EDISK_FULL before anything is written.
+ * FALLOC_FL_KEEP_SIZE leaves the file size, which LMDB reads, alone.
+ */
+static int reserve_space(kv_env_t *e, size_t bytes, uint64_t *need_out)
+{
+    MDB_envinfo info;
+    if (mdb_env_info(e->env, &info) != 0)
+        return 0;
+    uint64_t start = ((uint64_t)info.me_last_pgno + 1) * e->psize;
+    /* The record's pages plus the B-tree path and free-list pages it dirties. */
+    uint64_t need = bytes + 64 * (uint64_t)e->psize;
+    if (start >= info.me_mapsize)
+        return 0; /* LMDB answers MDB_MAP_FULL */
+    if (start + need > info.me_mapsize)
+        need = info.me_mapsize - start;
+    *need_out = need;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        start + need > (uint64_t)rl.rlim_cur)
+        return AG_KV_EDISK_FULL;
+    mdb_filehandle_t fd;
+    if (mdb_env_get_fd(e->env, &fd) != 0)
+        return 0;
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)need) < 0 &&
+        (errno == ENOSPC || errno == EDQUOT))
+        return AG_KV_EDISK_FULL;
+    return 0; /* also when the filesystem cannot preallocate */
+}
+
+/* A commit that failed with EIO on a nearly full disk was a short write. */
+static int commit_error(kv_env_t *e, int rc, uint64_t need)
+{
+    mdb_filehandle_t fd;
+    struct statvfs sv;
+    if (rc == -EIO && mdb_env_get_fd(e->env, &fd) == 0 && fstatvfs(fd, &sv) == 0 &&
+        (uint64_t)sv.f_bavail * sv.f_frsize < need)
+        return AG_KV_EDISK_FULL;
+    return rc;
+}
+
+static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                    int64_t expiration_ms, const char *metadata, size_t metadata_len)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    kv_env_t *e = h->e;
+    bool is_long = keylen > e->maxkey;
+    size_t storedkey = is_long ? keylen : 0;
+    unsigned char hash[SHA_LEN];
+    MDB_val k = {keylen, (void *)key};
+    MDB_val v = {REC_HDR + storedkey + metadata_len + vallen, NULL};
+    MDB_dbi dbi = e->main;
+    if (is_long) {
+        if (sha256(key, keylen, hash) < 0)
+            return -ENOMEM;
+        k = (MDB_val){SHA_LEN, hash};
+        dbi = e->lng;
+    }
+    MDB_txn *txn;
+    pthread_rwlock_rdlock(&e->resize_lock);
+    uint64_t need = 0;
+    int rc = txn_begin(e, 0, &txn);
+    if (rc < 0)
+        goto out;
+    rc = reserve_space(e, v.mv_size, &need);
+    if (rc < 0)
+        goto abort;
+    /* MDB_RESERVE: the record is built in place, no second copy of the value. */
+    rc = map_mdb(mdb_put(txn, dbi, &k, &v, MDB_RESERVE));
+    if (rc < 0)
+        goto abort;
+    unsigned char *p = v.mv_data;
+    p[0] = REC_VERSION;
+    p[1] = 0;
+    put_le(p + 2, storedkey, 2);
+    put_le(p + 4, metadata_len, 4);
+    put_le(p + 8, (uint64_t)expiration_ms, 8);
+    p += REC_HDR;
+    if (storedkey)
+        memcpy(p, key, storedkey);
+    p += storedkey;
+    if (metadata_len)
+        memcpy(p, metadata, metadata_len);
+    p += metadata_len;
+    if (vallen)
+        memcpy(p, val, vallen);
+    if (is_long) {
+        MDB_val head = {e->maxkey, (void *)key};
+        MDB_val tail = {keylen - e->maxkey, (unsigned char *)key + e->maxkey};
+        int mrc = mdb_put(txn, e->longidx, &head, &tail, MDB_NODUPDATA);
+        if (mrc != MDB_KEYEXIST) {
+            rc = map_mdb(mrc);
+            if (rc < 0)
+                goto abort;
+        }
+    }
+    rc = commit_error(e, txn_commit(txn), need);
+    goto out;
+abort:
+    mdb_txn_abort(txn);
+out:
+    pthread_rwlock_unlock(&e->resize_lock);
+    return rc;
+}
+
+/* Deletes the longidx entry of a long key. */
+static int del_longidx(kv_env_t *e, MDB_txn *txn, const void *key, size_t keylen)
+{
+    MDB_val head = {e->maxkey, (void *)key};
+    MDB_val tail = {keylen - e->maxkey, (unsigned char *)key + e->maxkey};
+    int rc = mdb_del(txn, e->longidx, &head, &tail);
+    return rc == MDB_NOTFOUND ? 0 : map_mdb(rc);
+}
+
+static int lmdb_del(ag_kv_t *kv, const void *key, size_t keylen)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    kv_env_t *e = h->e;
+    MDB_txn *txn;
+    pthread_rwlock_rdlock(&e->resize_lock);
+    int rc = txn_begin(e, 0, &txn);
+    if (rc < 0)
+        goto out;
+    if (keylen > e->maxkey) {
+        unsigned char hash[SHA_LEN];
+        MDB_val k = {SHA_LEN, hash};
+        rc = sha256(key, keylen, hash);
+        if (rc == 0)
+            rc = map_mdb(mdb_del(txn, e->lng, &k, NULL));
+        if (rc == 0)
+            rc = del_longidx(e, txn, key, keylen);
+    } else {
+        MDB_val k = {keylen, (void *)key};
+        rc = map_mdb(mdb_del(txn, e->main, &k, NULL));
+    }
+    if (rc < 0) {
+        mdb_txn_abort(txn); /* also when missing: nothing to write */
+        if (rc == AG_ENOTFOUND)
+            rc = 0;
+        goto out;
+    }
+    rc = txn_commit(txn);
+out:
+    pthread_rwlock_unlock(&e->resize_lock);
+    return rc;
+}
+
+/* One ordered source of a listing: main, or long keys through longidx. */
+typedef struct list_src {
+    kv_env_t *e;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    bool is_long;
+    bool valid;
+    unsigned char key[AG_KV_MAX_KEY_LEN];
+    size_t keylen;
+    rec_t rec;
+} list_src_t;
+
+/* Loads the entry the cursor is on after a cursor op returned mrc. */
+static int src_load(list_src_t *s, int mrc, const MDB_val *k, const MDB_val *v)
+{
+    for (;;) {
+        if (mrc == MDB_NOTFOUND) {
+            s->valid = false;
+            return 0;
+        }
+        if (mrc != 0)
+            return map_mdb(mrc);
+        if (!s->is_long) {
+            if (k->mv_size > AG_KV_MAX_KEY_LEN)
+                return AG_KV_ECORRUPT;
+            memcpy(s->key, k->mv_data, k->mv_size);
+            s->keylen = k->mv_size;
+            s->valid = true;
+            return rec_decode(v, &s->rec);
+        }
+        if (k->mv_size + v->mv_size > AG_KV_MAX_KEY_LEN)
+            return AG_KV_ECORRUPT;
+        memcpy(s->key, k->mv_data, k->mv_size);
+        memcpy(s->key + k->mv_size, v->mv_data, v->mv_size);
+        s->keylen = k->mv_size + v->mv_size;
+        int rc = fetch(s->e, s->txn, s->key, s->keylen, &s->rec);
+        if (rc == 0) {
+            s->valid = true;
+            return 0;
+        }
+        if (rc != AG_ENOTFOUND)
+            return rc;
+        /* An index entry without its record cannot be written by us (both
+         * change in one transaction); skip it rather than fail every listing. */
+        MDB_val nk, nv;
+        mrc = mdb_cursor_get(s->cur, &nk, &nv, MDB_NEXT);
+        k = &nk;
+        v = &nv;
+    }
+}
+
+static int src_next(list_src_t *s)
+{
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(s->cur, &k, &v, MDB_NEXT);
+    return src_load(s, mrc, &k, &v);
+}
+
+/* Positions s at the first key >= start (> start when exclusive). */
+static int src_seek(list_src_t *s, const unsigned char *start, size_t startlen, bool exclusive)
+{
+    MDB_val k, v;
+    int mrc;
+    if (startlen == 0) {
+        mrc = mdb_cursor_get(s->cur, &k, &v, MDB_FIRST);
+    } else {
+        /* Truncating to the longest storable key can only land earlier, and
+         * the loop below walks forward over what sorts before start. */
+        k = (MDB_val){startlen < s->e->maxkey ? startlen : s->e->maxkey, (void *)start};
+        mrc = mdb_cursor_get(s->cur, &k, &v, MDB_SET_RANGE);
+    }
+    int rc = src_load(s, mrc, &k, &v);
+    while (rc == 0 && s->valid) {
+        int c = keycmp(s->key, s->keylen, start, startlen);
+        if (c > 0 || (c == 0 && !exclusive))
+            return 0;
+        rc = src_next(s);
+    }
+    return rc;
+}
+
+static int list_push(ag_kv_list_result_t *out, size_t *cap, const list_src_t *s)
+{
+    if (out->count == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        ag_kv_list_key_t *nk = realloc(out->keys, ncap * sizeof(*nk));
+        if (nk == NULL)
+            return -ENOMEM;
+        out->keys = nk;
+        *cap = ncap;
+    }
+    ag_kv_list_key_t *k = &out->keys[out->count];
+    memset(k, 0, sizeof(*k));
+    k->name = dup_bytes(s->key, s->keylen);
+    if (k->name == NULL)
+        return -ENOMEM;
+    k->name_len = s->keylen;
+    k->expiration_ms = s->rec.expiration_ms;
+    k->expiration = ms_to_s_ceil(s->rec.expiration_ms);
+    out->count++; /* counted now so that a failure below still frees name */
+    if (s->rec.metalen > 0) {
+        k->metadata = dup_bytes(s->rec.meta, s->rec.metalen);
+        if (k->metadata == NULL)
+            return -ENOMEM;
+        k->metadata_len = s->rec.metalen;
+    }
+    return 0;
+}
+
+static int lmdb_list(ag_kv_t *kv, const void *prefix, size_t prefixlen, const void *after,
+                     size_t afterlen, unsigned limit, ag_kv_list_result_t *out)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    kv_env_t *e = h->e;
+    int64_t now = kv->now_ms(kv->clock_ctx);
+    list_src_t src[2];
+    memset(src, 0, sizeof(src));
+    size_t cap = 0;
+    MDB_txn *txn;
+
+    /* Start at the later of the prefix (inclusive) and the cursor (exclusive):
+     * keys with the prefix are one contiguous run from the prefix on, so the
+     * first key past start without it ends the listing. */
+    const unsigned char *start = prefix;
+    size_t startlen = prefixlen;
+    bool exclusive = false;
+    if (after != NULL && keycmp(after, afterlen, prefix, prefixlen) >= 0) {
+        start = after;
+        startlen = afterlen;
+        exclusive = true;
+    }
+
+    pthread_rwlock_rdlock(&e->resize_lock);
+    int rc = txn_begin(e, MDB_RDONLY, &txn);
+    if (rc < 0)
+        goto unlock;
+    for (int i = 0; i < 2; i++) {
+        src[i].e = e;
+        src[i].txn = txn;
+        src[i].is_long = i == 1;
+        rc = map_mdb(mdb_cursor_open(txn, i ? e->longidx : e->main, &src[i].cur));
+        if (rc < 0)
+            goto done;
+        rc = src_seek(&src[i], start, startlen, exclusive);
+        if (rc < 0)
+            goto done;
+    }
+    out->list_complete = true;
+    for (;;) {
+        list_src_t *s = NULL;
+        for (int i = 0; i < 2; i++) {
+            if (src[i].valid &&
+                (s == NULL || keycmp(src[i].key, src[i].keylen, s->key, s->keylen) < 0))
+                s = &src[i];
+        }
+        if (s == NULL || s->keylen < prefixlen ||
+            (prefixlen && memcmp(s->key, prefix, prefixlen) != 0))
+            break;
+        if (!rec_expired(&s->rec, now)) {
+            if (out->count == limit) {
+                out->list_complete = false;
+                break;
+            }
+            rc = list_push(out, &cap, s);
+            if (rc < 0)
+                goto done;
+        }
+        rc = src_next(s);
+        if (rc < 0)
+            goto done;
+    }
+done:
+    for (int i = 0; i < 2; i++) {
+        if (src[i].cur != NULL)
+            mdb_cursor_close(src[i].cur);
+    }
+    mdb_txn_abort(txn);
+unlock:
+    pthread_rwlock_unlock(&e->resize_lock);
+    return rc;
+}
+
+static int lmdb_sweep(ag_kv_t *kv, size_t max_keys)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    kv_env_t *e = h->e;
+    int64_t now = kv->now_ms(kv->clock_ctx);
+    int deleted = 0;
+    size_t examined = 0;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+
+    pthread_mutex_lock(&h->sweep_lock);
+    pthread_rwlock_rdlock(&e->resize_lock);
+    int rc = txn_begin(e, 0, &txn);
+    if (rc < 0)
+        goto unlock;
+    int db = max_keys ? h->sweep_db : 0;
+    bool resume = max_keys && h->sweep_keylen > 0;
+    for (; db < 2; db++) {
+        rc = map_mdb(mdb_cursor_open(txn, db ? e->lng : e->main, &cur));
+        if (rc < 0)
+            goto abort;
+        MDB_val k, v;
+        int mrc;
+        if (resume) {
+            k = (MDB_val){h->sweep_keylen, h->sweep_key};
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            resume = false;
+        } else {
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        }
+        for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (max_keys && examined == max_keys) {
+                /* k is the next entry to examine, always <= 511 bytes. */
+                h->sweep_db = db;
+                h->sweep_keylen = k.mv_size;
+                memcpy(h->sweep_key, k.mv_data, k.mv_size);
+                mdb_cursor_close(cur);
+                rc = txn_commit(txn);
+                goto unlock;
+            }
+            examined++;
+            rec_t r;
+            if (rec_decode(&v, &r) < 0 || !rec_expired(&r, now))
+                continue;
+            if (db == 1 && r.keylen > e->maxkey) {
+                rc = del_longidx(e, txn, r.key, r.keylen);
+                if (rc < 0)
+                    goto abort;
+            }
+            rc = map_mdb(mdb_cursor_del(cur, 0));
+            if (rc < 0)
+                goto abort;
+            deleted++;
+        }
+        if (mrc != MDB_NOTFOUND) {
+            rc = map_mdb(mrc);
+            goto abort;
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+    }
+    /* Reached the end: the next bounded sweep starts over. */
+    h->sweep_db = 0;
+    h->sweep_keylen = 0;
+    rc = txn_commit(txn);
+    goto unlock;
+abort:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+unlock:
+    pthread_rwlock_unlock(&e->resize_lock);
+    pthread_mutex_unlock(&h->sweep_lock);
+    return rc < 0 ? rc : deleted;
+}
+
+static int lmdb_stat(ag_kv_t *kv, ag_kv_stat_t *st)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    kv_env_t *e = h->e;
+    MDB_txn *txn;
+    MDB_stat ms;
+    MDB_envinfo info;
+    pthread_rwlock_rdlock(&e->resize_lock);
+    int rc = txn_begin(e, MDB_RDONLY, &txn);
+    if (rc < 0)
+        goto out;
+    rc = map_mdb(mdb_stat(txn, e->main, &ms));
+    if (rc == 0) {
+        st->entries = ms.ms_entries;
+        rc = map_mdb(mdb_stat(txn, e->lng, &ms));
+        st->entries += ms.ms_entries;
+    }
+    if (rc == 0)
+        rc = map_mdb(mdb_env_info(e->env, &info));
+    if (rc == 0) {
+        st->map_size = info.me_mapsize;
+        st->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+    }
+    mdb_txn_abort(txn);
+out:
+    pthread_rwlock_unlock(&e->resize_lock);
+    return rc;
+}
+
+static void env_release(kv_env_t *e)
+{
+    pthread_mutex_lock(&envs_lock);
+    if (--e->refs > 0) {
+        pthread_mutex_unlock(&envs_lock);
+        return;
+    }
+    for (kv_env_t **pp = &envs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&envs_lock);
+    mdb_env_close(e->env);
+    pthread_rwlock_destroy(&e->resize_lock);
+    free(e);
+}
+
+static void lmdb_close(ag_kv_t *kv)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    env_release(h->e);
+    pthread_mutex_destroy(&h->sweep_lock);
+    free(h);
+}
+
+static const ag_kv_ops_t lmdb_ops = {
+    .name = "lmdb",
+    .get = lmdb_get,
+    .put = lmdb_put,
+    .del = lmdb_del,
+    .list = lmdb_list,
+    .sweep = lmdb_sweep,
+    .stat = lmdb_stat,
+    .close = lmdb_close,
+};
+
+/* Creates the environment of dir; the caller holds envs_lock. */
+static int env_create(const char *dir, size_t map_size, kv_env_t **out)
+{
+    kv_env_t *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    MDB_txn *txn = NULL;
+    int rc = map_mdb(mdb_env_create(&e->env));
+    if (rc < 0) {
+        free(e);
+        return rc;
+    }
+    rc = map_mdb(mdb_env_set_maxdbs(e->env, 4));
+    if (rc == 0)
+        rc = map_mdb(mdb_env_set_mapsize(e->env, map_size));
+    /* MDB_NOTLS: read transactions are not tied to a thread, since the server
+     * may begin and end them on different event-loop threads. */
+    if (rc == 0)
+        rc = map_mdb(mdb_env_open(e->env, dir, MDB_NOTLS, 0600));
+    if (rc < 0)
+        goto fail;
+    MDB_stat est;
+    rc = map_mdb(mdb_env_stat(e->env, &est));
+    if (rc < 0)
+        goto fail;
+    e->psize = est.ms_psize;
+    e->maxkey = (size_t)mdb_env_get_maxkeysize(e->env);
+    if (e->maxkey > AG_KV_MAX_KEY_LEN)
+        e->maxkey = AG_KV_MAX_KEY_LEN;
+    /* Reader slots of processes that died (a killed CLI) would pin old pages. */
+    int dead;
+    mdb_reader_check(e->env, &dead);
+    rc = map_mdb(mdb_txn_begin(e->env, NULL, 0, &txn));
+    if (rc < 0)
+        goto fail;
+    rc = map_mdb(mdb_dbi_open(txn, "main", MDB_CREATE, &e->main));
+    if (rc == 0)
+        rc = map_mdb(mdb_dbi_open(txn, "long", MDB_CREATE, &e->lng));
+    if (rc == 0)
+        rc = map_mdb(mdb_dbi_open(txn, "longidx", MDB_CREATE | MDB_DUPSORT, &e->longidx));
+    if (rc < 0) {
+        mdb_txn_abort(txn);
+        goto fail;
+    }
+    rc = txn_commit(txn);
+    if (rc < 0)
+        goto fail;
+    if (pthread_rwlock_init(&e->resize_lock, NULL) != 0) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    *out = e;
+    return 0;
+fail:
+    mdb_env_close(e->env);
+    free(e);
+    return rc;
+}
+
+int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
+{
+    *out = NULL;
+    if (dir == NULL)
+        return AG_EINVALID;
+    size_t map_size = opts && opts->map_size ? opts->map_size : AG_KV_DEFAULT_MAP_SIZE;
+    int rc = mkdir_p(dir, 0700);
+    if (rc < 0)
+        return rc;
+    struct stat st;
+    if (stat(dir, &st) < 0)
+        return -errno;
+
+    kv_lmdb_t *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return -ENOMEM;
+    if (pthread_mutex_init(&h->sweep_lock, NULL) != 0) {
+        free(h);
+        return -ENOMEM;
+    }
+    h->base.ops = &lmdb_ops;
+    h->base.now_ms = opts && opts->now_ms ? opts->now_ms : default_now_ms;
+    h->base.clock_ctx = opts && opts->now_ms ? opts->clock_ctx : NULL;
+
+    pid_t pid = getpid();
+    pthread_mutex_lock(&envs_lock);
+    kv_env_t *e = envs;
+    while (e != NULL && !(e->dev == st.st_dev && e->ino == st.st_ino && e->pid == pid))
+        e = e->next;
+    if (e != NULL) {
+        e->refs++;
+    } else {
+        rc = env_create(dir, map_size, &e);
+        if (rc == 0) {
+            e->dev = st.st_dev;
+            e->ino = st.st_ino;
+            e->pid = pid;
+            e->refs = 1;
+            e->next = envs;
+            envs = e;
+        }
+    }
+    pthread_mutex_unlock(&envs_lock);
+    if (rc < 0) {
+        pthread_mutex_destroy(&h->sweep_lock);
+        free(h);
+        return rc;
+    }
+    h->e = e;
+    *out = &h->base;
+    return 0;
+}

@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * objstore.h: the object store (the R2 equivalent) behind one interface, one
+ * bucket per [[r2_buckets]] binding. The directory backend (objstore_fs.c)
+ * keeps each object in one file under <data_dir>/r2/<bucket>/; an
+ * S3-compatible backend can be added later behind the same ops table.
+ */
+#ifndef AG_STORE_OBJSTORE_H
+#define AG_STORE_OBJSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/errors.h"
+
+#ifndef AG_STORE_DEFAULT_DATA_DIR
+#define AG_STORE_DEFAULT_DATA_DIR "./.aigate" /* also in kv.h */
+#endif
+
+/* R2 limits. */
+#define AG_OBJ_MAX_KEY_LEN 1024
+#define AG_OBJ_MAX_METADATA_LEN 8192 /* custom metadata: names + values, in bytes */
+#define AG_OBJ_MAX_PUT_SIZE (((uint64_t)5 << 30) - ((uint64_t)5 << 20)) /* single-part upload */
+#define AG_OBJ_LIST_MAX_LIMIT 1000
+
+/* X(NAME, value, AG_E* class or 0, message); see ag_objstore_errclass(). */
+#define AG_OBJ_ERRORS(X)                                                                           \
+    X(KEY_EMPTY, -31101, AG_EINVALID, "object key is empty")                                       \
+    X(KEY_TOO_LONG, -31102, AG_ETOOBIG, "object key is longer than 1024 bytes")                    \
+    X(KEY_NUL, -31103, AG_EINVALID, "object key contains a NUL byte")                              \
+    X(KEY_PATH, -31104, AG_EINVALID,                                                               \
+      "object key may not start with '/' or contain a \".\" or \"..\" segment")                    \
+    X(KEY_UTF8, -31105, AG_EINVALID, "object key is not valid UTF-8")                              \
+    X(METADATA, -31106, AG_EINVALID,                                                               \
+      "invalid object metadata: custom metadata is a JSON object of strings, and no value "        \
+      "may hold control characters or invalid UTF-8")                                              \
+    X(METADATA_TOO_BIG, -31107, AG_ETOOBIG, "custom metadata is larger than 8192 bytes")           \
+    X(TOO_BIG, -31108, AG_ETOOBIG, "object is larger than the single-upload limit (5 GiB)")        \
+    X(LIMIT, -31109, AG_EINVALID, "list limit must be between 1 and 1000")                         \
+    X(CURSOR, -31110, AG_EINVALID, "invalid list cursor")                                          \
+    X(BUCKET_NAME, -31111, AG_EINVALID,                                                            \
+      "invalid bucket name: 3-63 lowercase letters, digits and hyphens, not starting or "          \
+      "ending with a hyphen")                                                                      \
+    X(NO_BUCKET, -31112, AG_ENOTFOUND, "no such bucket")                                           \
+    X(BUCKET_NOT_EMPTY, -31113, AG_EEXISTS, "bucket is not empty")                                 \
+    X(DISK_FULL, -31120, AG_EFULL,                                                                 \
+      "no space left for the object (disk full, quota or file limit)")                             \
+    X(CORRUPT, -31121, 0, "stored object file is corrupt")
+
+enum ag_obj_err {
+#define AG_OBJ_ERR_ENUM_(name, value, cls, msg) AG_OBJ_E##name = (value),
+    AG_OBJ_ERRORS(AG_OBJ_ERR_ENUM_)
+#undef AG_OBJ_ERR_ENUM_
+};
+
+/** Message for an AG_OBJ_E* code, else ag_strerror(). Static storage. */
+const char *ag_objstore_strerror(int code);
+
+/** The AG_E* class of an AG_OBJ_E* code (for ag_err_http_status()); other
+ *  codes, and AG_OBJ_ECORRUPT, are returned unchanged. */
+int ag_objstore_errclass(int code);
+
+typedef struct ag_objstore ag_objstore_t;
+
+/** A custom metadata entry: NUL-terminated UTF-8 name and value. */
+typedef struct ag_obj_meta_pair {
+    const char *name;
+    const char *value;
+} ag_obj_meta_pair_t;
+
+/** What a put stores besides the bytes. Everything is borrowed for the call;
+ *  NULL fields are unset. */
+typedef struct ag_obj_put_opts {
+    /* R2 httpMetadata, given back on head/get; no control characters. */
+    const char *content_type;
+    const char *content_encoding;
+    const char *content_disposition;
+    const char *content_language;
+    const char *cache_control;
+    /* Custom metadata, either as pairs (a later duplicate name wins) or as the
+     * text of a JSON object of string values; not both. */
+    const ag_obj_meta_pair_t *custom;
+    size_t ncustom;
+    const char *custom_json;
+    size_t custom_json_len;
+} ag_obj_put_opts_t;
+
+/** An object's description, as R2's head() gives it. All pointers are owned
+ *  by the struct and released by ag_obj_info_free(). */
+typedef struct ag_obj_info {
+    char *key; /* NUL-terminated (keys never hold NUL) */
+    size_t key_len;
+    uint64_t size;
+    char etag[33];       /* lowercase hex MD5 of the bytes, as R2 gives for single-part uploads */
+    char version[33];    /* random hex id of this upload */
+    int64_t uploaded_ms; /* epoch ms of the put */
+    /* httpMetadata; NULL when unset. */
+    const char *content_type;
+    const char *content_encoding;
+    const char *content_disposition;
+    const char *content_language;
+    const char *cache_control;
+    ag_obj_meta_pair_t *custom; /* customMetadata, sorted by name */
+    size_t ncustom;
+    /* private: the parsed metadata the strings above point into */
+    void *_json;
+} ag_obj_info_t;
+
+void ag_obj_info_free(ag_obj_info_t *info);
+
+/** customMetadata as compact JSON object text (sorted keys), malloc'd; NULL
+ *  on out-of-memory. */
+char *ag_obj_info_custom_json(const ag_obj_info_t *info);
+
+/** An object read whole: description plus bytes (followed by a NUL that len
+ *  does not count). Released by ag_obj_free(). */
+typedef struct ag_obj {
+    ag_obj_info_t info;
+    char *data;
+    size_t len;
+} ag_obj_t;
+
+void ag_obj_free(ag_obj_t *obj);
+
+typedef struct ag_obj_list_opts {
+    const char *prefix; /* keys starting with it; NULL for all */
+    size_t prefix_len;
+    /* With a delimiter, keys that contain it after the prefix are rolled up
+     * into one delimited prefix (prefix + text up to and including the
+     * delimiter), as R2 and S3 do. NULL for none. */
+    const char *delimiter;
+    size_t delimiter_len;
+    const char *cursor;      /* from the previous page, or NULL */
+    const char *start_after; /* only keys after this one; NULL for none */
+    size_t start_after_len;
+    unsigned limit; /* objects + delimited prefixes per page: 0 means 1000, max 1000 */
+} ag_obj_list_opts_t;
+
+/** A page of a listing, owned by the struct (ag_obj_list_result_free()). */
+typedef struct ag_obj_list_result {
+    ag_obj_info_t *objects; /* sorted by key bytes */
+    size_t count;
+    char **prefixes; /* delimitedPrefixes, sorted, NUL-terminated */
+    size_t nprefixes;
+    bool truncated; /* more entries follow: pass cursor to get them */
+    char *cursor;   /* NULL unless truncated */
+} ag_obj_list_result_t;
+
+void ag_obj_list_result_free(ag_obj_list_result_t *r);
+
+/** Opens the bucket kept in the folder bucket_dir (created, with parents,
+ *  mode 0700, when missing). The handle holds only the path: every call below
+ *  is thread-safe and several processes may use one bucket at once.
+ *  @return 0 and *out, or a negative errno. */
+int ag_objstore_open_fs(const char *bucket_dir, ag_objstore_t **out);
+
+/** Opens the bucket of an [[r2_buckets]] binding: <data_dir>/r2/<bucket>/
+ *  (data_dir NULL means AG_STORE_DEFAULT_DATA_DIR, "./.aigate"). Without
+ *  `create` a missing bucket is AG_OBJ_ENO_BUCKET; AG_OBJ_EBUCKET_NAME for a
+ *  name R2 would refuse. */
+int ag_objstore_open_bucket(const char *data_dir, const char *bucket, bool create,
+                            ag_objstore_t **out);
+
+/** `aigate r2 bucket create`: AG_EEXISTS when it exists. */
+int ag_objstore_bucket_create(const char *data_dir, const char *bucket);
+
+/** Deletes an empty bucket: AG_OBJ_EBUCKET_NOT_EMPTY while it holds objects,
+ *  AG_OBJ_ENO_BUCKET when missing. */
+int ag_objstore_bucket_delete(const char *data_dir, const char *bucket);
+
+/** The buckets under <data_dir>/r2/, sorted; free with
+ *  ag_objstore_bucket_list_free(). No r2/ folder gives 0 buckets. */
+int ag_objstore_bucket_list(const char *data_dir, char ***names, size_t *count);
+void ag_objstore_bucket_list_free(char **names, size_t count);
+
+/** Closes the handle; NULL is a no-op. */
+void ag_objstore_close(ag_objstore_t *store);
+
+/* Object calls. Keys are UTF-8, 1-1024 bytes, without NUL, not starting with
+ * '/', with no "." or ".." segment between slashes (else AG_OBJ_EKEY_*). They
+ * block on disk I/O (a put fsyncs), so an event loop should run them on a
+ * worker thread for anything but small objects. */
+
+/** Stores the object atomically: readers see the old object or the new one,
+ *  never a mix; when several writers race, the last to finish wins. out may be
+ *  NULL, else it receives the new object's description.
+ *  @return 0; AG_OBJ_E* for a bad key/metadata; AG_OBJ_EDISK_FULL when the
+ *  disk, quota or file-size limit refuses the write (nothing is left behind). */
+int ag_objstore_put(ag_objstore_t *store, const void *key, size_t keylen, const void *data,
+                    size_t len, const ag_obj_put_opts_t *opts, ag_obj_info_t *out);
+
+/** Reads the whole object. @return 0 and *out; AG_ENOTFOUND when missing. */
+int ag_objstore_get(ag_objstore_t *store, const void *key, size_t keylen, ag_obj_t *out);
+
+/** Reads only the description. @return 0 and *out; AG_ENOTFOUND. */
+int ag_objstore_head(ag_objstore_t *store, const void *key, size_t keylen, ag_obj_info_t *out);
+
+/** For streaming large objects (sendfile): fills *info and returns in *fd a
+ *  descriptor (the caller closes it) whose bytes [*offset, *offset +
+ *  info->size) are the object, a stable snapshot even if it is overwritten
+ *  meanwhile. -ENOTSUP for backends without files. */
+int ag_objstore_open_read(ag_objstore_t *store, const void *key, size_t keylen, ag_obj_info_t *info,
+                          int *fd, uint64_t *offset);
+
+/** Deletes the object. @return 0, also when it did not exist (as R2). */
+int ag_objstore_delete(ag_objstore_t *store, const void *key, size_t keylen);
+
+/** Lists objects (with the metadata of each) and delimited prefixes in key
+ *  byte order. opts may be NULL. The directory backend reads the header of
+ *  every object in the bucket per call: fine for the buckets a self-hosted
+ *  gateway holds, O(n) per page for huge ones. It also deletes temp files that
+ *  crashed puts left (untouched for an hour).
+ *  @return 0 and *out (free with ag_obj_list_result_free()). */
+int ag_objstore_list(ag_objstore_t *store, const ag_obj_list_opts_t *opts,
+                     ag_obj_list_result_t *out);
+
+/* Backend interface: a backend embeds ag_objstore_t first in its handle. The
+ * public functions check keys, sizes, list limits and metadata before calling
+ * it; a backend owns its cursor format. */
+typedef struct ag_objstore_ops {
+    const char *name;
+    /* meta_json: the text of {"http":{...},"custom":{...}} (members optional),
+     * checked and sorted; the backend adds etag, version and upload time. */
+    int (*put)(ag_objstore_t *s, const char *key, size_t keylen, const void *data, size_t len,
+               const char *meta_json, ag_obj_info_t *out);
+    int (*get)(ag_objstore_t *s, const char *key, size_t keylen, ag_obj_t *out);
+    int (*head)(ag_objstore_t *s, const char *key, size_t keylen, ag_obj_info_t *out);
+    int (*open_read)(ag_objstore_t *s, const char *key, size_t keylen, ag_obj_info_t *info, int *fd,
+                     uint64_t *offset); /* may be NULL */
+    int (*del)(ag_objstore_t *s, const char *key, size_t keylen);
+    /* opts is never NULL and opts->limit is 1..1000. */
+    int (*list)(ag_objstore_t *s, const ag_obj_list_opts_t *opts, ag_obj_list_result_t *out);
+    void (*close)(ag_objstore_t *s);
+} ag_objstore_ops_t;
+
+struct ag_objstore {
+    const ag_objstore_ops_t *ops;
+};
+
+#endif
