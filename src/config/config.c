@@ -19,7 +19,7 @@
 #include "util/buf.h"
 #include "util/errors.h"
 
-typedef enum { K_STRING, K_UINT, K_SIZE, K_SECONDS, K_BOOL, K_PORT, K_STRLIST } key_type_t;
+typedef enum { K_STRING, K_UINT, K_SIZE, K_SECONDS, K_BOOL, K_PORT, K_MODELS, K_STRLIST } key_type_t;
 
 typedef struct cfg_key {
     const char *name;
@@ -62,8 +62,24 @@ static const cfg_key_t aigate_keys[] = {
     {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr"},
     {"prompt_max_length", K_UINT, 1, 1 << 24, 4000, NULL, OFF(prompt_max_length),
      "longest prompt, in UTF-16 code units (JavaScript's length)"},
-    {"models", K_STRLIST, 0, 0, 0, NULL, OFF(models),
+    {"models", K_MODELS, 0, 0, 0, NULL, OFF(models),
      "models a client may ask for, besides DEFAULT_MODEL"},
+    {"rate_limit", K_UINT, 1, 1e9, 20, NULL, OFF(rate_limit),
+     "requests per rate_period per client on the AI routes"},
+    {"rate_period", K_UINT, 1, 86400, 60, NULL, OFF(rate_period_s), "seconds of the rate window"},
+    {"rate_limit_binding", K_STRING, 0, 0, 0, "", OFF(rate_limit_binding),
+     "use the limit and period of this ratelimit binding ([[unsafe.bindings]]) instead"},
+    {"trusted_proxies", K_STRLIST, 0, 0, 0, NULL, OFF(trusted_proxies),
+     "addresses or CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed"},
+    {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache /api/generate answers"},
+    {"cache_ttl", K_SECONDS, 1, 31536000, 3600, NULL, OFF(cache_ttl_ms), "seconds a cached answer lives"},
+    {"cache_binding", K_STRING, 0, 0, 0, "CACHE", OFF(cache_binding),
+     "KV namespace binding that holds the cache"},
+    {"usage_log", K_BOOL, 0, 1, 1, NULL, OFF(usage_log), "write usage entries to the object store"},
+    {"usage_log_binding", K_STRING, 0, 0, 0, "STORAGE", OFF(usage_log_binding),
+     "R2 binding whose bucket gets logs/YYYY/MM/DD/*.ndjson"},
+    {"usage_log_flush", K_SECONDS, 0.001, 3600, 1, NULL, OFF(usage_log_flush_ms),
+     "seconds between usage-log flushes at most"},
 };
 
 /* Top-level keys that wrangler.toml may hold; we read some and accept the rest. */
@@ -98,6 +114,38 @@ static void free_models(ag_config_t *cfg)
         free(cfg->models[i]);
     AG_FREE(&cfg->models);
     cfg->nmodels = 0;
+}
+
+static void free_strlist(char ***list)
+{
+    for (char **p = *list; p && *p; p++)
+        free(*p);
+    AG_FREE(list);
+}
+
+static void free_bindings(ag_config_binding_t **b, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) {
+        free((*b)[i].name);
+        free((*b)[i].target);
+    }
+    AG_FREE(b);
+    *n = 0;
+}
+
+static void add_price(ag_config_t *cfg, const char *model, double in, double out)
+{
+    for (size_t i = 0; i < cfg->nprices; i++) {
+        if (strcmp(cfg->prices[i].model, model) == 0) {
+            cfg->prices[i].input_per_mtok = in;
+            cfg->prices[i].output_per_mtok = out;
+            return;
+        }
+    }
+    ag_config_price_t *p = realloc(cfg->prices, (cfg->nprices + 1) * sizeof(*p));
+    AG_ASSERT(p != NULL);
+    cfg->prices = p;
+    cfg->prices[cfg->nprices++] = (ag_config_price_t){xstrdup(model), in, out};
 }
 
 static void add_model(ag_config_t *cfg, const char *m, size_t len)
@@ -136,10 +184,17 @@ void ag_config_defaults(ag_config_t *cfg)
         case K_BOOL:
             *(bool *)field = k->def_num != 0;
             break;
+        case K_MODELS:
         case K_STRLIST:
             break;
         }
     }
+    /* Anthropic's list prices, USD per million tokens; [aigate.prices] overrides. */
+    add_price(cfg, "claude-haiku-4-5", 1.0, 5.0);
+    add_price(cfg, "claude-sonnet-4-6", 3.0, 15.0);
+    add_price(cfg, "claude-sonnet-4-5", 3.0, 15.0);
+    add_price(cfg, "claude-opus-4-6", 5.0, 25.0);
+    add_price(cfg, "claude-opus-4-5", 5.0, 25.0);
     cfg->environment = xstrdup("development");
     cfg->default_model = xstrdup("claude-haiku-4-5");
     cfg->max_tokens = 1024;
@@ -152,6 +207,19 @@ void ag_config_fini(ag_config_t *cfg)
             AG_FREE((char **)((char *)cfg + aigate_keys[i].offset));
     }
     free_models(cfg);
+    free_strlist(&cfg->trusted_proxies);
+    for (size_t i = 0; i < cfg->nratelimits; i++) {
+        free(cfg->ratelimits[i].name);
+        free(cfg->ratelimits[i].namespace_id);
+    }
+    AG_FREE(&cfg->ratelimits);
+    cfg->nratelimits = 0;
+    free_bindings(&cfg->kv_namespaces, &cfg->nkv_namespaces);
+    free_bindings(&cfg->r2_buckets, &cfg->nr2_buckets);
+    for (size_t i = 0; i < cfg->nprices; i++)
+        free(cfg->prices[i].model);
+    AG_FREE(&cfg->prices);
+    cfg->nprices = 0;
     AG_FREE(&cfg->path);
     AG_FREE(&cfg->name);
     AG_FREE(&cfg->environment);
@@ -244,7 +312,27 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
         }
         *(bool *)field = b;
         return;
-    case K_STRLIST:
+    case K_STRLIST: {
+        if (ag_toml_type(v) != AG_TOML_ARRAY) {
+            report(ld, v, "aigate.%s must be an array of strings", k->name);
+            return;
+        }
+        char ***list = (char ***)field;
+        free_strlist(list);
+        size_t n = ag_toml_array_len(v), used = 0;
+        *list = calloc(n + 1, sizeof(char *));
+        AG_ASSERT(*list != NULL);
+        for (size_t i = 0; i < n; i++) {
+            const ag_toml_value_t *item = ag_toml_array_at(v, i);
+            if (ag_toml_get_string(item, &s, &slen) != 0 || slen == 0 || memchr(s, '\0', slen)) {
+                report(ld, item, "aigate.%s[%zu] must be a non-empty string", k->name, i);
+                continue;
+            }
+            (*list)[used++] = xstrndup(s, slen);
+        }
+        return;
+    }
+    case K_MODELS:
         if (ag_toml_type(v) != AG_TOML_ARRAY) {
             report(ld, v, "aigate.%s must be an array of strings", k->name);
             return;
@@ -291,6 +379,101 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
     }
 }
 
+/* [aigate.prices] "model" = { input = USD/MTok, output = USD/MTok } */
+static void load_prices(loader_t *ld, const ag_toml_value_t *t)
+{
+    if (ag_toml_type(t) != AG_TOML_TABLE) {
+        report(ld, t, "aigate.prices must be a table");
+        return;
+    }
+    for (size_t i = 0; i < ag_toml_table_len(t); i++) {
+        const char *model;
+        size_t mlen;
+        const ag_toml_value_t *v = ag_toml_table_at(t, i, &model, &mlen);
+        double in, out;
+        if (ag_toml_type(v) != AG_TOML_TABLE || !get_number(ag_toml_table_get(v, "input"), &in) ||
+            !get_number(ag_toml_table_get(v, "output"), &out) || in < 0 || out < 0) {
+            report(ld, v, "aigate.prices.\"%.*s\" must be { input = N, output = N } (USD per million tokens)",
+                   (int)mlen, model);
+            continue;
+        }
+        char *m = xstrndup(model, mlen);
+        add_price(ld->cfg, m, in, out);
+        free(m);
+    }
+}
+
+/* [[kv_namespaces]] / [[r2_buckets]]: binding plus id / bucket_name. */
+static void load_bindings(loader_t *ld, const ag_toml_value_t *arr, const char *what,
+                          const char *target_key, ag_config_binding_t **out, size_t *nout)
+{
+    if (ag_toml_type(arr) != AG_TOML_ARRAY) {
+        report(ld, arr, "%s must be an array of tables ([[%s]])", what, what);
+        return;
+    }
+    for (size_t i = 0; i < ag_toml_array_len(arr); i++) {
+        const ag_toml_value_t *t = ag_toml_array_at(arr, i);
+        const char *b, *tg = NULL;
+        size_t blen, tlen = 0;
+        if (ag_toml_type(t) != AG_TOML_TABLE ||
+            ag_toml_get_string(ag_toml_table_get(t, "binding"), &b, &blen) != 0 || blen == 0) {
+            report(ld, t, "%s[%zu] needs a binding name", what, i);
+            continue;
+        }
+        const ag_toml_value_t *tv = ag_toml_table_get(t, target_key);
+        if (tv && ag_toml_get_string(tv, &tg, &tlen) != 0) {
+            report(ld, tv, "%s[%zu].%s must be a string", what, i, target_key);
+            continue;
+        }
+        ag_config_binding_t *p = realloc(*out, (*nout + 1) * sizeof(*p));
+        AG_ASSERT(p != NULL);
+        *out = p;
+        p[*nout].name = xstrndup(b, strnlen(b, blen));
+        p[*nout].target = tg ? xstrndup(tg, strnlen(tg, tlen)) : NULL;
+        (*nout)++;
+    }
+}
+
+/* [[unsafe.bindings]] with type = "ratelimit": name, namespace_id, simple = {limit, period}. */
+static void load_unsafe(loader_t *ld, const ag_toml_value_t *unsafe)
+{
+    const ag_toml_value_t *arr = ag_toml_table_get(unsafe, "bindings");
+    for (size_t i = 0; i < ag_toml_array_len(arr); i++) {
+        const ag_toml_value_t *t = ag_toml_array_at(arr, i);
+        const char *type, *name, *ns;
+        size_t tlen, nlen, nslen;
+        if (ag_toml_get_string(ag_toml_table_get(t, "type"), &type, &tlen) != 0 ||
+            strcmp(type, "ratelimit") != 0)
+            continue;
+        if (ag_toml_get_string(ag_toml_table_get(t, "name"), &name, &nlen) != 0 || nlen == 0) {
+            report(ld, t, "ratelimit binding needs a name");
+            continue;
+        }
+        if (ag_toml_get_string(ag_toml_table_get(t, "namespace_id"), &ns, &nslen) != 0) {
+            ns = name;
+            nslen = nlen;
+        }
+        const ag_toml_value_t *simple = ag_toml_table_get(t, "simple");
+        int64_t limit = 0, period = 0;
+        if (ag_toml_get_int(ag_toml_table_get(simple, "limit"), &limit) != 0 || limit < 1 ||
+            limit > 1000000000 ||
+            ag_toml_get_int(ag_toml_table_get(simple, "period"), &period) != 0 || period < 1 ||
+            period > 86400) {
+            report(ld, simple ? simple : t,
+                   "ratelimit binding %s needs simple = { limit = N, period = S } with N >= 1 and "
+                   "S in 1..86400",
+                   name);
+            continue;
+        }
+        ag_config_ratelimit_t *p = realloc(ld->cfg->ratelimits, (ld->cfg->nratelimits + 1) * sizeof(*p));
+        AG_ASSERT(p != NULL);
+        ld->cfg->ratelimits = p;
+        p[ld->cfg->nratelimits++] = (ag_config_ratelimit_t){
+            xstrndup(name, strnlen(name, nlen)), xstrndup(ns, strnlen(ns, nslen)), (unsigned)limit,
+            (unsigned)period};
+    }
+}
+
 static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
 {
     if (ag_toml_type(t) != AG_TOML_TABLE) {
@@ -305,6 +488,10 @@ static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
         for (size_t j = 0; j < AG_ARRAY_LEN(aigate_keys); j++) {
             if (strlen(aigate_keys[j].name) == klen && memcmp(aigate_keys[j].name, key, klen) == 0)
                 k = &aigate_keys[j];
+        }
+        if (!k && klen == 6 && memcmp(key, "prices", 6) == 0) {
+            load_prices(ld, v);
+            continue;
         }
         if (!k) {
             warn(ld, v, "unknown key aigate.%.*s (ignored)", (int)klen, key);
@@ -427,14 +614,46 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
     v = ag_toml_table_get(root, "vars");
     if (v)
         load_vars(&ld, v);
+    v = ag_toml_table_get(root, "kv_namespaces");
+    if (v)
+        load_bindings(&ld, v, "kv_namespaces", "id", &cfg->kv_namespaces, &cfg->nkv_namespaces);
+    v = ag_toml_table_get(root, "r2_buckets");
+    if (v)
+        load_bindings(&ld, v, "r2_buckets", "bucket_name", &cfg->r2_buckets, &cfg->nr2_buckets);
+    v = ag_toml_table_get(root, "unsafe");
+    if (v)
+        load_unsafe(&ld, v);
     v = ag_toml_table_get(root, "aigate");
     if (v)
         load_aigate(&ld, v);
+    if (cfg->rate_limit_binding && *cfg->rate_limit_binding &&
+        !ag_config_ratelimit(cfg, cfg->rate_limit_binding))
+        report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "rate_limit_binding"),
+               "aigate.rate_limit_binding: no ratelimit binding named '%s' in [[unsafe.bindings]]",
+               cfg->rate_limit_binding);
     if (strncmp(cfg->upstream, "http://", 7) != 0 && strncmp(cfg->upstream, "https://", 8) != 0)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "upstream"),
                "aigate.upstream must be an http:// or https:// URL");
     ag_toml_free(root);
     return ld.errors ? AG_EBADCONFIG : 0;
+}
+
+const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nratelimits; i++) {
+        if (strcmp(cfg->ratelimits[i].name, name) == 0)
+            return &cfg->ratelimits[i];
+    }
+    return NULL;
+}
+
+const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding)
+{
+    for (size_t i = 0; i < cfg->nr2_buckets; i++) {
+        if (strcmp(cfg->r2_buckets[i].name, binding) == 0)
+            return cfg->r2_buckets[i].target;
+    }
+    return NULL;
 }
 
 const char *ag_config_find(const char *explicit_path)
@@ -528,17 +747,17 @@ void ag_config_print_reference(FILE *out)
     for (size_t i = 0; i < AG_ARRAY_LEN(aigate_keys); i++) {
         const cfg_key_t *k = &aigate_keys[i];
         static const char *tn[] = {"string", "integer", "bytes", "seconds", "bool", "port",
-                                   "string list"};
+                                   "string list", "string list"};
         char def[64], range[64] = "";
         if (k->type == K_STRING)
             snprintf(def, sizeof(def), "`\"%s\"`", k->def_str);
         else if (k->type == K_BOOL)
             snprintf(def, sizeof(def), "`%s`", k->def_num ? "true" : "false");
-        else if (k->type == K_STRLIST)
+        else if (k->type == K_STRLIST || k->type == K_MODELS)
             snprintf(def, sizeof(def), "`[]`");
         else
             snprintf(def, sizeof(def), "`%g`", k->def_num);
-        if (k->type != K_STRING && k->type != K_BOOL && k->type != K_STRLIST)
+        if (k->type != K_STRING && k->type != K_BOOL && k->type != K_STRLIST && k->type != K_MODELS)
             snprintf(range, sizeof(range), "%g to %g", k->min, k->max);
         fprintf(out, "| `%s` | %s | %s | %s | %s |\n", k->name, tn[k->type], def, range, k->help);
     }

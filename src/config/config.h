@@ -11,6 +11,24 @@
 #include <stddef.h>
 #include <stdio.h>
 
+typedef struct ag_config_ratelimit {
+    char *name;
+    char *namespace_id;
+    unsigned limit;
+    unsigned period_s;
+} ag_config_ratelimit_t;
+
+typedef struct ag_config_binding {
+    char *name;   /* binding */
+    char *target; /* KV id or R2 bucket_name */
+} ag_config_binding_t;
+
+typedef struct ag_config_price {
+    char *model;
+    double input_per_mtok; /* USD per million input tokens */
+    double output_per_mtok;
+} ag_config_price_t;
+
 typedef struct ag_config {
     char *path; /* the file loaded, or NULL for embedded defaults; owned */
     char *name; /* wrangler `name` */
@@ -33,6 +51,27 @@ typedef struct ag_config {
     unsigned prompt_max_length;
     char **models; /* allowlist: [aigate] models + DEFAULT_MODEL; NULL-terminated */
     size_t nmodels;
+    /* rate limiting of the AI routes */
+    unsigned rate_limit;      /* requests per rate_period per client */
+    unsigned rate_period_s;
+    char *rate_limit_binding; /* name of a ratelimit binding whose numbers apply, or NULL */
+    char **trusted_proxies;   /* addresses/CIDRs whose forwarding headers are believed */
+    /* response cache */
+    bool cache;
+    unsigned cache_ttl_ms;
+    char *cache_binding; /* KV namespace binding of the cache */
+    /* usage log */
+    bool usage_log;
+    char *usage_log_binding; /* R2 binding whose bucket holds logs/ */
+    unsigned usage_log_flush_ms;
+    ag_config_ratelimit_t *ratelimits; /* [[unsafe.bindings]] of type ratelimit */
+    size_t nratelimits;
+    ag_config_binding_t *kv_namespaces;
+    size_t nkv_namespaces;
+    ag_config_binding_t *r2_buckets; /* name = binding, target = bucket_name */
+    size_t nr2_buckets;
+    ag_config_price_t *prices;
+    size_t nprices;
     /* [vars] */
     char *environment;
     char *default_model;
@@ -59,6 +98,12 @@ void ag_config_load_secrets(ag_config_t *cfg);
 
 /** True when `model` is in the allowlist. */
 bool ag_config_model_allowed(const ag_config_t *cfg, const char *model, size_t len);
+
+/** The ratelimit binding called `name`, or NULL. */
+const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const char *name);
+
+/** The bucket name bound to R2 binding `binding` (its bucket_name), or NULL. */
+const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding);
 
 /** Prints the key table as Markdown (docs/config.md is generated from it). */
 void ag_config_print_reference(FILE *out);

@@ -7,11 +7,17 @@
 #include "util/platform.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/sha.h>
 
+#include "gateway/client_ip.h"
 #include "gateway/gateway.h"
+#include "limit/limiter.h"
+#include "store/kv.h"
 #include "upstream/client.h"
 #include "util/buf.h"
 #include "util/errors.h"
@@ -21,24 +27,98 @@
 
 #define ANTHROPIC_VERSION "2023-06-01"
 
+#define FLIGHT_SHARDS 64
+#define MAX_WORKERS 256
+
+typedef struct gen_req gen_req_t;
+typedef struct gw_worker gw_worker_t;
+
+/* An answer shared by every request that waited on one upstream call. */
+typedef struct shared_result {
+    atomic_int refs;
+    int status;
+    uint32_t output_units;
+    int64_t input_tokens, output_tokens;
+    int64_t upstream_us; /* how long the upstream call took */
+    size_t len;
+    char body[]; /* the full response body */
+} shared_result_t;
+
+/* A request waiting on an in-flight upstream call, possibly on another worker. */
+typedef struct waiter {
+    struct waiter *next;
+    unsigned worker;
+    gen_req_t *g;          /* valid while !cancelled; touched only by `worker`'s thread */
+    shared_result_t *res;  /* set by the delivering thread */
+    bool cancelled;
+} waiter_t;
+
+/* One upstream call for a cache key; its waiters share the answer. */
+typedef struct flight {
+    struct flight *next;
+    unsigned char key[SHA256_DIGEST_LENGTH];
+    waiter_t *waiters;
+} flight_t;
+
+typedef struct flight_shard {
+    pthread_mutex_t lock;
+    flight_t *head;
+} flight_shard_t;
+
+/* Cross-thread delivery: a locked list per worker, drained by an async handle. */
+typedef struct mailbox {
+    pthread_mutex_t lock;
+    waiter_t *items;
+    uv_async_t *async; /* NULL once the worker has stopped */
+} mailbox_t;
+
+typedef struct named_limiter {
+    char *name;
+    ag_limiter_t *lim;
+    unsigned limit, period_s;
+} named_limiter_t;
+
 struct ag_gateway {
     const ag_config_t *cfg;
     char *messages_url;
     char *api_key_header; /* "x-api-key: ..."; a secret: never logged */
+    ag_trusted_t *trusted;
+    named_limiter_t generate_limit;
+    ag_kv_t *cache;
+    flight_shard_t flights[FLIGHT_SHARDS];
+    mailbox_t mailboxes[MAX_WORKERS];
 };
 
-typedef struct gw_worker {
+/* The upstream call behind a flight, owned by the worker that started it. */
+typedef struct fetch {
+    struct fetch *prev, *next;
+    gw_worker_t *gww;
+    unsigned char key[SHA256_DIGEST_LENGTH];
+    char kv_key[8 + 2 * SHA256_DIGEST_LENGTH + 1];
+    char *body; /* upstream request body */
+    size_t body_len;
+    bool fill; /* store the answer in the cache */
+    ag_upstream_xfer_t *xfer;
+} fetch_t;
+
+struct gw_worker {
     ag_gateway_t *gw;
     ag_upstream_t *upstream;
-} gw_worker_t;
+    unsigned index;
+    uv_loop_t *loop;
+    uv_async_t mail;
+    fetch_t *fetches;
+};
 
-typedef struct gen_req {
+struct gen_req {
     ag_req_t *req;
     gw_worker_t *gw;
-    ag_upstream_xfer_t *xfer;
+    ag_upstream_xfer_t *xfer; /* uncoalesced call (no-store) */
+    waiter_t *waiter;         /* coalesced call */
     json_t *root;
     ag_str_t body; /* the upstream request body, pool-owned */
-} gen_req_t;
+    unsigned char key[SHA256_DIGEST_LENGTH];
+};
 
 static const char msg_invalid_json[] = "Invalid JSON";
 static const char msg_invalid_prompt[] = "Invalid prompt";
@@ -69,8 +149,52 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         free(gw);
         return -ENOMEM;
     }
+    for (unsigned i = 0; i < FLIGHT_SHARDS; i++)
+        pthread_mutex_init(&gw->flights[i].lock, NULL);
+    for (unsigned i = 0; i < MAX_WORKERS; i++)
+        pthread_mutex_init(&gw->mailboxes[i].lock, NULL);
+    const char *bad = NULL;
+    int rc = ag_trusted_new(cfg->trusted_proxies, &gw->trusted, &bad);
+    if (rc < 0) {
+        ag_log_error("aigate.trusted_proxies: '%s' is not an address or CIDR", bad ? bad : "?");
+        goto fail;
+    }
+    /* The route's limit: numbers from [aigate], or a named ratelimit binding.
+     * Bindings with one namespace_id would share a limiter (one binding per
+     * route today, so one limiter). */
+    const ag_config_ratelimit_t *rl =
+        cfg->rate_limit_binding && *cfg->rate_limit_binding
+            ? ag_config_ratelimit(cfg, cfg->rate_limit_binding)
+            : NULL;
+    named_limiter_t *nl = &gw->generate_limit;
+    nl->limit = rl ? rl->limit : cfg->rate_limit;
+    nl->period_s = rl ? rl->period_s : cfg->rate_period_s;
+    nl->name = strdup(rl ? rl->namespace_id : "route:/api/generate");
+    ag_limiter_config_t lc = {.limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
+    rc = nl->name ? ag_limiter_new(&lc, &nl->lim) : -ENOMEM;
+    if (rc < 0) {
+        ag_log_error("cannot create the rate limiter: %s", ag_strerror(rc));
+        goto fail;
+    }
+    if (cfg->cache) {
+        rc = ag_kv_open_namespace(cfg->data_dir, cfg->cache_binding, NULL, &gw->cache);
+        if (rc < 0) {
+            ag_log_error("cannot open the cache store %s/kv/%s: %s", cfg->data_dir,
+                         cfg->cache_binding, ag_kv_strerror(rc));
+            goto fail;
+        }
+    }
     *out = gw;
     return 0;
+fail:
+    ag_gateway_free(gw);
+    return rc < 0 ? rc : AG_EBADCONFIG;
+}
+
+static void result_release(shared_result_t *r)
+{
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1)
+        free(r);
 }
 
 void ag_gateway_free(ag_gateway_t *gw)
@@ -83,22 +207,57 @@ void ag_gateway_free(ag_gateway_t *gw)
         free(gw->api_key_header);
     }
     free(gw->messages_url);
+    ag_trusted_free(gw->trusted);
+    ag_limiter_free(gw->generate_limit.lim);
+    free(gw->generate_limit.name);
+    ag_kv_close(gw->cache);
+    /* Deliveries that arrived after their worker stopped: nobody waits any more. */
+    for (unsigned i = 0; i < MAX_WORKERS; i++) {
+        waiter_t *w = gw->mailboxes[i].items;
+        while (w) {
+            waiter_t *next = w->next;
+            result_release(w->res);
+            free(w);
+            w = next;
+        }
+        pthread_mutex_destroy(&gw->mailboxes[i].lock);
+    }
+    for (unsigned i = 0; i < FLIGHT_SHARDS; i++)
+        pthread_mutex_destroy(&gw->flights[i].lock);
     free(gw);
 }
 
+static void on_mail(uv_async_t *a);
+static void flight_deliver(gw_worker_t *gww, const unsigned char *key, shared_result_t *res);
+
 static int worker_init(ag_worker_t *w, void *server_ctx, void **worker_ctx)
 {
+    if (ag_worker_index(w) >= MAX_WORKERS)
+        return AG_EINVALID;
     gw_worker_t *gww = calloc(1, sizeof(*gww));
     if (!gww)
         return -ENOMEM;
     gww->gw = server_ctx;
+    gww->index = ag_worker_index(w);
+    gww->loop = ag_worker_loop(w);
     int rc = ag_upstream_new(ag_worker_loop(w), &gww->upstream);
     if (rc < 0) {
         free(gww);
         return rc;
     }
+    uv_async_init(ag_worker_loop(w), &gww->mail, on_mail);
+    gww->mail.data = gww;
+    mailbox_t *mb = &gww->gw->mailboxes[gww->index];
+    pthread_mutex_lock(&mb->lock);
+    mb->async = &gww->mail;
+    pthread_mutex_unlock(&mb->lock);
     *worker_ctx = gww;
     return 0;
+}
+
+static void on_mail_closed(uv_handle_t *h)
+{
+    free(h->data);
 }
 
 static void worker_fini(ag_worker_t *w, void *worker_ctx)
@@ -107,28 +266,50 @@ static void worker_fini(ag_worker_t *w, void *worker_ctx)
     AG_UNUSED(w);
     if (!gww)
         return;
+    mailbox_t *mb = &gww->gw->mailboxes[gww->index];
+    pthread_mutex_lock(&mb->lock);
+    mb->async = NULL;
+    pthread_mutex_unlock(&mb->lock);
+    /* Calls still in flight (a forced shutdown): their waiters elsewhere get a 502. */
+    while (gww->fetches) {
+        fetch_t *f = gww->fetches;
+        gww->fetches = f->next;
+        ag_upstream_cancel(f->xfer);
+        flight_deliver(gww, f->key, NULL);
+        free(f->body);
+        free(f);
+    }
     ag_upstream_close(gww->upstream);
-    free(gww);
+    uv_close((uv_handle_t *)&gww->mail, on_mail_closed);
 }
 
-/* ---- /api/generate --------------------------------------------------------- */
+/* ---- /api/generate: results ----------------------------------------------- */
 
-static void gen_cleanup(void *p)
+static shared_result_t *result_new(int status, ag_str_t body, uint32_t units, int64_t in, int64_t out)
 {
-    gen_req_t *g = p;
-    /* Normally the transfer finished already; after an abort it is still live. */
-    ag_upstream_cancel(g->xfer);
-    g->xfer = NULL;
-    if (g->root)
-        json_decref(g->root);
-    g->root = NULL;
+    shared_result_t *r = malloc(sizeof(*r) + body.len);
+    if (!r)
+        return NULL;
+    atomic_init(&r->refs, 1);
+    r->status = status;
+    r->output_units = units;
+    r->input_tokens = in;
+    r->output_tokens = out;
+    r->upstream_us = 0;
+    r->len = body.len;
+    memcpy(r->body, body.ptr, body.len);
+    return r;
 }
 
-static void gen_abort(ag_req_t *req)
+static shared_result_t *result_error(int status, const char *msg)
 {
-    gen_req_t *g = req->handler_data;
-    ag_upstream_cancel(g->xfer);
-    g->xfer = NULL;
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    shared_result_t *r = NULL;
+    if (ag_json_error_body(&b, msg) == 0)
+        r = result_new(status, ag_str(b.data, b.len), 0, 0, 0);
+    ag_buf_fini(&b);
+    return r;
 }
 
 /* Joins the text of every text block: the first block need not be text. */
@@ -154,10 +335,10 @@ static int join_text_blocks(json_t *content, ag_buf_t *out)
 }
 
 /* Logs why upstream failed: status and Anthropic's error type and message. */
-static void log_upstream_failure(ag_req_t *req, const ag_upstream_response_t *resp)
+static void log_upstream_failure(const char *id, const ag_upstream_response_t *resp)
 {
     if (resp->error) {
-        ag_log_warn("request %s: upstream failed: %s (status %d)", req->id,
+        ag_log_warn("request %s: upstream failed: %s (status %d)", id,
                     resp->error_text ? resp->error_text : ag_strerror(resp->error), resp->status);
         return;
     }
@@ -166,33 +347,41 @@ static void log_upstream_failure(ag_req_t *req, const ag_upstream_response_t *re
     const char *type = json_string_value(json_object_get(err, "type"));
     const char *msg = json_string_value(json_object_get(err, "message"));
     if (type)
-        ag_log_warn("request %s: upstream answered %d: %s: %.200s", req->id, resp->status, type,
+        ag_log_warn("request %s: upstream answered %d: %s: %.200s", id, resp->status, type,
                     msg ? msg : "");
     else
-        ag_log_warn("request %s: upstream answered %d with %zu unparsable bytes", req->id,
-                    resp->status, resp->body.len);
+        ag_log_warn("request %s: upstream answered %d with %zu unparsable bytes", id, resp->status,
+                    resp->body.len);
     json_decref(root);
 }
 
-static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
+static int64_t usage_int(json_t *usage, const char *name)
 {
-    gen_req_t *g = ctx;
-    ag_req_t *req = g->req;
-    g->xfer = NULL;
-    req->upstream_us = resp->duration_us;
+    json_t *v = json_object_get(usage, name);
+    return json_is_integer(v) ? json_integer_value(v) : 0;
+}
+
+/* Turns an upstream answer into the seed's response. On success, *cache_value
+ * (if given) gets what the cache stores: "units in out\n" then the body
+ * without "cached". Never NULL unless out of memory. */
+static shared_result_t *result_from_upstream(const char *id, const ag_upstream_response_t *resp,
+                                             ag_buf_t *cache_value)
+{
     if (resp->error || resp->status < 200 || resp->status > 299) {
-        log_upstream_failure(req, resp);
-        ag_req_respond_error(req, 502, msg_ai_error);
-        return;
+        log_upstream_failure(id, resp);
+        shared_result_t *e = result_error(502, msg_ai_error);
+        if (e)
+            e->upstream_us = resp->duration_us;
+        return e;
     }
     json_error_t jerr;
     json_t *root = json_loadb(resp->body.ptr, resp->body.len, 0, &jerr);
-    ag_buf_t out;
+    ag_buf_t out, text;
     ag_buf_init(&out, 0);
-    ag_buf_t text;
     ag_buf_init(&text, 0);
     json_t *usage = json_object_get(root, "usage");
     char *usage_json = NULL;
+    shared_result_t *r = NULL;
     int rc = root ? join_text_blocks(json_object_get(root, "content"), &text) : AG_EPROTO;
     if (rc == 0 && !json_is_object(usage))
         rc = AG_EPROTO;
@@ -206,21 +395,369 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
     if (rc == 0)
         rc = ag_json_append_string(&out, ag_str(text.data ? text.data : "", text.len));
     if (rc == 0)
-        rc = ag_buf_printf(&out, ",\"usage\":%s,\"cached\":false}", usage_json);
-    if (rc == 0) {
-        ag_req_respond(req, 200, "application/json", ag_str(out.data, out.len));
-    } else if (rc == AG_EPROTO) {
-        ag_log_warn("request %s: upstream sent an unusable body (%zu bytes)%s%s", req->id,
-                    resp->body.len, root ? "" : ": ", root ? "" : jerr.text);
-        ag_req_respond_error(req, 502, msg_ai_error);
-    } else {
-        ag_log_error("request %s: building the response failed: %s", req->id, ag_strerror(rc));
-        ag_req_respond_error(req, 500, msg_internal);
+        rc = ag_buf_printf(&out, ",\"usage\":%s", usage_json);
+    uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
+    int64_t in = usage_int(usage, "input_tokens"), outt = usage_int(usage, "output_tokens");
+    if (rc == 0 && cache_value) {
+        rc = ag_buf_printf(cache_value, "%u %lld %lld\n", units, (long long)in, (long long)outt);
+        if (rc == 0)
+            rc = ag_buf_append(cache_value, out.data, out.len);
+        if (rc == 0)
+            rc = ag_buf_append(cache_value, "}", 1);
     }
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&out, ",\"cached\":false}");
+    if (rc == 0) {
+        r = result_new(200, ag_str(out.data, out.len), units, in, outt);
+    } else if (rc == AG_EPROTO) {
+        ag_log_warn("request %s: upstream sent an unusable body (%zu bytes)%s%s", id,
+                    resp->body.len, root ? "" : ": ", root ? "" : jerr.text);
+        r = result_error(502, msg_ai_error);
+    } else {
+        ag_log_error("request %s: building the response failed: %s", id, ag_strerror(rc));
+        r = result_error(500, msg_internal);
+    }
+    if (cache_value && (!r || r->status != 200))
+        ag_buf_reset(cache_value);
+    if (r)
+        r->upstream_us = resp->duration_us;
     free(usage_json);
     json_decref(root);
     ag_buf_fini(&out);
     ag_buf_fini(&text);
+    return r;
+}
+
+static void respond_result(ag_req_t *req, const shared_result_t *r)
+{
+    if (!r) {
+        ag_req_respond_error(req, 500, msg_internal);
+        return;
+    }
+    req->upstream_us = r->upstream_us;
+    ag_req_respond(req, r->status, "application/json", ag_str(r->body, r->len));
+}
+
+/* ---- /api/generate: coalescing identical in-flight requests ----------------- */
+
+static flight_shard_t *shard_of(ag_gateway_t *gw, const unsigned char *key)
+{
+    return &gw->flights[key[0] % FLIGHT_SHARDS];
+}
+
+/* Hands `res` (NULL: a 502) to every waiter of the flight `key` and ends it.
+ * Local waiters are answered now; others through their worker's mailbox. */
+static void flight_deliver(gw_worker_t *gww, const unsigned char *key, shared_result_t *res)
+{
+    ag_gateway_t *gw = gww->gw;
+    flight_shard_t *sh = shard_of(gw, key);
+    pthread_mutex_lock(&sh->lock);
+    flight_t **pp = &sh->head, *f = NULL;
+    while (*pp && memcmp((*pp)->key, key, SHA256_DIGEST_LENGTH) != 0)
+        pp = &(*pp)->next;
+    if (*pp) {
+        f = *pp;
+        *pp = f->next;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (!f)
+        return;
+    shared_result_t *err = res ? NULL : result_error(502, msg_ai_error);
+    shared_result_t *r = res ? res : err;
+    waiter_t *w = f->waiters;
+    free(f);
+    while (w) {
+        waiter_t *next = w->next;
+        if (w->worker == gww->index) {
+            gen_req_t *g = w->g;
+            g->waiter = NULL;
+            free(w);
+            respond_result(g->req, r);
+        } else {
+            if (r)
+                atomic_fetch_add(&r->refs, 1);
+            w->res = r;
+            mailbox_t *mb = &gw->mailboxes[w->worker];
+            pthread_mutex_lock(&mb->lock);
+            w->next = mb->items;
+            mb->items = w;
+            if (mb->async)
+                uv_async_send(mb->async);
+            pthread_mutex_unlock(&mb->lock);
+        }
+        w = next;
+    }
+    result_release(err);
+}
+
+static void on_mail(uv_async_t *a)
+{
+    gw_worker_t *gww = a->data;
+    mailbox_t *mb = &gww->gw->mailboxes[gww->index];
+    pthread_mutex_lock(&mb->lock);
+    waiter_t *w = mb->items;
+    mb->items = NULL;
+    pthread_mutex_unlock(&mb->lock);
+    while (w) {
+        waiter_t *next = w->next;
+        if (!w->cancelled) {
+            gen_req_t *g = w->g;
+            g->waiter = NULL;
+            respond_result(g->req, w->res);
+        }
+        result_release(w->res);
+        free(w);
+        w = next;
+    }
+}
+
+/* Joins the flight for `key`. @return true when this request leads (it must
+ * start the upstream call), false when it waits on one already running. */
+static bool flight_join(gw_worker_t *gww, gen_req_t *g, const unsigned char *key, waiter_t *w)
+{
+    flight_shard_t *sh = shard_of(gww->gw, key);
+    w->worker = gww->index;
+    w->g = g;
+    g->waiter = w;
+    pthread_mutex_lock(&sh->lock);
+    flight_t *f = sh->head;
+    while (f && memcmp(f->key, key, SHA256_DIGEST_LENGTH) != 0)
+        f = f->next;
+    bool lead = f == NULL;
+    if (lead) {
+        f = calloc(1, sizeof(*f));
+        AG_ASSERT(f != NULL);
+        memcpy(f->key, key, SHA256_DIGEST_LENGTH);
+        f->next = sh->head;
+        sh->head = f;
+    }
+    w->next = f->waiters;
+    f->waiters = w;
+    pthread_mutex_unlock(&sh->lock);
+    return lead;
+}
+
+/* The request went away before its answer: leave the flight. */
+static void waiter_cancel(gw_worker_t *gww, gen_req_t *g, const unsigned char *key)
+{
+    waiter_t *w = g->waiter;
+    g->waiter = NULL;
+    flight_shard_t *sh = shard_of(gww->gw, key);
+    bool removed = false;
+    pthread_mutex_lock(&sh->lock);
+    for (flight_t *f = sh->head; f && !removed; f = f->next) {
+        if (memcmp(f->key, key, SHA256_DIGEST_LENGTH) != 0)
+            continue;
+        for (waiter_t **pp = &f->waiters; *pp; pp = &(*pp)->next) {
+            if (*pp == w) {
+                *pp = w->next;
+                removed = true;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (removed)
+        free(w);
+    else
+        w->cancelled = true; /* already on its way to our mailbox; on_mail frees it */
+}
+
+/* ---- /api/generate: the cache ------------------------------------------------- */
+
+typedef struct cache_fill {
+    uv_work_t work;
+    ag_kv_t *kv;
+    int64_t ttl_s;
+    char key[8 + 2 * SHA256_DIGEST_LENGTH + 1];
+    size_t len;
+    char value[];
+} cache_fill_t;
+
+static void cache_fill_work(uv_work_t *w)
+{
+    cache_fill_t *cf = w->data;
+    ag_kv_put_opts_t o = {.expiration_ttl = cf->ttl_s};
+    int rc = ag_kv_put(cf->kv, cf->key, strlen(cf->key), cf->value, cf->len, &o);
+    if (rc < 0)
+        ag_log_warn("cache fill failed: %s", ag_kv_strerror(rc));
+}
+
+static void cache_fill_done(uv_work_t *w, int status)
+{
+    AG_UNUSED(status);
+    free(w->data);
+}
+
+/* Stores the answer off the loop thread: an LMDB write may wait on the disk. */
+static void cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_buf_t *value)
+{
+    ag_gateway_t *gw = gww->gw;
+    if (!gw->cache || value->len == 0)
+        return;
+    cache_fill_t *cf = malloc(sizeof(*cf) + value->len);
+    if (!cf)
+        return;
+    cf->kv = gw->cache;
+    cf->ttl_s = (gw->cfg->cache_ttl_ms + 999) / 1000;
+    snprintf(cf->key, sizeof(cf->key), "%s", key);
+    cf->len = value->len;
+    memcpy(cf->value, value->data, value->len);
+    cf->work.data = cf;
+    if (uv_queue_work(loop, &cf->work, cache_fill_work, cache_fill_done) < 0)
+        free(cf);
+}
+
+static void cache_key(const unsigned char *digest, char out[8 + 2 * SHA256_DIGEST_LENGTH + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    memcpy(out, "gen:v1:", 7);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        out[7 + 2 * i] = hex[digest[i] >> 4];
+        out[8 + 2 * i] = hex[digest[i] & 15];
+    }
+    out[7 + 2 * SHA256_DIGEST_LENGTH] = '\0';
+}
+
+/* Answers from the cache. @return true when it did. */
+static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key)
+{
+    ag_kv_value_t v;
+    if (!gww->gw->cache || ag_kv_get(gww->gw->cache, key, strlen(key), &v) != 0)
+        return false;
+    bool served = false;
+    char *nl = memchr(v.data, '\n', v.len);
+    if (nl && v.len - (size_t)(nl + 1 - v.data) >= 2 && v.data[v.len - 1] == '}') {
+        const char *json = nl + 1;
+        size_t jlen = v.len - (size_t)(json - v.data) - 1; /* without the closing brace */
+        ag_buf_t b;
+        ag_buf_init(&b, 0);
+        if (ag_buf_append(&b, json, jlen) == 0 && ag_buf_append_cstr(&b, ",\"cached\":true}") == 0) {
+            ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
+            ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
+            served = true;
+        }
+        ag_buf_fini(&b);
+    }
+    if (!served)
+        ag_log_warn("request %s: ignoring a malformed cache entry %s", req->id, key);
+    ag_kv_value_free(&v);
+    return served;
+}
+
+/* ---- /api/generate: upstream calls --------------------------------------------- */
+
+static void fetch_unlink(gw_worker_t *gww, fetch_t *f)
+{
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        gww->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+}
+
+static void fetch_done(void *ctx, const ag_upstream_response_t *resp)
+{
+    fetch_t *f = ctx;
+    gw_worker_t *gww = f->gww;
+    f->xfer = NULL;
+    fetch_unlink(gww, f);
+    ag_buf_t value;
+    ag_buf_init(&value, 0);
+    shared_result_t *r = result_from_upstream(f->kv_key + 7, resp, f->fill ? &value : NULL);
+    flight_deliver(gww, f->key, r);
+    if (f->fill && value.len)
+        cache_fill(gww, gww->loop, f->kv_key, &value);
+    result_release(r);
+    ag_buf_fini(&value);
+    free(f->body);
+    free(f);
+}
+
+static const char *const *upstream_headers(ag_gateway_t *gw, size_t *n)
+{
+    static _Thread_local const char *headers[4];
+    headers[0] = gw->api_key_header;
+    headers[1] = "anthropic-version: " ANTHROPIC_VERSION;
+    headers[2] = "content-type: application/json";
+    headers[3] = "accept: application/json";
+    *n = 4;
+    return headers;
+}
+
+static ag_upstream_request_t upstream_request(ag_gateway_t *gw, const char *body, size_t len)
+{
+    ag_upstream_request_t u = {
+        .url = gw->messages_url,
+        .body = body,
+        .body_len = len,
+        .connect_timeout_ms = gw->cfg->upstream_connect_timeout_ms,
+        .timeout_ms = gw->cfg->upstream_timeout_ms,
+    };
+    u.headers = upstream_headers(gw, &u.nheaders);
+    return u;
+}
+
+static void start_fetch(gw_worker_t *gww, const unsigned char *key, const char *kv_key, ag_str_t body,
+                        bool fill)
+{
+    fetch_t *f = calloc(1, sizeof(*f));
+    char *copy = f ? malloc(body.len) : NULL;
+    int rc = -ENOMEM;
+    if (f && copy) {
+        f->gww = gww;
+        memcpy(f->key, key, SHA256_DIGEST_LENGTH);
+        snprintf(f->kv_key, sizeof(f->kv_key), "%s", kv_key);
+        memcpy(copy, body.ptr, body.len);
+        f->body = copy;
+        f->body_len = body.len;
+        f->fill = fill;
+        ag_upstream_request_t u = upstream_request(gww->gw, f->body, f->body_len);
+        rc = ag_upstream_start(gww->upstream, &u, fetch_done, f, &f->xfer);
+    }
+    if (rc < 0) {
+        ag_log_error("cannot start the upstream call: %s", ag_strerror(rc));
+        free(copy);
+        free(f);
+        flight_deliver(gww, key, NULL);
+        return;
+    }
+    f->next = gww->fetches;
+    if (gww->fetches)
+        gww->fetches->prev = f;
+    gww->fetches = f;
+}
+
+static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
+{
+    gen_req_t *g = ctx;
+    ag_req_t *req = g->req;
+    g->xfer = NULL;
+    req->upstream_us = resp->duration_us;
+    shared_result_t *r = result_from_upstream(req->id, resp, NULL);
+    respond_result(req, r);
+    result_release(r);
+}
+
+/* ---- /api/generate ---------------------------------------------------------------- */
+
+static void gen_cleanup(void *p)
+{
+    gen_req_t *g = p;
+    /* Normally the call finished already; after an abort it may still be live. */
+    ag_upstream_cancel(g->xfer);
+    g->xfer = NULL;
+    if (g->waiter)
+        waiter_cancel(g->gw, g, g->key);
+    if (g->root)
+        json_decref(g->root);
+    g->root = NULL;
+}
+
+static void gen_abort(ag_req_t *req)
+{
+    gen_cleanup(req->handler_data);
 }
 
 /* The seed's upstream body, byte for byte in meaning: model, max_tokens, messages. */
@@ -244,9 +781,66 @@ static ag_str_t build_upstream_body(ag_pool_t *pool, ag_str_t model, unsigned ma
     return out;
 }
 
+static bool has_token(ag_str_t header, const char *token)
+{
+    size_t tlen = strlen(token);
+    for (size_t i = 0; i + tlen <= header.len; i++) {
+        if (strncasecmp(header.ptr + i, token, tlen) != 0)
+            continue;
+        bool left = i == 0 || header.ptr[i - 1] == ',' || header.ptr[i - 1] == ' ';
+        bool right = i + tlen == header.len || header.ptr[i + tlen] == ',' ||
+                     header.ptr[i + tlen] == ' ' || header.ptr[i + tlen] == ';';
+        if (left && right)
+            return true;
+    }
+    return false;
+}
+
+static const char *period_word(unsigned period_s, char *buf, size_t len)
+{
+    switch (period_s) {
+    case 1: return "second";
+    case 60: return "minute";
+    case 3600: return "hour";
+    case 86400: return "day";
+    default: snprintf(buf, len, "%u seconds", period_s); return buf;
+    }
+}
+
+/* The route's rate limit. @return true when the request may go on; otherwise
+ * the 429 was sent. The RateLimit-* headers go on whatever response follows. */
+static bool check_rate_limit(gw_worker_t *gww, ag_req_t *req)
+{
+    ag_gateway_t *gw = gww->gw;
+    named_limiter_t *nl = &gw->generate_limit;
+    char client[64];
+    ag_client_ip(gw->trusted, req->client_ip, ag_req_header(req, "CF-Connecting-IP"),
+                 ag_req_header(req, "X-Forwarded-For"), client);
+    memcpy(req->client_ip, client, sizeof(client));
+    ag_limit_result_t r;
+    ag_limiter_check(nl->lim, client, strlen(client), ag_now_us(), &r);
+    char num[32];
+    snprintf(num, sizeof(num), "%u", r.limit);
+    ag_req_add_header(req, "RateLimit-Limit", ag_str_c(num));
+    snprintf(num, sizeof(num), "%u", r.remaining);
+    ag_req_add_header(req, "RateLimit-Remaining", ag_str_c(num));
+    snprintf(num, sizeof(num), "%u", r.reset_s);
+    ag_req_add_header(req, "RateLimit-Reset", ag_str_c(num));
+    if (r.allowed)
+        return true;
+    snprintf(num, sizeof(num), "%u", r.retry_after_s);
+    ag_req_add_header(req, "Retry-After", ag_str_c(num));
+    char word[32], msg[128];
+    snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u requests/%s.", nl->limit,
+             period_word(nl->period_s, word, sizeof(word)));
+    ag_req_respond_error(req, 429, msg);
+    return false;
+}
+
 static void handle_generate(ag_req_t *req, gw_worker_t *gww)
 {
-    const ag_config_t *cfg = gww->gw->cfg;
+    ag_gateway_t *gw = gww->gw;
+    const ag_config_t *cfg = gw->cfg;
     gen_req_t *g = ag_pool_alloc(&req->pool, sizeof(*g));
     memset(g, 0, sizeof(*g));
     g->req = req;
@@ -254,6 +848,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     req->handler_data = g;
     ag_pool_on_clear(&req->pool, gen_cleanup, g);
 
+    /* 1. validation */
     g->root = json_loadb(req->body.ptr, req->body.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     if (!g->root) {
         ag_req_respond_error(req, 400, msg_invalid_json);
@@ -278,34 +873,47 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     }
     req->log_model = ag_pool_strndup(&req->pool, model.ptr, model.len);
 
-    if (!gww->gw->api_key_header) {
-        ag_req_respond_error(req, 503, msg_no_key);
+    /* 2. rate limit */
+    if (!check_rate_limit(gww, req))
         return;
-    }
+
+    /* 3. cache: keyed on the exact upstream body, which holds everything that
+     *    changes the answer (model, max_tokens, prompt). */
     g->body = build_upstream_body(&req->pool, model, cfg->max_tokens,
                                   ag_str(json_string_value(prompt), json_string_length(prompt)));
     if (!g->body.ptr) {
         ag_req_respond_error(req, 500, msg_internal);
         return;
     }
-    const char *headers[] = {gww->gw->api_key_header, "anthropic-version: " ANTHROPIC_VERSION,
-                             "content-type: application/json", "accept: application/json"};
-    ag_upstream_request_t ureq = {
-        .url = gww->gw->messages_url,
-        .headers = headers,
-        .nheaders = AG_ARRAY_LEN(headers),
-        .body = g->body.ptr,
-        .body_len = g->body.len,
-        .connect_timeout_ms = cfg->upstream_connect_timeout_ms,
-        .timeout_ms = cfg->upstream_timeout_ms,
-    };
-    int rc = ag_upstream_start(gww->upstream, &ureq, gen_upstream_done, g, &g->xfer);
-    if (rc < 0) {
-        ag_log_error("request %s: cannot start the upstream call: %s", req->id, ag_strerror(rc));
-        ag_req_respond_error(req, 502, msg_ai_error);
+    SHA256((const unsigned char *)g->body.ptr, g->body.len, g->key);
+    char kv_key[8 + 2 * SHA256_DIGEST_LENGTH + 1];
+    cache_key(g->key, kv_key);
+    ag_str_t cc = ag_req_header(req, "Cache-Control");
+    bool no_store = has_token(cc, "no-store");
+    bool no_cache = no_store || has_token(cc, "no-cache");
+    if (!no_cache && cache_lookup(gww, req, kv_key))
+        return;
+
+    /* 4. upstream */
+    if (!gw->api_key_header) {
+        ag_req_respond_error(req, 503, msg_no_key);
         return;
     }
     req->on_abort = gen_abort;
+    if (no_store) {
+        ag_upstream_request_t u = upstream_request(gw, g->body.ptr, g->body.len);
+        int rc = ag_upstream_start(gww->upstream, &u, gen_upstream_done, g, &g->xfer);
+        if (rc < 0) {
+            ag_log_error("request %s: cannot start the upstream call: %s", req->id,
+                         ag_strerror(rc));
+            ag_req_respond_error(req, 502, msg_ai_error);
+        }
+        return;
+    }
+    waiter_t *w = calloc(1, sizeof(*w));
+    AG_ASSERT(w != NULL);
+    if (flight_join(gww, g, g->key, w))
+        start_fetch(gww, g->key, kv_key, g->body, gw->cache != NULL);
 }
 
 /* ---- routing ------------------------------------------------------------------ */

@@ -154,7 +154,7 @@ test('SIGTERM with a request in flight: it completes, then exit 0', async () => 
 
 test('dev uses the embedded defaults when no config file exists', async () => {
     const up = await startFake();
-    const gw = await startGateway({ command: 'dev', upstream: `http://127.0.0.1:${up.port}` });
+    const gw = await startGateway({ command: 'dev', noConfig: true, upstream: `http://127.0.0.1:${up.port}` });
     try {
         assert.match(gw.stderr, /config \(embedded defaults\)/);
         const res = await generate(gw, { prompt: 'defaults' });

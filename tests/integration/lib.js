@@ -36,8 +36,16 @@ async function until(predicate, timeoutMs = 5000, what = 'condition') {
 async function startGateway(opts = {}) {
     const cwd = opts.cwd || tmpdir();
     const args = [opts.command || 'serve', '--host', '127.0.0.1', '--port', '0'];
-    if (opts.config !== undefined) {
-        fs.writeFileSync(path.join(cwd, 'aigate.toml'), opts.config);
+    let config = opts.config;
+    // Tests send far more than the default 20 requests a minute from 127.0.0.1:
+    // lift the limit unless the test is about it (it sets rate_limit) or wants no file.
+    if (opts.liftRateLimit !== false && (config !== undefined || !opts.noConfig) && !/^\s*rate_limit\s*=/m.test(config || '')) {
+        config = config || '';
+        if (/^\[aigate\]\s*$/m.test(config)) config = config.replace(/^\[aigate\]\s*$/m, '[aigate]\nrate_limit = 1000000');
+        else config += '\n[aigate]\nrate_limit = 1000000\n';
+    }
+    if (config !== undefined) {
+        fs.writeFileSync(path.join(cwd, 'aigate.toml'), config);
         args.push('--config', path.join(cwd, 'aigate.toml'));
     }
     if (opts.upstream) args.push('--upstream', opts.upstream);
