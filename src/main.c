@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include "cli/cli.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
@@ -37,6 +38,9 @@ static void usage(FILE *out)
             "  serve            serve with the configuration as it is\n"
             "  config check     validate the configuration and exit\n"
             "  config reference print the [aigate] key reference (Markdown)\n"
+            "  kv               KV namespaces and keys (aigate kv --help)\n"
+            "  r2               buckets and objects (aigate r2 --help)\n"
+            "  secret           secrets, read from stdin (aigate secret --help)\n"
             "  help             this text\n"
             "  version          print the version\n"
             "\n"
@@ -281,6 +285,7 @@ static const struct ag_cmd {
 } cmds[] = {
     {"--help", cmd_help}, {"--version", cmd_version}, {"-h", cmd_help},
     {"config", cmd_config}, {"dev", cmd_dev},         {"help", cmd_help},
+    {"kv", cmd_kv},         {"r2", cmd_r2},           {"secret", cmd_secret},
     {"serve", cmd_serve},   {"version", cmd_version},
 };
 

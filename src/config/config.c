@@ -58,6 +58,8 @@ static const cfg_key_t aigate_keys[] = {
      OFF(upstream_connect_timeout_ms), "seconds to connect to upstream"},
     {"upstream_timeout", K_SECONDS, 0.001, 3600, 120, NULL, OFF(upstream_timeout_ms),
      "seconds for a whole non-streaming upstream call"},
+    {"stream_idle_timeout", K_SECONDS, 0.001, 3600, 60, NULL, OFF(stream_idle_timeout_ms),
+     "seconds a stream may go without a byte (pings count) before it is cut"},
     {"data_dir", K_STRING, 0, 0, 0, "./.aigate", OFF(data_dir), "folder for KV stores, buckets, secrets"},
     {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr"},
     {"prompt_max_length", K_UINT, 1, 1 << 24, 4000, NULL, OFF(prompt_max_length),
@@ -756,9 +758,9 @@ void ag_config_print_reference(FILE *out)
         else if (k->type == K_STRLIST || k->type == K_MODELS)
             snprintf(def, sizeof(def), "`[]`");
         else
-            snprintf(def, sizeof(def), "`%g`", k->def_num);
+            snprintf(def, sizeof(def), "`%.15g`", k->def_num);
         if (k->type != K_STRING && k->type != K_BOOL && k->type != K_STRLIST && k->type != K_MODELS)
-            snprintf(range, sizeof(range), "%g to %g", k->min, k->max);
+            snprintf(range, sizeof(range), "%.15g to %.15g", k->min, k->max);
         fprintf(out, "| `%s` | %s | %s | %s | %s |\n", k->name, tn[k->type], def, range, k->help);
     }
 }

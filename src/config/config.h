@@ -46,6 +46,7 @@ typedef struct ag_config {
     char *upstream;
     unsigned upstream_connect_timeout_ms;
     unsigned upstream_timeout_ms;
+    unsigned stream_idle_timeout_ms;
     char *data_dir;
     bool access_log;
     unsigned prompt_max_length;

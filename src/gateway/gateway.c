@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "gateway/client_ip.h"
@@ -19,6 +20,7 @@
 #include "limit/limiter.h"
 #include "store/kv.h"
 #include "upstream/client.h"
+#include "upstream/sse.h"
 #include "util/buf.h"
 #include "util/errors.h"
 #include "util/json.h"
@@ -84,6 +86,7 @@ struct ag_gateway {
     char *api_key_header; /* "x-api-key: ..."; a secret: never logged */
     ag_trusted_t *trusted;
     named_limiter_t generate_limit;
+    named_limiter_t messages_limit;
     ag_kv_t *cache;
     flight_shard_t flights[FLIGHT_SHARDS];
     mailbox_t mailboxes[MAX_WORKERS];
@@ -166,15 +169,17 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         cfg->rate_limit_binding && *cfg->rate_limit_binding
             ? ag_config_ratelimit(cfg, cfg->rate_limit_binding)
             : NULL;
-    named_limiter_t *nl = &gw->generate_limit;
-    nl->limit = rl ? rl->limit : cfg->rate_limit;
-    nl->period_s = rl ? rl->period_s : cfg->rate_period_s;
-    nl->name = strdup(rl ? rl->namespace_id : "route:/api/generate");
-    ag_limiter_config_t lc = {.limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
-    rc = nl->name ? ag_limiter_new(&lc, &nl->lim) : -ENOMEM;
-    if (rc < 0) {
-        ag_log_error("cannot create the rate limiter: %s", ag_strerror(rc));
-        goto fail;
+    for (int i = 0; i < 2; i++) {
+        named_limiter_t *nl = i == 0 ? &gw->generate_limit : &gw->messages_limit;
+        nl->limit = rl ? rl->limit : cfg->rate_limit;
+        nl->period_s = rl ? rl->period_s : cfg->rate_period_s;
+        nl->name = strdup(rl ? rl->namespace_id : i == 0 ? "route:/api/generate" : "route:/v1/messages");
+        ag_limiter_config_t lc = {.limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
+        rc = nl->name ? ag_limiter_new(&lc, &nl->lim) : -ENOMEM;
+        if (rc < 0) {
+            ag_log_error("cannot create the rate limiter: %s", ag_strerror(rc));
+            goto fail;
+        }
     }
     if (cfg->cache) {
         rc = ag_kv_open_namespace(cfg->data_dir, cfg->cache_binding, NULL, &gw->cache);
@@ -210,6 +215,8 @@ void ag_gateway_free(ag_gateway_t *gw)
     ag_trusted_free(gw->trusted);
     ag_limiter_free(gw->generate_limit.lim);
     free(gw->generate_limit.name);
+    ag_limiter_free(gw->messages_limit.lim);
+    free(gw->messages_limit.name);
     ag_kv_close(gw->cache);
     /* Deliveries that arrived after their worker stopped: nobody waits any more. */
     for (unsigned i = 0; i < MAX_WORKERS; i++) {
@@ -398,8 +405,10 @@ static shared_result_t *result_from_upstream(const char *id, const ag_upstream_r
         rc = ag_buf_printf(&out, ",\"usage\":%s", usage_json);
     uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
     int64_t in = usage_int(usage, "input_tokens"), outt = usage_int(usage, "output_tokens");
+    const char *stop = json_string_value(json_object_get(root, "stop_reason"));
     if (rc == 0 && cache_value) {
-        rc = ag_buf_printf(cache_value, "%u %lld %lld\n", units, (long long)in, (long long)outt);
+        rc = ag_buf_printf(cache_value, "%u %lld %lld %s\n", units, (long long)in, (long long)outt,
+                           stop && !strpbrk(stop, " \n") ? stop : "end_turn");
         if (rc == 0)
             rc = ag_buf_append(cache_value, out.data, out.len);
         if (rc == 0)
@@ -608,6 +617,20 @@ static void cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_bu
         free(cf);
 }
 
+/* SHA-256 over the parts, each followed by a NUL so that no two splits collide. */
+static void sha256_parts(const ag_str_t *parts, size_t n, unsigned char out[SHA256_DIGEST_LENGTH])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    AG_ASSERT(ctx != NULL);
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    for (size_t i = 0; i < n; i++) {
+        EVP_DigestUpdate(ctx, parts[i].ptr ? parts[i].ptr : "", parts[i].len);
+        EVP_DigestUpdate(ctx, "", 1);
+    }
+    EVP_DigestFinal_ex(ctx, out, NULL);
+    EVP_MD_CTX_free(ctx);
+}
+
 static void cache_key(const unsigned char *digest, char out[8 + 2 * SHA256_DIGEST_LENGTH + 1])
 {
     static const char hex[] = "0123456789abcdef";
@@ -619,28 +642,53 @@ static void cache_key(const unsigned char *digest, char out[8 + 2 * SHA256_DIGES
     out[7 + 2 * SHA256_DIGEST_LENGTH] = '\0';
 }
 
-/* Answers from the cache. @return true when it did. */
-static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key)
+typedef struct cache_entry {
+    long long in, out;
+    char stop[64];
+    bool raw;         /* json is Anthropic's whole Message (a /v1/messages fill) */
+    const char *json; /* {"output","usage"} or the Message; points into the value */
+    size_t jlen;
+} cache_entry_t;
+
+static bool parse_entry(const ag_kv_value_t *v, cache_entry_t *e);
+static bool entry_text(const cache_entry_t *e, ag_buf_t *text, long long *in, long long *out,
+                       char stop[64]);
+static bool replay_stream(ag_req_t *req, ag_str_t model, ag_str_t text, long long in, long long out,
+                          const char *stop);
+
+/* Answers from the cache, as JSON or (stream_model given) as a replayed event
+ * stream. @return true when it did. */
+static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key, const ag_str_t *stream_model)
 {
     ag_kv_value_t v;
     if (!gww->gw->cache || ag_kv_get(gww->gw->cache, key, strlen(key), &v) != 0)
         return false;
     bool served = false;
-    char *nl = memchr(v.data, '\n', v.len);
-    if (nl && v.len - (size_t)(nl + 1 - v.data) >= 2 && v.data[v.len - 1] == '}') {
-        const char *json = nl + 1;
-        size_t jlen = v.len - (size_t)(json - v.data) - 1; /* without the closing brace */
-        ag_buf_t b;
-        ag_buf_init(&b, 0);
-        if (ag_buf_append(&b, json, jlen) == 0 && ag_buf_append_cstr(&b, ",\"cached\":true}") == 0) {
-            ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
-            ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
-            served = true;
+    cache_entry_t e;
+    if (parse_entry(&v, &e) && !e.raw) {
+        if (stream_model) {
+            ag_buf_t text;
+            ag_buf_init(&text, 0);
+            long long in, out;
+            char stop[64];
+            served = entry_text(&e, &text, &in, &out, stop) &&
+                     replay_stream(req, *stream_model, ag_str(text.data ? text.data : "", text.len),
+                                   in, out, stop);
+            ag_buf_fini(&text);
+        } else {
+            ag_buf_t b;
+            ag_buf_init(&b, 0);
+            if (ag_buf_append(&b, e.json, e.jlen - 1) == 0 &&
+                ag_buf_append_cstr(&b, ",\"cached\":true}") == 0) {
+                ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
+                ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
+                served = true;
+            }
+            ag_buf_fini(&b);
         }
-        ag_buf_fini(&b);
     }
     if (!served)
-        ag_log_warn("request %s: ignoring a malformed cache entry %s", req->id, key);
+        ag_log_warn("request %s: ignoring an unusable cache entry %s", req->id, key);
     ag_kv_value_free(&v);
     return served;
 }
@@ -742,6 +790,11 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
 
 /* ---- /api/generate ---------------------------------------------------------------- */
 
+typedef enum { RELAY_GENERATE, RELAY_MESSAGES } relay_kind_t;
+static void relay_start(gw_worker_t *gww, ag_req_t *req, relay_kind_t kind, ag_str_t body,
+                        const char *const *headers, const char *kv_key);
+static const char *const *upstream_headers_list(ag_gateway_t *gw, ag_req_t *req, bool passthrough);
+
 static void gen_cleanup(void *p)
 {
     gen_req_t *g = p;
@@ -809,10 +862,11 @@ static const char *period_word(unsigned period_s, char *buf, size_t len)
 
 /* The route's rate limit. @return true when the request may go on; otherwise
  * the 429 was sent. The RateLimit-* headers go on whatever response follows. */
-static bool check_rate_limit(gw_worker_t *gww, ag_req_t *req)
+static void messages_error(ag_req_t *req, int status, const char *type, const char *msg);
+
+static bool check_rate_limit(gw_worker_t *gww, ag_req_t *req, named_limiter_t *nl, bool anthropic)
 {
     ag_gateway_t *gw = gww->gw;
-    named_limiter_t *nl = &gw->generate_limit;
     char client[64];
     ag_client_ip(gw->trusted, req->client_ip, ag_req_header(req, "CF-Connecting-IP"),
                  ag_req_header(req, "X-Forwarded-For"), client);
@@ -833,7 +887,10 @@ static bool check_rate_limit(gw_worker_t *gww, ag_req_t *req)
     char word[32], msg[128];
     snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u requests/%s.", nl->limit,
              period_word(nl->period_s, word, sizeof(word)));
-    ag_req_respond_error(req, 429, msg);
+    if (anthropic)
+        messages_error(req, 429, "rate_limit_error", msg);
+    else
+        ag_req_respond_error(req, 429, msg);
     return false;
 }
 
@@ -874,7 +931,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     req->log_model = ag_pool_strndup(&req->pool, model.ptr, model.len);
 
     /* 2. rate limit */
-    if (!check_rate_limit(gww, req))
+    if (!check_rate_limit(gww, req, &gw->generate_limit, false))
         return;
 
     /* 3. cache: keyed on the exact upstream body, which holds everything that
@@ -891,8 +948,24 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     ag_str_t cc = ag_req_header(req, "Cache-Control");
     bool no_store = has_token(cc, "no-store");
     bool no_cache = no_store || has_token(cc, "no-cache");
-    if (!no_cache && cache_lookup(gww, req, kv_key))
+    /* Streaming is decided by the body alone, never by Accept. */
+    bool stream = json_is_true(json_object_get(g->root, "stream"));
+    if (!no_cache && cache_lookup(gww, req, kv_key, stream ? &model : NULL))
         return;
+    if (stream) {
+        if (!gw->api_key_header) {
+            ag_req_respond_error(req, 503, msg_no_key);
+            return;
+        }
+        /* The same body plus "stream": the cache key stays the non-streaming
+         * one, so streamed and plain requests share entries. */
+        ag_str_t sbody = ag_str(ag_pool_printf(&req->pool, "%.*s,\"stream\":true}",
+                                               (int)(g->body.len - 1), g->body.ptr),
+                                g->body.len + 14);
+        relay_start(gww, req, RELAY_GENERATE, sbody, upstream_headers_list(gw, req, false),
+                    gw->cache && !no_store ? kv_key : NULL);
+        return;
+    }
 
     /* 4. upstream */
     if (!gw->api_key_header) {
@@ -916,6 +989,531 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
         start_fetch(gww, g->key, kv_key, g->body, gw->cache != NULL);
 }
 
+/* ---- streaming relay (/api/generate with "stream": true, /v1/messages) ---------- */
+
+/* Past this many bytes queued for a slow client, the upstream transfer is
+ * paused; memory per stream stays near this bound whatever the client does. */
+#define STREAM_HIGH_WATER (256 * 1024)
+
+typedef struct relay {
+    ag_req_t *req;
+    gw_worker_t *gww;
+    ag_upstream_xfer_t *xfer;
+    ag_sse_parser_t sse;
+    ag_anthropic_stream_t acc;
+    relay_kind_t kind;
+    bool started;
+    bool paused;
+    char kv_key[8 + 2 * SHA256_DIGEST_LENGTH + 1]; /* "" when the stream is not cached */
+} relay_t;
+
+static void relay_cleanup(void *p)
+{
+    relay_t *r = p;
+    ag_upstream_cancel(r->xfer);
+    r->xfer = NULL;
+    ag_sse_parser_fini(&r->sse);
+    ag_anthropic_stream_fini(&r->acc);
+}
+
+static void relay_abort(ag_req_t *req)
+{
+    relay_t *r = req->handler_data;
+    /* The client left: stop the upstream call at once, it costs tokens. */
+    ag_upstream_cancel(r->xfer);
+    r->xfer = NULL;
+}
+
+static void relay_drained(ag_req_t *req, void *data)
+{
+    relay_t *r = data;
+    AG_UNUSED(req);
+    if (r->paused && r->xfer) {
+        r->paused = false;
+        ag_upstream_resume(r->xfer);
+    }
+}
+
+/* Response headers of Anthropic's that a client of /v1/messages should see. */
+static void forward_upstream_headers(ag_req_t *req, ag_str_t headers)
+{
+    const char *p = headers.ptr, *end = headers.ptr + headers.len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon) {
+            size_t nlen = (size_t)(colon - p);
+            bool fwd = (nlen > 10 && strncasecmp(p, "anthropic-", 10) == 0) ||
+                       (nlen == 10 && strncasecmp(p, "request-id", 10) == 0) ||
+                       (nlen == 11 && strncasecmp(p, "retry-after", 11) == 0) ||
+                       (nlen == 14 && strncasecmp(p, "x-should-retry", 14) == 0);
+            if (fwd) {
+                const char *v = colon + 1, *ve = le;
+                while (v < ve && (*v == ' ' || *v == '\t'))
+                    v++;
+                while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+                    ve--;
+                char *name = ag_pool_strndup(&req->pool, p, nlen);
+                ag_req_add_header(req, name, ag_str(v, (size_t)(ve - v)));
+            }
+        }
+        p = eol ? eol + 1 : end;
+    }
+}
+
+static int relay_on_data(void *ctx, int status, ag_str_t headers, const char *data, size_t len)
+{
+    relay_t *r = ctx;
+    ag_req_t *req = r->req;
+    if (!r->started) {
+        r->started = true;
+        if (r->kind == RELAY_MESSAGES)
+            forward_upstream_headers(req, headers);
+        ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
+        ag_req_stream_start(req, status, "text/event-stream; charset=utf-8");
+        ag_req_on_drain(req, relay_drained, r);
+    }
+    size_t queued = 0;
+    ag_req_stream_write(req, NULL, 0, &queued);
+    if (queued >= STREAM_HIGH_WATER) {
+        r->paused = true;
+        return AG_EAGAIN; /* curl hands these same bytes again on resume */
+    }
+    if (ag_req_stream_write(req, data, len, &queued) < 0)
+        return -1;
+    if (ag_sse_parser_feed(&r->sse, data, len) != 0)
+        r->kv_key[0] = '\0'; /* unparsable: relay it, but never cache it */
+    return 0;
+}
+
+static const char stream_error_event[] =
+    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":"
+    "\"Upstream connection failed\"}}\n\n";
+
+static void relay_done(void *ctx, const ag_upstream_response_t *resp)
+{
+    relay_t *r = ctx;
+    ag_req_t *req = r->req;
+    r->xfer = NULL;
+    req->upstream_us = resp->duration_us;
+    if (!r->started) {
+        /* Nothing relayed yet: answer as the non-streaming path would. */
+        if (r->kind == RELAY_MESSAGES && !resp->error && resp->status >= 400) {
+            forward_upstream_headers(req, resp->headers);
+            ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
+            ag_req_respond(req, resp->status,
+                           ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len) : "application/json",
+                           resp->body);
+            return;
+        }
+        log_upstream_failure(req->id, resp);
+        if (r->kind == RELAY_MESSAGES)
+            messages_error(req, 502, "api_error", "Upstream connection failed");
+        else
+            ag_req_respond_error(req, 502, msg_ai_error);
+        return;
+    }
+    if (resp->error) {
+        /* Mid-stream failure: tell the client in the stream's own terms, then end. */
+        log_upstream_failure(req->id, resp);
+        ag_req_stream_write(req, stream_error_event, sizeof(stream_error_event) - 1, NULL);
+    } else if (r->kv_key[0] && ag_anthropic_stream_complete(&r->acc) && !r->acc.text_truncated) {
+        const ag_anthropic_stream_t *a = &r->acc;
+        ag_buf_t v;
+        ag_buf_init(&v, 0);
+        const char *stop = a->stop_reason.len ? ag_buf_cstr((ag_buf_t *)&a->stop_reason) : "end_turn";
+        int rc = ag_buf_printf(&v, "%u %lld %lld %s\n{\"output\":",
+                               (unsigned)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len),
+                               (long long)a->usage.input_tokens, (long long)a->usage.output_tokens,
+                               stop && *stop && !strpbrk(stop, " \n") ? stop : "end_turn");
+        if (rc == 0)
+            rc = ag_json_append_string(&v, ag_str(a->text.data ? a->text.data : "", a->text.len));
+        if (rc == 0)
+            rc = ag_buf_printf(&v,
+                               ",\"usage\":{\"input_tokens\":%lld,\"cache_creation_input_tokens\":%lld,"
+                               "\"cache_read_input_tokens\":%lld,\"output_tokens\":%lld}}",
+                               (long long)a->usage.input_tokens,
+                               (long long)a->usage.cache_creation_input_tokens,
+                               (long long)a->usage.cache_read_input_tokens,
+                               (long long)a->usage.output_tokens);
+        if (rc == 0)
+            cache_fill(r->gww, r->gww->loop, r->kv_key, &v);
+        ag_buf_fini(&v);
+    }
+    ag_req_stream_end(req);
+}
+
+static void relay_start(gw_worker_t *gww, ag_req_t *req, relay_kind_t kind, ag_str_t body,
+                        const char *const *headers, const char *kv_key)
+{
+    ag_gateway_t *gw = gww->gw;
+    relay_t *r = ag_pool_alloc(&req->pool, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->req = req;
+    r->gww = gww;
+    r->kind = kind;
+    if (kv_key)
+        snprintf(r->kv_key, sizeof(r->kv_key), "%s", kv_key);
+    ag_sse_parser_init(&r->sse, 0, ag_anthropic_stream_sse_cb, &r->acc);
+    ag_anthropic_stream_init(&r->acc, 4u << 20);
+    req->handler_data = r;
+    ag_pool_on_clear(&req->pool, relay_cleanup, r);
+    size_t n = 0;
+    while (headers[n])
+        n++;
+    ag_upstream_request_t u = {
+        .url = gw->messages_url,
+        .headers = headers,
+        .nheaders = n,
+        .body = body.ptr,
+        .body_len = body.len,
+        .connect_timeout_ms = gw->cfg->upstream_connect_timeout_ms,
+        /* No total timeout: a long healthy stream must not be cut. A stall is. */
+        .idle_timeout_ms = gw->cfg->stream_idle_timeout_ms,
+        .on_data = relay_on_data,
+    };
+    int rc = ag_upstream_start(gww->upstream, &u, relay_done, r, &r->xfer);
+    if (rc < 0) {
+        ag_log_error("request %s: cannot start the upstream call: %s", req->id, ag_strerror(rc));
+        if (kind == RELAY_MESSAGES)
+            messages_error(req, 502, "api_error", "Upstream connection failed");
+        else
+            ag_req_respond_error(req, 502, msg_ai_error);
+        return;
+    }
+    req->on_abort = relay_abort;
+}
+
+/* Builds the upstream header list in the request pool: our key, never the
+ * client's; the client's anthropic-version and anthropic-beta when passing through. */
+static const char *const *upstream_headers_list(ag_gateway_t *gw, ag_req_t *req, bool passthrough)
+{
+    const char **h = ag_pool_alloc(&req->pool, 6 * sizeof(char *));
+    size_t n = 0;
+    h[n++] = gw->api_key_header;
+    ag_str_t ver = passthrough ? ag_req_header(req, "anthropic-version") : AG_STR_NULL;
+    h[n++] = ver.len ? ag_pool_printf(&req->pool, "anthropic-version: %.*s", (int)ver.len, ver.ptr)
+                     : "anthropic-version: " ANTHROPIC_VERSION;
+    ag_str_t beta = passthrough ? ag_req_header(req, "anthropic-beta") : AG_STR_NULL;
+    if (beta.len)
+        h[n++] = ag_pool_printf(&req->pool, "anthropic-beta: %.*s", (int)beta.len, beta.ptr);
+    h[n++] = "content-type: application/json";
+    h[n++] = passthrough ? "accept: application/json, text/event-stream" : "accept: application/json";
+    h[n] = NULL;
+    return h;
+}
+
+/* Replays a cached answer as Anthropic's event stream, so a streaming client
+ * served from the cache sees the same event sequence as a live one. */
+/* A cache entry: "in out stop\n" (three fields after a UTF-16 length) then JSON. */
+static bool parse_entry(const ag_kv_value_t *v, cache_entry_t *e)
+{
+    const char *nl = memchr(v->data, '\n', v->len);
+    if (!nl || v->len - (size_t)(nl + 1 - v->data) < 2 || v->data[v->len - 1] != '}')
+        return false;
+    char *p = v->data, *end;
+    strtoul(p, &end, 10); /* the output's UTF-16 length, for the usage log */
+    if (end == p)
+        return false;
+    e->in = strtoll(end, &p, 10);
+    e->out = strtoll(p, &end, 10);
+    if (end == p)
+        return false;
+    while (*end == ' ')
+        end++;
+    size_t slen = (size_t)(nl - end);
+    if (slen == 0 || slen >= sizeof(e->stop))
+        return false;
+    memcpy(e->stop, end, slen);
+    e->stop[slen] = '\0';
+    e->raw = strcmp(e->stop, "raw") == 0;
+    e->json = nl + 1;
+    e->jlen = v->len - (size_t)(nl + 1 - v->data);
+    return true;
+}
+
+/* The text, token counts and stop reason of an entry. Fails for a Message with
+ * blocks other than text (a tool call cannot be replayed as text). */
+static bool entry_text(const cache_entry_t *e, ag_buf_t *text, long long *in, long long *out,
+                       char stop[64])
+{
+    json_t *root = json_loadb(e->json, e->jlen, 0, NULL);
+    bool ok = false;
+    if (!e->raw) {
+        json_t *t = json_object_get(root, "output");
+        ok = json_is_string(t) && ag_buf_append(text, json_string_value(t), json_string_length(t)) == 0;
+        *in = e->in;
+        *out = e->out;
+        snprintf(stop, 64, "%s", e->stop);
+    } else {
+        json_t *content = json_object_get(root, "content"), *block;
+        size_t i;
+        ok = json_is_array(content);
+        json_array_foreach(content, i, block)
+        {
+            const char *type = json_string_value(json_object_get(block, "type"));
+            if (!type || strcmp(type, "text") != 0)
+                ok = false;
+        }
+        ok = ok && join_text_blocks(content, text) == 0;
+        json_t *usage = json_object_get(root, "usage");
+        *in = usage_int(usage, "input_tokens");
+        *out = usage_int(usage, "output_tokens");
+        const char *sr = json_string_value(json_object_get(root, "stop_reason"));
+        snprintf(stop, 64, "%s", sr && !strpbrk(sr, "\"\\\n") ? sr : "end_turn");
+    }
+    json_decref(root);
+    return ok;
+}
+
+/* Replays a cached answer as Anthropic's event stream, so a streaming client
+ * served from the cache sees the same event sequence as a live one. */
+static bool replay_stream(ag_req_t *req, ag_str_t model, ag_str_t text, long long in, long long out,
+                          const char *stop)
+{
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    int rc = ag_buf_printf(&b,
+                           "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
+                           "{\"id\":\"msg_aigate_%s\",\"type\":\"message\",\"role\":\"assistant\","
+                           "\"model\":",
+                           req->id);
+    if (rc == 0)
+        rc = ag_json_append_string(&b, model);
+    if (rc == 0)
+        rc = ag_buf_printf(
+            &b,
+            ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":"
+            "{\"input_tokens\":%lld,\"output_tokens\":1}}}\n\n"
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+            "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n"
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+            "\"delta\":{\"type\":\"text_delta\",\"text\":",
+            in);
+    if (rc == 0)
+        rc = ag_json_append_string(&b, text);
+    if (rc == 0)
+        rc = ag_buf_printf(&b,
+                           "}}\n\nevent: content_block_stop\ndata: {\"type\":\"content_block_stop\","
+                           "\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\","
+                           "\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null},\"usage\":"
+                           "{\"output_tokens\":%lld}}\n\nevent: message_stop\ndata: "
+                           "{\"type\":\"message_stop\"}\n\n",
+                           stop, out);
+    if (rc == 0) {
+        ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
+        ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
+        ag_req_respond(req, 200, "text/event-stream; charset=utf-8", ag_str(b.data, b.len));
+    }
+    ag_buf_fini(&b);
+    return rc == 0;
+}
+
+/* A cached answer as Anthropic's Message, for a non-streaming /v1/messages. */
+static bool respond_message(ag_req_t *req, ag_str_t model, const cache_entry_t *e)
+{
+    if (e->raw) {
+        ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
+        ag_req_respond(req, 200, "application/json", ag_str(e->json, e->jlen));
+        return true;
+    }
+    ag_buf_t text, b;
+    ag_buf_init(&text, 0);
+    ag_buf_init(&b, 0);
+    long long in, out;
+    char stop[64];
+    bool ok = entry_text(e, &text, &in, &out, stop);
+    int rc = ok ? ag_buf_printf(&b, "{\"id\":\"msg_aigate_%s\",\"type\":\"message\",\"role\":"
+                                    "\"assistant\",\"model\":",
+                                req->id)
+                : -1;
+    if (rc == 0)
+        rc = ag_json_append_string(&b, model);
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, ",\"content\":[{\"type\":\"text\",\"text\":");
+    if (rc == 0)
+        rc = ag_json_append_string(&b, ag_str(text.data ? text.data : "", text.len));
+    if (rc == 0)
+        rc = ag_buf_printf(&b,
+                           "}],\"stop_reason\":\"%s\",\"stop_sequence\":null,\"usage\":"
+                           "{\"input_tokens\":%lld,\"output_tokens\":%lld}}",
+                           stop, in, out);
+    if (rc == 0) {
+        ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
+        ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
+    }
+    ag_buf_fini(&text);
+    ag_buf_fini(&b);
+    return rc == 0;
+}
+
+/* ---- POST /v1/messages: Anthropic's API, passed through ------------------------- */
+
+static void messages_error(ag_req_t *req, int status, const char *type, const char *msg)
+{
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    int rc = ag_buf_printf(&b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
+    if (rc == 0)
+        rc = ag_json_append_string(&b, ag_str_c(msg));
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, "}}");
+    ag_req_respond(req, status, "application/json", rc == 0 ? ag_str(b.data, b.len) : AG_STR_NULL);
+    ag_buf_fini(&b);
+}
+
+typedef struct msg_req {
+    ag_req_t *req;
+    gw_worker_t *gww;
+    ag_upstream_xfer_t *xfer;
+    json_t *root;
+    char kv_key[8 + 2 * SHA256_DIGEST_LENGTH + 1];
+} msg_req_t;
+
+static void msg_cleanup(void *p)
+{
+    msg_req_t *m = p;
+    ag_upstream_cancel(m->xfer);
+    m->xfer = NULL;
+    if (m->root)
+        json_decref(m->root);
+    m->root = NULL;
+}
+
+static void msg_abort(ag_req_t *req)
+{
+    msg_req_t *m = req->handler_data;
+    ag_upstream_cancel(m->xfer);
+    m->xfer = NULL;
+}
+
+static void msg_done(void *ctx, const ag_upstream_response_t *resp)
+{
+    msg_req_t *m = ctx;
+    ag_req_t *req = m->req;
+    m->xfer = NULL;
+    req->upstream_us = resp->duration_us;
+    if (resp->error || resp->status == 0) {
+        log_upstream_failure(req->id, resp);
+        messages_error(req, 502, "api_error", "Upstream connection failed");
+        return;
+    }
+    forward_upstream_headers(req, resp->headers);
+    ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
+    if (resp->status == 200 && m->kv_key[0] && m->gww->gw->cache) {
+        ag_buf_t v;
+        ag_buf_init(&v, 0);
+        if (ag_buf_append_cstr(&v, "0 0 0 raw\n") == 0 && ag_buf_append_str(&v, resp->body) == 0)
+            cache_fill(m->gww, m->gww->loop, m->kv_key, &v);
+        ag_buf_fini(&v);
+    }
+    ag_req_respond(req, resp->status,
+                   ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len) : "application/json",
+                   resp->body);
+}
+
+static void handle_messages(ag_req_t *req, gw_worker_t *gww)
+{
+    ag_gateway_t *gw = gww->gw;
+    msg_req_t *m = ag_pool_alloc(&req->pool, sizeof(*m));
+    memset(m, 0, sizeof(*m));
+    m->req = req;
+    m->gww = gww;
+    req->handler_data = m;
+    ag_pool_on_clear(&req->pool, msg_cleanup, m);
+    m->root = json_loadb(req->body.ptr, req->body.len, JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(m->root)) {
+        messages_error(req, 400, "invalid_request_error", "The request body is not valid JSON.");
+        return;
+    }
+    json_t *model = json_object_get(m->root, "model");
+    if (json_is_string(model)) {
+        req->log_model = ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
+        if (!ag_config_model_allowed(gw->cfg, json_string_value(model), json_string_length(model))) {
+            messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
+            return;
+        }
+    }
+    if (!check_rate_limit(gww, req, &gw->messages_limit, true))
+        return;
+    bool stream = json_is_true(json_object_get(m->root, "stream"));
+    /* The cache key covers the request without "stream" (so streamed and plain
+     * requests share entries) and the headers that change the answer. */
+    ag_str_t ver = ag_req_header(req, "anthropic-version"), beta = ag_req_header(req, "anthropic-beta");
+    json_object_del(m->root, "stream");
+    char *canon = json_dumps(m->root, JSON_COMPACT | JSON_SORT_KEYS);
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    const ag_str_t parts[] = {AG_STR_LIT("messages"), ver, beta, ag_str_c(canon)};
+    sha256_parts(parts, AG_ARRAY_LEN(parts), digest);
+    free(canon);
+    cache_key(digest, m->kv_key);
+    memcpy(m->kv_key, "msg:v1:", 7);
+    ag_str_t cc = ag_req_header(req, "Cache-Control");
+    bool no_store = has_token(cc, "no-store");
+    bool no_cache = no_store || has_token(cc, "no-cache");
+    /* Only text answers can be replayed: with tools or thinking, no caching. */
+    bool cacheable = gw->cache && !json_object_get(m->root, "tools") &&
+                     !json_object_get(m->root, "thinking") && req->log_model;
+    if (cacheable && !no_cache) {
+        ag_kv_value_t v;
+        if (ag_kv_get(gw->cache, m->kv_key, strlen(m->kv_key), &v) == 0) {
+            cache_entry_t e;
+            bool served = false;
+            ag_str_t mname = ag_str_c(req->log_model);
+            if (parse_entry(&v, &e)) {
+                if (stream) {
+                    ag_buf_t text;
+                    ag_buf_init(&text, 0);
+                    long long in, out;
+                    char stop[64];
+                    served = entry_text(&e, &text, &in, &out, stop) &&
+                             replay_stream(req, mname, ag_str(text.data ? text.data : "", text.len),
+                                           in, out, stop);
+                    ag_buf_fini(&text);
+                } else {
+                    served = respond_message(req, mname, &e);
+                }
+            }
+            ag_kv_value_free(&v);
+            if (served)
+                return;
+        }
+    }
+    if (!gw->api_key_header) {
+        messages_error(req, 503, "api_error", msg_no_key);
+        return;
+    }
+    if (!cacheable || no_store)
+        m->kv_key[0] = '\0';
+    const char *const *headers = upstream_headers_list(gw, req, true);
+    if (stream) {
+        json_decref(m->root);
+        m->root = NULL;
+        relay_start(gww, req, RELAY_MESSAGES, req->body, headers, m->kv_key[0] ? m->kv_key : NULL);
+        return;
+    }
+    size_t n = 0;
+    while (headers[n])
+        n++;
+    ag_upstream_request_t u = {
+        .url = gw->messages_url,
+        .headers = headers,
+        .nheaders = n,
+        .body = req->body.ptr,
+        .body_len = req->body.len,
+        .connect_timeout_ms = gw->cfg->upstream_connect_timeout_ms,
+        .timeout_ms = gw->cfg->upstream_timeout_ms,
+    };
+    int rc = ag_upstream_start(gww->upstream, &u, msg_done, m, &m->xfer);
+    if (rc < 0) {
+        messages_error(req, 502, "api_error", "Upstream connection failed");
+        return;
+    }
+    req->on_abort = msg_abort;
+}
+
 /* ---- routing ------------------------------------------------------------------ */
 
 static void handle_request(ag_req_t *req)
@@ -932,6 +1530,10 @@ static void handle_request(ag_req_t *req)
     }
     if (ag_str_eq(path, AG_STR_LIT("/api/generate")) && ag_str_eq(method, AG_STR_LIT("POST"))) {
         handle_generate(req, gww);
+        return;
+    }
+    if (ag_str_eq(path, AG_STR_LIT("/v1/messages")) && ag_str_eq(method, AG_STR_LIT("POST"))) {
+        handle_messages(req, gww);
         return;
     }
     if (ag_str_eq(path, AG_STR_LIT("/healthz")) &&

@@ -330,7 +330,10 @@ static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
     char *p = ag_pool_alloc(&req->pool, cap);
     int n = snprintf(p, cap,
                      "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: %s\r\n"
-                     "Access-Control-Allow-Origin: *\r\nx-request-id: %s\r\n",
+                     "Access-Control-Allow-Origin: *\r\n"
+                     "Access-Control-Expose-Headers: x-request-id, x-aigate-cache, Retry-After, "
+                     "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset\r\n"
+                     "x-request-id: %s\r\n",
                      status, status_text(status), w->date, c->keep_alive ? "keep-alive" : "close",
                      req->id);
     size_t len = (size_t)n;

@@ -33,7 +33,7 @@ struct ag_upstream_xfer {
     ag_buf_t resp_headers;
     ag_upstream_done_cb done;
     void *ctx;
-    int (*on_data)(void *ctx, int status, const char *data, size_t len);
+    int (*on_data)(void *ctx, int status, ag_str_t headers, const char *data, size_t len);
     int64_t start_us;
     bool paused;
     bool aborted_by_callback;
@@ -263,7 +263,9 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userp)
         long status = 0;
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 200 && status < 300) {
-            int rc = x->on_data(x->ctx, (int)status, data, len);
+            ag_str_t hdrs = ag_str(x->resp_headers.data ? x->resp_headers.data : "",
+                                   x->resp_headers.len);
+            int rc = x->on_data(x->ctx, (int)status, hdrs, data, len);
             if (rc == AG_EAGAIN) {
                 x->paused = true;
                 return CURL_WRITEFUNC_PAUSE;

@@ -42,7 +42,7 @@ typedef struct ag_upstream_request {
     /* Streaming: when set and the status is 2xx, body bytes go here as they
      * arrive instead of being buffered. Return 0 to go on, AG_EAGAIN to pause
      * the transfer (resume with ag_upstream_resume), anything else to abort. */
-    int (*on_data)(void *ctx, int status, const char *data, size_t len);
+    int (*on_data)(void *ctx, int status, ag_str_t headers, const char *data, size_t len);
 } ag_upstream_request_t;
 
 /** Creates the client on `loop` (call on the loop's thread, or before it runs). */

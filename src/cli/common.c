@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * common.c: what the storage commands share: flag parsing with the common
+ * --config/--data-dir/--json/--help flags, finding the data folder the way
+ * the server does, subcommand dispatch, whole-file I/O and error printing.
+ */
+#include "util/platform.h"
+
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "util/errors.h"
+
+int ag__cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("aigate: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int ag__cli_usage_error(const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("aigate: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fputs(usage, stderr);
+    return 2;
+}
+
+static bool is_help(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0;
+}
+
+int ag__cli_dispatch(const char *usage, int argc, char **argv, const char *const *names,
+                     int (*const *fns)(int, char **))
+{
+    if (argc < 1)
+        return ag__cli_usage_error(usage, "missing subcommand");
+    if (is_help(argv[0])) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    for (size_t i = 0; names[i] != NULL; i++) {
+        if (strcmp(argv[0], names[i]) == 0)
+            return fns[i](argc - 1, argv + 1);
+    }
+    return ag__cli_usage_error(usage, "unknown subcommand '%s'", argv[0]);
+}
+
+bool ag__cli_parse(ag__cli_t *c, const char *usage, int argc, char **argv, ag__cli_opt_t *opts,
+                   size_t nopts, int min_pos, int max_pos, int *status)
+{
+    *c = (ag__cli_t){.usage = usage};
+    bool only_pos = false;
+    AG_ASSERT(max_pos <= AG__CLI_MAX_POS);
+    for (int i = 0; i < argc; i++) {
+        char *a = argv[i];
+        if (only_pos || a[0] != '-' || strcmp(a, "-") == 0) {
+            if (c->npos >= max_pos) {
+                *status = ag__cli_usage_error(usage, "unexpected argument '%s'", a);
+                return false;
+            }
+            c->pos[c->npos++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            *status = 0;
+            return false;
+        }
+        /* --name=value or --name value */
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const char *inline_val = eq ? eq + 1 : NULL;
+        const char **slot = NULL;
+        bool *flag = NULL;
+        ag__cli_opt_t *o = NULL;
+        if (nlen == 8 && strncmp(a, "--config", nlen) == 0) {
+            slot = &c->config;
+        } else if (nlen == 10 && strncmp(a, "--data-dir", nlen) == 0) {
+            slot = &c->data_dir_flag;
+        } else if (nlen == 6 && strncmp(a, "--json", nlen) == 0) {
+            flag = &c->json;
+        } else {
+            for (size_t k = 0; k < nopts; k++) {
+                if (strlen(opts[k].name) == nlen && strncmp(a, opts[k].name, nlen) == 0) {
+                    o = &opts[k];
+                    break;
+                }
+            }
+            if (o == NULL) {
+                *status = ag__cli_usage_error(usage, "unknown option '%.*s'", (int)nlen, a);
+                return false;
+            }
+            if (o->takes_value)
+                slot = &o->value;
+            else
+                flag = &o->present;
+        }
+        if (flag) {
+            if (inline_val) {
+                *status = ag__cli_usage_error(usage, "%.*s takes no value", (int)nlen, a);
+                return false;
+            }
+            *flag = true;
+            continue;
+        }
+        const char *val = inline_val;
+        if (val == NULL) {
+            if (i + 1 >= argc) {
+                *status = ag__cli_usage_error(usage, "%s needs a value", a);
+                return false;
+            }
+            val = argv[++i];
+        }
+        *slot = val;
+        if (o)
+            o->present = true;
+    }
+    if (c->npos < min_pos) {
+        *status = ag__cli_usage_error(usage, "missing argument");
+        return false;
+    }
+    return true;
+}
+
+int ag__cli_data_dir(ag__cli_t *c)
+{
+    free(c->data_dir);
+    c->data_dir = NULL;
+    if (c->data_dir_flag) {
+        if (c->data_dir_flag[0] == '\0')
+            return ag__cli_fail("--data-dir is empty");
+        c->data_dir = strdup(c->data_dir_flag);
+        return c->data_dir ? 0 : ag__cli_fail("out of memory");
+    }
+    ag_config_t cfg;
+    ag_config_defaults(&cfg);
+    const char *path = ag_config_find(c->config);
+    int rc = 0;
+    if (path && ag_config_load_file(&cfg, path, stderr) < 0) {
+        rc = ag__cli_fail("cannot use the configuration in %s", path);
+    } else {
+        c->data_dir = strdup(cfg.data_dir && cfg.data_dir[0] ? cfg.data_dir : "./.aigate");
+        if (c->data_dir == NULL)
+            rc = ag__cli_fail("out of memory");
+    }
+    ag_config_fini(&cfg);
+    return rc;
+}
+
+void ag__cli_fini(ag__cli_t *c)
+{
+    AG_FREE(&c->data_dir);
+}
+
+int ag__cli_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *s == '\0' || *end != '\0' || v < min || v > max)
+        return -EINVAL;
+    *out = (int64_t)v;
+    return 0;
+}
+
+int ag__cli_read_fd(int fd, size_t max, ag_buf_t *out)
+{
+    /* One byte past the cap is room to notice that the input is too big. */
+    ag_buf_init(out, max < SIZE_MAX ? max + 1 : max);
+    for (;;) {
+        size_t want = out->max - out->len;
+        if (want > 64 * 1024)
+            want = 64 * 1024;
+        if (want == 0)
+            return AG_ETOOBIG;
+        int rc = ag_buf_reserve(out, want);
+        if (rc < 0)
+            return rc;
+        ssize_t r = read(fd, out->data + out->len, want);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -errno;
+        if (r == 0)
+            return out->len > max ? AG_ETOOBIG : 0;
+        out->len += (size_t)r;
+    }
+}
+
+int ag__cli_read_file(const char *path, size_t max, ag_buf_t *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ag_buf_init(out, max);
+        return -errno;
+    }
+    int rc = ag__cli_read_fd(fd, max, out);
+    close(fd);
+    return rc;
+}
+
+int ag__cli_write_all(int fd, const void *p, size_t n)
+{
+    const char *s = p;
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int ag__cli_flush_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout))
+        return ag__cli_fail("cannot write the output: %s", strerror(errno));
+    return 0;
+}
+
+int ag__cli_print_json(ag_buf_t *b)
+{
+    if (ag_buf_append(b, "\n", 1) < 0)
+        return ag__cli_fail("out of memory");
+    fwrite(b->data, 1, b->len, stdout);
+    return ag__cli_flush_stdout();
+}
+
+void ag__cli_format_time(int64_t ms, char *buf, size_t cap)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    if (gmtime_r(&secs, &tm) == NULL) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}

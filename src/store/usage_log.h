@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * usage_log.h: the usage log. Request handlers append one fixed-size entry per
+ * /api/generate request (a copy under a mutex, no I/O); one background writer
+ * thread turns them into NDJSON objects under logs/YYYY/MM/DD/ in an object
+ * store bucket, flushed by size or age. docs/usage-log.md has the format and
+ * the durability guarantees.
+ */
+#ifndef AG_STORE_USAGE_LOG_H
+#define AG_STORE_USAGE_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/objstore.h"
+
+/* Error codes of this module (a band below the objstore's). */
+#define AG_USAGE_ECLOSED (-31201) /* the log is closing or closed: entry not accepted */
+
+/** Message for AG_USAGE_E*, else ag_objstore_strerror(). Static storage. */
+const char *ag_usage_log_strerror(int code);
+
+/** One usage entry. Zero-initialise it (`ag_usage_entry_t e = {0};`), then set
+ *  what you know: zero/empty means "0" for numbers and "" for strings, except
+ *  where a field says it is omitted. New fields are only ever added with a zero
+ *  value that keeps today's output, so zero-initialising callers stay correct.
+ *  Strings are NUL-terminated UTF-8 (invalid bytes are written as U+FFFD);
+ *  fill them with ag_usage_entry_set_str() to truncate safely. */
+typedef struct ag_usage_entry {
+    int64_t timestamp_ms; /* epoch ms; <= 0: the log's clock at append */
+    char model[128];      /* the model requested (the seed logs this one) */
+    char client[64];      /* client IP or API key name */
+    char request_id[40];
+    char outcome[24]; /* streams: "complete", "client_abort", ...; "" omits the field */
+    uint32_t prompt_length; /* UTF-16 units, as the seed's prompt.length */
+    uint32_t output_length; /* UTF-16 units, as the seed's output.length */
+    int64_t input_tokens;   /* Anthropic usage.input_tokens (excludes cache tokens) */
+    int64_t output_tokens;
+    int64_t cache_creation_input_tokens;
+    int64_t cache_read_input_tokens;
+    int status; /* HTTP status sent to the client */
+    bool cached;
+    bool stream;
+    uint32_t latency_ms; /* request received -> response finished */
+} ag_usage_entry_t;
+
+/** Copies s[0..len) into the fixed field dst[cap], truncated at a UTF-8
+ *  character boundary, NUL-terminated. Use it as
+ *  `ag_usage_entry_set_str(e.model, sizeof(e.model), p, n)`. */
+void ag_usage_entry_set_str(char *dst, size_t cap, const char *s, size_t len);
+
+/** A price row: USD per million tokens. Cache rates of 0 mean Anthropic's
+ *  multipliers of the input rate: 1.25x for cache writes, 0.1x for reads. */
+typedef struct ag_price {
+    const char *model;
+    double input_per_mtok;
+    double output_per_mtok;
+    double cache_write_per_mtok; /* 0: 1.25 * input_per_mtok */
+    double cache_read_per_mtok;  /* 0: 0.1 * input_per_mtok */
+} ag_price_t;
+
+/** Estimated cost in USD. The row is the one whose model equals `model`, else
+ *  the longest row that `model` extends with "-" (so "claude-haiku-4-5" prices
+ *  "claude-haiku-4-5-20251001"). Unknown model or NULL: 0. Negative token
+ *  counts count as 0. Pure function, thread-safe. */
+double ag_usage_cost_usd(const ag_price_t *prices, size_t n, const char *model, int64_t in_tok,
+                         int64_t out_tok, int64_t cache_write_tok, int64_t cache_read_tok);
+
+typedef enum ag_usage_queue_full_policy {
+    /* Default. A full queue rejects the entry at once with AG_EFULL and counts
+     * it in `dropped`: a stalled store must not stall the event loops. */
+    AG_USAGE_DROP = 0,
+    /* The caller waits up to block_timeout_ms for room (counted in `blocked`),
+     * then gets AG_EFULL (counted in `dropped`). Blocks the calling thread. */
+    AG_USAGE_BLOCK = 1,
+} ag_usage_queue_full_policy_t;
+
+/** What on_flush reports: one put of one object. Borrowed for the call. */
+typedef struct ag_usage_flush_info {
+    const char *key;
+    size_t entries;
+    size_t bytes;
+    int rc; /* 0, or the put's error (the object stays queued for a retry) */
+} ag_usage_flush_info_t;
+
+/** Options; zero means the default. Everything is copied or borrowed only for
+ *  ag_usage_log_open(), except `store` and `clock_ctx`/`flush_ctx`. */
+typedef struct ag_usage_log_options {
+    ag_objstore_t *store;   /* borrowed; must outlive the log (until ag_usage_log_free) */
+    size_t queue_capacity;  /* entries waiting for the writer; 65536 */
+    size_t flush_bytes;     /* object size that triggers a put; 1 MiB */
+    unsigned flush_interval_ms;  /* max age of an entry before its put starts; 1000 */
+    size_t max_retained_bytes;   /* NDJSON kept while puts fail; 64 MiB (then the queue fills) */
+    ag_usage_queue_full_policy_t queue_full_policy; /* AG_USAGE_DROP */
+    unsigned block_timeout_ms;   /* AG_USAGE_BLOCK's wait; 1000 */
+    unsigned close_timeout_ms;   /* how long close retries a failing store; 10000 */
+    const ag_price_t *prices;    /* copied */
+    size_t nprices;
+    /* Optional clock (epoch ms) for timestamps and ages; must be thread-safe.
+     * Default: the wall clock for timestamps, a monotonic clock for ages. */
+    int64_t (*now_ms)(void *ctx);
+    void *clock_ctx;
+    /* Called on the writer thread after every put attempt, without locks held.
+     * It must not call ag_usage_log_flush/tick/close (they wait for the writer). */
+    void (*on_flush)(void *ctx, const ag_usage_flush_info_t *info);
+    void *flush_ctx;
+    /* Goes into object names: 1-48 of [A-Za-z0-9._-]. A random suffix per open
+     * is always added, so restarts and several processes never collide. NULL:
+     * random only. */
+    const char *instance_id;
+} ag_usage_log_options_t;
+
+typedef struct ag_usage_log ag_usage_log_t;
+
+typedef struct ag_usage_log_stats {
+    uint64_t accepted;     /* appends that returned 0 */
+    uint64_t written;      /* entries in objects the store has acknowledged */
+    uint64_t dropped;      /* appends refused with AG_EFULL (never accepted) */
+    uint64_t blocked;      /* appends that had to wait (AG_USAGE_BLOCK) */
+    uint64_t flushes;      /* objects written */
+    uint64_t write_errors; /* failed put attempts (each is retried) */
+    uint64_t lost;         /* accepted entries close gave up on (spilled to the server log) */
+    uint64_t queued;       /* accepted, not yet written: waiting, in batches or retried */
+    uint64_t retained_bytes; /* NDJSON in memory waiting for a put */
+} ag_usage_log_stats_t;
+
+/** Creates the log and starts its writer thread (signals blocked in it).
+ *  @return 0 and *out; AG_EINVALID for a NULL store or a bad instance_id;
+ *  -ENOMEM; -errno from pthread_create. */
+int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out);
+
+/** Accepts a copy of *e. Thread-safe; O(1) under one mutex; never does I/O and
+ *  never waits, except under AG_USAGE_BLOCK with a full queue.
+ *  @return 0 when accepted (it will be written, or spilled to the server log
+ *  if close gives up on a failing store); AG_EFULL when the queue is full
+ *  (counted in `dropped`); AG_USAGE_ECLOSED once close has begun;
+ *  AG_EINVALID for NULL. */
+int ag_usage_log_append(ag_usage_log_t *log, const ag_usage_entry_t *e);
+
+/** Blocks until every entry accepted before the call is in the store.
+ *  @return 0; the put error when the store refused (the entries stay queued
+ *  and are retried); AG_USAGE_ECLOSED after close. Any thread but the
+ *  writer's (on_flush). */
+int ag_usage_log_flush(ag_usage_log_t *log);
+
+/** Runs one writer pass at the current clock and waits for it: writes what is
+ *  due by size or age, retries failed puts that are due. For injected clocks
+ *  (tests, and anyone who moved the clock): with the default clock the writer
+ *  wakes by itself. @return 0 or the first put error of the pass. */
+int ag_usage_log_tick(ag_usage_log_t *log);
+
+/** Replaces the price table (copied) for entries serialised from now on (a
+ *  config reload). @return 0 or -ENOMEM (the old table stays). */
+int ag_usage_log_set_prices(ag_usage_log_t *log, const ag_price_t *prices, size_t n);
+
+/** Stops accepting entries, writes everything accepted, and joins the writer.
+ *  If the store keeps failing for close_timeout_ms, the unwritten entries go
+ *  to the server log (stderr) as `usage-log unwritten: {json}` lines and are
+ *  counted in `lost`. Idempotent; the log stays allocated (appends return
+ *  AG_USAGE_ECLOSED, stats still work) until ag_usage_log_free(). Not from
+ *  on_flush. */
+void ag_usage_log_close(ag_usage_log_t *log);
+
+/** Closes the log if needed and frees it. NULL is a no-op. No other thread
+ *  may use the log during or after the call. */
+void ag_usage_log_free(ag_usage_log_t *log);
+
+/** A consistent snapshot of the counters. Thread-safe. */
+void ag_usage_log_stats(ag_usage_log_t *log, ag_usage_log_stats_t *out);
+
+#endif
