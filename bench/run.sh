@@ -16,7 +16,7 @@ shopt -u patsub_replacement 2>/dev/null || true # "&" in a replacement stays a p
 # reference nginx; S6 needs room for its idle connections.
 AIGATE_CONFIG_NAME=aigate.toml
 AIGATE_CONFIG_TOML='[aigate]
-rate_limit = 1000000000
+rate_limit = 60000000
 rate_period = 60
 access_log = false
 max_connections = 100000

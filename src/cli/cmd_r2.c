@@ -265,7 +265,7 @@ static int object_put(int argc, char **argv)
     int status;
     if (!ag__cli_parse(&c, put_usage, argc, argv, opts, AG_ARRAY_LEN(opts), 1, 1, &status))
         return status;
-    const char *file = opts[0].value, *key;
+    const char *file = opts[0].value, *key = NULL;
     char *bucket = NULL;
     ag_objstore_t *s = NULL;
     ag_buf_t data, out;
@@ -345,7 +345,7 @@ static int object_get(int argc, char **argv)
     int status;
     if (!ag__cli_parse(&c, get_usage, argc, argv, opts, AG_ARRAY_LEN(opts), 1, 1, &status))
         return status;
-    const char *file = opts[0].value, *key;
+    const char *file = opts[0].value, *key = NULL;
     char *bucket = NULL;
     ag_objstore_t *s = NULL;
     ag_obj_info_t info = {0};
@@ -511,7 +511,7 @@ static int object_delete(int argc, char **argv)
     int status;
     if (!ag__cli_parse(&c, delete_usage, argc, argv, NULL, 0, 1, 1, &status))
         return status;
-    const char *key;
+    const char *key = NULL;
     char *bucket = NULL;
     ag_objstore_t *s = NULL;
     ag_buf_t out;

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "config/toml.h"
+#include "store/secrets.h"
 #include "util/buf.h"
 #include "util/errors.h"
 
@@ -628,6 +629,11 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
     v = ag_toml_table_get(root, "aigate");
     if (v)
         load_aigate(&ld, v);
+    if ((double)cfg->rate_limit > (double)cfg->rate_period_s * 1e6)
+        report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "rate_limit"),
+               "aigate.rate_limit: %u per %u s is over one request per microsecond, the "
+               "limiter's resolution",
+               cfg->rate_limit, cfg->rate_period_s);
     if (cfg->rate_limit_binding && *cfg->rate_limit_binding &&
         !ag_config_ratelimit(cfg, cfg->rate_limit_binding))
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "rate_limit_binding"),
@@ -732,6 +738,13 @@ void ag_config_load_secrets(ag_config_t *cfg)
     char *key = NULL;
     if (env && *env)
         key = xstrdup(env);
+    if (!key) {
+        /* `aigate secret put`: the environment wins, then the secrets file, then .dev.vars. */
+        int src = ag_secrets_get(cfg->data_dir, "ANTHROPIC_API_KEY", &key);
+        if (src < 0 && src != AG_ENOTFOUND)
+            fprintf(stderr, "aigate: cannot read the secrets file in %s: %s\n",
+                    cfg->data_dir ? cfg->data_dir : "./.aigate", ag_secrets_strerror(src));
+    }
     if (!key)
         key = dotenv_lookup(".dev.vars", "ANTHROPIC_API_KEY");
     if (key && !*key)

@@ -19,6 +19,8 @@
 #include "gateway/gateway.h"
 #include "limit/limiter.h"
 #include "store/kv.h"
+#include "store/objstore.h"
+#include "store/usage_log.h"
 #include "upstream/client.h"
 #include "upstream/sse.h"
 #include "util/buf.h"
@@ -88,6 +90,8 @@ struct ag_gateway {
     named_limiter_t generate_limit;
     named_limiter_t messages_limit;
     ag_kv_t *cache;
+    ag_objstore_t *log_bucket;
+    ag_usage_log_t *usage_log;
     flight_shard_t flights[FLIGHT_SHARDS];
     mailbox_t mailboxes[MAX_WORKERS];
 };
@@ -113,7 +117,18 @@ struct gw_worker {
     fetch_t *fetches;
 };
 
+/* What the usage log records of one AI request; filled as the request goes. */
+typedef struct usage {
+    ag_req_t *req;
+    ag_usage_log_t *log; /* NULL: not logged (failed validation, or logging off) */
+    uint32_t prompt_units, output_units;
+    int64_t in, out, cache_create, cache_read;
+    bool cached, stream;
+    const char *outcome; /* streams: ok, clientDisconnected, upstreamError */
+} usage_t;
+
 struct gen_req {
+    usage_t usage;
     ag_req_t *req;
     gw_worker_t *gw;
     ag_upstream_xfer_t *xfer; /* uncoalesced call (no-store) */
@@ -189,6 +204,34 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
             goto fail;
         }
     }
+    if (cfg->usage_log) {
+        const char *bucket = ag_config_r2_bucket(cfg, cfg->usage_log_binding);
+        if (!bucket)
+            bucket = "usage-logs";
+        rc = ag_objstore_open_bucket(cfg->data_dir, bucket, true, &gw->log_bucket);
+        if (rc < 0) {
+            ag_log_error("cannot open the usage-log bucket %s/r2/%s: %s", cfg->data_dir, bucket,
+                         ag_objstore_strerror(rc));
+            goto fail;
+        }
+        ag_price_t *prices = calloc(cfg->nprices ? cfg->nprices : 1, sizeof(*prices));
+        for (size_t i = 0; prices && i < cfg->nprices; i++)
+            prices[i] = (ag_price_t){.model = cfg->prices[i].model,
+                                     .input_per_mtok = cfg->prices[i].input_per_mtok,
+                                     .output_per_mtok = cfg->prices[i].output_per_mtok};
+        ag_usage_log_options_t lo = {
+            .store = gw->log_bucket,
+            .flush_interval_ms = cfg->usage_log_flush_ms,
+            .prices = prices,
+            .nprices = prices ? cfg->nprices : 0,
+        };
+        rc = ag_usage_log_open(&lo, &gw->usage_log);
+        free(prices);
+        if (rc < 0) {
+            ag_log_error("cannot start the usage log: %s", ag_usage_log_strerror(rc));
+            goto fail;
+        }
+    }
     *out = gw;
     return 0;
 fail:
@@ -218,6 +261,10 @@ void ag_gateway_free(ag_gateway_t *gw)
     ag_limiter_free(gw->messages_limit.lim);
     free(gw->messages_limit.name);
     ag_kv_close(gw->cache);
+    /* Every accepted entry reaches the bucket before we exit: close flushes. */
+    ag_usage_log_close(gw->usage_log);
+    ag_usage_log_free(gw->usage_log);
+    ag_objstore_close(gw->log_bucket);
     /* Deliveries that arrived after their worker stopped: nobody waits any more. */
     for (unsigned i = 0; i < MAX_WORKERS; i++) {
         waiter_t *w = gw->mailboxes[i].items;
@@ -288,6 +335,47 @@ static void worker_fini(ag_worker_t *w, void *worker_ctx)
     }
     ag_upstream_close(gww->upstream);
     uv_close((uv_handle_t *)&gww->mail, on_mail_closed);
+}
+
+/* ---- usage log ------------------------------------------------------------------- */
+
+static void usage_record(void *p)
+{
+    usage_t *u = p;
+    ag_req_t *req = u->req;
+    if (!u->log)
+        return;
+    ag_usage_entry_t e;
+    memset(&e, 0, sizeof(e));
+    const char *model = req->log_model ? req->log_model : "";
+    ag_usage_entry_set_str(e.model, sizeof(e.model), model, strlen(model));
+    ag_usage_entry_set_str(e.client, sizeof(e.client), req->client_ip, strlen(req->client_ip));
+    ag_usage_entry_set_str(e.request_id, sizeof(e.request_id), req->id, strlen(req->id));
+    if (u->outcome)
+        ag_usage_entry_set_str(e.outcome, sizeof(e.outcome), u->outcome, strlen(u->outcome));
+    e.prompt_length = u->prompt_units;
+    e.output_length = u->output_units;
+    e.input_tokens = u->in;
+    e.output_tokens = u->out;
+    e.cache_creation_input_tokens = u->cache_create;
+    e.cache_read_input_tokens = u->cache_read;
+    e.status = req->_status ? req->_status : 499;
+    e.cached = u->cached;
+    e.stream = u->stream;
+    e.latency_ms = (uint32_t)((ag_mono_us() - req->start_us) / 1000);
+    int rc = ag_usage_log_append(u->log, &e);
+    if (rc < 0)
+        ag_log_warn("request %s: usage entry not accepted: %s", req->id, ag_usage_log_strerror(rc));
+}
+
+/* Starts recording: from here on the request gets exactly one usage entry. */
+static void usage_begin(usage_t *u, gw_worker_t *gww, ag_req_t *req, uint32_t prompt_units, bool stream)
+{
+    u->req = req;
+    u->log = gww->gw->usage_log;
+    u->prompt_units = prompt_units;
+    u->stream = stream;
+    ag_pool_on_clear(&req->pool, usage_record, u);
 }
 
 /* ---- /api/generate: results ----------------------------------------------- */
@@ -447,6 +535,15 @@ static void respond_result(ag_req_t *req, const shared_result_t *r)
     ag_req_respond(req, r->status, "application/json", ag_str(r->body, r->len));
 }
 
+static void gen_take_result(gen_req_t *g, const shared_result_t *r)
+{
+    if (!r)
+        return;
+    g->usage.output_units = r->output_units;
+    g->usage.in = r->input_tokens;
+    g->usage.out = r->output_tokens;
+}
+
 /* ---- /api/generate: coalescing identical in-flight requests ----------------- */
 
 static flight_shard_t *shard_of(ag_gateway_t *gw, const unsigned char *key)
@@ -481,6 +578,7 @@ static void flight_deliver(gw_worker_t *gww, const unsigned char *key, shared_re
             gen_req_t *g = w->g;
             g->waiter = NULL;
             free(w);
+            gen_take_result(g, r);
             respond_result(g->req, r);
         } else {
             if (r)
@@ -512,6 +610,7 @@ static void on_mail(uv_async_t *a)
         if (!w->cancelled) {
             gen_req_t *g = w->g;
             g->waiter = NULL;
+            gen_take_result(g, w->res);
             respond_result(g->req, w->res);
         }
         result_release(w->res);
@@ -643,6 +742,7 @@ static void cache_key(const unsigned char *digest, char out[8 + 2 * SHA256_DIGES
 }
 
 typedef struct cache_entry {
+    unsigned long units; /* the output's UTF-16 length */
     long long in, out;
     char stop[64];
     bool raw;         /* json is Anthropic's whole Message (a /v1/messages fill) */
@@ -658,7 +758,16 @@ static bool replay_stream(ag_req_t *req, ag_str_t model, ag_str_t text, long lon
 
 /* Answers from the cache, as JSON or (stream_model given) as a replayed event
  * stream. @return true when it did. */
-static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key, const ag_str_t *stream_model)
+static void usage_from_entry(usage_t *u, const cache_entry_t *e)
+{
+    u->cached = true;
+    u->output_units = (uint32_t)e->units;
+    u->in = e->in;
+    u->out = e->out;
+}
+
+static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key, const ag_str_t *stream_model,
+                         usage_t *usage)
 {
     ag_kv_value_t v;
     if (!gww->gw->cache || ag_kv_get(gww->gw->cache, key, strlen(key), &v) != 0)
@@ -666,6 +775,7 @@ static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key, const
     bool served = false;
     cache_entry_t e;
     if (parse_entry(&v, &e) && !e.raw) {
+        usage_from_entry(usage, &e);
         if (stream_model) {
             ag_buf_t text;
             ag_buf_init(&text, 0);
@@ -784,6 +894,7 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
     g->xfer = NULL;
     req->upstream_us = resp->duration_us;
     shared_result_t *r = result_from_upstream(req->id, resp, NULL);
+    gen_take_result(g, r);
     respond_result(req, r);
     result_release(r);
 }
@@ -792,7 +903,7 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
 
 typedef enum { RELAY_GENERATE, RELAY_MESSAGES } relay_kind_t;
 static void relay_start(gw_worker_t *gww, ag_req_t *req, relay_kind_t kind, ag_str_t body,
-                        const char *const *headers, const char *kv_key);
+                        const char *const *headers, const char *kv_key, usage_t *usage);
 static const char *const *upstream_headers_list(ag_gateway_t *gw, ag_req_t *req, bool passthrough);
 
 static void gen_cleanup(void *p)
@@ -929,6 +1040,11 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
         model = ag_str(json_string_value(jmodel), json_string_length(jmodel));
     }
     req->log_model = ag_pool_strndup(&req->pool, model.ptr, model.len);
+    /* Streaming is decided by the body alone, never by Accept. */
+    bool stream = json_is_true(json_object_get(g->root, "stream"));
+    usage_begin(&g->usage, gww, req,
+                (uint32_t)ag_utf16_length(json_string_value(prompt), json_string_length(prompt)),
+                stream);
 
     /* 2. rate limit */
     if (!check_rate_limit(gww, req, &gw->generate_limit, false))
@@ -948,9 +1064,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     ag_str_t cc = ag_req_header(req, "Cache-Control");
     bool no_store = has_token(cc, "no-store");
     bool no_cache = no_store || has_token(cc, "no-cache");
-    /* Streaming is decided by the body alone, never by Accept. */
-    bool stream = json_is_true(json_object_get(g->root, "stream"));
-    if (!no_cache && cache_lookup(gww, req, kv_key, stream ? &model : NULL))
+    if (!no_cache && cache_lookup(gww, req, kv_key, stream ? &model : NULL, &g->usage))
         return;
     if (stream) {
         if (!gw->api_key_header) {
@@ -963,7 +1077,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
                                                (int)(g->body.len - 1), g->body.ptr),
                                 g->body.len + 14);
         relay_start(gww, req, RELAY_GENERATE, sbody, upstream_headers_list(gw, req, false),
-                    gw->cache && !no_store ? kv_key : NULL);
+                    gw->cache && !no_store ? kv_key : NULL, &g->usage);
         return;
     }
 
@@ -1002,6 +1116,7 @@ typedef struct relay {
     ag_sse_parser_t sse;
     ag_anthropic_stream_t acc;
     relay_kind_t kind;
+    usage_t *usage;
     bool started;
     bool paused;
     char kv_key[8 + 2 * SHA256_DIGEST_LENGTH + 1]; /* "" when the stream is not cached */
@@ -1016,9 +1131,23 @@ static void relay_cleanup(void *p)
     ag_anthropic_stream_fini(&r->acc);
 }
 
+/* Copies what the stream said into the usage entry. */
+static void relay_account(relay_t *r, const char *outcome)
+{
+    usage_t *u = r->usage;
+    const ag_anthropic_stream_t *a = &r->acc;
+    u->outcome = outcome;
+    u->output_units = (uint32_t)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len);
+    u->in = a->usage.input_tokens;
+    u->out = a->usage.output_tokens;
+    u->cache_create = a->usage.cache_creation_input_tokens;
+    u->cache_read = a->usage.cache_read_input_tokens;
+}
+
 static void relay_abort(ag_req_t *req)
 {
     relay_t *r = req->handler_data;
+    relay_account(r, "clientDisconnected");
     /* The client left: stop the upstream call at once, it costs tokens. */
     ag_upstream_cancel(r->xfer);
     r->xfer = NULL;
@@ -1099,6 +1228,7 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
     req->upstream_us = resp->duration_us;
     if (!r->started) {
         /* Nothing relayed yet: answer as the non-streaming path would. */
+        r->usage->outcome = "upstreamError";
         if (r->kind == RELAY_MESSAGES && !resp->error && resp->status >= 400) {
             forward_upstream_headers(req, resp->headers);
             ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
@@ -1114,6 +1244,7 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
             ag_req_respond_error(req, 502, msg_ai_error);
         return;
     }
+    relay_account(r, resp->error || !ag_anthropic_stream_complete(&r->acc) ? "upstreamError" : "ok");
     if (resp->error) {
         /* Mid-stream failure: tell the client in the stream's own terms, then end. */
         log_upstream_failure(req->id, resp);
@@ -1145,11 +1276,12 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
 }
 
 static void relay_start(gw_worker_t *gww, ag_req_t *req, relay_kind_t kind, ag_str_t body,
-                        const char *const *headers, const char *kv_key)
+                        const char *const *headers, const char *kv_key, usage_t *usage)
 {
     ag_gateway_t *gw = gww->gw;
     relay_t *r = ag_pool_alloc(&req->pool, sizeof(*r));
     memset(r, 0, sizeof(*r));
+    r->usage = usage;
     r->req = req;
     r->gww = gww;
     r->kind = kind;
@@ -1213,7 +1345,7 @@ static bool parse_entry(const ag_kv_value_t *v, cache_entry_t *e)
     if (!nl || v->len - (size_t)(nl + 1 - v->data) < 2 || v->data[v->len - 1] != '}')
         return false;
     char *p = v->data, *end;
-    strtoul(p, &end, 10); /* the output's UTF-16 length, for the usage log */
+    e->units = strtoul(p, &end, 10);
     if (end == p)
         return false;
     e->in = strtoll(end, &p, 10);
@@ -1365,6 +1497,7 @@ static void messages_error(ag_req_t *req, int status, const char *type, const ch
 }
 
 typedef struct msg_req {
+    usage_t usage;
     ag_req_t *req;
     gw_worker_t *gww;
     ag_upstream_xfer_t *xfer;
@@ -1402,6 +1535,20 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp)
     }
     forward_upstream_headers(req, resp->headers);
     ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
+    if (resp->status == 200) {
+        json_t *root = json_loadb(resp->body.ptr, resp->body.len, 0, NULL);
+        json_t *usage = json_object_get(root, "usage");
+        ag_buf_t text;
+        ag_buf_init(&text, 0);
+        join_text_blocks(json_object_get(root, "content"), &text);
+        m->usage.output_units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
+        m->usage.in = usage_int(usage, "input_tokens");
+        m->usage.out = usage_int(usage, "output_tokens");
+        m->usage.cache_create = usage_int(usage, "cache_creation_input_tokens");
+        m->usage.cache_read = usage_int(usage, "cache_read_input_tokens");
+        ag_buf_fini(&text);
+        json_decref(root);
+    }
     if (resp->status == 200 && m->kv_key[0] && m->gww->gw->cache) {
         ag_buf_t v;
         ag_buf_init(&v, 0);
@@ -1412,6 +1559,23 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp)
     ag_req_respond(req, resp->status,
                    ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len) : "application/json",
                    resp->body);
+}
+
+/* The UTF-16 length of the last user turn's text, the seed's promptLength. */
+static uint32_t last_user_units(json_t *root)
+{
+    json_t *msgs = json_object_get(root, "messages");
+    size_t n = json_array_size(msgs);
+    json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
+    json_t *content = json_object_get(last, "content");
+    if (json_is_string(content))
+        return (uint32_t)ag_utf16_length(json_string_value(content), json_string_length(content));
+    ag_buf_t text;
+    ag_buf_init(&text, 0);
+    join_text_blocks(content, &text);
+    uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
+    ag_buf_fini(&text);
+    return units;
 }
 
 static void handle_messages(ag_req_t *req, gw_worker_t *gww)
@@ -1436,9 +1600,10 @@ static void handle_messages(ag_req_t *req, gw_worker_t *gww)
             return;
         }
     }
+    bool stream = json_is_true(json_object_get(m->root, "stream"));
+    usage_begin(&m->usage, gww, req, last_user_units(m->root), stream);
     if (!check_rate_limit(gww, req, &gw->messages_limit, true))
         return;
-    bool stream = json_is_true(json_object_get(m->root, "stream"));
     /* The cache key covers the request without "stream" (so streamed and plain
      * requests share entries) and the headers that change the answer. */
     ag_str_t ver = ag_req_header(req, "anthropic-version"), beta = ag_req_header(req, "anthropic-beta");
@@ -1463,6 +1628,7 @@ static void handle_messages(ag_req_t *req, gw_worker_t *gww)
             bool served = false;
             ag_str_t mname = ag_str_c(req->log_model);
             if (parse_entry(&v, &e)) {
+                usage_from_entry(&m->usage, &e);
                 if (stream) {
                     ag_buf_t text;
                     ag_buf_init(&text, 0);
@@ -1491,7 +1657,8 @@ static void handle_messages(ag_req_t *req, gw_worker_t *gww)
     if (stream) {
         json_decref(m->root);
         m->root = NULL;
-        relay_start(gww, req, RELAY_MESSAGES, req->body, headers, m->kv_key[0] ? m->kv_key : NULL);
+        relay_start(gww, req, RELAY_MESSAGES, req->body, headers, m->kv_key[0] ? m->kv_key : NULL,
+                    &m->usage);
         return;
     }
     size_t n = 0;

@@ -31,7 +31,9 @@
 #define DEFAULT_CLOSE_MS 10000
 #define WARN_EVERY_US (10 * 1000000LL) /* a failing disk must not flood the server log */
 #define MAX_OPEN_BATCHES 8             /* distinct UTC days in flight; more only with odd clocks */
-#define MAX_TIMESTAMP_MS 253402300799999LL /* 9999-12-31T23:59:59.999Z: keeps names 4-digit years */
+#define MAX_TIMESTAMP_MS                                                                           \
+    253402300799999LL /* 9999-12-31T23:59:59.999Z: keeps names 4-digit years                       \
+                       */
 #define DAY_MS 86400000LL
 #define KEY_MAX 192
 #define SPILL_PREFIX "usage-log unwritten: "
@@ -62,6 +64,7 @@ struct ag_usage_log {
     int64_t pending_first; /* age clock when pending went from empty to non-empty */
     bool writer_idle;      /* in an untimed wait: the first append must wake it */
     bool closing;
+    bool full_signalled; /* the writer was told the queue is full since it last took */
     bool writer_exited;
     uint64_t flush_req, flush_done, tick_req, tick_done;
     int flush_rc, tick_rc;
@@ -169,10 +172,11 @@ double ag_usage_cost_usd(const ag_price_t *prices, size_t n, const char *model, 
     double out = out_tok > 0 ? (double)out_tok : 0;
     double cw = cache_write_tok > 0 ? (double)cache_write_tok : 0;
     double cr = cache_read_tok > 0 ? (double)cache_read_tok : 0;
-    double cw_rate = p->cache_write_per_mtok > 0 ? p->cache_write_per_mtok : 1.25 * p->input_per_mtok;
+    double cw_rate =
+        p->cache_write_per_mtok > 0 ? p->cache_write_per_mtok : 1.25 * p->input_per_mtok;
     double cr_rate = p->cache_read_per_mtok > 0 ? p->cache_read_per_mtok : 0.1 * p->input_per_mtok;
-    double usd = (in * p->input_per_mtok + out * p->output_per_mtok + cw * cw_rate + cr * cr_rate) /
-                 1e6;
+    double usd =
+        (in * p->input_per_mtok + out * p->output_per_mtok + cw * cw_rate + cr * cr_rate) / 1e6;
     return isfinite(usd) ? usd : 0;
 }
 
@@ -228,8 +232,7 @@ static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost)
                  ",\"promptLength\":%" PRIu32 ",\"outputLength\":%" PRIu32
                  ",\"inputTokens\":%" PRId64 ",\"outputTokens\":%" PRId64
                  ",\"cacheCreationInputTokens\":%" PRId64 ",\"cacheReadInputTokens\":%" PRId64
-                 ",\"status\":%d,\"cached\":%s,\"stream\":%s,\"latencyMs\":%" PRIu32
-                 ",\"client\":",
+                 ",\"status\":%d,\"cached\":%s,\"stream\":%s,\"latencyMs\":%" PRIu32 ",\"client\":",
                  e->prompt_length, e->output_length, e->input_tokens, e->output_tokens,
                  e->cache_creation_input_tokens, e->cache_read_input_tokens, e->status,
                  e->cached ? "true" : "false", e->stream ? "true" : "false", e->latency_ms);
@@ -301,7 +304,12 @@ int ag_usage_log_append(ag_usage_log_t *log, const ag_usage_entry_t *e)
         return AG_USAGE_ECLOSED;
     }
     if (log->npending == log->capacity) {
-        pthread_cond_signal(&log->wake); /* let the writer take them if it can */
+        if (!log->full_signalled) {
+            /* once: a flood of refused appends must not spin a writer that
+             * cannot take (its store is failing) */
+            log->full_signalled = true;
+            pthread_cond_signal(&log->wake);
+        }
         if (log->policy == AG_USAGE_BLOCK) {
             log->st.blocked++;
             struct timespec ts;
@@ -380,7 +388,7 @@ static void report_put(ag_usage_log_t *log, const batch_t *b, int rc)
         log->errs_unreported++;
         if (!log->failing || now - log->warn_put_us >= WARN_EVERY_US) {
             ag_log_warn("usage log: put %s failed: %s (%" PRIu64
-                        " failed attempts since the last warning; %zu bytes kept for retry)",
+                        " failed puts since the last warning; %zu bytes kept for retry)",
                         b->key, ag_usage_log_strerror(rc), log->errs_unreported, log->retained);
             log->warn_put_us = now;
             log->errs_unreported = 0;
@@ -397,14 +405,14 @@ static void report_put(ag_usage_log_t *log, const batch_t *b, int rc)
     }
 }
 
-static void report_drops(ag_usage_log_t *log, uint64_t dropped)
+static void report_drops(ag_usage_log_t *log, uint64_t dropped, bool now_or_never)
 {
     if (dropped == log->dropped_reported)
         return;
     int64_t now = ag_mono_us();
-    if (log->warn_drop_us != 0 && now - log->warn_drop_us < WARN_EVERY_US)
+    if (!now_or_never && log->warn_drop_us != 0 && now - log->warn_drop_us < WARN_EVERY_US)
         return;
-    ag_log_warn("usage log: queue full (%zu entries): %" PRIu64 " entries refused since the last "
+    ag_log_warn("usage log: queue full (%zu entries): %" PRIu64 " appends refused since the last "
                 "warning",
                 log->capacity, dropped - log->dropped_reported);
     log->dropped_reported = dropped;
@@ -492,10 +500,9 @@ static int serialize_taken(ag_usage_log_t *log, bool force, int64_t now)
     pthread_mutex_lock(&log->prices_mu);
     while (taken_left(log) && (force || under_cap(log))) {
         const ag_usage_entry_t *e = &log->taken[log->taken_pos];
-        double cost =
-            ag_usage_cost_usd(log->prices, log->nprices, e->model, e->input_tokens,
-                              e->output_tokens, e->cache_creation_input_tokens,
-                              e->cache_read_input_tokens);
+        double cost = ag_usage_cost_usd(log->prices, log->nprices, e->model, e->input_tokens,
+                                        e->output_tokens, e->cache_creation_input_tokens,
+                                        e->cache_read_input_tokens);
         ag_buf_reset(&log->line);
         rc = entry_to_json(&log->line, e, cost);
         if (rc == 0)
@@ -519,10 +526,10 @@ static int put_sealed(ag_usage_log_t *log, bool force, int64_t now)
         char count[24];
         snprintf(count, sizeof(count), "%zu", b->n);
         ag_obj_meta_pair_t meta = {"entries", count};
-        ag_obj_put_opts_t po = {.content_type = "application/x-ndjson", .custom = &meta,
-                                .ncustom = 1};
-        int rc = ag_objstore_put(log->store, b->key, strlen(b->key), b->buf.data, b->buf.len, &po,
-                                 NULL);
+        ag_obj_put_opts_t po = {
+            .content_type = "application/x-ndjson", .custom = &meta, .ncustom = 1};
+        int rc =
+            ag_objstore_put(log->store, b->key, strlen(b->key), b->buf.data, b->buf.len, &po, NULL);
         pthread_mutex_lock(&log->mu);
         if (rc < 0) {
             log->st.write_errors++;
@@ -565,12 +572,13 @@ static int writer_pass(ag_usage_log_t *log, bool force)
             log->taken_pos = 0;
             log->taken_first = log->pending_first;
             log->npending = 0;
+            log->full_signalled = false;
             took = true;
             pthread_cond_broadcast(&log->done); /* room for blocked appenders */
         }
         uint64_t dropped = log->st.dropped;
         pthread_mutex_unlock(&log->mu);
-        report_drops(log, dropped);
+        report_drops(log, dropped, false);
         if (round > 0 && !took)
             break;
 
@@ -590,7 +598,7 @@ static int writer_pass(ag_usage_log_t *log, bool force)
 }
 
 /* Close could not write: the lines go to the server log rather than nowhere. */
-static void spill(ag_usage_log_t *log, batch_t *list, ag_buf_t *out, uint64_t *lost)
+static void spill(batch_t *list, ag_buf_t *out, uint64_t *lost)
 {
     for (batch_t *b = list; b; b = b->next) {
         const char *p = b->buf.data, *end = b->buf.data + b->buf.len;
@@ -611,8 +619,8 @@ static void give_up(ag_usage_log_t *log)
     ag_buf_t out;
     ag_buf_init(&out, 0);
     uint64_t lost = 0;
-    spill(log, log->sealed, &out, &lost);
-    spill(log, log->open, &out, &lost);
+    spill(log->sealed, &out, &lost);
+    spill(log->open, &out, &lost);
     /* Entries never serialised (only after out-of-memory): counted, not printed. */
     lost += log->ntaken - log->taken_pos;
     log->taken_pos = log->ntaken;
@@ -649,7 +657,8 @@ static void *writer_main(void *arg)
     pthread_mutex_lock(&log->mu);
     for (;;) {
         for (;;) {
-            if (log->closing || log->flush_req != log->flush_done || log->tick_req != log->tick_done)
+            if (log->closing || log->flush_req != log->flush_done ||
+                log->tick_req != log->tick_done)
                 break;
             if (log->npending >= log->wake_threshold && !taken_left(log) && under_cap(log))
                 break;
@@ -699,6 +708,10 @@ static void *writer_main(void *arg)
         wait_ms(&log->wake, &log->mu, min64(backoff_ms, (close_deadline_us - now_us) / 1000 + 1));
         backoff_ms = min64(backoff_ms * 2, 1000);
     }
+    uint64_t dropped = log->st.dropped;
+    pthread_mutex_unlock(&log->mu);
+    report_drops(log, dropped, true); /* the last count, however recent the previous */
+    pthread_mutex_lock(&log->mu);
     log->writer_exited = true;
     pthread_cond_broadcast(&log->done);
     pthread_mutex_unlock(&log->mu);

@@ -32,7 +32,7 @@ typedef struct ag_usage_entry {
     char model[128];      /* the model requested (the seed logs this one) */
     char client[64];      /* client IP or API key name */
     char request_id[40];
-    char outcome[24]; /* streams: "complete", "client_abort", ...; "" omits the field */
+    char outcome[24];       /* streams: "complete", "client_abort", ...; "" omits the field */
     uint32_t prompt_length; /* UTF-16 units, as the seed's prompt.length */
     uint32_t output_length; /* UTF-16 units, as the seed's output.length */
     int64_t input_tokens;   /* Anthropic usage.input_tokens (excludes cache tokens) */
@@ -87,15 +87,15 @@ typedef struct ag_usage_flush_info {
 /** Options; zero means the default. Everything is copied or borrowed only for
  *  ag_usage_log_open(), except `store` and `clock_ctx`/`flush_ctx`. */
 typedef struct ag_usage_log_options {
-    ag_objstore_t *store;   /* borrowed; must outlive the log (until ag_usage_log_free) */
-    size_t queue_capacity;  /* entries waiting for the writer; 65536 */
-    size_t flush_bytes;     /* object size that triggers a put; 1 MiB */
-    unsigned flush_interval_ms;  /* max age of an entry before its put starts; 1000 */
-    size_t max_retained_bytes;   /* NDJSON kept while puts fail; 64 MiB (then the queue fills) */
+    ag_objstore_t *store;       /* borrowed; must outlive the log (until ag_usage_log_free) */
+    size_t queue_capacity;      /* entries waiting for the writer; 65536 */
+    size_t flush_bytes;         /* object size that triggers a put; 1 MiB */
+    unsigned flush_interval_ms; /* max age of an entry before its put starts; 1000 */
+    size_t max_retained_bytes;  /* NDJSON kept while puts fail; 64 MiB (then the queue fills) */
     ag_usage_queue_full_policy_t queue_full_policy; /* AG_USAGE_DROP */
-    unsigned block_timeout_ms;   /* AG_USAGE_BLOCK's wait; 1000 */
-    unsigned close_timeout_ms;   /* how long close retries a failing store; 10000 */
-    const ag_price_t *prices;    /* copied */
+    unsigned block_timeout_ms;                      /* AG_USAGE_BLOCK's wait; 1000 */
+    unsigned close_timeout_ms; /* how long close retries a failing store; 10000 */
+    const ag_price_t *prices;  /* copied */
     size_t nprices;
     /* Optional clock (epoch ms) for timestamps and ages; must be thread-safe.
      * Default: the wall clock for timestamps, a monotonic clock for ages. */
@@ -114,14 +114,14 @@ typedef struct ag_usage_log_options {
 typedef struct ag_usage_log ag_usage_log_t;
 
 typedef struct ag_usage_log_stats {
-    uint64_t accepted;     /* appends that returned 0 */
-    uint64_t written;      /* entries in objects the store has acknowledged */
-    uint64_t dropped;      /* appends refused with AG_EFULL (never accepted) */
-    uint64_t blocked;      /* appends that had to wait (AG_USAGE_BLOCK) */
-    uint64_t flushes;      /* objects written */
-    uint64_t write_errors; /* failed put attempts (each is retried) */
-    uint64_t lost;         /* accepted entries close gave up on (spilled to the server log) */
-    uint64_t queued;       /* accepted, not yet written: waiting, in batches or retried */
+    uint64_t accepted;       /* appends that returned 0 */
+    uint64_t written;        /* entries in objects the store has acknowledged */
+    uint64_t dropped;        /* appends refused with AG_EFULL (never accepted) */
+    uint64_t blocked;        /* appends that had to wait (AG_USAGE_BLOCK) */
+    uint64_t flushes;        /* objects written */
+    uint64_t write_errors;   /* failed put attempts (each is retried) */
+    uint64_t lost;           /* accepted entries close gave up on (spilled to the server log) */
+    uint64_t queued;         /* accepted, not yet written: waiting, in batches or retried */
     uint64_t retained_bytes; /* NDJSON in memory waiting for a put */
 } ag_usage_log_stats_t;
 

@@ -19,19 +19,27 @@ let gw; // the running server
 let dataDir; // its data_dir, shared with the CLI
 let configPath;
 let cliCwd; // the CLI runs elsewhere: it must find the data folder through --config
+const made = []; // temp folders to remove at the end
+
+function mkdir() {
+    const d = tmpdir();
+    made.push(d);
+    return d;
+}
 
 before(async () => {
-    dataDir = tmpdir();
-    const gwCwd = tmpdir();
+    dataDir = mkdir();
+    const gwCwd = mkdir();
     gw = await startGateway({ cwd: gwCwd, config: `[aigate]\ndata_dir = "${dataDir}"\n` });
     configPath = path.join(gwCwd, 'aigate.toml');
-    cliCwd = tmpdir();
+    cliCwd = mkdir();
 });
 
 after(async () => {
     // The server served throughout and still stops cleanly.
     assert.equal(gw.exited, null, gw.stderr);
     await gw.stop();
+    for (const d of made) fs.rmSync(d, { recursive: true, force: true });
 });
 
 // Runs the CLI with --config. Returns {status, stdout (Buffer), out (text), err (text)}.
@@ -61,25 +69,48 @@ function json(args, opts) {
 }
 
 test('kv namespace create and list', () => {
-    const r = ok(['kv', 'namespace', 'create', 'CACHE']);
-    assert.match(r.out, /\{ binding = "CACHE", id = "CACHE" \}/);
-    assert.ok(fs.statSync(path.join(dataDir, 'kv', 'CACHE')).isDirectory());
-    const j = json(['kv', 'namespace', 'create', 'SESSIONS']);
-    assert.deepEqual(j, { binding: 'SESSIONS', id: 'SESSIONS', path: path.join(dataDir, 'kv', 'SESSIONS') });
+    // The server may hold namespaces of its own (its cache): look only at ours.
+    const mine = (names) => names.filter((n) => n.startsWith('NS_'));
+    const r = ok(['kv', 'namespace', 'create', 'NS_ONE']);
+    assert.match(r.out, /\{ binding = "NS_ONE", id = "NS_ONE" \}/);
+    assert.ok(fs.statSync(path.join(dataDir, 'kv', 'NS_ONE')).isDirectory());
+    const j = json(['kv', 'namespace', 'create', 'NS_TWO']);
+    assert.deepEqual(j, { binding: 'NS_TWO', id: 'NS_TWO', path: path.join(dataDir, 'kv', 'NS_TWO') });
 
-    assert.deepEqual(ok(['kv', 'namespace', 'list']).out, 'CACHE\nSESSIONS\n');
-    assert.deepEqual(json(['kv', 'namespace', 'list']), [
-        { binding: 'CACHE', id: 'CACHE' },
-        { binding: 'SESSIONS', id: 'SESSIONS' },
-    ]);
+    const lines = ok(['kv', 'namespace', 'list']).out.split('\n');
+    assert.equal(lines.pop(), ''); // one name per line, newline-terminated
+    assert.deepEqual(mine(lines), ['NS_ONE', 'NS_TWO']);
+    const list = json(['kv', 'namespace', 'list']);
+    assert.deepEqual(list.map((n) => n.binding), lines); // same names, same (sorted) order
+    assert.deepEqual(
+        list.filter((n) => n.binding.startsWith('NS_')),
+        [
+            { binding: 'NS_ONE', id: 'NS_ONE' },
+            { binding: 'NS_TWO', id: 'NS_TWO' },
+        ]
+    );
 
-    const again = cli(['kv', 'namespace', 'create', 'CACHE']);
+    const again = cli(['kv', 'namespace', 'create', 'NS_ONE']);
     assert.equal(again.status, 1);
     assert.match(again.err, /already exists/);
     const bad = cli(['kv', 'namespace', 'create', 'no/slash']);
     assert.equal(bad.status, 1);
     assert.match(bad.err, /invalid KV binding name/);
     assert.equal(fs.existsSync(path.join(dataDir, 'kv', 'no')), false);
+});
+
+test('a namespace the server holds open is usable from the CLI', (t) => {
+    // The gateway opens its response cache (binding CACHE by default) at start.
+    if (!fs.existsSync(path.join(dataDir, 'kv', 'CACHE'))) {
+        t.skip('this server keeps no CACHE namespace');
+        return;
+    }
+    assert.match(ok(['kv', 'namespace', 'list']).out, /^CACHE$/m);
+    ok(['kv', 'key', 'put', 'cli-probe', 'v', '--binding', 'CACHE', '--ttl', '60']);
+    assert.equal(ok(['kv', 'key', 'get', 'cli-probe', '--binding', 'CACHE']).out, 'v');
+    assert.ok(json(['kv', 'key', 'list', '--binding', 'CACHE']).keys.some((k) => k.name === 'cli-probe'));
+    ok(['kv', 'key', 'delete', 'cli-probe', '--binding', 'CACHE']);
+    assert.equal(cli(['kv', 'key', 'get', 'cli-probe', '--binding', 'CACHE']).status, 1);
 });
 
 test('kv key put/get/list/delete round trip', () => {
@@ -162,8 +193,9 @@ test('r2 buckets and objects, binary round trip, delimiter rollups', () => {
     const c = ok(['r2', 'bucket', 'create', 'ai-outputs']);
     assert.match(c.out, /bucket_name = "ai-outputs"/);
     ok(['r2', 'bucket', 'create', 'logs']);
-    assert.equal(ok(['r2', 'bucket', 'list']).out, 'ai-outputs\nlogs\n');
-    assert.deepEqual(json(['r2', 'bucket', 'list']), [{ name: 'ai-outputs' }, { name: 'logs' }]);
+    // The running server holds its usage-log bucket ("usage-logs") in the same folder.
+    assert.equal(ok(['r2', 'bucket', 'list']).out, 'ai-outputs\nlogs\nusage-logs\n');
+    assert.deepEqual(json(['r2', 'bucket', 'list']), [{ name: 'ai-outputs' }, { name: 'logs' }, { name: 'usage-logs' }]);
     assert.equal(cli(['r2', 'bucket', 'create', 'logs']).status, 1);
     const badName = cli(['r2', 'bucket', 'create', 'Bad_Name']);
     assert.equal(badName.status, 1);
@@ -319,10 +351,10 @@ test('usage errors exit 2; --help exits 0', () => {
         ['kv', 'key'],
         ['kv', 'key', 'put'],
         ['kv', 'key', 'put', 'k', 'v'], // no --binding
-        ['kv', 'key', 'put', 'k', 'v', '--path', '/dev/null', '--binding', 'CACHE'], // two values
-        ['kv', 'key', 'list', '--binding', 'CACHE', '--limit', '0'],
-        ['kv', 'key', 'put', 'k', 'v', '--binding', 'CACHE', '--ttl', 'soon'],
-        ['kv', 'key', 'get', 'k', '--binding', 'CACHE', '--bogus'],
+        ['kv', 'key', 'put', 'k', 'v', '--path', '/dev/null', '--binding', 'NS_ONE'], // two values
+        ['kv', 'key', 'list', '--binding', 'NS_ONE', '--limit', '0'],
+        ['kv', 'key', 'put', 'k', 'v', '--binding', 'NS_ONE', '--ttl', 'soon'],
+        ['kv', 'key', 'get', 'k', '--binding', 'NS_ONE', '--bogus'],
         ['kv', 'key', 'get', 'k', '--binding'], // flag without its value
         ['kv', 'namespace', 'list', 'extra'],
         ['kv', 'namespace', 'list', '--json=yes'],
@@ -349,7 +381,7 @@ test('usage errors exit 2; --help exits 0', () => {
 });
 
 test('--data-dir overrides the config, and the server kept serving', async () => {
-    const other = tmpdir();
+    const other = mkdir();
     assert.equal(ok(['kv', 'namespace', 'list', '--data-dir', other]).out, '');
     ok(['kv', 'namespace', 'create', 'ELSEWHERE', '--data-dir', other]);
     assert.ok(fs.existsSync(path.join(other, 'kv', 'ELSEWHERE')));

@@ -110,12 +110,13 @@ test('the relayed stream equals what upstream sent, and starts before upstream f
 test('a complete stream fills the cache; a replay has the same events and text, and serves plain requests too', async () => {
     const prompt = 'stream then replay';
     const live = await streamPost(`${gw.url}/api/generate`, { prompt, stream: true });
-    const n = up.stats().requests;
-    let replay;
     await until(async () => {
-        replay = await streamPost(`${gw.url}/api/generate`, { prompt, stream: true });
-        return replay.headers['x-aigate-cache'] === 'hit';
+        const r = await streamPost(`${gw.url}/api/generate`, { prompt, stream: true });
+        return r.headers['x-aigate-cache'] === 'hit';
     }, 5000, 'the stream fill');
+    const n = up.stats().requests;
+    const replay = await streamPost(`${gw.url}/api/generate`, { prompt, stream: true });
+    assert.equal(replay.headers['x-aigate-cache'], 'hit');
     assert.equal(up.stats().requests, n, 'replays make no upstream call');
     const a = summary(parseSSE(live.body));
     const b = summary(parseSSE(replay.body));
@@ -257,17 +258,22 @@ test('the official SDK works against aigate: create, stream, and a 429 with retr
     assert.ok(final.usage.output_tokens > 0);
 
     // A cached answer replays to the SDK as a valid stream too.
-    let replayed;
-    await until(async () => {
-        const s2 = client.messages.stream({
-            model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'stream via the sdk' }],
-        });
-        replayed = await s2.finalMessage();
-        const { response } = await s2.withResponse().catch(() => ({}));
-        return response ? response.headers.get('x-aigate-cache') === 'hit' : up.stats().requests >= 0;
-    }, 5000, 'replay');
+    const sdkBody = { model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'stream via the sdk' }], stream: true };
+    await until(async () => (await streamPost(`${gw.url}/v1/messages`, sdkBody)).headers['x-aigate-cache'] === 'hit', 5000, 'the fill');
+    const n = up.stats().requests;
+    const s2 = client.messages.stream({
+        model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'stream via the sdk' }],
+    });
+    const replayed = await s2.finalMessage();
+    assert.equal(up.stats().requests, n, 'served from the cache');
     assert.equal(replayed.content[0].text, final.content[0].text);
     assert.equal(replayed.usage.output_tokens, final.usage.output_tokens);
+    // And a non-streaming create of the same request gets a Message from that entry.
+    const plain = await client.messages.create({
+        model: 'claude-haiku-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'stream via the sdk' }],
+    });
+    assert.equal(plain.content[0].text, final.content[0].text);
+    assert.equal(up.stats().requests, n);
 
     up.setKnobs({ failStatus: 429, retryAfter: 7 });
     try {

@@ -299,7 +299,8 @@ static bool equal(const json_t *exp, const json_t *got, char *where, size_t size
 static bool run_valid(const char *dir, const char *rel)
 {
     char path[4096], jpath[4096];
-    snprintf(path, sizeof(path), "%s/tests/%s", dir, rel);
+    if (snprintf(path, sizeof(path), "%s/tests/%s", dir, rel) >= (int)sizeof(path))
+        return false;
     snprintf(jpath, sizeof(jpath), "%.*s.json", (int)(strlen(path) - 5), path);
     size_t len;
     char *text = read_file(path, &len);
@@ -337,7 +338,8 @@ static bool run_valid(const char *dir, const char *rel)
 static bool run_invalid(const char *dir, const char *rel)
 {
     char path[4096];
-    snprintf(path, sizeof(path), "%s/tests/%s", dir, rel);
+    if (snprintf(path, sizeof(path), "%s/tests/%s", dir, rel) >= (int)sizeof(path))
+        return false;
     size_t len;
     char *text = read_file(path, &len);
     if (text == NULL) {
