@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: MIT
+//
+// g_usage.test.js: the usage log end to end: 2000 requests and a SIGTERM
+// leave exactly 2000 NDJSON entries under logs/YYYY/MM/DD/ with the seed's
+// fields and ours, read back through the CLI; streams log their outcome.
+'use strict';
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
+const net = require('node:net');
+const path = require('node:path');
+const { BIN, startGateway, startFake, generate, tmpdir } = require('./lib.js');
+
+function readEntries(dir, config) {
+    const run = (args) => {
+        const r = spawnSync(BIN, [...args, '--config', config], { cwd: dir, encoding: 'utf8', maxBuffer: 64 << 20 });
+        assert.equal(r.status, 0, r.stderr);
+        return r.stdout;
+    };
+    const keys = [];
+    let cursor;
+    for (let i = 0; i < 100; i++) {
+        const page = JSON.parse(run(['r2', 'object', 'list', 'usage-logs', '--prefix', 'logs/', '--json', ...(cursor ? ['--cursor', cursor] : [])]));
+        keys.push(...page.objects.map((o) => o.key));
+        if (!page.truncated) break;
+        cursor = page.cursor;
+    }
+    const entries = [];
+    for (const key of keys) {
+        const text = run(['r2', 'object', 'get', `usage-logs/${key}`]);
+        for (const line of text.split('\n')) if (line) entries.push(JSON.parse(line));
+    }
+    return { keys, entries };
+}
+
+test('2000 requests and a SIGTERM: exactly 2000 entries with the right fields', async () => {
+    const up = await startFake();
+    const dir = tmpdir();
+    const config = path.join(dir, 'aigate.toml');
+    const gw = await startGateway({
+        cwd: dir,
+        upstream: `http://127.0.0.1:${up.port}`,
+        threads: 2,
+        config: `[aigate]\nusage_log_flush = 0.2\naccess_log = false\n`,
+    });
+    const ids = new Set();
+    // 20 clients, 100 requests each; every 10th prompt repeats, so some are cache hits.
+    await Promise.all(Array.from({ length: 20 }, async (_, c) => {
+        for (let i = 0; i < 100; i++) {
+            const prompt = i % 10 === 0 ? 'a repeated prompt 😀' : `client ${c} request ${i}`;
+            const r = await generate(gw, { prompt });
+            assert.equal(r.status, 200);
+            ids.add(r.headers['x-request-id']);
+        }
+    }));
+    assert.equal(ids.size, 2000);
+    await gw.stop();
+    await up.close();
+    const { keys, entries } = readEntries(dir, config);
+    assert.equal(entries.length, 2000);
+    const seen = new Set(entries.map((e) => e.requestId));
+    assert.deepEqual([...seen].sort(), [...ids].sort(), 'every request exactly once');
+    for (const k of keys) assert.match(k, /^logs\/\d{4}\/\d\d\/\d\d\/.+\.ndjson$/);
+    const today = new Date().toISOString().slice(0, 10).replace(/-/g, '/');
+    assert.ok(keys.some((k) => k.startsWith(`logs/${today}/`)));
+    let hits = 0;
+    for (const e of entries) {
+        assert.match(e.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+        assert.equal(e.model, 'claude-haiku-4-5');
+        assert.equal(e.status, 200);
+        assert.equal(e.client, '127.0.0.1');
+        assert.equal(typeof e.latencyMs, 'number');
+        assert.ok(e.inputTokens > 0 && e.outputTokens > 0, JSON.stringify(e));
+        assert.ok(e.outputLength > e.promptLength, 'the fake echoes the prompt');
+        assert.ok(e.costUsd > 0);
+        if (e.cached) hits++;
+        if (e.promptLength === 'a repeated prompt 😀'.length) assert.equal(e.promptLength, 20);
+    }
+    assert.ok(hits > 0, 'cache hits are logged as cached');
+});
+
+test('streams log their real token counts and outcome', async () => {
+    const up = await startFake({ tokenDelayMs: 20 });
+    const dir = tmpdir();
+    const config = path.join(dir, 'aigate.toml');
+    const gw = await startGateway({ cwd: dir, upstream: `http://127.0.0.1:${up.port}`, config: '[aigate]\nusage_log_flush = 0.1\n' });
+    // A complete stream.
+    const done = await generate(gw, { prompt: '[[words:5]] complete', stream: true });
+    assert.equal(done.status, 200);
+    // A stream the client abandons.
+    await new Promise((resolve) => {
+        const sock = net.connect(gw.port, '127.0.0.1', () => {
+            const body = JSON.stringify({ prompt: '[[words:300]] abandoned', stream: true });
+            sock.write(`POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        });
+        let got = '';
+        sock.on('data', (d) => {
+            got += d;
+            if (got.includes('content_block_delta')) {
+                sock.destroy();
+                resolve();
+            }
+        });
+    });
+    await up.waitFor('streamsAborted', 1, 2000);
+    // A stream that upstream breaks.
+    await generate(gw, { prompt: '[[midstream:2]] broken', stream: true });
+    await gw.stop();
+    await up.close();
+    const { entries } = readEntries(dir, config);
+    const by = (o) => entries.find((e) => e.outcome === o);
+    assert.equal(entries.length, 3, JSON.stringify(entries));
+    assert.ok(entries.every((e) => e.stream === true));
+    const ok = by('ok');
+    assert.ok(ok, JSON.stringify(entries));
+    assert.equal(ok.outputTokens, 5);
+    assert.ok(ok.inputTokens > 0);
+    assert.ok(by('clientDisconnected'));
+    assert.ok(by('upstreamError'));
+});
