@@ -25,6 +25,7 @@
 #include "upstream/sse.h"
 #include "util/buf.h"
 #include "util/errors.h"
+#include "util/fmt.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/utf.h"
@@ -282,6 +283,7 @@ void ag_gateway_free(ag_gateway_t *gw)
 }
 
 static void on_mail(uv_async_t *a);
+static void sha256_thread_done(void);
 static void flight_deliver(gw_worker_t *gww, const unsigned char *key, shared_result_t *res);
 
 static int worker_init(ag_worker_t *w, void *server_ctx, void **worker_ctx)
@@ -335,6 +337,7 @@ static void worker_fini(ag_worker_t *w, void *worker_ctx)
     }
     ag_upstream_close(gww->upstream);
     uv_close((uv_handle_t *)&gww->mail, on_mail_closed);
+    sha256_thread_done();
 }
 
 /* ---- usage log ------------------------------------------------------------------- */
@@ -716,18 +719,37 @@ static void cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_bu
         free(cf);
 }
 
+static EVP_MD *sha256_md;                 /* fetched once, kept for the process */
+static _Thread_local EVP_MD_CTX *sha256_ctx; /* per thread; freed by sha256_thread_done() */
+
+static void sha256_thread_done(void)
+{
+    EVP_MD_CTX_free(sha256_ctx);
+    sha256_ctx = NULL;
+}
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 /* SHA-256 over the parts, each followed by a NUL so that no two splits collide. */
 static void sha256_parts(const ag_str_t *parts, size_t n, unsigned char out[SHA256_DIGEST_LENGTH])
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    AG_ASSERT(ctx != NULL);
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    /* OpenSSL 3 looks the algorithm up on every implicit fetch; fetch it once
+     * and keep a context per thread. */
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sha256_fetch);
+    if (!sha256_ctx)
+        sha256_ctx = EVP_MD_CTX_new();
+    EVP_MD_CTX *ctx = sha256_ctx;
+    AG_ASSERT(ctx != NULL && sha256_md != NULL);
+    EVP_DigestInit_ex(ctx, sha256_md, NULL);
     for (size_t i = 0; i < n; i++) {
         EVP_DigestUpdate(ctx, parts[i].ptr ? parts[i].ptr : "", parts[i].len);
         EVP_DigestUpdate(ctx, "", 1);
     }
     EVP_DigestFinal_ex(ctx, out, NULL);
-    EVP_MD_CTX_free(ctx);
 }
 
 static void cache_key(const unsigned char *digest, char out[8 + 2 * SHA256_DIGEST_LENGTH + 1])
@@ -984,17 +1006,13 @@ static bool check_rate_limit(gw_worker_t *gww, ag_req_t *req, named_limiter_t *n
     memcpy(req->client_ip, client, sizeof(client));
     ag_limit_result_t r;
     ag_limiter_check(nl->lim, client, strlen(client), ag_now_us(), &r);
-    char num[32];
-    snprintf(num, sizeof(num), "%u", r.limit);
-    ag_req_add_header(req, "RateLimit-Limit", ag_str_c(num));
-    snprintf(num, sizeof(num), "%u", r.remaining);
-    ag_req_add_header(req, "RateLimit-Remaining", ag_str_c(num));
-    snprintf(num, sizeof(num), "%u", r.reset_s);
-    ag_req_add_header(req, "RateLimit-Reset", ag_str_c(num));
+    char num[24];
+    ag_req_add_header(req, "RateLimit-Limit", ag_str(num, ag_fmt_u64(num, r.limit)));
+    ag_req_add_header(req, "RateLimit-Remaining", ag_str(num, ag_fmt_u64(num, r.remaining)));
+    ag_req_add_header(req, "RateLimit-Reset", ag_str(num, ag_fmt_u64(num, r.reset_s)));
     if (r.allowed)
         return true;
-    snprintf(num, sizeof(num), "%u", r.retry_after_s);
-    ag_req_add_header(req, "Retry-After", ag_str_c(num));
+    ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, r.retry_after_s)));
     char word[32], msg[128];
     snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u requests/%s.", nl->limit,
              period_word(nl->period_s, word, sizeof(word)));
@@ -1058,7 +1076,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
         ag_req_respond_error(req, 500, msg_internal);
         return;
     }
-    SHA256((const unsigned char *)g->body.ptr, g->body.len, g->key);
+    sha256_parts(&g->body, 1, g->key);
     char kv_key[8 + 2 * SHA256_DIGEST_LENGTH + 1];
     cache_key(g->key, kv_key);
     ag_str_t cc = ag_req_header(req, "Cache-Control");

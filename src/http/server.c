@@ -16,6 +16,7 @@
 
 #include "http/server.h"
 #include "util/errors.h"
+#include "util/fmt.h"
 #include "util/json.h"
 #include "util/log.h"
 
@@ -328,26 +329,46 @@ static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
     for (struct ag_req_header *h = req->_extra; h; h = h->next)
         cap += strlen(h->name) + h->value.len + 4;
     char *p = ag_pool_alloc(&req->pool, cap);
-    int n = snprintf(p, cap,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: %s\r\n"
-                     "Access-Control-Allow-Origin: *\r\n"
-                     "Access-Control-Expose-Headers: x-request-id, x-aigate-cache, Retry-After, "
-                     "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset\r\n"
-                     "x-request-id: %s\r\n",
-                     status, status_text(status), w->date, c->keep_alive ? "keep-alive" : "close",
-                     req->id);
-    size_t len = (size_t)n;
-    if (content_type)
-        len += (size_t)snprintf(p + len, cap - len, "Content-Type: %s\r\n", content_type);
-    if (chunked)
-        len += (size_t)snprintf(p + len, cap - len, "Transfer-Encoding: chunked\r\n");
+    char *q = p;
+    /* Built by hand: this runs once per response and printf would dominate it. */
+    char num[24];
+    AG_PUT_LIT(&q, "HTTP/1.1 ");
+    ag_put(&q, num, ag_fmt_u64(num, (uint64_t)status));
+    *q++ = ' ';
+    const char *st = status_text(status);
+    ag_put(&q, st, strlen(st));
+    AG_PUT_LIT(&q, "\r\nDate: ");
+    ag_put(&q, w->date, strlen(w->date));
+    if (c->keep_alive)
+        AG_PUT_LIT(&q, "\r\nConnection: keep-alive\r\n");
     else
-        len += (size_t)snprintf(p + len, cap - len, "Content-Length: %zu\r\n", content_length);
-    for (struct ag_req_header *h = req->_extra; h; h = h->next)
-        len += (size_t)snprintf(p + len, cap - len, "%s: %.*s\r\n", h->name, (int)h->value.len,
-                                h->value.ptr);
-    memcpy(p + len, "\r\n", 2);
-    len += 2;
+        AG_PUT_LIT(&q, "\r\nConnection: close\r\n");
+    AG_PUT_LIT(&q, "Access-Control-Allow-Origin: *\r\n"
+                   "Access-Control-Expose-Headers: x-request-id, x-aigate-cache, Retry-After, "
+                   "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset\r\n"
+                   "x-request-id: ");
+    ag_put(&q, req->id, strlen(req->id));
+    AG_PUT_LIT(&q, "\r\n");
+    if (content_type) {
+        AG_PUT_LIT(&q, "Content-Type: ");
+        ag_put(&q, content_type, strlen(content_type));
+        AG_PUT_LIT(&q, "\r\n");
+    }
+    if (chunked) {
+        AG_PUT_LIT(&q, "Transfer-Encoding: chunked\r\n");
+    } else {
+        AG_PUT_LIT(&q, "Content-Length: ");
+        ag_put(&q, num, ag_fmt_u64(num, content_length));
+        AG_PUT_LIT(&q, "\r\n");
+    }
+    for (struct ag_req_header *h = req->_extra; h; h = h->next) {
+        ag_put(&q, h->name, strlen(h->name));
+        AG_PUT_LIT(&q, ": ");
+        ag_put(&q, h->value.ptr, h->value.len);
+        AG_PUT_LIT(&q, "\r\n");
+    }
+    AG_PUT_LIT(&q, "\r\n");
+    size_t len = (size_t)(q - p);
     return uv_buf_init(p, (unsigned)len);
 }
 
@@ -588,8 +609,9 @@ static void req_reset(ag_conn_t *c)
     req->conn = c;
     req->worker = w;
     req->start_us = ag_mono_us();
-    snprintf(req->id, sizeof(req->id), "%08x%08llx", w->id_prefix,
-             (unsigned long long)++w->seq);
+    ag_fmt_hex(req->id, w->id_prefix, 8);
+    ag_fmt_hex(req->id + 8, ++w->seq, 8);
+    req->id[16] = '\0';
     req->head.content_length = -1;
     c->head_len = 0;
     c->body_len = 0;
