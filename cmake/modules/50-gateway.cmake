@@ -7,3 +7,9 @@ target_link_libraries(ag_core PUBLIC ag_http_parser ag_toml ag_usage_log ag_stor
   PkgConfig::JANSSON PkgConfig::CRYPTO Threads::Threads m)
 add_executable(aigate src/main.c)
 target_link_libraries(aigate ag_core ag_cli)
+
+# The gateway's JSON contract: unit tests and a fuzz target over its statics.
+ag_unit_test(test_gateway tests/unit/test_gateway.c)
+target_link_libraries(test_gateway ag_core)
+ag_fuzz_target(fuzz_json fuzz/fuzz_json.c)
+target_link_libraries(fuzz_json ag_core)

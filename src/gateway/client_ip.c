@@ -39,8 +39,8 @@ static bool parse_ip(const char *s, size_t len, int *family, unsigned char addr[
             return false;
         *end = '\0';
         p++;
-    } else if (strchr(p, '.') && strchr(p, ':')) {
-        *strchr(p, ':') = '\0';
+    } else if (strchr(p, '.') && strchr(p, ':') && strchr(p, ':') == strrchr(p, ':')) {
+        *strchr(p, ':') = '\0'; /* one colon: IPv4 with a port; IPv6 has several */
     }
     memset(addr, 0, 16);
     if (inet_pton(AF_INET, p, addr) == 1) {

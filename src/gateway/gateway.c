@@ -453,6 +453,20 @@ static void log_upstream_failure(const char *id, const ag_upstream_response_t *r
     json_decref(root);
 }
 
+/* A stop reason fit to store and replay: Anthropic's are short snake_case
+ * words; anything else (long, spaces, quotes) becomes end_turn. */
+static const char *safe_stop(const char *stop)
+{
+    size_t n = stop ? strlen(stop) : 0;
+    if (n == 0 || n > 40)
+        return "end_turn";
+    for (size_t i = 0; i < n; i++) {
+        if (!((stop[i] >= 'a' && stop[i] <= 'z') || stop[i] == '_'))
+            return "end_turn";
+    }
+    return stop;
+}
+
 static int64_t usage_int(json_t *usage, const char *name)
 {
     json_t *v = json_object_get(usage, name);
@@ -499,7 +513,7 @@ static shared_result_t *result_from_upstream(const char *id, const ag_upstream_r
     const char *stop = json_string_value(json_object_get(root, "stop_reason"));
     if (rc == 0 && cache_value) {
         rc = ag_buf_printf(cache_value, "%u %lld %lld %s\n", units, (long long)in, (long long)outt,
-                           stop && !strpbrk(stop, " \n") ? stop : "end_turn");
+                           safe_stop(stop));
         if (rc == 0)
             rc = ag_buf_append(cache_value, out.data, out.len);
         if (rc == 0)
@@ -1275,7 +1289,7 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
         int rc = ag_buf_printf(&v, "%u %lld %lld %s\n{\"output\":",
                                (unsigned)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len),
                                (long long)a->usage.input_tokens, (long long)a->usage.output_tokens,
-                               stop && *stop && !strpbrk(stop, " \n") ? stop : "end_turn");
+                               safe_stop(stop));
         if (rc == 0)
             rc = ag_json_append_string(&v, ag_str(a->text.data ? a->text.data : "", a->text.len));
         if (rc == 0)
@@ -1378,6 +1392,10 @@ static bool parse_entry(const ag_kv_value_t *v, cache_entry_t *e)
     memcpy(e->stop, end, slen);
     e->stop[slen] = '\0';
     e->raw = strcmp(e->stop, "raw") == 0;
+    /* The entry may have been written by hand (aigate kv key put): the stop
+     * reason goes into replayed JSON, so only a plain word passes. */
+    if (!e->raw)
+        memmove(e->stop, safe_stop(e->stop), strlen(safe_stop(e->stop)) + 1);
     e->json = nl + 1;
     e->jlen = v->len - (size_t)(nl + 1 - v->data);
     return true;
@@ -1411,7 +1429,7 @@ static bool entry_text(const cache_entry_t *e, ag_buf_t *text, long long *in, lo
         *in = usage_int(usage, "input_tokens");
         *out = usage_int(usage, "output_tokens");
         const char *sr = json_string_value(json_object_get(root, "stop_reason"));
-        snprintf(stop, 64, "%s", sr && !strpbrk(sr, "\"\\\n") ? sr : "end_turn");
+        snprintf(stop, 64, "%s", safe_stop(sr));
     }
     json_decref(root);
     return ok;
