@@ -87,6 +87,7 @@ struct ag_gateway {
     const ag_config_t *cfg;
     char *messages_url;
     char *api_key_header; /* "x-api-key: ..."; a secret: never logged */
+    const char *generate_headers[5]; /* the seed's upstream headers, NULL-terminated */
     ag_trusted_t *trusted;
     named_limiter_t generate_limit;
     named_limiter_t messages_limit;
@@ -168,6 +169,10 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         free(gw);
         return -ENOMEM;
     }
+    gw->generate_headers[0] = gw->api_key_header;
+    gw->generate_headers[1] = "anthropic-version: " ANTHROPIC_VERSION;
+    gw->generate_headers[2] = "content-type: application/json";
+    gw->generate_headers[3] = "accept: application/json";
     for (unsigned i = 0; i < FLIGHT_SHARDS; i++)
         pthread_mutex_init(&gw->flights[i].lock, NULL);
     for (unsigned i = 0; i < MAX_WORKERS; i++)
@@ -869,27 +874,23 @@ static void fetch_done(void *ctx, const ag_upstream_response_t *resp)
     free(f);
 }
 
-static const char *const *upstream_headers(ag_gateway_t *gw, size_t *n)
-{
-    static _Thread_local const char *headers[4];
-    headers[0] = gw->api_key_header;
-    headers[1] = "anthropic-version: " ANTHROPIC_VERSION;
-    headers[2] = "content-type: application/json";
-    headers[3] = "accept: application/json";
-    *n = 4;
-    return headers;
-}
-
-static ag_upstream_request_t upstream_request(ag_gateway_t *gw, const char *body, size_t len)
+/* An upstream call: the gateway's URL and timeouts, the given NULL-terminated
+ * header lines. A stream gets an idle timeout instead of a total one, so a
+ * long healthy stream is never cut while a stalled one is. */
+static ag_upstream_request_t upstream_request(ag_gateway_t *gw, const char *const *headers,
+                                              ag_str_t body, bool stream)
 {
     ag_upstream_request_t u = {
         .url = gw->messages_url,
-        .body = body,
-        .body_len = len,
+        .headers = headers,
+        .body = body.ptr,
+        .body_len = body.len,
         .connect_timeout_ms = gw->cfg->upstream_connect_timeout_ms,
-        .timeout_ms = gw->cfg->upstream_timeout_ms,
+        .timeout_ms = stream ? 0 : gw->cfg->upstream_timeout_ms,
+        .idle_timeout_ms = stream ? gw->cfg->stream_idle_timeout_ms : 0,
     };
-    u.headers = upstream_headers(gw, &u.nheaders);
+    while (headers[u.nheaders])
+        u.nheaders++;
     return u;
 }
 
@@ -907,7 +908,8 @@ static void start_fetch(gw_worker_t *gww, const unsigned char *key, const char *
         f->body = copy;
         f->body_len = body.len;
         f->fill = fill;
-        ag_upstream_request_t u = upstream_request(gww->gw, f->body, f->body_len);
+        ag_upstream_request_t u = upstream_request(gww->gw, gww->gw->generate_headers,
+                                                   ag_str(f->body, f->body_len), false);
         rc = ag_upstream_start(gww->upstream, &u, fetch_done, f, &f->xfer);
     }
     if (rc < 0) {
@@ -940,7 +942,7 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
 typedef enum { RELAY_GENERATE, RELAY_MESSAGES } relay_kind_t;
 static void relay_start(gw_worker_t *gww, ag_req_t *req, relay_kind_t kind, ag_str_t body,
                         const char *const *headers, const char *kv_key, usage_t *usage);
-static const char *const *upstream_headers_list(ag_gateway_t *gw, ag_req_t *req, bool passthrough);
+static const char *const *passthrough_headers(ag_gateway_t *gw, ag_req_t *req);
 
 static void gen_cleanup(void *p)
 {
@@ -1108,7 +1110,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
         ag_str_t sbody = ag_str(ag_pool_printf(&req->pool, "%.*s,\"stream\":true}",
                                                (int)(g->body.len - 1), g->body.ptr),
                                 g->body.len + 14);
-        relay_start(gww, req, RELAY_GENERATE, sbody, upstream_headers_list(gw, req, false),
+        relay_start(gww, req, RELAY_GENERATE, sbody, gw->generate_headers,
                     gw->cache && !no_store ? kv_key : NULL, &g->usage);
         return;
     }
@@ -1120,7 +1122,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     }
     req->on_abort = gen_abort;
     if (no_store) {
-        ag_upstream_request_t u = upstream_request(gw, g->body.ptr, g->body.len);
+        ag_upstream_request_t u = upstream_request(gw, gw->generate_headers, g->body, false);
         int rc = ag_upstream_start(gww->upstream, &u, gen_upstream_done, g, &g->xfer);
         if (rc < 0) {
             ag_log_error("request %s: cannot start the upstream call: %s", req->id,
@@ -1323,20 +1325,8 @@ static void relay_start(gw_worker_t *gww, ag_req_t *req, relay_kind_t kind, ag_s
     ag_anthropic_stream_init(&r->acc, 4u << 20);
     req->handler_data = r;
     ag_pool_on_clear(&req->pool, relay_cleanup, r);
-    size_t n = 0;
-    while (headers[n])
-        n++;
-    ag_upstream_request_t u = {
-        .url = gw->messages_url,
-        .headers = headers,
-        .nheaders = n,
-        .body = body.ptr,
-        .body_len = body.len,
-        .connect_timeout_ms = gw->cfg->upstream_connect_timeout_ms,
-        /* No total timeout: a long healthy stream must not be cut. A stall is. */
-        .idle_timeout_ms = gw->cfg->stream_idle_timeout_ms,
-        .on_data = relay_on_data,
-    };
+    ag_upstream_request_t u = upstream_request(gw, headers, body, true);
+    u.on_data = relay_on_data;
     int rc = ag_upstream_start(gww->upstream, &u, relay_done, r, &r->xfer);
     if (rc < 0) {
         ag_log_error("request %s: cannot start the upstream call: %s", req->id, ag_strerror(rc));
@@ -1349,27 +1339,25 @@ static void relay_start(gw_worker_t *gww, ag_req_t *req, relay_kind_t kind, ag_s
     req->on_abort = relay_abort;
 }
 
-/* Builds the upstream header list in the request pool: our key, never the
- * client's; the client's anthropic-version and anthropic-beta when passing through. */
-static const char *const *upstream_headers_list(ag_gateway_t *gw, ag_req_t *req, bool passthrough)
+/* The header lines for /v1/messages, in the request pool: our key, never the
+ * client's; the client's anthropic-version (ours when absent) and anthropic-beta. */
+static const char *const *passthrough_headers(ag_gateway_t *gw, ag_req_t *req)
 {
     const char **h = ag_pool_alloc(&req->pool, 6 * sizeof(char *));
     size_t n = 0;
     h[n++] = gw->api_key_header;
-    ag_str_t ver = passthrough ? ag_req_header(req, "anthropic-version") : AG_STR_NULL;
+    ag_str_t ver = ag_req_header(req, "anthropic-version");
     h[n++] = ver.len ? ag_pool_printf(&req->pool, "anthropic-version: %.*s", (int)ver.len, ver.ptr)
                      : "anthropic-version: " ANTHROPIC_VERSION;
-    ag_str_t beta = passthrough ? ag_req_header(req, "anthropic-beta") : AG_STR_NULL;
+    ag_str_t beta = ag_req_header(req, "anthropic-beta");
     if (beta.len)
         h[n++] = ag_pool_printf(&req->pool, "anthropic-beta: %.*s", (int)beta.len, beta.ptr);
     h[n++] = "content-type: application/json";
-    h[n++] = passthrough ? "accept: application/json, text/event-stream" : "accept: application/json";
+    h[n++] = "accept: application/json, text/event-stream";
     h[n] = NULL;
     return h;
 }
 
-/* Replays a cached answer as Anthropic's event stream, so a streaming client
- * served from the cache sees the same event sequence as a live one. */
 /* A cache entry: "in out stop\n" (three fields after a UTF-16 length) then JSON. */
 static bool parse_entry(const ag_kv_value_t *v, cache_entry_t *e)
 {
@@ -1689,7 +1677,7 @@ static void handle_messages(ag_req_t *req, gw_worker_t *gww)
     }
     if (!cacheable || no_store)
         m->kv_key[0] = '\0';
-    const char *const *headers = upstream_headers_list(gw, req, true);
+    const char *const *headers = passthrough_headers(gw, req);
     if (stream) {
         json_decref(m->root);
         m->root = NULL;
@@ -1697,18 +1685,7 @@ static void handle_messages(ag_req_t *req, gw_worker_t *gww)
                     &m->usage);
         return;
     }
-    size_t n = 0;
-    while (headers[n])
-        n++;
-    ag_upstream_request_t u = {
-        .url = gw->messages_url,
-        .headers = headers,
-        .nheaders = n,
-        .body = req->body.ptr,
-        .body_len = req->body.len,
-        .connect_timeout_ms = gw->cfg->upstream_connect_timeout_ms,
-        .timeout_ms = gw->cfg->upstream_timeout_ms,
-    };
+    ag_upstream_request_t u = upstream_request(gw, headers, req->body, false);
     int rc = ag_upstream_start(gww->upstream, &u, msg_done, m, &m->xfer);
     if (rc < 0) {
         messages_error(req, 502, "api_error", "Upstream connection failed");
