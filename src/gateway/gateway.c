@@ -116,6 +116,10 @@ struct gw_worker {
     unsigned index;
     uv_loop_t *loop;
     uv_async_t mail;
+    uv_timer_t sweep;   /* worker 0 only: reclaims expired cache entries */
+    uv_work_t sweep_work;
+    bool sweeping;
+    bool closed;
     fetch_t *fetches;
 };
 
@@ -291,6 +295,39 @@ static void on_mail(uv_async_t *a);
 static void sha256_thread_done(void);
 static void flight_deliver(gw_worker_t *gww, const unsigned char *key, shared_result_t *res);
 
+/* Expired entries are invisible at once (the store checks on read); this
+ * gives their space back, off the loop thread, a bounded batch at a time. */
+#define SWEEP_INTERVAL_MS 60000
+#define SWEEP_BATCH 10000
+
+static void sweep_work(uv_work_t *w)
+{
+    gw_worker_t *gww = w->data;
+    int n = ag_kv_sweep(gww->gw->cache, SWEEP_BATCH);
+    if (n > 0)
+        ag_log_debug("cache sweep: %d expired entries reclaimed", n);
+}
+
+static void sweep_done(uv_work_t *w, int status)
+{
+    gw_worker_t *gww = w->data;
+    AG_UNUSED(status);
+    gww->sweeping = false;
+    if (gww->closed)
+        free(gww); /* the worker closed while this ran */
+}
+
+static void on_sweep_timer(uv_timer_t *t)
+{
+    gw_worker_t *gww = t->data;
+    if (gww->sweeping)
+        return;
+    gww->sweeping = true;
+    gww->sweep_work.data = gww;
+    if (uv_queue_work(gww->loop, &gww->sweep_work, sweep_work, sweep_done) < 0)
+        gww->sweeping = false;
+}
+
 static int worker_init(ag_worker_t *w, void *server_ctx, void **worker_ctx)
 {
     if (ag_worker_index(w) >= MAX_WORKERS)
@@ -308,6 +345,12 @@ static int worker_init(ag_worker_t *w, void *server_ctx, void **worker_ctx)
     }
     uv_async_init(ag_worker_loop(w), &gww->mail, on_mail);
     gww->mail.data = gww;
+    uv_timer_init(ag_worker_loop(w), &gww->sweep);
+    gww->sweep.data = gww;
+    if (gww->index == 0 && gww->gw->cache) {
+        uv_timer_start(&gww->sweep, on_sweep_timer, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+        uv_unref((uv_handle_t *)&gww->sweep);
+    }
     mailbox_t *mb = &gww->gw->mailboxes[gww->index];
     pthread_mutex_lock(&mb->lock);
     mb->async = &gww->mail;
@@ -318,7 +361,15 @@ static int worker_init(ag_worker_t *w, void *server_ctx, void **worker_ctx)
 
 static void on_mail_closed(uv_handle_t *h)
 {
-    free(h->data);
+    gw_worker_t *gww = h->data;
+    gww->closed = true;
+    if (!gww->sweeping)
+        free(gww);
+}
+
+static void on_sweep_closed(uv_handle_t *h)
+{
+    AG_UNUSED(h);
 }
 
 static void worker_fini(ag_worker_t *w, void *worker_ctx)
@@ -341,6 +392,7 @@ static void worker_fini(ag_worker_t *w, void *worker_ctx)
         free(f);
     }
     ag_upstream_close(gww->upstream);
+    uv_close((uv_handle_t *)&gww->sweep, on_sweep_closed);
     uv_close((uv_handle_t *)&gww->mail, on_mail_closed);
     sha256_thread_done();
 }
