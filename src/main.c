@@ -203,8 +203,8 @@ static int run_server(int argc, char **argv, bool dev)
     }
     if (rc == 0) {
         ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
-                    AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv),
-                    cfg.threads, cfg.threads == 1 ? "" : "s", cfg.upstream,
+                    AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv), cfg.threads,
+                    cfg.threads == 1 ? "" : "s", cfg.upstream,
                     cfg.path ? cfg.path : "(embedded defaults)");
         running_server = srv;
         uv_loop_t loop;
@@ -283,10 +283,12 @@ static const struct ag_cmd {
     const char *name;
     int (*fn)(int, char **);
 } cmds[] = {
-    {"--help", cmd_help}, {"--version", cmd_version}, {"-h", cmd_help},
-    {"config", cmd_config}, {"dev", cmd_dev},         {"help", cmd_help},
-    {"kv", cmd_kv},         {"r2", cmd_r2},           {"secret", cmd_secret},
-    {"serve", cmd_serve},   {"version", cmd_version},
+    {"--help", cmd_help},     {"--version", cmd_version},
+    {"-h", cmd_help},         {"config", cmd_config},
+    {"dev", cmd_dev},         {"help", cmd_help},
+    {"kv", cmd_kv},           {"r2", cmd_r2},
+    {"secret", cmd_secret},   {"serve", cmd_serve},
+    {"version", cmd_version},
 };
 
 int main(int argc, char **argv)

@@ -20,7 +20,16 @@
 #include "util/buf.h"
 #include "util/errors.h"
 
-typedef enum { K_STRING, K_UINT, K_SIZE, K_SECONDS, K_BOOL, K_PORT, K_MODELS, K_STRLIST } key_type_t;
+typedef enum {
+    K_STRING,
+    K_UINT,
+    K_SIZE,
+    K_SECONDS,
+    K_BOOL,
+    K_PORT,
+    K_MODELS,
+    K_STRLIST
+} key_type_t;
 
 typedef struct cfg_key {
     const char *name;
@@ -55,13 +64,14 @@ static const cfg_key_t aigate_keys[] = {
      "seconds in-flight requests get to finish on shutdown"},
     {"upstream", K_STRING, 0, 0, 0, "https://api.anthropic.com", OFF(upstream),
      "Anthropic API base URL"},
-    {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL,
-     OFF(upstream_connect_timeout_ms), "seconds to connect to upstream"},
+    {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL, OFF(upstream_connect_timeout_ms),
+     "seconds to connect to upstream"},
     {"upstream_timeout", K_SECONDS, 0.001, 3600, 120, NULL, OFF(upstream_timeout_ms),
      "seconds for a whole non-streaming upstream call"},
     {"stream_idle_timeout", K_SECONDS, 0.001, 3600, 60, NULL, OFF(stream_idle_timeout_ms),
      "seconds a stream may go without a byte (pings count) before it is cut"},
-    {"data_dir", K_STRING, 0, 0, 0, "./.aigate", OFF(data_dir), "folder for KV stores, buckets, secrets"},
+    {"data_dir", K_STRING, 0, 0, 0, "./.aigate", OFF(data_dir),
+     "folder for KV stores, buckets, secrets"},
     {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr"},
     {"prompt_max_length", K_UINT, 1, 1 << 24, 4000, NULL, OFF(prompt_max_length),
      "longest prompt, in UTF-16 code units (JavaScript's length)"},
@@ -75,7 +85,8 @@ static const cfg_key_t aigate_keys[] = {
     {"trusted_proxies", K_STRLIST, 0, 0, 0, NULL, OFF(trusted_proxies),
      "addresses or CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed"},
     {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache /api/generate answers"},
-    {"cache_ttl", K_SECONDS, 1, 31536000, 3600, NULL, OFF(cache_ttl_ms), "seconds a cached answer lives"},
+    {"cache_ttl", K_SECONDS, 1, 31536000, 3600, NULL, OFF(cache_ttl_ms),
+     "seconds a cached answer lives"},
     {"cache_binding", K_STRING, 0, 0, 0, "CACHE", OFF(cache_binding),
      "KV namespace binding that holds the cache"},
     {"usage_log", K_BOOL, 0, 1, 1, NULL, OFF(usage_log), "write usage entries to the object store"},
@@ -87,14 +98,58 @@ static const cfg_key_t aigate_keys[] = {
 
 /* Top-level keys that wrangler.toml may hold; we read some and accept the rest. */
 static const char *const wrangler_keys[] = {
-    "account_id", "aigate", "ai", "alias", "analytics_engine_datasets", "assets", "base_dir",
-    "browser", "build", "compatibility_date", "compatibility_flags", "d1_databases", "define",
-    "dev", "durable_objects", "env", "find_additional_modules", "hyperdrive", "keep_vars",
-    "kv_namespaces", "limits", "logpush", "main", "migrations", "minify", "mtls_certificates",
-    "name", "no_bundle", "node_compat", "observability", "placement", "preserve_file_names",
-    "queues", "r2_buckets", "route", "routes", "rules", "send_metrics", "services", "site",
-    "tail_consumers", "triggers", "tsconfig", "unsafe", "upload_source_maps", "usage_model",
-    "vars", "vectorize", "version_metadata", "workers_dev", "workflows", "zone_id",
+    "account_id",
+    "aigate",
+    "ai",
+    "alias",
+    "analytics_engine_datasets",
+    "assets",
+    "base_dir",
+    "browser",
+    "build",
+    "compatibility_date",
+    "compatibility_flags",
+    "d1_databases",
+    "define",
+    "dev",
+    "durable_objects",
+    "env",
+    "find_additional_modules",
+    "hyperdrive",
+    "keep_vars",
+    "kv_namespaces",
+    "limits",
+    "logpush",
+    "main",
+    "migrations",
+    "minify",
+    "mtls_certificates",
+    "name",
+    "no_bundle",
+    "node_compat",
+    "observability",
+    "placement",
+    "preserve_file_names",
+    "queues",
+    "r2_buckets",
+    "route",
+    "routes",
+    "rules",
+    "send_metrics",
+    "services",
+    "site",
+    "tail_consumers",
+    "triggers",
+    "tsconfig",
+    "unsafe",
+    "upload_source_maps",
+    "usage_model",
+    "vars",
+    "vectorize",
+    "version_metadata",
+    "workers_dev",
+    "workflows",
+    "zone_id",
 };
 
 static char *xstrdup(const char *s)
@@ -396,8 +451,10 @@ static void load_prices(loader_t *ld, const ag_toml_value_t *t)
         double in, out;
         if (ag_toml_type(v) != AG_TOML_TABLE || !get_number(ag_toml_table_get(v, "input"), &in) ||
             !get_number(ag_toml_table_get(v, "output"), &out) || in < 0 || out < 0) {
-            report(ld, v, "aigate.prices.\"%.*s\" must be { input = N, output = N } (USD per million tokens)",
-                   (int)mlen, model);
+            report(
+                ld, v,
+                "aigate.prices.\"%.*s\" must be { input = N, output = N } (USD per million tokens)",
+                (int)mlen, model);
             continue;
         }
         char *m = xstrndup(model, mlen);
@@ -468,12 +525,13 @@ static void load_unsafe(loader_t *ld, const ag_toml_value_t *unsafe)
                    name);
             continue;
         }
-        ag_config_ratelimit_t *p = realloc(ld->cfg->ratelimits, (ld->cfg->nratelimits + 1) * sizeof(*p));
+        ag_config_ratelimit_t *p =
+            realloc(ld->cfg->ratelimits, (ld->cfg->nratelimits + 1) * sizeof(*p));
         AG_ASSERT(p != NULL);
         ld->cfg->ratelimits = p;
-        p[ld->cfg->nratelimits++] = (ag_config_ratelimit_t){
-            xstrndup(name, strnlen(name, nlen)), xstrndup(ns, strnlen(ns, nslen)), (unsigned)limit,
-            (unsigned)period};
+        p[ld->cfg->nratelimits++] = (ag_config_ratelimit_t){xstrndup(name, strnlen(name, nlen)),
+                                                            xstrndup(ns, strnlen(ns, nslen)),
+                                                            (unsigned)limit, (unsigned)period};
     }
 }
 
@@ -761,8 +819,8 @@ void ag_config_print_reference(FILE *out)
     fprintf(out, "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
     for (size_t i = 0; i < AG_ARRAY_LEN(aigate_keys); i++) {
         const cfg_key_t *k = &aigate_keys[i];
-        static const char *tn[] = {"string", "integer", "bytes", "seconds", "bool", "port",
-                                   "string list", "string list"};
+        static const char *tn[] = {"string", "integer", "bytes",       "seconds",
+                                   "bool",   "port",    "string list", "string list"};
         char def[64], range[64] = "";
         if (k->type == K_STRING)
             snprintf(def, sizeof(def), "`\"%s\"`", k->def_str);

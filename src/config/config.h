@@ -53,7 +53,7 @@ typedef struct ag_config {
     char **models; /* allowlist: [aigate] models + DEFAULT_MODEL; NULL-terminated */
     size_t nmodels;
     /* rate limiting of the AI routes */
-    unsigned rate_limit;      /* requests per rate_period per client */
+    unsigned rate_limit; /* requests per rate_period per client */
     unsigned rate_period_s;
     char *rate_limit_binding; /* name of a ratelimit binding whose numbers apply, or NULL */
     char **trusted_proxies;   /* addresses/CIDRs whose forwarding headers are believed */

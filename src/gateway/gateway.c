@@ -53,8 +53,8 @@ typedef struct shared_result {
 typedef struct waiter {
     struct waiter *next;
     unsigned worker;
-    gen_req_t *g;          /* valid while !cancelled; touched only by `worker`'s thread */
-    shared_result_t *res;  /* set by the delivering thread */
+    gen_req_t *g;         /* valid while !cancelled; touched only by `worker`'s thread */
+    shared_result_t *res; /* set by the delivering thread */
     bool cancelled;
 } waiter_t;
 
@@ -86,7 +86,7 @@ typedef struct named_limiter {
 struct ag_gateway {
     const ag_config_t *cfg;
     char *messages_url;
-    char *api_key_header; /* "x-api-key: ..."; a secret: never logged */
+    char *api_key_header;            /* "x-api-key: ..."; a secret: never logged */
     const char *generate_headers[5]; /* the seed's upstream headers, NULL-terminated */
     ag_trusted_t *trusted;
     named_limiter_t generate_limit;
@@ -116,7 +116,7 @@ struct gw_worker {
     unsigned index;
     uv_loop_t *loop;
     uv_async_t mail;
-    uv_timer_t sweep;   /* worker 0 only: reclaims expired cache entries */
+    uv_timer_t sweep; /* worker 0 only: reclaims expired cache entries */
     uv_work_t sweep_work;
     bool sweeping;
     bool closed;
@@ -190,16 +190,18 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
     /* The route's limit: numbers from [aigate], or a named ratelimit binding.
      * Bindings with one namespace_id would share a limiter (one binding per
      * route today, so one limiter). */
-    const ag_config_ratelimit_t *rl =
-        cfg->rate_limit_binding && *cfg->rate_limit_binding
-            ? ag_config_ratelimit(cfg, cfg->rate_limit_binding)
-            : NULL;
+    const ag_config_ratelimit_t *rl = cfg->rate_limit_binding && *cfg->rate_limit_binding
+                                          ? ag_config_ratelimit(cfg, cfg->rate_limit_binding)
+                                          : NULL;
     for (int i = 0; i < 2; i++) {
         named_limiter_t *nl = i == 0 ? &gw->generate_limit : &gw->messages_limit;
         nl->limit = rl ? rl->limit : cfg->rate_limit;
         nl->period_s = rl ? rl->period_s : cfg->rate_period_s;
-        nl->name = strdup(rl ? rl->namespace_id : i == 0 ? "route:/api/generate" : "route:/v1/messages");
-        ag_limiter_config_t lc = {.limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
+        nl->name = strdup(rl       ? rl->namespace_id
+                          : i == 0 ? "route:/api/generate"
+                                   : "route:/v1/messages");
+        ag_limiter_config_t lc = {
+            .limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
         rc = nl->name ? ag_limiter_new(&lc, &nl->lim) : -ENOMEM;
         if (rc < 0) {
             ag_log_error("cannot create the rate limiter: %s", ag_strerror(rc));
@@ -429,7 +431,8 @@ static void usage_record(void *p)
 }
 
 /* Starts recording: from here on the request gets exactly one usage entry. */
-static void usage_begin(usage_t *u, gw_worker_t *gww, ag_req_t *req, uint32_t prompt_units, bool stream)
+static void usage_begin(usage_t *u, gw_worker_t *gww, ag_req_t *req, uint32_t prompt_units,
+                        bool stream)
 {
     u->req = req;
     u->log = gww->gw->usage_log;
@@ -440,7 +443,8 @@ static void usage_begin(usage_t *u, gw_worker_t *gww, ag_req_t *req, uint32_t pr
 
 /* ---- /api/generate: results ----------------------------------------------- */
 
-static shared_result_t *result_new(int status, ag_str_t body, uint32_t units, int64_t in, int64_t out)
+static shared_result_t *result_new(int status, ag_str_t body, uint32_t units, int64_t in,
+                                   int64_t out)
 {
     shared_result_t *r = malloc(sizeof(*r) + body.len);
     if (!r)
@@ -790,7 +794,7 @@ static void cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_bu
         free(cf);
 }
 
-static EVP_MD *sha256_md;                 /* fetched once, kept for the process */
+static EVP_MD *sha256_md;                    /* fetched once, kept for the process */
 static _Thread_local EVP_MD_CTX *sha256_ctx; /* per thread; freed by sha256_thread_done() */
 
 static void sha256_thread_done(void)
@@ -859,8 +863,8 @@ static void usage_from_entry(usage_t *u, const cache_entry_t *e)
     u->out = e->out;
 }
 
-static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key, const ag_str_t *stream_model,
-                         usage_t *usage)
+static bool cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key,
+                         const ag_str_t *stream_model, usage_t *usage)
 {
     ag_kv_value_t v;
     if (!gww->gw->cache || ag_kv_get(gww->gw->cache, key, strlen(key), &v) != 0)
@@ -946,8 +950,8 @@ static ag_upstream_request_t upstream_request(ag_gateway_t *gw, const char *cons
     return u;
 }
 
-static void start_fetch(gw_worker_t *gww, const unsigned char *key, const char *kv_key, ag_str_t body,
-                        bool fill)
+static void start_fetch(gw_worker_t *gww, const unsigned char *key, const char *kv_key,
+                        ag_str_t body, bool fill)
 {
     fetch_t *f = calloc(1, sizeof(*f));
     char *copy = f ? malloc(body.len) : NULL;
@@ -1024,8 +1028,8 @@ static ag_str_t build_upstream_body(ag_pool_t *pool, ag_str_t model, unsigned ma
     if (rc == 0)
         rc = ag_json_append_string(&b, model);
     if (rc == 0)
-        rc = ag_buf_printf(&b, ",\"max_tokens\":%u,\"messages\":[{\"role\":\"user\",\"content\":",
-                           max_tokens);
+        rc = ag_buf_printf(
+            &b, ",\"max_tokens\":%u,\"messages\":[{\"role\":\"user\",\"content\":", max_tokens);
     if (rc == 0)
         rc = ag_json_append_string(&b, prompt);
     if (rc == 0)
@@ -1053,11 +1057,17 @@ static bool has_token(ag_str_t header, const char *token)
 static const char *period_word(unsigned period_s, char *buf, size_t len)
 {
     switch (period_s) {
-    case 1: return "second";
-    case 60: return "minute";
-    case 3600: return "hour";
-    case 86400: return "day";
-    default: snprintf(buf, len, "%u seconds", period_s); return buf;
+    case 1:
+        return "second";
+    case 60:
+        return "minute";
+    case 3600:
+        return "hour";
+    case 86400:
+        return "day";
+    default:
+        snprintf(buf, len, "%u seconds", period_s);
+        return buf;
     }
 }
 
@@ -1319,7 +1329,8 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
             forward_upstream_headers(req, resp->headers);
             ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
             ag_req_respond(req, resp->status,
-                           ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len) : "application/json",
+                           ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len)
+                                  : "application/json",
                            resp->body);
             return;
         }
@@ -1330,7 +1341,8 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
             ag_req_respond_error(req, 502, msg_ai_error);
         return;
     }
-    relay_account(r, resp->error || !ag_anthropic_stream_complete(&r->acc) ? "upstreamError" : "ok");
+    relay_account(r,
+                  resp->error || !ag_anthropic_stream_complete(&r->acc) ? "upstreamError" : "ok");
     if (resp->error) {
         /* Mid-stream failure: tell the client in the stream's own terms, then end. */
         log_upstream_failure(req->id, resp);
@@ -1339,21 +1351,21 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
         const ag_anthropic_stream_t *a = &r->acc;
         ag_buf_t v;
         ag_buf_init(&v, 0);
-        const char *stop = a->stop_reason.len ? ag_buf_cstr((ag_buf_t *)&a->stop_reason) : "end_turn";
-        int rc = ag_buf_printf(&v, "%u %lld %lld %s\n{\"output\":",
-                               (unsigned)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len),
-                               (long long)a->usage.input_tokens, (long long)a->usage.output_tokens,
-                               safe_stop(stop));
+        const char *stop =
+            a->stop_reason.len ? ag_buf_cstr((ag_buf_t *)&a->stop_reason) : "end_turn";
+        int rc = ag_buf_printf(
+            &v, "%u %lld %lld %s\n{\"output\":",
+            (unsigned)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len),
+            (long long)a->usage.input_tokens, (long long)a->usage.output_tokens, safe_stop(stop));
         if (rc == 0)
             rc = ag_json_append_string(&v, ag_str(a->text.data ? a->text.data : "", a->text.len));
         if (rc == 0)
-            rc = ag_buf_printf(&v,
-                               ",\"usage\":{\"input_tokens\":%lld,\"cache_creation_input_tokens\":%lld,"
-                               "\"cache_read_input_tokens\":%lld,\"output_tokens\":%lld}}",
-                               (long long)a->usage.input_tokens,
-                               (long long)a->usage.cache_creation_input_tokens,
-                               (long long)a->usage.cache_read_input_tokens,
-                               (long long)a->usage.output_tokens);
+            rc = ag_buf_printf(
+                &v,
+                ",\"usage\":{\"input_tokens\":%lld,\"cache_creation_input_tokens\":%lld,"
+                "\"cache_read_input_tokens\":%lld,\"output_tokens\":%lld}}",
+                (long long)a->usage.input_tokens, (long long)a->usage.cache_creation_input_tokens,
+                (long long)a->usage.cache_read_input_tokens, (long long)a->usage.output_tokens);
         if (rc == 0)
             cache_fill(r->gww, r->gww->loop, r->kv_key, &v);
         ag_buf_fini(&v);
@@ -1450,7 +1462,8 @@ static bool entry_text(const cache_entry_t *e, ag_buf_t *text, long long *in, lo
     bool ok = false;
     if (!e->raw) {
         json_t *t = json_object_get(root, "output");
-        ok = json_is_string(t) && ag_buf_append(text, json_string_value(t), json_string_length(t)) == 0;
+        ok = json_is_string(t) &&
+             ag_buf_append(text, json_string_value(t), json_string_length(t)) == 0;
         *in = e->in;
         *out = e->out;
         snprintf(stop, 64, "%s", e->stop);
@@ -1503,13 +1516,14 @@ static bool replay_stream(ag_req_t *req, ag_str_t model, ag_str_t text, long lon
     if (rc == 0)
         rc = ag_json_append_string(&b, text);
     if (rc == 0)
-        rc = ag_buf_printf(&b,
-                           "}}\n\nevent: content_block_stop\ndata: {\"type\":\"content_block_stop\","
-                           "\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\","
-                           "\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null},\"usage\":"
-                           "{\"output_tokens\":%lld}}\n\nevent: message_stop\ndata: "
-                           "{\"type\":\"message_stop\"}\n\n",
-                           stop, out);
+        rc =
+            ag_buf_printf(&b,
+                          "}}\n\nevent: content_block_stop\ndata: {\"type\":\"content_block_stop\","
+                          "\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\","
+                          "\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null},\"usage\":"
+                          "{\"output_tokens\":%lld}}\n\nevent: message_stop\ndata: "
+                          "{\"type\":\"message_stop\"}\n\n",
+                          stop, out);
     if (rc == 0) {
         ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
         ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
@@ -1533,8 +1547,9 @@ static bool respond_message(ag_req_t *req, ag_str_t model, const cache_entry_t *
     long long in, out;
     char stop[64];
     bool ok = entry_text(e, &text, &in, &out, stop);
-    int rc = ok ? ag_buf_printf(&b, "{\"id\":\"msg_aigate_%s\",\"type\":\"message\",\"role\":"
-                                    "\"assistant\",\"model\":",
+    int rc = ok ? ag_buf_printf(&b,
+                                "{\"id\":\"msg_aigate_%s\",\"type\":\"message\",\"role\":"
+                                "\"assistant\",\"model\":",
                                 req->id)
                 : -1;
     if (rc == 0)
@@ -1670,8 +1685,10 @@ static void handle_messages(ag_req_t *req, gw_worker_t *gww)
     }
     json_t *model = json_object_get(m->root, "model");
     if (json_is_string(model)) {
-        req->log_model = ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
-        if (!ag_config_model_allowed(gw->cfg, json_string_value(model), json_string_length(model))) {
+        req->log_model =
+            ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
+        if (!ag_config_model_allowed(gw->cfg, json_string_value(model),
+                                     json_string_length(model))) {
             messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
             return;
         }
@@ -1682,7 +1699,8 @@ static void handle_messages(ag_req_t *req, gw_worker_t *gww)
         return;
     /* The cache key covers the request without "stream" (so streamed and plain
      * requests share entries) and the headers that change the answer. */
-    ag_str_t ver = ag_req_header(req, "anthropic-version"), beta = ag_req_header(req, "anthropic-beta");
+    ag_str_t ver = ag_req_header(req, "anthropic-version"),
+             beta = ag_req_header(req, "anthropic-beta");
     json_object_del(m->root, "stream");
     char *canon = json_dumps(m->root, JSON_COMPACT | JSON_SORT_KEYS);
     unsigned char digest[SHA256_DIGEST_LENGTH];

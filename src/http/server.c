@@ -82,8 +82,8 @@ struct ag_conn {
     ag_buf_t in;
     conn_state_t state;
     size_t head_len;
-    size_t body_len;     /* Content-Length, or decoded bytes so far when chunked */
-    size_t leftover;     /* chunked: pipelined bytes after the body */
+    size_t body_len; /* Content-Length, or decoded bytes so far when chunked */
+    size_t leftover; /* chunked: pipelined bytes after the body */
     ag_http_chunked_decoder_t chunked;
     ag_http_header_t *headers; /* MAX_HEADERS entries from the request pool */
     ag_req_t req;
@@ -116,26 +116,46 @@ static void worker_maybe_stop(ag_worker_t *w);
 static const char *status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -434,7 +454,8 @@ static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, 
 {
     if (c->closing)
         return UV_EPIPE;
-    uv_buf_t bufs[3] = {uv_buf_init((char *)a, (unsigned)alen), uv_buf_init((char *)b, (unsigned)blen),
+    uv_buf_t bufs[3] = {uv_buf_init((char *)a, (unsigned)alen),
+                        uv_buf_init((char *)b, (unsigned)blen),
                         uv_buf_init((char *)z, (unsigned)zlen)};
     size_t total = alen + blen + zlen;
     size_t written = 0;
@@ -805,9 +826,10 @@ static void conn_process(ag_conn_t *c)
             }
             if (rc < 0) {
                 int st = ag_http_error_status(rc);
-                conn_fail(c, st, st == 501   ? "Not implemented"
-                                 : st == 505 ? "HTTP version not supported"
-                                             : "Bad request");
+                conn_fail(c, st,
+                          st == 501   ? "Not implemented"
+                          : st == 505 ? "HTTP version not supported"
+                                      : "Bad request");
                 continue;
             }
             c->head_len = (size_t)rc;
@@ -1074,7 +1096,8 @@ static int bind_listener(const char *host, int port, int *out_fd)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    socklen_t sl = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    socklen_t sl =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
         rc = -errno;
         close(fd);

@@ -62,13 +62,13 @@ struct ag_req {
     ag_conn_t *conn;
     ag_worker_t *worker;
     ag_http_request_head_t head;
-    ag_str_t body;          /* the whole body (Content-Length or de-chunked), in conn memory */
-    char id[24];            /* request id, also sent as x-request-id */
-    char client_ip[64];     /* socket peer address, text */
-    int64_t start_us;       /* monotonic */
-    int64_t upstream_us;    /* time spent waiting on upstream, for the access log */
-    const char *log_model;  /* model for the access log, or NULL; pool-owned */
-    void *handler_data;     /* the handler's own per-request state */
+    ag_str_t body;         /* the whole body (Content-Length or de-chunked), in conn memory */
+    char id[24];           /* request id, also sent as x-request-id */
+    char client_ip[64];    /* socket peer address, text */
+    int64_t start_us;      /* monotonic */
+    int64_t upstream_us;   /* time spent waiting on upstream, for the access log */
+    const char *log_model; /* model for the access log, or NULL; pool-owned */
+    void *handler_data;    /* the handler's own per-request state */
     void (*on_abort)(ag_req_t *req); /* the client went away before the response ended */
     /* private */
     struct ag_req_header *_extra; /* extra response headers, pool-owned */

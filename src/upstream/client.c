@@ -263,8 +263,8 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userp)
         long status = 0;
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 200 && status < 300) {
-            ag_str_t hdrs = ag_str(x->resp_headers.data ? x->resp_headers.data : "",
-                                   x->resp_headers.len);
+            ag_str_t hdrs =
+                ag_str(x->resp_headers.data ? x->resp_headers.data : "", x->resp_headers.len);
             int rc = x->on_data(x->ctx, (int)status, hdrs, data, len);
             if (rc == AG_EAGAIN) {
                 x->paused = true;
@@ -393,7 +393,8 @@ static void check_multi_info(ag_upstream_t *u)
             resp.status = (int)status; /* what arrived before the failure, if anything */
         }
         resp.body = ag_str(x->body.data ? x->body.data : "", x->body.len);
-        resp.headers = ag_str(x->resp_headers.data ? x->resp_headers.data : "", x->resp_headers.len);
+        resp.headers =
+            ag_str(x->resp_headers.data ? x->resp_headers.data : "", x->resp_headers.len);
         resp.duration_us = ag_mono_us() - x->start_us;
         xfer_unlink(x);
         ag_upstream_done_cb done = x->done;

@@ -23,8 +23,10 @@ TEST(upstream_body_is_exactly_the_seeds)
 TEST(text_blocks_are_joined_and_usage_passed_through)
 {
     static const char body[] =
-        "{\"content\":[{\"type\":\"thinking\",\"thinking\":\"x\"},{\"type\":\"text\",\"text\":\"Hel\"},"
-        "{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\",\"input\":{}},{\"type\":\"text\",\"text\":"
+        "{\"content\":[{\"type\":\"thinking\",\"thinking\":\"x\"},{\"type\":\"text\",\"text\":"
+        "\"Hel\"},"
+        "{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"n\",\"input\":{}},{\"type\":\"text\","
+        "\"text\":"
         "\"lo \xF0\x9F\x98\x80\"}],\"stop_reason\":\"tool_use\",\"usage\":{\"input_tokens\":7,"
         "\"output_tokens\":9}}";
     ag_upstream_response_t resp = {.status = 200, .body = AG_STR_LIT(body), .duration_us = 5};
@@ -39,9 +41,10 @@ TEST(text_blocks_are_joined_and_usage_passed_through)
     ASSERT_EQ(r->output_units, 8); /* "Hello " + a surrogate pair */
     ASSERT_EQ(r->input_tokens, 7);
     ASSERT_EQ(r->upstream_us, 5);
-    ASSERT_MEMEQ(value.data, value.len,
-                 "8 7 9 tool_use\n{\"output\":\"Hello \xF0\x9F\x98\x80\",\"usage\":{\"input_tokens\":"
-                 "7,\"output_tokens\":9}}");
+    ASSERT_MEMEQ(
+        value.data, value.len,
+        "8 7 9 tool_use\n{\"output\":\"Hello \xF0\x9F\x98\x80\",\"usage\":{\"input_tokens\":"
+        "7,\"output_tokens\":9}}");
     ag_kv_value_t v = {.data = value.data, .len = value.len};
     cache_entry_t e;
     ASSERT(parse_entry(&v, &e));

@@ -53,10 +53,10 @@ TEST(utf16_length_counts_like_javascript)
 {
     ASSERT_EQ(ag_utf16_length("", 0), 0);
     ASSERT_EQ(ag_utf16_length("abc", 3), 3);
-    ASSERT_EQ(ag_utf16_length("\xC3\xA9", 2), 1);             /* é */
+    ASSERT_EQ(ag_utf16_length("\xC3\xA9", 2), 1);                 /* é */
     ASSERT_EQ(ag_utf16_length("\xE4\xB8\xAD\xE6\x96\x87", 6), 2); /* 中文 */
-    ASSERT_EQ(ag_utf16_length("\xF0\x9F\x98\x80", 4), 2);     /* 😀: a surrogate pair */
-    ASSERT_EQ(ag_utf16_length("\xFF", 1), 1);                 /* invalid byte: one U+FFFD */
+    ASSERT_EQ(ag_utf16_length("\xF0\x9F\x98\x80", 4), 2);         /* 😀: a surrogate pair */
+    ASSERT_EQ(ag_utf16_length("\xFF", 1), 1);                     /* invalid byte: one U+FFFD */
 }
 
 TEST(utf8_validation_rejects_overlongs_and_surrogates)
