@@ -7,7 +7,7 @@ BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev l
 TEST_PKGS  := clang libclang-rt-14-dev curl
 BENCH_PKGS := wrk nginx-light
 
-.PHONY: all build release debug asan run test unit bench fuzz deps-build deps-test deps-bench \
+.PHONY: all build release debug asan run test unit bench fuzz docs deps-build deps-test deps-bench \
         format format-check clean
 
 all: build
@@ -73,6 +73,9 @@ fuzz: deps-test
 
 bench: deps-bench release
 	@bench/run.sh $(BENCH_ARGS)
+
+docs: debug
+	@{ cat docs/config.head.md; ./build/debug/aigate config reference; cat docs/config.tail.md; } > docs/config.md
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -78,10 +78,17 @@ static const cfg_key_t aigate_keys[] = {
     {"models", K_MODELS, 0, 0, 0, NULL, OFF(models),
      "models a client may ask for, besides DEFAULT_MODEL"},
     {"rate_limit", K_UINT, 1, 1e9, 20, NULL, OFF(rate_limit),
-     "requests per rate_period per client on the AI routes"},
+     "requests per rate_period per client on POST /api/generate"},
     {"rate_period", K_UINT, 1, 86400, 60, NULL, OFF(rate_period_s), "seconds of the rate window"},
     {"rate_limit_binding", K_STRING, 0, 0, 0, "", OFF(rate_limit_binding),
      "use the limit and period of this ratelimit binding ([[unsafe.bindings]]) instead"},
+    {"messages_rate_limit", K_UINT, 0, 1e9, 0, NULL, OFF(messages_rate_limit),
+     "requests per messages_rate_period per client on POST /v1/messages; 0: as rate_limit"},
+    {"messages_rate_period", K_UINT, 0, 86400, 0, NULL, OFF(messages_rate_period_s),
+     "seconds of the /v1/messages window; 0: as rate_period"},
+    {"messages_rate_limit_binding", K_STRING, 0, 0, 0, "", OFF(messages_rate_limit_binding),
+     "ratelimit binding for /v1/messages; \"\": as rate_limit_binding. Routes naming bindings "
+     "with one namespace_id share counters"},
     {"trusted_proxies", K_STRLIST, 0, 0, 0, NULL, OFF(trusted_proxies),
      "addresses or CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed"},
     {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache /api/generate answers"},
@@ -697,6 +704,13 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "rate_limit_binding"),
                "aigate.rate_limit_binding: no ratelimit binding named '%s' in [[unsafe.bindings]]",
                cfg->rate_limit_binding);
+    if (cfg->messages_rate_limit_binding && *cfg->messages_rate_limit_binding &&
+        !ag_config_ratelimit(cfg, cfg->messages_rate_limit_binding))
+        report(&ld,
+               ag_toml_table_get(ag_toml_table_get(root, "aigate"), "messages_rate_limit_binding"),
+               "aigate.messages_rate_limit_binding: no ratelimit binding named '%s' in "
+               "[[unsafe.bindings]]",
+               cfg->messages_rate_limit_binding);
     if (strncmp(cfg->upstream, "http://", 7) != 0 && strncmp(cfg->upstream, "https://", 8) != 0)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "upstream"),
                "aigate.upstream must be an http:// or https:// URL");

@@ -78,8 +78,9 @@ typedef struct mailbox {
 } mailbox_t;
 
 typedef struct named_limiter {
-    char *name;
+    char *name; /* the namespace: a binding's namespace_id, or the route */
     ag_limiter_t *lim;
+    bool shared; /* lim belongs to another route's limiter */
     unsigned limit, period_s;
 } named_limiter_t;
 
@@ -187,22 +188,37 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         ag_log_error("aigate.trusted_proxies: '%s' is not an address or CIDR", bad ? bad : "?");
         goto fail;
     }
-    /* The route's limit: numbers from [aigate], or a named ratelimit binding.
-     * Bindings with one namespace_id would share a limiter (one binding per
-     * route today, so one limiter). */
-    const ag_config_ratelimit_t *rl = cfg->rate_limit_binding && *cfg->rate_limit_binding
-                                          ? ag_config_ratelimit(cfg, cfg->rate_limit_binding)
-                                          : NULL;
+    /* Each route's limit: numbers from [aigate], or a named ratelimit binding. */
     for (int i = 0; i < 2; i++) {
         named_limiter_t *nl = i == 0 ? &gw->generate_limit : &gw->messages_limit;
-        nl->limit = rl ? rl->limit : cfg->rate_limit;
-        nl->period_s = rl ? rl->period_s : cfg->rate_period_s;
+        const char *bname = i == 1 && cfg->messages_rate_limit_binding &&
+                                    *cfg->messages_rate_limit_binding
+                                ? cfg->messages_rate_limit_binding
+                                : cfg->rate_limit_binding;
+        const ag_config_ratelimit_t *rl = bname && *bname ? ag_config_ratelimit(cfg, bname) : NULL;
+        unsigned limit = i == 1 && cfg->messages_rate_limit ? cfg->messages_rate_limit : cfg->rate_limit;
+        unsigned period = i == 1 && cfg->messages_rate_period_s ? cfg->messages_rate_period_s
+                                                                 : cfg->rate_period_s;
+        nl->limit = rl ? rl->limit : limit;
+        nl->period_s = rl ? rl->period_s : period;
         nl->name = strdup(rl       ? rl->namespace_id
                           : i == 0 ? "route:/api/generate"
                                    : "route:/v1/messages");
+        if (!nl->name) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        /* Bindings with one namespace_id share counters, as on Workers. */
+        if (i == 1 && strcmp(nl->name, gw->generate_limit.name) == 0) {
+            nl->lim = gw->generate_limit.lim;
+            nl->shared = true;
+            nl->limit = gw->generate_limit.limit;
+            nl->period_s = gw->generate_limit.period_s;
+            continue;
+        }
         ag_limiter_config_t lc = {
             .limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
-        rc = nl->name ? ag_limiter_new(&lc, &nl->lim) : -ENOMEM;
+        rc = ag_limiter_new(&lc, &nl->lim);
         if (rc < 0) {
             ag_log_error("cannot create the rate limiter: %s", ag_strerror(rc));
             goto fail;
@@ -270,7 +286,8 @@ void ag_gateway_free(ag_gateway_t *gw)
     ag_trusted_free(gw->trusted);
     ag_limiter_free(gw->generate_limit.lim);
     free(gw->generate_limit.name);
-    ag_limiter_free(gw->messages_limit.lim);
+    if (!gw->messages_limit.shared)
+        ag_limiter_free(gw->messages_limit.lim);
     free(gw->messages_limit.name);
     ag_kv_close(gw->cache);
     /* Every accepted entry reaches the bucket before we exit: close flushes. */

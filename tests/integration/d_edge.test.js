@@ -7,7 +7,7 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startGateway, startFake, generate, tmpdir, until } = require('./lib.js');
+const { startGateway, startFake, generate, request, tmpdir, until } = require('./lib.js');
 
 let up;
 
@@ -202,4 +202,51 @@ test('an unknown rate_limit_binding is a config error', async () => {
         startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: '[aigate]\nrate_limit_binding = "NOPE"\n' }),
         /no ratelimit binding named 'NOPE'/
     );
+});
+
+test('routes naming bindings with one namespace_id share counters; /v1/messages has its own keys', async () => {
+    const post = (g, body) => request(`${g.url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: { model: 'claude-haiku-4-5', max_tokens: 10, messages: [{ role: 'user', content: body }] },
+    });
+    const shared = `[[unsafe.bindings]]
+type = "ratelimit"
+name = "RATE_LIMITER"
+namespace_id = "1001"
+simple = { limit = 3, period = 60 }
+[[unsafe.bindings]]
+type = "ratelimit"
+name = "SAME_NAMESPACE"
+namespace_id = "1001"
+simple = { limit = 3, period = 60 }
+[aigate]
+rate_limit_binding = "RATE_LIMITER"
+messages_rate_limit_binding = "SAME_NAMESPACE"
+`;
+    let gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: shared, liftRateLimit: false });
+    try {
+        assert.equal((await generate(gw, { prompt: 'one' })).status, 200);
+        assert.equal((await generate(gw, { prompt: 'two' })).status, 200);
+        assert.equal((await post(gw, 'three')).status, 200);
+        const r = await post(gw, 'four');
+        assert.equal(r.status, 429);
+        assert.equal(r.json.type, 'error');
+        assert.equal(r.json.error.type, 'rate_limit_error');
+        assert.ok(Number(r.headers['retry-after']) >= 1);
+        assert.equal((await generate(gw, { prompt: 'five' })).status, 429);
+    } finally {
+        await gw.stop();
+    }
+    gw = await startGateway({
+        upstream: `http://127.0.0.1:${up.port}`,
+        config: '[aigate]\nrate_limit = 100\nmessages_rate_limit = 1\nmessages_rate_period = 60\n',
+    });
+    try {
+        assert.equal((await post(gw, 'first')).status, 200);
+        assert.equal((await post(gw, 'second')).status, 429);
+        assert.equal((await generate(gw, { prompt: 'generate is separate' })).status, 200);
+    } finally {
+        await gw.stop();
+    }
 });
