@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <uv.h>
 
@@ -174,6 +175,13 @@ static int run_server(int argc, char **argv, bool dev)
         ag_log_warn("ANTHROPIC_API_KEY is not set (environment or .dev.vars): AI routes will "
                     "answer 503 until it is");
     signal(SIGPIPE, SIG_IGN);
+    /* Every connection is a descriptor: take all the hard limit allows (nginx's
+     * worker_rlimit_nofile), so max_connections, not a 1024 default, is the cap. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     ag_upstream_global_init();
     ag_gateway_t *gw = NULL;
     rc = ag_gateway_new(&cfg, &gw);

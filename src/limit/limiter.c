@@ -24,9 +24,21 @@
 #define TAT_EMPTY INT64_MIN
 
 typedef struct slot {
-    uint64_t h0, h1; /* 128-bit keyed hash of the key: the key's identity */
-    int64_t tat;     /* theoretical arrival time in us; <= now means idle */
+    uint64_t h0, h1;      /* 128-bit keyed hash of the key: the key's identity */
+    uint64_t tat_biased;  /* theoretical arrival time in us, minus INT64_MIN: an all-zero
+                             slot is then empty, so the table comes from calloc and its
+                             pages stay untouched (no RSS) until clients arrive */
 } slot_t;
+
+static inline int64_t slot_tat(const slot_t *e)
+{
+    return (int64_t)(e->tat_biased + (uint64_t)INT64_MIN);
+}
+
+static inline void slot_set_tat(slot_t *e, int64_t tat)
+{
+    e->tat_biased = (uint64_t)tat - (uint64_t)INT64_MIN;
+}
 
 /* One lock per shard; each shard sits on its own cache lines so that threads
  * working on different shards do not bounce a shared line. */
@@ -154,13 +166,11 @@ int ag_limiter_new(const ag_limiter_config_t *cfg, ag_limiter_t **out)
         goto fail;
     }
     l->shards = aligned_alloc(alignof(shard_t), nshards * sizeof(shard_t));
-    l->slots = malloc(nslots * sizeof(slot_t));
+    l->slots = calloc(nslots, sizeof(slot_t));
     if (!l->shards || !l->slots) {
         rc = -ENOMEM;
         goto fail;
     }
-    for (size_t i = 0; i < nslots; i++)
-        l->slots[i] = (slot_t){0, 0, TAT_EMPTY};
 
     ssize_t got = getrandom(l->hash_key, sizeof(l->hash_key), 0);
     if (got != (ssize_t)sizeof(l->hash_key)) {
@@ -220,12 +230,12 @@ static slot_t *find_slot(const ag_limiter_t *l, shard_t *s, size_t home, uint64_
     size_t i = home;
     for (size_t n = 0; n < l->window; n++) {
         slot_t *e = &s->slots[i];
-        if (e->h0 == h0 && e->h1 == h1 && e->tat != TAT_EMPTY)
+        if (e->h0 == h0 && e->h1 == h1 && slot_tat(e) != TAT_EMPTY)
             return e;
-        if (e->tat <= now_us) {
+        if (slot_tat(e) <= now_us) {
             if (!idle)
                 idle = e;
-        } else if (!oldest || e->tat < oldest->tat) {
+        } else if (!oldest || slot_tat(e) < slot_tat(oldest)) {
             oldest = e;
         }
         if (++i == l->shard_slots)
@@ -247,18 +257,18 @@ void ag_limiter_check(ag_limiter_t *l, const void *key, size_t keylen, int64_t n
 
     pthread_mutex_lock(&s->lock);
     slot_t *e = find_slot(l, s, home, h0, h1, now_us);
-    bool same_key = e->h0 == h0 && e->h1 == h1 && e->tat != TAT_EMPTY;
+    bool same_key = e->h0 == h0 && e->h1 == h1 && slot_tat(e) != TAT_EMPTY;
     /* A different key's slot (idle or evicted) starts from a clean state. */
-    int64_t tat = same_key && e->tat > now_us ? e->tat : now_us;
+    int64_t tat = same_key && slot_tat(e) > now_us ? slot_tat(e) : now_us;
     int64_t new_tat = tat + l->interval_us;
     int64_t ahead = new_tat - now_us; /* debt after this request */
     bool allowed = ahead <= l->tolerance_us;
     if (allowed) {
-        if (e->tat == TAT_EMPTY)
+        if (slot_tat(e) == TAT_EMPTY)
             s->used++;
         e->h0 = h0;
         e->h1 = h1;
-        e->tat = new_tat;
+        slot_set_tat(e, new_tat);
     }
     pthread_mutex_unlock(&s->lock);
 
@@ -295,7 +305,7 @@ size_t ag_limiter_active(const ag_limiter_t *l, int64_t now_us)
         shard_t *s = &l->shards[i];
         pthread_mutex_lock(&s->lock);
         for (size_t j = 0; j < l->shard_slots; j++)
-            n += s->slots[j].tat > now_us;
+            n += slot_tat(&s->slots[j]) > now_us;
         pthread_mutex_unlock(&s->lock);
     }
     return n;
