@@ -1,7 +1,9 @@
-# bench: the open-loop load generator behind `make bench` (bench/run.sh), its self-test, and a
-# smoke run of the whole harness. Standalone on purpose: it links no project code, so a bug in
-# the gateway cannot hide in the tool that measures it.
+# bench: the open-loop load generator behind `make bench` (bench/run.sh), the streaming upstream
+# of scenario S4, the generator's self-test, and a smoke run of the whole harness. Standalone on
+# purpose: they link no project code, so a bug in the gateway cannot hide in the tools that
+# measure it.
 add_executable(ag_loadgen bench/loadgen.c)
+add_executable(ag_sse_upstream bench/sse_upstream.c)
 
 add_test(NAME bench_loadgen_selftest COMMAND ag_loadgen --self-test)
 set_tests_properties(bench_loadgen_selftest PROPERTIES LABELS "unit;bench" TIMEOUT 60)
