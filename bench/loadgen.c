@@ -1300,9 +1300,10 @@ static int run_rate(lg_t *g)
 /* ---- stream mode ----------------------------------------------------------------------------
  * N requests over C keep-alive connections, each connection sending its next request as soon as
  * the previous answer has ended (closed loop: this measures time to first byte, not throughput).
- * With C >= N every request goes out at once and all N streams are open together; a
- * "streams_open" line says when every one of them has had its first byte, so that the harness
- * can sample the server's memory while they are all open. */
+ * With C >= N every request goes out at once and all N streams are open together: a
+ * "streams_open" line says when every one of them has had its first byte and a "streams_closing"
+ * line when the first one has ended, so that the harness can sample the server's memory in
+ * between, while all of them are open. */
 
 /* Opens n connections, at most `batch` handshakes at a time, before any request is timed. */
 static void open_pool(lg_t *g, size_t n, uint64_t deadline)
@@ -1359,7 +1360,7 @@ static int run_stream(lg_t *g)
     uint64_t deadline = t0 + (uint64_t)(g->duration * 1e9); /* the hard bound on the whole run */
     uint64_t next_scan = t0, now = t0;
     size_t next = 0;
-    bool announced = false;
+    bool announced = false, closing = false;
     while (!g_stop) {
         now = mono_ns();
         while (next < total && g->nfree > 0) {
@@ -1385,6 +1386,13 @@ static int run_stream(lg_t *g)
                 printf("{\"tool\":\"ag_loadgen\",\"mode\":\"streams_open\",\"open\":%zu,"
                        "\"after_ms\":%.1f}\n",
                        open, (double)(now - t0) / 1e6);
+                fflush(stdout);
+            }
+            if (announced && !closing &&
+                st->completed + st->conn_errors + st->proto_errors + st->timeouts > 0) {
+                closing = true;
+                printf("{\"tool\":\"ag_loadgen\",\"mode\":\"streams_closing\",\"after_ms\":%.1f}\n",
+                       (double)(now - t0) / 1e6);
                 fflush(stdout);
             }
             next_scan = now + 5 * NS_PER_MS;

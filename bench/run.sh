@@ -3,7 +3,8 @@
 #
 # bench/run.sh: the aigate benchmark harness behind `make bench`. Starts a fast upstream (nginx
 # answering /v1/messages with a canned Messages API body), aigate and a reference nginx on
-# 127.0.0.1 ephemeral ports, runs scenarios S1-S7 against aigate and nginx alternately, prints
+# 127.0.0.1 ephemeral ports (and, for S4, a streaming upstream with its own aigate and nginx),
+# runs scenarios S1-S7 against aigate and nginx alternately, prints
 # one table and writes the raw figures to bench/results/<UTC timestamp>.json. It stops every
 # process it started, by PID, on exit, on failure and on INT/TERM. See bench/README.md.
 # shellcheck disable=SC2317 # functions run through measure "$@" look unreachable to it
@@ -13,7 +14,7 @@ shopt -u patsub_replacement 2>/dev/null || true # "&" in a replacement stays a p
 # ---- things other work may need to adjust ------------------------------------------------------
 # The config aigate is started with (written to $AIGATE_CONFIG_NAME in the instance's directory).
 # The rate limit must not get in the way of a load test; the access log is off as it is in the
-# reference nginx; S6 needs room for its idle connections.
+# reference nginx; S6 needs room for its idle connections and S4 for its streams.
 AIGATE_CONFIG_NAME=aigate.toml
 AIGATE_CONFIG_TOML='[aigate]
 rate_limit = 60000000
@@ -45,10 +46,15 @@ usage: bench/run.sh [options]
   --conns N            ag_loadgen -c for S3 (default 64)
   --cold-runs N        S5 runs per server (default 20)
   --hold N             S6 idle keep-alive connections (default 10000)
+  --streams N          S4 concurrent streams (default 1000)
+  --stream-words N     S4 text deltas per concurrent stream (default 200)
+  --stream-delay-ms MS S4 delay between deltas (default 20: 200 deltas last about 4 s)
+  --ttfb-requests N    S4 sequential streams per time-to-first-byte run (default 500)
   --smoke              1 s per scenario, minimal counts: checks the harness, not the figures
   --build-dir DIR      where aigate and ag_loadgen are (default build/release)
   --aigate PATH        the aigate binary (default BUILD_DIR/aigate)
   --loadgen PATH       the ag_loadgen binary (default BUILD_DIR/ag_loadgen)
+  --sse-upstream PATH  the S4 streaming upstream (default BUILD_DIR/ag_sse_upstream)
   --out FILE           results file (default bench/results/<UTC timestamp>.json)
   --keep-tmp           keep the temp directory (configs, logs) for inspection
 EOF
@@ -69,10 +75,15 @@ LG_CONNS=64
 LG_TIMEOUT=5
 COLD_RUNS=20
 HOLD_CONNS=10000
+STREAMS=1000
+STREAM_WORDS=200
+STREAM_DELAY_MS=20
+TTFB_REQS=500
 SMOKE=0
 BUILD_DIR=$ROOT/build/release
 AIGATE=
 LOADGEN=
+SSE_UPSTREAM=
 OUT=
 KEEP_TMP=0
 
@@ -99,10 +110,15 @@ while [ $# -gt 0 ]; do
     --conns) need_value "$@"; LG_CONNS=$2; shift ;;
     --cold-runs) need_value "$@"; COLD_RUNS=$2; shift ;;
     --hold) need_value "$@"; HOLD_CONNS=$2; shift ;;
+    --streams) need_value "$@"; STREAMS=$2; shift ;;
+    --stream-words) need_value "$@"; STREAM_WORDS=$2; shift ;;
+    --stream-delay-ms) need_value "$@"; STREAM_DELAY_MS=$2; shift ;;
+    --ttfb-requests) need_value "$@"; TTFB_REQS=$2; shift ;;
     --smoke) SMOKE=1 ;;
     --build-dir) need_value "$@"; BUILD_DIR=$2; shift ;;
     --aigate) need_value "$@"; AIGATE=$2; shift ;;
     --loadgen) need_value "$@"; LOADGEN=$2; shift ;;
+    --sse-upstream) need_value "$@"; SSE_UPSTREAM=$2; shift ;;
     --out) need_value "$@"; OUT=$2; shift ;;
     --keep-tmp) KEEP_TMP=1 ;;
     -h | --help) usage; exit 0 ;;
@@ -114,9 +130,11 @@ done
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 is_list() { [[ $1 =~ ^[0-9]+(,[0-9]+)*$ ]]; }
 is_cpus() { [ -z "$1" ] || [[ $1 =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]]; }
-for v in DURATION ROUNDS UPSTREAM_WORKERS WRK_THREADS WRK_CONNS LG_CONNS COLD_RUNS HOLD_CONNS; do
+for v in DURATION ROUNDS UPSTREAM_WORKERS WRK_THREADS WRK_CONNS LG_CONNS COLD_RUNS HOLD_CONNS \
+    STREAMS STREAM_WORDS TTFB_REQS; do
     is_uint "${!v}" && [ "${!v}" -ge 1 ] || die "--${v,,} must be a positive integer"
 done
+is_uint "$STREAM_DELAY_MS" || die "--stream-delay-ms must be a whole number of milliseconds"
 is_list "$THREADS" || die "--threads must look like 1,2"
 is_list "$RATES" || die "--rates must look like 1000,5000"
 for v in SERVER_CPUS LOAD_CPUS UPSTREAM_CPUS; do is_cpus "${!v}" || die "bad CPU list: ${!v}"; done
@@ -130,6 +148,9 @@ if [ "$SMOKE" = 1 ]; then
     THREADS=${THREADS%%,*}
     COLD_RUNS=3
     HOLD_CONNS=200
+    STREAMS=50
+    STREAM_WORDS=50
+    TTFB_REQS=50
 fi
 IFS=, read -r -a THREAD_LIST <<<"$THREADS"
 IFS=, read -r -a RATE_LIST <<<"$RATES"
@@ -141,8 +162,10 @@ abspath() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 BUILD_DIR=$(abspath "$BUILD_DIR")
 [ -n "$AIGATE" ] || AIGATE=$BUILD_DIR/aigate
 [ -n "$LOADGEN" ] || LOADGEN=$BUILD_DIR/ag_loadgen
+[ -n "$SSE_UPSTREAM" ] || SSE_UPSTREAM=$BUILD_DIR/ag_sse_upstream
 AIGATE=$(abspath "$AIGATE")
 LOADGEN=$(abspath "$LOADGEN")
+SSE_UPSTREAM=$(abspath "$SSE_UPSTREAM")
 [ -z "$OUT" ] || OUT=$(abspath "$OUT")
 
 # Missing load tools are "skipped" (77, as ctest expects), not "failed".
@@ -329,11 +352,20 @@ UPSTREAM_BODY='{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[{"role"
 
 hard=$(ulimit -Hn)
 [ "$hard" = unlimited ] && hard=1048576
+# A proxy holds two descriptors per stream: the client's and the upstream's.
 want_fds=$((HOLD_CONNS + 1024))
+[ $((2 * STREAMS + 1024)) -le "$want_fds" ] || want_fds=$((2 * STREAMS + 1024))
 if [ "$hard" -lt "$want_fds" ]; then
-    HOLD_CONNS=$((hard - 1024))
-    [ "$HOLD_CONNS" -ge 100 ] || HOLD_CONNS=100
-    note "S6 uses $HOLD_CONNS connections: the hard fd limit is $hard (raise it for more)"
+    if [ "$hard" -lt $((HOLD_CONNS + 1024)) ]; then
+        HOLD_CONNS=$((hard - 1024))
+        [ "$HOLD_CONNS" -ge 100 ] || HOLD_CONNS=100
+        note "S6 uses $HOLD_CONNS connections: the hard fd limit is $hard (raise it for more)"
+    fi
+    if [ "$hard" -lt $((2 * STREAMS + 1024)) ]; then
+        STREAMS=$(((hard - 1024) / 2))
+        [ "$STREAMS" -ge 10 ] || STREAMS=10
+        note "S4 uses $STREAMS concurrent streams: the hard fd limit is $hard (raise it for more)"
+    fi
     want_fds=$hard
 fi
 soft=$(ulimit -n)
@@ -389,9 +421,12 @@ aigate_prepare() {
     mkdir -p "$AIGATE_DIR"
     printf '%s' "$AIGATE_CONFIG_TOML" >"$AIGATE_DIR/$AIGATE_CONFIG_NAME"
 }
-aigate_argv() { # PORT THREADS: the command line, in AIGATE_ARGV
+# PORT THREADS: the command line, in AIGATE_ARGV. AIGATE_UPSTREAM_URL, when set, replaces the
+# fast upstream (S4 points aigate at the streaming one).
+aigate_argv() {
     AIGATE_ARGV=("$AIGATE" serve --host 127.0.0.1 --port "$1" --threads "$2"
-        --upstream "http://127.0.0.1:$UPSTREAM_PORT" --config "$AIGATE_DIR/$AIGATE_CONFIG_NAME")
+        --upstream "${AIGATE_UPSTREAM_URL:-http://127.0.0.1:$UPSTREAM_PORT}"
+        --config "$AIGATE_DIR/$AIGATE_CONFIG_NAME")
 }
 
 aigate_start() {
@@ -661,6 +696,184 @@ hold_run() {
     record "S6|$target|$INSTANCE_T|1" "$out"
 }
 
+# ---- S4: streaming ---------------------------------------------------------------------------
+# A streaming upstream (ag_sse_upstream, paced by a timer) with its own aigate and its own nginx
+# (stream.conf: proxy_buffering off), so that each one's memory is measured from its own idle
+# baseline. The gateway's route takes a prompt; the direct runs, the nginx runs and aigate's
+# /v1/messages pass-through send the upstream's own body. The tags [[words:N]] and [[delay:MS]]
+# are read by the upstream (the same tags as tests/fake-upstream).
+
+S4_TTFB_TAGS="[[words:8]] [[delay:0]]"
+S4_LONG_TAGS="[[words:$STREAM_WORDS]] [[delay:$STREAM_DELAY_MS]]"
+S4_TTFB_BOUND=300 # seconds for a whole time-to-first-byte run; each request gets 10
+S4_LONG_BOUND=$((STREAM_WORDS * STREAM_DELAY_MS / 1000 + 60))
+s4_generate_body() { echo "{\"prompt\":\"$1 bench stream $NONCE {{n}}\",\"stream\":true}"; }
+s4_messages_body() {
+    echo "{\"model\":\"claude-haiku-4-5\",\"max_tokens\":1024,\"messages\":[{\"role\":\"user\",\"content\":\"$1 bench stream $NONCE {{n}}\"}],\"stream\":true}"
+}
+# no-store: aigate caches a complete stream and replays it; S4 measures the relay.
+S4_GEN_HEADERS=(-H "Cache-Control: no-store")
+S4_MSG_HEADERS=(-H "Cache-Control: no-store" -H "x-api-key: $AIGATE_API_KEY"
+    -H "anthropic-version: 2023-06-01")
+SSE_PID=
+SSE_PORT=
+S4_NGINX_PID=
+S4_NGINX_PORT=
+
+# The streaming upstream's count of streams started, to check that every request reached it.
+sse_streams() {
+    local out
+    out=$("$LOADGEN" --first-ok -m GET -u "http://127.0.0.1:$SSE_PORT/stats" -t 5 \
+        --body-out "$TMP/sse-stats.json")
+    [[ $out == *'"ok":true'* ]] && jnum "$(<"$TMP/sse-stats.json")" streams
+}
+
+# lg_stream URL BODY N CONNS BOUND TIMEOUT HEADER_ARGS...: N streams over CONNS connections.
+lg_stream() {
+    local url=$1 body=$2 n=$3 conns=$4 bound=$5 tmo=$6 line
+    shift 6
+    line=$(timeout -k 5 $((bound + 30)) "${LOAD_PREFIX[@]}" "$LOADGEN" --stream "$n" -c "$conns" \
+        -u "$url" -b "$body" --unique-prompt "$@" -d "$bound" -t "$tmo" 2>&1 |
+        grep -m1 '"mode":"stream"')
+    [ -n "$line" ] || line='{"tool":"ag_loadgen","error":"no output"}'
+    echo "$line"
+}
+
+# s4_upstream_check KEY BEFORE AFTER N: notes when the upstream did not see N new streams (a
+# cache or coalescing in the way), and keeps the count in the record.
+s4_upstream_check() {
+    local key=$1 before=$2 after=$3 n=$4 d=null
+    if [ -n "$before" ] && [ -n "$after" ]; then
+        d=$((after - before))
+        [ "$d" = "$n" ] || note "$key: the upstream saw $d new streams for $n requests"
+    fi
+    RUN[$key]="${RUN[$key]%\}},\"upstream_streams\":$d}"
+}
+
+# s4_ttfb KEY URL BODY HEADER_ARGS...: TTFB_REQS streams one after the other, after a few
+# unrecorded ones that open the proxies' upstream connections.
+s4_ttfb() {
+    local key=$1 url=$2 body=$3 before after
+    shift 3
+    lg_stream "$url" "${body/bench stream/bench warm-up}" 20 1 60 10 "$@" >/dev/null
+    before=$(sse_streams)
+    measure "$key" lg_stream "$url" "$body" "$TTFB_REQS" 1 "$S4_TTFB_BOUND" 10 "$@"
+    after=$(sse_streams)
+    s4_upstream_check "$key" "$before" "$after" "$TTFB_REQS"
+}
+
+# s4_concurrent ROUND TARGET PID URL BODY HEADER_ARGS...: STREAMS streams at once. Samples the
+# RSS of PID (and its children) every 0.1 s from the moment every stream has had its first
+# byte until the first one ends, and keeps the largest sample.
+s4_concurrent() {
+    local r=$1 target=$2 pid=$3 url=$4 body=$5
+    shift 5
+    local key="S4|$target|$BASE_T|$r|streams" outf=$TMP/s4-streams-$target-$r.out
+    local before after rss lpid i open_line="" line max="" per=null s0 s1 samples=() out done_n
+    s0=$(sse_streams)
+    before=$(rss_tree "$pid")
+    LOG=$outf CPUS=$LOAD_CPUS spawn "$LOADGEN" --stream "$STREAMS" -c "$STREAMS" -u "$url" \
+        -b "$body" --unique-prompt "$@" -d "$S4_LONG_BOUND" -t "$S4_LONG_BOUND" --open-batch 256
+    lpid=$STARTED
+    for ((i = 0; i < S4_LONG_BOUND * 10; i++)); do
+        [ -n "$open_line" ] || open_line=$(grep -m1 '"mode":"streams_open"' "$outf" 2>/dev/null)
+        grep -q '"mode":"streams_closing"\|"mode":"stream"' "$outf" 2>/dev/null && break
+        if [ -n "$open_line" ]; then
+            rss=$(rss_tree "$pid")
+            [ -z "$rss" ] || samples+=("$rss")
+        fi
+        alive "$lpid" || break
+        sleep 0.1
+    done
+    for ((i = 0; i < (S4_LONG_BOUND + 10) * 10; i++)); do
+        grep -q '"mode":"stream"' "$outf" 2>/dev/null && break
+        alive "$lpid" || break
+        sleep 0.1
+    done
+    stop_pid "$lpid"
+    forget_pid "$lpid"
+    after=$(rss_tree "$pid")
+    s1=$(sse_streams)
+    line=$(grep -m1 '"mode":"stream"' "$outf")
+    if [ -z "$line" ]; then
+        out="{\"tool\":\"s4_streams\",\"error\":\"$(json_escape "$(tail -n 3 "$outf")")\"}"
+        if [ "$target" = aigate ]; then note "$key failed: $out"; else harness_error "$key failed: $out"; fi
+        record "$key" "$out"
+        return
+    fi
+    [ ${#samples[@]} -eq 0 ] || max=$(printf '%s\n' "${samples[@]}" | sort -n | tail -n1)
+    if [ -n "$max" ] && [ -n "$before" ]; then per=$(((max - before) * 1024 / STREAMS)); fi
+    out="{\"tool\":\"s4_streams\",\"streams\":$STREAMS,\"words\":$STREAM_WORDS,"
+    out+="\"delay_ms\":$STREAM_DELAY_MS,\"rss_before_kib\":${before:-null},\"rss_max_kib\":${max:-null},"
+    out+="\"rss_after_kib\":${after:-null},\"bytes_per_stream\":$per,"
+    out+="\"rss_samples_kib\":[$(IFS=,; echo "${samples[*]}")],\"open\":${open_line:-null},"
+    out+="\"loadgen\":$line}"
+    record "$key" "$out"
+    [ -n "$open_line" ] || note "$key: the $STREAMS streams were never all open at once: no RSS sample"
+    done_n=$(jnum "$line" streams_complete)
+    if [ "${done_n:-0}" != "$STREAMS" ]; then
+        note "$key: $done_n of $STREAMS streams complete (errors $(jnum "$line" errors), first problem: $(sed -n 's/.*"first_incomplete":\("[^"]*"\|null\).*/\1/p' <<<"$line"))"
+    fi
+    s4_upstream_check "$key" "$s0" "$s1" "$STREAMS"
+}
+
+s4_run() {
+    local r out gen_ttfb msg_ttfb gen_long msg_long
+    if [ ! -x "$SSE_UPSTREAM" ]; then
+        note "S4 skipped: no streaming upstream at $SSE_UPSTREAM (cmake --build DIR --target ag_sse_upstream)"
+        return
+    fi
+    SSE_PORT=$(free_ports 1)
+    [ -n "$SSE_PORT" ] || die "no free port"
+    LOG=$TMP/sse-upstream.log CPUS=$UPSTREAM_CPUS spawn "$SSE_UPSTREAM" --port "$SSE_PORT" \
+        --token-delay-ms "$STREAM_DELAY_MS" --words 8
+    SSE_PID=$STARTED
+    out=$("$LOADGEN" --first-ok -m GET -u "http://127.0.0.1:$SSE_PORT/_health" -t 10)
+    [[ $out == *'"ok":true'* ]] ||
+        die "the streaming upstream did not come up ($out; $(tail -n 3 "$TMP/sse-upstream.log"))"
+    S4_NGINX_PORT=$(free_ports 1)
+    [ -n "$S4_NGINX_PORT" ] || die "no free port"
+    NGINX_WC=$((2 * STREAMS + 1024)) nginx_start "stream-w$BASE_T" stream.conf "$BASE_T" \
+        "$SERVER_CPUS" "http://127.0.0.1:$S4_NGINX_PORT/_health" PORT="$S4_NGINX_PORT" \
+        SSE_PORT="$SSE_PORT"
+    S4_NGINX_PID=$NGINX_PID
+    if [ "$AIGATE_OK" = 1 ]; then
+        AIGATE_UPSTREAM_URL=http://127.0.0.1:$SSE_PORT aigate_start "$BASE_T" || true
+    fi
+    gen_ttfb=$(s4_generate_body "$S4_TTFB_TAGS")
+    msg_ttfb=$(s4_messages_body "$S4_TTFB_TAGS")
+    gen_long=$(s4_generate_body "$S4_LONG_TAGS")
+    msg_long=$(s4_messages_body "$S4_LONG_TAGS")
+    local direct=http://127.0.0.1:$SSE_PORT/v1/messages via_nginx=http://127.0.0.1:$S4_NGINX_PORT/v1/messages
+    echo "bench: S4 time to first byte, $TTFB_REQS streams one after the other per server"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        s4_ttfb "S4|upstream|$BASE_T|$r|ttfb" "$direct" "$msg_ttfb" "${S4_MSG_HEADERS[@]}"
+        if aigate_up; then
+            s4_ttfb "S4|aigate|$BASE_T|$r|ttfb" "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" \
+                "$gen_ttfb" "${S4_GEN_HEADERS[@]}"
+            s4_ttfb "S4|aigate_messages|$BASE_T|$r|ttfb" "http://127.0.0.1:$AIGATE_PORT/v1/messages" \
+                "$msg_ttfb" "${S4_MSG_HEADERS[@]}"
+        fi
+        s4_ttfb "S4|nginx|$BASE_T|$r|ttfb" "$via_nginx" "$msg_ttfb" "${S4_MSG_HEADERS[@]}"
+    done
+    echo "bench: S4 $STREAMS concurrent streams of $STREAM_WORDS deltas, ${STREAM_DELAY_MS} ms apart"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        s4_concurrent "$r" upstream "$SSE_PID" "$direct" "$msg_long" "${S4_MSG_HEADERS[@]}"
+        if aigate_up; then
+            s4_concurrent "$r" aigate "$AIGATE_PID" "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" \
+                "$gen_long" "${S4_GEN_HEADERS[@]}"
+        fi
+        s4_concurrent "$r" nginx "$S4_NGINX_PID" "$via_nginx" "$msg_long" "${S4_MSG_HEADERS[@]}"
+    done
+    aigate_stop
+    stop_pid "$S4_NGINX_PID"
+    forget_pid "$S4_NGINX_PID"
+    S4_NGINX_PID=
+    stop_pid "$SSE_PID"
+    forget_pid "$SSE_PID"
+    SSE_PID=
+}
+
 # cold_one TARGET: one S5 run, exec to first 2xx, in a fresh instance directory; sets COLD_OUT.
 # The first answer is a proxied one for both servers (aigate's cache is empty).
 COLD_OUT=
@@ -763,10 +976,6 @@ if want S3; then
     done
 fi
 
-if want S4; then
-    note "S4 streaming skipped: needs the streaming issue (\"stream\": true through aigate)"
-fi
-
 if want S6; then
     echo "bench: S6 memory with $HOLD_CONNS idle keep-alive connections"
     if aigate_up; then
@@ -776,6 +985,8 @@ if want S6; then
     hold_run nginx "$REF_PID" "http://127.0.0.1:$REF_CACHED_PORT$AIGATE_ROUTE" "$S1_BODY"
 fi
 instances_stop
+
+want S4 && s4_run
 
 if want S5; then
     echo "bench: S5 cold start, exec to first 2xx, $COLD_RUNS runs each"
@@ -857,6 +1068,8 @@ one() { [ -n "${RUN[$1]+x}" ] && jnum "${RUN[$1]}" "$2"; }
 
 sub() { [ -n "$1" ] && [ -n "$2" ] && calc "$1 - $2"; }
 
+ms() { [ -n "$1" ] && calc "$1 / 1000"; }
+
 if want S1; then
     for f in rps p50_us p99_us; do
         row "S1 cache hit" "$f" "$(agg S1 aigate "$BASE_T" $f)" "$(agg S1 nginx "$BASE_T" $f)" ""
@@ -878,6 +1091,30 @@ if want S3; then
         row "S3 @${rate}/s" "achieved_rps" "$(agg S3 aigate "$BASE_T" achieved_rps "$rate")" \
             "$(agg S3 nginx "$BASE_T" achieved_rps "$rate")" "$(agg S3 upstream "$BASE_T" achieved_rps "$rate")"
     done
+fi
+if want S4; then
+    # The nginx column of both TTFB rows is the same run: nginx proxies the upstream's own
+    # request, which aigate takes on /v1/messages and builds from a prompt on its own route.
+    for tg in aigate:generate aigate_messages:messages; do
+        for f in ttfb_p50_us ttfb_p99_us; do
+            d=$(agg S4 upstream "$BASE_T" $f ttfb)
+            row "S4 TTFB ${tg#*:}" "+$f" "$(sub "$(agg S4 "${tg%%:*}" "$BASE_T" $f ttfb)" "$d")" \
+                "$(sub "$(agg S4 nginx "$BASE_T" $f ttfb)" "$d")" "$d"
+        done
+    done
+    sc="S4 $STREAMS streams"
+    row "$sc" "streams_complete" "$(agg S4 aigate "$BASE_T" streams_complete streams)" \
+        "$(agg S4 nginx "$BASE_T" streams_complete streams)" \
+        "$(agg S4 upstream "$BASE_T" streams_complete streams)"
+    row "$sc" "ttfb_p99_us" "$(agg S4 aigate "$BASE_T" ttfb_p99_us streams)" \
+        "$(agg S4 nginx "$BASE_T" ttfb_p99_us streams)" "$(agg S4 upstream "$BASE_T" ttfb_p99_us streams)"
+    row "$sc" "total_p99_ms" "$(ms "$(agg S4 aigate "$BASE_T" total_p99_us streams)")" \
+        "$(ms "$(agg S4 nginx "$BASE_T" total_p99_us streams)")" \
+        "$(ms "$(agg S4 upstream "$BASE_T" total_p99_us streams)")"
+    row "$sc" "rss_max_kib" "$(agg S4 aigate "$BASE_T" rss_max_kib streams)" \
+        "$(agg S4 nginx "$BASE_T" rss_max_kib streams)" ""
+    row "$sc" "bytes_per_stream" "$(agg S4 aigate "$BASE_T" bytes_per_stream streams)" \
+        "$(agg S4 nginx "$BASE_T" bytes_per_stream streams)" ""
 fi
 if want S5; then
     row "S5 cold start" "median_us" "$(one "S5|aigate|$BASE_T|1" median_us)" \
@@ -915,6 +1152,12 @@ echo "aigate: $([ -n "$AIGATE_SKIP" ] && echo "skipped: $AIGATE_SKIP" || echo "$
 echo "S1/S2/S7: wrk -t$WRK_THREADS -c$WRK_CONNS -d${DURATION}s (closed loop); S3: ag_loadgen" \
     "-c $LG_CONNS open loop, latency from the scheduled time; threads $BASE_T unless stated;" \
     "median of $ROUNDS round(s); µs, KiB; ratio = aigate/nginx; floor = direct to the upstream"
+if want S4; then
+    echo "S4: ag_sse_upstream; TTFB = send to first body byte over $TTFB_REQS sequential streams" \
+        "(+ = minus direct; generate = POST $AIGATE_ROUTE, messages = POST /v1/messages, both" \
+        "Cache-Control: no-store); $STREAMS concurrent streams of $STREAM_WORDS deltas" \
+        "${STREAM_DELAY_MS} ms apart, RSS = max while all are open; nginx: proxy_buffering off"
+fi
 printf '%-16s %-22s %12s %12s %8s %12s\n' scenario metric aigate nginx ratio floor
 TABLE_JSON=()
 for line in "${ROWS[@]}"; do
@@ -945,9 +1188,13 @@ join() { local IFS=,; echo "$*"; }
         "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
         "\"server_cpus\":\"$SERVER_CPUS\",\"load_cpus\":\"$LOAD_CPUS\",\"upstream_cpus\":\"$UPSTREAM_CPUS\"," \
         "\"wrk\":\"-t$WRK_THREADS -c$WRK_CONNS --timeout 5s\",\"loadgen_conns\":$LG_CONNS," \
-        "\"loadgen_timeout_s\":$LG_TIMEOUT,\"cold_runs\":$COLD_RUNS,\"hold_conns\":$HOLD_CONNS,\"nofile\":$NOFILE},"
+        "\"loadgen_timeout_s\":$LG_TIMEOUT,\"cold_runs\":$COLD_RUNS,\"hold_conns\":$HOLD_CONNS,\"nofile\":$NOFILE," \
+        "\"streams\":$STREAMS,\"stream_words\":$STREAM_WORDS,\"stream_delay_ms\":$STREAM_DELAY_MS," \
+        "\"ttfb_requests\":$TTFB_REQS},"
     echo "\"upstream\":{\"kind\":\"nginx\",\"description\":\"$(json_escape "$UPSTREAM_DESC")\"," \
         "\"canned_file\":\"bench/canned/messages.json\",\"canned_bytes\":${#CANNED},\"workers\":$UPSTREAM_WORKERS},"
+    echo "\"stream_upstream\":{\"kind\":\"ag_sse_upstream\",\"binary\":\"$(json_escape "$SSE_UPSTREAM")\"," \
+        "\"ttfb_tags\":\"$S4_TTFB_TAGS\",\"long_tags\":\"$S4_LONG_TAGS\"},"
     echo "\"aigate\":{\"binary\":\"$(json_escape "$AIGATE")\",\"measured\":$([ -z "$AIGATE_SKIP" ] && echo true || echo false)," \
         "\"skip_reason\":$([ -n "$AIGATE_SKIP" ] && echo "\"$(json_escape "$AIGATE_SKIP")\"" || echo null)," \
         "\"version\":\"$(json_escape "$AIGATE_VERSION")\",\"cache_state\":\"$CACHE_STATE\"," \
@@ -961,8 +1208,10 @@ join() { local IFS=,; echo "$*"; }
         IFS='|' read -r s tg t r extra <<<"$k"
         [ $first = 1 ] || echo ","
         first=0
+        param=${extra:-null}
+        [[ $param =~ ^(null|[0-9.]+)$ ]] || param="\"$param\"" # S4's ttfb or streams
         printf '{"key":"%s","scenario":"%s","target":"%s","threads":%s,"round":%s,"param":%s,"result":%s}' \
-            "$k" "$s" "$tg" "$t" "$r" "${extra:-null}" "${RUN[$k]}"
+            "$k" "$s" "$tg" "$t" "$r" "$param" "${RUN[$k]}"
     done
     echo "],"
     echo "\"table\":[$(join "${TABLE_JSON[@]}")],"

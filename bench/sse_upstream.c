@@ -264,9 +264,9 @@ static int respond_error(srv_t *s, conn_t *c, int status, const char *reason, co
                          const char *msg)
 {
     char body[512];
-    int n = snprintf(body, sizeof(body),
-                     "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type,
-                     msg);
+    int n =
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}", type, msg);
     return respond(s, c, status, reason, "application/json", body, (size_t)n);
 }
 
@@ -441,8 +441,8 @@ static int stream_start(srv_t *s, conn_t *c, const char *body, size_t len, uint6
 static int message_reply(srv_t *s, conn_t *c, const char *body, size_t len)
 {
     long w = body_tag(body, len, "words");
-    uint32_t words = w >= 0 ? (uint32_t)(w > (long)MAX_JSON_WORDS ? MAX_JSON_WORDS : w)
-                            : s->default_words;
+    uint32_t words =
+        w >= 0 ? (uint32_t)(w > (long)MAX_JSON_WORDS ? MAX_JSON_WORDS : w) : s->default_words;
     s->st.messages++;
     size_t cap = 512 + (size_t)words * 12;
     char *b = malloc(cap);
@@ -469,16 +469,16 @@ static int stats_reply(srv_t *s, conn_t *c)
 {
     char b[1024];
     const stats_t *t = &s->st;
-    int n = snprintf(b, sizeof(b),
-                     "{\"requests\":%" PRIu64 ",\"streams\":%" PRIu64
-                     ",\"streams_completed\":%" PRIu64 ",\"streams_aborted\":%" PRIu64
-                     ",\"active_streams\":%" PRIu64 ",\"max_active_streams\":%" PRIu64
-                     ",\"messages\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"events\":%" PRIu64
-                     ",\"connections\":%" PRIu64 ",\"open_connections\":%" PRIu64
-                     ",\"max_open_connections\":%" PRIu64 "}",
-                     t->requests, t->streams, t->streams_completed, t->streams_aborted,
-                     t->active_streams, t->max_active_streams, t->messages, t->errors, t->events,
-                     t->connections, t->open_connections, t->max_open_connections);
+    int n =
+        snprintf(b, sizeof(b),
+                 "{\"requests\":%" PRIu64 ",\"streams\":%" PRIu64 ",\"streams_completed\":%" PRIu64
+                 ",\"streams_aborted\":%" PRIu64 ",\"active_streams\":%" PRIu64
+                 ",\"max_active_streams\":%" PRIu64 ",\"messages\":%" PRIu64 ",\"errors\":%" PRIu64
+                 ",\"events\":%" PRIu64 ",\"connections\":%" PRIu64 ",\"open_connections\":%" PRIu64
+                 ",\"max_open_connections\":%" PRIu64 "}",
+                 t->requests, t->streams, t->streams_completed, t->streams_aborted,
+                 t->active_streams, t->max_active_streams, t->messages, t->errors, t->events,
+                 t->connections, t->open_connections, t->max_open_connections);
     return respond(s, c, 200, "OK", "application/json", b, (size_t)n);
 }
 
@@ -496,8 +496,8 @@ static int serve_one(srv_t *s, conn_t *c, uint64_t now)
         if (c->rlen < RBUF_CAP)
             return 0;
         c->close_after = true;
-        return respond_error(s, c, 431, "Request Header Fields Too Large",
-                             "invalid_request_error", "request head too large") < 0
+        return respond_error(s, c, 431, "Request Header Fields Too Large", "invalid_request_error",
+                             "request head too large") < 0
                    ? -1
                    : 1;
     }
@@ -749,13 +749,14 @@ static void srv_run(srv_t *s)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ag_sse_upstream --port N [--host 127.0.0.1] [--token-delay-ms MS]\n"
-               "                       [--words N] [--api-key KEY]\n"
-               "POST /v1/messages: \"stream\": true gets Anthropic's event sequence with one\n"
-               "text_delta per word (w1 w2 ... wN) and MS between deltas; otherwise a Message.\n"
-               "Prompt tags anywhere in the body override per request: [[words:N]] [[delay:MS]].\n"
-               "Any non-empty x-api-key is accepted unless --api-key is given. GET /stats: counters.\n"
-               "--port 0 picks a free port; the listening line on stdout names it.\n");
+    fprintf(f,
+            "usage: ag_sse_upstream --port N [--host 127.0.0.1] [--token-delay-ms MS]\n"
+            "                       [--words N] [--api-key KEY]\n"
+            "POST /v1/messages: \"stream\": true gets Anthropic's event sequence with one\n"
+            "text_delta per word (w1 w2 ... wN) and MS between deltas; otherwise a Message.\n"
+            "Prompt tags anywhere in the body override per request: [[words:N]] [[delay:MS]].\n"
+            "Any non-empty x-api-key is accepted unless --api-key is given. GET /stats: counters.\n"
+            "--port 0 picks a free port; the listening line on stdout names it.\n");
 }
 
 static bool parse_uint(const char *v, long max, long *out)

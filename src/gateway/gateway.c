@@ -27,6 +27,7 @@
 #include "util/errors.h"
 #include "util/fmt.h"
 #include "util/json.h"
+#include "util/jtok.h"
 #include "util/log.h"
 #include "util/utf.h"
 
@@ -551,8 +552,60 @@ static int64_t usage_int(json_t *usage, const char *name)
     return json_is_integer(v) ? json_integer_value(v) : 0;
 }
 
+/* Tokenizes JSON with a caller's small token array, or a heap one when the
+ * document needs more. @return token count or an error; *heap (to free) is
+ * set when the heap was used. */
+#define JSON_MAX_TOKENS (1u << 20)
+static int jparse(ag_str_t text, ag_jtok_t *stack, size_t nstack, ag_jtok_t **toks,
+                  ag_jtok_t **heap)
+{
+    *heap = NULL;
+    *toks = stack;
+    int n = ag_jtok_parse(text.ptr, text.len, stack, nstack, NULL);
+    if (n != AG_ETOOBIG || text.len < nstack)
+        return n;
+    size_t cap = text.len + 1 < JSON_MAX_TOKENS ? text.len + 1 : JSON_MAX_TOKENS;
+    *heap = malloc(cap * sizeof(ag_jtok_t));
+    if (!*heap)
+        return -ENOMEM;
+    *toks = *heap;
+    return ag_jtok_parse(text.ptr, text.len, *heap, cap, NULL);
+}
+
+static int64_t jtok_member_int(const char *text, const ag_jtok_t *toks, int obj, const char *key)
+{
+    int i = ag_jtok_object_get(text, toks, obj, key);
+    int64_t v = 0;
+    if (i < 0 || ag_jtok_int64(text, &toks[i], &v) != 0)
+        return 0;
+    return v;
+}
+
+/* Appends the text of every text block of a content array: the first block
+ * need not be text (the seed read content[0].text and broke on tool use). */
+static int jtok_join_text(const char *text, const ag_jtok_t *toks, int content, ag_buf_t *out)
+{
+    if (content < 0 || toks[content].type != AG_JT_ARRAY)
+        return AG_EPROTO;
+    int i = content + 1;
+    for (uint32_t k = 0; k < toks[content].size; k++, i = (int)toks[i].next) {
+        if (toks[i].type != AG_JT_OBJECT)
+            continue;
+        int type = ag_jtok_object_get(text, toks, i, "type");
+        if (type < 0 || !ag_jtok_str_eq(text, &toks[type], "text"))
+            continue;
+        int t = ag_jtok_object_get(text, toks, i, "text");
+        if (t < 0 || toks[t].type != AG_JT_STRING)
+            return AG_EPROTO;
+        int rc = ag_jtok_str_decode(text, &toks[t], out);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Turns an upstream answer into the seed's response. On success, *cache_value
- * (if given) gets what the cache stores: "units in out\n" then the body
+ * (if given) gets what the cache stores: "units in out stop\n" then the body
  * without "cached". Never NULL unless out of memory. */
 static shared_result_t *result_from_upstream(const char *id, const ag_upstream_response_t *resp,
                                              ag_buf_t *cache_value)
@@ -564,34 +617,39 @@ static shared_result_t *result_from_upstream(const char *id, const ag_upstream_r
             e->upstream_us = resp->duration_us;
         return e;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb(resp->body.ptr, resp->body.len, 0, &jerr);
-    ag_buf_t out, text;
+    const char *t = resp->body.ptr;
+    ag_jtok_t stack[128], *toks, *heap;
+    int n = jparse(resp->body, stack, AG_ARRAY_LEN(stack), &toks, &heap);
+    ag_buf_t out, text, stop;
     ag_buf_init(&out, 0);
     ag_buf_init(&text, 0);
-    json_t *usage = json_object_get(root, "usage");
-    char *usage_json = NULL;
+    ag_buf_init(&stop, 64);
     shared_result_t *r = NULL;
-    int rc = root ? join_text_blocks(json_object_get(root, "content"), &text) : AG_EPROTO;
-    if (rc == 0 && !json_is_object(usage))
-        rc = AG_EPROTO;
-    if (rc == 0) {
-        usage_json = json_dumps(usage, JSON_COMPACT);
-        if (!usage_json)
-            rc = -ENOMEM;
-    }
+    int rc = n > 0 && toks[0].type == AG_JT_OBJECT ? 0 : AG_EPROTO;
+    int usage = rc == 0 ? ag_jtok_object_get(t, toks, 0, "usage") : -1;
     if (rc == 0)
+        rc = jtok_join_text(t, toks, ag_jtok_object_get(t, toks, 0, "content"), &text);
+    if (rc == 0 && (usage < 0 || toks[usage].type != AG_JT_OBJECT))
+        rc = AG_EPROTO;
+    int64_t in = 0, outt = 0;
+    if (rc == 0) {
+        in = jtok_member_int(t, toks, usage, "input_tokens");
+        outt = jtok_member_int(t, toks, usage, "output_tokens");
+        int sr = ag_jtok_object_get(t, toks, 0, "stop_reason");
+        if (sr >= 0 && toks[sr].type == AG_JT_STRING && ag_jtok_str_decode(t, &toks[sr], &stop) < 0)
+            ag_buf_reset(&stop);
         rc = ag_buf_append_cstr(&out, "{\"output\":");
+    }
     if (rc == 0)
         rc = ag_json_append_string(&out, ag_str(text.data ? text.data : "", text.len));
     if (rc == 0)
-        rc = ag_buf_printf(&out, ",\"usage\":%s", usage_json);
+        rc = ag_buf_append_cstr(&out, ",\"usage\":");
+    if (rc == 0)
+        rc = ag_buf_append_str(&out, ag_jtok_raw(t, &toks[usage])); /* as upstream sent it */
     uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
-    int64_t in = usage_int(usage, "input_tokens"), outt = usage_int(usage, "output_tokens");
-    const char *stop = json_string_value(json_object_get(root, "stop_reason"));
     if (rc == 0 && cache_value) {
         rc = ag_buf_printf(cache_value, "%u %lld %lld %s\n", units, (long long)in, (long long)outt,
-                           safe_stop(stop));
+                           safe_stop(stop.len ? ag_buf_cstr(&stop) : NULL));
         if (rc == 0)
             rc = ag_buf_append(cache_value, out.data, out.len);
         if (rc == 0)
@@ -601,9 +659,8 @@ static shared_result_t *result_from_upstream(const char *id, const ag_upstream_r
         rc = ag_buf_append_cstr(&out, ",\"cached\":false}");
     if (rc == 0) {
         r = result_new(200, ag_str(out.data, out.len), units, in, outt);
-    } else if (rc == AG_EPROTO) {
-        ag_log_warn("request %s: upstream sent an unusable body (%zu bytes)%s%s", id,
-                    resp->body.len, root ? "" : ": ", root ? "" : jerr.text);
+    } else if (rc == AG_EPROTO || n < 0) {
+        ag_log_warn("request %s: upstream sent an unusable body (%zu bytes)", id, resp->body.len);
         r = result_error(502, msg_ai_error);
     } else {
         ag_log_error("request %s: building the response failed: %s", id, ag_strerror(rc));
@@ -613,10 +670,10 @@ static shared_result_t *result_from_upstream(const char *id, const ag_upstream_r
         ag_buf_reset(cache_value);
     if (r)
         r->upstream_us = resp->duration_us;
-    free(usage_json);
-    json_decref(root);
+    free(heap);
     ag_buf_fini(&out);
     ag_buf_fini(&text);
+    ag_buf_fini(&stop);
     return r;
 }
 
@@ -1129,35 +1186,53 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     req->handler_data = g;
     ag_pool_on_clear(&req->pool, gen_cleanup, g);
 
-    /* 1. validation */
-    g->root = json_loadb(req->body.ptr, req->body.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    if (!g->root) {
+    /* 1. validation, with JavaScript's rules: JSON.parse, then prompt.length in
+     *    UTF-16 units. */
+    const char *body = req->body.ptr;
+    ag_jtok_t stack[64], *toks, *heap;
+    int n = jparse(req->body, stack, AG_ARRAY_LEN(stack), &toks, &heap);
+    if (heap)
+        ag_pool_on_clear(&req->pool, free, heap);
+    if (n <= 0) {
         ag_req_respond_error(req, 400, msg_invalid_json);
         return;
     }
-    json_t *prompt = json_object_get(g->root, "prompt");
-    if (!json_is_string(prompt) || json_string_length(prompt) == 0 ||
-        ag_utf16_length(json_string_value(prompt), json_string_length(prompt)) >
-            cfg->prompt_max_length) {
+    bool is_object = toks[0].type == AG_JT_OBJECT;
+    int jp = is_object ? ag_jtok_object_get(body, toks, 0, "prompt") : -1;
+    if (jp < 0 || toks[jp].type != AG_JT_STRING || toks[jp].start == toks[jp].end ||
+        ag_jtok_str_utf16_len(body, &toks[jp]) > cfg->prompt_max_length) {
         ag_req_respond_error(req, 400, msg_invalid_prompt);
         return;
     }
+    ag_buf_t pbuf;
+    ag_buf_init(&pbuf, 0);
+    if (ag_jtok_str_decode(body, &toks[jp], &pbuf) < 0) {
+        ag_buf_fini(&pbuf);
+        ag_req_respond_error(req, 500, msg_internal);
+        return;
+    }
+    ag_str_t prompt_text = ag_pool_strdup_str(&req->pool, ag_str(pbuf.data ? pbuf.data : "", pbuf.len));
+    ag_buf_fini(&pbuf);
     ag_str_t model = ag_str_c(cfg->default_model);
-    json_t *jmodel = json_object_get(g->root, "model");
-    if (jmodel) {
-        if (!json_is_string(jmodel) ||
-            !ag_config_model_allowed(cfg, json_string_value(jmodel), json_string_length(jmodel))) {
+    int jm = ag_jtok_object_get(body, toks, 0, "model");
+    if (jm >= 0) {
+        ag_buf_t mbuf;
+        ag_buf_init(&mbuf, 512);
+        bool ok = toks[jm].type == AG_JT_STRING && ag_jtok_str_decode(body, &toks[jm], &mbuf) == 0 &&
+                  ag_config_model_allowed(cfg, mbuf.data ? mbuf.data : "", mbuf.len);
+        if (ok)
+            model = ag_pool_strdup_str(&req->pool, ag_str(mbuf.data, mbuf.len));
+        ag_buf_fini(&mbuf);
+        if (!ok) {
             ag_req_respond_error(req, 400, msg_invalid_model);
             return;
         }
-        model = ag_str(json_string_value(jmodel), json_string_length(jmodel));
     }
     req->log_model = ag_pool_strndup(&req->pool, model.ptr, model.len);
     /* Streaming is decided by the body alone, never by Accept. */
-    bool stream = json_is_true(json_object_get(g->root, "stream"));
-    usage_begin(&g->usage, gww, req,
-                (uint32_t)ag_utf16_length(json_string_value(prompt), json_string_length(prompt)),
-                stream);
+    int js = ag_jtok_object_get(body, toks, 0, "stream");
+    bool stream = js >= 0 && toks[js].type == AG_JT_TRUE;
+    usage_begin(&g->usage, gww, req, (uint32_t)ag_jtok_str_utf16_len(body, &toks[jp]), stream);
 
     /* 2. rate limit */
     if (!check_rate_limit(gww, req, &gw->generate_limit, false))
@@ -1165,8 +1240,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
 
     /* 3. cache: keyed on the exact upstream body, which holds everything that
      *    changes the answer (model, max_tokens, prompt). */
-    g->body = build_upstream_body(&req->pool, model, cfg->max_tokens,
-                                  ag_str(json_string_value(prompt), json_string_length(prompt)));
+    g->body = build_upstream_body(&req->pool, model, cfg->max_tokens, prompt_text);
     if (!g->body.ptr) {
         ag_req_respond_error(req, 500, msg_internal);
         return;
