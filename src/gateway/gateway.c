@@ -95,6 +95,8 @@ struct ag_gateway {
     named_limiter_t messages_limit;
     ag_kv_t *cache;
     ag_objstore_t *log_bucket;
+    atomic_uint fills_pending; /* cache fills queued on the thread pool */
+    atomic_ullong fills_skipped;
     ag_usage_log_t *usage_log;
     flight_shard_t flights[FLIGHT_SHARDS];
     mailbox_t mailboxes[MAX_WORKERS];
@@ -226,7 +228,8 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         }
     }
     if (cfg->cache) {
-        rc = ag_kv_open_namespace(cfg->data_dir, cfg->cache_binding, NULL, &gw->cache);
+        ag_kv_options_t ko = {.no_sync = true}; /* a cache: a lost entry is only a miss */
+        rc = ag_kv_open_namespace(cfg->data_dir, cfg->cache_binding, &ko, &gw->cache);
         if (rc < 0) {
             ag_log_error("cannot open the cache store %s/kv/%s: %s", cfg->data_dir,
                          cfg->cache_binding, ag_kv_strerror(rc));
@@ -827,6 +830,7 @@ static void waiter_cancel(gw_worker_t *gww, gen_req_t *g, const unsigned char *k
 
 typedef struct cache_fill {
     uv_work_t work;
+    ag_gateway_t *gw;
     ag_kv_t *kv;
     int64_t ttl_s;
     char key[8 + 2 * SHA256_DIGEST_LENGTH + 1];
@@ -845,9 +849,13 @@ static void cache_fill_work(uv_work_t *w)
 
 static void cache_fill_done(uv_work_t *w, int status)
 {
+    cache_fill_t *cf = w->data;
     AG_UNUSED(status);
-    free(w->data);
+    atomic_fetch_sub(&cf->gw->fills_pending, 1);
+    free(cf);
 }
+
+#define MAX_PENDING_FILLS 4096
 
 /* Stores the answer off the loop thread: an LMDB write may wait on the disk. */
 static void cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_buf_t *value)
@@ -855,17 +863,29 @@ static void cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_bu
     ag_gateway_t *gw = gww->gw;
     if (!gw->cache || value->len == 0)
         return;
+    /* Memory stays bounded when fills come faster than the disk takes them:
+     * past the bound a fill is skipped (a later request fills instead). */
+    if (atomic_load(&gw->fills_pending) >= MAX_PENDING_FILLS) {
+        if (atomic_fetch_add(&gw->fills_skipped, 1) % 10000 == 0)
+            ag_log_warn("cache fills are behind the disk: skipped %llu so far",
+                        (unsigned long long)atomic_load(&gw->fills_skipped));
+        return;
+    }
     cache_fill_t *cf = malloc(sizeof(*cf) + value->len);
     if (!cf)
         return;
+    atomic_fetch_add(&gw->fills_pending, 1);
+    cf->gw = gw;
     cf->kv = gw->cache;
     cf->ttl_s = (gw->cfg->cache_ttl_ms + 999) / 1000;
     snprintf(cf->key, sizeof(cf->key), "%s", key);
     cf->len = value->len;
     memcpy(cf->value, value->data, value->len);
     cf->work.data = cf;
-    if (uv_queue_work(loop, &cf->work, cache_fill_work, cache_fill_done) < 0)
+    if (uv_queue_work(loop, &cf->work, cache_fill_work, cache_fill_done) < 0) {
+        atomic_fetch_sub(&gw->fills_pending, 1);
         free(cf);
+    }
 }
 
 static EVP_MD *sha256_md;                    /* fetched once, kept for the process */

@@ -75,6 +75,11 @@ typedef struct ag_kv_options {
      *  one to move time without sleeping. Called from any thread. */
     int64_t (*now_ms)(void *ctx);
     void *clock_ctx;
+    /** Skip the fsync at each commit (MDB_NOSYNC): a process crash loses
+     *  nothing, a machine crash may lose the last commits. For caches, whose
+     *  entries can always be fetched again. Applies to the first open of the
+     *  folder in this process. */
+    bool no_sync;
 } ag_kv_options_t;
 
 /** A value read from the store. Every pointer is owned by the struct and

@@ -1117,7 +1117,7 @@ static const ag_kv_ops_t lmdb_ops = {
 };
 
 /* Creates the environment of dir; the caller holds envs_lock. */
-static int env_create(const char *dir, size_t map_size, kv_env_t **out)
+static int env_create(const char *dir, size_t map_size, bool no_sync, kv_env_t **out)
 {
     kv_env_t *e = calloc(1, sizeof(*e));
     if (e == NULL)
@@ -1134,7 +1134,7 @@ static int env_create(const char *dir, size_t map_size, kv_env_t **out)
     /* MDB_NOTLS: read transactions are not tied to a thread, since the server
      * may begin and end them on different event-loop threads. */
     if (rc == 0)
-        rc = map_mdb(mdb_env_open(e->env, dir, MDB_NOTLS, 0600));
+        rc = map_mdb(mdb_env_open(e->env, dir, MDB_NOTLS | (no_sync ? MDB_NOSYNC : 0), 0600));
     if (rc < 0)
         goto fail;
     MDB_stat est;
@@ -1207,7 +1207,7 @@ int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
     if (e != NULL) {
         e->refs++;
     } else {
-        rc = env_create(dir, map_size, &e);
+        rc = env_create(dir, map_size, opts && opts->no_sync, &e);
         if (rc == 0) {
             e->dev = st.st_dev;
             e->ino = st.st_ino;
