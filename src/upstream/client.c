@@ -38,6 +38,8 @@ struct ag_upstream_xfer {
     bool paused;
     bool aborted_by_callback;
     bool overflow;
+    uv_timer_t *idle; /* idle_timeout_ms: no byte for this long ends the transfer */
+    unsigned idle_ms;
     ag_upstream_xfer_t *prev, *next;
 };
 
@@ -198,9 +200,19 @@ static void xfer_unlink(ag_upstream_xfer_t *x)
     u->active--;
 }
 
+static void on_idle_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
 static void xfer_free(ag_upstream_xfer_t *x)
 {
     ag_upstream_t *u = x->u;
+    if (x->idle) {
+        uv_timer_stop(x->idle);
+        uv_close((uv_handle_t *)x->idle, on_idle_closed);
+        x->idle = NULL;
+    }
     curl_multi_remove_handle(u->multi, x->easy);
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(x->headers);
@@ -243,10 +255,20 @@ void ag_upstream_close(ag_upstream_t *u)
     uv_close((uv_handle_t *)&u->timer, on_timer_closed);
 }
 
+static void on_idle(uv_timer_t *t);
+
+/* Any byte from upstream (a ping too) shows the transfer is alive. */
+static void xfer_alive(ag_upstream_xfer_t *x)
+{
+    if (x->idle)
+        uv_timer_start(x->idle, on_idle, x->idle_ms, 0);
+}
+
 static size_t header_cb(char *data, size_t size, size_t n, void *userp)
 {
     ag_upstream_xfer_t *x = userp;
     size_t len = size * n;
+    xfer_alive(x);
     /* A new status line (after 100 Continue, say) starts a new header block. */
     if (len > 5 && memcmp(data, "HTTP/", 5) == 0)
         ag_buf_reset(&x->resp_headers);
@@ -259,6 +281,7 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userp)
 {
     ag_upstream_xfer_t *x = userp;
     size_t len = size * n;
+    xfer_alive(x);
     if (x->on_data) {
         long status = 0;
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -332,9 +355,16 @@ int ag_upstream_start(ag_upstream_t *u, const ag_upstream_request_t *req, ag_ups
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
     if (req->timeout_ms)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    /* Our own timer rather than CURLOPT_LOW_SPEED_*: curl averages the speed
+     * over seconds, so a stall right after a burst goes unnoticed for long. */
     if (req->idle_timeout_ms) {
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)((req->idle_timeout_ms + 999) / 1000));
+        x->idle = malloc(sizeof(*x->idle));
+        if (x->idle) {
+            uv_timer_init(u->loop, x->idle);
+            x->idle->data = x;
+            x->idle_ms = req->idle_timeout_ms;
+            uv_timer_start(x->idle, on_idle, x->idle_ms, 0);
+        }
     }
     CURLMcode mc = curl_multi_add_handle(u->multi, e);
     if (mc != CURLM_OK) {
@@ -369,6 +399,24 @@ void ag_upstream_resume(ag_upstream_xfer_t *x)
         x->paused = false;
         curl_easy_pause(x->easy, CURLPAUSE_CONT);
     }
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    ag_upstream_xfer_t *x = t->data;
+    ag_upstream_response_t resp = {0};
+    long status = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    resp.status = (int)status;
+    resp.error = AG_EUPSTREAM_TIMEOUT;
+    resp.error_text = "no data from upstream within the idle timeout";
+    resp.body = ag_str(x->body.data ? x->body.data : "", x->body.len);
+    resp.headers = ag_str(x->resp_headers.data ? x->resp_headers.data : "", x->resp_headers.len);
+    resp.duration_us = ag_mono_us() - x->start_us;
+    xfer_unlink(x);
+    curl_multi_remove_handle(x->u->multi, x->easy);
+    x->done(x->ctx, &resp);
+    xfer_free(x);
 }
 
 static void check_multi_info(ag_upstream_t *u)

@@ -295,3 +295,26 @@ test('the official SDK works against aigate: create, stream, and a 429 with retr
         (err) => err.status === 400 && err.error.error.type === 'invalid_request_error'
     );
 });
+
+test('a stream that stalls mid-way is cut by stream_idle_timeout with event: error', async () => {
+    const g = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: '[aigate]\nstream_idle_timeout = 1\n' });
+    try {
+        const t0 = Date.now();
+        const res = await streamPost(`${g.url}/api/generate`, { prompt: '[[delay:5000]][[words:3]] stall after the start', stream: true },
+            { headers: { 'cache-control': 'no-store' } });
+        const elapsed = Date.now() - t0;
+        assert.equal(res.status, 200);
+        const events = parseSSE(res.body);
+        assert.equal(events[0].event, 'message_start', 'the start was relayed before the stall');
+        assert.equal(events[events.length - 1].event, 'error');
+        assert.ok(elapsed < 4500, `cut after ${elapsed} ms, before the 5 s stall ended`);
+        // A long but healthy stream (deltas every 300 ms, 3 s in all) is not cut.
+        const ok = await streamPost(`${g.url}/api/generate`, { prompt: '[[delay:300]][[words:10]] slow but alive', stream: true },
+            { headers: { 'cache-control': 'no-store' } });
+        const s = summary(parseSSE(ok.body));
+        assert.equal(s.types[s.types.length - 1], 'message_stop');
+        assert.equal(s.text, 'w1 w2 w3 w4 w5 w6 w7 w8 w9 w10');
+    } finally {
+        await g.stop();
+    }
+});
