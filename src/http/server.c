@@ -827,7 +827,7 @@ static void conn_process(ag_conn_t *c)
             if (rc < 0) {
                 int st = ag_http_error_status(rc);
                 conn_fail(c, st,
-                          st == 501   ? "Not implemented"
+                          st == 501   ? "Transfer coding not supported"
                           : st == 505 ? "HTTP version not supported"
                                       : "Bad request");
                 continue;
