@@ -55,11 +55,11 @@ typedef struct ag_config {
     /* rate limiting of the AI routes */
     unsigned rate_limit; /* requests per rate_period per client */
     unsigned rate_period_s;
-    char *rate_limit_binding; /* name of a ratelimit binding whose numbers apply, or NULL */
+    char *rate_limit_binding;     /* name of a ratelimit binding whose numbers apply, or NULL */
     unsigned messages_rate_limit; /* /v1/messages; 0: as rate_limit */
     unsigned messages_rate_period_s;
     char *messages_rate_limit_binding; /* "": as rate_limit_binding */
-    char **trusted_proxies;   /* addresses/CIDRs whose forwarding headers are believed */
+    char **trusted_proxies;            /* addresses/CIDRs whose forwarding headers are believed */
     /* response cache */
     bool cache;
     unsigned cache_ttl_ms;

@@ -194,14 +194,15 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
     /* Each route's limit: numbers from [aigate], or a named ratelimit binding. */
     for (int i = 0; i < 2; i++) {
         named_limiter_t *nl = i == 0 ? &gw->generate_limit : &gw->messages_limit;
-        const char *bname = i == 1 && cfg->messages_rate_limit_binding &&
-                                    *cfg->messages_rate_limit_binding
-                                ? cfg->messages_rate_limit_binding
-                                : cfg->rate_limit_binding;
+        const char *bname =
+            i == 1 && cfg->messages_rate_limit_binding && *cfg->messages_rate_limit_binding
+                ? cfg->messages_rate_limit_binding
+                : cfg->rate_limit_binding;
         const ag_config_ratelimit_t *rl = bname && *bname ? ag_config_ratelimit(cfg, bname) : NULL;
-        unsigned limit = i == 1 && cfg->messages_rate_limit ? cfg->messages_rate_limit : cfg->rate_limit;
+        unsigned limit =
+            i == 1 && cfg->messages_rate_limit ? cfg->messages_rate_limit : cfg->rate_limit;
         unsigned period = i == 1 && cfg->messages_rate_period_s ? cfg->messages_rate_period_s
-                                                                 : cfg->rate_period_s;
+                                                                : cfg->rate_period_s;
         nl->limit = rl ? rl->limit : limit;
         nl->period_s = rl ? rl->period_s : period;
         nl->name = strdup(rl       ? rl->namespace_id
@@ -1231,14 +1232,16 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
         ag_req_respond_error(req, 500, msg_internal);
         return;
     }
-    ag_str_t prompt_text = ag_pool_strdup_str(&req->pool, ag_str(pbuf.data ? pbuf.data : "", pbuf.len));
+    ag_str_t prompt_text =
+        ag_pool_strdup_str(&req->pool, ag_str(pbuf.data ? pbuf.data : "", pbuf.len));
     ag_buf_fini(&pbuf);
     ag_str_t model = ag_str_c(cfg->default_model);
     int jm = ag_jtok_object_get(body, toks, 0, "model");
     if (jm >= 0) {
         ag_buf_t mbuf;
         ag_buf_init(&mbuf, 512);
-        bool ok = toks[jm].type == AG_JT_STRING && ag_jtok_str_decode(body, &toks[jm], &mbuf) == 0 &&
+        bool ok = toks[jm].type == AG_JT_STRING &&
+                  ag_jtok_str_decode(body, &toks[jm], &mbuf) == 0 &&
                   ag_config_model_allowed(cfg, mbuf.data ? mbuf.data : "", mbuf.len);
         if (ok)
             model = ag_pool_strdup_str(&req->pool, ag_str(mbuf.data, mbuf.len));

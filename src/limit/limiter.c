@@ -24,10 +24,10 @@
 #define TAT_EMPTY INT64_MIN
 
 typedef struct slot {
-    uint64_t h0, h1;      /* 128-bit keyed hash of the key: the key's identity */
-    uint64_t tat_biased;  /* theoretical arrival time in us, minus INT64_MIN: an all-zero
-                             slot is then empty, so the table comes from calloc and its
-                             pages stay untouched (no RSS) until clients arrive */
+    uint64_t h0, h1;     /* 128-bit keyed hash of the key: the key's identity */
+    uint64_t tat_biased; /* theoretical arrival time in us, minus INT64_MIN: an all-zero
+                            slot is then empty, so the table comes from calloc and its
+                            pages stay untouched (no RSS) until clients arrive */
 } slot_t;
 
 static inline int64_t slot_tat(const slot_t *e)
