@@ -59,6 +59,7 @@ run: release
 test: deps-test debug asan
 	@echo "== tests: debug build"
 	@cd build/debug && ctest --output-on-failure -j$(JOBS)
+	@grep -h "^toml-test" build/debug/Testing/Temporary/LastTest.log || true
 	@echo "== tests: ASan+UBSan build"
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j$(JOBS)
