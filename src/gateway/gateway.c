@@ -1122,9 +1122,13 @@ static ag_str_t build_upstream_body(ag_pool_t *pool, ag_str_t model, unsigned ma
     int rc = ag_buf_append_cstr(&b, "{\"model\":");
     if (rc == 0)
         rc = ag_json_append_string(&b, model);
+    char num[24];
     if (rc == 0)
-        rc = ag_buf_printf(
-            &b, ",\"max_tokens\":%u,\"messages\":[{\"role\":\"user\",\"content\":", max_tokens);
+        rc = ag_buf_append_cstr(&b, ",\"max_tokens\":");
+    if (rc == 0)
+        rc = ag_buf_append(&b, num, ag_fmt_u64(num, max_tokens));
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, ",\"messages\":[{\"role\":\"user\",\"content\":");
     if (rc == 0)
         rc = ag_json_append_string(&b, prompt);
     if (rc == 0)
@@ -1220,8 +1224,9 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     }
     bool is_object = toks[0].type == AG_JT_OBJECT;
     int jp = is_object ? ag_jtok_object_get(body, toks, 0, "prompt") : -1;
-    if (jp < 0 || toks[jp].type != AG_JT_STRING || toks[jp].start == toks[jp].end ||
-        ag_jtok_str_utf16_len(body, &toks[jp]) > cfg->prompt_max_length) {
+    size_t prompt_units =
+        jp >= 0 && toks[jp].type == AG_JT_STRING ? ag_jtok_str_utf16_len(body, &toks[jp]) : 0;
+    if (prompt_units == 0 || prompt_units > cfg->prompt_max_length) {
         ag_req_respond_error(req, 400, msg_invalid_prompt);
         return;
     }
@@ -1255,7 +1260,7 @@ static void handle_generate(ag_req_t *req, gw_worker_t *gww)
     /* Streaming is decided by the body alone, never by Accept. */
     int js = ag_jtok_object_get(body, toks, 0, "stream");
     bool stream = js >= 0 && toks[js].type == AG_JT_TRUE;
-    usage_begin(&g->usage, gww, req, (uint32_t)ag_jtok_str_utf16_len(body, &toks[jp]), stream);
+    usage_begin(&g->usage, gww, req, (uint32_t)prompt_units, stream);
 
     /* 2. rate limit */
     if (!check_rate_limit(gww, req, &gw->generate_limit, false))

@@ -59,6 +59,7 @@ struct ag_worker {
     uint32_t id_prefix;
     char *buf_cache[BUF_CACHE]; /* idle connections' read buffers, for reuse */
     unsigned nbuf_cache;
+    ag_pool_cache_t pool_cache; /* and their pools' first chunks */
     bool draining;
     bool listener_closed;
     bool stopped;
@@ -806,14 +807,16 @@ static void conn_process(ag_conn_t *c)
         if (c->state == CONN_HEAD) {
             if (c->in.len == 0)
                 break;
-            if (!c->timer_is_header)
-                conn_set_timer(c, lim->header_timeout_ms, true);
             ag_req_t *req = &c->req;
             if (!c->headers)
                 c->headers = ag_pool_alloc(&req->pool, MAX_HEADERS * sizeof(ag_http_header_t));
             int rc = ag_http_parse_request_head(c->in.data, c->in.len, c->headers, MAX_HEADERS,
                                                 &req->head);
             if (rc == AG_EAGAIN) {
+                /* The head clock starts at its first byte and is not reset by
+                 * more bytes: a slowloris client cannot keep it alive. */
+                if (!c->timer_is_header)
+                    conn_set_timer(c, lim->header_timeout_ms, true);
                 if (c->in.len >= lim->max_header_bytes)
                     conn_fail(c, 431, "Request header fields too large");
                 else
@@ -846,7 +849,6 @@ static void conn_process(ag_conn_t *c)
                 c->body_len = req->head.content_length > 0 ? (size_t)req->head.content_length : 0;
             }
             c->state = CONN_BODY;
-            conn_set_timer(c, lim->body_timeout_ms, false);
         }
         /* CONN_BODY */
         ag_req_t *req = &c->req;
@@ -870,6 +872,8 @@ static void conn_process(ag_conn_t *c)
             complete = c->in.len >= c->head_len + c->body_len;
         }
         if (!complete) {
+            if (c->timer_is_header)
+                conn_set_timer(c, lim->body_timeout_ms, false);
             if (req->head.expect_continue && !c->continue_sent && req->head.minor_version >= 1) {
                 c->continue_sent = true;
                 uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
@@ -966,6 +970,7 @@ static void on_connection(uv_stream_t *server, int status)
     const ag_server_limits_t *lim = &w->srv->opts.limits;
     ag_buf_init(&c->in, lim->max_header_bytes + lim->max_body_bytes + PIPELINE_SLACK);
     ag_pool_init(&c->req.pool);
+    c->req.pool.cache = &w->pool_cache;
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -1067,14 +1072,16 @@ static void worker_main(void *arg)
 {
     ag_worker_t *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    while (w->nbuf_cache)
-        free(w->buf_cache[--w->nbuf_cache]);
     worker_flush_log(w);
     if (uv_loop_close(&w->loop) == UV_EBUSY) {
         uv_walk(&w->loop, close_walk, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
         uv_loop_close(&w->loop);
     }
+    /* Closed connections park their buffers here: free them once none is left. */
+    while (w->nbuf_cache)
+        free(w->buf_cache[--w->nbuf_cache]);
+    ag_pool_cache_fini(&w->pool_cache);
 }
 
 static int bind_listener(const char *host, int port, int *out_fd)

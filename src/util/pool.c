@@ -63,7 +63,11 @@ void *ag_pool_alloc(ag_pool_t *pool, size_t size)
         pool->large = blk;
         return blk->data;
     }
-    ag_pool_chunk_t *c = xmalloc(sizeof(*c) + next_size);
+    ag_pool_chunk_t *c;
+    if (!pool->chunks && pool->cache && pool->cache->n > 0)
+        c = pool->cache->chunks[--pool->cache->n]; /* always POOL_FIRST_CHUNK bytes */
+    else
+        c = xmalloc(sizeof(*c) + next_size);
     c->size = next_size;
     c->next = pool->chunks;
     pool->chunks = c;
@@ -134,6 +138,17 @@ void ag_pool_clear(ag_pool_t *pool)
 void ag_pool_fini(ag_pool_t *pool)
 {
     ag_pool_clear(pool);
-    free(pool->chunks);
+    ag_pool_cache_t *cache = pool->cache;
+    if (pool->chunks && pool->chunks->size == POOL_FIRST_CHUNK && cache &&
+        cache->n < AG_POOL_CACHE_SIZE)
+        cache->chunks[cache->n++] = pool->chunks;
+    else
+        free(pool->chunks);
     pool->chunks = NULL;
+}
+
+void ag_pool_cache_fini(ag_pool_cache_t *cache)
+{
+    while (cache->n)
+        free(cache->chunks[--cache->n]);
 }

@@ -38,6 +38,26 @@ TEST(pool_alloc_and_clear)
     ag_pool_fini(&pool);
 }
 
+TEST(pool_cache_recycles_first_chunks)
+{
+    ag_pool_cache_t cache = {.n = 0};
+    ag_pool_t pool;
+    ag_pool_init(&pool);
+    pool.cache = &cache;
+    char *a = ag_pool_alloc(&pool, 100);
+    ag_pool_fini(&pool);
+    ASSERT_EQ(cache.n, 1);
+    char *b = ag_pool_alloc(&pool, 100); /* the parked chunk comes back */
+    ASSERT(a == b);
+    ASSERT_EQ(cache.n, 0);
+    ag_pool_alloc(&pool, 5000); /* a second, bigger chunk is not parked */
+    ag_pool_alloc(&pool, 5000);
+    ag_pool_fini(&pool);
+    ASSERT_EQ(cache.n, 1);
+    ag_pool_cache_fini(&cache);
+    ASSERT_EQ(cache.n, 0);
+}
+
 TEST(buf_cap_is_enforced)
 {
     ag_buf_t b;
@@ -87,7 +107,7 @@ TEST(strerror_covers_both_bands)
     ASSERT(strlen(ag_strerror(-2)) > 0);
 }
 
-AG_TESTS(AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(buf_cap_is_enforced)
-             AG_TEST_ENTRY(utf16_length_counts_like_javascript)
+AG_TESTS(AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_first_chunks)
+             AG_TEST_ENTRY(buf_cap_is_enforced) AG_TEST_ENTRY(utf16_length_counts_like_javascript)
                  AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
                      AG_TEST_ENTRY(json_string_escaping) AG_TEST_ENTRY(strerror_covers_both_bands))
