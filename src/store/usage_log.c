@@ -20,8 +20,15 @@
 #include <unistd.h>
 
 #include "util/buf.h"
+#include "util/fmt.h"
 #include "util/json.h"
 #include "util/log.h"
+
+/* The date part of a timestamp, formatted once per second (writer thread only). */
+typedef struct line_clock {
+    int64_t second;  /* epoch second of `prefix`, or INT64_MIN */
+    char prefix[32]; /* "YYYY-MM-DDTHH:MM:SS." */
+} line_clock_t;
 
 #define DEFAULT_CAPACITY 65536
 #define DEFAULT_FLUSH_BYTES (1u << 20)
@@ -97,6 +104,7 @@ struct ag_usage_log {
     size_t retained; /* NDJSON bytes in open and sealed batches */
     uint64_t seq;
     ag_buf_t line;
+    line_clock_t clock;
     int64_t warn_put_us, warn_drop_us;
     uint64_t errs_unreported, dropped_reported;
     bool failing;
@@ -207,57 +215,113 @@ static int prices_copy(const ag_price_t *src, size_t n, ag_price_t **out)
     return 0;
 }
 
-/* Appends one NDJSON line. Fields keep the seed's names and order first. */
-static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost)
+/* The writer formats up to ~100k lines a second on a core the event loops
+ * need too, so this avoids printf: a cached date per second, numbers by hand. */
+static void put_int(ag_buf_t *b, int64_t v, int *rc)
 {
-    char ts[64], num[512], usd[64];
-    ag_format_time_iso(e->timestamp_ms * 1000, ts);
-    int n = snprintf(usd, sizeof(usd), "%.9f", isfinite(cost) && cost > 0 ? cost : 0.0);
-    if (n > 0 && (size_t)n < sizeof(usd)) {
-        while (n > 1 && usd[n - 1] == '0')
-            usd[--n] = '\0';
-        if (usd[n - 1] == '.')
-            usd[--n] = '\0';
+    char num[24];
+    size_t n = 0;
+    if (*rc)
+        return;
+    if (v < 0) {
+        num[n++] = '-';
+        v = v == INT64_MIN ? INT64_MAX : -v; /* off by one at INT64_MIN: never a count */
     }
-    int rc = ag_buf_append_cstr(b, "{\"timestamp\":\"");
-    if (rc == 0)
-        rc = ag_buf_append_cstr(b, ts);
-    if (rc == 0)
-        rc = ag_buf_append_cstr(b, "\",\"model\":");
-    if (rc == 0)
-        rc = ag_json_append_string(b, ag_str(e->model, strnlen(e->model, sizeof(e->model))));
-    if (rc < 0)
-        return rc;
-    n = snprintf(num, sizeof(num),
-                 ",\"promptLength\":%" PRIu32 ",\"outputLength\":%" PRIu32
-                 ",\"inputTokens\":%" PRId64 ",\"outputTokens\":%" PRId64
-                 ",\"cacheCreationInputTokens\":%" PRId64 ",\"cacheReadInputTokens\":%" PRId64
-                 ",\"status\":%d,\"cached\":%s,\"stream\":%s,\"latencyMs\":%" PRIu32 ",\"client\":",
-                 e->prompt_length, e->output_length, e->input_tokens, e->output_tokens,
-                 e->cache_creation_input_tokens, e->cache_read_input_tokens, e->status,
-                 e->cached ? "true" : "false", e->stream ? "true" : "false", e->latency_ms);
-    if (n < 0 || (size_t)n >= sizeof(num))
-        return AG_EINVALID;
-    rc = ag_buf_append(b, num, (size_t)n);
-    if (rc == 0)
-        rc = ag_json_append_string(b, ag_str(e->client, strnlen(e->client, sizeof(e->client))));
-    if (rc == 0)
-        rc = ag_buf_append_cstr(b, ",\"requestId\":");
-    if (rc == 0)
-        rc = ag_json_append_string(
-            b, ag_str(e->request_id, strnlen(e->request_id, sizeof(e->request_id))));
-    if (rc == 0)
-        rc = ag_buf_append_cstr(b, ",\"costUsd\":");
-    if (rc == 0)
-        rc = ag_buf_append_cstr(b, usd);
-    size_t olen = strnlen(e->outcome, sizeof(e->outcome));
-    if (rc == 0 && olen > 0) {
-        rc = ag_buf_append_cstr(b, ",\"outcome\":");
-        if (rc == 0)
-            rc = ag_json_append_string(b, ag_str(e->outcome, olen));
+    n += ag_fmt_u64(num + n, (uint64_t)v);
+    *rc = ag_buf_append(b, num, n);
+}
+
+static void put_lit(ag_buf_t *b, const char *s, int *rc)
+{
+    if (*rc == 0)
+        *rc = ag_buf_append_cstr(b, s);
+}
+
+static void put_str(ag_buf_t *b, const char *s, size_t cap, int *rc)
+{
+    if (*rc == 0)
+        *rc = ag_json_append_string(b, ag_str(s, strnlen(s, cap)));
+}
+
+/* USD with up to 9 decimals and no trailing zeros, as "%.9f" then trimmed. */
+static void put_usd(ag_buf_t *b, double cost, int *rc)
+{
+    if (!(isfinite(cost) && cost > 0) || cost >= 1e9) {
+        put_lit(b, cost >= 1e9 && isfinite(cost) ? "999999999" : "0", rc);
+        return;
     }
-    if (rc == 0)
-        rc = ag_buf_append(b, "}\n", 2);
+    uint64_t nano = (uint64_t)llround(cost * 1e9);
+    put_int(b, (int64_t)(nano / 1000000000u), rc);
+    uint64_t frac = nano % 1000000000u;
+    if (frac == 0 || *rc)
+        return;
+    char digits[10];
+    digits[0] = '.';
+    for (int i = 9; i >= 1; i--) {
+        digits[i] = (char)('0' + frac % 10);
+        frac /= 10;
+    }
+    size_t n = 10;
+    while (n > 1 && digits[n - 1] == '0')
+        n--;
+    *rc = ag_buf_append(b, digits, n);
+}
+
+/* Appends one NDJSON line. Fields keep the seed's names and order first. */
+static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost, line_clock_t *clk)
+{
+    int rc = 0;
+    int64_t sec = e->timestamp_ms / 1000, ms = e->timestamp_ms % 1000;
+    if (ms < 0) {
+        sec -= 1;
+        ms += 1000;
+    }
+    if (sec != clk->second) {
+        char ts[64];
+        ag_format_time_iso(sec * 1000000, ts); /* "YYYY-MM-DDTHH:MM:SS.000Z" */
+        size_t plen = strlen(ts) - 4;          /* keep up to the dot */
+        if (plen >= sizeof(clk->prefix))
+            return AG_EINVALID;
+        memcpy(clk->prefix, ts, plen);
+        clk->prefix[plen] = '\0';
+        clk->second = sec;
+    }
+    char frac[5] = {(char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z',
+                    '\0'};
+    put_lit(b, "{\"timestamp\":\"", &rc);
+    put_lit(b, clk->prefix, &rc);
+    put_lit(b, frac, &rc);
+    put_lit(b, "\",\"model\":", &rc);
+    put_str(b, e->model, sizeof(e->model), &rc);
+    put_lit(b, ",\"promptLength\":", &rc);
+    put_int(b, e->prompt_length, &rc);
+    put_lit(b, ",\"outputLength\":", &rc);
+    put_int(b, e->output_length, &rc);
+    put_lit(b, ",\"inputTokens\":", &rc);
+    put_int(b, e->input_tokens, &rc);
+    put_lit(b, ",\"outputTokens\":", &rc);
+    put_int(b, e->output_tokens, &rc);
+    put_lit(b, ",\"cacheCreationInputTokens\":", &rc);
+    put_int(b, e->cache_creation_input_tokens, &rc);
+    put_lit(b, ",\"cacheReadInputTokens\":", &rc);
+    put_int(b, e->cache_read_input_tokens, &rc);
+    put_lit(b, ",\"status\":", &rc);
+    put_int(b, e->status, &rc);
+    put_lit(b, e->cached ? ",\"cached\":true" : ",\"cached\":false", &rc);
+    put_lit(b, e->stream ? ",\"stream\":true" : ",\"stream\":false", &rc);
+    put_lit(b, ",\"latencyMs\":", &rc);
+    put_int(b, e->latency_ms, &rc);
+    put_lit(b, ",\"client\":", &rc);
+    put_str(b, e->client, sizeof(e->client), &rc);
+    put_lit(b, ",\"requestId\":", &rc);
+    put_str(b, e->request_id, sizeof(e->request_id), &rc);
+    put_lit(b, ",\"costUsd\":", &rc);
+    put_usd(b, cost, &rc);
+    if (strnlen(e->outcome, sizeof(e->outcome)) > 0) {
+        put_lit(b, ",\"outcome\":", &rc);
+        put_str(b, e->outcome, sizeof(e->outcome), &rc);
+    }
+    put_lit(b, "}\n", &rc);
     return rc;
 }
 
@@ -504,7 +568,7 @@ static int serialize_taken(ag_usage_log_t *log, bool force, int64_t now)
                                         e->output_tokens, e->cache_creation_input_tokens,
                                         e->cache_read_input_tokens);
         ag_buf_reset(&log->line);
-        rc = entry_to_json(&log->line, e, cost);
+        rc = entry_to_json(&log->line, e, cost, &log->clock);
         if (rc == 0)
             rc = add_line(log, e->timestamp_ms, now);
         if (rc < 0) {
@@ -806,6 +870,7 @@ int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out)
         snprintf(log->instance, sizeof(log->instance), "%s", rnd);
     }
     ag_buf_init(&log->line, 0);
+    log->clock.second = INT64_MIN;
     log->sealed_tail = &log->sealed;
 
     int rc = -ENOMEM;
