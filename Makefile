@@ -7,7 +7,7 @@ BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev l
 TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light
 BENCH_PKGS := wrk nginx-light
 
-.PHONY: all build release debug asan run test unit bench fuzz docs deps-build deps-test deps-bench \
+.PHONY: all build release debug asan tsan run test unit bench fuzz docs deps-build deps-test deps-bench \
         format format-check clean
 
 all: build
@@ -52,17 +52,24 @@ asan: deps-build
 	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAG_SANITIZE=ON >/dev/null
 	@cmake --build build/asan -j$(JOBS)
 
+tsan: deps-build
+	@cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DAG_TSAN=ON >/dev/null
+	@cmake --build build/tsan -j$(JOBS)
+
 run: release
 	./build/release/aigate dev
 
 # Every test twice: a normal build, then the same suite under ASan+UBSan.
-test: deps-test debug asan
+test: deps-test debug asan tsan
 	@echo "== tests: debug build"
 	@cd build/debug && ctest --output-on-failure -j$(JOBS)
 	@grep -h "^toml-test" build/debug/Testing/Temporary/LastTest.log || true
 	@echo "== tests: ASan+UBSan build"
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j$(JOBS)
+	@echo "== tests: ThreadSanitizer build (threaded units and the black-box suite)"
+	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) \
+	  -R 'test_limiter|test_usage_log|test_kv|integration_'
 
 unit: debug
 	@cd build/debug && ctest --output-on-failure -L unit

@@ -74,7 +74,7 @@ async function startGateway(opts = {}) {
         if (!gw.exited) proc.kill(signal);
         const r = await gw.exitPromise;
         assert.equal(r.code, 0, `aigate exit ${JSON.stringify(r)}; stderr:\n${gw.stderr.slice(-4000)}`);
-        assert.doesNotMatch(gw.stderr, /AddressSanitizer|LeakSanitizer|runtime error:/, gw.stderr.slice(-4000));
+        assert.doesNotMatch(gw.stderr, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/, gw.stderr.slice(-4000));
         return r;
     };
     gw.accessLog = () =>
