@@ -2,9 +2,14 @@
  *
  * fuzz_json.c: the gateway's JSON handling of outside input: an upstream
  * answer turned into the seed's response, cache entries read back, and a
- * request's forwarding headers. Includes the .c files to reach their statics.
+ * request's forwarding headers. Uses the gateway's internal API (gateway/internal.h).
  */
-#include "gateway/gateway.c"
+#include "util/platform.h"
+
+#include <string.h>
+
+#include "gateway/internal.h"
+#include "util/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -13,22 +18,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ag_buf_t value;
     ag_buf_init(&value, 0);
     ag_log_min_level = AG_LOG_ERROR + 1; /* keep the fuzzer's output quiet */
-    shared_result_t *r = result_from_upstream("fuzz", &resp, &value);
+    shared_result_t *r = ag__gw_result_from_upstream("fuzz", &resp, &value);
     AG_ASSERT(r != NULL);
     AG_ASSERT(r->status == 200 || r->status == 502);
     /* Whatever was produced for the cache must read back. */
     if (value.len) {
         ag_kv_value_t v = {.data = value.data, .len = value.len};
         cache_entry_t e;
-        AG_ASSERT(parse_entry(&v, &e));
+        AG_ASSERT(ag__gw_parse_entry(&v, &e));
         ag_buf_t text;
         ag_buf_init(&text, 0);
         long long in, out;
         char stop[64];
-        AG_ASSERT(entry_text(&e, &text, &in, &out, stop));
+        AG_ASSERT(ag__gw_entry_text(&e, &text, &in, &out, stop));
         ag_buf_fini(&text);
     }
-    result_release(r);
+    ag__gw_result_release(r);
     ag_buf_fini(&value);
 
     /* The same bytes as a stored cache entry. */
@@ -37,12 +42,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     copy[size] = '\0';
     ag_kv_value_t v = {.data = copy, .len = size};
     cache_entry_t e;
-    if (parse_entry(&v, &e)) {
+    if (ag__gw_parse_entry(&v, &e)) {
         ag_buf_t text;
         ag_buf_init(&text, 0);
         long long in, out;
         char stop[64];
-        entry_text(&e, &text, &in, &out, stop);
+        ag__gw_entry_text(&e, &text, &in, &out, stop);
         ag_buf_fini(&text);
     }
     free(copy);
