@@ -224,6 +224,27 @@ static void add_model(ag_config_t *cfg, const char *m, size_t len)
     cfg->models[cfg->nmodels] = NULL;
 }
 
+/* Stores a validated number into the key's field, in the field's own unit. */
+static void store_number(const cfg_key_t *k, char *field, double num)
+{
+    switch (k->type) {
+    case K_UINT:
+        *(unsigned *)field = (unsigned)num;
+        break;
+    case K_PORT:
+        *(int *)field = (int)num;
+        break;
+    case K_SIZE:
+        *(size_t *)field = (size_t)num;
+        break;
+    case K_SECONDS:
+        *(unsigned *)field = (unsigned)llround(num * 1000);
+        break;
+    default:
+        break;
+    }
+}
+
 void ag_config_defaults(ag_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -235,16 +256,10 @@ void ag_config_defaults(ag_config_t *cfg)
             *(char **)field = xstrdup(k->def_str);
             break;
         case K_UINT:
-            *(unsigned *)field = (unsigned)k->def_num;
-            break;
         case K_PORT:
-            *(int *)field = (int)k->def_num;
-            break;
         case K_SIZE:
-            *(size_t *)field = (size_t)k->def_num;
-            break;
         case K_SECONDS:
-            *(unsigned *)field = (unsigned)(k->def_num * 1000);
+            store_number(k, field, k->def_num);
             break;
         case K_BOOL:
             *(bool *)field = k->def_num != 0;
@@ -426,22 +441,7 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
         report(ld, v, "aigate.%s = %g is out of range [%g, %g]", k->name, num, k->min, k->max);
         return;
     }
-    switch (k->type) {
-    case K_UINT:
-        *(unsigned *)field = (unsigned)num;
-        break;
-    case K_PORT:
-        *(int *)field = (int)num;
-        break;
-    case K_SIZE:
-        *(size_t *)field = (size_t)num;
-        break;
-    case K_SECONDS:
-        *(unsigned *)field = (unsigned)llround(num * 1000);
-        break;
-    default:
-        break;
-    }
+    store_number(k, field, num);
 }
 
 /* [aigate.prices] "model" = { input = USD/MTok, output = USD/MTok } */
