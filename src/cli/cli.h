@@ -90,6 +90,12 @@ int ag__cli_write_all(int fd, const void *p, size_t n);
 /** Writes b and a newline to stdout (the --json output). @return 0 or 1. */
 int ag__cli_print_json(ag_buf_t *b);
 
+/** Prints a list of names: one a line, or with --json an array of objects
+ *  whose `fields` (NULL-terminated) each hold the name, followed by `extra`
+ *  (raw JSON members starting with a comma, or ""). @return the exit code. */
+int ag__cli_print_names(const ag__cli_t *c, char **names, size_t n, const char *const *fields,
+                        const char *extra);
+
 /** Flushes stdout. @return 0, or 1 after printing why it failed (EPIPE, ENOSPC). */
 int ag__cli_flush_stdout(void);
 

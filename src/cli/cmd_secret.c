@@ -194,24 +194,9 @@ static int secret_list(int argc, char **argv)
         ag__cli_fini(&c);
         return rc;
     }
-    if (c.json) {
-        /* wrangler secret list's shape. */
-        ag_buf_t out;
-        ag_buf_init(&out, 0);
-        ag_buf_append_cstr(&out, "[");
-        for (size_t i = 0; i < n; i++) {
-            ag_buf_append_cstr(&out, i ? ",{\"name\":" : "{\"name\":");
-            ag_json_append_string(&out, ag_str_c(names[i]));
-            ag_buf_append_cstr(&out, ",\"type\":\"secret_text\"}");
-        }
-        ag_buf_append_cstr(&out, "]");
-        rc = ag__cli_print_json(&out);
-        ag_buf_fini(&out);
-    } else {
-        for (size_t i = 0; i < n; i++)
-            printf("%s\n", names[i]);
-        rc = ag__cli_flush_stdout();
-    }
+    /* --json: wrangler secret list's shape. */
+    static const char *const fields[] = {"name", NULL};
+    rc = ag__cli_print_names(&c, names, n, fields, ",\"type\":\"secret_text\"");
     ag_secrets_list_free(names, n);
     ag__cli_fini(&c);
     return rc;

@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "util/errors.h"
+#include "util/json.h"
 
 int ag__cli_fail(const char *fmt, ...)
 {
@@ -261,4 +262,30 @@ void ag__cli_format_time(int64_t ms, char *buf, size_t cap)
     }
     snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+int ag__cli_print_names(const ag__cli_t *c, char **names, size_t n, const char *const *fields,
+                        const char *extra)
+{
+    if (!c->json) {
+        for (size_t i = 0; i < n; i++)
+            printf("%s\n", names[i]);
+        return ag__cli_flush_stdout();
+    }
+    ag_buf_t out;
+    ag_buf_init(&out, 0);
+    ag_buf_append_cstr(&out, "[");
+    for (size_t i = 0; i < n; i++) {
+        ag_buf_append_cstr(&out, i ? ",{" : "{");
+        for (size_t f = 0; fields[f]; f++) {
+            ag_buf_printf(&out, "%s\"%s\":", f ? "," : "", fields[f]);
+            ag_json_append_string(&out, ag_str_c(names[i]));
+        }
+        ag_buf_append_cstr(&out, extra);
+        ag_buf_append_cstr(&out, "}");
+    }
+    ag_buf_append_cstr(&out, "]");
+    int rc = ag__cli_print_json(&out);
+    ag_buf_fini(&out);
+    return rc;
 }
