@@ -77,7 +77,10 @@ unit: debug
 fuzz: deps-test
 	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DAG_FUZZ=ON >/dev/null
 	@cmake --build build/fuzz -j$(JOBS)
-	@for f in build/fuzz/fuzz_*; do echo "== $$f"; $$f -max_total_time=$${FUZZ_SECONDS:-60} fuzz/corpus/$$(basename $$f) || exit 1; done
+	@# New inputs go to build/fuzz/corpus/; the committed seeds are only read.
+	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	  echo "== $$f"; $$f -max_total_time=$${FUZZ_SECONDS:-60} -artifact_prefix=build/fuzz/ \
+	  build/fuzz/corpus/$$n fuzz/corpus/$$n || exit 1; done
 
 bench: deps-bench release
 	@bench/run.sh $(BENCH_ARGS)

@@ -778,7 +778,7 @@ int main(int argc, char **argv)
     s.default_words = 16;
     const char *host = "127.0.0.1";
     long port = -1, v = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
@@ -797,7 +797,6 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        i++;
     }
     if (port < 0) {
         usage(stderr);
