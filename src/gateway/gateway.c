@@ -637,7 +637,8 @@ bool ag__gw_check_rate_limit(gw_worker_t *gww, ag_req_t *req, named_limiter_t *n
                  ag_req_header(req, "X-Forwarded-For"), client);
     memcpy(req->client_ip, client, sizeof(client));
     ag_limit_result_t r;
-    ag_limiter_check(nl->lim, client, strlen(client), ag_now_us(), &r);
+    /* Monotonic: a wall-clock step (NTP) must not block or free clients. */
+    ag_limiter_check(nl->lim, client, strlen(client), ag_mono_us(), &r);
     char num[24];
     ag_req_add_header(req, "RateLimit-Limit", ag_str(num, ag_fmt_u64(num, r.limit)));
     ag_req_add_header(req, "RateLimit-Remaining", ag_str(num, ag_fmt_u64(num, r.remaining)));
