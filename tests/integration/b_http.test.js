@@ -113,10 +113,13 @@ test('a chunked body over the limit gets 413', async () => {
     assert.match(r.text, /^HTTP\/1.1 413 /);
 });
 
-test('headers over 16 KiB get 431', async () => {
-    const r = await raw(gw.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17000)}\r\n\r\n`);
+test('headers over 16 KiB, or over 100 of them, get 431', async () => {
+    let r = await raw(gw.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17000)}\r\n\r\n`);
     assert.match(r.text, /^HTTP\/1.1 431 /);
     assert.ok(r.closed);
+    const many = Array.from({ length: 150 }, (_, i) => `X-H${i}: v\r\n`).join('');
+    r = await raw(gw.port, `GET /healthz HTTP/1.1\r\nHost: x\r\n${many}\r\n`);
+    assert.match(r.text, /^HTTP\/1.1 431 /);
 });
 
 test('malformed requests get 400 and the connection closes', async () => {
