@@ -331,31 +331,34 @@ typedef struct loader {
     int errors;
 } loader_t;
 
+/* One diagnostic: `file:line:col: [label]message`, at the offending value. */
+__attribute__((format(printf, 4, 0))) static void
+diag(loader_t *ld, const ag_toml_value_t *at, const char *label, const char *fmt, va_list ap)
+{
+    if (!ld->errs)
+        return;
+    fprintf(ld->errs, "%s:%u:%u: %s", ld->path, at ? ag_toml_line(at) : 1, at ? ag_toml_col(at) : 1,
+            label);
+    vfprintf(ld->errs, fmt, ap);
+    fputc('\n', ld->errs);
+}
+
 __attribute__((format(printf, 3, 4))) static void report(loader_t *ld, const ag_toml_value_t *at,
                                                          const char *fmt, ...)
 {
     ld->errors++;
-    if (!ld->errs)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(ld->errs, "%s:%u:%u: ", ld->path, at ? ag_toml_line(at) : 1, at ? ag_toml_col(at) : 1);
-    vfprintf(ld->errs, fmt, ap);
-    fputc('\n', ld->errs);
+    diag(ld, at, "", fmt, ap);
     va_end(ap);
 }
 
 __attribute__((format(printf, 3, 4))) static void warn(loader_t *ld, const ag_toml_value_t *at,
                                                        const char *fmt, ...)
 {
-    if (!ld->errs)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(ld->errs, "%s:%u:%u: warning: ", ld->path, at ? ag_toml_line(at) : 1,
-            at ? ag_toml_col(at) : 1);
-    vfprintf(ld->errs, fmt, ap);
-    fputc('\n', ld->errs);
+    diag(ld, at, "warning: ", fmt, ap);
     va_end(ap);
 }
 
