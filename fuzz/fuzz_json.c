@@ -2,13 +2,16 @@
  *
  * fuzz_json.c: the gateway's JSON handling of outside input: an upstream
  * answer turned into the seed's response, cache entries read back, and a
- * request's forwarding headers. Uses the gateway's internal API (gateway/internal.h).
+ * request's forwarding headers. Uses the gateway's internal API (gateway/answer.h and cache.h).
  */
 #include "util/platform.h"
 
 #include <string.h>
 
-#include "gateway/internal.h"
+#include "gateway/answer.h"
+#include "gateway/cache.h"
+#include "gateway/client_ip.h"
+#include "gateway/steps.h"
 #include "util/log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

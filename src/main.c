@@ -170,10 +170,6 @@ static int run_server(int argc, char **argv, bool dev)
         ag_config_fini(&cfg);
         return rc;
     }
-    ag_config_load_secrets(&cfg);
-    if (!cfg.anthropic_api_key)
-        ag_log_warn("ANTHROPIC_API_KEY is not set (environment or .dev.vars): AI routes will "
-                    "answer 503 until it is");
     signal(SIGPIPE, SIG_IGN);
     /* Every connection is a descriptor: take all the hard limit allows (nginx's
      * worker_rlimit_nofile), so max_connections, not a 1024 default, is the cap. */
@@ -182,9 +178,15 @@ static int run_server(int argc, char **argv, bool dev)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    ag_upstream_global_init();
+    rc = ag_upstream_global_init();
+    if (rc < 0) {
+        fprintf(stderr, "aigate: cannot initialise the HTTP client (libcurl): %s\n",
+                ag_strerror(rc));
+        ag_config_fini(&cfg);
+        return 1;
+    }
     ag_gateway_t *gw = NULL;
-    rc = ag_gateway_new(&cfg, &gw);
+    rc = ag_gateway_new(&cfg, stderr, &gw);
     ag_server_t *srv = NULL;
     if (rc == 0) {
         ag_server_options_t so = {
@@ -202,7 +204,7 @@ static int run_server(int argc, char **argv, bool dev)
                     .drain_timeout_ms = cfg.drain_timeout_ms,
                 },
             .hooks = ag_gateway_hooks(gw),
-            .access_log = cfg.access_log,
+            .default_headers = ag_gateway_default_headers(gw),
         };
         rc = ag_server_start(&so, &srv);
         if (rc < 0)
@@ -265,6 +267,9 @@ static int cmd_config(int argc, char **argv)
         return rc;
     ag_config_t cfg;
     rc = load_config(&o, &cfg);
+    /* The same checks the server makes before it serves (routes, proxies). */
+    if (rc == 0 && ag_gateway_check_config(&cfg, stderr) < 0)
+        rc = 1;
     if (rc == 0)
         printf("%s: ok\n", cfg.path ? cfg.path : "(embedded defaults)");
     ag_config_fini(&cfg);

@@ -1,16 +1,17 @@
-# The gateway: HTTP server, upstream client, config, routes, and the binary.
-add_library(ag_core STATIC
-  src/http/server.c src/upstream/client.c src/config/config.c src/gateway/gateway.c
-  src/gateway/answer.c src/gateway/cache.c src/gateway/stream.c
-  src/gateway/client_ip.c)
-target_link_libraries(ag_core PUBLIC ag_sse)
-target_link_libraries(ag_core PUBLIC ag_http_parser ag_jtok ag_toml ag_usage_log ag_store ag_limit ag_util PkgConfig::UV PkgConfig::CURL
-  PkgConfig::JANSSON PkgConfig::CRYPTO Threads::Threads m)
-add_executable(aigate src/main.c)
-target_link_libraries(aigate ag_core ag_cli)
+# gateway: the router, the route table and one file per route, the streaming relay, request
+# coalescing, the cache, the per-request steps, and config generations.
+ag_layer(DIR gateway
+  SOURCES src/gateway/gateway.c src/gateway/generation.c src/gateway/router.c
+          src/gateway/routes.c src/gateway/route_generate.c src/gateway/route_messages.c
+          src/gateway/relay.c src/gateway/flight.c src/gateway/cache.c src/gateway/steps.c
+          src/gateway/answer.c src/gateway/client_ip.c
+  USES util config limit store obs cron upstream http
+  LINK PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::UV Threads::Threads m)
 
-# The gateway's JSON contract: unit tests and a fuzz target over its statics.
+# The gateway's JSON contract, its route table and generations: unit tests and a fuzz target.
 ag_unit_test(test_gateway tests/unit/test_gateway.c)
-target_link_libraries(test_gateway ag_core)
+target_link_libraries(test_gateway ag_gateway)
+ag_unit_test(test_routes tests/unit/test_routes.c)
+target_link_libraries(test_routes ag_gateway)
 ag_fuzz_target(fuzz_json fuzz/fuzz_json.c)
-target_link_libraries(fuzz_json ag_core)
+target_link_libraries(fuzz_json ag_gateway)

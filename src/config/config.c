@@ -16,7 +16,6 @@
 
 #include "config/config.h"
 #include "config/toml.h"
-#include "store/secrets.h"
 #include "util/buf.h"
 #include "util/errors.h"
 
@@ -28,7 +27,8 @@ typedef enum {
     K_BOOL,
     K_PORT,
     K_MODELS,
-    K_STRLIST
+    K_STRLIST,
+    K_ALIAS, /* deprecated: sets def_str in [aigate.routes."/v1/messages"] */
 } key_type_t;
 
 typedef struct cfg_key {
@@ -36,32 +36,36 @@ typedef struct cfg_key {
     key_type_t type;
     double min, max;
     double def_num;      /* numeric and bool defaults */
-    const char *def_str; /* string defaults */
+    const char *def_str; /* string defaults; K_ALIAS: the route key it sets */
     size_t offset;
     const char *help;
+    ag_key_apply_t apply; /* omitted: reloadable */
 } cfg_key_t;
 
 #define OFF(f) offsetof(ag_config_t, f)
+#define ROFF(f) offsetof(ag_config_route_t, f)
+#define RESTART AG_KEY_RESTART
 
 /* The [aigate] table. Durations are seconds (fractions allowed), stored as ms. */
 static const cfg_key_t aigate_keys[] = {
-    {"host", K_STRING, 0, 0, 0, "127.0.0.1", OFF(host), "address to listen on"},
-    {"port", K_PORT, 0, 65535, 8787, NULL, OFF(port), "TCP port (0: any free port)"},
-    {"threads", K_UINT, 0, 256, 0, NULL, OFF(threads), "event-loop threads; 0: one per core"},
+    {"host", K_STRING, 0, 0, 0, "127.0.0.1", OFF(host), "address to listen on", RESTART},
+    {"port", K_PORT, 0, 65535, 8787, NULL, OFF(port), "TCP port (0: any free port)", RESTART},
+    {"threads", K_UINT, 0, 256, 0, NULL, OFF(threads), "event-loop threads; 0: one per core",
+     RESTART},
     {"max_body_bytes", K_SIZE, 1, 1 << 30, 1 << 20, NULL, OFF(max_body_bytes),
-     "largest request body; over it: 413"},
+     "largest request body; over it: 413", RESTART},
     {"max_header_bytes", K_SIZE, 1024, 1 << 20, 16384, NULL, OFF(max_header_bytes),
-     "largest request line + headers; over it: 431"},
+     "largest request line + headers; over it: 431", RESTART},
     {"max_connections", K_UINT, 1, 1 << 24, 10000, NULL, OFF(max_connections),
-     "open client connections; over it: 503 and close"},
+     "open client connections; over it: 503 and close", RESTART},
     {"header_timeout", K_SECONDS, 0.001, 3600, 10, NULL, OFF(header_timeout_ms),
-     "seconds to receive a whole request head (slowloris guard)"},
+     "seconds to receive a whole request head (slowloris guard)", RESTART},
     {"idle_timeout", K_SECONDS, 0.001, 86400, 60, NULL, OFF(idle_timeout_ms),
-     "seconds a keep-alive connection may sit idle"},
+     "seconds a keep-alive connection may sit idle", RESTART},
     {"body_timeout", K_SECONDS, 0.001, 3600, 30, NULL, OFF(body_timeout_ms),
-     "seconds without progress while receiving a body"},
+     "seconds without progress while receiving a body", RESTART},
     {"drain_timeout", K_SECONDS, 0, 3600, 10, NULL, OFF(drain_timeout_ms),
-     "seconds in-flight requests get to finish on shutdown"},
+     "seconds in-flight requests get to finish on shutdown", RESTART},
     {"upstream", K_STRING, 0, 0, 0, "https://api.anthropic.com", OFF(upstream),
      "Anthropic API base URL"},
     {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL, OFF(upstream_connect_timeout_ms),
@@ -70,37 +74,54 @@ static const cfg_key_t aigate_keys[] = {
      "seconds for a whole non-streaming upstream call"},
     {"stream_idle_timeout", K_SECONDS, 0.001, 3600, 60, NULL, OFF(stream_idle_timeout_ms),
      "seconds a stream may go without a byte (pings count) before it is cut"},
+    {"api_key_secret", K_STRING, 0, 0, 0, "ANTHROPIC_API_KEY", OFF(api_key_secret),
+     "name of the secret holding the upstream key (environment, `aigate secret put`, .dev.vars)",
+     AG_KEY_SECRET},
     {"data_dir", K_STRING, 0, 0, 0, "./.aigate", OFF(data_dir),
-     "folder for KV stores, buckets, secrets"},
-    {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr"},
+     "folder for KV stores, buckets, secrets", RESTART},
+    {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr",
+     RESTART},
     {"prompt_max_length", K_UINT, 1, 1 << 24, 4000, NULL, OFF(prompt_max_length),
      "longest prompt, in UTF-16 code units (JavaScript's length)"},
     {"models", K_MODELS, 0, 0, 0, NULL, OFF(models),
      "models a client may ask for, besides DEFAULT_MODEL"},
     {"rate_limit", K_UINT, 1, 1e9, 20, NULL, OFF(rate_limit),
-     "requests per rate_period per client on POST /api/generate"},
+     "requests per rate_period per client, on every AI route"},
     {"rate_period", K_UINT, 1, 86400, 60, NULL, OFF(rate_period_s), "seconds of the rate window"},
     {"rate_limit_binding", K_STRING, 0, 0, 0, "", OFF(rate_limit_binding),
-     "use the limit and period of this ratelimit binding ([[unsafe.bindings]]) instead"},
-    {"messages_rate_limit", K_UINT, 0, 1e9, 0, NULL, OFF(messages_rate_limit),
-     "requests per messages_rate_period per client on POST /v1/messages; 0: as rate_limit"},
-    {"messages_rate_period", K_UINT, 0, 86400, 0, NULL, OFF(messages_rate_period_s),
-     "seconds of the /v1/messages window; 0: as rate_period"},
-    {"messages_rate_limit_binding", K_STRING, 0, 0, 0, "", OFF(messages_rate_limit_binding),
-     "ratelimit binding for /v1/messages; \"\": as rate_limit_binding. Routes naming bindings "
-     "with one namespace_id share counters"},
+     "use the limit and period of this ratelimit binding ([[unsafe.bindings]]) instead. Routes "
+     "naming bindings with one namespace_id share counters"},
+    {"messages_rate_limit", K_ALIAS, 0, 1e9, 0, "rate_limit", 0,
+     "deprecated: rate_limit in [aigate.routes.\"/v1/messages\"]"},
+    {"messages_rate_period", K_ALIAS, 0, 86400, 0, "rate_period", 0,
+     "deprecated: rate_period in [aigate.routes.\"/v1/messages\"]"},
+    {"messages_rate_limit_binding", K_ALIAS, 0, 0, 0, "rate_limit_binding", 0,
+     "deprecated: rate_limit_binding in [aigate.routes.\"/v1/messages\"]"},
     {"trusted_proxies", K_STRLIST, 0, 0, 0, NULL, OFF(trusted_proxies),
      "addresses or CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed"},
-    {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache /api/generate answers"},
+    {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache AI answers"},
     {"cache_ttl", K_SECONDS, 1, 31536000, 3600, NULL, OFF(cache_ttl_ms),
      "seconds a cached answer lives"},
     {"cache_binding", K_STRING, 0, 0, 0, "CACHE", OFF(cache_binding),
-     "KV namespace binding that holds the cache"},
-    {"usage_log", K_BOOL, 0, 1, 1, NULL, OFF(usage_log), "write usage entries to the object store"},
+     "KV namespace binding that holds the cache", RESTART},
+    {"usage_log", K_BOOL, 0, 1, 1, NULL, OFF(usage_log), "write usage entries to the object store",
+     RESTART},
     {"usage_log_binding", K_STRING, 0, 0, 0, "STORAGE", OFF(usage_log_binding),
-     "R2 binding whose bucket gets logs/YYYY/MM/DD/*.ndjson"},
+     "R2 binding whose bucket gets logs/YYYY/MM/DD/*.ndjson", RESTART},
     {"usage_log_flush", K_SECONDS, 0.001, 3600, 1, NULL, OFF(usage_log_flush_ms),
-     "seconds between usage-log flushes at most"},
+     "seconds between usage-log flushes at most", RESTART},
+};
+
+/* [aigate.routes."PATH"]: what a route may set for itself; unset, [aigate]'s holds. */
+static const cfg_key_t route_keys[] = {
+    {"rate_limit", K_UINT, 1, 1e9, 0, NULL, ROFF(rate_limit),
+     "requests per rate_period per client on this route"},
+    {"rate_period", K_UINT, 1, 86400, 0, NULL, ROFF(rate_period_s), "seconds of the rate window"},
+    {"rate_limit_binding", K_STRING, 0, 0, 0, NULL, ROFF(rate_limit_binding),
+     "ratelimit binding whose numbers apply on this route"},
+    {"cache", K_BOOL, 0, 1, 0, NULL, ROFF(cache), "cache this route's answers"},
+    {"models", K_MODELS, 0, 0, 0, NULL, ROFF(models),
+     "models a client may ask for on this route, besides DEFAULT_MODEL (replaces [aigate]'s)"},
 };
 
 /* Top-level keys that wrangler.toml may hold; we read some and accept the rest. */
@@ -173,12 +194,22 @@ static char *xstrndup(const char *s, size_t n)
     return p;
 }
 
-static void free_models(ag_config_t *cfg)
+/* Model lists: NULL-terminated, with their count in the size_t that follows. */
+static void free_models(char ***models, size_t *n)
 {
-    for (size_t i = 0; i < cfg->nmodels; i++)
-        free(cfg->models[i]);
-    AG_FREE(&cfg->models);
-    cfg->nmodels = 0;
+    for (size_t i = 0; i < *n; i++)
+        free((*models)[i]);
+    AG_FREE(models);
+    *n = 0;
+}
+
+static bool models_contain(char *const *models, size_t n, const char *m, size_t len)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strlen(models[i]) == len && memcmp(models[i], m, len) == 0)
+            return true;
+    }
+    return false;
 }
 
 static void free_strlist(char ***list)
@@ -213,15 +244,15 @@ static void add_price(ag_config_t *cfg, const char *model, double in, double out
     cfg->prices[cfg->nprices++] = (ag_config_price_t){xstrdup(model), in, out};
 }
 
-static void add_model(ag_config_t *cfg, const char *m, size_t len)
+static void add_model(char ***models, size_t *n, const char *m, size_t len)
 {
-    if (ag_config_model_allowed(cfg, m, len))
+    if (*models && models_contain(*models, *n, m, len))
         return;
-    char **p = realloc(cfg->models, (cfg->nmodels + 2) * sizeof(char *));
+    char **p = realloc(*models, (*n + 2) * sizeof(char *));
     AG_ASSERT(p != NULL);
-    cfg->models = p;
-    cfg->models[cfg->nmodels++] = xstrndup(m, len);
-    cfg->models[cfg->nmodels] = NULL;
+    *models = p;
+    p[(*n)++] = xstrndup(m, len);
+    p[*n] = NULL;
 }
 
 /* Stores a validated number into the key's field, in the field's own unit. */
@@ -266,6 +297,7 @@ void ag_config_defaults(ag_config_t *cfg)
             break;
         case K_MODELS:
         case K_STRLIST:
+        case K_ALIAS:
             break;
         }
     }
@@ -286,8 +318,15 @@ void ag_config_fini(ag_config_t *cfg)
         if (aigate_keys[i].type == K_STRING)
             AG_FREE((char **)((char *)cfg + aigate_keys[i].offset));
     }
-    free_models(cfg);
+    free_models(&cfg->models, &cfg->nmodels);
     free_strlist(&cfg->trusted_proxies);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        free(cfg->routes[i].path);
+        free(cfg->routes[i].rate_limit_binding);
+        free_models(&cfg->routes[i].models, &cfg->routes[i].nmodels);
+    }
+    AG_FREE(&cfg->routes);
+    cfg->nroutes = 0;
     for (size_t i = 0; i < cfg->nratelimits; i++) {
         free(cfg->ratelimits[i].name);
         free(cfg->ratelimits[i].namespace_id);
@@ -304,10 +343,6 @@ void ag_config_fini(ag_config_t *cfg)
     AG_FREE(&cfg->name);
     AG_FREE(&cfg->environment);
     AG_FREE(&cfg->default_model);
-    if (cfg->anthropic_api_key) {
-        explicit_bzero(cfg->anthropic_api_key, strlen(cfg->anthropic_api_key));
-        AG_FREE(&cfg->anthropic_api_key);
-    }
 }
 
 bool ag_config_model_allowed(const ag_config_t *cfg, const char *model, size_t len)
@@ -315,11 +350,44 @@ bool ag_config_model_allowed(const ag_config_t *cfg, const char *model, size_t l
     if (cfg->default_model && strlen(cfg->default_model) == len &&
         memcmp(cfg->default_model, model, len) == 0)
         return true;
-    for (size_t i = 0; i < cfg->nmodels; i++) {
-        if (strlen(cfg->models[i]) == len && memcmp(cfg->models[i], model, len) == 0)
-            return true;
+    return models_contain(cfg->models, cfg->nmodels, model, len);
+}
+
+const ag_config_route_t *ag_config_route(const ag_config_t *cfg, const char *path)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        if (strcmp(cfg->routes[i].path, path) == 0)
+            return &cfg->routes[i];
     }
-    return false;
+    return NULL;
+}
+
+void ag_config_route_settings(const ag_config_t *cfg, const char *path, ag_route_settings_t *out)
+{
+    const ag_config_route_t *r = ag_config_route(cfg, path);
+    out->rate_limit = r && r->rate_limit ? r->rate_limit : cfg->rate_limit;
+    out->rate_period_s = r && r->rate_period_s ? r->rate_period_s : cfg->rate_period_s;
+    const char *b = r && r->rate_limit_binding ? r->rate_limit_binding : cfg->rate_limit_binding;
+    out->rate_limit_binding = b && *b ? b : NULL;
+    out->cache = r && r->cache >= 0 ? r->cache != 0 : cfg->cache;
+    out->models = r && r->models ? r->models : cfg->models;
+    out->nmodels = r && r->models ? r->nmodels : cfg->nmodels;
+}
+
+int ag_config_key_apply(const char *name)
+{
+    const cfg_key_t *table = aigate_keys;
+    size_t n = AG_ARRAY_LEN(aigate_keys);
+    if (strncmp(name, "routes.", 7) == 0) {
+        table = route_keys;
+        n = AG_ARRAY_LEN(route_keys);
+        name += 7;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(table[i].name, name) == 0)
+            return (int)table[i].apply;
+    }
+    return -1;
 }
 
 /* ---- loading --------------------------------------------------------------- */
@@ -353,6 +421,20 @@ __attribute__((format(printf, 3, 4))) static void report(loader_t *ld, const ag_
     va_end(ap);
 }
 
+__attribute__((format(printf, 4, 5))) static void report_at(loader_t *ld, unsigned line,
+                                                            unsigned col, const char *fmt, ...)
+{
+    ld->errors++;
+    if (!ld->errs)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(ld->errs, "%s:%u:%u: ", ld->path, line, col);
+    vfprintf(ld->errs, fmt, ap);
+    fputc('\n', ld->errs);
+    va_end(ap);
+}
+
 __attribute__((format(printf, 3, 4))) static void warn(loader_t *ld, const ag_toml_value_t *at,
                                                        const char *fmt, ...)
 {
@@ -372,9 +454,12 @@ static bool get_number(const ag_toml_value_t *v, double *out)
     return ag_toml_get_float(v, out) == 0 && isfinite(*out);
 }
 
-static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v)
+/* Stores v into the key's field of `base` (the config, or one route's table);
+ * `table` names the table in messages ("aigate", "aigate.routes.\"/x\""). */
+static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v, void *base,
+                      const char *table)
 {
-    char *field = (char *)ld->cfg + k->offset;
+    char *field = (char *)base + k->offset;
     const char *s;
     size_t slen;
     double num;
@@ -382,7 +467,7 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
     switch (k->type) {
     case K_STRING:
         if (ag_toml_get_string(v, &s, &slen) != 0 || memchr(s, '\0', slen)) {
-            report(ld, v, "aigate.%s must be a string", k->name);
+            report(ld, v, "%s.%s must be a string", table, k->name);
             return;
         }
         free(*(char **)field);
@@ -390,14 +475,17 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
         return;
     case K_BOOL:
         if (ag_toml_get_bool(v, &b) != 0) {
-            report(ld, v, "aigate.%s must be true or false", k->name);
+            report(ld, v, "%s.%s must be true or false", table, k->name);
             return;
         }
-        *(bool *)field = b;
+        if (base == ld->cfg)
+            *(bool *)field = b;
+        else
+            *(int *)field = b; /* a route's -1 means unset */
         return;
     case K_STRLIST: {
         if (ag_toml_type(v) != AG_TOML_ARRAY) {
-            report(ld, v, "aigate.%s must be an array of strings", k->name);
+            report(ld, v, "%s.%s must be an array of strings", table, k->name);
             return;
         }
         char ***list = (char ***)field;
@@ -408,40 +496,48 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
         for (size_t i = 0; i < n; i++) {
             const ag_toml_value_t *item = ag_toml_array_at(v, i);
             if (ag_toml_get_string(item, &s, &slen) != 0 || slen == 0 || memchr(s, '\0', slen)) {
-                report(ld, item, "aigate.%s[%zu] must be a non-empty string", k->name, i);
+                report(ld, item, "%s.%s[%zu] must be a non-empty string", table, k->name, i);
                 continue;
             }
             (*list)[used++] = xstrndup(s, slen);
         }
         return;
     }
-    case K_MODELS:
+    case K_MODELS: {
         if (ag_toml_type(v) != AG_TOML_ARRAY) {
-            report(ld, v, "aigate.%s must be an array of strings", k->name);
+            report(ld, v, "%s.%s must be an array of strings", table, k->name);
             return;
+        }
+        /* The count is the size_t right after the list in both structs. */
+        char ***models = (char ***)field;
+        size_t *n = (size_t *)(field + sizeof(char **));
+        if (!*models) {
+            *models = calloc(1, sizeof(char *));
+            AG_ASSERT(*models != NULL);
         }
         for (size_t i = 0; i < ag_toml_array_len(v); i++) {
             const ag_toml_value_t *item = ag_toml_array_at(v, i);
             if (ag_toml_get_string(item, &s, &slen) != 0 || slen == 0) {
-                report(ld, item, "aigate.%s[%zu] must be a non-empty string", k->name, i);
+                report(ld, item, "%s.%s[%zu] must be a non-empty string", table, k->name, i);
                 continue;
             }
-            add_model(ld->cfg, s, slen);
+            add_model(models, n, s, slen);
         }
         return;
+    }
     default:
         break;
     }
     if (!get_number(v, &num)) {
-        report(ld, v, "aigate.%s must be a number", k->name);
+        report(ld, v, "%s.%s must be a number", table, k->name);
         return;
     }
     if (k->type != K_SECONDS && num != floor(num)) {
-        report(ld, v, "aigate.%s must be a whole number", k->name);
+        report(ld, v, "%s.%s must be a whole number", table, k->name);
         return;
     }
     if (num < k->min || num > k->max) {
-        report(ld, v, "aigate.%s = %g is out of range [%g, %g]", k->name, num, k->min, k->max);
+        report(ld, v, "%s.%s = %g is out of range [%g, %g]", table, k->name, num, k->min, k->max);
         return;
     }
     store_number(k, field, num);
@@ -545,30 +641,140 @@ static void load_unsafe(loader_t *ld, const ag_toml_value_t *unsafe)
     }
 }
 
+/* The model lists are read through one pointer: the count follows the list. */
+_Static_assert(offsetof(ag_config_t, nmodels) == offsetof(ag_config_t, models) + sizeof(char **),
+               "nmodels follows models");
+_Static_assert(offsetof(ag_config_route_t, nmodels) ==
+                   offsetof(ag_config_route_t, models) + sizeof(char **),
+               "nmodels follows models");
+
+static const cfg_key_t *find_key(const cfg_key_t *table, size_t n, const char *key, size_t klen)
+{
+    for (size_t j = 0; j < n; j++) {
+        if (strlen(table[j].name) == klen && memcmp(table[j].name, key, klen) == 0)
+            return &table[j];
+    }
+    return NULL;
+}
+
+/* The route table for `path`, created (all unset) when missing. */
+static ag_config_route_t *route_table(ag_config_t *cfg, const char *path, size_t len,
+                                      const ag_toml_value_t *at)
+{
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        if (strlen(cfg->routes[i].path) == len && memcmp(cfg->routes[i].path, path, len) == 0)
+            return &cfg->routes[i];
+    }
+    ag_config_route_t *p = realloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*p));
+    AG_ASSERT(p != NULL);
+    cfg->routes = p;
+    p = &cfg->routes[cfg->nroutes++];
+    memset(p, 0, sizeof(*p));
+    p->path = xstrndup(path, len);
+    p->cache = -1;
+    p->line = at ? ag_toml_line(at) : 1;
+    p->col = at ? ag_toml_col(at) : 1;
+    return p;
+}
+
+/* [aigate.routes."PATH"] tables. */
+static void load_routes(loader_t *ld, const ag_toml_value_t *t)
+{
+    if (ag_toml_type(t) != AG_TOML_TABLE) {
+        report(ld, t, "aigate.routes must be a table of route paths");
+        return;
+    }
+    for (size_t i = 0; i < ag_toml_table_len(t); i++) {
+        const char *path;
+        size_t plen;
+        const ag_toml_value_t *rt = ag_toml_table_at(t, i, &path, &plen);
+        if (plen == 0 || path[0] != '/' || memchr(path, '\0', plen)) {
+            report(ld, rt, "aigate.routes.\"%.*s\": a route is a path starting with /",
+                   (int)plen, path);
+            continue;
+        }
+        if (ag_toml_type(rt) != AG_TOML_TABLE) {
+            report(ld, rt, "aigate.routes.\"%.*s\" must be a table", (int)plen, path);
+            continue;
+        }
+        ag_config_route_t *r = route_table(ld->cfg, path, plen, rt);
+        char name[128];
+        snprintf(name, sizeof(name), "aigate.routes.\"%.*s\"", (int)(plen < 96 ? plen : 96),
+                 path);
+        for (size_t j = 0; j < ag_toml_table_len(rt); j++) {
+            const char *key;
+            size_t klen;
+            const ag_toml_value_t *v = ag_toml_table_at(rt, j, &key, &klen);
+            const cfg_key_t *k = find_key(route_keys, AG_ARRAY_LEN(route_keys), key, klen);
+            if (!k) {
+                warn(ld, v, "unknown key %s.%.*s (ignored)", name, (int)klen, key);
+                continue;
+            }
+            apply_key(ld, k, v, r, name);
+        }
+    }
+}
+
+/* A deprecated messages_* key: sets its route key for /v1/messages unless the
+ * routes table set it (the new spelling wins). 0 and "" keep meaning "as [aigate]". */
+static void apply_alias(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v,
+                        const ag_config_route_t *before)
+{
+    warn(ld, v, "aigate.%s is deprecated: set %s in [aigate.routes.\"/v1/messages\"]", k->name,
+         k->def_str);
+    ag_config_route_t *r = route_table(ld->cfg, "/v1/messages", 12, NULL);
+    const cfg_key_t *rk = find_key(route_keys, AG_ARRAY_LEN(route_keys), k->def_str,
+                                   strlen(k->def_str));
+    AG_ASSERT(rk != NULL);
+    bool set_before = before && ((rk->offset == ROFF(rate_limit) && before->rate_limit) ||
+                                 (rk->offset == ROFF(rate_period_s) && before->rate_period_s) ||
+                                 (rk->offset == ROFF(rate_limit_binding) &&
+                                  before->rate_limit_binding));
+    if (set_before)
+        return;
+    int64_t num;
+    const char *s;
+    size_t slen;
+    if ((ag_toml_get_int(v, &num) == 0 && num == 0) ||
+        (ag_toml_get_string(v, &s, &slen) == 0 && slen == 0))
+        return;
+    cfg_key_t alias = *rk;
+    alias.min = 1;
+    alias.max = k->max;
+    apply_key(ld, &alias, v, r, "aigate");
+}
+
 static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
 {
     if (ag_toml_type(t) != AG_TOML_TABLE) {
         report(ld, t, "aigate must be a table");
         return;
     }
+    /* Routes first: a deprecated alias must not override what they say. */
+    const ag_toml_value_t *routes = ag_toml_table_get(t, "routes");
+    if (routes)
+        load_routes(ld, routes);
+    const ag_config_route_t *msg = ag_config_route(ld->cfg, "/v1/messages");
+    ag_config_route_t before = msg ? *msg : (ag_config_route_t){.cache = -1};
     for (size_t i = 0; i < ag_toml_table_len(t); i++) {
         const char *key;
         size_t klen;
         const ag_toml_value_t *v = ag_toml_table_at(t, i, &key, &klen);
-        const cfg_key_t *k = NULL;
-        for (size_t j = 0; j < AG_ARRAY_LEN(aigate_keys); j++) {
-            if (strlen(aigate_keys[j].name) == klen && memcmp(aigate_keys[j].name, key, klen) == 0)
-                k = &aigate_keys[j];
-        }
+        const cfg_key_t *k = find_key(aigate_keys, AG_ARRAY_LEN(aigate_keys), key, klen);
         if (!k && klen == 6 && memcmp(key, "prices", 6) == 0) {
             load_prices(ld, v);
             continue;
         }
+        if (!k && klen == 6 && memcmp(key, "routes", 6) == 0)
+            continue;
         if (!k) {
             warn(ld, v, "unknown key aigate.%.*s (ignored)", (int)klen, key);
             continue;
         }
-        apply_key(ld, k, v);
+        if (k->type == K_ALIAS)
+            apply_alias(ld, k, v, msg ? &before : NULL);
+        else
+            apply_key(ld, k, v, ld->cfg, "aigate");
     }
 }
 
@@ -707,13 +913,15 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "rate_limit_binding"),
                "aigate.rate_limit_binding: no ratelimit binding named '%s' in [[unsafe.bindings]]",
                cfg->rate_limit_binding);
-    if (cfg->messages_rate_limit_binding && *cfg->messages_rate_limit_binding &&
-        !ag_config_ratelimit(cfg, cfg->messages_rate_limit_binding))
-        report(&ld,
-               ag_toml_table_get(ag_toml_table_get(root, "aigate"), "messages_rate_limit_binding"),
-               "aigate.messages_rate_limit_binding: no ratelimit binding named '%s' in "
-               "[[unsafe.bindings]]",
-               cfg->messages_rate_limit_binding);
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        const ag_config_route_t *r = &cfg->routes[i];
+        if (r->rate_limit_binding && *r->rate_limit_binding &&
+            !ag_config_ratelimit(cfg, r->rate_limit_binding))
+            report_at(&ld, r->line, r->col,
+                      "aigate.routes.\"%s\".rate_limit_binding: no ratelimit binding named "
+                      "'%s' in [[unsafe.bindings]]",
+                      r->path, r->rate_limit_binding);
+    }
     if (strncmp(cfg->upstream, "http://", 7) != 0 && strncmp(cfg->upstream, "https://", 8) != 0)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "upstream"),
                "aigate.upstream must be an http:// or https:// URL");
@@ -750,105 +958,40 @@ const char *ag_config_find(const char *explicit_path)
     return NULL;
 }
 
-/* ---- secrets --------------------------------------------------------------- */
-
-/* Finds NAME in a dotenv file (wrangler's .dev.vars): NAME=value lines, an
- * optional `export `, quotes, and # comments. Returns a malloc'd value or NULL. */
-static char *dotenv_lookup(const char *path, const char *name)
+static void print_keys(FILE *out, const cfg_key_t *keys, size_t n, bool inherit)
 {
-    ag_buf_t text;
-    ag_buf_init(&text, 1u << 20);
-    if (read_file(path, &text) < 0 || !ag_buf_cstr(&text)) {
-        ag_buf_fini(&text);
-        return NULL;
-    }
-    char *found = NULL;
-    size_t nlen = strlen(name);
-    char *line = text.data;
-    while (line && *line) {
-        char *eol = strchr(line, '\n');
-        if (eol)
-            *eol = '\0';
-        char *p = line;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        if (strncmp(p, "export ", 7) == 0)
-            p += 7;
-        if (strncmp(p, name, nlen) == 0) {
-            char *q = p + nlen;
-            while (*q == ' ' || *q == '\t')
-                q++;
-            if (*q == '=') {
-                q++;
-                while (*q == ' ' || *q == '\t')
-                    q++;
-                size_t vlen = strlen(q);
-                while (vlen && (q[vlen - 1] == '\r' || q[vlen - 1] == ' ' || q[vlen - 1] == '\t'))
-                    vlen--;
-                if (vlen >= 2 && (q[0] == '"' || q[0] == '\'') && q[vlen - 1] == q[0]) {
-                    q++;
-                    vlen -= 2;
-                } else {
-                    char *hash = memchr(q, '#', vlen);
-                    if (hash) {
-                        vlen = (size_t)(hash - q);
-                        while (vlen && (q[vlen - 1] == ' ' || q[vlen - 1] == '\t'))
-                            vlen--;
-                    }
-                }
-                free(found);
-                found = xstrndup(q, vlen);
-            }
-        }
-        line = eol ? eol + 1 : NULL;
-    }
-    explicit_bzero(text.data, text.cap);
-    ag_buf_fini(&text);
-    return found;
-}
-
-void ag_config_load_secrets(ag_config_t *cfg)
-{
-    const char *env = getenv("ANTHROPIC_API_KEY");
-    char *key = NULL;
-    if (env && *env)
-        key = xstrdup(env);
-    if (!key) {
-        /* `aigate secret put`: the environment wins, then the secrets file, then .dev.vars. */
-        int src = ag_secrets_get(cfg->data_dir, "ANTHROPIC_API_KEY", &key);
-        if (src < 0 && src != AG_ENOTFOUND)
-            fprintf(stderr, "aigate: cannot read the secrets file in %s: %s\n",
-                    cfg->data_dir ? cfg->data_dir : "./.aigate", ag_secrets_strerror(src));
-    }
-    if (!key)
-        key = dotenv_lookup(".dev.vars", "ANTHROPIC_API_KEY");
-    if (key && !*key)
-        AG_FREE(&key);
-    if (cfg->anthropic_api_key) {
-        explicit_bzero(cfg->anthropic_api_key, strlen(cfg->anthropic_api_key));
-        free(cfg->anthropic_api_key);
-    }
-    cfg->anthropic_api_key = key;
-}
-
-void ag_config_print_reference(FILE *out)
-{
-    fprintf(out, "| key | type | default | range | meaning |\n|---|---|---|---|---|\n");
-    for (size_t i = 0; i < AG_ARRAY_LEN(aigate_keys); i++) {
-        const cfg_key_t *k = &aigate_keys[i];
-        static const char *tn[] = {"string", "integer", "bytes",       "seconds",
-                                   "bool",   "port",    "string list", "string list"};
+    static const char *const applies[] = {"reload", "restart", "secret"};
+    fprintf(out, "| key | type | default | range | applies | meaning |\n"
+                 "|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < n; i++) {
+        const cfg_key_t *k = &keys[i];
+        static const char *tn[] = {"string", "integer", "bytes",       "seconds", "bool",
+                                   "port",   "string list", "string list", "alias"};
         char def[64], range[64] = "";
-        if (k->type == K_STRING)
+        if (inherit)
+            snprintf(def, sizeof(def), "[aigate]'s");
+        else if (k->type == K_STRING)
             snprintf(def, sizeof(def), "`\"%s\"`", k->def_str);
         else if (k->type == K_BOOL)
             snprintf(def, sizeof(def), "`%s`", k->def_num ? "true" : "false");
         else if (k->type == K_STRLIST || k->type == K_MODELS)
             snprintf(def, sizeof(def), "`[]`");
+        else if (k->type == K_ALIAS)
+            snprintf(def, sizeof(def), "unset");
         else
             snprintf(def, sizeof(def), "`%.15g`", k->def_num);
-        if (k->type != K_STRING && k->type != K_BOOL && k->type != K_STRLIST && k->type != K_MODELS)
+        if (k->type == K_UINT || k->type == K_SIZE || k->type == K_SECONDS || k->type == K_PORT)
             snprintf(range, sizeof(range), "%.15g to %.15g", k->min, k->max);
-        fprintf(out, "| `%s` | %s | %s | %s | %s |\n", k->name, tn[k->type], def, range, k->help);
+        fprintf(out, "| `%s` | %s | %s | %s | %s | %s |\n", k->name, tn[k->type], def, range,
+                applies[k->apply], k->help);
     }
+}
+
+void ag_config_print_reference(FILE *out)
+{
+    print_keys(out, aigate_keys, AG_ARRAY_LEN(aigate_keys), false);
+    fprintf(out, "\n### `[aigate.routes.\"PATH\"]`\n\n"
+                 "Settings of one route (`/api/generate`, `/v1/messages`); a key left out takes "
+                 "its value from `[aigate]`.\n\n");
+    print_keys(out, route_keys, AG_ARRAY_LEN(route_keys), true);
 }

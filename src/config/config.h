@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  *
  * config.h: aigate's configuration model: embedded defaults, the wrangler.toml
- * / aigate.toml loader (one declarative key table), secrets, and validation.
- * Loaded once at start; read-only afterwards, so threads share it freely.
+ * / aigate.toml loader (one declarative key table, each key marked reloadable,
+ * restart-only or secret), per-route settings merged from [aigate], and
+ * validation. Config holds secret names, never their values (store/secrets.h
+ * resolves them). Read-only once loaded; the gateway copies what requests read.
  */
 #ifndef AG_CONFIG_CONFIG_H
 #define AG_CONFIG_CONFIG_H
@@ -28,6 +30,29 @@ typedef struct ag_config_price {
     double input_per_mtok; /* USD per million input tokens */
     double output_per_mtok;
 } ag_config_price_t;
+
+/* [aigate.routes."PATH"]: one route's own settings. A field left unset
+ * inherits [aigate]'s, as an nginx location inherits from its server. */
+typedef struct ag_config_route {
+    char *path;
+    unsigned line, col;       /* where the table is, for errors found later */
+    unsigned rate_limit;      /* 0: inherit */
+    unsigned rate_period_s;   /* 0: inherit */
+    char *rate_limit_binding; /* NULL: inherit */
+    int cache;                /* -1: inherit, else 0 or 1 */
+    char **models;            /* NULL: inherit; else NULL-terminated */
+    size_t nmodels;
+} ag_config_route_t;
+
+/* A route's settings after the merge; pointers borrow from the config. */
+typedef struct ag_route_settings {
+    unsigned rate_limit;
+    unsigned rate_period_s;
+    const char *rate_limit_binding; /* NULL: none */
+    bool cache;
+    char *const *models; /* allowlist besides DEFAULT_MODEL */
+    size_t nmodels;
+} ag_route_settings_t;
 
 typedef struct ag_config {
     char *path; /* the file loaded, or NULL for embedded defaults; owned */
@@ -55,11 +80,10 @@ typedef struct ag_config {
     /* rate limiting of the AI routes */
     unsigned rate_limit; /* requests per rate_period per client */
     unsigned rate_period_s;
-    char *rate_limit_binding;     /* name of a ratelimit binding whose numbers apply, or NULL */
-    unsigned messages_rate_limit; /* /v1/messages; 0: as rate_limit */
-    unsigned messages_rate_period_s;
-    char *messages_rate_limit_binding; /* "": as rate_limit_binding */
-    char **trusted_proxies;            /* addresses/CIDRs whose forwarding headers are believed */
+    char *rate_limit_binding; /* name of a ratelimit binding whose numbers apply; "": none */
+    char **trusted_proxies;   /* addresses/CIDRs whose forwarding headers are believed */
+    ag_config_route_t *routes; /* [aigate.routes."PATH"] tables */
+    size_t nroutes;
     /* response cache */
     bool cache;
     unsigned cache_ttl_ms;
@@ -80,8 +104,8 @@ typedef struct ag_config {
     char *environment;
     char *default_model;
     unsigned max_tokens;
-    /* secrets: never logged, never printed */
-    char *anthropic_api_key;
+    /* the name of the secret that holds the upstream key (not its value) */
+    char *api_key_secret;
 } ag_config_t;
 
 /** Fills `cfg` with the embedded defaults. Free with ag_config_fini(). */
@@ -96,12 +120,22 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs);
  *  wrangler.toml in the current folder; NULL when none (embedded defaults). */
 const char *ag_config_find(const char *explicit_path);
 
-/** Reads ANTHROPIC_API_KEY from the environment, else the secrets file in the
- *  data folder, else `.dev.vars` in the current folder. */
-void ag_config_load_secrets(ag_config_t *cfg);
-
-/** True when `model` is in the allowlist. */
+/** True when `model` is in the [aigate] allowlist or is DEFAULT_MODEL. */
 bool ag_config_model_allowed(const ag_config_t *cfg, const char *model, size_t len);
+
+/** The settings of the route at `path`: its [aigate.routes."PATH"] table
+ *  merged over [aigate] (and the deprecated messages_* keys for /v1/messages). */
+void ag_config_route_settings(const ag_config_t *cfg, const char *path, ag_route_settings_t *out);
+
+/** The [aigate.routes] table for `path`, or NULL. */
+const ag_config_route_t *ag_config_route(const ag_config_t *cfg, const char *path);
+
+/** How a change of a key takes effect. */
+typedef enum { AG_KEY_RELOAD, AG_KEY_RESTART, AG_KEY_SECRET } ag_key_apply_t;
+
+/** How `name` ("host", "rate_limit", "routes.rate_limit") takes effect; -1 when
+ *  no such key. The lifecycle's reload uses it to refuse restart-only changes. */
+int ag_config_key_apply(const char *name);
 
 /** The ratelimit binding called `name`, or NULL. */
 const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const char *name);

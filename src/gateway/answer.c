@@ -8,10 +8,8 @@
 #include <errno.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
+#include "gateway/answer.h"
 #include "gateway/internal.h"
-#include "upstream/sse.h"
 #include "util/errors.h"
 #include "util/fmt.h"
 #include "util/json.h"
@@ -248,6 +246,31 @@ void ag__gw_respond_result(ag_req_t *req, const shared_result_t *r)
         ag_req_respond_error(req, 500, MSG_INTERNAL);
         return;
     }
-    req->upstream_us = r->upstream_us;
+    req->ai.upstream_us = r->upstream_us;
     ag_req_respond(req, r->status, "application/json", ag_str(r->body, r->len));
+}
+
+/* The seed's upstream body, byte for byte in meaning: model, max_tokens, messages. */
+ag_str_t ag__gw_build_upstream_body(ag_pool_t *pool, ag_str_t model, unsigned max_tokens,
+                                    ag_str_t prompt)
+{
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    int rc = ag_buf_append_cstr(&b, "{\"model\":");
+    if (rc == 0)
+        rc = ag_json_append_string(&b, model);
+    char num[24];
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, ",\"max_tokens\":");
+    if (rc == 0)
+        rc = ag_buf_append(&b, num, ag_fmt_u64(num, max_tokens));
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, ",\"messages\":[{\"role\":\"user\",\"content\":");
+    if (rc == 0)
+        rc = ag_json_append_string(&b, prompt);
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, "}]}");
+    ag_str_t out = rc == 0 ? ag_pool_strdup_str(pool, ag_str(b.data, b.len)) : AG_STR_NULL;
+    ag_buf_fini(&b);
+    return out;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT
  *
- * cache.c: the response cache: SHA-256 keys, LMDB entries written off the loop,
- * and answers served from them as JSON, as a Message, or replayed as SSE.
+ * cache.c: the response cache: SHA-256 keys, the entry codec, fills written
+ * off the loop, asynchronous lookups, and the SSE replay of an entry.
  */
 #include "util/platform.h"
 
@@ -10,22 +10,23 @@
 
 #include <openssl/evp.h>
 
-#include "gateway/internal.h"
-#include "upstream/sse.h"
+#include "gateway/answer.h"
+#include "gateway/cache.h"
+#include "gateway/generation.h"
+#include "gateway/steps.h"
 #include "util/errors.h"
-#include "util/fmt.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/utf.h"
 
-/* ---- /api/generate: the cache ------------------------------------------------- */
+/* ---- fills ---------------------------------------------------------------------- */
 
-typedef struct ag__gw_cache_fill {
+typedef struct cache_fill {
     uv_work_t work;
     ag_gateway_t *gw;
     ag_kv_t *kv;
     int64_t ttl_s;
-    char key[8 + 2 * SHA256_DIGEST_LENGTH + 1];
+    char key[GW_KV_KEY_LEN];
     size_t len;
     char value[];
 } cache_fill_t;
@@ -36,7 +37,7 @@ static void cache_fill_work(uv_work_t *w)
     ag_kv_put_opts_t o = {.expiration_ttl = cf->ttl_s};
     int rc = ag_kv_put(cf->kv, cf->key, strlen(cf->key), cf->value, cf->len, &o);
     if (rc < 0)
-        ag_log_warn("cache fill failed: %s", ag_kv_strerror(rc));
+        ag_log_warn("cache fill failed: %s", ag_strerror(rc));
 }
 
 static void cache_fill_done(uv_work_t *w, int status)
@@ -50,9 +51,9 @@ static void cache_fill_done(uv_work_t *w, int status)
 #define MAX_PENDING_FILLS 4096
 
 /* Stores the answer off the loop thread: an LMDB write may wait on the disk. */
-void ag__gw_cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_buf_t *value)
+void gw_cache_fill(gw_worker_t *w, int64_t ttl_s, const char *key, const ag_buf_t *value)
 {
-    ag_gateway_t *gw = gww->gw;
+    ag_gateway_t *gw = w->gw;
     if (!gw->cache || value->len == 0)
         return;
     /* Memory stays bounded when fills come faster than the disk takes them:
@@ -69,12 +70,12 @@ void ag__gw_cache_fill(gw_worker_t *gww, uv_loop_t *loop, const char *key, ag_bu
     atomic_fetch_add(&gw->fills_pending, 1);
     cf->gw = gw;
     cf->kv = gw->cache;
-    cf->ttl_s = (gw->cfg->cache_ttl_ms + 999) / 1000;
+    cf->ttl_s = ttl_s;
     snprintf(cf->key, sizeof(cf->key), "%s", key);
     cf->len = value->len;
     memcpy(cf->value, value->data, value->len);
     cf->work.data = cf;
-    if (uv_queue_work(loop, &cf->work, cache_fill_work, cache_fill_done) < 0) {
+    if (uv_queue_work(w->loop, &cf->work, cache_fill_work, cache_fill_done) < 0) {
         atomic_fetch_sub(&gw->fills_pending, 1);
         free(cf);
     }
@@ -113,10 +114,11 @@ void ag__gw_sha256_parts(const ag_str_t *parts, size_t n, unsigned char out[SHA2
     EVP_DigestFinal_ex(ctx, out, NULL);
 }
 
-void ag__gw_cache_key(const unsigned char *digest, char out[8 + 2 * SHA256_DIGEST_LENGTH + 1])
+void gw_cache_key(const char *prefix, const unsigned char *digest, char out[GW_KV_KEY_LEN])
 {
     static const char hex[] = "0123456789abcdef";
-    memcpy(out, "gen:v1:", 7);
+    AG_ASSERT(strlen(prefix) == 7);
+    memcpy(out, prefix, 7);
     for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
         out[7 + 2 * i] = hex[digest[i] >> 4];
         out[8 + 2 * i] = hex[digest[i] & 15];
@@ -124,52 +126,93 @@ void ag__gw_cache_key(const unsigned char *digest, char out[8 + 2 * SHA256_DIGES
     out[7 + 2 * SHA256_DIGEST_LENGTH] = '\0';
 }
 
-/* Answers from the cache, as JSON or (stream_model given) as a replayed event
- * stream. @return true when it did. */
-void ag__gw_usage_from_entry(usage_t *u, const cache_entry_t *e)
+/* ---- lookups --------------------------------------------------------------------- */
+
+typedef struct lookup {
+    gw_worker_t *w;
+    ag_req_t *req;
+    const gw_route_t *route;
+    const char *model;
+    bool stream;
+    gw_cache_miss_fn miss;
+    void *ctx;
+    ag_kv_op_t *op; /* pending get, or NULL */
+    char key[GW_KV_KEY_LEN];
+} lookup_t;
+
+static void lookup_cancel(void *p)
 {
-    u->cached = true;
-    u->output_units = (uint32_t)e->units;
-    u->in = e->in;
-    u->out = e->out;
+    lookup_t *l = p;
+    ag_kv_op_cancel(l->op);
+    l->op = NULL;
 }
 
-bool ag__gw_cache_lookup(gw_worker_t *gww, ag_req_t *req, const char *key,
-                         const ag_str_t *stream_model, usage_t *usage)
+/* Serves the entry through the route's protocol. @return true when it did. */
+static bool serve_entry(lookup_t *l, const ag_kv_value_t *v)
 {
-    ag_kv_value_t v;
-    if (!gww->gw->cache || ag_kv_get(gww->gw->cache, key, strlen(key), &v) != 0)
-        return false;
-    bool served = false;
+    ag_req_t *req = l->req;
     cache_entry_t e;
-    if (ag__gw_parse_entry(&v, &e) && !e.raw) {
-        ag__gw_usage_from_entry(usage, &e);
-        if (stream_model) {
-            ag_buf_t text;
-            ag_buf_init(&text, 0);
-            long long in, out;
-            char stop[64];
-            served =
-                ag__gw_entry_text(&e, &text, &in, &out, stop) &&
-                ag__gw_replay_stream(req, *stream_model,
-                                     ag_str(text.data ? text.data : "", text.len), in, out, stop);
-            ag_buf_fini(&text);
-        } else {
-            ag_buf_t b;
-            ag_buf_init(&b, 0);
-            if (ag_buf_append(&b, e.json, e.jlen - 1) == 0 &&
-                ag_buf_append_cstr(&b, ",\"cached\":true}") == 0) {
-                ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
-                ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
-                served = true;
-            }
-            ag_buf_fini(&b);
-        }
+    if (!ag__gw_parse_entry(v, &e))
+        return false;
+    req->ai.cache = AG_CACHE_HIT;
+    req->ai.output_units = (uint32_t)e.units;
+    gw_step_tokens(req, l->route, e.in, e.out, 0, 0);
+    return l->route->def->proto->serve_cached(req, &e, l->model, l->stream);
+}
+
+static void on_cache_value(void *ctx, int rc, ag_kv_value_t *v)
+{
+    lookup_t *l = ctx;
+    l->op = NULL;
+    if (rc == 0) {
+        char key[GW_KV_KEY_LEN], id[sizeof(l->req->id)];
+        memcpy(key, l->key, sizeof(key));
+        memcpy(id, l->req->id, sizeof(id));
+        bool served = serve_entry(l, v);
+        ag_kv_value_free(v);
+        if (served)
+            return; /* the request may be finished: l is gone with its pool */
+        ag_log_warn("request %s: ignoring an unusable cache entry %s", id, key);
+        l->req->ai.cache = AG_CACHE_MISS;
+        l->req->ai.output_units = 0;
+        gw_step_tokens(l->req, l->route, 0, 0, 0, 0);
+    } else if (rc != AG_ENOTFOUND) {
+        ag_log_warn("request %s: cache lookup failed: %s", l->req->id, ag_strerror(rc));
     }
-    if (!served)
-        ag_log_warn("request %s: ignoring an unusable cache entry %s", req->id, key);
-    ag_kv_value_free(&v);
-    return served;
+    l->miss(l->ctx);
+}
+
+void gw_cache_lookup(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *key,
+                     const char *model, bool stream, gw_cache_miss_fn miss, void *ctx)
+{
+    ag_kv_t *kv = w->gw->cache;
+    if (!kv || !route->cache) {
+        miss(ctx);
+        return;
+    }
+    req->ai.cache = AG_CACHE_MISS;
+    lookup_t *l = ag_pool_alloc(&req->pool, sizeof(*l));
+    memset(l, 0, sizeof(*l));
+    l->w = w;
+    l->req = req;
+    l->route = route;
+    l->model = model;
+    l->stream = stream;
+    l->miss = miss;
+    l->ctx = ctx;
+    snprintf(l->key, sizeof(l->key), "%s", key);
+    ag_pool_on_clear(&req->pool, lookup_cancel, l);
+    ag_kv_op_t *op = NULL;
+    int rc = ag_kv_get_async(kv, l->key, strlen(l->key), on_cache_value, l, &op);
+    if (rc < 0) {
+        ag_log_warn("request %s: cache lookup failed: %s", req->id, ag_strerror(rc));
+        miss(ctx);
+        return;
+    }
+    /* Completed inline (LMDB): the request may already be finished. Otherwise
+     * it is alive until the callback runs, and must be able to cancel it. */
+    if (op)
+        l->op = op;
 }
 
 /* A cache entry: "in out stop\n" (three fields after a UTF-16 length) then JSON. */
@@ -283,41 +326,44 @@ bool ag__gw_replay_stream(ag_req_t *req, ag_str_t model, ag_str_t text, long lon
     return rc == 0;
 }
 
-/* A cached answer as Anthropic's Message, for a non-streaming /v1/messages. */
-bool ag__gw_respond_message(ag_req_t *req, ag_str_t model, const cache_entry_t *e)
+/* ---- encoding ------------------------------------------------------------------ */
+
+int gw_cache_encode_stream(ag_buf_t *v, const ag_anthropic_stream_t *a)
 {
-    if (e->raw) {
-        ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
-        ag_req_respond(req, 200, "application/json", ag_str(e->json, e->jlen));
-        return true;
-    }
-    ag_buf_t text, b;
-    ag_buf_init(&text, 0);
-    ag_buf_init(&b, 0);
-    long long in, out;
-    char stop[64];
-    bool ok = ag__gw_entry_text(e, &text, &in, &out, stop);
-    int rc = ok ? ag_buf_printf(&b,
-                                "{\"id\":\"msg_aigate_%s\",\"type\":\"message\",\"role\":"
-                                "\"assistant\",\"model\":",
-                                req->id)
-                : -1;
+    const char *stop = a->stop_reason.len ? ag_buf_cstr((ag_buf_t *)&a->stop_reason) : "end_turn";
+    ag_str_t text = ag_str(a->text.data ? a->text.data : "", a->text.len);
+    int rc = ag_buf_printf(v, "%u %lld %lld %s\n{\"output\":",
+                           (unsigned)ag_utf16_length(text.ptr, text.len),
+                           (long long)a->usage.input_tokens, (long long)a->usage.output_tokens,
+                           ag__gw_safe_stop(stop));
     if (rc == 0)
-        rc = ag_json_append_string(&b, model);
+        rc = ag_json_append_string(v, text);
     if (rc == 0)
-        rc = ag_buf_append_cstr(&b, ",\"content\":[{\"type\":\"text\",\"text\":");
-    if (rc == 0)
-        rc = ag_json_append_string(&b, ag_str(text.data ? text.data : "", text.len));
-    if (rc == 0)
-        rc = ag_buf_printf(&b,
-                           "}],\"stop_reason\":\"%s\",\"stop_sequence\":null,\"usage\":"
-                           "{\"input_tokens\":%lld,\"output_tokens\":%lld}}",
-                           stop, in, out);
-    if (rc == 0) {
-        ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
-        ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
-    }
-    ag_buf_fini(&text);
-    ag_buf_fini(&b);
-    return rc == 0;
+        rc = ag_buf_printf(
+            v,
+            ",\"usage\":{\"input_tokens\":%lld,\"cache_creation_input_tokens\":%lld,"
+            "\"cache_read_input_tokens\":%lld,\"output_tokens\":%lld}}",
+            (long long)a->usage.input_tokens, (long long)a->usage.cache_creation_input_tokens,
+            (long long)a->usage.cache_read_input_tokens, (long long)a->usage.output_tokens);
+    return rc;
+}
+
+int gw_cache_encode_raw(ag_buf_t *v, ag_str_t message)
+{
+    int rc = ag_buf_append_cstr(v, "0 0 0 raw\n");
+    return rc == 0 ? ag_buf_append_str(v, message) : rc;
+}
+
+/* ---- sweeping --------------------------------------------------------------------- */
+
+/* Expired entries are invisible at once (the store checks on read); this
+ * gives their space back, a bounded batch at a time. */
+#define SWEEP_BATCH 10000
+
+void gw_cache_sweep(void *gateway)
+{
+    ag_gateway_t *gw = gateway;
+    int n = ag_kv_sweep(gw->cache, SWEEP_BATCH);
+    if (n > 0)
+        ag_log_debug("cache sweep: %d expired entries reclaimed", n);
 }

@@ -1,22 +1,38 @@
 /* SPDX-License-Identifier: MIT
  *
- * gateway.h: aigate's routes (the seed's POST /api/generate and ours) as
- * server hooks. The gateway is shared read-only state; each worker gets its
- * own upstream client.
+ * gateway.h: aigate's routes as server hooks. The gateway holds what lives as
+ * long as the process (stores, the usage log, observers, request coalescing);
+ * what requests read from the config lives in generations that can be replaced
+ * while it serves. Each worker gets its own upstream client.
  */
 #ifndef AG_GATEWAY_GATEWAY_H
 #define AG_GATEWAY_GATEWAY_H
+
+#include <stdio.h>
 
 #include "config/config.h"
 #include "http/server.h"
 
 typedef struct ag_gateway ag_gateway_t;
 
-/** Builds the gateway over `cfg` (borrowed; must outlive the gateway). */
-int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out);
+/** Builds the gateway and its first generation from `cfg` (read during the
+ *  call only; cfg->threads workers). Problems print to errs.
+ *  @return 0, or AG_EBADCONFIG / a negative code. */
+int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out);
 void ag_gateway_free(ag_gateway_t *gw);
+
+/** Validates `cfg` the way ag_gateway_new() would, opening nothing. */
+int ag_gateway_check_config(const ag_config_t *cfg, FILE *errs);
+
+/** Builds a new generation from `cfg` and makes it current: requests that
+ *  started before finish on theirs. Restart-only keys are not applied.
+ *  @return the new generation's number (> 0), or AG_EBADCONFIG. */
+int ag_gateway_apply(ag_gateway_t *gw, const ag_config_t *cfg, FILE *errs);
 
 /** The server hooks that run this gateway on every worker. */
 ag_server_hooks_t ag_gateway_hooks(ag_gateway_t *gw);
+
+/** Headers every response carries, for the server (ag_server_options_t). */
+const char *ag_gateway_default_headers(const ag_gateway_t *gw);
 
 #endif

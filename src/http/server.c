@@ -33,6 +33,10 @@ typedef enum { CONN_HEAD, CONN_BODY, CONN_ACTIVE } conn_state_t;
 
 struct ag_server {
     ag_server_options_t opts;
+    char *default_headers; /* owned copy of opts.default_headers */
+    size_t default_headers_len;
+    char *busy_response; /* the 503 for connections over the cap */
+    size_t busy_response_len;
     char host[256];
     int port;
     unsigned nworkers;
@@ -48,13 +52,11 @@ struct ag_worker {
     uv_tcp_t listener;
     uv_async_t wakeup;
     uv_timer_t drain_timer;
-    uv_prepare_t flush;
     uv_thread_t thread;
     int listen_fd;
     void *ctx;
     ag_conn_t *conns;
     unsigned nconns;
-    ag_buf_t log;
     uint64_t seq;
     uint32_t id_prefix;
     char *buf_cache[BUF_CACHE]; /* idle connections' read buffers, for reuse */
@@ -83,12 +85,14 @@ struct ag_conn {
     ag_buf_t in;
     conn_state_t state;
     size_t head_len;
+    size_t parsed_len; /* bytes the head parser saw when it last asked for more */
     size_t body_len; /* Content-Length, or decoded bytes so far when chunked */
     size_t leftover; /* chunked: pipelined bytes after the body */
     ag_http_chunked_decoder_t chunked;
     ag_http_header_t *headers; /* MAX_HEADERS entries from the request pool */
     ag_req_t req;
     uv_write_t write_req;
+    uv_write_t continue_req;
     uv_buf_t write_bufs[2];
     void (*drain_fn)(ag_req_t *req, void *data);
     void *drain_data;
@@ -199,63 +203,29 @@ ag_str_t ag_req_header(const ag_req_t *req, const char *name)
     return h ? h->value : AG_STR_NULL;
 }
 
-/* ---- access log --------------------------------------------------------- */
+/* ---- the record of a finished request ---------------------------------- */
 
-static void access_log(ag_req_t *req)
+static void request_report(ag_req_t *req)
 {
     ag_worker_t *w = req->worker;
-    if (!w->srv->opts.access_log)
+    if (!w->srv->opts.hooks.request_done)
         return;
-    char ts[64];
-    ag_format_time_iso(ag_now_us(), ts);
-    ag_buf_t *b = &w->log;
-    size_t mark = b->len;
-    int rc = ag_buf_printf(b, "{\"time\":\"%s\",\"id\":\"%s\",\"method\":", ts, req->id);
-    if (rc == 0)
-        rc = ag_json_append_string(b, req->head.method);
-    if (rc == 0)
-        rc = ag_buf_append_cstr(b, ",\"path\":");
-    if (rc == 0)
-        rc = ag_json_append_string(b, req->head.path);
-    if (rc == 0)
-        rc = ag_buf_printf(b,
-                           ",\"status\":%d,\"bytes\":%zu,\"duration_us\":%lld,\"upstream_us\":%lld,"
-                           "\"client\":\"%s\",\"model\":",
-                           req->_status, req->_bytes_out, (long long)(ag_mono_us() - req->start_us),
-                           (long long)req->upstream_us, req->client_ip);
-    if (rc == 0)
-        rc = req->log_model ? ag_json_append_string(b, ag_str_c(req->log_model))
-                            : ag_buf_append_cstr(b, "null");
-    if (rc == 0)
-        rc = ag_buf_append_cstr(b, "}\n");
-    if (rc < 0)
-        b->len = mark;
-}
-
-/* Writes whole lines, at most 4096 bytes a write, so lines from several
- * workers never interleave even on a pipe. */
-static void worker_flush_log(ag_worker_t *w)
-{
-    ag_buf_t *b = &w->log;
-    size_t off = 0;
-    while (off < b->len) {
-        size_t n = b->len - off;
-        if (n > 4096) {
-            n = 4096;
-            while (n > 0 && b->data[off + n - 1] != '\n')
-                n--;
-            if (n == 0)
-                n = b->len - off < 4096 ? b->len - off : 4096;
-        }
-        ag_log_raw(b->data + off, n);
-        off += n;
-    }
-    b->len = 0;
-}
-
-static void on_prepare(uv_prepare_t *p)
-{
-    worker_flush_log(p->data);
+    ag_conn_t *c = req->conn;
+    ag_request_record_t rec = {
+        .id = req->id,
+        .method = req->head.method,
+        .path = req->head.path,
+        .route = req->route,
+        .client = req->client,
+        .status = req->_status,
+        .bytes_in = c->head_len + c->body_len,
+        .bytes_out = req->_bytes_out,
+        .start_us = req->start_wall_us,
+        .duration_us = ag_mono_us() - req->start_us,
+        .aborted = req->_aborted,
+        .ai = req->ai,
+    };
+    w->srv->opts.hooks.request_done(w->ctx, &rec);
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -337,6 +307,34 @@ void ag_req_add_header(ag_req_t *req, const char *name, ag_str_t value)
     req->_extra = h;
 }
 
+/* The fixed parts of a response head, each counted once by head_budget(). */
+#define HEAD_STATUS "HTTP/1.1 "
+#define HEAD_DATE "\r\nDate: "
+#define HEAD_KEEP_ALIVE "\r\nConnection: keep-alive\r\n"
+#define HEAD_CLOSE "\r\nConnection: close\r\n"
+#define HEAD_REQUEST_ID "x-request-id: "
+#define HEAD_CONTENT_TYPE "Content-Type: "
+#define HEAD_CHUNKED "Transfer-Encoding: chunked\r\n"
+#define HEAD_CONTENT_LENGTH "Content-Length: "
+#define LIT_LEN(s) (sizeof(s) - 1)
+
+/* The most bytes build_head() writes: every literal at its longest, every
+ * variable part at its bound. An assertion checks the result against it. */
+static size_t head_budget(const ag_req_t *req, const char *content_type)
+{
+    size_t n = LIT_LEN(HEAD_STATUS) + 3 + 1 + 40 /* longest reason phrase */ +
+               LIT_LEN(HEAD_DATE) + sizeof(((ag_worker_t *)0)->date) +
+               LIT_LEN(HEAD_KEEP_ALIVE) + req->worker->srv->default_headers_len +
+               LIT_LEN(HEAD_REQUEST_ID) + sizeof(req->id) + 2 + LIT_LEN(HEAD_CONTENT_TYPE) + 2 +
+               LIT_LEN(HEAD_CHUNKED) + LIT_LEN(HEAD_CONTENT_LENGTH) + 20 + 2 + 2;
+    _Static_assert(LIT_LEN(HEAD_KEEP_ALIVE) >= LIT_LEN(HEAD_CLOSE), "longest connection line");
+    if (content_type)
+        n += strlen(content_type);
+    for (struct ag_req_header *h = req->_extra; h; h = h->next)
+        n += strlen(h->name) + 2 + h->value.len + 2;
+    return n;
+}
+
 /* Builds the status line and headers into the request pool. */
 static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
                            size_t content_length, bool chunked)
@@ -346,39 +344,35 @@ static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
     worker_update_date(w);
     if (w->draining)
         c->keep_alive = false;
-    size_t cap = 512 + (content_type ? strlen(content_type) : 0);
-    for (struct ag_req_header *h = req->_extra; h; h = h->next)
-        cap += strlen(h->name) + h->value.len + 4;
+    size_t cap = head_budget(req, content_type);
     char *p = ag_pool_alloc(&req->pool, cap);
     char *q = p;
     /* Built by hand: this runs once per response and printf would dominate it. */
     char num[24];
-    AG_PUT_LIT(&q, "HTTP/1.1 ");
-    ag_put(&q, num, ag_fmt_u64(num, (uint64_t)status));
+    AG_PUT_LIT(&q, HEAD_STATUS);
+    ag_put(&q, num, ag_fmt_u64(num, (uint64_t)status % 1000));
     *q++ = ' ';
     const char *st = status_text(status);
     ag_put(&q, st, strlen(st));
-    AG_PUT_LIT(&q, "\r\nDate: ");
+    AG_PUT_LIT(&q, HEAD_DATE);
     ag_put(&q, w->date, strlen(w->date));
     if (c->keep_alive)
-        AG_PUT_LIT(&q, "\r\nConnection: keep-alive\r\n");
+        AG_PUT_LIT(&q, HEAD_KEEP_ALIVE);
     else
-        AG_PUT_LIT(&q, "\r\nConnection: close\r\n");
-    AG_PUT_LIT(&q, "Access-Control-Allow-Origin: *\r\n"
-                   "Access-Control-Expose-Headers: x-request-id, x-aigate-cache, Retry-After, "
-                   "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset\r\n"
-                   "x-request-id: ");
+        AG_PUT_LIT(&q, HEAD_CLOSE);
+    ag_put(&q, w->srv->default_headers, w->srv->default_headers_len);
+    AG_PUT_LIT(&q, HEAD_REQUEST_ID);
     ag_put(&q, req->id, strlen(req->id));
     AG_PUT_LIT(&q, "\r\n");
     if (content_type) {
-        AG_PUT_LIT(&q, "Content-Type: ");
+        AG_PUT_LIT(&q, HEAD_CONTENT_TYPE);
         ag_put(&q, content_type, strlen(content_type));
         AG_PUT_LIT(&q, "\r\n");
     }
     if (chunked) {
-        AG_PUT_LIT(&q, "Transfer-Encoding: chunked\r\n");
+        AG_PUT_LIT(&q, HEAD_CHUNKED);
     } else {
-        AG_PUT_LIT(&q, "Content-Length: ");
+        AG_PUT_LIT(&q, HEAD_CONTENT_LENGTH);
         ag_put(&q, num, ag_fmt_u64(num, content_length));
         AG_PUT_LIT(&q, "\r\n");
     }
@@ -390,6 +384,7 @@ static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
     }
     AG_PUT_LIT(&q, "\r\n");
     size_t len = (size_t)(q - p);
+    AG_ASSERT(len <= cap);
     return uv_buf_init(p, (unsigned)len);
 }
 
@@ -585,7 +580,7 @@ static void conn_close(ag_conn_t *c)
             req->on_abort(req);
         if (!req->_responded && !req->_streaming)
             req->_status = 499; /* nginx's "client closed request" */
-        access_log(req);
+        request_report(req);
     }
     ag_pool_clear(&req->pool);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
@@ -623,19 +618,24 @@ static void req_reset(ag_conn_t *c)
     ag_req_t *req = &c->req;
     ag_worker_t *w = c->w;
     char ip[64];
-    memcpy(ip, req->client_ip, sizeof(ip));
+    memcpy(ip, req->peer_ip, sizeof(ip));
     ag_pool_t pool = req->pool;
     memset(req, 0, sizeof(*req));
     req->pool = pool;
-    memcpy(req->client_ip, ip, sizeof(ip));
+    /* The client is the peer again: what a handler resolved for the previous
+     * request (a forwarded address) must not become this one's peer. */
+    memcpy(req->peer_ip, ip, sizeof(ip));
+    memcpy(req->client, ip, sizeof(ip));
     req->conn = c;
     req->worker = w;
     req->start_us = ag_mono_us();
+    req->start_wall_us = ag_now_us();
     ag_fmt_hex(req->id, w->id_prefix, 8);
     ag_fmt_hex(req->id + 8, ++w->seq, 8);
     req->id[16] = '\0';
     req->head.content_length = -1;
     c->head_len = 0;
+    c->parsed_len = 0;
     c->body_len = 0;
     c->leftover = 0;
     c->continue_sent = false;
@@ -728,7 +728,7 @@ static void conn_release_buffers(ag_conn_t *c)
 static void request_done(ag_conn_t *c)
 {
     ag_req_t *req = &c->req;
-    access_log(req);
+    request_report(req);
     ag_pool_clear(&req->pool);
     c->headers = NULL;
     size_t used = c->head_len + c->body_len;
@@ -788,6 +788,32 @@ static void conn_dispatch(ag_conn_t *c)
 
 static const char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
+static void on_continue_written(uv_write_t *wr, int status)
+{
+    ag_conn_t *c = wr->data;
+    if (status < 0)
+        c->keep_alive = false; /* the close that follows reports it */
+}
+
+/* The interim 100: what the socket does not take at once is queued, in order
+ * before any response, so a client never waits for a line that was cut short. */
+static void send_continue(ag_conn_t *c)
+{
+    uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)b.len)
+        return;
+    if (n < 0 && n != UV_EAGAIN) {
+        c->keep_alive = false;
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    b = uv_buf_init((char *)continue_line + done, (unsigned)(b.len - done));
+    c->continue_req.data = c;
+    if (uv_write(&c->continue_req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0)
+        c->keep_alive = false;
+}
+
 /* Parses and dispatches as many buffered requests as can complete now. */
 static void conn_process(ag_conn_t *c)
 {
@@ -810,8 +836,12 @@ static void conn_process(ag_conn_t *c)
             ag_req_t *req = &c->req;
             if (!c->headers)
                 c->headers = ag_pool_alloc(&req->pool, MAX_HEADERS * sizeof(ag_http_header_t));
-            int rc = ag_http_parse_request_head(c->in.data, c->in.len, c->headers, MAX_HEADERS,
-                                                &req->head);
+            /* Incremental: a head trickled in byte by byte is scanned once,
+             * not re-parsed from its start on every read. */
+            int rc = ag_http_parse_request_head_next(c->in.data, c->in.len, c->parsed_len,
+                                                     c->headers, MAX_HEADERS, &req->head);
+            if (rc == AG_EAGAIN)
+                c->parsed_len = c->in.len;
             if (rc == AG_EAGAIN) {
                 /* The head clock starts at its first byte and is not reset by
                  * more bytes: a slowloris client cannot keep it alive. */
@@ -876,8 +906,7 @@ static void conn_process(ag_conn_t *c)
                 conn_set_timer(c, lim->body_timeout_ms, false);
             if (req->head.expect_continue && !c->continue_sent && req->head.minor_version >= 1) {
                 c->continue_sent = true;
-                uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
-                uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+                send_continue(c);
             }
             break;
         }
@@ -948,10 +977,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     conn_process(c);
 }
 
-static const char busy_response[] =
-    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    "Access-Control-Allow-Origin: *\r\nConnection: close\r\nContent-Length: 28\r\n\r\n"
-    "{\"error\":\"Too many connections\"}";
+static const char busy_body[] = "{\"error\":\"Too many connections\"}";
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -982,7 +1008,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     if (n >= lim->max_connections) {
-        uv_buf_t b = uv_buf_init((char *)busy_response, sizeof(busy_response) - 1);
+        uv_buf_t b = uv_buf_init(w->srv->busy_response, (unsigned)w->srv->busy_response_len);
         uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         conn_close(c);
         return;
@@ -992,9 +1018,9 @@ static void on_connection(uv_stream_t *server, int status)
     int len = sizeof(ss);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)&ss, c->req.client_ip, sizeof(c->req.client_ip));
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->req.peer_ip, sizeof(c->req.peer_ip));
         else
-            uv_ip4_name((struct sockaddr_in *)&ss, c->req.client_ip, sizeof(c->req.client_ip));
+            uv_ip4_name((struct sockaddr_in *)&ss, c->req.peer_ip, sizeof(c->req.peer_ip));
     }
     c->keep_alive = true;
     req_reset(c);
@@ -1021,7 +1047,6 @@ static void worker_stop_now(ag_worker_t *w)
         w->srv->opts.hooks.worker_fini(w, w->ctx);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
-    uv_close((uv_handle_t *)&w->flush, NULL);
 }
 
 static void worker_maybe_stop(ag_worker_t *w)
@@ -1072,7 +1097,6 @@ static void worker_main(void *arg)
 {
     ag_worker_t *w = arg;
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    worker_flush_log(w);
     if (uv_loop_close(&w->loop) == UV_EBUSY) {
         uv_walk(&w->loop, close_walk, NULL);
         uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -1130,7 +1154,14 @@ static void worker_fini_handles(ag_worker_t *w)
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
-    ag_buf_fini(&w->log);
+}
+
+static void server_free(ag_server_t *srv)
+{
+    free(srv->workers);
+    free(srv->default_headers);
+    free(srv->busy_response);
+    free(srv);
 }
 
 int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
@@ -1143,8 +1174,20 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     srv->opts.host = srv->host;
     srv->nworkers = opts->threads ? opts->threads : 1;
     srv->workers = calloc(srv->nworkers, sizeof(ag_worker_t));
-    if (!srv->workers) {
-        free(srv);
+    srv->default_headers = strdup(opts->default_headers ? opts->default_headers : "");
+    if (srv->default_headers) {
+        srv->default_headers_len = strlen(srv->default_headers);
+        int n = asprintf(&srv->busy_response,
+                         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                         "%sConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                         srv->default_headers, sizeof(busy_body) - 1, busy_body);
+        if (n < 0)
+            srv->busy_response = NULL;
+        else
+            srv->busy_response_len = (size_t)n;
+    }
+    if (!srv->workers || !srv->busy_response) {
+        server_free(srv);
         return -ENOMEM;
     }
     int port = opts->port;
@@ -1156,7 +1199,6 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
         w->srv = srv;
         w->index = i;
         w->id_prefix = seed + i * 0x9e3779b9u;
-        ag_buf_init(&w->log, 0);
         rc = uv_loop_init(&w->loop);
         if (rc < 0)
             break;
@@ -1178,10 +1220,6 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
             w->wakeup.data = w;
             uv_timer_init(&w->loop, &w->drain_timer);
             w->drain_timer.data = w;
-            uv_prepare_init(&w->loop, &w->flush);
-            w->flush.data = w;
-            uv_prepare_start(&w->flush, on_prepare);
-            uv_unref((uv_handle_t *)&w->flush);
             if (opts->hooks.worker_init)
                 rc = opts->hooks.worker_init(w, opts->hooks.server_ctx, &w->ctx);
         }
@@ -1198,13 +1236,30 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
                 opts->hooks.worker_fini(w, w->ctx);
             worker_fini_handles(w);
         }
-        free(srv->workers);
-        free(srv);
+        server_free(srv);
         return rc;
     }
     srv->port = port;
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        uv_thread_create(&srv->workers[i].thread, worker_main, &srv->workers[i]);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        rc = uv_thread_create(&srv->workers[i].thread, worker_main, &srv->workers[i]);
+        if (rc < 0) {
+            /* The threads that run stop as on a shutdown; the rest never ran. */
+            ag_log_error("cannot start worker thread %u: %s", i, uv_strerror(rc));
+            atomic_store(&srv->shutting_down, true);
+            for (unsigned j = 0; j < i; j++)
+                uv_async_send(&srv->workers[j].wakeup);
+            for (unsigned j = 0; j < i; j++)
+                uv_thread_join(&srv->workers[j].thread);
+            for (unsigned j = i; j < srv->nworkers; j++) {
+                ag_worker_t *w = &srv->workers[j];
+                if (opts->hooks.worker_fini)
+                    opts->hooks.worker_fini(w, w->ctx);
+                worker_fini_handles(w);
+            }
+            server_free(srv);
+            return rc;
+        }
+    }
     *out = srv;
     return 0;
 }
@@ -1218,10 +1273,7 @@ void ag_server_shutdown(ag_server_t *srv)
 
 void ag_server_wait_and_free(ag_server_t *srv)
 {
-    for (unsigned i = 0; i < srv->nworkers; i++) {
+    for (unsigned i = 0; i < srv->nworkers; i++)
         uv_thread_join(&srv->workers[i].thread);
-        ag_buf_fini(&srv->workers[i].log);
-    }
-    free(srv->workers);
-    free(srv);
+    server_free(srv);
 }

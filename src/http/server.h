@@ -3,6 +3,9 @@
  * server.h: the HTTP/1.1 server. N worker threads, each with its own libuv
  * loop and SO_REUSEPORT listener, so no lock sits on the request path. A
  * handler gets an ag_req_t and answers it, at once or later from its loop.
+ * The server knows HTTP, not the gateway's policy: headers every response
+ * carries (CORS) are handed to it, and each finished request is reported once,
+ * as a record (obs/record.h), through the request_done hook.
  */
 #ifndef AG_HTTP_SERVER_H
 #define AG_HTTP_SERVER_H
@@ -13,6 +16,7 @@
 #include <uv.h>
 
 #include "http/parser.h"
+#include "obs/record.h"
 #include "util/buf.h"
 #include "util/pool.h"
 #include "util/str.h"
@@ -44,6 +48,10 @@ typedef struct ag_server_hooks {
     void (*worker_fini)(ag_worker_t *w, void *worker_ctx);
     void (*worker_drain)(ag_worker_t *w, void *worker_ctx); /* shutdown began */
     ag_request_handler handle;
+    /* Exactly once per request that reached a handler or got an error answer
+     * from the server, on the worker's thread, after the response was written
+     * or the client went away, and before the request's pool is cleared. */
+    void (*request_done)(void *worker_ctx, const ag_request_record_t *rec);
     void *server_ctx;
 } ag_server_hooks_t;
 
@@ -53,22 +61,32 @@ typedef struct ag_server_options {
     unsigned threads;
     ag_server_limits_t limits;
     ag_server_hooks_t hooks;
-    bool access_log;
+    /* "Name: value\r\n" lines every response carries, the server's own error
+     * answers included (the gateway's CORS headers); copied; NULL for none. */
+    const char *default_headers;
 } ag_server_options_t;
 
-/** A request. Owned by its connection; the pool dies when the response is done. */
+/** A request. Owned by its connection; the pool dies when the response is done.
+ *
+ *  Lifetime: a call that ends the response (ag_req_respond(), ag_req_respond_error(),
+ *  ag_req_stream_end()) may finish the request before it returns: the record is
+ *  delivered, the pool is cleared and the ag_req_t is reused for the connection's
+ *  next request. After such a call, touch neither the request nor anything in its
+ *  pool. Debug builds poison cleared pool memory, so such a use fails the ASan suite. */
 struct ag_req {
     ag_pool_t pool;
     ag_conn_t *conn;
     ag_worker_t *worker;
     ag_http_request_head_t head;
-    ag_str_t body;         /* the whole body (Content-Length or de-chunked), in conn memory */
-    char id[24];           /* request id, also sent as x-request-id */
-    char client_ip[64];    /* socket peer address, text */
-    int64_t start_us;      /* monotonic */
-    int64_t upstream_us;   /* time spent waiting on upstream, for the access log */
-    const char *log_model; /* model for the access log, or NULL; pool-owned */
-    void *handler_data;    /* the handler's own per-request state */
+    ag_str_t body;       /* the whole body (Content-Length or de-chunked), in conn memory */
+    char id[24];         /* request id, also sent as x-request-id */
+    char peer_ip[64];    /* the socket's peer address, text */
+    char client[64];     /* who the client is: peer_ip unless the handler knows better */
+    int64_t start_us;    /* monotonic */
+    int64_t start_wall_us;
+    const char *route;   /* set by the handler for the record: the route served */
+    ag_ai_record_t ai;   /* the handler's slot in the record */
+    void *handler_data;  /* the handler's own per-request state */
     void (*on_abort)(ag_req_t *req); /* the client went away before the response ended */
     /* private */
     struct ag_req_header *_extra; /* extra response headers, pool-owned */

@@ -327,10 +327,21 @@ int ag_upstream_start(ag_upstream_t *u, const ag_upstream_request_t *req, ag_ups
     x->ctx = ctx;
     x->on_data = req->on_data;
     x->start_us = ag_mono_us();
-    for (size_t i = 0; i < req->nheaders; i++)
-        x->headers = curl_slist_append(x->headers, req->headers[i]);
     /* curl would add "Expect: 100-continue" to larger POSTs, costing a round trip. */
-    x->headers = curl_slist_append(x->headers, "Expect:");
+    for (size_t i = 0; i <= req->nheaders; i++) {
+        struct curl_slist *h =
+            curl_slist_append(x->headers, i < req->nheaders ? req->headers[i] : "Expect:");
+        if (!h) {
+            /* Out of memory: a call without its key or version would only fail upstream. */
+            curl_slist_free_all(x->headers);
+            curl_easy_cleanup(x->easy);
+            ag_buf_fini(&x->body);
+            ag_buf_fini(&x->resp_headers);
+            free(x);
+            return -ENOMEM;
+        }
+        x->headers = h;
+    }
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);

@@ -11,6 +11,22 @@
 
 #include "util/pool.h"
 
+/* Cleared memory is poisoned in debug builds, so a request touched after it
+ * was finished (see server.h) reads garbage, and under ASan faults at once. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+#ifndef NDEBUG
+#define SCRIBBLE(p, n) memset((p), 0xA5, (n))
+#else
+#define SCRIBBLE(p, n) ((void)(p), (void)(n))
+#endif
+
 #define POOL_ALIGN 16
 #define POOL_FIRST_CHUNK 4096
 #define POOL_MAX_CHUNK 65536
@@ -51,6 +67,7 @@ void *ag_pool_alloc(ag_pool_t *pool, size_t size)
     if (pool->chunks && pool->offset + size <= pool->chunks->size) {
         void *p = pool->chunks->data + pool->offset;
         pool->offset += size;
+        UNPOISON(p, size);
         return p;
     }
     size_t next_size = pool->chunks ? pool->chunks->size * 2 : POOL_FIRST_CHUNK;
@@ -68,10 +85,13 @@ void *ag_pool_alloc(ag_pool_t *pool, size_t size)
         c = pool->cache->chunks[--pool->cache->n]; /* always POOL_FIRST_CHUNK bytes */
     else
         c = xmalloc(sizeof(*c) + next_size);
+    UNPOISON(c, sizeof(*c));
     c->size = next_size;
     c->next = pool->chunks;
     pool->chunks = c;
     pool->offset = size;
+    POISON(c->data + size, next_size - size);
+    UNPOISON(c->data, size);
     return c->data;
 }
 
@@ -129,7 +149,13 @@ void ag_pool_clear(ag_pool_t *pool)
     while (pool->chunks && pool->chunks->next) {
         ag_pool_chunk_t *c = pool->chunks;
         pool->chunks = c->next;
+        UNPOISON(c->data, c->size);
         free(c);
+    }
+    if (pool->chunks) {
+        UNPOISON(pool->chunks->data, pool->chunks->size);
+        SCRIBBLE(pool->chunks->data, pool->offset);
+        POISON(pool->chunks->data, pool->chunks->size);
     }
     pool->offset = 0;
     pool->bytes = 0;
@@ -142,13 +168,18 @@ void ag_pool_fini(ag_pool_t *pool)
     if (pool->chunks && pool->chunks->size == POOL_FIRST_CHUNK && cache &&
         cache->n < AG_POOL_CACHE_SIZE)
         cache->chunks[cache->n++] = pool->chunks;
-    else
+    else if (pool->chunks) {
+        UNPOISON(pool->chunks->data, pool->chunks->size);
         free(pool->chunks);
+    }
     pool->chunks = NULL;
 }
 
 void ag_pool_cache_fini(ag_pool_cache_t *cache)
 {
-    while (cache->n)
-        free(cache->chunks[--cache->n]);
+    while (cache->n) {
+        ag_pool_chunk_t *c = cache->chunks[--cache->n];
+        UNPOISON(c->data, c->size);
+        free(c);
+    }
 }

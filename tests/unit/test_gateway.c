@@ -8,7 +8,10 @@
 
 #include <string.h>
 
-#include "gateway/internal.h"
+#include "gateway/answer.h"
+#include "gateway/cache.h"
+#include "gateway/client_ip.h"
+#include "gateway/steps.h"
 #include "util/log.h"
 
 #include "harness.h"

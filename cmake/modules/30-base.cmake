@@ -1,0 +1,39 @@
+# The layer above util, whose directories use nothing but util:
+#   limit: the in-process GCRA rate limiter;
+#   store: KV (front end and LMDB back end), object store (front end and directory back
+#          end), secrets and their resolution, the usage log;
+#   obs: request records, the access log (metrics and tail to come);
+#   cron: periodic jobs;
+#   upstream: the SSE parser, Anthropic's stream accumulator and the HTTP client.
+ag_layer(DIR limit SOURCES src/limit/limiter.c USES util LINK Threads::Threads)
+
+if(NOT TARGET PkgConfig::LMDB)
+  message(FATAL_ERROR "ag_store needs LMDB: install liblmdb-dev (pkg-config lmdb)")
+endif()
+ag_layer(DIR store
+  SOURCES src/store/kv.c src/store/kv_lmdb.c src/store/objstore.c src/store/objstore_fs.c
+          src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
+  USES util
+  LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON Threads::Threads m)
+
+ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c USES util LINK PkgConfig::UV)
+ag_layer(DIR cron SOURCES src/cron/periodic.c USES util LINK PkgConfig::UV)
+ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c USES util
+  LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
+
+ag_unit_test(test_limiter tests/unit/test_limiter.c)
+target_link_libraries(test_limiter ag_limit)
+ag_unit_test(test_kv tests/unit/test_kv.c)
+target_link_libraries(test_kv ag_store)
+ag_unit_test(test_objstore tests/unit/test_objstore.c)
+target_link_libraries(test_objstore ag_store)
+ag_unit_test(test_usage_log tests/unit/test_usage_log.c)
+target_link_libraries(test_usage_log ag_store PkgConfig::JANSSON)
+ag_unit_test(test_secrets tests/unit/test_secrets.c)
+target_link_libraries(test_secrets ag_store)
+ag_unit_test(test_periodic tests/unit/test_periodic.c)
+target_link_libraries(test_periodic ag_cron)
+ag_unit_test(test_sse tests/unit/test_sse.c)
+target_link_libraries(test_sse ag_upstream)
+ag_fuzz_target(fuzz_sse fuzz/fuzz_sse.c)
+target_link_libraries(fuzz_sse ag_upstream)

@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * flight.c: flights (one upstream call per key), their waiters, the leader's
+ * call, and the per-worker mailboxes that carry answers across threads.
+ */
+#include "util/platform.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "gateway/flight.h"
+#include "gateway/generation.h"
+#include "gateway/steps.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+struct gw_waiter {
+    gw_waiter_t *next;
+    unsigned worker;
+    gw_flight_cb cb;
+    void *ctx;            /* valid while !cancelled; touched only by `worker`'s thread */
+    shared_result_t *res; /* set by the delivering thread */
+    bool cancelled;
+};
+
+/* One upstream call for a cache key; its waiters share the answer. */
+struct gw_flight {
+    gw_flight_t *next;
+    unsigned char key[SHA256_DIGEST_LENGTH];
+    gw_waiter_t *waiters;
+};
+
+/* The upstream call behind a flight, owned by the worker that started it. */
+struct gw_fetch {
+    gw_fetch_t *prev, *next;
+    gw_worker_t *w;
+    gw_gen_ref_t *gen; /* keeps the route and its headers alive */
+    const gw_route_t *route;
+    gw_flight_finish_fn finish;
+    unsigned char key[SHA256_DIGEST_LENGTH];
+    char kv_key[GW_KV_KEY_LEN];
+    char *body; /* upstream request body */
+    size_t body_len;
+    ag_upstream_xfer_t *xfer;
+};
+
+static flight_shard_t *shard_of(ag_gateway_t *gw, const unsigned char *key)
+{
+    return &gw->flights[key[0] % FLIGHT_SHARDS];
+}
+
+void gw_flight_init(ag_gateway_t *gw)
+{
+    for (unsigned i = 0; i < FLIGHT_SHARDS; i++)
+        pthread_mutex_init(&gw->flights[i].lock, NULL);
+    for (unsigned i = 0; i < MAX_WORKERS; i++)
+        pthread_mutex_init(&gw->mailboxes[i].lock, NULL);
+}
+
+void gw_flight_fini(ag_gateway_t *gw)
+{
+    /* Deliveries that arrived after their worker stopped: nobody waits any more. */
+    for (unsigned i = 0; i < MAX_WORKERS; i++) {
+        gw_waiter_t *w = gw->mailboxes[i].items;
+        while (w) {
+            gw_waiter_t *next = w->next;
+            ag__gw_result_release(w->res);
+            free(w);
+            w = next;
+        }
+        pthread_mutex_destroy(&gw->mailboxes[i].lock);
+    }
+    for (unsigned i = 0; i < FLIGHT_SHARDS; i++)
+        pthread_mutex_destroy(&gw->flights[i].lock);
+}
+
+/* Hands `res` (NULL: a 502) to every waiter of the flight `key` and ends it.
+ * Local waiters are answered now; others through their worker's mailbox. */
+static void flight_deliver(gw_worker_t *w, const unsigned char *key, shared_result_t *res)
+{
+    ag_gateway_t *gw = w->gw;
+    flight_shard_t *sh = shard_of(gw, key);
+    pthread_mutex_lock(&sh->lock);
+    gw_flight_t **pp = &sh->head, *f = NULL;
+    while (*pp && memcmp((*pp)->key, key, SHA256_DIGEST_LENGTH) != 0)
+        pp = &(*pp)->next;
+    if (*pp) {
+        f = *pp;
+        *pp = f->next;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (!f)
+        return;
+    shared_result_t *err = res ? NULL : ag__gw_result_error(502, MSG_AI_ERROR);
+    shared_result_t *r = res ? res : err;
+    gw_waiter_t *wt = f->waiters;
+    free(f);
+    while (wt) {
+        gw_waiter_t *next = wt->next;
+        if (wt->worker == w->index) {
+            gw_flight_cb cb = wt->cb;
+            void *ctx = wt->ctx;
+            free(wt);
+            cb(ctx, r);
+        } else {
+            if (r)
+                atomic_fetch_add(&r->refs, 1);
+            wt->res = r;
+            mailbox_t *mb = &gw->mailboxes[wt->worker];
+            pthread_mutex_lock(&mb->lock);
+            wt->next = mb->items;
+            mb->items = wt;
+            if (mb->async)
+                uv_async_send(mb->async);
+            pthread_mutex_unlock(&mb->lock);
+        }
+        wt = next;
+    }
+    ag__gw_result_release(err);
+}
+
+static void on_mail(uv_async_t *a)
+{
+    gw_worker_t *w = a->data;
+    mailbox_t *mb = &w->gw->mailboxes[w->index];
+    pthread_mutex_lock(&mb->lock);
+    gw_waiter_t *wt = mb->items;
+    mb->items = NULL;
+    pthread_mutex_unlock(&mb->lock);
+    while (wt) {
+        gw_waiter_t *next = wt->next;
+        if (!wt->cancelled)
+            wt->cb(wt->ctx, wt->res);
+        ag__gw_result_release(wt->res);
+        free(wt);
+        wt = next;
+    }
+}
+
+bool gw_flight_join(gw_worker_t *w, const unsigned char *key, gw_flight_cb cb, void *ctx,
+                    gw_waiter_t **out)
+{
+    gw_waiter_t *wt = calloc(1, sizeof(*wt));
+    AG_ASSERT(wt != NULL);
+    wt->worker = w->index;
+    wt->cb = cb;
+    wt->ctx = ctx;
+    *out = wt;
+    flight_shard_t *sh = shard_of(w->gw, key);
+    pthread_mutex_lock(&sh->lock);
+    gw_flight_t *f = sh->head;
+    while (f && memcmp(f->key, key, SHA256_DIGEST_LENGTH) != 0)
+        f = f->next;
+    bool lead = f == NULL;
+    if (lead) {
+        f = calloc(1, sizeof(*f));
+        AG_ASSERT(f != NULL);
+        memcpy(f->key, key, SHA256_DIGEST_LENGTH);
+        f->next = sh->head;
+        sh->head = f;
+    }
+    wt->next = f->waiters;
+    f->waiters = wt;
+    pthread_mutex_unlock(&sh->lock);
+    return lead;
+}
+
+void gw_flight_leave(gw_worker_t *w, gw_waiter_t *wt, const unsigned char *key)
+{
+    flight_shard_t *sh = shard_of(w->gw, key);
+    bool removed = false;
+    pthread_mutex_lock(&sh->lock);
+    for (gw_flight_t *f = sh->head; f && !removed; f = f->next) {
+        if (memcmp(f->key, key, SHA256_DIGEST_LENGTH) != 0)
+            continue;
+        for (gw_waiter_t **pp = &f->waiters; *pp; pp = &(*pp)->next) {
+            if (*pp == wt) {
+                *pp = wt->next;
+                removed = true;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (removed)
+        free(wt);
+    else
+        wt->cancelled = true; /* already on its way to our mailbox; on_mail frees it */
+}
+
+/* ---- the leader's call ---------------------------------------------------------- */
+
+static void fetch_unlink(gw_worker_t *w, gw_fetch_t *f)
+{
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        w->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+}
+
+static void fetch_free(gw_fetch_t *f)
+{
+    gw_gen_release(f->gen);
+    free(f->body);
+    free(f);
+}
+
+static void fetch_done(void *ctx, const ag_upstream_response_t *resp)
+{
+    gw_fetch_t *f = ctx;
+    gw_worker_t *w = f->w;
+    f->xfer = NULL;
+    fetch_unlink(w, f);
+    shared_result_t *r = f->finish(w, f->route, f->kv_key, resp);
+    flight_deliver(w, f->key, r);
+    ag__gw_result_release(r);
+    fetch_free(f);
+}
+
+void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned char *key,
+                     const char *kv_key, ag_str_t body, const char *const *headers,
+                     gw_flight_finish_fn finish)
+{
+    gw_fetch_t *f = calloc(1, sizeof(*f));
+    char *copy = f ? malloc(body.len) : NULL;
+    int rc = -ENOMEM;
+    if (f && copy) {
+        f->w = w;
+        f->gen = gw_gen_hold(w, route->gen);
+        f->route = route;
+        f->finish = finish;
+        memcpy(f->key, key, SHA256_DIGEST_LENGTH);
+        snprintf(f->kv_key, sizeof(f->kv_key), "%s", kv_key);
+        memcpy(copy, body.ptr, body.len);
+        f->body = copy;
+        f->body_len = body.len;
+        ag_upstream_request_t u =
+            gw_upstream_request(route->gen, headers, ag_str(f->body, f->body_len), false);
+        rc = ag_upstream_start(w->upstream, &u, fetch_done, f, &f->xfer);
+        if (rc < 0) {
+            gw_gen_release(f->gen);
+            f->gen = NULL;
+        }
+    }
+    if (rc < 0) {
+        ag_log_error("cannot start the upstream call: %s", ag_strerror(rc));
+        free(copy);
+        free(f);
+        flight_deliver(w, key, NULL);
+        return;
+    }
+    f->next = w->fetches;
+    if (w->fetches)
+        w->fetches->prev = f;
+    w->fetches = f;
+}
+
+/* ---- workers -------------------------------------------------------------------- */
+
+int gw_flight_worker_init(gw_worker_t *w)
+{
+    int rc = uv_async_init(w->loop, &w->mail, on_mail);
+    if (rc < 0)
+        return rc;
+    w->mail.data = w;
+    mailbox_t *mb = &w->gw->mailboxes[w->index];
+    pthread_mutex_lock(&mb->lock);
+    mb->async = &w->mail;
+    pthread_mutex_unlock(&mb->lock);
+    return 0;
+}
+
+void gw_flight_worker_stop(gw_worker_t *w, uv_close_cb on_mailbox_closed)
+{
+    mailbox_t *mb = &w->gw->mailboxes[w->index];
+    pthread_mutex_lock(&mb->lock);
+    mb->async = NULL;
+    pthread_mutex_unlock(&mb->lock);
+    /* Calls still in flight (a forced shutdown): their waiters elsewhere get a 502. */
+    while (w->fetches) {
+        gw_fetch_t *f = w->fetches;
+        w->fetches = f->next;
+        ag_upstream_cancel(f->xfer);
+        flight_deliver(w, f->key, NULL);
+        fetch_free(f);
+    }
+    uv_close((uv_handle_t *)&w->mail, on_mailbox_closed);
+}

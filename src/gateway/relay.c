@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * relay.c: the streaming relay (back-pressure, idle cut, cache fill from a
+ * complete stream), for any route, through its protocol table.
+ */
+#include "util/platform.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "gateway/answer.h"
+#include "gateway/cache.h"
+#include "gateway/relay.h"
+#include "gateway/steps.h"
+#include "upstream/sse.h"
+#include "util/errors.h"
+#include "util/log.h"
+#include "util/utf.h"
+
+/* Past this many bytes queued for a slow client, the upstream transfer is
+ * paused; memory per stream stays near this bound whatever the client does. */
+#define STREAM_HIGH_WATER (256 * 1024)
+
+typedef struct relay {
+    ag_req_t *req;
+    gw_worker_t *w;
+    const gw_route_t *route;
+    ag_upstream_xfer_t *xfer;
+    ag_sse_parser_t sse;
+    ag_anthropic_stream_t acc;
+    ag_buf_t translated; /* the protocol's translation of a chunk */
+    bool started;
+    bool paused;
+    char kv_key[GW_KV_KEY_LEN]; /* "" when the stream is not cached */
+} relay_t;
+
+static void relay_cleanup(void *p)
+{
+    relay_t *r = p;
+    ag_upstream_cancel(r->xfer);
+    r->xfer = NULL;
+    ag_sse_parser_fini(&r->sse);
+    ag_anthropic_stream_fini(&r->acc);
+    ag_buf_fini(&r->translated);
+}
+
+/* Copies what the stream said into the request's record. */
+static void relay_account(relay_t *r, const char *outcome)
+{
+    ag_req_t *req = r->req;
+    const ag_anthropic_stream_t *a = &r->acc;
+    req->ai.outcome = outcome;
+    req->ai.output_units =
+        (uint32_t)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len);
+    gw_step_tokens(req, r->route, a->usage.input_tokens, a->usage.output_tokens,
+                   a->usage.cache_creation_input_tokens, a->usage.cache_read_input_tokens);
+}
+
+static void relay_abort(ag_req_t *req)
+{
+    relay_t *r = req->handler_data;
+    relay_account(r, "clientDisconnected");
+    /* The client left: stop the upstream call at once, it costs tokens. */
+    ag_upstream_cancel(r->xfer);
+    r->xfer = NULL;
+}
+
+static void relay_drained(ag_req_t *req, void *data)
+{
+    relay_t *r = data;
+    AG_UNUSED(req);
+    if (r->paused && r->xfer) {
+        r->paused = false;
+        ag_upstream_resume(r->xfer);
+    }
+}
+
+void gw_forward_upstream_headers(ag_req_t *req, ag_str_t headers)
+{
+    const char *p = headers.ptr, *end = headers.ptr + headers.len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon) {
+            size_t nlen = (size_t)(colon - p);
+            bool fwd = (nlen > 10 && strncasecmp(p, "anthropic-", 10) == 0) ||
+                       (nlen == 10 && strncasecmp(p, "request-id", 10) == 0) ||
+                       (nlen == 11 && strncasecmp(p, "retry-after", 11) == 0) ||
+                       (nlen == 14 && strncasecmp(p, "x-should-retry", 14) == 0);
+            if (fwd) {
+                const char *v = colon + 1, *ve = le;
+                while (v < ve && (*v == ' ' || *v == '\t'))
+                    v++;
+                while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+                    ve--;
+                char *name = ag_pool_strndup(&req->pool, p, nlen);
+                ag_req_add_header(req, name, ag_str(v, (size_t)(ve - v)));
+            }
+        }
+        p = eol ? eol + 1 : end;
+    }
+}
+
+static int relay_on_data(void *ctx, int status, ag_str_t headers, const char *data, size_t len)
+{
+    relay_t *r = ctx;
+    ag_req_t *req = r->req;
+    const gw_protocol_t *proto = r->route->def->proto;
+    if (!r->started) {
+        r->started = true;
+        if (proto->passthrough)
+            gw_forward_upstream_headers(req, headers);
+        ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
+        ag_req_stream_start(req, status, "text/event-stream; charset=utf-8");
+        ag_req_on_drain(req, relay_drained, r);
+    }
+    size_t queued = 0;
+    ag_req_stream_write(req, NULL, 0, &queued);
+    if (queued >= STREAM_HIGH_WATER) {
+        r->paused = true;
+        return AG_EAGAIN; /* curl hands these same bytes again on resume */
+    }
+    if (proto->translate_stream) {
+        r->translated.len = 0;
+        if (proto->translate_stream(r, data, len, &r->translated) < 0 ||
+            ag_req_stream_write(req, r->translated.data, r->translated.len, &queued) < 0)
+            return -1;
+    } else if (ag_req_stream_write(req, data, len, &queued) < 0) {
+        return -1;
+    }
+    if (ag_sse_parser_feed(&r->sse, data, len) != 0)
+        r->kv_key[0] = '\0'; /* unparsable: relay it, but never cache it */
+    return 0;
+}
+
+static const char stream_error_event[] =
+    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":"
+    "\"Upstream connection failed\"}}\n\n";
+
+static void relay_done(void *ctx, const ag_upstream_response_t *resp)
+{
+    relay_t *r = ctx;
+    ag_req_t *req = r->req;
+    const gw_protocol_t *proto = r->route->def->proto;
+    r->xfer = NULL;
+    req->ai.upstream_us = resp->duration_us;
+    if (!r->started) {
+        /* Nothing relayed yet: answer as the non-streaming path would. */
+        req->ai.outcome = "upstreamError";
+        if (proto->passthrough && !resp->error && resp->status >= 400) {
+            gw_forward_upstream_headers(req, resp->headers);
+            ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
+            ag_req_respond(req, resp->status,
+                           ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len)
+                                  : "application/json",
+                           resp->body);
+            return;
+        }
+        ag__gw_log_upstream_failure(req->id, resp);
+        proto->respond_error(req, 502, "api_error", proto->upstream_failure);
+        return;
+    }
+    relay_account(r,
+                  resp->error || !ag_anthropic_stream_complete(&r->acc) ? "upstreamError" : "ok");
+    if (resp->error) {
+        /* Mid-stream failure: tell the client in the stream's own terms, then end. */
+        ag__gw_log_upstream_failure(req->id, resp);
+        ag_req_stream_write(req, stream_error_event, sizeof(stream_error_event) - 1, NULL);
+    } else if (r->kv_key[0] && ag_anthropic_stream_complete(&r->acc) && !r->acc.text_truncated) {
+        ag_buf_t v;
+        ag_buf_init(&v, 0);
+        if (gw_cache_encode_stream(&v, &r->acc) == 0)
+            gw_cache_fill(r->w, r->route->gen->cache_ttl_s, r->kv_key, &v);
+        ag_buf_fini(&v);
+    }
+    ag_req_stream_end(req);
+}
+
+void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, ag_str_t body,
+                    const char *const *headers, const char *kv_key)
+{
+    relay_t *r = ag_pool_alloc(&req->pool, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->req = req;
+    r->w = w;
+    r->route = route;
+    if (kv_key)
+        snprintf(r->kv_key, sizeof(r->kv_key), "%s", kv_key);
+    ag_sse_parser_init(&r->sse, 0, ag_anthropic_stream_sse_cb, &r->acc);
+    ag_anthropic_stream_init(&r->acc, 4u << 20);
+    ag_buf_init(&r->translated, 0);
+    req->handler_data = r;
+    ag_pool_on_clear(&req->pool, relay_cleanup, r);
+    ag_upstream_request_t u = gw_upstream_request(route->gen, headers, body, true);
+    u.on_data = relay_on_data;
+    req->ai.attempts++;
+    int rc = ag_upstream_start(w->upstream, &u, relay_done, r, &r->xfer);
+    if (rc < 0) {
+        ag_log_error("request %s: cannot start the upstream call: %s", req->id, ag_strerror(rc));
+        route->def->proto->respond_error(req, 502, "api_error", route->def->proto->upstream_failure);
+        return;
+    }
+    req->on_abort = relay_abort;
+}

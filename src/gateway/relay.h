@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * relay.h: the streaming relay. Serves any route's stream through its protocol
+ * table: back-pressure (the upstream transfer pauses while a slow client's
+ * queue is full), an idle cut, errors before and after the first byte, and
+ * the cache fill from a complete stream.
+ */
+#ifndef AG_GATEWAY_RELAY_H
+#define AG_GATEWAY_RELAY_H
+
+#include "gateway/generation.h"
+#include "http/server.h"
+
+/** Starts relaying the upstream stream for `body` to the client. kv_key (or
+ *  NULL) is where a complete stream is cached. A tail call (see server.h). */
+void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, ag_str_t body,
+                    const char *const *headers, const char *kv_key);
+
+/** Response headers of Anthropic's that a passthrough client should see. */
+void gw_forward_upstream_headers(ag_req_t *req, ag_str_t headers);
+
+#endif

@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * route_messages.c: POST /v1/messages, Anthropic's Messages API passed through
+ * (our key replaces the client's; status, body and anthropic-* headers come
+ * back as they are), and its protocol: Anthropic's error shape, Messages and
+ * replayed event streams from the cache.
+ */
+#include "util/platform.h"
+
+#include <string.h>
+
+#include "gateway/answer.h"
+#include "gateway/cache.h"
+#include "gateway/relay.h"
+#include "gateway/steps.h"
+#include "util/errors.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/utf.h"
+
+/* The header lines for /v1/messages, in the request pool: our key, never the
+ * client's; the client's anthropic-version (ours when absent) and anthropic-beta. */
+static const char *const *passthrough_headers(const gw_gen_t *gen, ag_req_t *req)
+{
+    const char **h = ag_pool_alloc(&req->pool, 6 * sizeof(char *));
+    size_t n = 0;
+    h[n++] = gen->api_key_header;
+    ag_str_t ver = ag_req_header(req, "anthropic-version");
+    h[n++] = ver.len ? ag_pool_printf(&req->pool, "anthropic-version: %.*s", (int)ver.len, ver.ptr)
+                     : "anthropic-version: " ANTHROPIC_VERSION;
+    ag_str_t beta = ag_req_header(req, "anthropic-beta");
+    if (beta.len)
+        h[n++] = ag_pool_printf(&req->pool, "anthropic-beta: %.*s", (int)beta.len, beta.ptr);
+    h[n++] = "content-type: application/json";
+    h[n++] = "accept: application/json, text/event-stream";
+    h[n] = NULL;
+    return h;
+}
+
+/* ---- POST /v1/messages: Anthropic's API, passed through ------------------------- */
+
+/* Anthropic's error shape: {"type":"error","error":{"type","message"}}. */
+static void messages_error(ag_req_t *req, int status, const char *type, const char *msg)
+{
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    int rc = ag_buf_printf(&b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
+    if (rc == 0)
+        rc = ag_json_append_string(&b, ag_str_c(msg));
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, "}}");
+    ag_req_respond(req, status, "application/json", rc == 0 ? ag_str(b.data, b.len) : AG_STR_NULL);
+    ag_buf_fini(&b);
+}
+
+/* A cached answer as Anthropic's Message, for a non-streaming request. */
+static bool respond_message(ag_req_t *req, ag_str_t model, const cache_entry_t *e)
+{
+    if (e->raw) {
+        ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
+        ag_req_respond(req, 200, "application/json", ag_str(e->json, e->jlen));
+        return true;
+    }
+    ag_buf_t text, b;
+    ag_buf_init(&text, 0);
+    ag_buf_init(&b, 0);
+    long long in, out;
+    char stop[64];
+    bool ok = ag__gw_entry_text(e, &text, &in, &out, stop);
+    int rc = ok ? ag_buf_printf(&b,
+                                "{\"id\":\"msg_aigate_%s\",\"type\":\"message\",\"role\":"
+                                "\"assistant\",\"model\":",
+                                req->id)
+                : -1;
+    if (rc == 0)
+        rc = ag_json_append_string(&b, model);
+    if (rc == 0)
+        rc = ag_buf_append_cstr(&b, ",\"content\":[{\"type\":\"text\",\"text\":");
+    if (rc == 0)
+        rc = ag_json_append_string(&b, ag_str(text.data ? text.data : "", text.len));
+    if (rc == 0)
+        rc = ag_buf_printf(&b,
+                           "}],\"stop_reason\":\"%s\",\"stop_sequence\":null,\"usage\":"
+                           "{\"input_tokens\":%lld,\"output_tokens\":%lld}}",
+                           stop, in, out);
+    if (rc == 0) {
+        ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
+        ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
+    }
+    ag_buf_fini(&text);
+    ag_buf_fini(&b);
+    return rc == 0;
+}
+
+static bool messages_serve_cached(ag_req_t *req, const cache_entry_t *e, const char *model,
+                                  bool stream)
+{
+    if (!stream)
+        return respond_message(req, ag_str_c(model), e);
+    ag_buf_t text;
+    ag_buf_init(&text, 0);
+    long long in, out;
+    char stop[64];
+    bool ok = ag__gw_entry_text(e, &text, &in, &out, stop) &&
+              ag__gw_replay_stream(req, ag_str_c(model),
+                                   ag_str(text.data ? text.data : "", text.len), in, out, stop);
+    ag_buf_fini(&text);
+    return ok;
+}
+
+const gw_protocol_t gw_proto_anthropic = {
+    .name = "anthropic",
+    .respond_error = messages_error,
+    .upstream_failure = "Upstream connection failed",
+    .passthrough = true,
+    .translate_stream = NULL,
+    .serve_cached = messages_serve_cached,
+};
+
+typedef struct msg_req {
+    ag_req_t *req;
+    gw_worker_t *w;
+    const gw_route_t *route;
+    ag_upstream_xfer_t *xfer;
+    json_t *root;
+    bool stream;
+    char kv_key[GW_KV_KEY_LEN]; /* "" when the answer is not cached */
+} msg_req_t;
+
+static void msg_cleanup(void *p)
+{
+    msg_req_t *m = p;
+    ag_upstream_cancel(m->xfer);
+    m->xfer = NULL;
+    if (m->root)
+        json_decref(m->root);
+    m->root = NULL;
+}
+
+static void msg_abort(ag_req_t *req)
+{
+    msg_req_t *m = req->handler_data;
+    ag_upstream_cancel(m->xfer);
+    m->xfer = NULL;
+}
+
+static void msg_done(void *ctx, const ag_upstream_response_t *resp)
+{
+    msg_req_t *m = ctx;
+    ag_req_t *req = m->req;
+    m->xfer = NULL;
+    req->ai.upstream_us = resp->duration_us;
+    if (resp->error || resp->status == 0) {
+        ag__gw_log_upstream_failure(req->id, resp);
+        messages_error(req, 502, "api_error", "Upstream connection failed");
+        return;
+    }
+    gw_forward_upstream_headers(req, resp->headers);
+    ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
+    if (resp->status == 200) {
+        json_t *root = json_loadb(resp->body.ptr, resp->body.len, 0, NULL);
+        json_t *usage = json_object_get(root, "usage");
+        ag_buf_t text;
+        ag_buf_init(&text, 0);
+        ag__gw_join_text_blocks(json_object_get(root, "content"), &text);
+        req->ai.output_units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
+        gw_step_tokens(req, m->route, ag__gw_usage_int(usage, "input_tokens"),
+                       ag__gw_usage_int(usage, "output_tokens"),
+                       ag__gw_usage_int(usage, "cache_creation_input_tokens"),
+                       ag__gw_usage_int(usage, "cache_read_input_tokens"));
+        ag_buf_fini(&text);
+        json_decref(root);
+    }
+    if (resp->status == 200 && m->kv_key[0]) {
+        ag_buf_t v;
+        ag_buf_init(&v, 0);
+        if (gw_cache_encode_raw(&v, resp->body) == 0)
+            gw_cache_fill(m->w, m->route->gen->cache_ttl_s, m->kv_key, &v);
+        ag_buf_fini(&v);
+    }
+    ag_req_respond(req, resp->status,
+                   ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len) : "application/json",
+                   resp->body);
+}
+
+/* The UTF-16 length of the last user turn's text, the seed's promptLength. */
+static uint32_t last_user_units(json_t *root)
+{
+    json_t *msgs = json_object_get(root, "messages");
+    size_t n = json_array_size(msgs);
+    json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
+    json_t *content = json_object_get(last, "content");
+    if (json_is_string(content))
+        return (uint32_t)ag_utf16_length(json_string_value(content), json_string_length(content));
+    ag_buf_t text;
+    ag_buf_init(&text, 0);
+    ag__gw_join_text_blocks(content, &text);
+    uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
+    ag_buf_fini(&text);
+    return units;
+}
+
+/* Upstream: the cache could not answer. */
+static void msg_upstream(void *ctx)
+{
+    msg_req_t *m = ctx;
+    ag_req_t *req = m->req;
+    const gw_gen_t *gen = m->route->gen;
+    if (!gen->api_key_header) {
+        messages_error(req, 503, "api_error", MSG_NO_KEY);
+        return;
+    }
+    const char *const *headers = passthrough_headers(gen, req);
+    if (m->stream) {
+        json_decref(m->root);
+        m->root = NULL;
+        gw_relay_start(m->w, req, m->route, req->body, headers, m->kv_key[0] ? m->kv_key : NULL);
+        return;
+    }
+    ag_upstream_request_t u = gw_upstream_request(gen, headers, req->body, false);
+    req->ai.attempts++;
+    int rc = ag_upstream_start(m->w->upstream, &u, msg_done, m, &m->xfer);
+    if (rc < 0) {
+        messages_error(req, 502, "api_error", "Upstream connection failed");
+        return;
+    }
+    req->on_abort = msg_abort;
+}
+
+void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
+{
+    msg_req_t *m = ag_pool_alloc(&req->pool, sizeof(*m));
+    memset(m, 0, sizeof(*m));
+    m->req = req;
+    m->w = w;
+    m->route = route;
+    req->handler_data = m;
+    ag_pool_on_clear(&req->pool, msg_cleanup, m);
+    m->root = json_loadb(req->body.ptr, req->body.len, JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(m->root)) {
+        messages_error(req, 400, "invalid_request_error", "The request body is not valid JSON.");
+        return;
+    }
+    json_t *model = json_object_get(m->root, "model");
+    const char *mname = NULL;
+    if (json_is_string(model)) {
+        mname = ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
+        req->ai.model = mname; /* the access log names it even when refused */
+        if (!gw_route_model_allowed(route, json_string_value(model), json_string_length(model))) {
+            messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
+            return;
+        }
+    }
+    m->stream = json_is_true(json_object_get(m->root, "stream"));
+    gw_step_usage_begin(req, mname, last_user_units(m->root), m->stream);
+    if (!gw_step_limit(req, route))
+        return;
+    /* The cache key covers the request without "stream" (so streamed and plain
+     * requests share entries) and the headers that change the answer. */
+    ag_str_t ver = ag_req_header(req, "anthropic-version"),
+             beta = ag_req_header(req, "anthropic-beta");
+    json_object_del(m->root, "stream");
+    char *canon = json_dumps(m->root, JSON_COMPACT | JSON_SORT_KEYS);
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    const ag_str_t parts[] = {AG_STR_LIT("messages"), ver, beta, ag_str_c(canon)};
+    ag__gw_sha256_parts(parts, AG_ARRAY_LEN(parts), digest);
+    free(canon);
+    gw_cache_key("msg:v1:", digest, m->kv_key);
+    bool no_cache, no_store;
+    gw_step_cache_control(req, &no_cache, &no_store);
+    /* Only text answers can be replayed: with tools or thinking, no caching. */
+    bool cacheable = route->cache && w->gw->cache && !json_object_get(m->root, "tools") &&
+                     !json_object_get(m->root, "thinking") && mname;
+    char key[GW_KV_KEY_LEN];
+    memcpy(key, m->kv_key, sizeof(key));
+    if (!cacheable || no_store)
+        m->kv_key[0] = '\0';
+    if (!cacheable || no_cache) {
+        if (cacheable)
+            req->ai.cache = AG_CACHE_BYPASS;
+        msg_upstream(m);
+        return;
+    }
+    gw_cache_lookup(w, req, route, key, mname, m->stream, msg_upstream, m);
+}

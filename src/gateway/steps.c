@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * steps.c: client identity, the rate limit, usage accounting and the upstream
+ * call's description, shared by every AI route.
+ */
+#include "util/platform.h"
+
+#include <string.h>
+
+#include "gateway/steps.h"
+#include "util/fmt.h"
+#include "util/log.h"
+
+void gw_step_identify(ag_req_t *req, const gw_route_t *route)
+{
+    char client[64];
+    ag_client_ip(route->gen->trusted, req->peer_ip, ag_req_header(req, "CF-Connecting-IP"),
+                 ag_req_header(req, "X-Forwarded-For"), client);
+    memcpy(req->client, client, sizeof(client));
+}
+
+bool gw_step_limit(ag_req_t *req, const gw_route_t *route)
+{
+    const gw_limit_t *nl = &route->limit;
+    gw_step_identify(req, route);
+    ag_limit_result_t r;
+    /* Monotonic: a wall-clock step (NTP) must not block or free clients. */
+    ag_limiter_check(nl->lim, req->client, strlen(req->client), ag_mono_us(), &r);
+    char num[24];
+    ag_req_add_header(req, "RateLimit-Limit", ag_str(num, ag_fmt_u64(num, r.limit)));
+    ag_req_add_header(req, "RateLimit-Remaining", ag_str(num, ag_fmt_u64(num, r.remaining)));
+    ag_req_add_header(req, "RateLimit-Reset", ag_str(num, ag_fmt_u64(num, r.reset_s)));
+    if (r.allowed)
+        return true;
+    ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, r.retry_after_s)));
+    char word[32], msg[128];
+    snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u requests/%s.", nl->limit,
+             ag__gw_period_word(nl->period_s, word, sizeof(word)));
+    route->def->proto->respond_error(req, 429, "rate_limit_error", msg);
+    return false;
+}
+
+void gw_step_usage_begin(ag_req_t *req, const char *model, uint32_t prompt_units, bool stream)
+{
+    req->ai.usage = true;
+    req->ai.model = model;
+    req->ai.prompt_units = prompt_units;
+    req->ai.stream = stream;
+}
+
+void gw_step_tokens(ag_req_t *req, const gw_route_t *route, int64_t in, int64_t out,
+                    int64_t cache_write, int64_t cache_read)
+{
+    ag_ai_record_t *ai = &req->ai;
+    ai->input_tokens = in;
+    ai->output_tokens = out;
+    ai->cache_write_tokens = cache_write;
+    ai->cache_read_tokens = cache_read;
+    /* A cache hit used nothing upstream: it costs nothing. */
+    ai->cost_usd = ai->cache == AG_CACHE_HIT || !ai->model
+                       ? 0
+                       : ag_usage_cost_usd(route->gen->prices, route->gen->nprices, ai->model, in,
+                                           out, cache_write, cache_read);
+}
+
+void gw_step_cache_control(ag_req_t *req, bool *no_cache, bool *no_store)
+{
+    ag_str_t cc = ag_req_header(req, "Cache-Control");
+    *no_store = ag__gw_has_token(cc, "no-store");
+    *no_cache = *no_store || ag__gw_has_token(cc, "no-cache");
+}
+
+ag_upstream_request_t gw_upstream_request(const gw_gen_t *gen, const char *const *headers,
+                                          ag_str_t body, bool stream)
+{
+    ag_upstream_request_t u = {
+        .url = gen->messages_url,
+        .headers = headers,
+        .body = body.ptr,
+        .body_len = body.len,
+        .connect_timeout_ms = gen->connect_timeout_ms,
+        .timeout_ms = stream ? 0 : gen->timeout_ms,
+        .idle_timeout_ms = stream ? gen->stream_idle_timeout_ms : 0,
+    };
+    while (headers[u.nheaders])
+        u.nheaders++;
+    return u;
+}
+
+bool ag__gw_has_token(ag_str_t header, const char *token)
+{
+    size_t tlen = strlen(token);
+    for (size_t i = 0; i + tlen <= header.len; i++) {
+        if (strncasecmp(header.ptr + i, token, tlen) != 0)
+            continue;
+        bool left = i == 0 || header.ptr[i - 1] == ',' || header.ptr[i - 1] == ' ';
+        bool right = i + tlen == header.len || header.ptr[i + tlen] == ',' ||
+                     header.ptr[i + tlen] == ' ' || header.ptr[i + tlen] == ';';
+        if (left && right)
+            return true;
+    }
+    return false;
+}
+
+const char *ag__gw_period_word(unsigned period_s, char *buf, size_t len)
+{
+    switch (period_s) {
+    case 1:
+        return "second";
+    case 60:
+        return "minute";
+    case 3600:
+        return "hour";
+    case 86400:
+        return "day";
+    default:
+        snprintf(buf, len, "%u seconds", period_s);
+        return buf;
+    }
+}

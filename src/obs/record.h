@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * record.h: the record of one finished request, the one thing the HTTP server
+ * hands to observers (access log now; metrics and tail subscribe the same way).
+ * Plain data: no layer below the gateway needs to know what a model is.
+ */
+#ifndef AG_OBS_RECORD_H
+#define AG_OBS_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/str.h"
+
+typedef enum ag_cache_result {
+    AG_CACHE_NONE = 0, /* the route does not cache */
+    AG_CACHE_HIT,
+    AG_CACHE_MISS,
+    AG_CACHE_BYPASS, /* Cache-Control: no-cache / no-store */
+} ag_cache_result_t;
+
+/* The slot the gateway fills while it serves an AI request. Strings are owned
+ * by the request's pool (or static) and live until the record is delivered. */
+typedef struct ag_ai_record {
+    const char *model;   /* the model asked for; NULL: the request named none */
+    const char *outcome; /* streams: ok, clientDisconnected, upstreamError; else NULL */
+    uint32_t prompt_units, output_units; /* UTF-16 lengths, the seed's fields */
+    int64_t input_tokens, output_tokens;
+    int64_t cache_write_tokens, cache_read_tokens;
+    double cost_usd;
+    int64_t upstream_us; /* time spent waiting on upstream */
+    unsigned attempts;   /* upstream calls made for this request */
+    ag_cache_result_t cache;
+    bool stream;
+    bool usage; /* passed validation and limits: the usage log gets an entry */
+} ag_ai_record_t;
+
+typedef struct ag_request_record {
+    const char *id;
+    ag_str_t method;
+    ag_str_t path;
+    const char *route;  /* the route's path as configured; NULL: none matched */
+    const char *client; /* the client's address, after trusted-proxy resolution */
+    int status;         /* 499: the client went away first (nginx's code) */
+    size_t bytes_in;    /* head and body as received */
+    size_t bytes_out;   /* head and body as sent */
+    int64_t start_us;   /* wall clock, epoch microseconds */
+    int64_t duration_us;
+    bool aborted;
+    ag_ai_record_t ai;
+} ag_request_record_t;
+
+#endif

@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * test_config.c: per-route settings merged over [aigate], the deprecated
+ * messages_* aliases, key application classes, and route errors.
+ */
+#include "util/platform.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "util/errors.h"
+
+#include "harness.h"
+
+/* Loads `text` as a config file; diagnostics go to *diag (malloc'd). */
+static int load(ag_config_t *cfg, const char *text, char **diag)
+{
+    char path[] = "/tmp/aigate-test-config-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    if (n != (ssize_t)strlen(text))
+        return -1;
+    ag_config_defaults(cfg);
+    size_t len = 0;
+    FILE *errs = open_memstream(diag, &len);
+    int rc = ag_config_load_file(cfg, path, errs);
+    fclose(errs);
+    unlink(path);
+    return rc;
+}
+
+TEST(routes_inherit_what_they_leave_out)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[aigate]\nrate_limit = 30\nrate_period = 120\nmodels = [\"m-a\"]\n"
+                   "cache = true\n"
+                   "[aigate.routes.\"/v1/messages\"]\nrate_limit = 5\ncache = false\n"
+                   "models = [\"m-b\", \"m-c\"]\n",
+                   &diag),
+              0);
+    ag_route_settings_t gen, msg;
+    ag_config_route_settings(&cfg, "/api/generate", &gen);
+    ag_config_route_settings(&cfg, "/v1/messages", &msg);
+    ASSERT_EQ(gen.rate_limit, 30u);
+    ASSERT_EQ(gen.rate_period_s, 120u);
+    ASSERT(gen.cache);
+    ASSERT_EQ(gen.nmodels, 1u);
+    ASSERT_STREQ(gen.models[0], "m-a");
+    ASSERT_EQ(msg.rate_limit, 5u);
+    ASSERT_EQ(msg.rate_period_s, 120u); /* inherited */
+    ASSERT(!msg.cache);
+    ASSERT_EQ(msg.nmodels, 2u); /* replaces [aigate]'s list */
+    ASSERT_STREQ(msg.models[1], "m-c");
+    ASSERT(msg.rate_limit_binding == NULL);
+    ASSERT_STREQ(diag, "");
+    free(diag);
+    ag_config_fini(&cfg);
+}
+
+TEST(an_unset_route_is_aigates)
+{
+    ag_config_t cfg;
+    ag_config_defaults(&cfg);
+    ag_route_settings_t s;
+    ag_config_route_settings(&cfg, "/v1/messages", &s);
+    ASSERT_EQ(s.rate_limit, 20u);
+    ASSERT_EQ(s.rate_period_s, 60u);
+    ASSERT(s.cache);
+    ASSERT_EQ(s.nmodels, 0u);
+    ASSERT(ag_config_route(&cfg, "/v1/messages") == NULL);
+    ag_config_fini(&cfg);
+}
+
+TEST(messages_keys_are_deprecated_aliases)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[[unsafe.bindings]]\nname = \"RL\"\ntype = \"ratelimit\"\nnamespace_id = \"1\"\n"
+                   "simple = { limit = 3, period = 10 }\n"
+                   "[aigate]\nmessages_rate_limit = 7\nmessages_rate_period = 30\n"
+                   "messages_rate_limit_binding = \"RL\"\n",
+                   &diag),
+              0);
+    ag_route_settings_t s;
+    ag_config_route_settings(&cfg, "/v1/messages", &s);
+    ASSERT_EQ(s.rate_limit, 7u);
+    ASSERT_EQ(s.rate_period_s, 30u);
+    ASSERT_STREQ(s.rate_limit_binding, "RL");
+    ASSERT(strstr(diag, "aigate.messages_rate_limit is deprecated") != NULL);
+    ASSERT(strstr(diag, "warning: ") != NULL);
+    free(diag);
+    ag_config_fini(&cfg);
+}
+
+TEST(a_routes_table_wins_over_an_alias)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[aigate]\nmessages_rate_limit = 7\n"
+                   "[aigate.routes.\"/v1/messages\"]\nrate_limit = 9\n",
+                   &diag),
+              0);
+    ag_route_settings_t s;
+    ag_config_route_settings(&cfg, "/v1/messages", &s);
+    ASSERT_EQ(s.rate_limit, 9u);
+    free(diag);
+    ag_config_fini(&cfg);
+}
+
+TEST(zero_aliases_keep_meaning_inherit)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg, "[aigate]\nrate_limit = 11\nmessages_rate_limit = 0\n", &diag), 0);
+    ag_route_settings_t s;
+    ag_config_route_settings(&cfg, "/v1/messages", &s);
+    ASSERT_EQ(s.rate_limit, 11u);
+    free(diag);
+    ag_config_fini(&cfg);
+}
+
+TEST(route_errors_name_file_line_and_col)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[aigate.routes.\"/v1/messages\"]\nrate_limit = \"x\"\n"
+                   "rate_limit_binding = \"NOPE\"\nbogus = 1\n",
+                   &diag),
+              AG_EBADCONFIG);
+    ASSERT(strstr(diag, ":2:14: aigate.routes.\"/v1/messages\".rate_limit must be a number") !=
+           NULL);
+    ASSERT(strstr(diag, "no ratelimit binding named 'NOPE'") != NULL);
+    ASSERT(strstr(diag, "warning: unknown key aigate.routes.\"/v1/messages\".bogus") != NULL);
+    free(diag);
+    ag_config_fini(&cfg);
+    diag = NULL;
+    ASSERT_EQ(load(&cfg, "[aigate.routes.nopath]\ncache = true\n", &diag), AG_EBADCONFIG);
+    ASSERT(strstr(diag, "a route is a path starting with /") != NULL);
+    free(diag);
+    ag_config_fini(&cfg);
+}
+
+TEST(keys_say_how_they_apply)
+{
+    ASSERT_EQ(ag_config_key_apply("port"), AG_KEY_RESTART);
+    ASSERT_EQ(ag_config_key_apply("data_dir"), AG_KEY_RESTART);
+    ASSERT_EQ(ag_config_key_apply("rate_limit"), AG_KEY_RELOAD);
+    ASSERT_EQ(ag_config_key_apply("models"), AG_KEY_RELOAD);
+    ASSERT_EQ(ag_config_key_apply("api_key_secret"), AG_KEY_SECRET);
+    ASSERT_EQ(ag_config_key_apply("routes.cache"), AG_KEY_RELOAD);
+    ASSERT_EQ(ag_config_key_apply("no_such_key"), -1);
+}
+
+TEST(config_holds_secret_names_not_values)
+{
+    setenv("ANTHROPIC_API_KEY", "sk-test-never-in-config", 1);
+    ag_config_t cfg;
+    ag_config_defaults(&cfg);
+    ASSERT_STREQ(cfg.api_key_secret, "ANTHROPIC_API_KEY");
+    /* Nothing in the struct's strings holds the value. */
+    const char *const strs[] = {cfg.host, cfg.upstream, cfg.data_dir, cfg.api_key_secret,
+                                cfg.default_model};
+    for (size_t i = 0; i < AG_ARRAY_LEN(strs); i++)
+        ASSERT(strstr(strs[i], "sk-test") == NULL);
+    ag_config_fini(&cfg);
+    unsetenv("ANTHROPIC_API_KEY");
+}
+
+TEST(reference_lists_route_keys_and_how_each_applies)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    ag_config_print_reference(f);
+    fclose(f);
+    ASSERT(strstr(text, "| `port` | port | `8787` | 0 to 65535 | restart |") != NULL);
+    ASSERT(strstr(text, "| `api_key_secret` | string |") != NULL);
+    ASSERT(strstr(text, "[aigate.routes.\"PATH\"]") != NULL);
+    ASSERT(strstr(text, "| `rate_limit` | integer | [aigate]'s |") != NULL);
+    free(text);
+}
+
+AG_TESTS(AG_TEST_ENTRY(routes_inherit_what_they_leave_out) AG_TEST_ENTRY(an_unset_route_is_aigates)
+             AG_TEST_ENTRY(messages_keys_are_deprecated_aliases)
+                 AG_TEST_ENTRY(a_routes_table_wins_over_an_alias)
+                     AG_TEST_ENTRY(zero_aliases_keep_meaning_inherit)
+                         AG_TEST_ENTRY(route_errors_name_file_line_and_col)
+                             AG_TEST_ENTRY(keys_say_how_they_apply)
+                                 AG_TEST_ENTRY(config_holds_secret_names_not_values)
+                                     AG_TEST_ENTRY(reference_lists_route_keys_and_how_each_applies))
