@@ -818,7 +818,7 @@ void ag_config_load_secrets(ag_config_t *cfg)
         int src = ag_secrets_get(cfg->data_dir, "ANTHROPIC_API_KEY", &key);
         if (src < 0 && src != AG_ENOTFOUND)
             fprintf(stderr, "aigate: cannot read the secrets file in %s: %s\n",
-                    cfg->data_dir ? cfg->data_dir : "./.aigate", ag_secrets_strerror(src));
+                    cfg->data_dir ? cfg->data_dir : "./.aigate", ag_strerror(src));
     }
     if (!key)
         key = dotenv_lookup(".dev.vars", "ANTHROPIC_API_KEY");

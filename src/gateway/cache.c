@@ -36,7 +36,7 @@ static void cache_fill_work(uv_work_t *w)
     ag_kv_put_opts_t o = {.expiration_ttl = cf->ttl_s};
     int rc = ag_kv_put(cf->kv, cf->key, strlen(cf->key), cf->value, cf->len, &o);
     if (rc < 0)
-        ag_log_warn("cache fill failed: %s", ag_kv_strerror(rc));
+        ag_log_warn("cache fill failed: %s", ag_strerror(rc));
 }
 
 static void cache_fill_done(uv_work_t *w, int status)

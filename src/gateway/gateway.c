@@ -97,7 +97,7 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         rc = ag_kv_open_namespace(cfg->data_dir, cfg->cache_binding, &ko, &gw->cache);
         if (rc < 0) {
             ag_log_error("cannot open the cache store %s/kv/%s: %s", cfg->data_dir,
-                         cfg->cache_binding, ag_kv_strerror(rc));
+                         cfg->cache_binding, ag_strerror(rc));
             goto fail;
         }
     }
@@ -108,7 +108,7 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         rc = ag_objstore_open_bucket(cfg->data_dir, bucket, true, &gw->log_bucket);
         if (rc < 0) {
             ag_log_error("cannot open the usage-log bucket %s/r2/%s: %s", cfg->data_dir, bucket,
-                         ag_objstore_strerror(rc));
+                         ag_strerror(rc));
             goto fail;
         }
         ag_price_t *prices = calloc(cfg->nprices ? cfg->nprices : 1, sizeof(*prices));
@@ -125,7 +125,7 @@ int ag_gateway_new(const ag_config_t *cfg, ag_gateway_t **out)
         rc = ag_usage_log_open(&lo, &gw->usage_log);
         free(prices);
         if (rc < 0) {
-            ag_log_error("cannot start the usage log: %s", ag_usage_log_strerror(rc));
+            ag_log_error("cannot start the usage log: %s", ag_strerror(rc));
             goto fail;
         }
     }
@@ -306,7 +306,7 @@ static void usage_record(void *p)
     e.latency_ms = (uint32_t)((ag_mono_us() - req->start_us) / 1000);
     int rc = ag_usage_log_append(u->log, &e);
     if (rc < 0)
-        ag_log_warn("request %s: usage entry not accepted: %s", req->id, ag_usage_log_strerror(rc));
+        ag_log_warn("request %s: usage entry not accepted: %s", req->id, ag_strerror(rc));
 }
 
 /* Starts recording: from here on the request gets exactly one usage entry. */

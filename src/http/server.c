@@ -828,7 +828,7 @@ static void conn_process(ag_conn_t *c)
                 continue;
             }
             if (rc < 0) {
-                int st = ag_http_error_status(rc);
+                int st = ag_err_http_status(rc);
                 conn_fail(c, st,
                           st == 501   ? "Transfer coding not supported"
                           : st == 505 ? "HTTP version not supported"

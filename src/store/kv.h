@@ -24,45 +24,8 @@
 #define AG_STORE_DEFAULT_DATA_DIR "./.aigate" /* also in objstore.h */
 #endif
 
-/* Errors of this module, a band of their own below the AG_E* codes (the
- * messages are what a client should read): X(NAME, value, AG_E* class or 0,
- * message). ag_kv_errclass() maps each to its class, for ag_err_http_status(). */
-#define AG_KV_ERRORS(X)                                                                            \
-    X(KEY_EMPTY, -31001, AG_EINVALID, "key is empty")                                              \
-    X(KEY_TOO_LONG, -31002, AG_ETOOBIG, "key is longer than 512 bytes")                            \
-    X(KEY_DOT, -31003, AG_EINVALID, "key may not be \".\" or \"..\"")                              \
-    X(KEY_UTF8, -31004, AG_EINVALID, "key is not valid UTF-8")                                     \
-    X(VALUE_TOO_BIG, -31005, AG_ETOOBIG, "value is larger than 25 MiB")                            \
-    X(METADATA_TOO_BIG, -31006, AG_ETOOBIG, "metadata is larger than 1024 bytes")                  \
-    X(METADATA_JSON, -31007, AG_EINVALID, "metadata is not valid JSON")                            \
-    X(EXPIRATION, -31008, AG_EINVALID,                                                             \
-      "invalid expiration: expiration_ttl must be >= 1 s and expiration in the future; "           \
-      "give one of them")                                                                          \
-    X(LIMIT, -31009, AG_EINVALID, "list limit must be between 1 and 1000")                         \
-    X(CURSOR, -31010, AG_EINVALID, "invalid list cursor")                                          \
-    X(BINDING, -31011, AG_EINVALID, "invalid KV binding name (want [A-Za-z0-9_-]{1,64})")          \
-    X(MAP_FULL, -31020, AG_EFULL,                                                                  \
-      "KV store is full (map size reached): delete keys or raise map_size")                        \
-    X(DISK_FULL, -31021, AG_EFULL,                                                                 \
-      "no space left for the KV store (disk full, quota or file limit)")                           \
-    X(READERS_FULL, -31022, 0, "too many concurrent KV readers")                                   \
-    X(CORRUPT, -31023, 0, "KV store is corrupt, of another version, or failed: reopen it")         \
-    X(TXN_TOO_BIG, -31024, AG_ETOOBIG, "KV transaction too large")
-
-enum ag_kv_err {
-#define AG_KV_ERR_ENUM_(name, value, cls, msg) AG_KV_E##name = (value),
-    AG_KV_ERRORS(AG_KV_ERR_ENUM_)
-#undef AG_KV_ERR_ENUM_
-};
-
-/** Message for an AG_KV_E* code; falls back to ag_strerror() for AG_E* codes
- *  and negative errno values. Static storage. */
-const char *ag_kv_strerror(int code);
-
-/** The AG_E* class of an AG_KV_E* code (AG_EINVALID, AG_ETOOBIG, AG_EFULL);
- *  AG_KV_ECORRUPT (a server fault) and any other code are returned unchanged. Use as
- *  ag_err_http_status(ag_kv_errclass(rc)). */
-int ag_kv_errclass(int code);
+/* The errors of this module, AG_KV_E*, are declared in util/errors.def with
+ * their messages and HTTP statuses: use ag_strerror() and ag_err_http_status(). */
 
 typedef struct ag_kv ag_kv_t;
 

@@ -28,34 +28,6 @@
 #include "util/errors.h"
 #include "util/utf.h"
 
-/* ---- errors ---------------------------------------------------------------------------- */
-
-const char *ag_kv_strerror(int code)
-{
-    switch (code) {
-#define AG_KV_ERR_MSG_(name, value, cls, msg)                                                      \
-    case value:                                                                                    \
-        return msg;
-        AG_KV_ERRORS(AG_KV_ERR_MSG_)
-#undef AG_KV_ERR_MSG_
-    default:
-        return ag_strerror(code);
-    }
-}
-
-int ag_kv_errclass(int code)
-{
-    switch (code) {
-#define AG_KV_ERR_CLASS_(name, value, cls, msg)                                                    \
-    case value:                                                                                    \
-        return (cls) ? (cls) : code;
-        AG_KV_ERRORS(AG_KV_ERR_CLASS_)
-#undef AG_KV_ERR_CLASS_
-    default:
-        return code;
-    }
-}
-
 /* ---- front end ------------------------------------------------------------------------- */
 
 static int check_key(const void *key, size_t keylen)

@@ -24,42 +24,8 @@
 #define AG_OBJ_MAX_PUT_SIZE (((uint64_t)5 << 30) - ((uint64_t)5 << 20)) /* single-part upload */
 #define AG_OBJ_LIST_MAX_LIMIT 1000
 
-/* X(NAME, value, AG_E* class or 0, message); see ag_objstore_errclass(). */
-#define AG_OBJ_ERRORS(X)                                                                           \
-    X(KEY_EMPTY, -31101, AG_EINVALID, "object key is empty")                                       \
-    X(KEY_TOO_LONG, -31102, AG_ETOOBIG, "object key is longer than 1024 bytes")                    \
-    X(KEY_NUL, -31103, AG_EINVALID, "object key contains a NUL byte")                              \
-    X(KEY_PATH, -31104, AG_EINVALID,                                                               \
-      "object key may not start with '/' or contain a \".\" or \"..\" segment")                    \
-    X(KEY_UTF8, -31105, AG_EINVALID, "object key is not valid UTF-8")                              \
-    X(METADATA, -31106, AG_EINVALID,                                                               \
-      "invalid object metadata: custom metadata is a JSON object of strings, and no value "        \
-      "may hold control characters or invalid UTF-8")                                              \
-    X(METADATA_TOO_BIG, -31107, AG_ETOOBIG, "custom metadata is larger than 8192 bytes")           \
-    X(TOO_BIG, -31108, AG_ETOOBIG, "object is larger than the single-upload limit (5 GiB)")        \
-    X(LIMIT, -31109, AG_EINVALID, "list limit must be between 1 and 1000")                         \
-    X(CURSOR, -31110, AG_EINVALID, "invalid list cursor")                                          \
-    X(BUCKET_NAME, -31111, AG_EINVALID,                                                            \
-      "invalid bucket name: 3-63 lowercase letters, digits and hyphens, not starting or "          \
-      "ending with a hyphen")                                                                      \
-    X(NO_BUCKET, -31112, AG_ENOTFOUND, "no such bucket")                                           \
-    X(BUCKET_NOT_EMPTY, -31113, AG_EEXISTS, "bucket is not empty")                                 \
-    X(DISK_FULL, -31120, AG_EFULL,                                                                 \
-      "no space left for the object (disk full, quota or file limit)")                             \
-    X(CORRUPT, -31121, 0, "stored object file is corrupt")
-
-enum ag_obj_err {
-#define AG_OBJ_ERR_ENUM_(name, value, cls, msg) AG_OBJ_E##name = (value),
-    AG_OBJ_ERRORS(AG_OBJ_ERR_ENUM_)
-#undef AG_OBJ_ERR_ENUM_
-};
-
-/** Message for an AG_OBJ_E* code, else ag_strerror(). Static storage. */
-const char *ag_objstore_strerror(int code);
-
-/** The AG_E* class of an AG_OBJ_E* code (for ag_err_http_status()); other
- *  codes, and AG_OBJ_ECORRUPT, are returned unchanged. */
-int ag_objstore_errclass(int code);
+/* The errors of this module, AG_OBJ_E*, are declared in util/errors.def with
+ * their messages and HTTP statuses: use ag_strerror() and ag_err_http_status(). */
 
 typedef struct ag_objstore ag_objstore_t;
 

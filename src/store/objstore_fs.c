@@ -26,34 +26,6 @@
 #include "util/log.h"
 #include "util/utf.h"
 
-/* ---- errors ---------------------------------------------------------------------------- */
-
-const char *ag_objstore_strerror(int code)
-{
-    switch (code) {
-#define AG_OBJ_ERR_MSG_(name, value, cls, msg)                                                     \
-    case value:                                                                                    \
-        return msg;
-        AG_OBJ_ERRORS(AG_OBJ_ERR_MSG_)
-#undef AG_OBJ_ERR_MSG_
-    default:
-        return ag_strerror(code);
-    }
-}
-
-int ag_objstore_errclass(int code)
-{
-    switch (code) {
-#define AG_OBJ_ERR_CLASS_(name, value, cls, msg)                                                   \
-    case value:                                                                                    \
-        return (cls) ? (cls) : code;
-        AG_OBJ_ERRORS(AG_OBJ_ERR_CLASS_)
-#undef AG_OBJ_ERR_CLASS_
-    default:
-        return code;
-    }
-}
-
 /* ---- front end ------------------------------------------------------------------------- */
 
 static int check_key(const void *key, size_t keylen)

@@ -56,7 +56,7 @@ static ag_kv_t *open_store(const char *dir, size_t map_size)
     ag_kv_t *kv = NULL;
     int rc = ag_kv_open_lmdb(dir, &opts, &kv);
     if (rc < 0)
-        fprintf(stderr, "  open %s: %s\n", dir, ag_kv_strerror(rc));
+        fprintf(stderr, "  open %s: %s\n", dir, ag_strerror(rc));
     return kv;
 }
 
@@ -610,18 +610,18 @@ TEST(kv_limits_and_errors)
     ASSERT_EQ(ag_kv_list(kv, NULL, 0, "xyz", 10, &r), AG_KV_ECURSOR);
     ASSERT_EQ(ag_kv_list(kv, NULL, 0, "abc", 10, &r), AG_KV_ECURSOR);
 
-    /* Messages and classes: clear text, and the HTTP status of each class. */
-    ASSERT(strstr(ag_kv_strerror(AG_KV_EKEY_TOO_LONG), "512") != NULL);
-    ASSERT(strstr(ag_kv_strerror(AG_KV_EMAP_FULL), "full") != NULL);
-    ASSERT_STREQ(ag_kv_strerror(AG_ENOTFOUND), ag_strerror(AG_ENOTFOUND));
-    ASSERT_STREQ(ag_kv_strerror(-ENOENT), strerror(ENOENT));
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EKEY_TOO_LONG)), 413);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EVALUE_TOO_BIG)), 413);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EKEY_EMPTY)), 400);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EMAP_FULL)), 507);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EDISK_FULL)), 507);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_ECORRUPT)), 500);
-    ASSERT_EQ(ag_kv_errclass(AG_ENOTFOUND), AG_ENOTFOUND);
+    /* Messages and statuses: clear text, and the HTTP status of each code. */
+    ASSERT(strstr(ag_strerror(AG_KV_EKEY_TOO_LONG), "512") != NULL);
+    ASSERT(strstr(ag_strerror(AG_KV_EMAP_FULL), "full") != NULL);
+    ASSERT_STREQ(ag_strerror(AG_ENOTFOUND), "no such key or route");
+    ASSERT_STREQ(ag_strerror(-ENOENT), strerror(ENOENT));
+    ASSERT_EQ(ag_err_http_status(AG_KV_EKEY_TOO_LONG), 413);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EVALUE_TOO_BIG), 413);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EKEY_EMPTY), 400);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EMAP_FULL), 507);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EDISK_FULL), 507);
+    ASSERT_EQ(ag_err_http_status(AG_KV_ECORRUPT), 500);
+    ASSERT_EQ(ag_err_http_status(AG_ENOTFOUND), 404);
     ag_kv_close(kv);
     rm_rf(dir);
 }
@@ -644,7 +644,7 @@ TEST(kv_map_full_is_clear_and_recoverable)
             break;
     }
     ASSERT_EQ(rc, AG_KV_EMAP_FULL);
-    ASSERT_EQ(ag_kv_errclass(rc), AG_EFULL);
+    ASSERT_EQ(ag_err_http_status(rc), ag_err_http_status(AG_EFULL));
     ASSERT(written > 10 && written < 64); /* 1 MiB holds about 60 of them */
 
     /* Everything written before reads back; the failed put left nothing. */
@@ -705,7 +705,7 @@ TEST(kv_file_size_limit_is_disk_full)
     setrlimit(RLIMIT_FSIZE, &old);
     signal(SIGXFSZ, oldsig);
     ASSERT_EQ(rc, AG_KV_EDISK_FULL);
-    ASSERT_EQ(ag_kv_errclass(rc), AG_EFULL);
+    ASSERT_EQ(ag_err_http_status(rc), ag_err_http_status(AG_EFULL));
 
     ag_kv_value_t v;
     ASSERT_EQ(ag_kv_get(kv, "big", 3, &v), AG_ENOTFOUND);

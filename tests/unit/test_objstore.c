@@ -93,7 +93,7 @@ static bool fixture_open(fixture_t *f)
     snprintf(f->bucket, sizeof(f->bucket), "%s/bucket", f->root);
     int rc = ag_objstore_open_fs(f->bucket, &f->s);
     if (rc < 0)
-        fprintf(stderr, "  open: %s\n", ag_objstore_strerror(rc));
+        fprintf(stderr, "  open: %s\n", ag_strerror(rc));
     return rc == 0;
 }
 
@@ -458,11 +458,11 @@ TEST(obj_bad_keys_refused_and_contained)
         ASSERT_EQ(passwd_after.st_mtime, passwd_before.st_mtime);
         ASSERT_EQ(passwd_after.st_size, passwd_before.st_size);
     }
-    ASSERT_EQ(ag_objstore_errclass(AG_OBJ_EKEY_PATH), AG_EINVALID);
-    ASSERT_EQ(ag_err_http_status(ag_objstore_errclass(AG_OBJ_EKEY_TOO_LONG)), 413);
-    ASSERT_EQ(ag_err_http_status(ag_objstore_errclass(AG_OBJ_EDISK_FULL)), 507);
-    ASSERT(strstr(ag_objstore_strerror(AG_OBJ_EKEY_PATH), "..") != NULL);
-    ASSERT_STREQ(ag_objstore_strerror(AG_ENOTFOUND), ag_strerror(AG_ENOTFOUND));
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_EKEY_PATH), ag_err_http_status(AG_EINVALID));
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_EKEY_TOO_LONG), 413);
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_EDISK_FULL), 507);
+    ASSERT(strstr(ag_strerror(AG_OBJ_EKEY_PATH), "..") != NULL);
+    ASSERT_STREQ(ag_strerror(AG_ENOTFOUND), "no such key or route");
     fixture_close(&f);
 }
 

@@ -1237,7 +1237,7 @@ TEST(lifecycle_and_arguments)
     ag_usage_log_close(log); /* idempotent */
     ag_usage_log_stats(log, &st);
     ASSERT_EQ(st.accepted, 1);
-    ASSERT_STREQ(ag_usage_log_strerror(AG_USAGE_ECLOSED), "usage log is closed");
+    ASSERT_STREQ(ag_strerror(AG_USAGE_ECLOSED), "usage log is closed");
     ag_usage_log_free(log);
     ag_usage_log_free(NULL);
     ag_usage_log_close(NULL);

@@ -116,6 +116,44 @@ TEST(strerror_covers_both_bands)
     ASSERT(strlen(ag_strerror(-2)) > 0);
 }
 
+/* Every code of every module, expanded from the one registry. */
+static const struct {
+    const char *name;
+    int value, http;
+    const char *msg;
+} declared[] = {
+#define AG_ERR(name, value, http, msg) {#name, name, http, msg},
+#include "util/errors.def"
+#undef AG_ERR
+};
+
+TEST(every_declared_code_has_its_message_and_status)
+{
+    ASSERT(AG_ARRAY_LEN(declared) > 50); /* the core, parser, kv, objstore, secrets, usage bands */
+    for (size_t i = 0; i < AG_ARRAY_LEN(declared); i++) {
+        int v = declared[i].value;
+        ASSERT_MSG_(v < -4096, "%s = %d is in the errno range", declared[i].name, v);
+        ASSERT_MSG_(strcmp(ag_strerror(v), declared[i].msg) == 0, "%s: \"%s\"", declared[i].name,
+                    ag_strerror(v));
+        ASSERT_MSG_(strcmp(ag_strerror(v), "unknown error") != 0, "%s", declared[i].name);
+        int want = declared[i].http ? declared[i].http : 500;
+        ASSERT_MSG_(ag_err_http_status(v) == want, "%s: %d, declared %d", declared[i].name,
+                    ag_err_http_status(v), declared[i].http);
+        ASSERT_MSG_(want >= 400 && want <= 599, "%s: status %d", declared[i].name, want);
+    }
+    /* Not declared: errno values and anything else. */
+    ASSERT_STREQ(ag_strerror(-ENOENT), strerror(ENOENT));
+    ASSERT_EQ(ag_err_http_status(-ENOENT), 500);
+    ASSERT_STREQ(ag_strerror(-4097), "unknown error");
+    ASSERT_STREQ(ag_strerror(0), "success");
+    ASSERT_EQ(ag_err_http_status(-4097), 500);
+    /* The formerly colliding pair now has a value each. */
+    ASSERT(AG_USAGE_ECLOSED != AG_SECRETS_ENAME);
+    ASSERT_STREQ(ag_strerror(AG_USAGE_ECLOSED), "usage log is closed");
+    ASSERT_EQ(ag_err_http_status(AG_KV_ECORRUPT), 500);
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_ENO_BUCKET), 404);
+}
+
 TEST(hex_encode_decode)
 {
     char out[2 * 4 + 1];
@@ -267,5 +305,6 @@ AG_TESTS(AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_f
              AG_TEST_ENTRY(buf_cap_is_enforced) AG_TEST_ENTRY(utf16_length_counts_like_javascript)
                  AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
                      AG_TEST_ENTRY(json_string_escaping) AG_TEST_ENTRY(strerror_covers_both_bands)
-                         AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
-                             AG_TEST_ENTRY(fs_whole_file_io))
+                         AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
+                             AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
+                                 AG_TEST_ENTRY(fs_whole_file_io))
