@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  *
  * kv.h: the KV store (the Workers KV equivalent) behind one interface, one
- * store per [[kv_namespaces]] binding. The embedded backend is LMDB
- * (kv_lmdb.c); a Redis backend can be added later behind the same ops table.
+ * store per [[kv_namespaces]] binding. The front end (kv.c) checks arguments
+ * and limits, encodes cursors, names and lists namespaces and picks the
+ * backend by name; the embedded backend is LMDB (kv_lmdb.c). A Redis backend
+ * can be added later behind the same ops table.
  */
 #ifndef AG_STORE_KV_H
 #define AG_STORE_KV_H
@@ -29,20 +31,33 @@
 
 typedef struct ag_kv ag_kv_t;
 
-typedef struct ag_kv_options {
-    /** LMDB map size in bytes, the most the store can hold; 0 means
+/** Options of the LMDB backend, read by it alone. */
+typedef struct ag_kv_lmdb_options {
+    /** Map size in bytes, the most the store can hold; 0 means
      *  AG_KV_DEFAULT_MAP_SIZE. When another process has the store open with a
      *  larger map, the larger size is adopted. */
     size_t map_size;
-    /** Wall clock in epoch milliseconds; NULL means CLOCK_REALTIME. Tests inject
-     *  one to move time without sleeping. Called from any thread. */
-    int64_t (*now_ms)(void *ctx);
-    void *clock_ctx;
     /** Skip the fsync at each commit (MDB_NOSYNC): a process crash loses
      *  nothing, a machine crash may lose the last commits. For caches, whose
      *  entries can always be fetched again. Applies to the first open of the
      *  folder in this process. */
     bool no_sync;
+} ag_kv_lmdb_options_t;
+
+/** The name of the embedded backend, the default. */
+#define AG_KV_BACKEND_LMDB "lmdb"
+
+/** Options of an open; a zeroed struct (or NULL) means the defaults. */
+typedef struct ag_kv_options {
+    /** The backend by name: NULL means AG_KV_BACKEND_LMDB, the only one so far.
+     *  Any other name fails the open with AG_KV_EBACKEND. Borrowed for the open. */
+    const char *backend;
+    /** Wall clock in epoch milliseconds; NULL means CLOCK_REALTIME. Tests inject
+     *  one to move time without sleeping. Called from any thread. */
+    int64_t (*now_ms)(void *ctx);
+    void *clock_ctx;
+    /** Read only when the backend is LMDB. */
+    ag_kv_lmdb_options_t lmdb;
 } ag_kv_options_t;
 
 /** A value read from the store. Every pointer is owned by the struct and
@@ -93,18 +108,25 @@ typedef struct ag_kv_stat {
     uint64_t used_bytes; /* high-water mark of the data file */
 } ag_kv_stat_t;
 
+/** Opens (creating if missing) the store kept at the folder `dir` with the
+ *  backend opts->backend. `opts` may be NULL; it is read only during the call.
+ *  @return 0 and *out; AG_KV_EBACKEND for an unknown backend; or what the
+ *  backend's open returns (see ag_kv_open_lmdb()). */
+int ag_kv_open(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
+
 /** Opens (creating if missing, with parents, mode 0700) the LMDB store in the
- *  folder `dir`. `opts` may be NULL; it is copied. Opening the same folder twice
- *  in one process shares one LMDB environment (LMDB forbids two), so that is
- *  safe (the map size of the first open holds); other processes may open it at the same time (the
- * CLI while the server runs), as LMDB's lock file coordinates them. Do not use a handle in a child
+ *  folder `dir`, whatever opts->backend says. `opts` may be NULL; it is copied.
+ *  Opening the same folder twice in one process shares one LMDB environment
+ *  (LMDB forbids two), so that is safe (the map size of the first open holds);
+ *  other processes may open it at the same time (the CLI while the server
+ *  runs), as LMDB's lock file coordinates them. Do not use a handle in a child
  *  after fork(): the child opens its own.
  *  @return 0 and *out, or a negative errno / AG_KV_E* code. */
 int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
 
-/** Opens the store of a [[kv_namespaces]] binding: <data_dir>/kv/<binding>/.
- *  data_dir NULL means AG_STORE_DEFAULT_DATA_DIR. A binding is
- *  [A-Za-z0-9_-]{1,64}, else AG_KV_EBINDING. */
+/** Opens the store of a [[kv_namespaces]] binding, <data_dir>/kv/<binding>/,
+ *  with ag_kv_open(). data_dir NULL means AG_STORE_DEFAULT_DATA_DIR. A binding
+ *  is [A-Za-z0-9_-]{1,64}, else AG_KV_EBINDING. */
 int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_options_t *opts,
                          ag_kv_t **out);
 
@@ -163,9 +185,11 @@ int ag_kv_sweep(ag_kv_t *kv, size_t max_keys);
 /** Sizes of the store, for /metrics and `aigate kv` commands. */
 int ag_kv_stat(ag_kv_t *kv, ag_kv_stat_t *st);
 
-/* Backend interface. A backend embeds ag_kv_t first in its handle and fills
- * an ops table; the public functions above check keys, values and limits
- * before they call it, so a backend sees only valid arguments. */
+/* Backend interface. A backend embeds ag_kv_t first in its handle, fills it
+ * with ag__kv_init() and an ops table. The public functions above check keys,
+ * values, options and limits, decode cursors and encode them, before and after
+ * they call it, so a backend sees only valid arguments and fills only what it
+ * stores (expiration_ms; the front end derives expiration in seconds). */
 typedef struct ag_kv_ops {
     const char *name;
     int (*get)(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata, ag_kv_value_t *out);
@@ -173,7 +197,8 @@ typedef struct ag_kv_ops {
     int (*put)(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
                int64_t expiration_ms, const char *metadata, size_t metadata_len);
     int (*del)(ag_kv_t *kv, const void *key, size_t keylen);
-    /* after/afterlen: the decoded cursor (list keys strictly after it), or NULL. */
+    /* after/afterlen: the decoded cursor (list keys strictly after it), or NULL.
+     * The backend sets list_complete; the front end makes the cursor. */
     int (*list)(ag_kv_t *kv, const void *prefix, size_t prefixlen, const void *after,
                 size_t afterlen, unsigned limit, ag_kv_list_result_t *out);
     int (*sweep)(ag_kv_t *kv, size_t max_keys);
@@ -183,8 +208,11 @@ typedef struct ag_kv_ops {
 
 struct ag_kv {
     const ag_kv_ops_t *ops;
-    int64_t (*now_ms)(void *ctx); /* never NULL: the backend sets a default */
+    int64_t (*now_ms)(void *ctx); /* never NULL: ag__kv_init() sets a default */
     void *clock_ctx;
 };
+
+/** For backends: sets kv's ops and its clock from opts (NULL: the defaults). */
+void ag__kv_init(ag_kv_t *kv, const ag_kv_ops_t *ops, const ag_kv_options_t *opts);
 
 #endif

@@ -52,7 +52,8 @@ static int64_t fake_clock(void *ctx)
 
 static ag_kv_t *open_store(const char *dir, size_t map_size)
 {
-    ag_kv_options_t opts = {.map_size = map_size, .now_ms = fake_clock, .clock_ctx = &fake_now_ms};
+    ag_kv_options_t opts = {
+        .now_ms = fake_clock, .clock_ctx = &fake_now_ms, .lmdb = {.map_size = map_size}};
     ag_kv_t *kv = NULL;
     int rc = ag_kv_open_lmdb(dir, &opts, &kv);
     if (rc < 0)
@@ -895,6 +896,42 @@ TEST(kv_namespaces)
     rm_rf(dir);
 }
 
+TEST(kv_backend_by_name)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    ag_kv_t *kv = (ag_kv_t *)&kv; /* must come back NULL */
+    ag_kv_options_t o = {.backend = "redis"};
+    ASSERT_EQ(ag_kv_open_namespace(dir, "ns", &o, &kv), AG_KV_EBACKEND);
+    ASSERT(kv == NULL);
+    ASSERT(strstr(ag_strerror(AG_KV_EBACKEND), "lmdb") != NULL);
+    o.backend = "";
+    ASSERT_EQ(ag_kv_open(dir, &o, &kv), AG_KV_EBACKEND);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/kv/ns", dir);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), -1); /* an unknown backend creates nothing */
+
+    /* By name, and by default; the LMDB options reach the backend. */
+    o = (ag_kv_options_t){.backend = AG_KV_BACKEND_LMDB, .lmdb = {.map_size = 4 << 20}};
+    ASSERT_EQ(ag_kv_open_namespace(dir, "ns", &o, &kv), 0);
+    ASSERT(kv != NULL);
+    ASSERT_STREQ(kv->ops->name, "lmdb");
+    ag_kv_stat_t sst;
+    ASSERT_EQ(ag_kv_stat(kv, &sst), 0);
+    ASSERT_EQ(sst.map_size, 4 << 20);
+    ASSERT_EQ(put_str(kv, "k", "v"), 0);
+    ag_kv_close(kv);
+    ag_kv_options_t nosync = {.lmdb.no_sync = true};
+    ASSERT_EQ(ag_kv_open(path, &nosync, &kv), 0);
+    ag_kv_value_t v;
+    ASSERT_EQ(ag_kv_get(kv, "k", 1, &v), 0);
+    ASSERT_MEMEQ(v.data, v.len, "v");
+    ag_kv_value_free(&v);
+    ag_kv_close(kv);
+    rm_rf(dir);
+}
+
 AG_TESTS(AG_TEST_ENTRY(kv_roundtrip) AG_TEST_ENTRY(kv_metadata)
              AG_TEST_ENTRY(kv_ttl_expiry_on_injected_clock) AG_TEST_ENTRY(kv_absolute_expiration)
                  AG_TEST_ENTRY(kv_bounded_sweep_resumes) AG_TEST_ENTRY(kv_list_sorted_by_bytes)
@@ -904,4 +941,5 @@ AG_TESTS(AG_TEST_ENTRY(kv_roundtrip) AG_TEST_ENTRY(kv_metadata)
                                  AG_TEST_ENTRY(kv_file_size_limit_is_disk_full)
                                      AG_TEST_ENTRY(kv_concurrent_writer_processes)
                                          AG_TEST_ENTRY(kv_threads_share_one_handle)
-                                             AG_TEST_ENTRY(kv_namespaces))
+                                             AG_TEST_ENTRY(kv_namespaces)
+                                                 AG_TEST_ENTRY(kv_backend_by_name))
