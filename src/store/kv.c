@@ -9,16 +9,15 @@
 
 #include "store/kv.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include <jansson.h>
 
 #include "util/errors.h"
+#include "util/fs.h"
 #include "util/hex.h"
 #include "util/utf.h"
 
@@ -297,11 +296,6 @@ int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_
     return ag_kv_open(path, opts, out);
 }
 
-static int cmp_cstr(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int ag_kv_namespace_list(const char *data_dir, char ***names, size_t *count)
 {
     *names = NULL;
@@ -312,51 +306,10 @@ int ag_kv_namespace_list(const char *data_dir, char ***names, size_t *count)
     int n = snprintf(path, sizeof(path), "%s/kv", data_dir);
     if (n < 0 || (size_t)n >= sizeof(path))
         return -ENAMETOOLONG;
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return errno == ENOENT ? 0 : -errno;
-    char **v = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (!valid_binding(de->d_name))
-            continue;
-        struct stat st;
-        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
-            continue;
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            char **nv = realloc(v, ncap * sizeof(*nv));
-            if (nv == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        v[len] = strdup(de->d_name);
-        if (v[len] == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        len++;
-    }
-    closedir(d);
-    if (rc < 0) {
-        ag_kv_namespace_list_free(v, len);
-        return rc;
-    }
-    if (len > 1)
-        qsort(v, len, sizeof(*v), cmp_cstr);
-    *names = v;
-    *count = len;
-    return 0;
+    return ag_fs_list_dirs(path, valid_binding, names, count);
 }
 
 void ag_kv_namespace_list_free(char **names, size_t count)
 {
-    for (size_t i = 0; i < count; i++)
-        free(names[i]);
-    free(names);
+    ag_fs_names_free(names, count);
 }

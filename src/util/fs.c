@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT
  *
- * fs.c: mkdir -p and whole-file reads and writes (see fs.h).
+ * fs.c: mkdir -p, folder listings, and whole-file reads and writes (see fs.h).
  */
 #include "util/platform.h"
 
 #include "util/fs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -39,6 +40,69 @@ int ag_fs_mkdir_p(const char *path, mode_t mode)
     if (stat(path, &st) < 0)
         return -errno;
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    /* strcmp compares as unsigned char: byte order, shorter first. */
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int ag_fs_list_dirs(const char *path, bool (*accept)(const char *name), char ***names,
+                    size_t *count)
+{
+    *names = NULL;
+    *count = 0;
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return errno == ENOENT ? 0 : -errno;
+    char **v = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (accept ? !accept(de->d_name)
+                   : strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
+            continue;
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            char **nv = realloc(v, ncap * sizeof(*nv));
+            if (nv == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        v[len] = strdup(de->d_name);
+        if (v[len] == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        len++;
+    }
+    closedir(d);
+    if (rc < 0) {
+        ag_fs_names_free(v, len);
+        return rc;
+    }
+    if (len > 1)
+        qsort(v, len, sizeof(*v), cmp_cstr);
+    *names = v;
+    *count = len;
+    return 0;
+}
+
+void ag_fs_names_free(char **names, size_t count)
+{
+    if (names == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
 }
 
 int ag_fs_read_fd(int fd, ag_buf_t *out)

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT
  *
  * fs.h: small file-system helpers the stores, the CLI and the config loader
- * share: mkdir -p, and whole reads and writes that retry EINTR and short
- * transfers. Blocking calls: keep them off event-loop threads for big files.
+ * share: mkdir -p, sorted folder listings, and whole reads and writes that
+ * retry EINTR and short transfers. Blocking calls: keep them off event-loop threads for big files.
  */
 #ifndef AG_UTIL_FS_H
 #define AG_UTIL_FS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -18,6 +19,17 @@
  *  a parent is not a folder; -ENOENT for an empty path; -ENAMETOOLONG past
  *  PATH_MAX; or another -errno. */
 int ag_fs_mkdir_p(const char *path, mode_t mode);
+
+/** The names of the folders (or symlinks to folders) in the folder `path`
+ *  that `accept` takes (NULL: all but "." and ".."), sorted by strcmp().
+ *  *names is a malloc'd array of *count malloc'd strings, released by
+ *  ag_fs_names_free(). A missing path gives 0 names.
+ *  @return 0, -ENOMEM, or -errno of opendir(). */
+int ag_fs_list_dirs(const char *path, bool (*accept)(const char *name), char ***names,
+                    size_t *count);
+
+/** Releases a list from ag_fs_list_dirs(); NULL is a no-op. */
+void ag_fs_names_free(char **names, size_t count);
 
 /** Reads fd to its end and appends the bytes to out (initialised by the
  *  caller), whose cap bounds how much is read.

@@ -301,10 +301,58 @@ TEST(fs_whole_file_io)
     rm_rf(dir);
 }
 
+static bool no_dot_names(const char *name)
+{
+    return name[0] != '.';
+}
+
+TEST(fs_list_dirs)
+{
+    char tmpl[] = "/tmp/ag_test_util_XXXXXX";
+    const char *dir = mkdtemp(tmpl);
+    ASSERT(dir != NULL);
+    char path[512];
+    const char *mk[] = {"b", "a", "B", ".hidden", "a b"};
+    for (size_t i = 0; i < AG_ARRAY_LEN(mk); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, mk[i]);
+        ASSERT_EQ(mkdir(path, 0700), 0);
+    }
+    snprintf(path, sizeof(path), "%s/file", dir); /* not a folder: never listed */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT(fd >= 0);
+    close(fd);
+    char link[600];
+    snprintf(path, sizeof(path), "%s/a", dir);
+    snprintf(link, sizeof(link), "%s/zlink", dir); /* a symlink to a folder is one */
+    ASSERT_EQ(symlink(path, link), 0);
+
+    char **names;
+    size_t n;
+    ASSERT_EQ(ag_fs_list_dirs(dir, NULL, &names, &n), 0);
+    ASSERT_EQ(n, 6);
+    const char *want[] = {".hidden", "B", "a", "a b", "b", "zlink"}; /* byte order */
+    for (size_t i = 0; i < n && i < AG_ARRAY_LEN(want); i++)
+        ASSERT_STREQ(names[i], want[i]);
+    ag_fs_names_free(names, n);
+
+    ASSERT_EQ(ag_fs_list_dirs(dir, no_dot_names, &names, &n), 0);
+    ASSERT_EQ(n, 5);
+    ASSERT_STREQ(names[0], "B");
+    ag_fs_names_free(names, n);
+
+    snprintf(path, sizeof(path), "%s/missing", dir);
+    ASSERT_EQ(ag_fs_list_dirs(path, NULL, &names, &n), 0);
+    ASSERT(names == NULL && n == 0);
+    snprintf(path, sizeof(path), "%s/file", dir);
+    ASSERT_EQ(ag_fs_list_dirs(path, NULL, &names, &n), -ENOTDIR);
+    ag_fs_names_free(NULL, 0);
+    rm_rf(dir);
+}
+
 AG_TESTS(AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_first_chunks)
              AG_TEST_ENTRY(buf_cap_is_enforced) AG_TEST_ENTRY(utf16_length_counts_like_javascript)
                  AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
                      AG_TEST_ENTRY(json_string_escaping) AG_TEST_ENTRY(strerror_covers_both_bands)
                          AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
                              AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
-                                 AG_TEST_ENTRY(fs_whole_file_io))
+                                 AG_TEST_ENTRY(fs_whole_file_io) AG_TEST_ENTRY(fs_list_dirs))
