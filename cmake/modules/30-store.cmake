@@ -3,7 +3,8 @@
 if(NOT TARGET PkgConfig::LMDB)
   message(FATAL_ERROR "ag_store needs LMDB: install liblmdb-dev (pkg-config lmdb)")
 endif()
-add_library(ag_store STATIC src/store/kv.c src/store/kv_lmdb.c src/store/objstore_fs.c)
+add_library(ag_store STATIC src/store/kv.c src/store/kv_lmdb.c src/store/objstore.c
+                      src/store/objstore_fs.c)
 target_link_libraries(ag_store PUBLIC ag_util PkgConfig::LMDB PkgConfig::CRYPTO
                       PkgConfig::JANSSON Threads::Threads)
 

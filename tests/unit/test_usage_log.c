@@ -250,10 +250,11 @@ static int gate_del(ag_objstore_t *s, const char *key, size_t keylen)
     return g->inner->ops->del(g->inner, key, keylen);
 }
 
-static int gate_list(ag_objstore_t *s, const ag_obj_list_opts_t *opts, ag_obj_list_result_t *out)
+static int gate_list(ag_objstore_t *s, const ag_obj_list_opts_t *opts,
+                     const ag_obj_list_after_t *after, ag_obj_list_result_t *out)
 {
     gate_store_t *g = (gate_store_t *)s;
-    return g->inner->ops->list(g->inner, opts, out);
+    return g->inner->ops->list(g->inner, opts, after, out);
 }
 
 static void gate_close_op(ag_objstore_t *s)
