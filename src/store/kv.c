@@ -264,6 +264,69 @@ void ag_kv_close(ag_kv_t *kv)
 
 /* ---- folders and namespaces ------------------------------------------------------------ */
 
+/* ---- asynchronous calls ---------------------------------------------------------------- */
+
+void ag__kv_get_done(ag_kv_get_cb cb, void *ctx, int rc, ag_kv_value_t *value)
+{
+    if (rc == 0)
+        value->expiration = ms_to_s_ceil(value->expiration_ms);
+    cb(ctx, rc, rc == 0 ? value : NULL);
+    ag_kv_value_free(value); /* a no-op when the callback took it over */
+}
+
+int ag_kv_get_async(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_get_cb cb, void *ctx,
+                    ag_kv_op_t **op)
+{
+    ag_kv_op_t *unused;
+    if (op == NULL)
+        op = &unused;
+    *op = NULL;
+    if (cb == NULL)
+        return AG_EINVALID;
+    int rc = check_key(key, keylen);
+    if (rc < 0)
+        return rc;
+    if (kv->ops->get_async != NULL)
+        return kv->ops->get_async(kv, key, keylen, false, cb, ctx, op);
+    ag_kv_value_t v;
+    memset(&v, 0, sizeof(v));
+    rc = kv->ops->get(kv, key, keylen, false, &v);
+    ag__kv_get_done(cb, ctx, rc, &v);
+    return 0;
+}
+
+int ag_kv_put_async(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                    const ag_kv_put_opts_t *opts, ag_kv_put_cb cb, void *ctx, ag_kv_op_t **op)
+{
+    ag_kv_op_t *unused;
+    if (op == NULL)
+        op = &unused;
+    *op = NULL;
+    if (cb == NULL)
+        return AG_EINVALID;
+    if (opts == NULL)
+        opts = &no_put_opts;
+    int64_t expiration_ms;
+    int rc = put_check(kv, key, keylen, val, vallen, opts, &expiration_ms);
+    if (rc < 0)
+        return rc;
+    size_t metadata_len = opts->metadata != NULL ? opts->metadata_len : 0;
+    if (kv->ops->put_async != NULL)
+        return kv->ops->put_async(kv, key, keylen, val, vallen, expiration_ms, opts->metadata,
+                                  metadata_len, cb, ctx, op);
+    rc = kv->ops->put(kv, key, keylen, val, vallen, expiration_ms, opts->metadata, metadata_len);
+    cb(ctx, rc);
+    return 0;
+}
+
+void ag_kv_op_cancel(ag_kv_op_t *op)
+{
+    if (op == NULL)
+        return;
+    AG_ASSERT(op->kv != NULL && op->kv->ops->cancel != NULL);
+    op->kv->ops->cancel(op);
+}
+
 /* ---- namespaces ------------------------------------------------------------------------ */
 
 static bool valid_binding(const char *s)

@@ -137,7 +137,8 @@ int ag_kv_namespace_list(const char *data_dir, char ***names, size_t *count);
 void ag_kv_namespace_list_free(char **names, size_t count);
 
 /** Closes the handle; the environment closes with its last handle. NULL is a
- *  no-op. No other call on kv may be running or follow. */
+ *  no-op. No other call on kv may be running or follow, and every asynchronous
+ *  operation on it must have completed or been cancelled. */
 void ag_kv_close(ag_kv_t *kv);
 
 /* Every call below is thread-safe: the server may call them from several
@@ -185,6 +186,58 @@ int ag_kv_sweep(ag_kv_t *kv, size_t max_keys);
 /** Sizes of the store, for /metrics and `aigate kv` commands. */
 int ag_kv_stat(ag_kv_t *kv, ag_kv_stat_t *st);
 
+/*
+ * Asynchronous get and put, for backends that talk to a server (Redis) and
+ * must not stall an event loop while they wait. The contract, libuv's:
+ *
+ *  - The call checks its arguments as the synchronous call does. When it
+ *    fails (a bad key, a limit, a bad option, a NULL callback) it returns the
+ *    negative code, sets *op to NULL and NEVER calls the callback.
+ *  - When it returns 0, the callback is called exactly once, with the result,
+ *    unless ag_kv_op_cancel() was called first.
+ *  - A backend may complete inline: then the callback has run before the call
+ *    returns, and *op is NULL. LMDB does so: it has no asynchronous ops, and
+ *    the front end runs the synchronous call and then the callback, on the
+ *    calling thread (so the call blocks like ag_kv_get()/ag_kv_put()).
+ *  - Otherwise *op is a handle to the pending operation, valid until its
+ *    callback starts or it is cancelled, and the callback runs later on the
+ *    backend's event-loop thread (the one the caller used).
+ *  - key, val and opts are borrowed only for the call: a backend that
+ *    completes later copies what it needs.
+ *  - op may be NULL when the caller will never cancel.
+ */
+typedef struct ag_kv_op ag_kv_op_t;
+
+/** Completion of ag_kv_get_async(). rc is 0, AG_ENOTFOUND (missing or
+ *  expired) or another negative code. On 0, `value` is the value (as
+ *  ag_kv_get() fills it, without metadata); else it is NULL. The value stays
+ *  the store's and is released when the callback returns; to keep it, take it
+ *  over: copy the struct and zero *value (`mine = *value; *value =
+ *  (ag_kv_value_t){0};`), then release `mine` with ag_kv_value_free(). */
+typedef void (*ag_kv_get_cb)(void *ctx, int rc, ag_kv_value_t *value);
+
+/** Completion of ag_kv_put_async(): rc as ag_kv_put() returns it. */
+typedef void (*ag_kv_put_cb)(void *ctx, int rc);
+
+/** ag_kv_get() with a callback; see the contract above.
+ *  @return 0 (cb will run, or has run), or the synchronous failure of
+ *  ag_kv_get() (AG_KV_E* for a bad key) or AG_EINVALID for a NULL cb. */
+int ag_kv_get_async(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_get_cb cb, void *ctx,
+                    ag_kv_op_t **op);
+
+/** ag_kv_put() with a callback; see the contract above. The checks of
+ *  ag_kv_put() (key, value size, expiry, metadata) fail synchronously.
+ *  @return 0 (cb will run, or has run), or that failure; AG_EINVALID for a
+ *  NULL cb. */
+int ag_kv_put_async(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                    const ag_kv_put_opts_t *opts, ag_kv_put_cb cb, void *ctx, ag_kv_op_t **op);
+
+/** Cancels a pending operation: its callback will not run, and op is invalid
+ *  afterwards. A cancelled put may still have been written, or not. NULL (what
+ *  an inline completion leaves in *op) is a no-op. Call it on the thread that
+ *  started the operation, and never after its callback started. */
+void ag_kv_op_cancel(ag_kv_op_t *op);
+
 /* Backend interface. A backend embeds ag_kv_t first in its handle, fills it
  * with ag__kv_init() and an ops table. The public functions above check keys,
  * values, options and limits, decode cursors and encode them, before and after
@@ -204,6 +257,18 @@ typedef struct ag_kv_ops {
     int (*sweep)(ag_kv_t *kv, size_t max_keys);
     int (*stat)(ag_kv_t *kv, ag_kv_stat_t *st);
     void (*close)(ag_kv_t *kv);
+    /* Optional (NULL: the front end runs get/put and calls back inline). They
+     * follow the contract of ag_kv_get_async(); op is never NULL, and they set
+     * *op to a handle that embeds ag_kv_op_t first, or to NULL when they
+     * completed inline. A get completes through ag__kv_get_done(). With
+     * either, cancel is required. */
+    int (*get_async)(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata,
+                     ag_kv_get_cb cb, void *ctx, ag_kv_op_t **op);
+    int (*put_async)(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                     int64_t expiration_ms, const char *metadata, size_t metadata_len,
+                     ag_kv_put_cb cb, void *ctx, ag_kv_op_t **op);
+    /* Forgets a pending op: its callback must not run; releases the handle. */
+    void (*cancel)(ag_kv_op_t *op);
 } ag_kv_ops_t;
 
 struct ag_kv {
@@ -212,7 +277,17 @@ struct ag_kv {
     void *clock_ctx;
 };
 
+/** The head of a backend's pending-operation handle. */
+struct ag_kv_op {
+    ag_kv_t *kv; /* whose ops->cancel forgets it */
+};
+
 /** For backends: sets kv's ops and its clock from opts (NULL: the defaults). */
 void ag__kv_init(ag_kv_t *kv, const ag_kv_ops_t *ops, const ag_kv_options_t *opts);
+
+/** For backends: completes a get as ag_kv_get_cb says: fills value->expiration
+ *  from expiration_ms, calls cb with value (NULL unless rc is 0), then releases
+ *  what the callback did not take over. value may be NULL when rc < 0. */
+void ag__kv_get_done(ag_kv_get_cb cb, void *ctx, int rc, ag_kv_value_t *value);
 
 #endif
