@@ -16,3 +16,6 @@ add_test(NAME bench_smoke
                  --out ${CMAKE_BINARY_DIR}/bench-smoke.json)
 set_tests_properties(bench_smoke PROPERTIES LABELS bench TIMEOUT 300 SKIP_RETURN_CODE 77
                      RUN_SERIAL TRUE)
+# They share util/platform.h (feature macros) and nothing else of the project.
+target_include_directories(ag_loadgen PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_include_directories(ag_sse_upstream PRIVATE ${CMAKE_SOURCE_DIR}/src)

@@ -62,11 +62,6 @@ static const char delete_usage[] =
     "usage: aigate kv key delete KEY --binding NAME\n"
     "Deletes KEY (succeeds also when it does not exist, as Workers KV).\n" COMMON_OPTS;
 
-static const char *kv_err(int rc)
-{
-    return ag_kv_strerror(rc);
-}
-
 /* The same rule as ag_kv_open_namespace(); checked first so that an invalid
  * name is reported as such rather than as a missing namespace. */
 static bool binding_valid(const char *s)
@@ -106,20 +101,20 @@ static int open_binding(ag__cli_t *c, const char *binding, ag_kv_t **kv)
     if (binding == NULL)
         return ag__cli_usage_error(c->usage, "--binding NAME is required");
     if (!binding_valid(binding))
-        return ag__cli_fail("%s", kv_err(AG_KV_EBINDING));
+        return ag__cli_fail("%s", ag_strerror(AG_KV_EBINDING));
     int rc = ag__cli_data_dir(c);
     if (rc)
         return rc;
     rc = namespace_exists(c->data_dir, binding);
     if (rc < 0)
-        return ag__cli_fail("cannot list KV namespaces in %s: %s", c->data_dir, kv_err(rc));
+        return ag__cli_fail("cannot list KV namespaces in %s: %s", c->data_dir, ag_strerror(rc));
     if (rc == 0)
         return ag__cli_fail("no KV namespace \"%s\" in %s: create it with `aigate kv namespace "
                             "create %s`",
                             binding, c->data_dir, binding);
     rc = ag_kv_open_namespace(c->data_dir, binding, NULL, kv);
     if (rc < 0)
-        return ag__cli_fail("cannot open KV namespace \"%s\": %s", binding, kv_err(rc));
+        return ag__cli_fail("cannot open KV namespace \"%s\": %s", binding, ag_strerror(rc));
     return 0;
 }
 
@@ -137,7 +132,7 @@ static int ns_create(int argc, char **argv)
     ag_buf_t out;
     ag_buf_init(&out, 0);
     if (!binding_valid(name)) {
-        rc = ag__cli_fail("%s", kv_err(AG_KV_EBINDING));
+        rc = ag__cli_fail("%s", ag_strerror(AG_KV_EBINDING));
         goto done;
     }
     rc = ag__cli_data_dir(&c);
@@ -145,7 +140,7 @@ static int ns_create(int argc, char **argv)
         goto done;
     int exists = namespace_exists(c.data_dir, name);
     if (exists < 0) {
-        rc = ag__cli_fail("cannot list KV namespaces in %s: %s", c.data_dir, kv_err(exists));
+        rc = ag__cli_fail("cannot list KV namespaces in %s: %s", c.data_dir, ag_strerror(exists));
         goto done;
     }
     if (exists) {
@@ -155,7 +150,7 @@ static int ns_create(int argc, char **argv)
     int err = ag_kv_open_namespace(c.data_dir, name, NULL, &kv);
     if (err < 0) {
         rc = ag__cli_fail("cannot create KV namespace \"%s\" in %s: %s", name, c.data_dir,
-                          kv_err(err));
+                          ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -200,7 +195,7 @@ static int ns_list(int argc, char **argv)
     size_t n;
     int err = ag_kv_namespace_list(c.data_dir, &names, &n);
     if (err < 0) {
-        rc = ag__cli_fail("cannot list KV namespaces in %s: %s", c.data_dir, kv_err(err));
+        rc = ag__cli_fail("cannot list KV namespaces in %s: %s", c.data_dir, ag_strerror(err));
         ag__cli_fini(&c);
         return rc;
     }
@@ -273,7 +268,7 @@ static int key_put(int argc, char **argv)
             err = AG_KV_EVALUE_TOO_BIG;
         if (err < 0) {
             rc = ag__cli_fail("cannot read the value from %s: %s", path ? path : "stdin",
-                              kv_err(err));
+                              ag_strerror(err));
             goto done;
         }
         data = val.data ? val.data : "";
@@ -285,7 +280,7 @@ static int key_put(int argc, char **argv)
     const char *key = c.pos[0];
     int err = ag_kv_put(kv, key, strlen(key), data, len, &po);
     if (err < 0) {
-        rc = ag__cli_fail("cannot write key \"%s\": %s", key, kv_err(err));
+        rc = ag__cli_fail("cannot write key \"%s\": %s", key, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -330,7 +325,7 @@ static int key_get(int argc, char **argv)
         goto done;
     }
     if (err < 0) {
-        rc = ag__cli_fail("cannot read key \"%s\": %s", key, kv_err(err));
+        rc = ag__cli_fail("cannot read key \"%s\": %s", key, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -387,7 +382,7 @@ static int key_list(int argc, char **argv)
     int err =
         ag_kv_list(kv, prefix, prefix ? strlen(prefix) : 0, opts[3].value, (unsigned)limit, &r);
     if (err < 0) {
-        rc = ag__cli_fail("cannot list KV namespace \"%s\": %s", binding, kv_err(err));
+        rc = ag__cli_fail("cannot list KV namespace \"%s\": %s", binding, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -446,7 +441,7 @@ static int key_delete(int argc, char **argv)
         goto done;
     int err = ag_kv_delete(kv, key, strlen(key));
     if (err < 0) {
-        rc = ag__cli_fail("cannot delete key \"%s\": %s", key, kv_err(err));
+        rc = ag__cli_fail("cannot delete key \"%s\": %s", key, ag_strerror(err));
         goto done;
     }
     if (c.json) {

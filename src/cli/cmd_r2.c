@@ -62,11 +62,6 @@ static const char delete_usage[] =
     "usage: aigate r2 object delete BUCKET/KEY\n"
     "Deletes the object (succeeds also when it does not exist, as R2).\n" COMMON_OPTS;
 
-static const char *obj_err(int rc)
-{
-    return ag_objstore_strerror(rc);
-}
-
 /* Splits BUCKET/KEY at the first slash. @return 0, or the usage exit code. */
 static int split_target(const char *usage, const char *arg, char **bucket, const char **key)
 {
@@ -92,7 +87,7 @@ static int open_bucket(ag__cli_t *c, const char *bucket, ag_objstore_t **s)
         return ag__cli_fail("no bucket \"%s\" in %s: create it with `aigate r2 bucket create %s`",
                             bucket, c->data_dir, bucket);
     if (err < 0)
-        return ag__cli_fail("cannot open bucket \"%s\": %s", bucket, obj_err(err));
+        return ag__cli_fail("cannot open bucket \"%s\": %s", bucket, ag_strerror(err));
     return 0;
 }
 
@@ -148,7 +143,7 @@ static int bucket_create(int argc, char **argv)
         goto done;
     }
     if (err < 0) {
-        rc = ag__cli_fail("cannot create bucket \"%s\": %s", name, obj_err(err));
+        rc = ag__cli_fail("cannot create bucket \"%s\": %s", name, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -191,7 +186,7 @@ static int bucket_list(int argc, char **argv)
     size_t n;
     int err = ag_objstore_bucket_list(c.data_dir, &names, &n);
     if (err < 0) {
-        rc = ag__cli_fail("cannot list buckets in %s: %s", c.data_dir, obj_err(err));
+        rc = ag__cli_fail("cannot list buckets in %s: %s", c.data_dir, ag_strerror(err));
         ag__cli_fini(&c);
         return rc;
     }
@@ -214,7 +209,7 @@ static int bucket_delete(int argc, char **argv)
         goto done;
     int err = ag_objstore_bucket_delete(c.data_dir, name);
     if (err < 0) {
-        rc = ag__cli_fail("cannot delete bucket \"%s\": %s", name, obj_err(err));
+        rc = ag__cli_fail("cannot delete bucket \"%s\": %s", name, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -274,13 +269,13 @@ static int object_put(int argc, char **argv)
     if (err == AG_ETOOBIG)
         err = AG_OBJ_ETOO_BIG;
     if (err < 0) {
-        rc = ag__cli_fail("cannot read %s: %s", from_stdin ? "stdin" : file, obj_err(err));
+        rc = ag__cli_fail("cannot read %s: %s", from_stdin ? "stdin" : file, ag_strerror(err));
         goto done;
     }
     ag_obj_put_opts_t po = {.content_type = opts[1].value};
     err = ag_objstore_put(s, key, strlen(key), data.data ? data.data : "", data.len, &po, &info);
     if (err < 0) {
-        rc = ag__cli_fail("cannot upload %s/%s: %s", bucket, key, obj_err(err));
+        rc = ag__cli_fail("cannot upload %s/%s: %s", bucket, key, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -359,7 +354,7 @@ static int object_get(int argc, char **argv)
         goto done;
     }
     if (err < 0) {
-        rc = ag__cli_fail("cannot read %s/%s: %s", bucket, key, obj_err(err));
+        rc = ag__cli_fail("cannot read %s/%s: %s", bucket, key, ag_strerror(err));
         goto done;
     }
     bool to_file = file != NULL && strcmp(file, "-") != 0;
@@ -376,7 +371,7 @@ static int object_get(int argc, char **argv)
             err = -errno;
         if (err < 0) {
             rc = ag__cli_fail("cannot write %s/%s to %s: %s", bucket, key,
-                              to_file ? file : "stdout", obj_err(err));
+                              to_file ? file : "stdout", ag_strerror(err));
             goto done;
         }
     }
@@ -443,7 +438,7 @@ static int object_list(int argc, char **argv)
     };
     int err = ag_objstore_list(s, &lo, &r);
     if (err < 0) {
-        rc = ag__cli_fail("cannot list bucket \"%s\": %s", bucket, obj_err(err));
+        rc = ag__cli_fail("cannot list bucket \"%s\": %s", bucket, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -509,7 +504,7 @@ static int object_delete(int argc, char **argv)
         goto done;
     int err = ag_objstore_delete(s, key, strlen(key));
     if (err < 0) {
-        rc = ag__cli_fail("cannot delete %s/%s: %s", bucket, key, obj_err(err));
+        rc = ag__cli_fail("cannot delete %s/%s: %s", bucket, key, ag_strerror(err));
         goto done;
     }
     if (c.json) {

@@ -123,7 +123,7 @@ static int secret_put(int argc, char **argv)
     ag_buf_init(&out, 0);
     int rc = 0;
     if (!ag_secrets_name_valid(name)) {
-        rc = ag__cli_fail("%s", ag_secrets_strerror(AG_SECRETS_ENAME));
+        rc = ag__cli_fail("%s", ag_strerror(AG_SECRETS_ENAME));
         goto done;
     }
     rc = ag__cli_data_dir(&c);
@@ -136,7 +136,7 @@ static int secret_put(int argc, char **argv)
     }
     ssize_t n = read_value(buf, cap);
     if (n == AG_ETOOBIG) {
-        rc = ag__cli_fail("%s", ag_secrets_strerror(AG_SECRETS_EVALUE_TOO_BIG));
+        rc = ag__cli_fail("%s", ag_strerror(AG_SECRETS_EVALUE_TOO_BIG));
         goto done;
     }
     if (n < 0) {
@@ -151,7 +151,7 @@ static int secret_put(int argc, char **argv)
     }
     int err = ag_secrets_put(c.data_dir, name, buf, len);
     if (err < 0) {
-        rc = ag__cli_fail("cannot store secret %s: %s", name, ag_secrets_strerror(err));
+        rc = ag__cli_fail("cannot store secret %s: %s", name, ag_strerror(err));
         goto done;
     }
     if (c.json) {
@@ -190,7 +190,7 @@ static int secret_list(int argc, char **argv)
     size_t n;
     int err = ag_secrets_list(c.data_dir, &names, &n);
     if (err < 0) {
-        rc = ag__cli_fail("cannot list secrets in %s: %s", c.data_dir, ag_secrets_strerror(err));
+        rc = ag__cli_fail("cannot list secrets in %s: %s", c.data_dir, ag_strerror(err));
         ag__cli_fini(&c);
         return rc;
     }
@@ -218,7 +218,7 @@ static int secret_delete(int argc, char **argv)
         goto done;
     }
     if (err < 0) {
-        rc = ag__cli_fail("cannot delete secret %s: %s", name, ag_secrets_strerror(err));
+        rc = ag__cli_fail("cannot delete secret %s: %s", name, ag_strerror(err));
         goto done;
     }
     if (c.json) {

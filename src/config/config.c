@@ -18,6 +18,7 @@
 #include "config/toml.h"
 #include "util/buf.h"
 #include "util/errors.h"
+#include "util/fs.h"
 
 typedef enum {
     K_STRING,
@@ -45,6 +46,7 @@ typedef struct cfg_key {
 #define OFF(f) offsetof(ag_config_t, f)
 #define ROFF(f) offsetof(ag_config_route_t, f)
 #define RESTART AG_KEY_RESTART
+#define RELOAD AG_KEY_RELOAD
 
 /* The [aigate] table. Durations are seconds (fractions allowed), stored as ms. */
 static const cfg_key_t aigate_keys[] = {
@@ -67,13 +69,13 @@ static const cfg_key_t aigate_keys[] = {
     {"drain_timeout", K_SECONDS, 0, 3600, 10, NULL, OFF(drain_timeout_ms),
      "seconds in-flight requests get to finish on shutdown", RESTART},
     {"upstream", K_STRING, 0, 0, 0, "https://api.anthropic.com", OFF(upstream),
-     "Anthropic API base URL"},
+     "Anthropic API base URL", RELOAD},
     {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL, OFF(upstream_connect_timeout_ms),
-     "seconds to connect to upstream"},
+     "seconds to connect to upstream", RELOAD},
     {"upstream_timeout", K_SECONDS, 0.001, 3600, 120, NULL, OFF(upstream_timeout_ms),
-     "seconds for a whole non-streaming upstream call"},
+     "seconds for a whole non-streaming upstream call", RELOAD},
     {"stream_idle_timeout", K_SECONDS, 0.001, 3600, 60, NULL, OFF(stream_idle_timeout_ms),
-     "seconds a stream may go without a byte (pings count) before it is cut"},
+     "seconds a stream may go without a byte (pings count) before it is cut", RELOAD},
     {"api_key_secret", K_STRING, 0, 0, 0, "ANTHROPIC_API_KEY", OFF(api_key_secret),
      "name of the secret holding the upstream key (environment, `aigate secret put`, .dev.vars)",
      AG_KEY_SECRET},
@@ -82,26 +84,28 @@ static const cfg_key_t aigate_keys[] = {
     {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr",
      RESTART},
     {"prompt_max_length", K_UINT, 1, 1 << 24, 4000, NULL, OFF(prompt_max_length),
-     "longest prompt, in UTF-16 code units (JavaScript's length)"},
+     "longest prompt, in UTF-16 code units (JavaScript's length)", RELOAD},
     {"models", K_MODELS, 0, 0, 0, NULL, OFF(models),
-     "models a client may ask for, besides DEFAULT_MODEL"},
+     "models a client may ask for, besides DEFAULT_MODEL", RELOAD},
     {"rate_limit", K_UINT, 1, 1e9, 20, NULL, OFF(rate_limit),
-     "requests per rate_period per client, on every AI route"},
-    {"rate_period", K_UINT, 1, 86400, 60, NULL, OFF(rate_period_s), "seconds of the rate window"},
+     "requests per rate_period per client, on every AI route", RELOAD},
+    {"rate_period", K_UINT, 1, 86400, 60, NULL, OFF(rate_period_s), "seconds of the rate window",
+     RELOAD},
     {"rate_limit_binding", K_STRING, 0, 0, 0, "", OFF(rate_limit_binding),
      "use the limit and period of this ratelimit binding ([[unsafe.bindings]]) instead. Routes "
-     "naming bindings with one namespace_id share counters"},
+     "naming bindings with one namespace_id share counters",
+     RELOAD},
     {"messages_rate_limit", K_ALIAS, 0, 1e9, 0, "rate_limit", 0,
-     "deprecated: rate_limit in [aigate.routes.\"/v1/messages\"]"},
+     "deprecated: rate_limit in [aigate.routes.\"/v1/messages\"]", RELOAD},
     {"messages_rate_period", K_ALIAS, 0, 86400, 0, "rate_period", 0,
-     "deprecated: rate_period in [aigate.routes.\"/v1/messages\"]"},
+     "deprecated: rate_period in [aigate.routes.\"/v1/messages\"]", RELOAD},
     {"messages_rate_limit_binding", K_ALIAS, 0, 0, 0, "rate_limit_binding", 0,
-     "deprecated: rate_limit_binding in [aigate.routes.\"/v1/messages\"]"},
+     "deprecated: rate_limit_binding in [aigate.routes.\"/v1/messages\"]", RELOAD},
     {"trusted_proxies", K_STRLIST, 0, 0, 0, NULL, OFF(trusted_proxies),
-     "addresses or CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed"},
-    {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache AI answers"},
+     "addresses or CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed", RELOAD},
+    {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache AI answers", RELOAD},
     {"cache_ttl", K_SECONDS, 1, 31536000, 3600, NULL, OFF(cache_ttl_ms),
-     "seconds a cached answer lives"},
+     "seconds a cached answer lives", RELOAD},
     {"cache_binding", K_STRING, 0, 0, 0, "CACHE", OFF(cache_binding),
      "KV namespace binding that holds the cache", RESTART},
     {"usage_log", K_BOOL, 0, 1, 1, NULL, OFF(usage_log), "write usage entries to the object store",
@@ -115,13 +119,15 @@ static const cfg_key_t aigate_keys[] = {
 /* [aigate.routes."PATH"]: what a route may set for itself; unset, [aigate]'s holds. */
 static const cfg_key_t route_keys[] = {
     {"rate_limit", K_UINT, 1, 1e9, 0, NULL, ROFF(rate_limit),
-     "requests per rate_period per client on this route"},
-    {"rate_period", K_UINT, 1, 86400, 0, NULL, ROFF(rate_period_s), "seconds of the rate window"},
+     "requests per rate_period per client on this route", RELOAD},
+    {"rate_period", K_UINT, 1, 86400, 0, NULL, ROFF(rate_period_s), "seconds of the rate window",
+     RELOAD},
     {"rate_limit_binding", K_STRING, 0, 0, 0, NULL, ROFF(rate_limit_binding),
-     "ratelimit binding whose numbers apply on this route"},
-    {"cache", K_BOOL, 0, 1, 0, NULL, ROFF(cache), "cache this route's answers"},
+     "ratelimit binding whose numbers apply on this route", RELOAD},
+    {"cache", K_BOOL, 0, 1, 0, NULL, ROFF(cache), "cache this route's answers", RELOAD},
     {"models", K_MODELS, 0, 0, 0, NULL, ROFF(models),
-     "models a client may ask for on this route, besides DEFAULT_MODEL (replaces [aigate]'s)"},
+     "models a client may ask for on this route, besides DEFAULT_MODEL (replaces [aigate]'s)",
+     RELOAD},
 };
 
 /* Top-level keys that wrangler.toml may hold; we read some and accept the rest. */
@@ -689,8 +695,8 @@ static void load_routes(loader_t *ld, const ag_toml_value_t *t)
         size_t plen;
         const ag_toml_value_t *rt = ag_toml_table_at(t, i, &path, &plen);
         if (plen == 0 || path[0] != '/' || memchr(path, '\0', plen)) {
-            report(ld, rt, "aigate.routes.\"%.*s\": a route is a path starting with /",
-                   (int)plen, path);
+            report(ld, rt, "aigate.routes.\"%.*s\": a route is a path starting with /", (int)plen,
+                   path);
             continue;
         }
         if (ag_toml_type(rt) != AG_TOML_TABLE) {
@@ -699,8 +705,7 @@ static void load_routes(loader_t *ld, const ag_toml_value_t *t)
         }
         ag_config_route_t *r = route_table(ld->cfg, path, plen, rt);
         char name[128];
-        snprintf(name, sizeof(name), "aigate.routes.\"%.*s\"", (int)(plen < 96 ? plen : 96),
-                 path);
+        snprintf(name, sizeof(name), "aigate.routes.\"%.*s\"", (int)(plen < 96 ? plen : 96), path);
         for (size_t j = 0; j < ag_toml_table_len(rt); j++) {
             const char *key;
             size_t klen;
@@ -723,13 +728,13 @@ static void apply_alias(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t 
     warn(ld, v, "aigate.%s is deprecated: set %s in [aigate.routes.\"/v1/messages\"]", k->name,
          k->def_str);
     ag_config_route_t *r = route_table(ld->cfg, "/v1/messages", 12, NULL);
-    const cfg_key_t *rk = find_key(route_keys, AG_ARRAY_LEN(route_keys), k->def_str,
-                                   strlen(k->def_str));
+    const cfg_key_t *rk =
+        find_key(route_keys, AG_ARRAY_LEN(route_keys), k->def_str, strlen(k->def_str));
     AG_ASSERT(rk != NULL);
-    bool set_before = before && ((rk->offset == ROFF(rate_limit) && before->rate_limit) ||
-                                 (rk->offset == ROFF(rate_period_s) && before->rate_period_s) ||
-                                 (rk->offset == ROFF(rate_limit_binding) &&
-                                  before->rate_limit_binding));
+    bool set_before =
+        before && ((rk->offset == ROFF(rate_limit) && before->rate_limit) ||
+                   (rk->offset == ROFF(rate_period_s) && before->rate_period_s) ||
+                   (rk->offset == ROFF(rate_limit_binding) && before->rate_limit_binding));
     if (set_before)
         return;
     int64_t num;
@@ -824,31 +829,12 @@ static void load_vars(loader_t *ld, const ag_toml_value_t *t)
     }
 }
 
-static int read_file(const char *path, ag_buf_t *out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return -errno;
-    char chunk[8192];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        rc = ag_buf_append(out, chunk, n);
-        if (rc < 0)
-            break;
-    }
-    if (rc == 0 && ferror(f))
-        rc = -EIO;
-    fclose(f);
-    return rc;
-}
-
 int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
 {
     loader_t ld = {cfg, path, errs, 0};
     ag_buf_t text;
     ag_buf_init(&text, 16u << 20);
-    int rc = read_file(path, &text);
+    int rc = ag_fs_read_file(path, &text);
     if (rc < 0) {
         if (errs)
             fprintf(errs, "%s: cannot read: %s\n", path, ag_strerror(rc));
@@ -965,7 +951,7 @@ static void print_keys(FILE *out, const cfg_key_t *keys, size_t n, bool inherit)
                  "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n; i++) {
         const cfg_key_t *k = &keys[i];
-        static const char *tn[] = {"string", "integer", "bytes",       "seconds", "bool",
+        static const char *tn[] = {"string", "integer",     "bytes",       "seconds", "bool",
                                    "port",   "string list", "string list", "alias"};
         char def[64], range[64] = "";
         if (inherit)

@@ -80,8 +80,8 @@ typedef struct ag_config {
     /* rate limiting of the AI routes */
     unsigned rate_limit; /* requests per rate_period per client */
     unsigned rate_period_s;
-    char *rate_limit_binding; /* name of a ratelimit binding whose numbers apply; "": none */
-    char **trusted_proxies;   /* addresses/CIDRs whose forwarding headers are believed */
+    char *rate_limit_binding;  /* name of a ratelimit binding whose numbers apply; "": none */
+    char **trusted_proxies;    /* addresses/CIDRs whose forwarding headers are believed */
     ag_config_route_t *routes; /* [aigate.routes."PATH"] tables */
     size_t nroutes;
     /* response cache */

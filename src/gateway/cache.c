@@ -332,10 +332,10 @@ int gw_cache_encode_stream(ag_buf_t *v, const ag_anthropic_stream_t *a)
 {
     const char *stop = a->stop_reason.len ? ag_buf_cstr((ag_buf_t *)&a->stop_reason) : "end_turn";
     ag_str_t text = ag_str(a->text.data ? a->text.data : "", a->text.len);
-    int rc = ag_buf_printf(v, "%u %lld %lld %s\n{\"output\":",
-                           (unsigned)ag_utf16_length(text.ptr, text.len),
-                           (long long)a->usage.input_tokens, (long long)a->usage.output_tokens,
-                           ag__gw_safe_stop(stop));
+    int rc = ag_buf_printf(
+        v, "%u %lld %lld %s\n{\"output\":", (unsigned)ag_utf16_length(text.ptr, text.len),
+        (long long)a->usage.input_tokens, (long long)a->usage.output_tokens,
+        ag__gw_safe_stop(stop));
     if (rc == 0)
         rc = ag_json_append_string(v, text);
     if (rc == 0)

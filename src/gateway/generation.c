@@ -77,7 +77,8 @@ static int build_limit(gw_gen_t *g, gw_route_t *r, const ag_config_t *cfg,
             return 0;
         }
     }
-    ag_limiter_config_t lc = {.limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
+    ag_limiter_config_t lc = {
+        .limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
     int rc = ag_limiter_new(&lc, &nl->lim);
     if (rc < 0)
         ag_log_error("cannot create the rate limiter of %s: %s", r->def->path, ag_strerror(rc));
@@ -96,8 +97,8 @@ static int build_routes(gw_gen_t *g, const ag_config_t *cfg, FILE *errs)
         if (!known) {
             if (errs)
                 fprintf(errs, "%s:%u:%u: aigate.routes.\"%s\": no such AI route (routes:",
-                        cfg->path ? cfg->path : "(config)", cfg->routes[i].line,
-                        cfg->routes[i].col, cfg->routes[i].path);
+                        cfg->path ? cfg->path : "(config)", cfg->routes[i].line, cfg->routes[i].col,
+                        cfg->routes[i].path);
             for (size_t j = 0; errs && j < gw_nroute_defs; j++)
                 if (gw_route_defs[j].proto)
                     fprintf(errs, " %s", gw_route_defs[j].path);

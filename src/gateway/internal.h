@@ -57,15 +57,15 @@ typedef struct mailbox {
 } mailbox_t;
 
 struct ag_gateway {
-    char *config_path;            /* for diagnostics about routes */
-    _Atomic(gw_gen_t *) current;  /* the generation new requests take */
-    pthread_mutex_t gen_lock;     /* held only to swap `current` or count a worker in */
+    char *config_path;           /* for diagnostics about routes */
+    _Atomic(gw_gen_t *) current; /* the generation new requests take */
+    pthread_mutex_t gen_lock;    /* held only to swap `current` or count a worker in */
     unsigned nworkers;
-    ag_kv_t *cache;               /* NULL: caching off for the process */
+    ag_kv_t *cache; /* NULL: caching off for the process */
     ag_objstore_t *log_bucket;
     ag_usage_log_t *usage_log;
     ag_obs_t *obs;
-    atomic_uint fills_pending;    /* cache fills queued on the thread pool */
+    atomic_uint fills_pending; /* cache fills queued on the thread pool */
     atomic_ullong fills_skipped;
     flight_shard_t flights[FLIGHT_SHARDS];
     mailbox_t mailboxes[MAX_WORKERS];
@@ -77,10 +77,10 @@ struct gw_worker {
     unsigned index;
     uv_loop_t *loop;
     uv_async_t mail;
-    gw_gen_ref_t *gen;     /* this worker's hold on the current generation */
+    gw_gen_ref_t *gen;      /* this worker's hold on the current generation */
     gw_gen_ref_t *old_gens; /* holds on superseded ones that requests still use */
-    gw_fetch_t *fetches; /* upstream calls this worker leads for a flight */
-    ag_periodic_t *sweep; /* worker 0: reclaims expired cache entries */
+    gw_fetch_t *fetches;    /* upstream calls this worker leads for a flight */
+    ag_periodic_t *sweep;   /* worker 0: reclaims expired cache entries */
 };
 
 #endif

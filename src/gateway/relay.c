@@ -50,8 +50,7 @@ static void relay_account(relay_t *r, const char *outcome)
     ag_req_t *req = r->req;
     const ag_anthropic_stream_t *a = &r->acc;
     req->ai.outcome = outcome;
-    req->ai.output_units =
-        (uint32_t)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len);
+    req->ai.output_units = (uint32_t)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len);
     gw_step_tokens(req, r->route, a->usage.input_tokens, a->usage.output_tokens,
                    a->usage.cache_creation_input_tokens, a->usage.cache_read_input_tokens);
 }
@@ -198,7 +197,8 @@ void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, ag_s
     int rc = ag_upstream_start(w->upstream, &u, relay_done, r, &r->xfer);
     if (rc < 0) {
         ag_log_error("request %s: cannot start the upstream call: %s", req->id, ag_strerror(rc));
-        route->def->proto->respond_error(req, 502, "api_error", route->def->proto->upstream_failure);
+        route->def->proto->respond_error(req, 502, "api_error",
+                                         route->def->proto->upstream_failure);
         return;
     }
     req->on_abort = relay_abort;

@@ -34,8 +34,7 @@ typedef struct gw_protocol {
     int (*translate_stream)(void *state, const char *data, size_t len, ag_buf_t *out);
     /** Answers from a cache entry, plain or as a replayed stream.
      *  @return false when the entry cannot serve this request (nothing was sent). */
-    bool (*serve_cached)(ag_req_t *req, const gw_cache_entry_t *e, const char *model,
-                         bool stream);
+    bool (*serve_cached)(ag_req_t *req, const gw_cache_entry_t *e, const char *model, bool stream);
 } gw_protocol_t;
 
 typedef void (*gw_handler_fn)(ag_req_t *req, gw_worker_t *w, const gw_route_t *route);

@@ -452,30 +452,6 @@ const ag_http_header_t *ag_http_find_header(const ag_http_request_head_t *req, c
     return NULL;
 }
 
-const char *ag_http_strerror(int code)
-{
-    switch (code) {
-    case AG_HTTP_ENOTIMPL:
-        return "unsupported transfer coding";
-    case AG_HTTP_EVERSION:
-        return "HTTP version not supported";
-    default:
-        return ag_strerror(code);
-    }
-}
-
-int ag_http_error_status(int code)
-{
-    switch (code) {
-    case AG_HTTP_ENOTIMPL:
-        return 501;
-    case AG_HTTP_EVERSION:
-        return 505;
-    default:
-        return ag_err_http_status(code);
-    }
-}
-
 /* ---- chunked transfer coding (RFC 9112 7.1) ---- */
 
 enum {

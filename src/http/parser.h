@@ -15,12 +15,10 @@
 #include "util/errors.h"
 #include "util/str.h"
 
-/* Codes of our own, outside errors.def (which this module may not edit).
- * They sit in a band of their own below the errors.def codes. */
-/** A Transfer-Encoding other than plain "chunked" (e.g. "gzip, chunked"): 501. */
-#define AG_HTTP_ENOTIMPL (-30201)
-/** A well-formed "HTTP/d.d" that is neither HTTP/1.0 nor HTTP/1.1: 505. */
-#define AG_HTTP_EVERSION (-30202)
+/* Codes of this module, declared in util/errors.def with their HTTP statuses:
+ * AG_HTTP_ENOTIMPL, a Transfer-Encoding other than plain "chunked" (e.g.
+ * "gzip, chunked"): 501; AG_HTTP_EVERSION, a well-formed "HTTP/d.d" that is
+ * neither HTTP/1.0 nor HTTP/1.1: 505. */
 
 typedef struct ag_http_header {
     ag_str_t name;  /* token, as sent (case preserved) */
@@ -93,12 +91,6 @@ int ag_http_parse_request_head_next(const char *buf, size_t len, size_t last_len
 /** Header lookup, ASCII case-insensitive. @return the first header named
  *  `name` (NUL-terminated), or NULL; points into req->headers. */
 const ag_http_header_t *ag_http_find_header(const ag_http_request_head_t *req, const char *name);
-
-/** Message for any code the parser returns, including AG_HTTP_E*; static. */
-const char *ag_http_strerror(int code);
-
-/** The HTTP status to answer a parser error with (400, 431, 501, 505, ...). */
-int ag_http_error_status(int code);
 
 /* ---- chunked transfer coding ---- */
 

@@ -86,8 +86,8 @@ struct ag_conn {
     conn_state_t state;
     size_t head_len;
     size_t parsed_len; /* bytes the head parser saw when it last asked for more */
-    size_t body_len; /* Content-Length, or decoded bytes so far when chunked */
-    size_t leftover; /* chunked: pipelined bytes after the body */
+    size_t body_len;   /* Content-Length, or decoded bytes so far when chunked */
+    size_t leftover;   /* chunked: pipelined bytes after the body */
     ag_http_chunked_decoder_t chunked;
     ag_http_header_t *headers; /* MAX_HEADERS entries from the request pool */
     ag_req_t req;
@@ -322,11 +322,11 @@ void ag_req_add_header(ag_req_t *req, const char *name, ag_str_t value)
  * variable part at its bound. An assertion checks the result against it. */
 static size_t head_budget(const ag_req_t *req, const char *content_type)
 {
-    size_t n = LIT_LEN(HEAD_STATUS) + 3 + 1 + 40 /* longest reason phrase */ +
-               LIT_LEN(HEAD_DATE) + sizeof(((ag_worker_t *)0)->date) +
-               LIT_LEN(HEAD_KEEP_ALIVE) + req->worker->srv->default_headers_len +
-               LIT_LEN(HEAD_REQUEST_ID) + sizeof(req->id) + 2 + LIT_LEN(HEAD_CONTENT_TYPE) + 2 +
-               LIT_LEN(HEAD_CHUNKED) + LIT_LEN(HEAD_CONTENT_LENGTH) + 20 + 2 + 2;
+    size_t n = LIT_LEN(HEAD_STATUS) + 3 + 1 + 40 /* longest reason phrase */ + LIT_LEN(HEAD_DATE) +
+               sizeof(((ag_worker_t *)0)->date) + LIT_LEN(HEAD_KEEP_ALIVE) +
+               req->worker->srv->default_headers_len + LIT_LEN(HEAD_REQUEST_ID) + sizeof(req->id) +
+               2 + LIT_LEN(HEAD_CONTENT_TYPE) + 2 + LIT_LEN(HEAD_CHUNKED) +
+               LIT_LEN(HEAD_CONTENT_LENGTH) + 20 + 2 + 2;
     _Static_assert(LIT_LEN(HEAD_KEEP_ALIVE) >= LIT_LEN(HEAD_CLOSE), "longest connection line");
     if (content_type)
         n += strlen(content_type);
@@ -858,7 +858,7 @@ static void conn_process(ag_conn_t *c)
                 continue;
             }
             if (rc < 0) {
-                int st = ag_http_error_status(rc);
+                int st = ag_err_http_status(rc);
                 conn_fail(c, st,
                           st == 501   ? "Transfer coding not supported"
                           : st == 505 ? "HTTP version not supported"

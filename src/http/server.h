@@ -78,15 +78,15 @@ struct ag_req {
     ag_conn_t *conn;
     ag_worker_t *worker;
     ag_http_request_head_t head;
-    ag_str_t body;       /* the whole body (Content-Length or de-chunked), in conn memory */
-    char id[24];         /* request id, also sent as x-request-id */
-    char peer_ip[64];    /* the socket's peer address, text */
-    char client[64];     /* who the client is: peer_ip unless the handler knows better */
-    int64_t start_us;    /* monotonic */
+    ag_str_t body;    /* the whole body (Content-Length or de-chunked), in conn memory */
+    char id[24];      /* request id, also sent as x-request-id */
+    char peer_ip[64]; /* the socket's peer address, text */
+    char client[64];  /* who the client is: peer_ip unless the handler knows better */
+    int64_t start_us; /* monotonic */
     int64_t start_wall_us;
-    const char *route;   /* set by the handler for the record: the route served */
-    ag_ai_record_t ai;   /* the handler's slot in the record */
-    void *handler_data;  /* the handler's own per-request state */
+    const char *route;               /* set by the handler for the record: the route served */
+    ag_ai_record_t ai;               /* the handler's slot in the record */
+    void *handler_data;              /* the handler's own per-request state */
     void (*on_abort)(ag_req_t *req); /* the client went away before the response ended */
     /* private */
     struct ag_req_header *_extra; /* extra response headers, pool-owned */

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  *
  * kv.h: the KV store (the Workers KV equivalent) behind one interface, one
- * store per [[kv_namespaces]] binding. The embedded backend is LMDB
- * (kv_lmdb.c); a Redis backend can be added later behind the same ops table.
+ * store per [[kv_namespaces]] binding. The front end (kv.c) checks arguments
+ * and limits, encodes cursors, names and lists namespaces and picks the
+ * backend by name; the embedded backend is LMDB (kv_lmdb.c). A Redis backend
+ * can be added later behind the same ops table.
  */
 #ifndef AG_STORE_KV_H
 #define AG_STORE_KV_H
@@ -24,62 +26,38 @@
 #define AG_STORE_DEFAULT_DATA_DIR "./.aigate" /* also in objstore.h */
 #endif
 
-/* Errors of this module, a band of their own below the AG_E* codes (the
- * messages are what a client should read): X(NAME, value, AG_E* class or 0,
- * message). ag_kv_errclass() maps each to its class, for ag_err_http_status(). */
-#define AG_KV_ERRORS(X)                                                                            \
-    X(KEY_EMPTY, -31001, AG_EINVALID, "key is empty")                                              \
-    X(KEY_TOO_LONG, -31002, AG_ETOOBIG, "key is longer than 512 bytes")                            \
-    X(KEY_DOT, -31003, AG_EINVALID, "key may not be \".\" or \"..\"")                              \
-    X(KEY_UTF8, -31004, AG_EINVALID, "key is not valid UTF-8")                                     \
-    X(VALUE_TOO_BIG, -31005, AG_ETOOBIG, "value is larger than 25 MiB")                            \
-    X(METADATA_TOO_BIG, -31006, AG_ETOOBIG, "metadata is larger than 1024 bytes")                  \
-    X(METADATA_JSON, -31007, AG_EINVALID, "metadata is not valid JSON")                            \
-    X(EXPIRATION, -31008, AG_EINVALID,                                                             \
-      "invalid expiration: expiration_ttl must be >= 1 s and expiration in the future; "           \
-      "give one of them")                                                                          \
-    X(LIMIT, -31009, AG_EINVALID, "list limit must be between 1 and 1000")                         \
-    X(CURSOR, -31010, AG_EINVALID, "invalid list cursor")                                          \
-    X(BINDING, -31011, AG_EINVALID, "invalid KV binding name (want [A-Za-z0-9_-]{1,64})")          \
-    X(MAP_FULL, -31020, AG_EFULL,                                                                  \
-      "KV store is full (map size reached): delete keys or raise map_size")                        \
-    X(DISK_FULL, -31021, AG_EFULL,                                                                 \
-      "no space left for the KV store (disk full, quota or file limit)")                           \
-    X(READERS_FULL, -31022, 0, "too many concurrent KV readers")                                   \
-    X(CORRUPT, -31023, 0, "KV store is corrupt, of another version, or failed: reopen it")         \
-    X(TXN_TOO_BIG, -31024, AG_ETOOBIG, "KV transaction too large")
-
-enum ag_kv_err {
-#define AG_KV_ERR_ENUM_(name, value, cls, msg) AG_KV_E##name = (value),
-    AG_KV_ERRORS(AG_KV_ERR_ENUM_)
-#undef AG_KV_ERR_ENUM_
-};
-
-/** Message for an AG_KV_E* code; falls back to ag_strerror() for AG_E* codes
- *  and negative errno values. Static storage. */
-const char *ag_kv_strerror(int code);
-
-/** The AG_E* class of an AG_KV_E* code (AG_EINVALID, AG_ETOOBIG, AG_EFULL);
- *  AG_KV_ECORRUPT (a server fault) and any other code are returned unchanged. Use as
- *  ag_err_http_status(ag_kv_errclass(rc)). */
-int ag_kv_errclass(int code);
+/* The errors of this module, AG_KV_E*, are declared in util/errors.def with
+ * their messages and HTTP statuses: use ag_strerror() and ag_err_http_status(). */
 
 typedef struct ag_kv ag_kv_t;
 
-typedef struct ag_kv_options {
-    /** LMDB map size in bytes, the most the store can hold; 0 means
+/** Options of the LMDB backend, read by it alone. */
+typedef struct ag_kv_lmdb_options {
+    /** Map size in bytes, the most the store can hold; 0 means
      *  AG_KV_DEFAULT_MAP_SIZE. When another process has the store open with a
      *  larger map, the larger size is adopted. */
     size_t map_size;
-    /** Wall clock in epoch milliseconds; NULL means CLOCK_REALTIME. Tests inject
-     *  one to move time without sleeping. Called from any thread. */
-    int64_t (*now_ms)(void *ctx);
-    void *clock_ctx;
     /** Skip the fsync at each commit (MDB_NOSYNC): a process crash loses
      *  nothing, a machine crash may lose the last commits. For caches, whose
      *  entries can always be fetched again. Applies to the first open of the
      *  folder in this process. */
     bool no_sync;
+} ag_kv_lmdb_options_t;
+
+/** The name of the embedded backend, the default. */
+#define AG_KV_BACKEND_LMDB "lmdb"
+
+/** Options of an open; a zeroed struct (or NULL) means the defaults. */
+typedef struct ag_kv_options {
+    /** The backend by name: NULL means AG_KV_BACKEND_LMDB, the only one so far.
+     *  Any other name fails the open with AG_KV_EBACKEND. Borrowed for the open. */
+    const char *backend;
+    /** Wall clock in epoch milliseconds; NULL means CLOCK_REALTIME. Tests inject
+     *  one to move time without sleeping. Called from any thread. */
+    int64_t (*now_ms)(void *ctx);
+    void *clock_ctx;
+    /** Read only when the backend is LMDB. */
+    ag_kv_lmdb_options_t lmdb;
 } ag_kv_options_t;
 
 /** A value read from the store. Every pointer is owned by the struct and
@@ -130,18 +108,25 @@ typedef struct ag_kv_stat {
     uint64_t used_bytes; /* high-water mark of the data file */
 } ag_kv_stat_t;
 
+/** Opens (creating if missing) the store kept at the folder `dir` with the
+ *  backend opts->backend. `opts` may be NULL; it is read only during the call.
+ *  @return 0 and *out; AG_KV_EBACKEND for an unknown backend; or what the
+ *  backend's open returns (see ag_kv_open_lmdb()). */
+int ag_kv_open(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
+
 /** Opens (creating if missing, with parents, mode 0700) the LMDB store in the
- *  folder `dir`. `opts` may be NULL; it is copied. Opening the same folder twice
- *  in one process shares one LMDB environment (LMDB forbids two), so that is
- *  safe (the map size of the first open holds); other processes may open it at the same time (the
- * CLI while the server runs), as LMDB's lock file coordinates them. Do not use a handle in a child
+ *  folder `dir`, whatever opts->backend says. `opts` may be NULL; it is copied.
+ *  Opening the same folder twice in one process shares one LMDB environment
+ *  (LMDB forbids two), so that is safe (the map size of the first open holds);
+ *  other processes may open it at the same time (the CLI while the server
+ *  runs), as LMDB's lock file coordinates them. Do not use a handle in a child
  *  after fork(): the child opens its own.
  *  @return 0 and *out, or a negative errno / AG_KV_E* code. */
 int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
 
-/** Opens the store of a [[kv_namespaces]] binding: <data_dir>/kv/<binding>/.
- *  data_dir NULL means AG_STORE_DEFAULT_DATA_DIR. A binding is
- *  [A-Za-z0-9_-]{1,64}, else AG_KV_EBINDING. */
+/** Opens the store of a [[kv_namespaces]] binding, <data_dir>/kv/<binding>/,
+ *  with ag_kv_open(). data_dir NULL means AG_STORE_DEFAULT_DATA_DIR. A binding
+ *  is [A-Za-z0-9_-]{1,64}, else AG_KV_EBINDING. */
 int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_options_t *opts,
                          ag_kv_t **out);
 
@@ -152,7 +137,8 @@ int ag_kv_namespace_list(const char *data_dir, char ***names, size_t *count);
 void ag_kv_namespace_list_free(char **names, size_t count);
 
 /** Closes the handle; the environment closes with its last handle. NULL is a
- *  no-op. No other call on kv may be running or follow. */
+ *  no-op. No other call on kv may be running or follow, and every asynchronous
+ *  operation on it must have completed or been cancelled. */
 void ag_kv_close(ag_kv_t *kv);
 
 /* Every call below is thread-safe: the server may call them from several
@@ -200,9 +186,63 @@ int ag_kv_sweep(ag_kv_t *kv, size_t max_keys);
 /** Sizes of the store, for /metrics and `aigate kv` commands. */
 int ag_kv_stat(ag_kv_t *kv, ag_kv_stat_t *st);
 
-/* Backend interface. A backend embeds ag_kv_t first in its handle and fills
- * an ops table; the public functions above check keys, values and limits
- * before they call it, so a backend sees only valid arguments. */
+/*
+ * Asynchronous get and put, for backends that talk to a server (Redis) and
+ * must not stall an event loop while they wait. The contract, libuv's:
+ *
+ *  - The call checks its arguments as the synchronous call does. When it
+ *    fails (a bad key, a limit, a bad option, a NULL callback) it returns the
+ *    negative code, sets *op to NULL and NEVER calls the callback.
+ *  - When it returns 0, the callback is called exactly once, with the result,
+ *    unless ag_kv_op_cancel() was called first.
+ *  - A backend may complete inline: then the callback has run before the call
+ *    returns, and *op is NULL. LMDB does so: it has no asynchronous ops, and
+ *    the front end runs the synchronous call and then the callback, on the
+ *    calling thread (so the call blocks like ag_kv_get()/ag_kv_put()).
+ *  - Otherwise *op is a handle to the pending operation, valid until its
+ *    callback starts or it is cancelled, and the callback runs later on the
+ *    backend's event-loop thread (the one the caller used).
+ *  - key, val and opts are borrowed only for the call: a backend that
+ *    completes later copies what it needs.
+ *  - op may be NULL when the caller will never cancel.
+ */
+typedef struct ag_kv_op ag_kv_op_t;
+
+/** Completion of ag_kv_get_async(). rc is 0, AG_ENOTFOUND (missing or
+ *  expired) or another negative code. On 0, `value` is the value (as
+ *  ag_kv_get() fills it, without metadata); else it is NULL. The value stays
+ *  the store's and is released when the callback returns; to keep it, take it
+ *  over: copy the struct and zero *value (`mine = *value; *value =
+ *  (ag_kv_value_t){0};`), then release `mine` with ag_kv_value_free(). */
+typedef void (*ag_kv_get_cb)(void *ctx, int rc, ag_kv_value_t *value);
+
+/** Completion of ag_kv_put_async(): rc as ag_kv_put() returns it. */
+typedef void (*ag_kv_put_cb)(void *ctx, int rc);
+
+/** ag_kv_get() with a callback; see the contract above.
+ *  @return 0 (cb will run, or has run), or the synchronous failure of
+ *  ag_kv_get() (AG_KV_E* for a bad key) or AG_EINVALID for a NULL cb. */
+int ag_kv_get_async(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_get_cb cb, void *ctx,
+                    ag_kv_op_t **op);
+
+/** ag_kv_put() with a callback; see the contract above. The checks of
+ *  ag_kv_put() (key, value size, expiry, metadata) fail synchronously.
+ *  @return 0 (cb will run, or has run), or that failure; AG_EINVALID for a
+ *  NULL cb. */
+int ag_kv_put_async(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                    const ag_kv_put_opts_t *opts, ag_kv_put_cb cb, void *ctx, ag_kv_op_t **op);
+
+/** Cancels a pending operation: its callback will not run, and op is invalid
+ *  afterwards. A cancelled put may still have been written, or not. NULL (what
+ *  an inline completion leaves in *op) is a no-op. Call it on the thread that
+ *  started the operation, and never after its callback started. */
+void ag_kv_op_cancel(ag_kv_op_t *op);
+
+/* Backend interface. A backend embeds ag_kv_t first in its handle, fills it
+ * with ag__kv_init() and an ops table. The public functions above check keys,
+ * values, options and limits, decode cursors and encode them, before and after
+ * they call it, so a backend sees only valid arguments and fills only what it
+ * stores (expiration_ms; the front end derives expiration in seconds). */
 typedef struct ag_kv_ops {
     const char *name;
     int (*get)(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata, ag_kv_value_t *out);
@@ -210,18 +250,44 @@ typedef struct ag_kv_ops {
     int (*put)(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
                int64_t expiration_ms, const char *metadata, size_t metadata_len);
     int (*del)(ag_kv_t *kv, const void *key, size_t keylen);
-    /* after/afterlen: the decoded cursor (list keys strictly after it), or NULL. */
+    /* after/afterlen: the decoded cursor (list keys strictly after it), or NULL.
+     * The backend sets list_complete; the front end makes the cursor. */
     int (*list)(ag_kv_t *kv, const void *prefix, size_t prefixlen, const void *after,
                 size_t afterlen, unsigned limit, ag_kv_list_result_t *out);
     int (*sweep)(ag_kv_t *kv, size_t max_keys);
     int (*stat)(ag_kv_t *kv, ag_kv_stat_t *st);
     void (*close)(ag_kv_t *kv);
+    /* Optional (NULL: the front end runs get/put and calls back inline). They
+     * follow the contract of ag_kv_get_async(); op is never NULL, and they set
+     * *op to a handle that embeds ag_kv_op_t first, or to NULL when they
+     * completed inline. A get completes through ag__kv_get_done(). With
+     * either, cancel is required. */
+    int (*get_async)(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata,
+                     ag_kv_get_cb cb, void *ctx, ag_kv_op_t **op);
+    int (*put_async)(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                     int64_t expiration_ms, const char *metadata, size_t metadata_len,
+                     ag_kv_put_cb cb, void *ctx, ag_kv_op_t **op);
+    /* Forgets a pending op: its callback must not run; releases the handle. */
+    void (*cancel)(ag_kv_op_t *op);
 } ag_kv_ops_t;
 
 struct ag_kv {
     const ag_kv_ops_t *ops;
-    int64_t (*now_ms)(void *ctx); /* never NULL: the backend sets a default */
+    int64_t (*now_ms)(void *ctx); /* never NULL: ag__kv_init() sets a default */
     void *clock_ctx;
 };
+
+/** The head of a backend's pending-operation handle. */
+struct ag_kv_op {
+    ag_kv_t *kv; /* whose ops->cancel forgets it */
+};
+
+/** For backends: sets kv's ops and its clock from opts (NULL: the defaults). */
+void ag__kv_init(ag_kv_t *kv, const ag_kv_ops_t *ops, const ag_kv_options_t *opts);
+
+/** For backends: completes a get as ag_kv_get_cb says: fills value->expiration
+ *  from expiration_ms, calls cb with value (NULL unless rc is 0), then releases
+ *  what the callback did not take over. value may be NULL when rc < 0. */
+void ag__kv_get_done(ag_kv_get_cb cb, void *ctx, int rc, ag_kv_value_t *value);
 
 #endif

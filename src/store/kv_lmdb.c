@@ -1,397 +1,28 @@
 /* SPDX-License-Identifier: MIT
  *
- * kv_lmdb.c: the KV front end (limits, expiry options, cursors, errors) and its
- * embedded LMDB backend. The front end lives here until a second backend
- * (Redis) arrives; it moves to kv.c then.
+ * kv_lmdb.c: the embedded KV backend on LMDB: its on-disk layout, one shared
+ * environment per folder and process, and LMDB's errors mapped to AG_KV_E*.
+ * The front end (kv.c) has checked every argument before a call gets here.
  */
 #include "util/platform.h"
 
 #include "store/kv.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <lmdb.h>
 #include <openssl/evp.h>
 
 #include "util/errors.h"
-#include "util/utf.h"
-
-/* ---- errors ---------------------------------------------------------------------------- */
-
-const char *ag_kv_strerror(int code)
-{
-    switch (code) {
-#define AG_KV_ERR_MSG_(name, value, cls, msg)                                                      \
-    case value:                                                                                    \
-        return msg;
-        AG_KV_ERRORS(AG_KV_ERR_MSG_)
-#undef AG_KV_ERR_MSG_
-    default:
-        return ag_strerror(code);
-    }
-}
-
-int ag_kv_errclass(int code)
-{
-    switch (code) {
-#define AG_KV_ERR_CLASS_(name, value, cls, msg)                                                    \
-    case value:                                                                                    \
-        return (cls) ? (cls) : code;
-        AG_KV_ERRORS(AG_KV_ERR_CLASS_)
-#undef AG_KV_ERR_CLASS_
-    default:
-        return code;
-    }
-}
-
-/* ---- front end ------------------------------------------------------------------------- */
-
-static int check_key(const void *key, size_t keylen)
-{
-    if (keylen == 0)
-        return AG_KV_EKEY_EMPTY;
-    if (keylen > AG_KV_MAX_KEY_LEN)
-        return AG_KV_EKEY_TOO_LONG;
-    if (key == NULL)
-        return AG_EINVALID;
-    /* Workers KV refuses these two because they are path segments in its URLs. */
-    if ((keylen == 1 && memcmp(key, ".", 1) == 0) || (keylen == 2 && memcmp(key, "..", 2) == 0))
-        return AG_KV_EKEY_DOT;
-    /* A Workers key is a JS string, so always UTF-8 text; keeping that rule
-     * means names can be written into JSON listings unchanged. */
-    if (!ag_utf8_valid(key, keylen))
-        return AG_KV_EKEY_UTF8;
-    return 0;
-}
-
-static const char hexdigits[] = "0123456789abcdef";
-
-static char *hex_encode(const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    char *s = malloc(len * 2 + 1);
-    if (s == NULL)
-        return NULL;
-    for (size_t i = 0; i < len; i++) {
-        s[2 * i] = hexdigits[p[i] >> 4];
-        s[2 * i + 1] = hexdigits[p[i] & 15];
-    }
-    s[len * 2] = '\0';
-    return s;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* The cursor is the last key returned, hex-encoded: opaque to callers, and it
- * stays valid across writes, so paging never skips or repeats a key that
- * exists throughout. */
-static int cursor_decode(const char *cursor, unsigned char *out, size_t *outlen)
-{
-    size_t n = strlen(cursor);
-    if (n == 0 || n % 2 != 0 || n / 2 > AG_KV_MAX_KEY_LEN)
-        return AG_KV_ECURSOR;
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = hexval(cursor[2 * i]), lo = hexval(cursor[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return AG_KV_ECURSOR;
-        out[i] = (unsigned char)(hi << 4 | lo);
-    }
-    *outlen = n / 2;
-    return 0;
-}
-
-int ag_kv_get(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    int rc = check_key(key, keylen);
-    if (rc < 0)
-        return rc;
-    return kv->ops->get(kv, key, keylen, false, out);
-}
-
-int ag_kv_get_with_metadata(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    int rc = check_key(key, keylen);
-    if (rc < 0)
-        return rc;
-    return kv->ops->get(kv, key, keylen, true, out);
-}
-
-void ag_kv_value_free(ag_kv_value_t *v)
-{
-    if (v == NULL)
-        return;
-    free(v->data);
-    free(v->metadata);
-    memset(v, 0, sizeof(*v));
-}
-
-int ag_kv_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
-              const ag_kv_put_opts_t *opts)
-{
-    int rc = check_key(key, keylen);
-    if (rc < 0)
-        return rc;
-    if (vallen > AG_KV_MAX_VALUE_LEN)
-        return AG_KV_EVALUE_TOO_BIG;
-    if (val == NULL && vallen > 0)
-        return AG_EINVALID;
-    static const ag_kv_put_opts_t none;
-    if (opts == NULL)
-        opts = &none;
-
-    int64_t expiration_ms = 0;
-    if (opts->expiration_ttl != 0 || opts->expiration != 0) {
-        int64_t now = kv->now_ms(kv->clock_ctx);
-        /* The bounds keep the arithmetic below from overflowing int64. */
-        const int64_t max_s = INT64_MAX / 1000 / 2;
-        if (opts->expiration_ttl != 0 && opts->expiration != 0)
-            return AG_KV_EEXPIRATION;
-        if (opts->expiration_ttl != 0) {
-            if (opts->expiration_ttl < 1 || opts->expiration_ttl > max_s)
-                return AG_KV_EEXPIRATION;
-            expiration_ms = now + opts->expiration_ttl * 1000;
-        } else {
-            if (opts->expiration < 0 || opts->expiration > max_s || opts->expiration * 1000 <= now)
-                return AG_KV_EEXPIRATION;
-            expiration_ms = opts->expiration * 1000;
-        }
-    }
-
-    if (opts->metadata != NULL) {
-        if (opts->metadata_len > AG_KV_MAX_METADATA_LEN)
-            return AG_KV_EMETADATA_TOO_BIG;
-        json_error_t jerr;
-        json_t *j = json_loadb(opts->metadata, opts->metadata_len, JSON_DECODE_ANY, &jerr);
-        if (j == NULL)
-            return AG_KV_EMETADATA_JSON;
-        json_decref(j);
-    }
-    return kv->ops->put(kv, key, keylen, val, vallen, expiration_ms, opts->metadata,
-                        opts->metadata != NULL ? opts->metadata_len : 0);
-}
-
-int ag_kv_delete(ag_kv_t *kv, const void *key, size_t keylen)
-{
-    int rc = check_key(key, keylen);
-    if (rc < 0)
-        return rc;
-    return kv->ops->del(kv, key, keylen);
-}
-
-int ag_kv_list(ag_kv_t *kv, const void *prefix, size_t prefixlen, const char *cursor,
-               unsigned limit, ag_kv_list_result_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (limit == 0)
-        limit = AG_KV_LIST_MAX_LIMIT;
-    if (limit > AG_KV_LIST_MAX_LIMIT)
-        return AG_KV_ELIMIT;
-    if (prefix == NULL)
-        prefixlen = 0;
-    if (prefixlen > AG_KV_MAX_KEY_LEN) {
-        out->list_complete = true; /* no key can be that long */
-        return 0;
-    }
-    unsigned char after[AG_KV_MAX_KEY_LEN];
-    size_t afterlen = 0;
-    if (cursor != NULL && cursor[0] != '\0') {
-        int rc = cursor_decode(cursor, after, &afterlen);
-        if (rc < 0)
-            return rc;
-    }
-    int rc = kv->ops->list(kv, prefix, prefixlen, afterlen ? after : NULL, afterlen, limit, out);
-    if (rc < 0) {
-        ag_kv_list_result_free(out);
-        return rc;
-    }
-    if (!out->list_complete && out->count > 0) {
-        const ag_kv_list_key_t *last = &out->keys[out->count - 1];
-        out->cursor = hex_encode(last->name, last->name_len);
-        if (out->cursor == NULL) {
-            ag_kv_list_result_free(out);
-            return -ENOMEM;
-        }
-    } else {
-        out->list_complete = true;
-    }
-    return 0;
-}
-
-void ag_kv_list_result_free(ag_kv_list_result_t *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; i < r->count; i++) {
-        free(r->keys[i].name);
-        free(r->keys[i].metadata);
-    }
-    free(r->keys);
-    free(r->cursor);
-    memset(r, 0, sizeof(*r));
-}
-
-int ag_kv_sweep(ag_kv_t *kv, size_t max_keys)
-{
-    return kv->ops->sweep(kv, max_keys);
-}
-
-int ag_kv_stat(ag_kv_t *kv, ag_kv_stat_t *st)
-{
-    memset(st, 0, sizeof(*st));
-    return kv->ops->stat(kv, st);
-}
-
-void ag_kv_close(ag_kv_t *kv)
-{
-    if (kv != NULL)
-        kv->ops->close(kv);
-}
-
-/* ---- folders and namespaces ------------------------------------------------------------ */
-
-/* mkdir -p: creates each missing component of path with `mode`. */
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0)
-        return -ENOENT;
-    if (n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
-
-static bool valid_binding(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 1 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_options_t *opts,
-                         ag_kv_t **out)
-{
-    *out = NULL;
-    if (binding == NULL || !valid_binding(binding))
-        return AG_KV_EBINDING;
-    if (data_dir == NULL)
-        data_dir = AG_STORE_DEFAULT_DATA_DIR;
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof(path), "%s/kv/%s", data_dir, binding);
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return -ENAMETOOLONG;
-    return ag_kv_open_lmdb(path, opts, out);
-}
-
-static int cmp_cstr(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-int ag_kv_namespace_list(const char *data_dir, char ***names, size_t *count)
-{
-    *names = NULL;
-    *count = 0;
-    if (data_dir == NULL)
-        data_dir = AG_STORE_DEFAULT_DATA_DIR;
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof(path), "%s/kv", data_dir);
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return -ENAMETOOLONG;
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return errno == ENOENT ? 0 : -errno;
-    char **v = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (!valid_binding(de->d_name))
-            continue;
-        struct stat st;
-        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISDIR(st.st_mode))
-            continue;
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            char **nv = realloc(v, ncap * sizeof(*nv));
-            if (nv == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
-            v = nv;
-            cap = ncap;
-        }
-        v[len] = strdup(de->d_name);
-        if (v[len] == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        len++;
-    }
-    closedir(d);
-    if (rc < 0) {
-        ag_kv_namespace_list_free(v, len);
-        return rc;
-    }
-    if (len > 1)
-        qsort(v, len, sizeof(*v), cmp_cstr);
-    *names = v;
-    *count = len;
-    return 0;
-}
-
-void ag_kv_namespace_list_free(char **names, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        free(names[i]);
-    free(names);
-}
-
-/* ---- LMDB backend ---------------------------------------------------------------------- */
+#include "util/fs.h"
 
 /*
  * Layout. LMDB keys are at most 511 bytes (MDB_MAXKEYSIZE of the Debian build)
@@ -450,14 +81,6 @@ typedef struct rec {
 static pthread_mutex_t envs_lock = PTHREAD_MUTEX_INITIALIZER;
 static kv_env_t *envs;
 
-static int64_t default_now_ms(void *ctx)
-{
-    (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void put_le(unsigned char *p, uint64_t v, int n)
 {
     for (int i = 0; i < n; i++)
@@ -494,11 +117,6 @@ static int rec_decode(const MDB_val *v, rec_t *r)
 static bool rec_expired(const rec_t *r, int64_t now_ms)
 {
     return r->expiration_ms != 0 && now_ms >= r->expiration_ms;
-}
-
-static int64_t ms_to_s_ceil(int64_t ms)
-{
-    return ms <= 0 ? 0 : (ms + 999) / 1000;
 }
 
 static int map_mdb(int rc)
@@ -628,7 +246,6 @@ static int lmdb_get(ag_kv_t *kv, const void *key, size_t keylen, bool with_metad
             out->metadata_len = r.metalen;
         }
         out->expiration_ms = r.expiration_ms;
-        out->expiration = ms_to_s_ceil(r.expiration_ms);
         if (out->data == NULL || (with_metadata && r.metalen > 0 && out->metadata == NULL)) {
             ag_kv_value_free(out);
             rc = -ENOMEM;
@@ -889,7 +506,6 @@ static int list_push(ag_kv_list_result_t *out, size_t *cap, const list_src_t *s)
         return -ENOMEM;
     k->name_len = s->keylen;
     k->expiration_ms = s->rec.expiration_ms;
-    k->expiration = ms_to_s_ceil(s->rec.expiration_ms);
     out->count++; /* counted now so that a failure below still frees name */
     if (s->rec.metalen > 0) {
         k->metadata = dup_bytes(s->rec.meta, s->rec.metalen);
@@ -1180,8 +796,8 @@ int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
     *out = NULL;
     if (dir == NULL)
         return AG_EINVALID;
-    size_t map_size = opts && opts->map_size ? opts->map_size : AG_KV_DEFAULT_MAP_SIZE;
-    int rc = mkdir_p(dir, 0700);
+    size_t map_size = opts && opts->lmdb.map_size ? opts->lmdb.map_size : AG_KV_DEFAULT_MAP_SIZE;
+    int rc = ag_fs_mkdir_p(dir, 0700);
     if (rc < 0)
         return rc;
     struct stat st;
@@ -1195,9 +811,7 @@ int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
         free(h);
         return -ENOMEM;
     }
-    h->base.ops = &lmdb_ops;
-    h->base.now_ms = opts && opts->now_ms ? opts->now_ms : default_now_ms;
-    h->base.clock_ctx = opts && opts->now_ms ? opts->clock_ctx : NULL;
+    ag__kv_init(&h->base, &lmdb_ops, opts);
 
     pid_t pid = getpid();
     pthread_mutex_lock(&envs_lock);
@@ -1207,7 +821,7 @@ int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
     if (e != NULL) {
         e->refs++;
     } else {
-        rc = env_create(dir, map_size, opts && opts->no_sync, &e);
+        rc = env_create(dir, map_size, opts && opts->lmdb.no_sync, &e);
         if (rc == 0) {
             e->dev = st.st_dev;
             e->ino = st.st_ino;

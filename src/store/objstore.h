@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  *
  * objstore.h: the object store (the R2 equivalent) behind one interface, one
- * bucket per [[r2_buckets]] binding. The directory backend (objstore_fs.c)
- * keeps each object in one file under <data_dir>/r2/<bucket>/; an
+ * bucket per [[r2_buckets]] binding. The front end (objstore.c) checks keys,
+ * sizes and metadata, owns the list cursors, names the bucket folders under
+ * <data_dir>/r2/ and picks the backend by name; the directory backend
+ * (objstore_fs.c) keeps each object in one file in its bucket's folder. An
  * S3-compatible backend can be added later behind the same ops table.
  */
 #ifndef AG_STORE_OBJSTORE_H
@@ -24,42 +26,8 @@
 #define AG_OBJ_MAX_PUT_SIZE (((uint64_t)5 << 30) - ((uint64_t)5 << 20)) /* single-part upload */
 #define AG_OBJ_LIST_MAX_LIMIT 1000
 
-/* X(NAME, value, AG_E* class or 0, message); see ag_objstore_errclass(). */
-#define AG_OBJ_ERRORS(X)                                                                           \
-    X(KEY_EMPTY, -31101, AG_EINVALID, "object key is empty")                                       \
-    X(KEY_TOO_LONG, -31102, AG_ETOOBIG, "object key is longer than 1024 bytes")                    \
-    X(KEY_NUL, -31103, AG_EINVALID, "object key contains a NUL byte")                              \
-    X(KEY_PATH, -31104, AG_EINVALID,                                                               \
-      "object key may not start with '/' or contain a \".\" or \"..\" segment")                    \
-    X(KEY_UTF8, -31105, AG_EINVALID, "object key is not valid UTF-8")                              \
-    X(METADATA, -31106, AG_EINVALID,                                                               \
-      "invalid object metadata: custom metadata is a JSON object of strings, and no value "        \
-      "may hold control characters or invalid UTF-8")                                              \
-    X(METADATA_TOO_BIG, -31107, AG_ETOOBIG, "custom metadata is larger than 8192 bytes")           \
-    X(TOO_BIG, -31108, AG_ETOOBIG, "object is larger than the single-upload limit (5 GiB)")        \
-    X(LIMIT, -31109, AG_EINVALID, "list limit must be between 1 and 1000")                         \
-    X(CURSOR, -31110, AG_EINVALID, "invalid list cursor")                                          \
-    X(BUCKET_NAME, -31111, AG_EINVALID,                                                            \
-      "invalid bucket name: 3-63 lowercase letters, digits and hyphens, not starting or "          \
-      "ending with a hyphen")                                                                      \
-    X(NO_BUCKET, -31112, AG_ENOTFOUND, "no such bucket")                                           \
-    X(BUCKET_NOT_EMPTY, -31113, AG_EEXISTS, "bucket is not empty")                                 \
-    X(DISK_FULL, -31120, AG_EFULL,                                                                 \
-      "no space left for the object (disk full, quota or file limit)")                             \
-    X(CORRUPT, -31121, 0, "stored object file is corrupt")
-
-enum ag_obj_err {
-#define AG_OBJ_ERR_ENUM_(name, value, cls, msg) AG_OBJ_E##name = (value),
-    AG_OBJ_ERRORS(AG_OBJ_ERR_ENUM_)
-#undef AG_OBJ_ERR_ENUM_
-};
-
-/** Message for an AG_OBJ_E* code, else ag_strerror(). Static storage. */
-const char *ag_objstore_strerror(int code);
-
-/** The AG_E* class of an AG_OBJ_E* code (for ag_err_http_status()); other
- *  codes, and AG_OBJ_ECORRUPT, are returned unchanged. */
-int ag_objstore_errclass(int code);
+/* The errors of this module, AG_OBJ_E*, are declared in util/errors.def with
+ * their messages and HTTP statuses: use ag_strerror() and ag_err_http_status(). */
 
 typedef struct ag_objstore ag_objstore_t;
 
@@ -149,24 +117,45 @@ typedef struct ag_obj_list_result {
 
 void ag_obj_list_result_free(ag_obj_list_result_t *r);
 
-/** Opens the bucket kept in the folder bucket_dir (created, with parents,
- *  mode 0700, when missing). The handle holds only the path: every call below
- *  is thread-safe and several processes may use one bucket at once.
- *  @return 0 and *out, or a negative errno. */
+/** The name of the directory backend, the default. */
+#define AG_OBJ_BACKEND_FS "fs"
+
+/** Options of an open; a zeroed struct (or NULL) means the defaults. The
+ *  directory backend has no options of its own. */
+typedef struct ag_objstore_options {
+    /** The backend by name: NULL means AG_OBJ_BACKEND_FS, the only one so far.
+     *  Any other name fails the open with AG_OBJ_EBACKEND. Borrowed for the open. */
+    const char *backend;
+} ag_objstore_options_t;
+
+/** Opens the bucket kept at the folder bucket_dir with the backend
+ *  opts->backend (opts may be NULL; read only during the call).
+ *  @return 0 and *out; AG_OBJ_EBACKEND; or what the backend's open returns. */
+int ag_objstore_open(const char *bucket_dir, const ag_objstore_options_t *opts,
+                     ag_objstore_t **out);
+
+/** Opens the bucket kept in the folder bucket_dir with the directory backend
+ *  (the folder is created, with parents, mode 0700, when missing). The handle
+ *  holds only the path: every call below is thread-safe and several processes
+ *  may use one bucket at once. @return 0 and *out, or a negative errno. */
 int ag_objstore_open_fs(const char *bucket_dir, ag_objstore_t **out);
 
 /** Opens the bucket of an [[r2_buckets]] binding: <data_dir>/r2/<bucket>/
- *  (data_dir NULL means AG_STORE_DEFAULT_DATA_DIR, "./.aigate"). Without
- *  `create` a missing bucket is AG_OBJ_ENO_BUCKET; AG_OBJ_EBUCKET_NAME for a
- *  name R2 would refuse. */
+ *  (data_dir NULL means AG_STORE_DEFAULT_DATA_DIR, "./.aigate"), with the
+ *  default backend. Without `create` a missing bucket is AG_OBJ_ENO_BUCKET;
+ *  AG_OBJ_EBUCKET_NAME for a name R2 would refuse. */
 int ag_objstore_open_bucket(const char *data_dir, const char *bucket, bool create,
                             ag_objstore_t **out);
+
+/** The same with the backend (and its options) of `opts`, which may be NULL. */
+int ag_objstore_open_bucket_opts(const char *data_dir, const char *bucket, bool create,
+                                 const ag_objstore_options_t *opts, ag_objstore_t **out);
 
 /** `aigate r2 bucket create`: AG_EEXISTS when it exists. */
 int ag_objstore_bucket_create(const char *data_dir, const char *bucket);
 
-/** Deletes an empty bucket: AG_OBJ_EBUCKET_NOT_EMPTY while it holds objects,
- *  AG_OBJ_ENO_BUCKET when missing. */
+/** Deletes an empty bucket (of the default backend): AG_OBJ_EBUCKET_NOT_EMPTY
+ *  while it holds objects, AG_OBJ_ENO_BUCKET when missing. */
 int ag_objstore_bucket_delete(const char *data_dir, const char *bucket);
 
 /** The buckets under <data_dir>/r2/, sorted; free with
@@ -217,7 +206,17 @@ int ag_objstore_list(ag_objstore_t *store, const ag_obj_list_opts_t *opts,
 
 /* Backend interface: a backend embeds ag_objstore_t first in its handle. The
  * public functions check keys, sizes, list limits and metadata before calling
- * it; a backend owns its cursor format. */
+ * it, and own the list cursor: they decode it into an ag_obj_list_after_t
+ * before a list and encode the last entry of a truncated page after it. */
+
+/** Where a page starts, decoded from the caller's cursor. */
+typedef struct ag_obj_list_after {
+    char key[AG_OBJ_MAX_KEY_LEN + 1]; /* NUL-terminated; "" (key_len 0): no cursor */
+    size_t key_len;
+    /* The previous page ended with this delimited prefix: skip the keys under it. */
+    bool is_prefix;
+} ag_obj_list_after_t;
+
 typedef struct ag_objstore_ops {
     const char *name;
     /* meta_json: the text of {"http":{...},"custom":{...}} (members optional),
@@ -229,13 +228,22 @@ typedef struct ag_objstore_ops {
     int (*open_read)(ag_objstore_t *s, const char *key, size_t keylen, ag_obj_info_t *info, int *fd,
                      uint64_t *offset); /* may be NULL */
     int (*del)(ag_objstore_t *s, const char *key, size_t keylen);
-    /* opts is never NULL and opts->limit is 1..1000. */
-    int (*list)(ag_objstore_t *s, const ag_obj_list_opts_t *opts, ag_obj_list_result_t *out);
+    /* opts is never NULL, opts->limit is 1..1000 and opts->cursor is NULL: the
+     * page starts after `after`. The backend fills objects, prefixes (both in
+     * key order, entries strictly increasing) and truncated; the front end makes
+     * the cursor from the last entry. */
+    int (*list)(ag_objstore_t *s, const ag_obj_list_opts_t *opts, const ag_obj_list_after_t *after,
+                ag_obj_list_result_t *out);
     void (*close)(ag_objstore_t *s);
 } ag_objstore_ops_t;
 
 struct ag_objstore {
     const ag_objstore_ops_t *ops;
 };
+
+/** For the front end: removes the directory backend's bucket folder when it
+ *  holds no object (a crashed put's temp files do not count).
+ *  @return 0; AG_OBJ_EBUCKET_NOT_EMPTY; AG_OBJ_ENO_BUCKET when missing; -errno. */
+int ag__objstore_fs_remove_bucket(const char *bucket_dir);
 
 #endif

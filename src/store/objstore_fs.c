@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
- * objstore_fs.c: the object store front end (key and metadata rules, R2
- * errors) and its directory backend, plus the bucket folders under
- * <data_dir>/r2/. The front end moves to objstore.c with a second backend.
+ * objstore_fs.c: the directory backend of the object store: one file per
+ * object under its bucket's folder, atomic puts by rename, listings by a scan
+ * of the folder, and the removal of an empty bucket. The front end
+ * (objstore.c) has checked every argument before a call gets here.
  */
 #include "util/platform.h"
 
@@ -23,306 +24,10 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "util/errors.h"
+#include "util/fs.h"
+#include "util/hex.h"
 #include "util/log.h"
-#include "util/utf.h"
-
-/* ---- errors ---------------------------------------------------------------------------- */
-
-const char *ag_objstore_strerror(int code)
-{
-    switch (code) {
-#define AG_OBJ_ERR_MSG_(name, value, cls, msg)                                                     \
-    case value:                                                                                    \
-        return msg;
-        AG_OBJ_ERRORS(AG_OBJ_ERR_MSG_)
-#undef AG_OBJ_ERR_MSG_
-    default:
-        return ag_strerror(code);
-    }
-}
-
-int ag_objstore_errclass(int code)
-{
-    switch (code) {
-#define AG_OBJ_ERR_CLASS_(name, value, cls, msg)                                                   \
-    case value:                                                                                    \
-        return (cls) ? (cls) : code;
-        AG_OBJ_ERRORS(AG_OBJ_ERR_CLASS_)
-#undef AG_OBJ_ERR_CLASS_
-    default:
-        return code;
-    }
-}
-
-/* ---- front end ------------------------------------------------------------------------- */
-
-static int check_key(const void *key, size_t keylen)
-{
-    const char *k = key;
-    if (keylen == 0)
-        return AG_OBJ_EKEY_EMPTY;
-    if (keylen > AG_OBJ_MAX_KEY_LEN)
-        return AG_OBJ_EKEY_TOO_LONG;
-    if (key == NULL)
-        return AG_EINVALID;
-    if (memchr(k, '\0', keylen) != NULL)
-        return AG_OBJ_EKEY_NUL;
-    if (!ag_utf8_valid(k, keylen))
-        return AG_OBJ_EKEY_UTF8;
-    /* The directory backend never uses the key as a path, but a key that reads
-     * as one could escape a bucket in a backend or tool that does (an S3 sync to
-     * disk), so the rule holds for every backend. */
-    if (k[0] == '/')
-        return AG_OBJ_EKEY_PATH;
-    for (size_t i = 0; i < keylen;) {
-        const char *slash = memchr(k + i, '/', keylen - i);
-        size_t seg = slash ? (size_t)(slash - (k + i)) : keylen - i;
-        if ((seg == 1 && k[i] == '.') || (seg == 2 && k[i] == '.' && k[i + 1] == '.'))
-            return AG_OBJ_EKEY_PATH;
-        i += seg + 1;
-    }
-    return 0;
-}
-
-/* Metadata strings may end up in HTTP response headers: no control bytes. */
-static bool text_ok(const char *s)
-{
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return false;
-    }
-    return ag_utf8_valid(s, n);
-}
-
-static int add_custom(json_t *custom, const char *name, const char *value)
-{
-    if (name == NULL || value == NULL || name[0] == '\0' || !text_ok(name) || !text_ok(value))
-        return AG_OBJ_EMETADATA;
-    json_t *v = json_string(value);
-    if (v == NULL || json_object_set_new(custom, name, v) != 0)
-        return -ENOMEM;
-    return 0;
-}
-
-/* Checks the put options and builds the text of {"http":{...},"custom":{...}}. */
-static int build_meta(const ag_obj_put_opts_t *o, char **out)
-{
-    static const ag_obj_put_opts_t none;
-    if (o == NULL)
-        o = &none;
-    const struct {
-        const char *name;
-        const char *value;
-    } http[] = {
-        {"cacheControl", o->cache_control},       {"contentDisposition", o->content_disposition},
-        {"contentEncoding", o->content_encoding}, {"contentLanguage", o->content_language},
-        {"contentType", o->content_type},
-    };
-    int rc = -ENOMEM;
-    json_t *root = json_object(), *jh = json_object(), *jc = json_object(), *parsed = NULL;
-    if (root == NULL || jh == NULL || jc == NULL)
-        goto out;
-    for (size_t i = 0; i < AG_ARRAY_LEN(http); i++) {
-        if (http[i].value == NULL)
-            continue;
-        rc = AG_OBJ_EMETADATA;
-        if (!text_ok(http[i].value))
-            goto out;
-        rc = -ENOMEM;
-        if (json_object_set_new(jh, http[i].name, json_string(http[i].value)) != 0)
-            goto out;
-    }
-    rc = AG_OBJ_EMETADATA;
-    if (o->ncustom > 0 && o->custom_json != NULL)
-        goto out;
-    if (o->ncustom > 0 && o->custom == NULL)
-        goto out;
-    for (size_t i = 0; i < o->ncustom; i++) {
-        rc = add_custom(jc, o->custom[i].name, o->custom[i].value);
-        if (rc < 0)
-            goto out;
-    }
-    if (o->custom_json != NULL) {
-        json_error_t jerr;
-        parsed = json_loadb(o->custom_json, o->custom_json_len, 0, &jerr);
-        rc = AG_OBJ_EMETADATA;
-        if (parsed == NULL || !json_is_object(parsed))
-            goto out;
-        const char *name;
-        json_t *v;
-        json_object_foreach(parsed, name, v)
-        {
-            rc = AG_OBJ_EMETADATA;
-            if (!json_is_string(v))
-                goto out;
-            rc = add_custom(jc, name, json_string_value(v));
-            if (rc < 0)
-                goto out;
-        }
-    }
-    size_t total = 0;
-    const char *name;
-    json_t *v;
-    json_object_foreach(jc, name, v)
-    {
-        total += strlen(name) + json_string_length(v);
-    }
-    rc = AG_OBJ_EMETADATA_TOO_BIG;
-    if (total > AG_OBJ_MAX_METADATA_LEN)
-        goto out;
-    rc = -ENOMEM;
-    if ((json_object_size(jh) > 0 && json_object_set(root, "http", jh) != 0) ||
-        (json_object_size(jc) > 0 && json_object_set(root, "custom", jc) != 0))
-        goto out;
-    *out = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
-    rc = *out != NULL ? 0 : -ENOMEM;
-out:
-    json_decref(parsed);
-    json_decref(jh);
-    json_decref(jc);
-    json_decref(root);
-    return rc;
-}
-
-int ag_objstore_put(ag_objstore_t *store, const void *key, size_t keylen, const void *data,
-                    size_t len, const ag_obj_put_opts_t *opts, ag_obj_info_t *out)
-{
-    if (out != NULL)
-        memset(out, 0, sizeof(*out));
-    int rc = check_key(key, keylen);
-    if (rc < 0)
-        return rc;
-    if ((uint64_t)len > AG_OBJ_MAX_PUT_SIZE)
-        return AG_OBJ_ETOO_BIG;
-    if (data == NULL && len > 0)
-        return AG_EINVALID;
-    char *meta = NULL;
-    rc = build_meta(opts, &meta);
-    if (rc < 0)
-        return rc;
-    rc = store->ops->put(store, key, keylen, data, len, meta, out);
-    free(meta);
-    return rc;
-}
-
-int ag_objstore_get(ag_objstore_t *store, const void *key, size_t keylen, ag_obj_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    int rc = check_key(key, keylen);
-    return rc < 0 ? rc : store->ops->get(store, key, keylen, out);
-}
-
-int ag_objstore_head(ag_objstore_t *store, const void *key, size_t keylen, ag_obj_info_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    int rc = check_key(key, keylen);
-    return rc < 0 ? rc : store->ops->head(store, key, keylen, out);
-}
-
-int ag_objstore_open_read(ag_objstore_t *store, const void *key, size_t keylen, ag_obj_info_t *info,
-                          int *fd, uint64_t *offset)
-{
-    memset(info, 0, sizeof(*info));
-    *fd = -1;
-    *offset = 0;
-    int rc = check_key(key, keylen);
-    if (rc < 0)
-        return rc;
-    if (store->ops->open_read == NULL)
-        return -ENOTSUP;
-    return store->ops->open_read(store, key, keylen, info, fd, offset);
-}
-
-int ag_objstore_delete(ag_objstore_t *store, const void *key, size_t keylen)
-{
-    int rc = check_key(key, keylen);
-    return rc < 0 ? rc : store->ops->del(store, key, keylen);
-}
-
-int ag_objstore_list(ag_objstore_t *store, const ag_obj_list_opts_t *opts,
-                     ag_obj_list_result_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    ag_obj_list_opts_t o = {0};
-    if (opts != NULL)
-        o = *opts;
-    if (o.limit == 0)
-        o.limit = AG_OBJ_LIST_MAX_LIMIT;
-    if (o.limit > AG_OBJ_LIST_MAX_LIMIT)
-        return AG_OBJ_ELIMIT;
-    if (o.prefix == NULL)
-        o.prefix_len = 0;
-    if (o.delimiter == NULL || o.delimiter_len == 0) {
-        o.delimiter = NULL;
-        o.delimiter_len = 0;
-    }
-    if (o.start_after == NULL)
-        o.start_after_len = 0;
-    int rc = store->ops->list(store, &o, out);
-    if (rc < 0)
-        ag_obj_list_result_free(out);
-    return rc;
-}
-
-void ag_objstore_close(ag_objstore_t *store)
-{
-    if (store != NULL)
-        store->ops->close(store);
-}
-
-void ag_obj_info_free(ag_obj_info_t *info)
-{
-    if (info == NULL)
-        return;
-    free(info->key);
-    free(info->custom);
-    json_decref(info->_json);
-    memset(info, 0, sizeof(*info));
-}
-
-void ag_obj_free(ag_obj_t *obj)
-{
-    if (obj == NULL)
-        return;
-    ag_obj_info_free(&obj->info);
-    free(obj->data);
-    obj->data = NULL;
-    obj->len = 0;
-}
-
-char *ag_obj_info_custom_json(const ag_obj_info_t *info)
-{
-    json_t *o = json_object();
-    if (o == NULL)
-        return NULL;
-    for (size_t i = 0; i < info->ncustom; i++) {
-        if (json_object_set_new(o, info->custom[i].name, json_string(info->custom[i].value)) != 0) {
-            json_decref(o);
-            return NULL;
-        }
-    }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(o);
-    return s;
-}
-
-void ag_obj_list_result_free(ag_obj_list_result_t *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; i < r->count; i++)
-        ag_obj_info_free(&r->objects[i]);
-    free(r->objects);
-    for (size_t i = 0; i < r->nprefixes; i++)
-        free(r->prefixes[i]);
-    free(r->prefixes);
-    free(r->cursor);
-    memset(r, 0, sizeof(*r));
-}
-
-/* ---- directory backend ----------------------------------------------------------------- */
 
 /*
  * Layout. An object lives in one file, <bucket>/<hh>/<sha256(key) in hex>, hh
@@ -345,35 +50,10 @@ typedef struct fs_store {
     char *dir;
 } fs_store_t;
 
-static const char hexdigits[] = "0123456789abcdef";
-
-static void hex_into(const unsigned char *p, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hexdigits[p[i] >> 4];
-        out[2 * i + 1] = hexdigits[p[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
+/* Shard folders and object files are named in lowercase hex. */
 static bool is_hex(const char *s, size_t n)
 {
-    if (strlen(s) != n)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (hexval(s[i]) < 0)
-            return false;
-    }
-    return true;
+    return strlen(s) == n && ag_hex_is_lower(s, n);
 }
 
 static void put_le(unsigned char *p, uint64_t v, int n)
@@ -406,7 +86,7 @@ static int obj_paths(const fs_store_t *fs, const char *key, size_t keylen, char 
     if (EVP_Digest(key, keylen, md, &mdlen, EVP_sha256(), NULL) != 1)
         return -ENOMEM;
     char hex[HASH_HEX + 1];
-    hex_into(md, sizeof(md), hex);
+    ag_hex_encode(md, sizeof(md), hex);
     int n = snprintf(shard, PATH_MAX, "%s/%.2s", fs->dir, hex);
     if (n < 0 || n >= PATH_MAX)
         return -ENAMETOOLONG;
@@ -416,37 +96,19 @@ static int obj_paths(const fs_store_t *fs, const char *key, size_t keylen, char 
     return 0;
 }
 
+/* Reads exactly len bytes at off: a file shorter than its header says is corrupt. */
 static int read_full(int fd, void *buf, size_t len, uint64_t off)
 {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return AG_OBJ_ECORRUPT; /* shorter than its header says */
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
+    ssize_t n = ag_fs_pread_all(fd, buf, len, off);
+    if (n < 0)
+        return (int)n;
+    return (size_t)n == len ? 0 : AG_OBJ_ECORRUPT;
 }
 
 static int write_full(int fd, const void *buf, size_t len)
 {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return map_errno(errno);
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    int rc = ag_fs_write_all(fd, buf, len);
+    return rc < 0 ? map_errno(-rc) : 0;
 }
 
 static int fsync_dir(const char *path)
@@ -639,8 +301,8 @@ static int fs_put(ag_objstore_t *s, const char *key, size_t keylen, const void *
     if (EVP_Digest(len ? data : "", len, md5, &mdlen, EVP_md5(), NULL) != 1 ||
         RAND_bytes(rnd, 16) != 1)
         goto fail;
-    hex_into(md5, 16, etag);
-    hex_into(rnd, 16, version);
+    ag_hex_encode(md5, 16, etag);
+    ag_hex_encode(rnd, 16, version);
     if (json_object_set_new(j, "etag", json_string(etag)) != 0 ||
         json_object_set_new(j, "version", json_string(version)) != 0 ||
         json_object_set_new(j, "uploaded", json_integer(ag_now_us() / 1000)) != 0)
@@ -783,25 +445,19 @@ static bool starts_with(const char *s, size_t slen, const char *p, size_t plen)
     return slen >= plen && (plen == 0 || memcmp(s, p, plen) == 0);
 }
 
-/* Where a page starts: keys after `after`, also skipping the keys under it
- * when it was a rolled-up prefix, and after start_after. */
-typedef struct list_pos {
-    char after[AG_OBJ_MAX_KEY_LEN + 1];
-    size_t afterlen;
-    bool has_after, skip_under;
-} list_pos_t;
-
+/* Whether a page lists key k: with the prefix, after start_after and after the
+ * cursor's position, and not under the prefix the previous page ended with. */
 static bool key_selected(const char *k, size_t klen, const ag_obj_list_opts_t *o,
-                         const list_pos_t *pos)
+                         const ag_obj_list_after_t *after)
 {
     if (!starts_with(k, klen, o->prefix, o->prefix_len))
         return false;
     if (o->start_after_len > 0 && strcmp(k, o->start_after) <= 0)
         return false;
-    if (pos->has_after) {
-        if (strcmp(k, pos->after) <= 0)
+    if (after->key_len > 0) {
+        if (strcmp(k, after->key) <= 0)
             return false;
-        if (pos->skip_under && starts_with(k, klen, pos->after, pos->afterlen))
+        if (after->is_prefix && starts_with(k, klen, after->key, after->key_len))
             return false;
     }
     return true;
@@ -820,7 +476,7 @@ static void reap_temp(int dfd, const char *name)
 }
 
 /* Reads the keys of every object in the bucket that the listing selects. */
-static int scan_keys(fs_store_t *fs, const ag_obj_list_opts_t *o, const list_pos_t *pos,
+static int scan_keys(fs_store_t *fs, const ag_obj_list_opts_t *o, const ag_obj_list_after_t *after,
                      strvec_t *keys)
 {
     DIR *d = opendir(fs->dir);
@@ -860,7 +516,7 @@ static int scan_keys(fs_store_t *fs, const ag_obj_list_opts_t *o, const list_pos
                 continue;
             char *k = (char *)buf + OBJ_HDR;
             k[klen] = '\0';
-            if (strlen(k) != klen || !key_selected(k, klen, o, pos))
+            if (strlen(k) != klen || !key_selected(k, klen, o, after))
                 continue;
             rc = strvec_push(keys, strndup(k, klen));
         }
@@ -886,28 +542,10 @@ static int list_add_object(fs_store_t *fs, ag_obj_list_result_t *out, size_t *ca
     return rc;
 }
 
-static int fs_list(ag_objstore_t *s, const ag_obj_list_opts_t *o, ag_obj_list_result_t *out)
+static int fs_list(ag_objstore_t *s, const ag_obj_list_opts_t *o, const ag_obj_list_after_t *after,
+                   ag_obj_list_result_t *out)
 {
     fs_store_t *fs = (fs_store_t *)s;
-    list_pos_t pos = {0};
-    if (o->cursor != NULL && o->cursor[0] != '\0') {
-        /* Cursor: 'o' (last was an object) or 'p' (a rolled-up prefix), then
-         * that key in hex. */
-        const char *c = o->cursor;
-        size_t n = strlen(c + 1);
-        if ((c[0] != 'o' && c[0] != 'p') || n == 0 || n % 2 != 0 || n / 2 > AG_OBJ_MAX_KEY_LEN)
-            return AG_OBJ_ECURSOR;
-        for (size_t i = 0; i < n / 2; i++) {
-            int hi = hexval(c[1 + 2 * i]), lo = hexval(c[2 + 2 * i]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return AG_OBJ_ECURSOR;
-            pos.after[i] = (char)(hi << 4 | lo);
-        }
-        pos.after[n / 2] = '\0';
-        pos.afterlen = n / 2;
-        pos.has_after = true;
-        pos.skip_under = c[0] == 'p';
-    }
     ag_obj_list_opts_t oc = *o;
     char start_after[AG_OBJ_MAX_KEY_LEN + 1];
     if (oc.start_after_len > 0) {
@@ -919,7 +557,7 @@ static int fs_list(ag_objstore_t *s, const ag_obj_list_opts_t *o, ag_obj_list_re
         oc.start_after = start_after;
     }
     strvec_t keys = {0};
-    int rc = scan_keys(fs, &oc, &pos, &keys);
+    int rc = scan_keys(fs, &oc, after, &keys);
     if (rc < 0)
         goto done;
     if (keys.len > 1)
@@ -973,16 +611,6 @@ static int fs_list(ag_objstore_t *s, const ag_obj_list_opts_t *o, ag_obj_list_re
         last_is_prefix = false;
         entries++;
     }
-    if (out->truncated) {
-        size_t n = strlen(last);
-        out->cursor = malloc(2 * n + 2);
-        if (out->cursor == NULL) {
-            rc = -ENOMEM;
-            goto done;
-        }
-        out->cursor[0] = last_is_prefix ? 'p' : 'o';
-        hex_into((const unsigned char *)last, n, out->cursor + 1);
-    }
 done:
     strvec_free(&keys);
     return rc;
@@ -1006,37 +634,12 @@ static const ag_objstore_ops_t fs_ops = {
     .close = fs_close,
 };
 
-/* mkdir -p: creates each missing component of path with `mode`. */
-static int mkdir_p(const char *path, mode_t mode)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0)
-        return -ENOENT;
-    if (n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
-
 int ag_objstore_open_fs(const char *bucket_dir, ag_objstore_t **out)
 {
     *out = NULL;
     if (bucket_dir == NULL)
         return AG_EINVALID;
-    int rc = mkdir_p(bucket_dir, 0700);
+    int rc = ag_fs_mkdir_p(bucket_dir, 0700);
     if (rc < 0)
         return rc;
     fs_store_t *fs = calloc(1, sizeof(*fs));
@@ -1052,65 +655,7 @@ int ag_objstore_open_fs(const char *bucket_dir, ag_objstore_t **out)
     return 0;
 }
 
-/* ---- buckets --------------------------------------------------------------------------- */
-
-static bool valid_bucket(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 3 || n > 63 || s[0] == '-' || s[n - 1] == '-')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-static int bucket_path(const char *data_dir, const char *bucket, char path[PATH_MAX])
-{
-    if (bucket == NULL || !valid_bucket(bucket))
-        return AG_OBJ_EBUCKET_NAME;
-    if (data_dir == NULL)
-        data_dir = AG_STORE_DEFAULT_DATA_DIR;
-    int n = snprintf(path, PATH_MAX, "%s/r2/%s", data_dir, bucket);
-    return n < 0 || n >= PATH_MAX ? -ENAMETOOLONG : 0;
-}
-
-int ag_objstore_open_bucket(const char *data_dir, const char *bucket, bool create,
-                            ag_objstore_t **out)
-{
-    *out = NULL;
-    char path[PATH_MAX];
-    int rc = bucket_path(data_dir, bucket, path);
-    if (rc < 0)
-        return rc;
-    if (!create) {
-        struct stat st;
-        if (stat(path, &st) < 0)
-            return errno == ENOENT ? AG_OBJ_ENO_BUCKET : -errno;
-        if (!S_ISDIR(st.st_mode))
-            return AG_OBJ_ENO_BUCKET;
-    }
-    return ag_objstore_open_fs(path, out);
-}
-
-int ag_objstore_bucket_create(const char *data_dir, const char *bucket)
-{
-    char path[PATH_MAX];
-    int rc = bucket_path(data_dir, bucket, path);
-    if (rc < 0)
-        return rc;
-    char parent[PATH_MAX];
-    memcpy(parent, path, sizeof(parent));
-    *strrchr(parent, '/') = '\0';
-    rc = mkdir_p(parent, 0700);
-    if (rc < 0)
-        return rc;
-    if (mkdir(path, 0700) < 0)
-        return errno == EEXIST ? AG_EEXISTS : map_errno(errno);
-    return 0;
-}
+/* ---- bucket removal -------------------------------------------------------------------- */
 
 /* Empties a shard folder of stale temp files; AG_OBJ_EBUCKET_NOT_EMPTY when it
  * holds anything else. */
@@ -1140,12 +685,9 @@ static int shard_clear(int bfd, const char *name)
     return rc;
 }
 
-int ag_objstore_bucket_delete(const char *data_dir, const char *bucket)
+int ag__objstore_fs_remove_bucket(const char *path)
 {
-    char path[PATH_MAX];
-    int rc = bucket_path(data_dir, bucket, path);
-    if (rc < 0)
-        return rc;
+    int rc = 0;
     DIR *d = opendir(path);
     if (d == NULL)
         return errno == ENOENT ? AG_OBJ_ENO_BUCKET : -errno;
@@ -1159,46 +701,4 @@ int ag_objstore_bucket_delete(const char *data_dir, const char *bucket)
     if (rc == 0 && rmdir(path) < 0)
         rc = errno == ENOTEMPTY || errno == EEXIST ? AG_OBJ_EBUCKET_NOT_EMPTY : -errno;
     return rc;
-}
-
-int ag_objstore_bucket_list(const char *data_dir, char ***names, size_t *count)
-{
-    *names = NULL;
-    *count = 0;
-    if (data_dir == NULL)
-        data_dir = AG_STORE_DEFAULT_DATA_DIR;
-    char path[PATH_MAX];
-    int n = snprintf(path, sizeof(path), "%s/r2", data_dir);
-    if (n < 0 || (size_t)n >= sizeof(path))
-        return -ENAMETOOLONG;
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return errno == ENOENT ? 0 : -errno;
-    strvec_t sv = {0};
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (de = readdir(d)) != NULL) {
-        struct stat st;
-        if (!valid_bucket(de->d_name) || fstatat(dirfd(d), de->d_name, &st, 0) < 0 ||
-            !S_ISDIR(st.st_mode))
-            continue;
-        rc = strvec_push(&sv, strdup(de->d_name));
-    }
-    closedir(d);
-    if (rc < 0) {
-        strvec_free(&sv);
-        return rc;
-    }
-    if (sv.len > 1)
-        qsort(sv.v, sv.len, sizeof(*sv.v), cmp_cstr);
-    *names = sv.v;
-    *count = sv.len;
-    return 0;
-}
-
-void ag_objstore_bucket_list_free(char **names, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        free(names[i]);
-    free(names);
 }

@@ -32,19 +32,6 @@ static const char file_header[] =
     "# aigate secrets: written by `aigate secret put`; keep this file mode 0600.\n"
     "# NAME=\"value\", with \\\\ \\\" \\n \\r \\t \\xHH escapes inside the quotes.\n";
 
-const char *ag_secrets_strerror(int code)
-{
-    switch (code) {
-#define AG_SECRETS_ERR_MSG_(name, value, cls, msg)                                                 \
-    case value:                                                                                    \
-        return msg;
-        AG_SECRETS_ERRORS(AG_SECRETS_ERR_MSG_)
-#undef AG_SECRETS_ERR_MSG_
-    default:
-        return ag_strerror(code);
-    }
-}
-
 static bool name_valid_n(const char *s, size_t n)
 {
     if (n < 1 || n > AG_SECRETS_MAX_NAME_LEN)

@@ -25,24 +25,8 @@
 #define AG_SECRETS_MAX_VALUE_LEN (64u * 1024)
 #define AG_SECRETS_MAX_COUNT 1024
 
-/* X(NAME, value, AG_E* class, message), a band of its own below AG_E*. */
-#define AG_SECRETS_ERRORS(X)                                                                       \
-    X(NAME, -31201, AG_EINVALID, "invalid secret name (want [A-Za-z_][A-Za-z0-9_]{0,127})")        \
-    X(VALUE, -31202, AG_EINVALID, "secret value is empty or contains a NUL byte")                  \
-    X(VALUE_TOO_BIG, -31203, AG_ETOOBIG, "secret value is larger than 64 KiB")                     \
-    X(TOO_MANY, -31204, AG_EFULL, "too many secrets (at most 1024)")                               \
-    X(CORRUPT, -31205, 0, "the secrets file is malformed (it is written by `aigate secret`)")      \
-    X(NOT_PRIVATE, -31206, 0,                                                                      \
-      "the secrets file is not a regular file owned by this user or root: refusing it")
-
-enum ag_secrets_err {
-#define AG_SECRETS_ERR_ENUM_(name, value, cls, msg) AG_SECRETS_E##name = (value),
-    AG_SECRETS_ERRORS(AG_SECRETS_ERR_ENUM_)
-#undef AG_SECRETS_ERR_ENUM_
-};
-
-/** Message for an AG_SECRETS_E* code; else ag_strerror(). Static storage. */
-const char *ag_secrets_strerror(int code);
+/* The errors of this module, AG_SECRETS_E*, are declared in util/errors.def:
+ * ag_strerror() gives their messages. */
 
 /** True when `name` is a valid secret name. */
 bool ag_secrets_name_valid(const char *name);

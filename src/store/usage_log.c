@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "util/buf.h"
+#include "util/errors.h"
 #include "util/fmt.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -109,13 +110,6 @@ struct ag_usage_log {
     uint64_t errs_unreported, dropped_reported;
     bool failing;
 };
-
-const char *ag_usage_log_strerror(int code)
-{
-    if (code == AG_USAGE_ECLOSED)
-        return "usage log is closed";
-    return ag_objstore_strerror(code);
-}
 
 /* ---- entries and prices ------------------------------------------------ */
 
@@ -453,7 +447,7 @@ static void report_put(ag_usage_log_t *log, const batch_t *b, int rc)
         if (!log->failing || now - log->warn_put_us >= WARN_EVERY_US) {
             ag_log_warn("usage log: put %s failed: %s (%" PRIu64
                         " failed puts since the last warning; %zu bytes kept for retry)",
-                        b->key, ag_usage_log_strerror(rc), log->errs_unreported, log->retained);
+                        b->key, ag_strerror(rc), log->errs_unreported, log->retained);
             log->warn_put_us = now;
             log->errs_unreported = 0;
         }

@@ -15,11 +15,8 @@
 
 #include "store/objstore.h"
 
-/* Error codes of this module (a band below the objstore's). */
-#define AG_USAGE_ECLOSED (-31201) /* the log is closing or closed: entry not accepted */
-
-/** Message for AG_USAGE_E*, else ag_objstore_strerror(). Static storage. */
-const char *ag_usage_log_strerror(int code);
+/* AG_USAGE_ECLOSED (util/errors.def): the log is closing or closed, and the
+ * entry was not accepted. ag_strerror() gives the message. */
 
 /** One usage entry. Zero-initialise it (`ag_usage_entry_t e = {0};`), then set
  *  what you know: zero/empty means "0" for numbers and "" for strings, except

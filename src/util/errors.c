@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
- * errors.c: expands errors.def into the message and HTTP-status lookups.
+ * errors.c: expands errors.def into the message and HTTP-status lookups. Both
+ * are switches over every declared value, so a value declared twice is a
+ * compile error (duplicate case label).
  */
 #include "util/platform.h"
 

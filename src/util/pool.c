@@ -154,7 +154,7 @@ void ag_pool_clear(ag_pool_t *pool)
     }
     if (pool->chunks) {
         UNPOISON(pool->chunks->data, pool->chunks->size);
-        SCRIBBLE(pool->chunks->data, pool->offset);
+        SCRIBBLE(pool->chunks->data, pool->chunks->size);
         POISON(pool->chunks->data, pool->chunks->size);
     }
     pool->offset = 0;

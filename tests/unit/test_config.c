@@ -83,13 +83,14 @@ TEST(messages_keys_are_deprecated_aliases)
 {
     ag_config_t cfg;
     char *diag = NULL;
-    ASSERT_EQ(load(&cfg,
-                   "[[unsafe.bindings]]\nname = \"RL\"\ntype = \"ratelimit\"\nnamespace_id = \"1\"\n"
-                   "simple = { limit = 3, period = 10 }\n"
-                   "[aigate]\nmessages_rate_limit = 7\nmessages_rate_period = 30\n"
-                   "messages_rate_limit_binding = \"RL\"\n",
-                   &diag),
-              0);
+    ASSERT_EQ(
+        load(&cfg,
+             "[[unsafe.bindings]]\nname = \"RL\"\ntype = \"ratelimit\"\nnamespace_id = \"1\"\n"
+             "simple = { limit = 3, period = 10 }\n"
+             "[aigate]\nmessages_rate_limit = 7\nmessages_rate_period = 30\n"
+             "messages_rate_limit_binding = \"RL\"\n",
+             &diag),
+        0);
     ag_route_settings_t s;
     ag_config_route_settings(&cfg, "/v1/messages", &s);
     ASSERT_EQ(s.rate_limit, 7u);

@@ -470,7 +470,7 @@ TEST(head_max_headers)
     ASSERT_EQ(h.num_headers, 3);
     ASSERT_EQ(ag_http_parse_request_head(req, n, hdrs, 2, &h), AG_EHDRTOOBIG);
     ASSERT_EQ(ag_http_parse_request_head(req, n, NULL, 0, &h), AG_EHDRTOOBIG);
-    ASSERT_EQ(ag_http_error_status(AG_EHDRTOOBIG), 431);
+    ASSERT_EQ(ag_err_http_status(AG_EHDRTOOBIG), 431);
     /* the verdict comes as the extra header begins, not after it */
     ASSERT_EQ(ag_http_parse_request_head(req, 32, hdrs, 2, &h), AG_EHDRTOOBIG);
     ASSERT_EQ(ag_http_parse_request_head(req, 31, hdrs, 2, &h), AG_EAGAIN);
@@ -560,14 +560,13 @@ TEST(head_next_hint_skips_reparse)
 
 TEST(head_error_codes)
 {
-    ASSERT_EQ(ag_http_error_status(AG_EPROTO), 400);
-    ASSERT_EQ(ag_http_error_status(AG_HTTP_ENOTIMPL), 501);
-    ASSERT_EQ(ag_http_error_status(AG_HTTP_EVERSION), 505);
-    ASSERT_STREQ(ag_http_strerror(AG_HTTP_EVERSION), "HTTP version not supported");
-    ASSERT_STREQ(ag_http_strerror(AG_EPROTO), ag_strerror(AG_EPROTO));
-    /* our band must not collide with errors.def */
-    ASSERT(strcmp(ag_strerror(AG_HTTP_ENOTIMPL), "unknown error") == 0);
-    ASSERT(strcmp(ag_strerror(AG_HTTP_EVERSION), "unknown error") == 0);
+    ASSERT_EQ(ag_err_http_status(AG_EPROTO), 400);
+    ASSERT_EQ(ag_err_http_status(AG_HTTP_ENOTIMPL), 501);
+    ASSERT_EQ(ag_err_http_status(AG_HTTP_EVERSION), 505);
+    ASSERT_STREQ(ag_strerror(AG_HTTP_EVERSION), "HTTP version not supported");
+    ASSERT_STREQ(ag_strerror(AG_EPROTO), "malformed input");
+    /* declared in errors.def, where a value used twice does not compile */
+    ASSERT_STREQ(ag_strerror(AG_HTTP_ENOTIMPL), "unsupported transfer coding");
 }
 
 /* ---- chunked ---- */

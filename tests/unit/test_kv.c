@@ -52,11 +52,12 @@ static int64_t fake_clock(void *ctx)
 
 static ag_kv_t *open_store(const char *dir, size_t map_size)
 {
-    ag_kv_options_t opts = {.map_size = map_size, .now_ms = fake_clock, .clock_ctx = &fake_now_ms};
+    ag_kv_options_t opts = {
+        .now_ms = fake_clock, .clock_ctx = &fake_now_ms, .lmdb = {.map_size = map_size}};
     ag_kv_t *kv = NULL;
     int rc = ag_kv_open_lmdb(dir, &opts, &kv);
     if (rc < 0)
-        fprintf(stderr, "  open %s: %s\n", dir, ag_kv_strerror(rc));
+        fprintf(stderr, "  open %s: %s\n", dir, ag_strerror(rc));
     return kv;
 }
 
@@ -610,18 +611,18 @@ TEST(kv_limits_and_errors)
     ASSERT_EQ(ag_kv_list(kv, NULL, 0, "xyz", 10, &r), AG_KV_ECURSOR);
     ASSERT_EQ(ag_kv_list(kv, NULL, 0, "abc", 10, &r), AG_KV_ECURSOR);
 
-    /* Messages and classes: clear text, and the HTTP status of each class. */
-    ASSERT(strstr(ag_kv_strerror(AG_KV_EKEY_TOO_LONG), "512") != NULL);
-    ASSERT(strstr(ag_kv_strerror(AG_KV_EMAP_FULL), "full") != NULL);
-    ASSERT_STREQ(ag_kv_strerror(AG_ENOTFOUND), ag_strerror(AG_ENOTFOUND));
-    ASSERT_STREQ(ag_kv_strerror(-ENOENT), strerror(ENOENT));
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EKEY_TOO_LONG)), 413);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EVALUE_TOO_BIG)), 413);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EKEY_EMPTY)), 400);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EMAP_FULL)), 507);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_EDISK_FULL)), 507);
-    ASSERT_EQ(ag_err_http_status(ag_kv_errclass(AG_KV_ECORRUPT)), 500);
-    ASSERT_EQ(ag_kv_errclass(AG_ENOTFOUND), AG_ENOTFOUND);
+    /* Messages and statuses: clear text, and the HTTP status of each code. */
+    ASSERT(strstr(ag_strerror(AG_KV_EKEY_TOO_LONG), "512") != NULL);
+    ASSERT(strstr(ag_strerror(AG_KV_EMAP_FULL), "full") != NULL);
+    ASSERT_STREQ(ag_strerror(AG_ENOTFOUND), "no such key or route");
+    ASSERT_STREQ(ag_strerror(-ENOENT), strerror(ENOENT));
+    ASSERT_EQ(ag_err_http_status(AG_KV_EKEY_TOO_LONG), 413);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EVALUE_TOO_BIG), 413);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EKEY_EMPTY), 400);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EMAP_FULL), 507);
+    ASSERT_EQ(ag_err_http_status(AG_KV_EDISK_FULL), 507);
+    ASSERT_EQ(ag_err_http_status(AG_KV_ECORRUPT), 500);
+    ASSERT_EQ(ag_err_http_status(AG_ENOTFOUND), 404);
     ag_kv_close(kv);
     rm_rf(dir);
 }
@@ -644,7 +645,7 @@ TEST(kv_map_full_is_clear_and_recoverable)
             break;
     }
     ASSERT_EQ(rc, AG_KV_EMAP_FULL);
-    ASSERT_EQ(ag_kv_errclass(rc), AG_EFULL);
+    ASSERT_EQ(ag_err_http_status(rc), ag_err_http_status(AG_EFULL));
     ASSERT(written > 10 && written < 64); /* 1 MiB holds about 60 of them */
 
     /* Everything written before reads back; the failed put left nothing. */
@@ -705,7 +706,7 @@ TEST(kv_file_size_limit_is_disk_full)
     setrlimit(RLIMIT_FSIZE, &old);
     signal(SIGXFSZ, oldsig);
     ASSERT_EQ(rc, AG_KV_EDISK_FULL);
-    ASSERT_EQ(ag_kv_errclass(rc), AG_EFULL);
+    ASSERT_EQ(ag_err_http_status(rc), ag_err_http_status(AG_EFULL));
 
     ag_kv_value_t v;
     ASSERT_EQ(ag_kv_get(kv, "big", 3, &v), AG_ENOTFOUND);
@@ -895,13 +896,419 @@ TEST(kv_namespaces)
     rm_rf(dir);
 }
 
-AG_TESTS(AG_TEST_ENTRY(kv_roundtrip) AG_TEST_ENTRY(kv_metadata)
-             AG_TEST_ENTRY(kv_ttl_expiry_on_injected_clock) AG_TEST_ENTRY(kv_absolute_expiration)
-                 AG_TEST_ENTRY(kv_bounded_sweep_resumes) AG_TEST_ENTRY(kv_list_sorted_by_bytes)
-                     AG_TEST_ENTRY(kv_list_paging_5000_keys) AG_TEST_ENTRY(kv_512_byte_keys)
-                         AG_TEST_ENTRY(kv_limits_and_errors)
-                             AG_TEST_ENTRY(kv_map_full_is_clear_and_recoverable)
-                                 AG_TEST_ENTRY(kv_file_size_limit_is_disk_full)
-                                     AG_TEST_ENTRY(kv_concurrent_writer_processes)
-                                         AG_TEST_ENTRY(kv_threads_share_one_handle)
-                                             AG_TEST_ENTRY(kv_namespaces))
+TEST(kv_backend_by_name)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    ag_kv_t *kv = (ag_kv_t *)&kv; /* must come back NULL */
+    ag_kv_options_t o = {.backend = "redis"};
+    ASSERT_EQ(ag_kv_open_namespace(dir, "ns", &o, &kv), AG_KV_EBACKEND);
+    ASSERT(kv == NULL);
+    ASSERT(strstr(ag_strerror(AG_KV_EBACKEND), "lmdb") != NULL);
+    o.backend = "";
+    ASSERT_EQ(ag_kv_open(dir, &o, &kv), AG_KV_EBACKEND);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/kv/ns", dir);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), -1); /* an unknown backend creates nothing */
+
+    /* By name, and by default; the LMDB options reach the backend. */
+    o = (ag_kv_options_t){.backend = AG_KV_BACKEND_LMDB, .lmdb = {.map_size = 4 << 20}};
+    ASSERT_EQ(ag_kv_open_namespace(dir, "ns", &o, &kv), 0);
+    ASSERT(kv != NULL);
+    ASSERT_STREQ(kv->ops->name, "lmdb");
+    ag_kv_stat_t sst;
+    ASSERT_EQ(ag_kv_stat(kv, &sst), 0);
+    ASSERT_EQ(sst.map_size, 4 << 20);
+    ASSERT_EQ(put_str(kv, "k", "v"), 0);
+    ag_kv_close(kv);
+    ag_kv_options_t nosync = {.lmdb.no_sync = true};
+    ASSERT_EQ(ag_kv_open(path, &nosync, &kv), 0);
+    ag_kv_value_t v;
+    ASSERT_EQ(ag_kv_get(kv, "k", 1, &v), 0);
+    ASSERT_MEMEQ(v.data, v.len, "v");
+    ag_kv_value_free(&v);
+    ag_kv_close(kv);
+    rm_rf(dir);
+}
+
+/* ---- asynchronous get and put ---------------------------------------------------------- */
+
+/* What a callback saw. */
+typedef struct cb_log {
+    int calls;
+    int rc;
+    bool had_value;
+    char data[64];
+    size_t len;
+    int64_t expiration;
+    bool take;           /* take the value over instead of letting the store release it */
+    ag_kv_value_t taken; /* what was taken over */
+} cb_log_t;
+
+static void on_get(void *ctx, int rc, ag_kv_value_t *value)
+{
+    cb_log_t *l = ctx;
+    l->calls++;
+    l->rc = rc;
+    l->had_value = value != NULL;
+    if (value != NULL) {
+        l->len = value->len < sizeof(l->data) ? value->len : sizeof(l->data);
+        memcpy(l->data, value->data, l->len);
+        l->expiration = value->expiration;
+        if (l->take) {
+            l->taken = *value;
+            *value = (ag_kv_value_t){0};
+        }
+    }
+}
+
+static void on_put(void *ctx, int rc)
+{
+    cb_log_t *l = ctx;
+    l->calls++;
+    l->rc = rc;
+}
+
+/* Something other than NULL, to see that a call sets *op. */
+#define NOT_SET ((ag_kv_op_t *)&fake_now_ms)
+
+TEST(kv_async_completes_inline_on_lmdb)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    fake_now_ms = 1700000000000;
+    ag_kv_t *kv = open_store(dir, 0);
+    ASSERT(kv != NULL);
+
+    /* put_async then get: LMDB runs the callback before the call returns. */
+    cb_log_t pl = {0};
+    ag_kv_op_t *op = NOT_SET;
+    ag_kv_put_opts_t po = {.expiration_ttl = 60};
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, "value", 5, &po, on_put, &pl, &op), 0);
+    ASSERT_EQ(pl.calls, 1);
+    ASSERT_EQ(pl.rc, 0);
+    ASSERT(op == NULL);
+    ag_kv_value_t v;
+    ASSERT_EQ(ag_kv_get(kv, "k", 1, &v), 0);
+    ASSERT_MEMEQ(v.data, v.len, "value");
+    ASSERT_EQ(v.expiration, 1700000060);
+    ag_kv_value_free(&v);
+
+    cb_log_t gl = {0};
+    op = NOT_SET;
+    ASSERT_EQ(ag_kv_get_async(kv, "k", 1, on_get, &gl, &op), 0);
+    ASSERT_EQ(gl.calls, 1);
+    ASSERT_EQ(gl.rc, 0);
+    ASSERT(gl.had_value);
+    ASSERT_MEMEQ(gl.data, gl.len, "value");
+    ASSERT_EQ(gl.expiration, 1700000060);
+    ASSERT(op == NULL);
+    ag_kv_op_cancel(op); /* what an inline completion leaves: a no-op */
+    ag_kv_op_cancel(NULL);
+    ASSERT_EQ(gl.calls, 1);
+
+    /* The callback may take the value over; it then owns it (ASan would see a
+     * double free if the store released it too). */
+    cb_log_t tl = {.take = true};
+    ASSERT_EQ(ag_kv_get_async(kv, "k", 1, on_get, &tl, NULL), 0); /* op may be NULL */
+    ASSERT_EQ(tl.calls, 1);
+    ASSERT_MEMEQ(tl.taken.data, tl.taken.len, "value");
+    ag_kv_value_free(&tl.taken);
+
+    /* A put_async with no options, and a binary value, reads back the same way. */
+    cb_log_t p2 = {0};
+    ASSERT_EQ(ag_kv_put_async(kv, "bin", 3, "a\0b", 3, NULL, on_put, &p2, NULL), 0);
+    ASSERT_EQ(p2.calls, 1);
+    ASSERT_EQ(p2.rc, 0);
+    cb_log_t g2 = {0};
+    ASSERT_EQ(ag_kv_get_async(kv, "bin", 3, on_get, &g2, NULL), 0);
+    ASSERT_EQ(g2.len, 3);
+    ASSERT(memcmp(g2.data, "a\0b", 3) == 0);
+    ASSERT_EQ(g2.expiration, 0);
+    ag_kv_close(kv);
+    rm_rf(dir);
+}
+
+TEST(kv_async_not_found_and_store_errors_come_through_the_callback)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    fake_now_ms = 1700000000000;
+    ag_kv_t *kv = open_store(dir, 0);
+    ASSERT(kv != NULL);
+    cb_log_t l = {0};
+    ag_kv_op_t *op = NOT_SET;
+    ASSERT_EQ(ag_kv_get_async(kv, "missing", 7, on_get, &l, &op), 0);
+    ASSERT_EQ(l.calls, 1);
+    ASSERT_EQ(l.rc, AG_ENOTFOUND);
+    ASSERT(!l.had_value);
+    ASSERT(op == NULL);
+
+    /* Expired is missing too. */
+    ag_kv_put_opts_t po = {.expiration_ttl = 1};
+    ASSERT_EQ(ag_kv_put(kv, "short", 5, "v", 1, &po), 0);
+    fake_now_ms += 1000;
+    l = (cb_log_t){0};
+    ASSERT_EQ(ag_kv_get_async(kv, "short", 5, on_get, &l, NULL), 0);
+    ASSERT_EQ(l.calls, 1);
+    ASSERT_EQ(l.rc, AG_ENOTFOUND);
+    ag_kv_close(kv);
+
+    /* A put that the store refuses (a full map) is a completion, not a
+     * synchronous failure: the arguments were fine. */
+    rm_rf(dir);
+    dir = make_tmpdir(); /* a new folder, so that a small map size holds */
+    ASSERT(dir != NULL);
+    kv = open_store(dir, 1 << 20);
+    ASSERT(kv != NULL);
+    static char big[512 * 1024];
+    memset(big, 'x', sizeof(big));
+    l = (cb_log_t){0};
+    int rc = 0;
+    for (int i = 0; i < 8 && l.rc == 0; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "big%d", i);
+        rc = ag_kv_put_async(kv, key, strlen(key), big, sizeof(big), NULL, on_put, &l, NULL);
+        if (rc < 0)
+            break;
+    }
+    ASSERT_EQ(rc, 0);
+    ASSERT_EQ(l.rc, AG_KV_EMAP_FULL);
+    ag_kv_close(kv);
+    rm_rf(dir);
+}
+
+TEST(kv_async_synchronous_failure_never_calls_back)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    fake_now_ms = 1700000000000;
+    ag_kv_t *kv = open_store(dir, 0);
+    ASSERT(kv != NULL);
+    cb_log_t l = {0};
+    ag_kv_op_t *op = NOT_SET;
+    ASSERT_EQ(ag_kv_get_async(kv, "", 0, on_get, &l, &op), AG_KV_EKEY_EMPTY);
+    ASSERT(op == NULL);
+    static char longkey[AG_KV_MAX_KEY_LEN + 1];
+    memset(longkey, 'k', sizeof(longkey));
+    ASSERT_EQ(ag_kv_get_async(kv, longkey, sizeof(longkey), on_get, &l, &op), AG_KV_EKEY_TOO_LONG);
+    ASSERT_EQ(ag_kv_get_async(kv, "..", 2, on_get, &l, &op), AG_KV_EKEY_DOT);
+    ASSERT_EQ(ag_kv_get_async(kv, "\xff", 1, on_get, &l, &op), AG_KV_EKEY_UTF8);
+    ASSERT_EQ(ag_kv_get_async(kv, "k", 1, NULL, &l, &op), AG_EINVALID);
+
+    op = NOT_SET;
+    ASSERT_EQ(ag_kv_put_async(kv, "", 0, "v", 1, NULL, on_put, &l, &op), AG_KV_EKEY_EMPTY);
+    ASSERT(op == NULL);
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, NULL, AG_KV_MAX_VALUE_LEN + 1, NULL, on_put, &l, &op),
+              AG_KV_EVALUE_TOO_BIG);
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, NULL, 1, NULL, on_put, &l, &op), AG_EINVALID);
+    ag_kv_put_opts_t both = {.expiration_ttl = 60, .expiration = 1800000000};
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, "v", 1, &both, on_put, &l, &op), AG_KV_EEXPIRATION);
+    ag_kv_put_opts_t past = {.expiration = 1600000000};
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, "v", 1, &past, on_put, &l, &op), AG_KV_EEXPIRATION);
+    ag_kv_put_opts_t badmeta = {.metadata = "{", .metadata_len = 1};
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, "v", 1, &badmeta, on_put, &l, &op), AG_KV_EMETADATA_JSON);
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, "v", 1, NULL, NULL, &l, &op), AG_EINVALID);
+    ASSERT_EQ(l.calls, 0);
+
+    /* None of the refused puts wrote anything. */
+    ag_kv_value_t v;
+    ASSERT_EQ(ag_kv_get(kv, "k", 1, &v), AG_ENOTFOUND);
+    ag_kv_close(kv);
+    rm_rf(dir);
+}
+
+/* A backend that completes later, as a network one would: each op waits in a
+ * one-slot queue until the test calls deferred_complete(). */
+typedef struct deferred_op {
+    ag_kv_op_t base;
+    bool is_get;
+    ag_kv_get_cb get_cb;
+    ag_kv_put_cb put_cb;
+    void *ctx;
+    char key[16];
+    size_t keylen;
+} deferred_op_t;
+
+typedef struct deferred_kv {
+    ag_kv_t base;
+    deferred_op_t *pending;
+    int started, cancelled;
+    char stored[16]; /* the one key it holds, "" when none */
+} deferred_kv_t;
+
+static int deferred_get(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata,
+                        ag_kv_value_t *out)
+{
+    (void)kv, (void)key, (void)keylen, (void)with_metadata, (void)out;
+    return -ENOTSUP;
+}
+
+static int deferred_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                        int64_t expiration_ms, const char *metadata, size_t metadata_len)
+{
+    (void)kv, (void)key, (void)keylen, (void)val, (void)vallen, (void)expiration_ms;
+    (void)metadata, (void)metadata_len;
+    return -ENOTSUP;
+}
+
+static deferred_op_t *deferred_start(ag_kv_t *kv, const void *key, size_t keylen, void *ctx)
+{
+    deferred_kv_t *d = (deferred_kv_t *)kv;
+    deferred_op_t *o = calloc(1, sizeof(*o));
+    if (o == NULL || keylen >= sizeof(o->key)) {
+        free(o);
+        return NULL;
+    }
+    o->base.kv = kv;
+    o->ctx = ctx;
+    memcpy(o->key, key, keylen); /* borrowed for the call only: copy */
+    o->keylen = keylen;
+    d->pending = o;
+    d->started++;
+    return o;
+}
+
+static int deferred_get_async(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata,
+                              ag_kv_get_cb cb, void *ctx, ag_kv_op_t **op)
+{
+    (void)with_metadata;
+    deferred_op_t *o = deferred_start(kv, key, keylen, ctx);
+    if (o == NULL)
+        return -ENOMEM;
+    o->is_get = true;
+    o->get_cb = cb;
+    *op = &o->base;
+    return 0;
+}
+
+static int deferred_put_async(ag_kv_t *kv, const void *key, size_t keylen, const void *val,
+                              size_t vallen, int64_t expiration_ms, const char *metadata,
+                              size_t metadata_len, ag_kv_put_cb cb, void *ctx, ag_kv_op_t **op)
+{
+    (void)val, (void)vallen, (void)expiration_ms, (void)metadata, (void)metadata_len;
+    deferred_op_t *o = deferred_start(kv, key, keylen, ctx);
+    if (o == NULL)
+        return -ENOMEM;
+    o->put_cb = cb;
+    *op = &o->base;
+    return 0;
+}
+
+static void deferred_cancel(ag_kv_op_t *op)
+{
+    deferred_kv_t *d = (deferred_kv_t *)op->kv;
+    if (d->pending == (deferred_op_t *)op)
+        d->pending = NULL;
+    d->cancelled++;
+    free(op);
+}
+
+/* The backend's event loop turning: completes the pending op, if any. */
+static void deferred_complete(deferred_kv_t *d)
+{
+    deferred_op_t *o = d->pending;
+    if (o == NULL)
+        return;
+    d->pending = NULL;
+    if (o->is_get) {
+        ag_kv_value_t v = {0};
+        int rc = AG_ENOTFOUND;
+        if (strlen(d->stored) == o->keylen && memcmp(d->stored, o->key, o->keylen) == 0) {
+            v.data = strdup("deferred");
+            v.len = 8;
+            v.expiration_ms = 1700000000001;
+            rc = v.data ? 0 : -ENOMEM;
+        }
+        ag__kv_get_done(o->get_cb, o->ctx, rc, &v);
+    } else {
+        memcpy(d->stored, o->key, o->keylen);
+        d->stored[o->keylen] = '\0';
+        o->put_cb(o->ctx, 0);
+    }
+    free(o);
+}
+
+static const ag_kv_ops_t deferred_ops = {
+    .name = "deferred",
+    .get = deferred_get,
+    .put = deferred_put,
+    .get_async = deferred_get_async,
+    .put_async = deferred_put_async,
+    .cancel = deferred_cancel,
+};
+
+TEST(kv_async_backend_completes_later_or_never_when_cancelled)
+{
+    deferred_kv_t d = {0};
+    ag__kv_init(&d.base, &deferred_ops, NULL);
+    ag_kv_t *kv = &d.base;
+
+    /* put_async, then a get: each callback runs once, at completion only. */
+    cb_log_t pl = {0};
+    ag_kv_op_t *op = NULL;
+    ASSERT_EQ(ag_kv_put_async(kv, "key", 3, "v", 1, NULL, on_put, &pl, &op), 0);
+    ASSERT(op != NULL);
+    ASSERT_EQ(pl.calls, 0);
+    deferred_complete(&d);
+    ASSERT_EQ(pl.calls, 1);
+    ASSERT_EQ(pl.rc, 0);
+    deferred_complete(&d); /* nothing pending: no second call */
+    ASSERT_EQ(pl.calls, 1);
+
+    cb_log_t gl = {0};
+    ASSERT_EQ(ag_kv_get_async(kv, "key", 3, on_get, &gl, &op), 0);
+    ASSERT(op != NULL);
+    ASSERT_EQ(gl.calls, 0);
+    deferred_complete(&d);
+    ASSERT_EQ(gl.calls, 1);
+    ASSERT_EQ(gl.rc, 0);
+    ASSERT_MEMEQ(gl.data, gl.len, "deferred");
+    ASSERT_EQ(gl.expiration, 1700000001); /* derived by the front end, rounded up */
+
+    /* Cancelled before completion: the callback never runs. */
+    cb_log_t cl = {0};
+    ASSERT_EQ(ag_kv_get_async(kv, "key", 3, on_get, &cl, &op), 0);
+    ag_kv_op_cancel(op);
+    deferred_complete(&d);
+    ASSERT_EQ(cl.calls, 0);
+    ASSERT_EQ(d.cancelled, 1);
+    ASSERT_EQ(ag_kv_put_async(kv, "other", 5, "v", 1, NULL, on_put, &cl, &op), 0);
+    ag_kv_op_cancel(op);
+    deferred_complete(&d);
+    ASSERT_EQ(cl.calls, 0);
+    ASSERT_EQ(d.cancelled, 2);
+
+    /* Not found comes through the callback; a bad key never reaches the backend. */
+    cb_log_t nl = {0};
+    ASSERT_EQ(ag_kv_get_async(kv, "nope", 4, on_get, &nl, &op), 0);
+    deferred_complete(&d);
+    ASSERT_EQ(nl.calls, 1);
+    ASSERT_EQ(nl.rc, AG_ENOTFOUND);
+    ASSERT(!nl.had_value);
+    int started = d.started;
+    op = NOT_SET;
+    ASSERT_EQ(ag_kv_get_async(kv, "", 0, on_get, &nl, &op), AG_KV_EKEY_EMPTY);
+    ASSERT_EQ(ag_kv_put_async(kv, "k", 1, "v", 1, &(ag_kv_put_opts_t){.expiration_ttl = -1}, on_put,
+                              &nl, &op),
+              AG_KV_EEXPIRATION);
+    ASSERT(op == NULL);
+    ASSERT_EQ(d.started, started);
+    ASSERT_EQ(nl.calls, 1);
+}
+
+AG_TESTS(
+    AG_TEST_ENTRY(kv_roundtrip) AG_TEST_ENTRY(kv_metadata) AG_TEST_ENTRY(
+        kv_ttl_expiry_on_injected_clock) AG_TEST_ENTRY(kv_absolute_expiration)
+        AG_TEST_ENTRY(kv_bounded_sweep_resumes) AG_TEST_ENTRY(kv_list_sorted_by_bytes)
+            AG_TEST_ENTRY(kv_list_paging_5000_keys) AG_TEST_ENTRY(kv_512_byte_keys) AG_TEST_ENTRY(
+                kv_limits_and_errors) AG_TEST_ENTRY(kv_map_full_is_clear_and_recoverable)
+                AG_TEST_ENTRY(kv_file_size_limit_is_disk_full) AG_TEST_ENTRY(
+                    kv_concurrent_writer_processes) AG_TEST_ENTRY(kv_threads_share_one_handle)
+                    AG_TEST_ENTRY(kv_namespaces) AG_TEST_ENTRY(kv_backend_by_name)
+                        AG_TEST_ENTRY(kv_async_completes_inline_on_lmdb) AG_TEST_ENTRY(
+                            kv_async_not_found_and_store_errors_come_through_the_callback)
+                            AG_TEST_ENTRY(kv_async_synchronous_failure_never_calls_back)
+                                AG_TEST_ENTRY(
+                                    kv_async_backend_completes_later_or_never_when_cancelled))

@@ -93,7 +93,7 @@ static bool fixture_open(fixture_t *f)
     snprintf(f->bucket, sizeof(f->bucket), "%s/bucket", f->root);
     int rc = ag_objstore_open_fs(f->bucket, &f->s);
     if (rc < 0)
-        fprintf(stderr, "  open: %s\n", ag_objstore_strerror(rc));
+        fprintf(stderr, "  open: %s\n", ag_strerror(rc));
     return rc == 0;
 }
 
@@ -458,11 +458,11 @@ TEST(obj_bad_keys_refused_and_contained)
         ASSERT_EQ(passwd_after.st_mtime, passwd_before.st_mtime);
         ASSERT_EQ(passwd_after.st_size, passwd_before.st_size);
     }
-    ASSERT_EQ(ag_objstore_errclass(AG_OBJ_EKEY_PATH), AG_EINVALID);
-    ASSERT_EQ(ag_err_http_status(ag_objstore_errclass(AG_OBJ_EKEY_TOO_LONG)), 413);
-    ASSERT_EQ(ag_err_http_status(ag_objstore_errclass(AG_OBJ_EDISK_FULL)), 507);
-    ASSERT(strstr(ag_objstore_strerror(AG_OBJ_EKEY_PATH), "..") != NULL);
-    ASSERT_STREQ(ag_objstore_strerror(AG_ENOTFOUND), ag_strerror(AG_ENOTFOUND));
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_EKEY_PATH), ag_err_http_status(AG_EINVALID));
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_EKEY_TOO_LONG), 413);
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_EDISK_FULL), 507);
+    ASSERT(strstr(ag_strerror(AG_OBJ_EKEY_PATH), "..") != NULL);
+    ASSERT_STREQ(ag_strerror(AG_ENOTFOUND), "no such key or route");
     fixture_close(&f);
 }
 
@@ -741,6 +741,88 @@ TEST(obj_buckets)
     rm_rf(root);
 }
 
+TEST(obj_backend_by_name)
+{
+    char *root = make_tmpdir();
+    ASSERT(root != NULL);
+    ag_objstore_t *s = (ag_objstore_t *)&s; /* must come back NULL */
+    ag_objstore_options_t o = {.backend = "s3"};
+    ASSERT_EQ(ag_objstore_open_bucket_opts(root, "new-bucket", true, &o, &s), AG_OBJ_EBACKEND);
+    ASSERT(s == NULL);
+    ASSERT(strstr(ag_strerror(AG_OBJ_EBACKEND), "fs") != NULL);
+    char **names;
+    size_t n;
+    ASSERT_EQ(ag_objstore_bucket_list(root, &names, &n), 0);
+    ASSERT_EQ(n, 0); /* an unknown backend creates nothing */
+
+    o.backend = AG_OBJ_BACKEND_FS;
+    ASSERT_EQ(ag_objstore_open_bucket_opts(root, "new-bucket", true, &o, &s), 0);
+    ASSERT_STREQ(s->ops->name, "fs");
+    ASSERT_EQ(put_str(s, "k", "v"), 0);
+    ag_objstore_close(s);
+    char dir[600];
+    snprintf(dir, sizeof(dir), "%s/r2/new-bucket", root);
+    ASSERT_EQ(ag_objstore_open(dir, NULL, &s), 0); /* the default backend finds it */
+    ag_obj_t obj;
+    ASSERT_EQ(ag_objstore_get(s, "k", 1, &obj), 0);
+    ASSERT_MEMEQ(obj.data, obj.len, "v");
+    ag_obj_free(&obj);
+    ag_objstore_close(s);
+    rm_rf(root);
+}
+
+TEST(obj_cursor_names_the_last_entry)
+{
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    ASSERT_EQ(put_str(f.s, "a/1", "x"), 0);
+    ASSERT_EQ(put_str(f.s, "a/2", "x"), 0);
+    ASSERT_EQ(put_str(f.s, "b", "x"), 0);
+
+    /* A page that ends with a delimited prefix: 'p' + hex("a/"). */
+    ag_obj_list_opts_t o = {.delimiter = "/", .delimiter_len = 1, .limit = 1};
+    ag_obj_list_result_t r;
+    ASSERT_EQ(ag_objstore_list(f.s, &o, &r), 0);
+    ASSERT_EQ(r.nprefixes, 1);
+    ASSERT(r.truncated);
+    ASSERT_STREQ(r.cursor, "p612f");
+    ag_obj_list_result_free(&r);
+    o.cursor = "p612f";
+    ASSERT_EQ(ag_objstore_list(f.s, &o, &r), 0);
+    ASSERT_EQ(r.count, 1);
+    ASSERT_STREQ(r.objects[0].key, "b");
+    ASSERT(!r.truncated && r.cursor == NULL);
+    ag_obj_list_result_free(&r);
+
+    /* A page that ends with an object: 'o' + hex("a/1"). */
+    ag_obj_list_opts_t flat = {.limit = 1};
+    ASSERT_EQ(ag_objstore_list(f.s, &flat, &r), 0);
+    ASSERT_STREQ(r.cursor, "o612f31");
+    ag_obj_list_result_free(&r);
+    flat.cursor = "o612f31";
+    flat.limit = 0;
+    ASSERT_EQ(ag_objstore_list(f.s, &flat, &r), 0);
+    ASSERT_EQ(r.count, 2);
+    ASSERT_STREQ(r.objects[0].key, "a/2");
+    ag_obj_list_result_free(&r);
+
+    /* Malformed: empty, odd, upper case (never written), a NUL byte, too long. */
+    static char longc[2 + 2 * (AG_OBJ_MAX_KEY_LEN + 1)];
+    longc[0] = 'o';
+    memset(longc + 1, '6', 2 * (AG_OBJ_MAX_KEY_LEN + 1));
+    const char *bad[] = {"o", "p", "o612", "o612F31", "o6100", "x61", longc};
+    for (size_t i = 0; i < AG_ARRAY_LEN(bad); i++) {
+        ag_obj_list_opts_t b = {.cursor = bad[i]};
+        ASSERT_MSG_(ag_objstore_list(f.s, &b, &r) == AG_OBJ_ECURSOR, "cursor %zu", i);
+        ASSERT(r.objects == NULL && r.cursor == NULL);
+    }
+    ag_obj_list_opts_t empty = {.cursor = ""}; /* no cursor: from the start */
+    ASSERT_EQ(ag_objstore_list(f.s, &empty, &r), 0);
+    ASSERT_EQ(r.count, 3);
+    ag_obj_list_result_free(&r);
+    fixture_close(&f);
+}
+
 AG_TESTS(AG_TEST_ENTRY(obj_roundtrip_and_head) AG_TEST_ENTRY(obj_custom_metadata)
              AG_TEST_ENTRY(obj_overwrite_delete_and_clashing_keys)
                  AG_TEST_ENTRY(obj_list_prefix_delimiter_cursor) AG_TEST_ENTRY(obj_list_paging_2500)
@@ -749,4 +831,6 @@ AG_TESTS(AG_TEST_ENTRY(obj_roundtrip_and_head) AG_TEST_ENTRY(obj_custom_metadata
                              AG_TEST_ENTRY(obj_racing_writers_never_tear)
                                  AG_TEST_ENTRY(obj_open_read_is_a_snapshot)
                                      AG_TEST_ENTRY(obj_stale_temp_files_reaped)
-                                         AG_TEST_ENTRY(obj_buckets))
+                                         AG_TEST_ENTRY(obj_buckets)
+                                             AG_TEST_ENTRY(obj_backend_by_name)
+                                                 AG_TEST_ENTRY(obj_cursor_names_the_last_entry))

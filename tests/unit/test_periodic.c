@@ -6,6 +6,7 @@
 #include "util/platform.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "cron/periodic.h"

@@ -401,8 +401,9 @@ TEST(path_and_strerror)
     ASSERT_STREQ(buf, AG_STORE_DEFAULT_DATA_DIR "/secrets");
     ASSERT_EQ(ag_secrets_path("/a/very/long/folder/name/indeed/more/than/that", buf, 32),
               -ENAMETOOLONG);
-    ASSERT(strstr(ag_secrets_strerror(AG_SECRETS_ENAME), "A-Za-z_") != NULL);
-    ASSERT_STREQ(ag_secrets_strerror(AG_ENOTFOUND), ag_strerror(AG_ENOTFOUND));
+    ASSERT(strstr(ag_strerror(AG_SECRETS_ENAME), "A-Za-z_") != NULL);
+    ASSERT_STREQ(ag_strerror(AG_ENOTFOUND), "no such key or route");
+    ASSERT_EQ(ag_err_http_status(AG_SECRETS_ENAME), 400);
 }
 
 AG_TESTS(AG_TEST_ENTRY(round_trip_awkward_bytes) AG_TEST_ENTRY(file_mode_0600_and_dir_0700)

@@ -250,10 +250,11 @@ static int gate_del(ag_objstore_t *s, const char *key, size_t keylen)
     return g->inner->ops->del(g->inner, key, keylen);
 }
 
-static int gate_list(ag_objstore_t *s, const ag_obj_list_opts_t *opts, ag_obj_list_result_t *out)
+static int gate_list(ag_objstore_t *s, const ag_obj_list_opts_t *opts,
+                     const ag_obj_list_after_t *after, ag_obj_list_result_t *out)
 {
     gate_store_t *g = (gate_store_t *)s;
-    return g->inner->ops->list(g->inner, opts, out);
+    return g->inner->ops->list(g->inner, opts, after, out);
 }
 
 static void gate_close_op(ag_objstore_t *s)
@@ -1237,7 +1238,7 @@ TEST(lifecycle_and_arguments)
     ag_usage_log_close(log); /* idempotent */
     ag_usage_log_stats(log, &st);
     ASSERT_EQ(st.accepted, 1);
-    ASSERT_STREQ(ag_usage_log_strerror(AG_USAGE_ECLOSED), "usage log is closed");
+    ASSERT_STREQ(ag_strerror(AG_USAGE_ECLOSED), "usage log is closed");
     ag_usage_log_free(log);
     ag_usage_log_free(NULL);
     ag_usage_log_close(NULL);

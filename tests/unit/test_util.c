@@ -1,12 +1,21 @@
 /* SPDX-License-Identifier: MIT
  *
- * test_util.c: the arena, buffers, UTF-8/UTF-16 counting and JSON escaping.
+ * test_util.c: the arena, buffers, UTF-8/UTF-16 counting, JSON escaping, hex
+ * coding and the file helpers.
  */
 #include "util/platform.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "util/buf.h"
 #include "util/errors.h"
+#include "util/fs.h"
+#include "util/hex.h"
 #include "util/json.h"
 #include "util/pool.h"
 #include "util/utf.h"
@@ -107,7 +116,243 @@ TEST(strerror_covers_both_bands)
     ASSERT(strlen(ag_strerror(-2)) > 0);
 }
 
+/* Every code of every module, expanded from the one registry. */
+static const struct {
+    const char *name;
+    int value, http;
+    const char *msg;
+} declared[] = {
+#define AG_ERR(name, value, http, msg) {#name, name, http, msg},
+#include "util/errors.def"
+#undef AG_ERR
+};
+
+TEST(every_declared_code_has_its_message_and_status)
+{
+    ASSERT(AG_ARRAY_LEN(declared) > 50); /* the core, parser, kv, objstore, secrets, usage bands */
+    for (size_t i = 0; i < AG_ARRAY_LEN(declared); i++) {
+        int v = declared[i].value;
+        ASSERT_MSG_(v < -4096, "%s = %d is in the errno range", declared[i].name, v);
+        ASSERT_MSG_(strcmp(ag_strerror(v), declared[i].msg) == 0, "%s: \"%s\"", declared[i].name,
+                    ag_strerror(v));
+        ASSERT_MSG_(strcmp(ag_strerror(v), "unknown error") != 0, "%s", declared[i].name);
+        int want = declared[i].http ? declared[i].http : 500;
+        ASSERT_MSG_(ag_err_http_status(v) == want, "%s: %d, declared %d", declared[i].name,
+                    ag_err_http_status(v), declared[i].http);
+        ASSERT_MSG_(want >= 400 && want <= 599, "%s: status %d", declared[i].name, want);
+    }
+    /* Not declared: errno values and anything else. */
+    ASSERT_STREQ(ag_strerror(-ENOENT), strerror(ENOENT));
+    ASSERT_EQ(ag_err_http_status(-ENOENT), 500);
+    ASSERT_STREQ(ag_strerror(-4097), "unknown error");
+    ASSERT_STREQ(ag_strerror(0), "success");
+    ASSERT_EQ(ag_err_http_status(-4097), 500);
+    /* The formerly colliding pair now has a value each. */
+    ASSERT(AG_USAGE_ECLOSED != AG_SECRETS_ENAME);
+    ASSERT_STREQ(ag_strerror(AG_USAGE_ECLOSED), "usage log is closed");
+    ASSERT_EQ(ag_err_http_status(AG_KV_ECORRUPT), 500);
+    ASSERT_EQ(ag_err_http_status(AG_OBJ_ENO_BUCKET), 404);
+}
+
+TEST(hex_encode_decode)
+{
+    char out[2 * 4 + 1];
+    ag_hex_encode("\x00\x9f\xa0\xff", 4, out);
+    ASSERT_STREQ(out, "009fa0ff");
+    ag_hex_encode(NULL, 0, out);
+    ASSERT_STREQ(out, "");
+    char *a = ag_hex_encode_alloc("AZ", 2);
+    ASSERT(a != NULL);
+    ASSERT_STREQ(a, "415a");
+    free(a);
+
+    unsigned char bin[4];
+    ASSERT_EQ(ag_hex_decode("009fA0Ff", 8, bin, sizeof(bin)), 4); /* either case */
+    ASSERT(memcmp(bin, "\x00\x9f\xa0\xff", 4) == 0);
+    ASSERT_EQ(ag_hex_decode("", 0, bin, 0), 0);
+    ASSERT_EQ(ag_hex_decode("abc", 3, bin, sizeof(bin)), AG_EINVALID);        /* odd */
+    ASSERT_EQ(ag_hex_decode("0g", 2, bin, sizeof(bin)), AG_EINVALID);         /* not a digit */
+    ASSERT_EQ(ag_hex_decode("0\0", 2, bin, sizeof(bin)), AG_EINVALID);        /* NUL */
+    ASSERT_EQ(ag_hex_decode("0011223344", 10, bin, sizeof(bin)), AG_ETOOBIG); /* 5 > 4 */
+
+    ASSERT_EQ(ag_hex_digit('0'), 0);
+    ASSERT_EQ(ag_hex_digit('f'), 15);
+    ASSERT_EQ(ag_hex_digit('F'), 15);
+    ASSERT_EQ(ag_hex_digit('g'), -1);
+    ASSERT_EQ(ag_hex_digit('/'), -1);
+    ASSERT(ag_hex_is_lower("0123456789abcdef", 16));
+    ASSERT(!ag_hex_is_lower("0A", 2));
+    ASSERT(!ag_hex_is_lower("0g", 2));
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TEST(fs_mkdir_p)
+{
+    char tmpl[] = "/tmp/ag_test_util_XXXXXX";
+    const char *dir = mkdtemp(tmpl);
+    ASSERT(dir != NULL);
+    char path[512], file[256];
+    snprintf(path, sizeof(path), "%s/a/b//c/", dir);
+    ASSERT_EQ(ag_fs_mkdir_p(path, 0700), 0);
+    struct stat st;
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT(S_ISDIR(st.st_mode));
+    ASSERT_EQ(st.st_mode & 0777, 0700);
+    ASSERT_EQ(ag_fs_mkdir_p(path, 0700), 0); /* exists: fine */
+
+    snprintf(file, sizeof(file), "%s/a/f", dir);
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT(fd >= 0);
+    close(fd);
+    ASSERT_EQ(ag_fs_mkdir_p(file, 0700), -ENOTDIR); /* a file, not a folder */
+    snprintf(path, sizeof(path), "%s/x", file);
+    ASSERT_EQ(ag_fs_mkdir_p(path, 0700), -ENOTDIR); /* a file as a parent */
+    ASSERT_EQ(ag_fs_mkdir_p("", 0700), -ENOENT);
+    char longp[5000];
+    memset(longp, 'a', sizeof(longp) - 1);
+    longp[sizeof(longp) - 1] = '\0';
+    ASSERT_EQ(ag_fs_mkdir_p(longp, 0700), -ENAMETOOLONG);
+    rm_rf(dir);
+}
+
+TEST(fs_whole_file_io)
+{
+    char tmpl[] = "/tmp/ag_test_util_XXXXXX";
+    const char *dir = mkdtemp(tmpl);
+    ASSERT(dir != NULL);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/data", dir);
+
+    /* 200 KiB: more than one read() chunk. */
+    size_t n = 200 * 1024;
+    char *bytes = malloc(n);
+    ASSERT(bytes != NULL);
+    for (size_t i = 0; i < n; i++)
+        bytes[i] = (char)(i * 7);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ASSERT(fd >= 0);
+    ASSERT_EQ(ag_fs_write_all(fd, bytes, n), 0);
+    close(fd);
+
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    ASSERT_EQ(ag_fs_read_file(path, &b), 0);
+    ASSERT_EQ(b.len, n);
+    ASSERT(memcmp(b.data, bytes, n) == 0);
+    ag_buf_fini(&b);
+
+    ag_buf_init(&b, n); /* exactly fits */
+    ASSERT_EQ(ag_fs_read_file(path, &b), 0);
+    ASSERT_EQ(b.len, n);
+    ag_buf_fini(&b);
+    ag_buf_init(&b, n - 1); /* one byte too small */
+    ASSERT_EQ(ag_fs_read_file(path, &b), AG_ETOOBIG);
+    ASSERT_EQ(b.len, n - 1);
+    ag_buf_fini(&b);
+    ag_buf_init(&b, 0);
+    ASSERT_EQ(ag_buf_append_cstr(&b, "head:"), 0); /* appends after what is there */
+    ASSERT_EQ(ag_fs_read_file(path, &b), 0);
+    ASSERT_EQ(b.len, n + 5);
+    ASSERT(memcmp(b.data, "head:", 5) == 0 && memcmp(b.data + 5, bytes, n) == 0);
+    ag_buf_fini(&b);
+
+    char missing[300];
+    snprintf(missing, sizeof(missing), "%s/none", dir);
+    ag_buf_init(&b, 0);
+    ASSERT_EQ(ag_fs_read_file(missing, &b), -ENOENT);
+    ag_buf_fini(&b);
+
+    /* pread: exact ranges, and a short count at the end of the file. */
+    fd = open(path, O_RDONLY);
+    ASSERT(fd >= 0);
+    char part[100];
+    ASSERT_EQ(ag_fs_pread_all(fd, part, sizeof(part), 1000), 100);
+    ASSERT(memcmp(part, bytes + 1000, 100) == 0);
+    ASSERT_EQ(ag_fs_pread_all(fd, part, sizeof(part), n - 30), 30);
+    ASSERT(memcmp(part, bytes + n - 30, 30) == 0);
+    ASSERT_EQ(ag_fs_pread_all(fd, part, sizeof(part), n + 5), 0);
+    close(fd);
+    ASSERT_EQ(ag_fs_pread_all(fd, part, sizeof(part), 0), -EBADF);
+    ASSERT_EQ(ag_fs_write_all(fd, "x", 1), -EBADF);
+
+    /* A pipe: read_fd reads to its end, not to a size it cannot know. */
+    int p[2];
+    ASSERT_EQ(pipe(p), 0);
+    ASSERT_EQ(ag_fs_write_all(p[1], "through a pipe", 14), 0);
+    close(p[1]);
+    ag_buf_init(&b, 0);
+    ASSERT_EQ(ag_fs_read_fd(p[0], &b), 0);
+    ASSERT_MEMEQ(b.data, b.len, "through a pipe");
+    ag_buf_fini(&b);
+    close(p[0]);
+    free(bytes);
+    rm_rf(dir);
+}
+
+static bool no_dot_names(const char *name)
+{
+    return name[0] != '.';
+}
+
+TEST(fs_list_dirs)
+{
+    char tmpl[] = "/tmp/ag_test_util_XXXXXX";
+    const char *dir = mkdtemp(tmpl);
+    ASSERT(dir != NULL);
+    char path[512];
+    const char *mk[] = {"b", "a", "B", ".hidden", "a b"};
+    for (size_t i = 0; i < AG_ARRAY_LEN(mk); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, mk[i]);
+        ASSERT_EQ(mkdir(path, 0700), 0);
+    }
+    snprintf(path, sizeof(path), "%s/file", dir); /* not a folder: never listed */
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT(fd >= 0);
+    close(fd);
+    char link[600];
+    snprintf(path, sizeof(path), "%s/a", dir);
+    snprintf(link, sizeof(link), "%s/zlink", dir); /* a symlink to a folder is one */
+    ASSERT_EQ(symlink(path, link), 0);
+
+    char **names;
+    size_t n;
+    ASSERT_EQ(ag_fs_list_dirs(dir, NULL, &names, &n), 0);
+    ASSERT_EQ(n, 6);
+    const char *want[] = {".hidden", "B", "a", "a b", "b", "zlink"}; /* byte order */
+    for (size_t i = 0; i < n && i < AG_ARRAY_LEN(want); i++)
+        ASSERT_STREQ(names[i], want[i]);
+    ag_fs_names_free(names, n);
+
+    ASSERT_EQ(ag_fs_list_dirs(dir, no_dot_names, &names, &n), 0);
+    ASSERT_EQ(n, 5);
+    ASSERT_STREQ(names[0], "B");
+    ag_fs_names_free(names, n);
+
+    snprintf(path, sizeof(path), "%s/missing", dir);
+    ASSERT_EQ(ag_fs_list_dirs(path, NULL, &names, &n), 0);
+    ASSERT(names == NULL && n == 0);
+    snprintf(path, sizeof(path), "%s/file", dir);
+    ASSERT_EQ(ag_fs_list_dirs(path, NULL, &names, &n), -ENOTDIR);
+    ag_fs_names_free(NULL, 0);
+    rm_rf(dir);
+}
+
 AG_TESTS(AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_first_chunks)
              AG_TEST_ENTRY(buf_cap_is_enforced) AG_TEST_ENTRY(utf16_length_counts_like_javascript)
                  AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
-                     AG_TEST_ENTRY(json_string_escaping) AG_TEST_ENTRY(strerror_covers_both_bands))
+                     AG_TEST_ENTRY(json_string_escaping) AG_TEST_ENTRY(strerror_covers_both_bands)
+                         AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
+                             AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
+                                 AG_TEST_ENTRY(fs_whole_file_io) AG_TEST_ENTRY(fs_list_dirs))
