@@ -78,15 +78,6 @@ int ag__cli_dispatch(const char *usage, int argc, char **argv, const char *const
 /** Parses a decimal integer in [min, max]. @return 0 or -EINVAL. */
 int ag__cli_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 
-/** Reads all of fd (up to max bytes; AG_ETOOBIG past it) into out. */
-int ag__cli_read_fd(int fd, size_t max, ag_buf_t *out);
-
-/** Reads the file at path (up to max bytes) into out. */
-int ag__cli_read_file(const char *path, size_t max, ag_buf_t *out);
-
-/** Writes all bytes to fd. @return 0 or -errno. */
-int ag__cli_write_all(int fd, const void *p, size_t n);
-
 /** Writes b and a newline to stdout (the --json output). @return 0 or 1. */
 int ag__cli_print_json(ag_buf_t *b);
 

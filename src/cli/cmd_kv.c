@@ -14,6 +14,7 @@
 #include "store/kv.h"
 #include "util/buf.h"
 #include "util/errors.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 #define COMMON_OPTS "common options: --config FILE  --data-dir DIR  --json  --help\n"
@@ -229,7 +230,8 @@ static int key_put(int argc, char **argv)
     const char *binding = opts[0].value, *path = opts[1].value;
     ag_kv_put_opts_t po = {0};
     ag_buf_t val, out;
-    ag_buf_init(&val, 0);
+    /* One byte over the limit lets the store report the limit itself. */
+    ag_buf_init(&val, AG_KV_MAX_VALUE_LEN + 1);
     ag_buf_init(&out, 0);
     ag_kv_t *kv = NULL;
     int rc = 0;
@@ -261,9 +263,7 @@ static int key_put(int argc, char **argv)
     const char *data;
     size_t len;
     if (path || strcmp(c.pos[1], "-") == 0) {
-        /* One byte over the limit lets the store report the limit itself. */
-        int err = path ? ag__cli_read_file(path, AG_KV_MAX_VALUE_LEN + 1, &val)
-                       : ag__cli_read_fd(STDIN_FILENO, AG_KV_MAX_VALUE_LEN + 1, &val);
+        int err = path ? ag_fs_read_file(path, &val) : ag_fs_read_fd(STDIN_FILENO, &val);
         if (err == AG_ETOOBIG)
             err = AG_KV_EVALUE_TOO_BIG;
         if (err < 0) {

@@ -16,6 +16,7 @@
 #include "store/objstore.h"
 #include "util/buf.h"
 #include "util/errors.h"
+#include "util/fs.h"
 #include "util/json.h"
 
 #define COMMON_OPTS "common options: --config FILE  --data-dir DIR  --json  --help\n"
@@ -249,7 +250,8 @@ static int object_put(int argc, char **argv)
     char *bucket = NULL;
     ag_objstore_t *s = NULL;
     ag_buf_t data, out;
-    ag_buf_init(&data, 0);
+    /* One byte over the limit lets the store report the limit itself. */
+    ag_buf_init(&data, (size_t)AG_OBJ_MAX_PUT_SIZE + 1);
     ag_buf_init(&out, 0);
     ag_obj_info_t info = {0};
     int rc = split_target(put_usage, c.pos[0], &bucket, &key);
@@ -263,9 +265,7 @@ static int object_put(int argc, char **argv)
     rc = open_bucket(&c, bucket, &s);
     if (rc)
         goto done;
-    /* One byte over the limit lets the store report the limit itself. */
-    int err = from_stdin ? ag__cli_read_fd(STDIN_FILENO, AG_OBJ_MAX_PUT_SIZE + 1, &data)
-                         : ag__cli_read_file(file, AG_OBJ_MAX_PUT_SIZE + 1, &data);
+    int err = from_stdin ? ag_fs_read_fd(STDIN_FILENO, &data) : ag_fs_read_file(file, &data);
     if (err == AG_ETOOBIG)
         err = AG_OBJ_ETOO_BIG;
     if (err < 0) {
@@ -302,16 +302,14 @@ static int copy_range(int in, uint64_t offset, uint64_t size, int out)
     char buf[64 * 1024];
     while (size > 0) {
         size_t want = size < sizeof(buf) ? (size_t)size : sizeof(buf);
-        ssize_t r = pread(in, buf, want, (off_t)offset);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = ag_fs_pread_all(in, buf, want, offset);
         if (r < 0)
-            return -errno;
-        if (r == 0)
-            return AG_OBJ_ECORRUPT; /* the snapshot is shorter than its header says */
-        int rc = ag__cli_write_all(out, buf, (size_t)r);
+            return (int)r;
+        int rc = ag_fs_write_all(out, buf, (size_t)r);
         if (rc < 0)
             return rc;
+        if ((size_t)r < want)
+            return AG_OBJ_ECORRUPT; /* the snapshot is shorter than its header says */
         offset += (uint64_t)r;
         size -= (uint64_t)r;
     }
@@ -366,7 +364,7 @@ static int object_get(int argc, char **argv)
             goto done;
         }
         err = in >= 0 ? copy_range(in, offset, info.size, fd)
-                      : ag__cli_write_all(fd, obj.data, obj.len);
+                      : ag_fs_write_all(fd, obj.data, obj.len);
         if (err == 0 && to_file && fsync(fd) < 0 && errno != EINVAL)
             err = -errno;
         if (err < 0) {

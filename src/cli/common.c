@@ -2,19 +2,17 @@
  *
  * common.c: what the storage commands share: flag parsing with the common
  * --config/--data-dir/--json/--help flags, finding the data folder the way
- * the server does, subcommand dispatch, whole-file I/O and error printing.
+ * the server does, subcommand dispatch and error printing.
  */
 #include "util/platform.h"
 
 #include "cli/cli.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "config/config.h"
 #include "util/errors.h"
@@ -183,57 +181,6 @@ int ag__cli_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
     if (errno || *s == '\0' || *end != '\0' || v < min || v > max)
         return -EINVAL;
     *out = (int64_t)v;
-    return 0;
-}
-
-int ag__cli_read_fd(int fd, size_t max, ag_buf_t *out)
-{
-    /* One byte past the cap is room to notice that the input is too big. */
-    ag_buf_init(out, max < SIZE_MAX ? max + 1 : max);
-    for (;;) {
-        size_t want = out->max - out->len;
-        if (want > 64 * 1024)
-            want = 64 * 1024;
-        if (want == 0)
-            return AG_ETOOBIG;
-        int rc = ag_buf_reserve(out, want);
-        if (rc < 0)
-            return rc;
-        ssize_t r = read(fd, out->data + out->len, want);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -errno;
-        if (r == 0)
-            return out->len > max ? AG_ETOOBIG : 0;
-        out->len += (size_t)r;
-    }
-}
-
-int ag__cli_read_file(const char *path, size_t max, ag_buf_t *out)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        ag_buf_init(out, max);
-        return -errno;
-    }
-    int rc = ag__cli_read_fd(fd, max, out);
-    close(fd);
-    return rc;
-}
-
-int ag__cli_write_all(int fd, const void *p, size_t n)
-{
-    const char *s = p;
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        s += w;
-        n -= (size_t)w;
-    }
     return 0;
 }
 

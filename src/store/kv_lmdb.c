@@ -23,6 +23,7 @@
 
 #include "util/errors.h"
 #include "util/fs.h"
+#include "util/le.h"
 
 /*
  * Layout. LMDB keys are at most 511 bytes (MDB_MAXKEYSIZE of the Debian build)
@@ -81,30 +82,16 @@ typedef struct rec {
 static pthread_mutex_t envs_lock = PTHREAD_MUTEX_INITIALIZER;
 static kv_env_t *envs;
 
-static void put_le(unsigned char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static int rec_decode(const MDB_val *v, rec_t *r)
 {
     const unsigned char *p = v->mv_data;
     if (v->mv_size < REC_HDR || p[0] != REC_VERSION)
         return AG_KV_ECORRUPT;
-    size_t keylen = (size_t)get_le(p + 2, 2);
-    size_t metalen = (size_t)get_le(p + 4, 4);
+    size_t keylen = (size_t)ag_le_get(p + 2, 2);
+    size_t metalen = (size_t)ag_le_get(p + 4, 4);
     if (keylen + metalen > v->mv_size - REC_HDR)
         return AG_KV_ECORRUPT;
-    r->expiration_ms = (int64_t)get_le(p + 8, 8);
+    r->expiration_ms = (int64_t)ag_le_get(p + 8, 8);
     r->key = p + REC_HDR;
     r->keylen = keylen;
     r->meta = (const char *)p + REC_HDR + keylen;
@@ -335,9 +322,9 @@ static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val
     unsigned char *p = v.mv_data;
     p[0] = REC_VERSION;
     p[1] = 0;
-    put_le(p + 2, storedkey, 2);
-    put_le(p + 4, metadata_len, 4);
-    put_le(p + 8, (uint64_t)expiration_ms, 8);
+    ag_le_put(p + 2, storedkey, 2);
+    ag_le_put(p + 4, metadata_len, 4);
+    ag_le_put(p + 8, (uint64_t)expiration_ms, 8);
     p += REC_HDR;
     if (storedkey)
         memcpy(p, key, storedkey);

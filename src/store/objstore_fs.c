@@ -27,6 +27,7 @@
 #include "util/errors.h"
 #include "util/fs.h"
 #include "util/hex.h"
+#include "util/le.h"
 #include "util/log.h"
 
 /*
@@ -54,20 +55,6 @@ typedef struct fs_store {
 static bool is_hex(const char *s, size_t n)
 {
     return strlen(s) == n && ag_hex_is_lower(s, n);
-}
-
-static void put_le(unsigned char *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le(const unsigned char *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
 }
 
 static int map_errno(int err)
@@ -187,7 +174,8 @@ static int read_header(int fd, const char *key, size_t keylen, ag_obj_info_t *in
         return rc;
     if (memcmp(hdr, OBJ_MAGIC, 8) != 0)
         return AG_OBJ_ECORRUPT;
-    uint64_t klen = get_le(hdr + 8, 4), mlen = get_le(hdr + 12, 4), dlen = get_le(hdr + 16, 8);
+    uint64_t klen = ag_le_get(hdr + 8, 4), mlen = ag_le_get(hdr + 12, 4),
+             dlen = ag_le_get(hdr + 16, 8);
     if (klen > AG_OBJ_MAX_KEY_LEN || mlen > OBJ_MAX_META || dlen > (uint64_t)INT64_MAX ||
         OBJ_HDR + klen + mlen + dlen != (uint64_t)st.st_size)
         return AG_OBJ_ECORRUPT;
@@ -313,9 +301,9 @@ static int fs_put(ag_objstore_t *s, const char *key, size_t keylen, const void *
     size_t mlen = strlen(metatext);
     unsigned char hdr[OBJ_HDR];
     memcpy(hdr, OBJ_MAGIC, 8);
-    put_le(hdr + 8, keylen, 4);
-    put_le(hdr + 12, mlen, 4);
-    put_le(hdr + 16, len, 8);
+    ag_le_put(hdr + 8, keylen, 4);
+    ag_le_put(hdr + 12, mlen, 4);
+    ag_le_put(hdr + 16, len, 8);
 
     if (mkdir(shard, 0700) == 0) {
         rc = fsync_dir(fs->dir); /* the new shard must survive a crash too */
@@ -511,7 +499,7 @@ static int scan_keys(fs_store_t *fs, const ag_obj_list_opts_t *o, const ag_obj_l
             close(fd);
             if (n < OBJ_HDR || memcmp(buf, OBJ_MAGIC, 8) != 0)
                 continue;
-            size_t klen = (size_t)get_le(buf + 8, 4);
+            size_t klen = (size_t)ag_le_get(buf + 8, 4);
             if (klen == 0 || klen > AG_OBJ_MAX_KEY_LEN || OBJ_HDR + klen > (size_t)n)
                 continue;
             char *k = (char *)buf + OBJ_HDR;

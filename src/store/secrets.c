@@ -23,6 +23,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "util/fs.h"
+#include "util/hex.h"
+
 /* A file this large cannot come from AG_SECRETS_MAX_COUNT escaped values. */
 #define MAX_FILE_BYTES                                                                             \
     ((size_t)AG_SECRETS_MAX_COUNT * (AG_SECRETS_MAX_NAME_LEN + 4 * AG_SECRETS_MAX_VALUE_LEN + 4) + \
@@ -146,17 +149,6 @@ static int set_put(set_t *s, const char *name, size_t nlen, char *value, size_t 
 
 /* ---- parse and serialise --------------------------------------------------------------- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes the quoted value of one line, [p, end) just after the opening quote,
  * into a malloc'd buffer. */
 static int parse_value(const char *p, const char *end, char **out, size_t *outlen)
@@ -183,9 +175,8 @@ static int parse_value(const char *p, const char *end, char **out, size_t *outle
             } else if (e == '\\' || e == '"') {
                 c = (unsigned char)e;
             } else if (e == 'x') {
-                if (end - p < 2 || hexval(p[0]) < 0 || hexval(p[1]) < 0)
+                if (end - p < 2 || ag_hex_decode(p, 2, &c, 1) != 1)
                     goto fail;
-                c = (unsigned char)(hexval(p[0]) * 16 + hexval(p[1]));
                 p += 2;
             } else {
                 goto fail;
@@ -253,7 +244,6 @@ static size_t escaped_len(const char *v, size_t n)
 /* Serialises the set, sorted by name, into one malloc'd buffer. */
 static int serialise(set_t *s, char **out, size_t *outlen)
 {
-    static const char hex[] = "0123456789abcdef";
     size_t total = sizeof(file_header) - 1;
     for (size_t i = 0; i < s->n; i++)
         total += strlen(s->v[i].name) + 4 + escaped_len(s->v[i].value, s->v[i].vlen);
@@ -283,10 +273,12 @@ static int serialise(set_t *s, char **out, size_t *outlen)
                 buf[o++] = '\\';
                 buf[o++] = e;
             } else if (c < 0x20 || c == 0x7f) {
+                char hex[3];
+                ag_hex_encode(&c, 1, hex);
                 buf[o++] = '\\';
                 buf[o++] = 'x';
-                buf[o++] = hex[c >> 4];
-                buf[o++] = hex[c & 15];
+                buf[o++] = hex[0];
+                buf[o++] = hex[1];
             } else {
                 buf[o++] = (char)c;
             }
@@ -339,21 +331,14 @@ static int load(const char *data_dir, set_t *s)
         close(fd);
         return -ENOMEM;
     }
-    /* The fd pins the inode, so a concurrent rename cannot mix two versions. */
-    size_t len = 0;
-    while (len < cap - 1) {
-        ssize_t r = read(fd, text + len, cap - 1 - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = -errno;
-            break;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
+    /* The fd pins the inode, so a concurrent rename cannot mix two versions.
+     * Read into this exact buffer, not a growing one: every copy of the text
+     * must be wiped, and a realloc would leave one behind. */
+    ssize_t got = ag_fs_pread_all(fd, text, cap - 1, 0);
     close(fd);
+    size_t len = got > 0 ? (size_t)got : 0;
+    if (got < 0)
+        rc = (int)got;
     if (rc == 0 && memchr(text, '\0', len) != NULL)
         rc = AG_SECRETS_ECORRUPT;
     if (rc == 0)
@@ -362,43 +347,6 @@ static int load(const char *data_dir, set_t *s)
     if (rc < 0)
         set_fini(s);
     return rc;
-}
-
-/* mkdir -p with mode 0700 for the folders it creates. */
-static int mkdirs(const char *path)
-{
-    char buf[PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return -errno;
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* Replaces the file with `text`: temp file (0600) in the same folder, fsync,
@@ -416,7 +364,7 @@ static int write_atomic(const char *dir, int dirfd, const char *text, size_t len
     if (fchmod(fd, 0600) < 0)
         rc = -errno;
     if (rc == 0)
-        rc = write_all(fd, text, len);
+        rc = ag_fs_write_all(fd, text, len);
     if (rc == 0 && fsync(fd) < 0)
         rc = -errno;
     if (close(fd) < 0 && rc == 0)
@@ -438,7 +386,7 @@ static int write_atomic(const char *dir, int dirfd, const char *text, size_t len
 static int lock_dir(const char *dir, bool create)
 {
     if (create) {
-        int rc = mkdirs(dir);
+        int rc = ag_fs_mkdir_p(dir, 0700);
         if (rc < 0)
             return rc;
     }

@@ -22,6 +22,7 @@
 #include "util/buf.h"
 #include "util/errors.h"
 #include "util/fmt.h"
+#include "util/hex.h"
 #include "util/json.h"
 #include "util/log.h"
 
@@ -807,8 +808,7 @@ static void random_hex(char *out, size_t nbytes)
             r[i] = (unsigned char)x;
         }
     }
-    for (size_t i = 0; i < nbytes; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    ag_hex_encode(r, nbytes, out);
 }
 
 static void log_destroy(ag_usage_log_t *log)

@@ -2,7 +2,8 @@
  *
  * fs.h: small file-system helpers the stores, the CLI and the config loader
  * share: mkdir -p, sorted folder listings, and whole reads and writes that
- * retry EINTR and short transfers. Blocking calls: keep them off event-loop threads for big files.
+ * retry EINTR and short transfers. They block: keep big files off event-loop
+ * threads.
  */
 #ifndef AG_UTIL_FS_H
 #define AG_UTIL_FS_H

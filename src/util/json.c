@@ -5,11 +5,12 @@
 #include "util/platform.h"
 
 #include "util/json.h"
+
+#include "util/hex.h"
 #include "util/utf.h"
 
 int ag_json_append_string(ag_buf_t *b, ag_str_t s)
 {
-    static const char hex[] = "0123456789abcdef";
     int rc = ag_buf_reserve(b, s.len + 2);
     if (rc < 0)
         return rc;
@@ -46,7 +47,7 @@ int ag_json_append_string(ag_buf_t *b, ag_str_t s)
             esc = "\\t";
         } else {
             ubuf[0] = '\\', ubuf[1] = 'u', ubuf[2] = '0', ubuf[3] = '0';
-            ubuf[4] = hex[c >> 4], ubuf[5] = hex[c & 15], ubuf[6] = '\0';
+            ag_hex_encode(&c, 1, ubuf + 4); /* two digits and the NUL */
             esc = ubuf;
         }
         rc = ag_buf_append(b, p + i - run, run);

@@ -17,6 +17,7 @@
 #include "util/fs.h"
 #include "util/hex.h"
 #include "util/json.h"
+#include "util/le.h"
 #include "util/pool.h"
 #include "util/utf.h"
 
@@ -183,6 +184,20 @@ TEST(hex_encode_decode)
     ASSERT(ag_hex_is_lower("0123456789abcdef", 16));
     ASSERT(!ag_hex_is_lower("0A", 2));
     ASSERT(!ag_hex_is_lower("0g", 2));
+}
+
+TEST(le_integers)
+{
+    unsigned char b[8];
+    ag_le_put(b, 0x0102030405060708u, 8);
+    ASSERT(memcmp(b, "\x08\x07\x06\x05\x04\x03\x02\x01", 8) == 0);
+    ASSERT_EQ(ag_le_get(b, 8), 0x0102030405060708u);
+    ASSERT_EQ(ag_le_get(b, 2), 0x0708);
+    memset(b, 0xee, sizeof(b));
+    ag_le_put(b, 0xabcdef, 2); /* the low bytes only, nothing past n */
+    ASSERT(b[0] == 0xef && b[1] == 0xcd && b[2] == 0xee);
+    ag_le_put(b, UINT64_MAX, 8);
+    ASSERT(ag_le_get(b, 8) == UINT64_MAX);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -355,4 +370,5 @@ AG_TESTS(AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_f
                      AG_TEST_ENTRY(json_string_escaping) AG_TEST_ENTRY(strerror_covers_both_bands)
                          AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
                              AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
-                                 AG_TEST_ENTRY(fs_whole_file_io) AG_TEST_ENTRY(fs_list_dirs))
+                                 AG_TEST_ENTRY(fs_whole_file_io) AG_TEST_ENTRY(fs_list_dirs)
+                                     AG_TEST_ENTRY(le_integers))
