@@ -15,6 +15,7 @@
 #include "gateway/generation.h"
 #include "gateway/steps.h"
 #include "util/errors.h"
+#include "util/hex.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/utf.h"
@@ -116,14 +117,9 @@ void ag__gw_sha256_parts(const ag_str_t *parts, size_t n, unsigned char out[SHA2
 
 void gw_cache_key(const char *prefix, const unsigned char *digest, char out[GW_KV_KEY_LEN])
 {
-    static const char hex[] = "0123456789abcdef";
     AG_ASSERT(strlen(prefix) == 7);
     memcpy(out, prefix, 7);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-        out[7 + 2 * i] = hex[digest[i] >> 4];
-        out[8 + 2 * i] = hex[digest[i] & 15];
-    }
-    out[7 + 2 * SHA256_DIGEST_LENGTH] = '\0';
+    ag_hex_encode(digest, SHA256_DIGEST_LENGTH, out + 7);
 }
 
 /* ---- lookups --------------------------------------------------------------------- */
@@ -165,14 +161,11 @@ static void on_cache_value(void *ctx, int rc, ag_kv_value_t *v)
     lookup_t *l = ctx;
     l->op = NULL;
     if (rc == 0) {
-        char key[GW_KV_KEY_LEN], id[sizeof(l->req->id)];
-        memcpy(key, l->key, sizeof(key));
-        memcpy(id, l->req->id, sizeof(id));
         bool served = serve_entry(l, v);
-        ag_kv_value_free(v);
         if (served)
             return; /* the request may be finished: l is gone with its pool */
-        ag_log_warn("request %s: ignoring an unusable cache entry %s", id, key);
+        /* Nothing was sent: the request and l are still alive. */
+        ag_log_warn("request %s: ignoring an unusable cache entry %s", l->req->id, l->key);
         l->req->ai.cache = AG_CACHE_MISS;
         l->req->ai.output_units = 0;
         gw_step_tokens(l->req, l->route, 0, 0, 0, 0);
@@ -200,10 +193,12 @@ void gw_cache_lookup(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, con
     l->stream = stream;
     l->miss = miss;
     l->ctx = ctx;
-    snprintf(l->key, sizeof(l->key), "%s", key);
+    size_t klen = strlen(key);
+    AG_ASSERT(klen < sizeof(l->key));
+    memcpy(l->key, key, klen + 1);
     ag_pool_on_clear(&req->pool, lookup_cancel, l);
     ag_kv_op_t *op = NULL;
-    int rc = ag_kv_get_async(kv, l->key, strlen(l->key), on_cache_value, l, &op);
+    int rc = ag_kv_get_async(kv, l->key, klen, on_cache_value, l, &op);
     if (rc < 0) {
         ag_log_warn("request %s: cache lookup failed: %s", req->id, ag_strerror(rc));
         miss(ctx);
