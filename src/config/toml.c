@@ -7,6 +7,7 @@
 #include "util/platform.h"
 
 #include "config/toml.h"
+#include "util/hex.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -577,24 +578,13 @@ static size_t utf8_encode(unsigned cp, char out[4])
     return 4;
 }
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* At the backslash of \uXXXX or \UXXXXXXXX. */
 static int unicode_escape(parser_t *p, size_t digits)
 {
     size_t at = p->pos;
     unsigned cp = 0;
     for (size_t i = 0; i < digits; i++) {
-        int h = hex_value(peek(p, 2 + i));
+        int h = ag_hex_digit(peek(p, 2 + i));
         if (h < 0)
             return fail(p, at, "\\%c escape needs %zu hexadecimal digits", p->s[at + 1], digits);
         cp = (cp << 4) | (unsigned)h;
@@ -794,7 +784,7 @@ static bool is_token(int c)
 
 static int digit_value(int c, int radix)
 {
-    int v = hex_value(c);
+    int v = ag_hex_digit(c);
     return v >= 0 && v < radix ? v : -1;
 }
 

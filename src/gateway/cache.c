@@ -362,3 +362,16 @@ void gw_cache_sweep(void *gateway)
     if (n > 0)
         ag_log_debug("cache sweep: %d expired entries reclaimed", n);
 }
+
+bool gw_cache_replay_entry(ag_req_t *req, const cache_entry_t *e, const char *model)
+{
+    ag_buf_t text;
+    ag_buf_init(&text, 0);
+    long long in, out;
+    char stop[64];
+    bool ok = ag__gw_entry_text(e, &text, &in, &out, stop) &&
+              ag__gw_replay_stream(req, ag_str_c(model),
+                                   ag_str(text.data ? text.data : "", text.len), in, out, stop);
+    ag_buf_fini(&text);
+    return ok;
+}

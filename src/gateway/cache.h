@@ -65,6 +65,10 @@ void gw_cache_lookup(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, con
 bool ag__gw_replay_stream(ag_req_t *req, ag_str_t model, ag_str_t text, long long in, long long out,
                           const char *stop);
 
+/** Replays an entry's text as a stream (Messages with non-text blocks cannot be).
+ *  @return false when nothing was sent. */
+bool gw_cache_replay_entry(ag_req_t *req, const cache_entry_t *e, const char *model);
+
 /** Reclaims space of expired entries, a bounded batch (off the loop thread). */
 void gw_cache_sweep(void *gateway);
 

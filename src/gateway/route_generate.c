@@ -45,17 +45,8 @@ static bool seed_serve_cached(ag_req_t *req, const cache_entry_t *e, const char 
 {
     if (e->raw)
         return false; /* a /v1/messages Message: not this route's entry */
-    if (stream) {
-        ag_buf_t text;
-        ag_buf_init(&text, 0);
-        long long in, out;
-        char stop[64];
-        bool ok = ag__gw_entry_text(e, &text, &in, &out, stop) &&
-                  ag__gw_replay_stream(req, ag_str_c(model),
-                                       ag_str(text.data ? text.data : "", text.len), in, out, stop);
-        ag_buf_fini(&text);
-        return ok;
-    }
+    if (stream)
+        return gw_cache_replay_entry(req, e, model);
     ag_buf_t b;
     ag_buf_init(&b, 0);
     bool ok = ag_buf_append(&b, e->json, e->jlen - 1) == 0 &&

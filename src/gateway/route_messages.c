@@ -95,17 +95,7 @@ static bool respond_message(ag_req_t *req, ag_str_t model, const cache_entry_t *
 static bool messages_serve_cached(ag_req_t *req, const cache_entry_t *e, const char *model,
                                   bool stream)
 {
-    if (!stream)
-        return respond_message(req, ag_str_c(model), e);
-    ag_buf_t text;
-    ag_buf_init(&text, 0);
-    long long in, out;
-    char stop[64];
-    bool ok = ag__gw_entry_text(e, &text, &in, &out, stop) &&
-              ag__gw_replay_stream(req, ag_str_c(model),
-                                   ag_str(text.data ? text.data : "", text.len), in, out, stop);
-    ag_buf_fini(&text);
-    return ok;
+    return stream ? gw_cache_replay_entry(req, e, model) : respond_message(req, ag_str_c(model), e);
 }
 
 const gw_protocol_t gw_proto_anthropic = {
