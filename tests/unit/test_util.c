@@ -14,6 +14,7 @@
 #include "harness.h"
 #include "util/buf.h"
 #include "util/errors.h"
+#include "util/hist.h"
 #include "util/fs.h"
 #include "util/hex.h"
 #include "util/json.h"
@@ -364,11 +365,69 @@ TEST(fs_list_dirs)
     rm_rf(dir);
 }
 
-AG_TESTS(AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_first_chunks)
-             AG_TEST_ENTRY(buf_cap_is_enforced) AG_TEST_ENTRY(utf16_length_counts_like_javascript)
-                 AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
-                     AG_TEST_ENTRY(json_string_escaping) AG_TEST_ENTRY(strerror_covers_both_bands)
-                         AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
-                             AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
-                                 AG_TEST_ENTRY(fs_whole_file_io) AG_TEST_ENTRY(fs_list_dirs)
-                                     AG_TEST_ENTRY(le_integers))
+TEST(hist_buckets_are_contiguous_and_bounded)
+{
+    /* Every bucket's low value maps back to it, and buckets follow each other. */
+    for (unsigned b = 0; b + 1 < AG_HIST_BUCKETS; b++) {
+        ASSERT_EQ(ag_hist_bucket(ag_hist_bucket_low(b)), b);
+        ASSERT_EQ(ag_hist_bucket(ag_hist_bucket_low(b + 1) - 1), b);
+    }
+    ASSERT_EQ(ag_hist_bucket(UINT64_MAX), AG_HIST_BUCKETS - 1u);
+    ASSERT_EQ(ag_hist_bucket(63), 63u);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+TEST(hist_quantiles_within_the_stated_error)
+{
+    enum { N = 20000 };
+    static uint64_t v[N];
+    ag_hist_t *h = malloc(sizeof(*h)), *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+    ag_hist_init(h);
+    ag_hist_init(a);
+    ag_hist_init(b);
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift: spread over 6 decades */
+        v[i] = (x % 1000000) * (1 + (x >> 40) % 1000) / 1000;
+        ag_hist_add(h, v[i]);
+        ag_hist_add(i % 2 ? a : b, v[i]);
+    }
+    ag_hist_merge(a, b);
+    qsort(v, N, sizeof(v[0]), cmp_u64);
+    const double qs[] = {0.01, 0.5, 0.9, 0.99, 0.999, 1.0};
+    for (size_t i = 0; i < AG_ARRAY_LEN(qs); i++) {
+        size_t rank = (size_t)(qs[i] * N + 0.999999999);
+        uint64_t truth = v[rank ? rank - 1 : 0];
+        uint64_t got = ag_hist_quantile(h, qs[i]);
+        double err = truth ? (double)(got > truth ? got - truth : truth - got) / (double)truth : 0;
+        ASSERT_MSG_(err <= AG_HIST_REL_ERROR || (truth < 64 && got == truth),
+                    "q=%g truth=%llu got=%llu", qs[i], (unsigned long long)truth,
+                    (unsigned long long)got);
+        ASSERT_EQ(ag_hist_quantile(a, qs[i]), got); /* merged halves = the whole */
+    }
+    ASSERT_EQ(a->count, (uint64_t)N);
+    ASSERT_EQ(a->max, v[N - 1]);
+    ag_hist_t empty;
+    ag_hist_init(&empty);
+    ASSERT_EQ(ag_hist_quantile(&empty, 0.5), 0u);
+    free(h);
+    free(a);
+    free(b);
+}
+
+AG_TESTS(AG_TEST_ENTRY(hist_buckets_are_contiguous_and_bounded) AG_TEST_ENTRY(
+    hist_quantiles_within_the_stated_error) AG_TEST_ENTRY(pool_alloc_and_clear)
+             AG_TEST_ENTRY(pool_cache_recycles_first_chunks) AG_TEST_ENTRY(buf_cap_is_enforced)
+                 AG_TEST_ENTRY(utf16_length_counts_like_javascript)
+                     AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
+                         AG_TEST_ENTRY(json_string_escaping)
+                             AG_TEST_ENTRY(strerror_covers_both_bands)
+                                 AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
+                                     AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
+                                         AG_TEST_ENTRY(fs_whole_file_io) AG_TEST_ENTRY(fs_list_dirs)
+                                             AG_TEST_ENTRY(le_integers))
