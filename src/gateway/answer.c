@@ -36,6 +36,8 @@ shared_result_t *ag__gw_result_new(int status, ag_str_t body, uint32_t units, in
     r->input_tokens = in;
     r->output_tokens = out;
     r->upstream_us = 0;
+    r->cpu_share_us = 0;
+    r->upstream_status = 0;
     r->len = body.len;
     memcpy(r->body, body.ptr, body.len);
     return r;
@@ -176,8 +178,10 @@ shared_result_t *ag__gw_result_from_upstream(const char *id, const ag_upstream_r
     if (resp->error || resp->status < 200 || resp->status > 299) {
         ag__gw_log_upstream_failure(id, resp);
         shared_result_t *e = ag__gw_result_error(502, MSG_AI_ERROR);
-        if (e)
+        if (e) {
             e->upstream_us = resp->duration_us;
+            e->upstream_status = resp->status;
+        }
         return e;
     }
     const char *t = resp->body.ptr;
@@ -231,8 +235,10 @@ shared_result_t *ag__gw_result_from_upstream(const char *id, const ag_upstream_r
     }
     if (cache_value && (!r || r->status != 200))
         ag_buf_reset(cache_value);
-    if (r)
+    if (r) {
         r->upstream_us = resp->duration_us;
+        r->upstream_status = resp->status;
+    }
     free(heap);
     ag_buf_fini(&out);
     ag_buf_fini(&text);

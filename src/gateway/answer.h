@@ -21,9 +21,11 @@
 typedef struct shared_result {
     atomic_int refs;
     int status;
+    int upstream_status; /* what the upstream answered; 0: no answer */
     uint32_t output_units;
     int64_t input_tokens, output_tokens;
-    int64_t upstream_us; /* how long the upstream call took */
+    int64_t upstream_us;  /* how long the upstream call took */
+    int64_t cpu_share_us; /* each waiter's share of the call's CPU time */
     size_t len;
     char body[]; /* the full response body */
 } shared_result_t;

@@ -76,7 +76,8 @@ void gw_flight_fini(ag_gateway_t *gw)
 
 /* Hands `res` (NULL: a 502) to every waiter of the flight `key` and ends it.
  * Local waiters are answered now; others through their worker's mailbox. */
-static void flight_deliver(gw_worker_t *w, const unsigned char *key, shared_result_t *res)
+static void flight_deliver(gw_worker_t *w, const unsigned char *key, shared_result_t *res,
+                           int64_t cpu_us)
 {
     ag_gateway_t *gw = w->gw;
     flight_shard_t *sh = shard_of(gw, key);
@@ -94,6 +95,11 @@ static void flight_deliver(gw_worker_t *w, const unsigned char *key, shared_resu
     shared_result_t *err = res ? NULL : ag__gw_result_error(502, MSG_AI_ERROR);
     shared_result_t *r = res ? res : err;
     gw_waiter_t *wt = f->waiters;
+    unsigned nwaiters = 0;
+    for (gw_waiter_t *x = wt; x; x = x->next)
+        nwaiters++;
+    if (r && nwaiters)
+        r->cpu_share_us = cpu_us / nwaiters; /* before any other thread sees r */
     free(f);
     while (wt) {
         gw_waiter_t *next = wt->next;
@@ -213,8 +219,9 @@ static void fetch_done(void *ctx, const ag_upstream_response_t *resp)
     gw_worker_t *w = f->w;
     f->xfer = NULL;
     fetch_unlink(w, f);
+    int64_t t0 = ag_mono_us();
     shared_result_t *r = f->finish(w, f->route, f->kv_key, resp);
-    flight_deliver(w, f->key, r);
+    flight_deliver(w, f->key, r, resp->cpu_us + ag_mono_us() - t0);
     ag__gw_result_release(r);
     fetch_free(f);
 }
@@ -248,7 +255,7 @@ void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned cha
         ag_log_error("cannot start the upstream call: %s", ag_strerror(rc));
         free(copy);
         free(f);
-        flight_deliver(w, key, NULL);
+        flight_deliver(w, key, NULL, 0);
         return;
     }
     f->next = w->fetches;
@@ -283,7 +290,7 @@ void gw_flight_worker_stop(gw_worker_t *w, uv_close_cb on_mailbox_closed)
         gw_fetch_t *f = w->fetches;
         w->fetches = f->next;
         ag_upstream_cancel(f->xfer);
-        flight_deliver(w, f->key, NULL);
+        flight_deliver(w, f->key, NULL, 0);
         fetch_free(f);
     }
     uv_close((uv_handle_t *)&w->mail, on_mailbox_closed);

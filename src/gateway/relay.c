@@ -144,6 +144,8 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
     const gw_protocol_t *proto = r->route->def->proto;
     r->xfer = NULL;
     req->ai.upstream_us = resp->duration_us;
+    req->ai.upstream_status = resp->status;
+    ag_req_cpu_add(req, resp->cpu_us);
     if (!r->started) {
         /* Nothing relayed yet: answer as the non-streaming path would. */
         req->ai.outcome = "upstreamError";

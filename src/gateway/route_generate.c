@@ -29,6 +29,7 @@ typedef struct gen_req {
     ag_str_t body;            /* the upstream request body, pool-owned */
     ag_str_t model;
     bool stream, no_store;
+    bool led; /* this request's worker runs the flight's upstream call */
     unsigned char key[SHA256_DIGEST_LENGTH];
     char kv_key[GW_KV_KEY_LEN];
 } gen_req_t;
@@ -82,8 +83,15 @@ static void gen_take_result(gen_req_t *g, const shared_result_t *r)
 static void gen_on_result(void *ctx, const shared_result_t *r)
 {
     gen_req_t *g = ctx;
+    int64_t t0 = ag_mono_us();
     g->waiter = NULL;
     gen_take_result(g, r);
+    if (g->led) {
+        g->req->ai.attempts = 1;
+        g->req->ai.upstream_status = r ? r->upstream_status : 0;
+        g->req->ai.upstream_us = r ? r->upstream_us : 0;
+    }
+    ag_req_cpu_add(g->req, (r ? r->cpu_share_us : 0) + ag_mono_us() - t0);
     ag__gw_respond_result(g->req, r);
 }
 
@@ -104,10 +112,13 @@ static shared_result_t *gen_finish(gw_worker_t *w, const gw_route_t *route, cons
 static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
 {
     gen_req_t *g = ctx;
+    int64_t t0 = ag_mono_us();
     g->xfer = NULL;
     g->req->ai.upstream_us = resp->duration_us;
+    g->req->ai.upstream_status = resp->status;
     shared_result_t *r = ag__gw_result_from_upstream(g->req->id, resp, NULL);
     gen_take_result(g, r);
+    ag_req_cpu_add(g->req, resp->cpu_us + ag_mono_us() - t0);
     ag__gw_respond_result(g->req, r);
     ag__gw_result_release(r);
 }
@@ -152,8 +163,8 @@ static void gen_upstream(void *ctx)
         return;
     }
     req->on_abort = gen_abort;
-    req->ai.attempts++;
     if (g->no_store) {
+        req->ai.attempts = 1;
         ag_upstream_request_t u = gw_upstream_request(gen, gen->generate_headers, g->body, false);
         int rc = ag_upstream_start(g->w->upstream, &u, gen_upstream_done, g, &g->xfer);
         if (rc < 0) {
@@ -166,6 +177,7 @@ static void gen_upstream(void *ctx)
     gw_waiter_t *waiter;
     bool lead = gw_flight_join(g->w, g->key, gen_on_result, g, &waiter);
     g->waiter = waiter;
+    g->led = lead;
     if (lead)
         gw_flight_fetch(g->w, g->route, g->key, g->kv_key, g->body, gen->generate_headers,
                         gen_finish);

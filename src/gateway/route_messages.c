@@ -138,8 +138,10 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp)
 {
     msg_req_t *m = ctx;
     ag_req_t *req = m->req;
+    int64_t t0 = ag_mono_us();
     m->xfer = NULL;
     req->ai.upstream_us = resp->duration_us;
+    req->ai.upstream_status = resp->status;
     if (resp->error || resp->status == 0) {
         ag__gw_log_upstream_failure(req->id, resp);
         messages_error(req, 502, "api_error", "Upstream connection failed");
@@ -168,6 +170,7 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp)
             gw_cache_fill(m->w, m->route->gen->cache_ttl_s, m->kv_key, &v);
         ag_buf_fini(&v);
     }
+    ag_req_cpu_add(req, resp->cpu_us + ag_mono_us() - t0);
     ag_req_respond(req, resp->status,
                    ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len) : "application/json",
                    resp->body);

@@ -33,6 +33,7 @@ bool gw_step_limit(ag_req_t *req, const gw_route_t *route)
     if (r.allowed)
         return true;
     ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, r.retry_after_s)));
+    req->ai.rate_limited = true;
     char word[32], msg[128];
     snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u requests/%s.", nl->limit,
              ag__gw_period_word(nl->period_s, word, sizeof(word)));
@@ -56,11 +57,12 @@ void gw_step_tokens(ag_req_t *req, const gw_route_t *route, int64_t in, int64_t 
     ai->output_tokens = out;
     ai->cache_write_tokens = cache_write;
     ai->cache_read_tokens = cache_read;
-    /* A cache hit used nothing upstream: it costs nothing. */
-    ai->cost_usd = ai->cache == AG_CACHE_HIT || !ai->model
-                       ? 0
-                       : ag_usage_cost_usd(route->gen->prices, route->gen->nprices, ai->model, in,
-                                           out, cache_write, cache_read);
+    double cost = ai->model ? ag_usage_cost_usd(route->gen->prices, route->gen->nprices, ai->model,
+                                                in, out, cache_write, cache_read)
+                            : 0;
+    /* A cache hit used nothing upstream: it costs nothing, and saved that much. */
+    ai->cost_usd = ai->cache == AG_CACHE_HIT ? 0 : cost;
+    ai->saved_usd = ai->cache == AG_CACHE_HIT ? cost : 0;
 }
 
 void gw_step_cache_control(ag_req_t *req, bool *no_cache, bool *no_store)

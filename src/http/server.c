@@ -10,8 +10,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http/server.h"
@@ -62,6 +64,11 @@ struct ag_worker {
     char *buf_cache[BUF_CACHE]; /* idle connections' read buffers, for reuse */
     unsigned nbuf_cache;
     ag_pool_cache_t pool_cache; /* and their pools' first chunks */
+    uv_prepare_t cpu_sample;
+    double cpu_scale;    /* thread CPU time per measured µs, smoothed */
+    int64_t sample_mono; /* when the thread CPU clock was last read */
+    int64_t sample_cpu;
+    int64_t measured_us; /* request time measured since then */
     bool draining;
     bool listener_closed;
     bool stopped;
@@ -108,6 +115,8 @@ struct ag_conn {
     bool timer_is_header;
     bool peer_eof;
     bool lingering; /* response sent, write side shut, discarding input until EOF */
+    bool timing;    /* a CPU segment of this connection's request is being measured */
+    int64_t seg_start;
     uv_shutdown_t shutdown_req;
 };
 
@@ -177,6 +186,65 @@ static void worker_update_date(ag_worker_t *w)
     strftime(w->date, sizeof(w->date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
+/* ---- CPU time of a request -------------------------------------------------
+ * A request's CPU time is the sum of the on-CPU segments of work done for it
+ * (parsing and the handler's synchronous part, responses sent later, the
+ * upstream's share), each timed with the monotonic clock, scaled by what the
+ * worker's thread CPU clock says those segments really cost. Reading the
+ * thread CPU clock is a system call, so it is read at most once a millisecond
+ * per worker, never per request. */
+
+static int64_t thread_cpu_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static bool seg_begin(ag_conn_t *c)
+{
+    if (c->timing)
+        return false;
+    c->timing = true;
+    c->seg_start = ag_mono_us();
+    return true;
+}
+
+static void seg_end(ag_conn_t *c, bool began)
+{
+    if (!began)
+        return;
+    int64_t d = ag_mono_us() - c->seg_start;
+    c->req._cpu_us += d;
+    c->w->measured_us += d;
+    c->timing = false;
+}
+
+void ag_req_cpu_add(ag_req_t *req, int64_t us)
+{
+    if (us <= 0)
+        return;
+    req->_cpu_us += us;
+    req->worker->measured_us += us;
+}
+
+static void on_cpu_sample(uv_prepare_t *p)
+{
+    ag_worker_t *w = p->data;
+    int64_t now = ag_mono_us();
+    if (now - w->sample_mono < 1000)
+        return;
+    int64_t cpu = thread_cpu_us();
+    if (w->measured_us >= 200) {
+        double ratio = (double)(cpu - w->sample_cpu) / (double)w->measured_us;
+        ratio = ratio < 0.25 ? 0.25 : ratio > 4 ? 4 : ratio;
+        w->cpu_scale = 0.8 * w->cpu_scale + 0.2 * ratio;
+    }
+    w->sample_mono = now;
+    w->sample_cpu = cpu;
+    w->measured_us = 0;
+}
+
 uv_loop_t *ag_worker_loop(ag_worker_t *w)
 {
     return &w->loop;
@@ -205,6 +273,11 @@ ag_str_t ag_req_header(const ag_req_t *req, const char *name)
 
 /* ---- the record of a finished request ---------------------------------- */
 
+/* The record shows the parser's headers through its own type. */
+_Static_assert(sizeof(ag_record_header_t) == sizeof(ag_http_header_t) &&
+                   offsetof(ag_record_header_t, value) == offsetof(ag_http_header_t, value),
+               "record headers are the parser's headers");
+
 static void request_report(ag_req_t *req)
 {
     ag_worker_t *w = req->worker;
@@ -215,6 +288,10 @@ static void request_report(ag_req_t *req)
         .id = req->id,
         .method = req->head.method,
         .path = req->head.path,
+        .target = req->head.target,
+        .host = req->head.host,
+        .headers = (const ag_record_header_t *)req->head.headers,
+        .nheaders = req->head.headers ? req->head.num_headers : 0,
         .route = req->route,
         .client = req->client,
         .status = req->_status,
@@ -222,6 +299,8 @@ static void request_report(ag_req_t *req)
         .bytes_out = req->_bytes_out,
         .start_us = req->start_wall_us,
         .duration_us = ag_mono_us() - req->start_us,
+        .cpu_us = (int64_t)((double)(req->_cpu_us + (c->timing ? ag_mono_us() - c->seg_start : 0)) *
+                            w->cpu_scale),
         .aborted = req->_aborted,
         .ai = req->ai,
     };
@@ -394,6 +473,7 @@ void ag_req_respond(ag_req_t *req, int status, const char *content_type, ag_str_
     req->_responded = true;
     req->_status = status;
     ag_conn_t *c = req->conn;
+    bool timed = seg_begin(c);
     uv_buf_t bufs[2];
     bufs[0] = build_head(req, status, content_type, body.len, false);
     unsigned nbufs = 1;
@@ -405,6 +485,7 @@ void ag_req_respond(ag_req_t *req, int status, const char *content_type, ag_str_
     }
     req->_bytes_out = bufs[0].len + (nbufs == 2 ? bufs[1].len : 0);
     conn_write_response(c, bufs, nbufs);
+    seg_end(c, timed); /* c outlives the request: it is freed by a close callback */
 }
 
 void ag_req_respond_error(ag_req_t *req, int status, const char *msg)
@@ -526,6 +607,7 @@ void ag_req_stream_end(ag_req_t *req)
 {
     ag_conn_t *c = req->conn;
     AG_ASSERT(req->_streaming);
+    bool timed = seg_begin(c);
     req->_streaming = false;
     req->_responded = true;
     int rc = stream_send(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
@@ -536,6 +618,7 @@ void ag_req_stream_end(ag_req_t *req)
         if (!c->in_process)
             conn_finish_request(c);
     }
+    seg_end(c, timed);
 }
 
 void ag_req_on_drain(ag_req_t *req, void (*fn)(ag_req_t *req, void *data), void *data)
@@ -626,6 +709,8 @@ static void req_reset(ag_conn_t *c)
      * request (a forwarded address) must not become this one's peer. */
     memcpy(req->peer_ip, ip, sizeof(ip));
     memcpy(req->client, ip, sizeof(ip));
+    if (c->timing)
+        c->seg_start = ag_mono_us(); /* the rest of this segment is the next request's */
     req->conn = c;
     req->worker = w;
     req->start_us = ag_mono_us();
@@ -765,12 +850,14 @@ static void conn_start_reading(ag_conn_t *c)
 
 static void conn_finish_request(ag_conn_t *c)
 {
+    bool timed = seg_begin(c);
     request_done(c);
-    if (c->closing || c->lingering)
-        return;
-    conn_start_reading(c);
-    if (c->in.len > 0)
-        conn_process(c);
+    if (!c->closing && !c->lingering) {
+        conn_start_reading(c);
+        if (c->in.len > 0)
+            conn_process(c);
+    }
+    seg_end(c, timed);
 }
 
 static void conn_dispatch(ag_conn_t *c)
@@ -974,7 +1061,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->state == CONN_BODY)
         conn_set_timer(c, c->w->srv->opts.limits.body_timeout_ms, false);
+    bool timed = seg_begin(c);
     conn_process(c);
+    seg_end(c, timed);
 }
 
 static const char busy_body[] = "{\"error\":\"Too many connections\"}";
@@ -1047,6 +1136,7 @@ static void worker_stop_now(ag_worker_t *w)
         w->srv->opts.hooks.worker_fini(w, w->ctx);
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->cpu_sample, NULL);
 }
 
 static void worker_maybe_stop(ag_worker_t *w)
@@ -1220,6 +1310,11 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
             w->wakeup.data = w;
             uv_timer_init(&w->loop, &w->drain_timer);
             w->drain_timer.data = w;
+            w->cpu_scale = 1.0;
+            uv_prepare_init(&w->loop, &w->cpu_sample);
+            w->cpu_sample.data = w;
+            uv_prepare_start(&w->cpu_sample, on_cpu_sample);
+            uv_unref((uv_handle_t *)&w->cpu_sample);
             if (opts->hooks.worker_init)
                 rc = opts->hooks.worker_init(w, opts->hooks.server_ctx, &w->ctx);
         }

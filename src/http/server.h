@@ -92,6 +92,7 @@ struct ag_req {
     struct ag_req_header *_extra; /* extra response headers, pool-owned */
     int _status;
     size_t _bytes_out;
+    int64_t _cpu_us; /* measured CPU segments, before the worker's scale */
     bool _responded;
     bool _streaming;
     bool _head_only;
@@ -115,6 +116,10 @@ void ag_server_wait_and_free(ag_server_t *srv);
 uv_loop_t *ag_worker_loop(ag_worker_t *w);
 void *ag_worker_ctx(ag_worker_t *w);
 unsigned ag_worker_index(const ag_worker_t *w);
+
+/** Adds CPU time spent for the request outside the server's own callbacks
+ *  (the handler's upstream callbacks, measured by the handler). */
+void ag_req_cpu_add(ag_req_t *req, int64_t us);
 
 /** Header lookup on the request (case-insensitive). */
 ag_str_t ag_req_header(const ag_req_t *req, const char *name);

@@ -29,17 +29,30 @@ typedef struct ag_ai_record {
     int64_t input_tokens, output_tokens;
     int64_t cache_write_tokens, cache_read_tokens;
     double cost_usd;
+    double saved_usd;    /* a cache hit: what the upstream would have charged */
     int64_t upstream_us; /* time spent waiting on upstream */
+    int upstream_status; /* the upstream's HTTP status; 0: no answer (or no call) */
     unsigned attempts;   /* upstream calls made for this request */
     ag_cache_result_t cache;
     bool stream;
     bool usage; /* passed validation and limits: the usage log gets an entry */
+    bool rate_limited; /* refused by the route's rate limit */
 } ag_ai_record_t;
+
+/* A request header as received (the layout of the parser's header). */
+typedef struct ag_record_header {
+    ag_str_t name;
+    ag_str_t value;
+} ag_record_header_t;
 
 typedef struct ag_request_record {
     const char *id;
     ag_str_t method;
     ag_str_t path;
+    ag_str_t target; /* path and query as sent */
+    ag_str_t host;   /* the Host header */
+    const ag_record_header_t *headers;
+    size_t nheaders;
     const char *route;  /* the route's path as configured; NULL: none matched */
     const char *client; /* the client's address, after trusted-proxy resolution */
     int status;         /* 499: the client went away first (nginx's code) */
@@ -47,6 +60,7 @@ typedef struct ag_request_record {
     size_t bytes_out;   /* head and body as sent */
     int64_t start_us;   /* wall clock, epoch microseconds */
     int64_t duration_us;
+    int64_t cpu_us;     /* CPU time the worker spent on this request */
     bool aborted;
     ag_ai_record_t ai;
 } ag_request_record_t;

@@ -35,6 +35,8 @@ struct ag_upstream_xfer {
     void *ctx;
     int (*on_data)(void *ctx, int status, ag_str_t headers, const char *data, size_t len);
     int64_t start_us;
+    int64_t cpu_us; /* our share of the loop's time in libcurl for this transfer */
+    bool touched;   /* libcurl handed it bytes in the current socket action */
     bool paused;
     bool aborted_by_callback;
     bool overflow;
@@ -54,7 +56,32 @@ struct ag_upstream {
     unsigned active;
     bool closing;
     int closes_pending;
+    ag_upstream_xfer_t *touched[16]; /* transfers that got bytes in this socket action */
+    unsigned ntouched;
 };
+
+/* Splits the time of one socket action among the transfers it moved, so each
+ * request's CPU figure includes its part of libcurl's work. */
+static void account_action(ag_upstream_t *u, int64_t t0)
+{
+    if (u->ntouched == 0)
+        return;
+    int64_t share = (ag_mono_us() - t0) / u->ntouched;
+    for (unsigned i = 0; i < u->ntouched; i++) {
+        u->touched[i]->cpu_us += share;
+        u->touched[i]->touched = false;
+    }
+    u->ntouched = 0;
+}
+
+static void mark_touched(ag_upstream_xfer_t *x)
+{
+    ag_upstream_t *u = x->u;
+    if (x->touched || u->ntouched == AG_ARRAY_LEN(u->touched))
+        return;
+    x->touched = true;
+    u->touched[u->ntouched++] = x;
+}
 
 int ag_upstream_global_init(void)
 {
@@ -85,7 +112,9 @@ static void on_poll(uv_poll_t *p, int status, int events)
     if (events & UV_WRITABLE)
         flags |= CURL_CSELECT_OUT;
     int running;
+    int64_t t0 = ag_mono_us();
     curl_multi_socket_action(u->multi, sc->fd, flags, &running);
+    account_action(u, t0);
     check_multi_info(u);
 }
 
@@ -148,7 +177,9 @@ static void on_timeout(uv_timer_t *t)
 {
     ag_upstream_t *u = t->data;
     int running;
+    int64_t t0 = ag_mono_us();
     curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    account_action(u, t0);
     check_multi_info(u);
 }
 
@@ -208,6 +239,10 @@ static void on_idle_closed(uv_handle_t *h)
 static void xfer_free(ag_upstream_xfer_t *x)
 {
     ag_upstream_t *u = x->u;
+    for (unsigned i = 0; i < u->ntouched; i++) {
+        if (u->touched[i] == x)
+            u->touched[i--] = u->touched[--u->ntouched];
+    }
     if (x->idle) {
         uv_timer_stop(x->idle);
         uv_close((uv_handle_t *)x->idle, on_idle_closed);
@@ -260,6 +295,7 @@ static void on_idle(uv_timer_t *t);
 /* Any byte from upstream (a ping too) shows the transfer is alive. */
 static void xfer_alive(ag_upstream_xfer_t *x)
 {
+    mark_touched(x);
     if (x->idle)
         uv_timer_start(x->idle, on_idle, x->idle_ms, 0);
 }
@@ -424,6 +460,7 @@ static void on_idle(uv_timer_t *t)
     resp.body = ag_str(x->body.data ? x->body.data : "", x->body.len);
     resp.headers = ag_str(x->resp_headers.data ? x->resp_headers.data : "", x->resp_headers.len);
     resp.duration_us = ag_mono_us() - x->start_us;
+    resp.cpu_us = x->cpu_us;
     xfer_unlink(x);
     curl_multi_remove_handle(x->u->multi, x->easy);
     x->done(x->ctx, &resp);
@@ -455,6 +492,7 @@ static void check_multi_info(ag_upstream_t *u)
         resp.headers =
             ag_str(x->resp_headers.data ? x->resp_headers.data : "", x->resp_headers.len);
         resp.duration_us = ag_mono_us() - x->start_us;
+        resp.cpu_us = x->cpu_us;
         xfer_unlink(x);
         ag_upstream_done_cb done = x->done;
         void *ctx = x->ctx;

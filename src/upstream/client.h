@@ -25,6 +25,7 @@ typedef struct ag_upstream_response {
     ag_str_t body;          /* valid during the callback only */
     ag_str_t headers;       /* raw response header lines, valid during the callback */
     int64_t duration_us;
+    int64_t cpu_us; /* the loop's time in libcurl for this transfer (its share) */
 } ag_upstream_response_t;
 
 typedef void (*ag_upstream_done_cb)(void *ctx, const ag_upstream_response_t *resp);
