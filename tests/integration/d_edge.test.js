@@ -7,7 +7,9 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startGateway, startFake, generate, request, tmpdir, until } = require('./lib.js');
+const { spawnSync } = require('node:child_process');
+const path = require('node:path');
+const { BIN, startGateway, startFake, generate, request, tmpdir, until } = require('./lib.js');
 
 let up;
 
@@ -82,8 +84,27 @@ test('50 identical concurrent requests cause exactly one upstream call', async (
     }
 });
 
+// The values of gw's response cache, read with the storage CLI while gw runs.
+function cacheValues(gw) {
+    const run = (args) => {
+        const env = { ...process.env, ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1' };
+        const r = spawnSync(BIN, [...args, '--binding', 'CACHE', '--config', path.join(gw.cwd, 'aigate.toml')], { cwd: gw.cwd, env, timeout: 30000 });
+        assert.equal(r.error, undefined, String(r.error));
+        assert.doesNotMatch(r.stderr.toString(), /AddressSanitizer|LeakSanitizer|runtime error:/);
+        return r;
+    };
+    const list = run(['kv', 'key', 'list', '--json']);
+    if (list.status !== 0) return []; // no CACHE namespace yet
+    return JSON.parse(list.stdout).keys.map(({ name }) => {
+        const r = run(['kv', 'key', 'get', name]);
+        assert.equal(r.status, 0, r.stderr.toString());
+        return r.stdout.toString('utf8');
+    });
+}
+
 test('Cache-Control: no-cache skips the lookup, no-store skips lookup and fill', async () => {
-    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}` });
+    const cwd = tmpdir();
+    const gw = await startGateway({ cwd, upstream: `http://127.0.0.1:${up.port}`, config: `[aigate]\ndata_dir = "${cwd}/data"\n` });
     try {
         const prompt = 'cache-control semantics';
         await generate(gw, { prompt });
@@ -97,8 +118,14 @@ test('Cache-Control: no-cache skips the lookup, no-store skips lookup and fill',
         n = up.stats().requests;
         const ns = await generate(gw, { prompt: fresh }, { 'cache-control': 'no-store' });
         assert.equal(ns.json.cached, false);
-        // Give a (wrong) fill time to land, then check nothing was stored.
-        await generate(gw, { prompt: 'a later request' });
+        assert.equal(up.stats().requests, n + 1, 'no-store went upstream');
+        // Fills land off the loop, after the answer. Wait until the store holds
+        // the fill of a request sent after the no-store answer came back: a
+        // (wrong) fill of the no-store answer was queued before that one.
+        const later = await generate(gw, { prompt: 'a later request that fills' });
+        assert.equal(later.json.cached, false);
+        await until(() => cacheValues(gw).some((v) => v.includes(later.json.output)), 10000, "the later request's fill");
+        assert.ok(!cacheValues(gw).some((v) => v.includes(ns.json.output)), 'no-store must not fill: its answer is in the store');
         const again = await generate(gw, { prompt: fresh });
         assert.equal(again.json.cached, false, 'no-store must not fill');
         assert.equal(up.stats().requests, n + 3);

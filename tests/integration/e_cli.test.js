@@ -11,10 +11,11 @@ const { spawn, spawnSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
-const { BIN, startGateway, request, tmpdir, until } = require('./lib.js');
+const { BIN, startGateway, startFake, generate, request, tmpdir, until } = require('./lib.js');
 
 const SANITIZER = /AddressSanitizer|LeakSanitizer|runtime error:/;
 
+let up; // its upstream
 let gw; // the running server
 let dataDir; // its data_dir, shared with the CLI
 let configPath;
@@ -30,7 +31,8 @@ function mkdir() {
 before(async () => {
     dataDir = mkdir();
     const gwCwd = mkdir();
-    gw = await startGateway({ cwd: gwCwd, config: `[aigate]\ndata_dir = "${dataDir}"\n` });
+    up = await startFake();
+    gw = await startGateway({ cwd: gwCwd, upstream: `http://127.0.0.1:${up.port}`, config: `[aigate]\ndata_dir = "${dataDir}"\n` });
     configPath = path.join(gwCwd, 'aigate.toml');
     cliCwd = mkdir();
 });
@@ -39,6 +41,7 @@ after(async () => {
     // The server served throughout and still stops cleanly.
     assert.equal(gw.exited, null, gw.stderr);
     await gw.stop();
+    await up.close();
     for (const d of made) fs.rmSync(d, { recursive: true, force: true });
 });
 
@@ -99,18 +102,35 @@ test('kv namespace create and list', () => {
     assert.equal(fs.existsSync(path.join(dataDir, 'kv', 'no')), false);
 });
 
-test('a namespace the server holds open is usable from the CLI', (t) => {
-    // The gateway opens its response cache (binding CACHE by default) at start.
-    if (!fs.existsSync(path.join(dataDir, 'kv', 'CACHE'))) {
-        t.skip('this server keeps no CACHE namespace');
-        return;
-    }
+test('a namespace the server holds open is usable from the CLI', async () => {
+    // The gateway's response cache (binding CACHE by default): make the server
+    // write an entry, then read and write beside it from the CLI. The fill lands
+    // off the server's loop after the answer, so poll the store for it.
+    const prompt = 'an answer for the CLI to find';
+    const miss = await generate(gw, { prompt });
+    assert.equal(miss.status, 200, miss.body);
+    assert.equal(miss.json.cached, false);
+    let filled; // the server's entry, as the CLI reads it
+    await until(() => {
+        const list = cli(['kv', 'key', 'list', '--binding', 'CACHE', '--json']);
+        if (list.status !== 0) return false; // no CACHE namespace yet
+        for (const { name } of JSON.parse(list.out).keys) {
+            const value = ok(['kv', 'key', 'get', name, '--binding', 'CACHE']).out;
+            if (value.includes(miss.json.output)) filled = name;
+        }
+        return filled !== undefined;
+    }, 10000, "the server's cache entry, seen from the CLI");
     assert.match(ok(['kv', 'namespace', 'list']).out, /^CACHE$/m);
     ok(['kv', 'key', 'put', 'cli-probe', 'v', '--binding', 'CACHE', '--ttl', '60']);
     assert.equal(ok(['kv', 'key', 'get', 'cli-probe', '--binding', 'CACHE']).out, 'v');
     assert.ok(json(['kv', 'key', 'list', '--binding', 'CACHE']).keys.some((k) => k.name === 'cli-probe'));
     ok(['kv', 'key', 'delete', 'cli-probe', '--binding', 'CACHE']);
     assert.equal(cli(['kv', 'key', 'get', 'cli-probe', '--binding', 'CACHE']).status, 1);
+    // The server's entry survived the CLI's writes, and the server still answers from it.
+    assert.ok(json(['kv', 'key', 'list', '--binding', 'CACHE']).keys.some((k) => k.name === filled));
+    const hit = await generate(gw, { prompt });
+    assert.equal(hit.json.cached, true);
+    assert.equal(hit.json.output, miss.json.output);
 });
 
 test('kv key put/get/list/delete round trip', () => {
