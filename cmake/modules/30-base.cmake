@@ -11,7 +11,8 @@ if(NOT TARGET PkgConfig::LMDB)
   message(FATAL_ERROR "ag_store needs LMDB: install liblmdb-dev (pkg-config lmdb)")
 endif()
 ag_layer(DIR store
-  SOURCES src/store/kv.c src/store/kv_lmdb.c src/store/objstore.c src/store/objstore_fs.c
+  SOURCES src/store/kv.c src/store/kv_handle.c src/store/kv_lmdb.c src/store/objstore.c
+          src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
   USES util
   LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON Threads::Threads m)

@@ -151,8 +151,19 @@ static bool serve_entry(lookup_t *l, const ag_kv_value_t *v)
     if (!ag__gw_parse_entry(v, &e))
         return false;
     req->ai.cache = AG_CACHE_HIT;
-    req->ai.output_units = (uint32_t)e.units;
-    gw_step_tokens(req, l->route, e.in, e.out, 0, 0);
+    long long in = e.in, out = e.out;
+    unsigned long units = e.units;
+    if (e.raw) {
+        /* A Message keeps its figures inside: read them for the usage entry. */
+        ag_buf_t text;
+        ag_buf_init(&text, 0);
+        char stop[64];
+        if (ag__gw_entry_text(&e, &text, &in, &out, stop))
+            units = ag_utf16_length(text.data ? text.data : "", text.len);
+        ag_buf_fini(&text);
+    }
+    req->ai.output_units = (uint32_t)units;
+    gw_step_tokens(req, l->route, in, out, 0, 0);
     return l->route->def->proto->serve_cached(req, &e, l->model, l->stream);
 }
 

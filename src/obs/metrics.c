@@ -16,8 +16,8 @@
 #include "obs/metrics.h"
 
 /* Request durations, seconds: an AI answer takes seconds, a cache hit microseconds. */
-static const double duration_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                     0.25,   0.5,   1,      2.5,   5,    10,    30,    60, 120};
+static const double duration_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                     0.5,    1,     2.5,    5,     10,   30,    60,   120};
 #define NDUR (sizeof(duration_le) / sizeof(duration_le[0]))
 /* CPU per request, seconds: tens of microseconds is the norm. */
 static const double cpu_le[] = {0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
@@ -68,8 +68,7 @@ struct ag_metrics {
     worker_slab_t *slabs;
 };
 
-int ag_metrics_new(unsigned nworkers, const char *const *routes, size_t nroutes,
-                   ag_metrics_t **out)
+int ag_metrics_new(unsigned nworkers, const char *const *routes, size_t nroutes, ag_metrics_t **out)
 {
     if (nroutes > AG_METRICS_MAX_ROUTES)
         return -EINVAL;
@@ -197,8 +196,7 @@ void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *r
     ag_ctr_add(&ms->tokens[0], (uint64_t)(ai->input_tokens > 0 ? ai->input_tokens : 0));
     ag_ctr_add(&ms->tokens[1], (uint64_t)(ai->output_tokens > 0 ? ai->output_tokens : 0));
     ag_ctr_add(&ms->tokens[2], (uint64_t)(ai->cache_read_tokens > 0 ? ai->cache_read_tokens : 0));
-    ag_ctr_add(&ms->tokens[3],
-               (uint64_t)(ai->cache_write_tokens > 0 ? ai->cache_write_tokens : 0));
+    ag_ctr_add(&ms->tokens[3], (uint64_t)(ai->cache_write_tokens > 0 ? ai->cache_write_tokens : 0));
     if (ai->cost_usd > 0)
         ag_fctr_add(&ms->cost, ai->cost_usd);
 }
@@ -367,8 +365,8 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
             if (n) {
                 char code[8];
                 snprintf(code, sizeof(code), "%d", st + 100);
-                rc = sample_label(b, "aigate_http_requests_total", "route", m->routes[r],
-                                  "status", code, (double)n);
+                rc = sample_label(b, "aigate_http_requests_total", "route", m->routes[r], "status",
+                                  code, (double)n);
             }
         }
     }
@@ -377,8 +375,9 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
         rc = family(b, "aigate_http_request_duration_seconds", "histogram",
                     "Time from the request's first byte to its response's last, by route.");
     for (size_t r = 0; r < m->nroutes && rc == 0; r++) {
-        sum_phist(m, offsetof(worker_slab_t, routes) + r * sizeof(route_slab_t) +
-                         offsetof(route_slab_t, duration),
+        sum_phist(m,
+                  offsetof(worker_slab_t, routes) + r * sizeof(route_slab_t) +
+                      offsetof(route_slab_t, duration),
                   buckets, NDUR, &count, &sum);
         if (count)
             rc = render_hist(b, "aigate_http_request_duration_seconds", "route", m->routes[r],
@@ -388,8 +387,9 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
         rc = family(b, "aigate_request_cpu_seconds", "histogram",
                     "CPU time aigate spent on each request (its worker's thread), by route.");
     for (size_t r = 0; r < m->nroutes && rc == 0; r++) {
-        sum_phist(m, offsetof(worker_slab_t, routes) + r * sizeof(route_slab_t) +
-                         offsetof(route_slab_t, cpu),
+        sum_phist(m,
+                  offsetof(worker_slab_t, routes) + r * sizeof(route_slab_t) +
+                      offsetof(route_slab_t, cpu),
                   buckets, NCPU, &count, &sum);
         if (count)
             rc = render_hist(b, "aigate_request_cpu_seconds", "route", m->routes[r], cpu_le, NCPU,
@@ -444,8 +444,8 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
             sum += ag_ctr_get(&ms->upstream.sum_ns);
         }
         if (count)
-            rc = render_hist(b, "aigate_upstream_duration_seconds", "model", models[i],
-                             duration_le, NDUR, buckets, count, sum);
+            rc = render_hist(b, "aigate_upstream_duration_seconds", "model", models[i], duration_le,
+                             NDUR, buckets, count, sum);
     }
     if (rc == 0)
         rc = family(b, "aigate_upstream_retries_total", "counter",
@@ -461,8 +461,8 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
                 model_slab_t *ms = find_model(&m->slabs[w], models[i]);
                 n += ms ? ag_ctr_get(&ms->tokens[t]) : 0;
             }
-            rc = sample_label(b, "aigate_tokens_total", "model", models[i], "type",
-                              token_types[t], (double)n);
+            rc = sample_label(b, "aigate_tokens_total", "model", models[i], "type", token_types[t],
+                              (double)n);
         }
     }
     if (rc == 0)
@@ -504,8 +504,8 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
         uint64_t n = 0;
         for (unsigned w = 0; w < m->nworkers; w++)
             n += ag_ctr_get(&m->slabs[w].routes[r].ratelimited);
-        rc = sample_label(b, "aigate_ratelimit_rejections_total", "route", m->routes[r], NULL,
-                          NULL, (double)n);
+        rc = sample_label(b, "aigate_ratelimit_rejections_total", "route", m->routes[r], NULL, NULL,
+                          (double)n);
     }
     if (rc == 0)
         rc = family(b, "aigate_queue_depth", "gauge",

@@ -35,7 +35,7 @@ typedef struct ag_ai_record {
     unsigned attempts;   /* upstream calls made for this request */
     ag_cache_result_t cache;
     bool stream;
-    bool usage; /* passed validation and limits: the usage log gets an entry */
+    bool usage;        /* passed validation and limits: the usage log gets an entry */
     bool rate_limited; /* refused by the route's rate limit */
 } ag_ai_record_t;
 
@@ -60,7 +60,7 @@ typedef struct ag_request_record {
     size_t bytes_out;   /* head and body as sent */
     int64_t start_us;   /* wall clock, epoch microseconds */
     int64_t duration_us;
-    int64_t cpu_us;     /* CPU time the worker spent on this request */
+    int64_t cpu_us; /* CPU time the worker spent on this request */
     bool aborted;
     ag_ai_record_t ai;
 } ag_request_record_t;

@@ -30,21 +30,6 @@ static const struct kv_backend {
     {AG_KV_BACKEND_LMDB, ag_kv_open_lmdb},
 };
 
-static int64_t default_now_ms(void *ctx)
-{
-    (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void ag__kv_init(ag_kv_t *kv, const ag_kv_ops_t *ops, const ag_kv_options_t *opts)
-{
-    kv->ops = ops;
-    kv->now_ms = opts && opts->now_ms ? opts->now_ms : default_now_ms;
-    kv->clock_ctx = opts && opts->now_ms ? opts->clock_ctx : NULL;
-}
-
 int ag_kv_open(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
 {
     *out = NULL;
@@ -116,15 +101,6 @@ int ag_kv_get(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out)
 int ag_kv_get_with_metadata(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_value_t *out)
 {
     return get(kv, key, keylen, true, out);
-}
-
-void ag_kv_value_free(ag_kv_value_t *v)
-{
-    if (v == NULL)
-        return;
-    free(v->data);
-    free(v->metadata);
-    memset(v, 0, sizeof(*v));
 }
 
 /* Checks a put's arguments and turns its expiry options into an absolute

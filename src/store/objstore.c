@@ -318,26 +318,6 @@ void ag_objstore_close(ag_objstore_t *store)
         store->ops->close(store);
 }
 
-void ag_obj_info_free(ag_obj_info_t *info)
-{
-    if (info == NULL)
-        return;
-    free(info->key);
-    free(info->custom);
-    json_decref(info->_json);
-    memset(info, 0, sizeof(*info));
-}
-
-void ag_obj_free(ag_obj_t *obj)
-{
-    if (obj == NULL)
-        return;
-    ag_obj_info_free(&obj->info);
-    free(obj->data);
-    obj->data = NULL;
-    obj->len = 0;
-}
-
 char *ag_obj_info_custom_json(const ag_obj_info_t *info)
 {
     json_t *o = json_object();

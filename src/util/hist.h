@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#define AG_HIST_SUB_BITS 5 /* 32 buckets per power of two */
+#define AG_HIST_SUB_BITS 5  /* 32 buckets per power of two */
 #define AG_HIST_MAX_BITS 40 /* values up to 2^40 - 1 (12.7 days in µs); larger clamp */
 #define AG_HIST_BUCKETS ((AG_HIST_MAX_BITS - AG_HIST_SUB_BITS + 1) << AG_HIST_SUB_BITS)
 /** The relative error bound of a reported percentile. */

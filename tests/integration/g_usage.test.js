@@ -122,3 +122,35 @@ test('streams log their real token counts and outcome', async () => {
     assert.ok(by('clientDisconnected'));
     assert.ok(by('upstreamError'));
 });
+
+test('a cache hit on a stored /v1/messages Message logs the answer\'s length and tokens', async () => {
+    const up = await startFake();
+    const dir = tmpdir();
+    const config = path.join(dir, 'aigate.toml');
+    const gw = await startGateway({ cwd: dir, upstream: `http://127.0.0.1:${up.port}`, config: '[aigate]\nusage_log_flush = 0.2\n' });
+    const { request } = require('./lib.js');
+    const ask = () => request(`${gw.url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: { model: 'claude-haiku-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'cache me as a Message' }] },
+    });
+    const first = await ask();
+    assert.equal(first.status, 200);
+    let second;
+    for (let i = 0; i < 200; i++) { // the fill is written off the loop: poll for the hit
+        second = await ask();
+        if (second.headers['x-aigate-cache'] === 'hit') break;
+    }
+    assert.equal(second.headers['x-aigate-cache'], 'hit');
+    await gw.stop();
+    await up.close();
+    const { entries } = readEntries(dir, config);
+    const miss = entries.find((e) => e.requestId === first.headers['x-request-id']);
+    const hit = entries.find((e) => e.requestId === second.headers['x-request-id']);
+    assert.ok(miss && hit, 'both requests logged');
+    assert.equal(hit.cached, true);
+    assert.ok(hit.outputLength > 0, JSON.stringify(hit));
+    assert.equal(hit.outputLength, miss.outputLength);
+    assert.equal(hit.inputTokens, miss.inputTokens);
+    assert.equal(hit.outputTokens, miss.outputTokens);
+});
