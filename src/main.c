@@ -12,10 +12,13 @@
 
 #include <uv.h>
 
+#include "admin/admin.h"
 #include "cli/cli.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
+#include "store/secrets.h"
+#include "store/secrets_resolve.h"
 #include "upstream/client.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -24,6 +27,7 @@ typedef struct opts {
     const char *config;
     const char *host;
     const char *upstream;
+    const char *admin_listen;
     int port;
     int threads;
     bool dev;
@@ -51,6 +55,7 @@ static void usage(FILE *out)
             "  --port N         listen port (0: any free port)\n"
             "  --threads N      event-loop threads (default: one per core)\n"
             "  --upstream URL   Anthropic API base URL\n"
+            "  --admin-listen A admin listener address (host:port; \"\" for none)\n"
             "\n"
             "environment:\n"
             "  ANTHROPIC_API_KEY  the upstream key (also read from .dev.vars)\n");
@@ -99,6 +104,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
             o->host = val;
         } else if (strcmp(name, "--upstream") == 0) {
             o->upstream = val;
+        } else if (strcmp(name, "--admin-listen") == 0) {
+            o->admin_listen = val;
         } else if (strcmp(name, "--port") == 0) {
             if (parse_int(val, 0, 65535, &o->port) < 0) {
                 fprintf(stderr, "aigate: --port must be 0-65535\n");
@@ -136,6 +143,10 @@ static int load_config(const opts_t *o, ag_config_t *cfg)
         free(cfg->upstream);
         cfg->upstream = strdup(o->upstream);
     }
+    if (o->admin_listen) {
+        free(cfg->admin_listen);
+        cfg->admin_listen = strdup(o->admin_listen);
+    }
     if (o->port >= 0)
         cfg->port = o->port;
     if (o->threads > 0)
@@ -146,10 +157,13 @@ static int load_config(const opts_t *o, ag_config_t *cfg)
 }
 
 static ag_server_t *running_server;
+static ag_admin_t *running_admin;
 
 static void on_signal(uv_signal_t *s, int signum)
 {
     ag_log_info("received %s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (running_admin)
+        ag_admin_set_state(running_admin, AG_ADMIN_DRAINING);
     ag_server_shutdown(running_server);
     uv_close((uv_handle_t *)s, NULL);
     uv_signal_t *other = s->data;
@@ -170,6 +184,28 @@ static int run_server(int argc, char **argv, bool dev)
         ag_config_fini(&cfg);
         return rc;
     }
+    /* The admin listener's token, and the rule that guards it: off loopback,
+     * no token means no start, before anything is bound. */
+    char *admin_token = NULL;
+    char admin_host[256] = "";
+    int admin_port = 0;
+    if (cfg.admin_listen && *cfg.admin_listen) {
+        if (ag_admin_parse_listen(cfg.admin_listen, admin_host, sizeof(admin_host), &admin_port) <
+            0) {
+            fprintf(stderr, "aigate: admin_listen = \"%s\" is not host:port\n", cfg.admin_listen);
+            ag_config_fini(&cfg);
+            return 1;
+        }
+        ag_secrets_resolve(cfg.data_dir, cfg.admin_token_secret, &admin_token);
+        if (!admin_token && !ag_admin_is_loopback(admin_host)) {
+            fprintf(stderr,
+                    "aigate: admin_listen = \"%s\" is not a loopback address and no admin token "
+                    "is set: set the secret %s (aigate secret put %s), or listen on 127.0.0.1\n",
+                    cfg.admin_listen, cfg.admin_token_secret, cfg.admin_token_secret);
+            ag_config_fini(&cfg);
+            return 1;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
     /* Every connection is a descriptor: take all the hard limit allows (nginx's
      * worker_rlimit_nofile), so max_connections, not a 1024 default, is the cap. */
@@ -182,27 +218,50 @@ static int run_server(int argc, char **argv, bool dev)
     if (rc < 0) {
         fprintf(stderr, "aigate: cannot initialise the HTTP client (libcurl): %s\n",
                 ag_strerror(rc));
+        ag_secrets_value_free(admin_token);
         ag_config_fini(&cfg);
         return 1;
     }
     ag_gateway_t *gw = NULL;
     rc = ag_gateway_new(&cfg, stderr, &gw);
+    ag_server_limits_t limits = {
+        .max_header_bytes = cfg.max_header_bytes,
+        .max_body_bytes = cfg.max_body_bytes,
+        .max_connections = cfg.max_connections,
+        .header_timeout_ms = cfg.header_timeout_ms,
+        .idle_timeout_ms = cfg.idle_timeout_ms,
+        .body_timeout_ms = cfg.body_timeout_ms,
+        .drain_timeout_ms = cfg.drain_timeout_ms,
+    };
+    ag_admin_t *admin = NULL;
+    if (rc == 0 && admin_host[0]) {
+        if (admin_token)
+            ag_tail_add_secret(ag_obs_tail(ag_gateway_obs(gw)), admin_token);
+        ag_admin_options_t ao = {
+            .listen = cfg.admin_listen,
+            .token = admin_token,
+            .limits = limits,
+            .obs = ag_gateway_obs(gw),
+            .usage_log = ag_gateway_usage_log(gw),
+            .log_bucket = ag_gateway_log_bucket(gw),
+        };
+        rc = ag_admin_start(&ao, &admin);
+        if (rc < 0)
+            fprintf(stderr,
+                    "aigate: cannot listen on admin_listen = \"%s\": %s (set another port, or "
+                    "admin_listen = \"\" to turn it off)\n",
+                    cfg.admin_listen, ag_strerror(rc));
+        else
+            ag_log_info("admin listening on %s:%d", admin_host, ag_admin_port(admin));
+    }
+    ag_secrets_value_free(admin_token);
     ag_server_t *srv = NULL;
     if (rc == 0) {
         ag_server_options_t so = {
             .host = cfg.host,
             .port = cfg.port,
             .threads = cfg.threads,
-            .limits =
-                {
-                    .max_header_bytes = cfg.max_header_bytes,
-                    .max_body_bytes = cfg.max_body_bytes,
-                    .max_connections = cfg.max_connections,
-                    .header_timeout_ms = cfg.header_timeout_ms,
-                    .idle_timeout_ms = cfg.idle_timeout_ms,
-                    .body_timeout_ms = cfg.body_timeout_ms,
-                    .drain_timeout_ms = cfg.drain_timeout_ms,
-                },
+            .limits = limits,
             .hooks = ag_gateway_hooks(gw),
             .default_headers = ag_gateway_default_headers(gw),
         };
@@ -212,11 +271,12 @@ static int run_server(int argc, char **argv, bool dev)
                     ag_strerror(rc));
     }
     if (rc == 0) {
-        ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
-                    AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv), cfg.threads,
-                    cfg.threads == 1 ? "" : "s", cfg.upstream,
-                    cfg.path ? cfg.path : "(embedded defaults)");
         running_server = srv;
+        running_admin = admin;
+        if (admin) {
+            ag_admin_set_server(admin, srv);
+            ag_admin_set_state(admin, AG_ADMIN_READY);
+        }
         uv_loop_t loop;
         uv_loop_init(&loop);
         uv_signal_t sigterm, sigint;
@@ -226,11 +286,23 @@ static int run_server(int argc, char **argv, bool dev)
         sigint.data = &sigterm;
         uv_signal_start(&sigterm, on_signal, SIGTERM);
         uv_signal_start(&sigint, on_signal, SIGINT);
+        /* Only now: a SIGTERM right after this line must find its handler. */
+        ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
+                    AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv), cfg.threads,
+                    cfg.threads == 1 ? "" : "s", cfg.upstream,
+                    cfg.path ? cfg.path : "(embedded defaults)");
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
         ag_server_wait_and_free(srv);
         ag_log_info("stopped");
     }
+    /* The admin listener outlives the clients' one, so readiness says draining. */
+    if (admin) {
+        ag_admin_set_server(admin, NULL);
+        ag_admin_shutdown(admin);
+        ag_admin_wait_and_free(admin);
+    }
+    running_admin = NULL;
     ag_gateway_free(gw);
     ag_config_fini(&cfg);
     ag_upstream_global_cleanup();

@@ -17,7 +17,9 @@ ag_layer(DIR store
   USES util
   LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON Threads::Threads m)
 
-ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c USES util LINK PkgConfig::UV)
+ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
+                        src/obs/tail.c
+  USES util LINK PkgConfig::UV Threads::Threads)
 ag_layer(DIR cron SOURCES src/cron/periodic.c USES util LINK PkgConfig::UV)
 ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c USES util
   LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)

@@ -5,4 +5,4 @@ ag_layer(DIR cli SOURCES src/cli/common.c src/cli/cmd_kv.c src/cli/cmd_r2.c src/
 
 add_executable(aigate src/main.c)
 target_include_directories(aigate PRIVATE ${CMAKE_SOURCE_DIR}/src)
-target_link_libraries(aigate ag_gateway ag_cli)
+target_link_libraries(aigate ag_gateway ag_admin ag_cli)

@@ -79,6 +79,12 @@ static const cfg_key_t aigate_keys[] = {
     {"api_key_secret", K_STRING, 0, 0, 0, "ANTHROPIC_API_KEY", OFF(api_key_secret),
      "name of the secret holding the upstream key (environment, `aigate secret put`, .dev.vars)",
      AG_KEY_SECRET},
+    {"admin_listen", K_STRING, 0, 0, 0, "127.0.0.1:8788", OFF(admin_listen),
+     "address of the operators' listener (metrics, tail, stats, dashboard); \"\": none", RESTART},
+    {"admin_token_secret", K_STRING, 0, 0, 0, "AIGATE_ADMIN_TOKEN", OFF(admin_token_secret),
+     "name of the secret every admin request must present as a Bearer token (required when "
+     "admin_listen is not a loopback address)",
+     AG_KEY_SECRET},
     {"data_dir", K_STRING, 0, 0, 0, "./.aigate", OFF(data_dir),
      "folder for KV stores, buckets, secrets", RESTART},
     {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr",

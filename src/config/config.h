@@ -106,6 +106,9 @@ typedef struct ag_config {
     unsigned max_tokens;
     /* the name of the secret that holds the upstream key (not its value) */
     char *api_key_secret;
+    /* the admin listener: "host:port", "" for none; its token's secret name */
+    char *admin_listen;
+    char *admin_token_secret;
 } ag_config_t;
 
 /** Fills `cfg` with the embedded defaults. Free with ag_config_fini(). */

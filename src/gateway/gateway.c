@@ -83,10 +83,22 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
     }
     if (cfg->usage_log && (rc = open_usage_log(gw, cfg, gen)) < 0)
         goto fail;
-    ag_obs_options_t oo = {.nworkers = gw->nworkers, .access_log = cfg->access_log};
+    const char *routes[GW_MAX_ROUTES];
+    for (size_t i = 0; i < gw_nroute_defs; i++)
+        routes[i] = gw_route_defs[i].path;
+    ag_obs_options_t oo = {
+        .nworkers = gw->nworkers,
+        .access_log = cfg->access_log,
+        .routes = routes,
+        .nroutes = gw_nroute_defs,
+        .script_name = cfg->name,
+    };
     rc = ag_obs_new(&oo, &gw->obs);
     if (rc < 0)
         goto fail;
+    /* Tail events never show the upstream key, even in a header a client sent. */
+    if (gen->api_key_header)
+        ag_tail_add_secret(ag_obs_tail(gw->obs), gen->api_key_header + strlen("x-api-key: "));
     *out = gw;
     return 0;
 fail:
@@ -119,6 +131,21 @@ void ag_gateway_free(ag_gateway_t *gw)
     gw_gen_unref(atomic_load(&gw->current));
     pthread_mutex_destroy(&gw->gen_lock);
     free(gw);
+}
+
+ag_obs_t *ag_gateway_obs(ag_gateway_t *gw)
+{
+    return gw->obs;
+}
+
+ag_usage_log_t *ag_gateway_usage_log(ag_gateway_t *gw)
+{
+    return gw->usage_log;
+}
+
+ag_objstore_t *ag_gateway_log_bucket(ag_gateway_t *gw)
+{
+    return gw->log_bucket;
 }
 
 const char *ag_gateway_default_headers(const ag_gateway_t *gw)

@@ -32,6 +32,12 @@ int ag_gateway_apply(ag_gateway_t *gw, const ag_config_t *cfg, FILE *errs);
 /** The server hooks that run this gateway on every worker. */
 ag_server_hooks_t ag_gateway_hooks(ag_gateway_t *gw);
 
+/** What the admin listener reads: the observers, the usage log and its bucket
+ *  (NULL when the log is off). Owned by the gateway. */
+struct ag_obs *ag_gateway_obs(ag_gateway_t *gw);
+struct ag_usage_log *ag_gateway_usage_log(ag_gateway_t *gw);
+struct ag_objstore *ag_gateway_log_bucket(ag_gateway_t *gw);
+
 /** Headers every response carries, for the server (ag_server_options_t). */
 const char *ag_gateway_default_headers(const ag_gateway_t *gw);
 

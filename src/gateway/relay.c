@@ -31,6 +31,7 @@ typedef struct relay {
     ag_buf_t translated; /* the protocol's translation of a chunk */
     bool started;
     bool paused;
+    bool counted;               /* in aigate_streams_active */
     char kv_key[GW_KV_KEY_LEN]; /* "" when the stream is not cached */
 } relay_t;
 
@@ -42,6 +43,9 @@ static void relay_cleanup(void *p)
     ag_sse_parser_fini(&r->sse);
     ag_anthropic_stream_fini(&r->acc);
     ag_buf_fini(&r->translated);
+    if (r->counted)
+        ag_obs_streams(r->w->gw->obs, r->w->index, -1);
+    r->counted = false;
 }
 
 /* Copies what the stream said into the request's record. */
@@ -204,4 +208,6 @@ void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, ag_s
         return;
     }
     req->on_abort = relay_abort;
+    r->counted = true;
+    ag_obs_streams(w->gw->obs, w->index, +1);
 }

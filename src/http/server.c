@@ -265,6 +265,11 @@ int ag_server_port(const ag_server_t *srv)
     return srv->port;
 }
 
+unsigned ag_server_connections(const ag_server_t *srv)
+{
+    return atomic_load_explicit(&((ag_server_t *)srv)->connections, memory_order_relaxed);
+}
+
 ag_str_t ag_req_header(const ag_req_t *req, const char *name)
 {
     const ag_http_header_t *h = ag_http_find_header(&req->head, name);

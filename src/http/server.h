@@ -106,6 +106,9 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out);
 /** The port actually bound (useful with port 0). */
 int ag_server_port(const ag_server_t *srv);
 
+/** Open connections now (any thread). */
+unsigned ag_server_connections(const ag_server_t *srv);
+
 /** Begins a graceful shutdown: stop accepting, finish in-flight requests (at most
  *  the drain timeout), then the workers stop. Thread-safe, async-signal-unsafe. */
 void ag_server_shutdown(ag_server_t *srv);

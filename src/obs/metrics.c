@@ -64,7 +64,6 @@ struct ag_metrics {
     unsigned nworkers;
     size_t nroutes;
     char *routes[AG_METRICS_MAX_ROUTES + 1]; /* [0] is "none" */
-    ag_ctr_t tail_dropped;                   /* rare: any thread, RMW is fine here */
     worker_slab_t *slabs;
 };
 
@@ -205,11 +204,6 @@ void ag_metrics_streams(ag_metrics_t *m, unsigned w, int delta)
 {
     if (w < m->nworkers)
         ag_gauge_add(&m->slabs[w].streams, delta);
-}
-
-void ag_metrics_tail_dropped(ag_metrics_t *m, uint64_t n)
-{
-    atomic_fetch_add_explicit(&m->tail_dropped, n, memory_order_relaxed);
 }
 
 /* ---- rendering ------------------------------------------------------------------ */
@@ -539,7 +533,7 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
                     "Tail events dropped because a subscriber read too slowly.");
     if (rc == 0)
         rc = ag_buf_printf(b, "aigate_tail_dropped_total %llu\n",
-                           (unsigned long long)atomic_load(&m->tail_dropped));
+                           (unsigned long long)p->tail_dropped);
     if (rc == 0)
         rc = family(b, "aigate_task_runs_total", "counter",
                     "Scheduled task runs, by task and outcome.");

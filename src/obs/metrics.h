@@ -26,12 +26,12 @@ void ag_metrics_free(ag_metrics_t *m);
 /** On worker `w`'s thread. */
 void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *rec);
 void ag_metrics_streams(ag_metrics_t *m, unsigned w, int delta);
-void ag_metrics_tail_dropped(ag_metrics_t *m, uint64_t n); /* any thread */
 
 /** What the scrape reads from elsewhere in the process. */
 typedef struct ag_metrics_process {
     uint64_t connections_active;
     uint64_t usage_log_entries, usage_log_dropped;
+    uint64_t tail_dropped;
     double start_time_s; /* epoch seconds */
 } ag_metrics_process_t;
 

@@ -50,6 +50,12 @@ async function startGateway(opts = {}) {
     }
     if (opts.upstream) args.push('--upstream', opts.upstream);
     if (opts.threads) args.push('--threads', String(opts.threads));
+    // Many gateways run at once: each gets its own admin port, unless the test sets one.
+    if (opts.admin !== undefined) {
+        if (opts.admin !== null) args.push('--admin-listen', opts.admin);
+    } else if (!/^\s*admin_listen\s*=/m.test(config || '')) {
+        args.push('--admin-listen', '127.0.0.1:0');
+    }
     args.push(...(opts.args || []));
     const env = { ...process.env, ...(opts.env || {}) };
     delete env.ANTHROPIC_API_KEY;
@@ -65,10 +71,15 @@ async function startGateway(opts = {}) {
             resolve(gw.exited);
         });
     });
-    await until(() => gw.exited || /listening on [^ ]+:(\d+)/.test(gw.stderr), 15000, 'aigate to listen');
+    await until(() => gw.exited || /aigate [^\n]*listening on [^ ]+:(\d+)/.test(gw.stderr), 15000, 'aigate to listen');
     if (gw.exited) throw new Error(`aigate exited early (${JSON.stringify(gw.exited)}):\n${gw.stderr}`);
-    gw.port = Number(/listening on [^ ]+:(\d+)/.exec(gw.stderr)[1]);
+    gw.port = Number(/aigate [^\n]*listening on [^ ]+:(\d+)/.exec(gw.stderr)[1]);
     gw.url = `http://127.0.0.1:${gw.port}`;
+    const admin = /admin listening on ([^ \n]+):(\d+)/.exec(gw.stderr);
+    if (admin) {
+        gw.adminPort = Number(admin[2]);
+        gw.adminUrl = `http://${admin[1].includes(':') ? `[${admin[1]}]` : admin[1]}:${gw.adminPort}`;
+    }
     // Stops with SIGTERM and checks for a clean exit (0, no sanitizer report).
     gw.stop = async (signal = 'SIGTERM') => {
         if (!gw.exited) proc.kill(signal);

@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * admin.c: the admin listener's server, its routes, bearer-token checks and
+ * the live tail's server-sent event streams.
+ */
+#include "util/platform.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/admin.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+#define TAIL_QUEUE 1024                /* events a subscriber may fall behind by */
+#define TAIL_HIGH_WATER (256 * 1024)   /* bytes queued on its socket before it waits */
+#define TAIL_KEEPALIVE_MS 15000
+
+typedef struct tail_session tail_session_t;
+
+struct ag_admin {
+    ag_admin_options_t opts;
+    char host[256];
+    char *token;
+    size_t token_len;
+    ag_server_t *srv;
+    _Atomic(const ag_server_t *) clients;
+    _Atomic int state;
+    tail_session_t *tails; /* open tails, touched only by the admin thread */
+};
+
+struct tail_session {
+    tail_session_t *prev, *next;
+    ag_admin_t *admin;
+    ag_req_t *req; /* NULL once the request is gone */
+    ag_tail_sub_t *sub;
+    uv_async_t wake;
+    uv_timer_t keepalive;
+    ag_buf_t out;
+    int closes;
+    bool closing;
+};
+
+/* ---- addresses ------------------------------------------------------------------- */
+
+int ag_admin_parse_listen(const char *listen, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen)
+        return -EINVAL;
+    const char *h = listen;
+    size_t hl = (size_t)(colon - listen);
+    if (h[0] == '[') {
+        if (hl < 3 || h[hl - 1] != ']')
+            return -EINVAL;
+        h++;
+        hl -= 2;
+    } else if (memchr(h, ':', hl)) {
+        return -EINVAL; /* an IPv6 address needs its brackets */
+    }
+    if (hl == 0 || hl >= hostlen)
+        return -EINVAL;
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || p < 0 || p > 65535)
+        return -EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+bool ag_admin_is_loopback(const char *host)
+{
+    if (strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0)
+        return true;
+    struct in_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
+/* ---- the live tail ----------------------------------------------------------------- */
+
+static void on_session_handle_closed(uv_handle_t *h)
+{
+    tail_session_t *s = h->data;
+    if (--s->closes == 0) {
+        ag_buf_fini(&s->out);
+        free(s);
+    }
+}
+
+/* Ends the subscription and frees the session once its handles closed. */
+static void session_close(tail_session_t *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    ag_tail_unsubscribe(ag_obs_tail(s->admin->opts.obs), s->sub);
+    s->sub = NULL;
+    if (s->req) {
+        /* The request may outlive the session (its socket failed first): it
+         * must not find the session again. */
+        s->req->handler_data = NULL;
+        s->req->on_abort = NULL;
+    }
+    s->req = NULL;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        s->admin->tails = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->closes = 2;
+    uv_close((uv_handle_t *)&s->wake, on_session_handle_closed);
+    uv_close((uv_handle_t *)&s->keepalive, on_session_handle_closed);
+}
+
+static void tail_notify(void *ctx)
+{
+    tail_session_t *s = ctx;
+    uv_async_send(&s->wake);
+}
+
+/* Writes what the subscription queued, unless the socket is still full: then
+ * the events wait in the bounded queue (and are dropped past it). */
+static void session_pump(tail_session_t *s)
+{
+    if (!s->req)
+        return;
+    size_t queued = 0;
+    ag_req_stream_write(s->req, NULL, 0, &queued);
+    if (queued >= TAIL_HIGH_WATER)
+        return;
+    s->out.len = 0;
+    if (ag_tail_drain(s->sub, &s->out) == 0)
+        return;
+    if (ag_req_stream_write(s->req, s->out.data, s->out.len, &queued) < 0)
+        session_close(s);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    session_pump(a->data);
+}
+
+static void on_keepalive(uv_timer_t *t)
+{
+    tail_session_t *s = t->data;
+    if (s->req && ag_req_stream_write(s->req, ": keepalive\n\n", 13, NULL) < 0)
+        session_close(s);
+}
+
+static void tail_drained(ag_req_t *req, void *data)
+{
+    AG_UNUSED(req);
+    session_pump(data);
+}
+
+static void tail_abort(ag_req_t *req)
+{
+    if (req->handler_data)
+        session_close(req->handler_data);
+}
+
+static void tail_cleared(void *p)
+{
+    ag_req_t *req = p;
+    if (req->handler_data)
+        session_close(req->handler_data);
+}
+
+static void handle_tail(ag_admin_t *a, ag_req_t *req)
+{
+    ag_tail_filter_t f;
+    const char *bad = NULL;
+    if (ag_tail_filter_parse(req->head.query, req->peer_ip, &f, &bad) < 0) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "bad tail filter: %s", bad ? bad : "query");
+        ag_req_respond_error(req, 400, msg);
+        return;
+    }
+    tail_session_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        ag_req_respond_error(req, 503, "Out of memory");
+        return;
+    }
+    s->admin = a;
+    s->req = req;
+    ag_buf_init(&s->out, 0);
+    uv_loop_t *loop = ag_worker_loop(req->worker);
+    uv_async_init(loop, &s->wake, on_wake);
+    uv_timer_init(loop, &s->keepalive);
+    s->wake.data = s;
+    s->keepalive.data = s;
+    s->next = a->tails;
+    if (a->tails)
+        a->tails->prev = s;
+    a->tails = s;
+    if (ag_tail_subscribe(ag_obs_tail(a->opts.obs), &f, TAIL_QUEUE, tail_notify, s, &s->sub) <
+        0) {
+        session_close(s);
+        ag_req_respond_error(req, 503, "Out of memory");
+        return;
+    }
+    req->handler_data = s;
+    req->on_abort = tail_abort;
+    ag_pool_on_clear(&req->pool, tail_cleared, req);
+    ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
+    ag_req_stream_start(req, 200, "text/event-stream; charset=utf-8");
+    ag_req_on_drain(req, tail_drained, s);
+    ag_req_stream_write(req, ": tail started\n\n", 16, NULL);
+    uv_timer_start(&s->keepalive, on_keepalive, TAIL_KEEPALIVE_MS, TAIL_KEEPALIVE_MS);
+}
+
+/* ---- routes ------------------------------------------------------------------------ */
+
+static bool token_ok(const ag_admin_t *a, ag_req_t *req)
+{
+    if (!a->token)
+        return true;
+    ag_str_t h = ag_req_header(req, "Authorization");
+    if (h.len < 7 || strncasecmp(h.ptr, "Bearer ", 7) != 0)
+        return false;
+    ag_str_t given = ag_str(h.ptr + 7, h.len - 7);
+    /* In constant time over the token, so timing says nothing about its bytes. */
+    unsigned char diff = given.len != a->token_len;
+    for (size_t i = 0; i < a->token_len; i++)
+        diff |= (unsigned char)(a->token[i] ^ (i < given.len ? given.ptr[i] : 0));
+    return diff == 0;
+}
+
+static void handle_metrics(ag_admin_t *a, ag_req_t *req)
+{
+    ag_metrics_process_t p = {
+        .start_time_s = ag_obs_start_time(a->opts.obs),
+        .tail_dropped = ag_tail_dropped(ag_obs_tail(a->opts.obs)),
+    };
+    const ag_server_t *clients = atomic_load(&a->clients);
+    if (clients)
+        p.connections_active = ag_server_connections(clients);
+    if (a->opts.usage_log) {
+        ag_usage_log_stats_t st;
+        ag_usage_log_stats(a->opts.usage_log, &st);
+        p.usage_log_entries = st.accepted;
+        p.usage_log_dropped = st.dropped;
+    }
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    if (ag_metrics_render(ag_obs_metrics(a->opts.obs), &p, &b) < 0) {
+        ag_buf_fini(&b);
+        ag_req_respond_error(req, 500, "Internal error");
+        return;
+    }
+    ag_req_respond(req, 200, AG_METRICS_CONTENT_TYPE, ag_str(b.data, b.len));
+    ag_buf_fini(&b);
+}
+
+/* The value of query parameter `name`, or AG_STR_NULL. */
+static ag_str_t query_param(ag_str_t q, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = q.ptr, *end = q.ptr + q.len;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *pe = amp ? amp : end;
+        if ((size_t)(pe - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == '=')
+            return ag_str(p + nl + 1, (size_t)(pe - p - nl - 1));
+        p = amp ? amp + 1 : NULL;
+    }
+    return AG_STR_NULL;
+}
+
+static void handle_series(ag_admin_t *a, ag_req_t *req)
+{
+    ag_str_t m = query_param(req->head.query, "minutes");
+    unsigned minutes = AG_SERIES_MINUTES;
+    if (m.len) {
+        char buf[8];
+        unsigned long v = 0;
+        bool ok = m.len < sizeof(buf);
+        if (ok) {
+            memcpy(buf, m.ptr, m.len);
+            buf[m.len] = '\0';
+            char *e;
+            v = strtoul(buf, &e, 10);
+            ok = *e == '\0' && v >= 1 && v <= AG_SERIES_MINUTES;
+        }
+        if (!ok) {
+            ag_req_respond_error(req, 400, "minutes must be 1 to 60");
+            return;
+        }
+        minutes = (unsigned)v;
+    }
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    int rc = ag_series_json(ag_obs_series(a->opts.obs), minutes, ag_now_us() / 1000000, &b);
+    if (rc < 0)
+        ag_req_respond_error(req, 500, "Internal error");
+    else
+        ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
+    ag_buf_fini(&b);
+}
+
+static void handle_request(ag_req_t *req)
+{
+    ag_admin_t *a = ag_worker_ctx(req->worker);
+    ag_str_t path = req->head.path, method = req->head.method;
+    bool get = ag_str_eq(method, AG_STR_LIT("GET")) || ag_str_eq(method, AG_STR_LIT("HEAD"));
+    if (!token_ok(a, req)) {
+        ag_req_add_header(req, "WWW-Authenticate", AG_STR_LIT("Bearer realm=\"aigate admin\""));
+        ag_req_respond_error(req, 401, "Unauthorized: send Authorization: Bearer <admin token>");
+        return;
+    }
+    static const char *const routes[] = {"/metrics", "/tail", "/series", "/healthz", "/readyz"};
+    bool known = false;
+    for (size_t i = 0; i < AG_ARRAY_LEN(routes) && !known; i++)
+        known = ag_str_eq(path, ag_str_c(routes[i]));
+    if (known && !get) {
+        ag_req_add_header(req, "Allow", AG_STR_LIT("GET, HEAD"));
+        ag_req_respond_error(req, 405, "Method not allowed");
+        return;
+    }
+    if (ag_str_eq(path, AG_STR_LIT("/metrics"))) {
+        handle_metrics(a, req);
+    } else if (ag_str_eq(path, AG_STR_LIT("/tail"))) {
+        handle_tail(a, req);
+    } else if (ag_str_eq(path, AG_STR_LIT("/series"))) {
+        handle_series(a, req);
+    } else if (ag_str_eq(path, AG_STR_LIT("/healthz"))) {
+        ag_req_respond(req, 200, "application/json", AG_STR_LIT("{\"status\":\"ok\"}"));
+    } else if (ag_str_eq(path, AG_STR_LIT("/readyz"))) {
+        int st = atomic_load(&a->state);
+        if (st == AG_ADMIN_READY)
+            ag_req_respond(req, 200, "application/json", AG_STR_LIT("{\"status\":\"ready\"}"));
+        else
+            ag_req_respond(req, 503, "application/json",
+                           st == AG_ADMIN_STARTING ? AG_STR_LIT("{\"status\":\"starting\"}")
+                                                   : AG_STR_LIT("{\"status\":\"draining\"}"));
+    } else {
+        ag_req_respond_error(req, 404, "Not found");
+    }
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static int worker_init(ag_worker_t *w, void *server_ctx, void **worker_ctx)
+{
+    AG_UNUSED(w);
+    *worker_ctx = server_ctx;
+    return 0;
+}
+
+/* Shutdown began: end every tail, so draining does not wait on them. */
+static void worker_drain(ag_worker_t *w, void *worker_ctx)
+{
+    ag_admin_t *a = worker_ctx;
+    AG_UNUSED(w);
+    while (a->tails) {
+        tail_session_t *s = a->tails;
+        ag_req_t *req = s->req;
+        session_close(s);
+        if (req)
+            ag_req_stream_end(req);
+    }
+}
+
+int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out)
+{
+    ag_admin_t *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->opts = *opts;
+    int port;
+    int rc = ag_admin_parse_listen(opts->listen, a->host, sizeof(a->host), &port);
+    if (rc < 0) {
+        free(a);
+        return rc;
+    }
+    if (opts->token && *opts->token) {
+        a->token = strdup(opts->token);
+        a->token_len = a->token ? strlen(a->token) : 0;
+        if (!a->token) {
+            free(a);
+            return -ENOMEM;
+        }
+    }
+    a->opts.token = NULL;
+    atomic_init(&a->state, AG_ADMIN_STARTING);
+    ag_server_options_t so = {
+        .host = a->host,
+        .port = port,
+        .threads = 1,
+        .limits = opts->limits,
+        .hooks =
+            {
+                .worker_init = worker_init,
+                .worker_drain = worker_drain,
+                .handle = handle_request,
+                .server_ctx = a,
+            },
+        .default_headers = "X-Content-Type-Options: nosniff\r\n",
+    };
+    rc = ag_server_start(&so, &a->srv);
+    if (rc < 0) {
+        if (a->token)
+            explicit_bzero(a->token, a->token_len);
+        free(a->token);
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+int ag_admin_port(const ag_admin_t *a)
+{
+    return ag_server_port(a->srv);
+}
+
+void ag_admin_set_server(ag_admin_t *a, const ag_server_t *srv)
+{
+    atomic_store(&a->clients, srv);
+}
+
+void ag_admin_set_state(ag_admin_t *a, ag_admin_state_t state)
+{
+    atomic_store(&a->state, (int)state);
+}
+
+void ag_admin_shutdown(ag_admin_t *a)
+{
+    ag_server_shutdown(a->srv);
+}
+
+void ag_admin_wait_and_free(ag_admin_t *a)
+{
+    if (!a)
+        return;
+    ag_server_wait_and_free(a->srv);
+    if (a->token) {
+        explicit_bzero(a->token, a->token_len);
+        free(a->token);
+    }
+    free(a);
+}
