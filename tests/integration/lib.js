@@ -65,9 +65,11 @@ async function startGateway(opts = {}) {
             resolve(gw.exited);
         });
     });
-    await until(() => gw.exited || /listening on [^ ]+:(\d+)/.test(gw.stderr), 15000, 'aigate to listen');
+    // "(?<!admin )": the admin listener logs its own "admin listening on" line.
+    const listening = /(?<!admin )listening on [^ ]+:(\d+)/;
+    await until(() => gw.exited || listening.test(gw.stderr), 15000, 'aigate to listen');
     if (gw.exited) throw new Error(`aigate exited early (${JSON.stringify(gw.exited)}):\n${gw.stderr}`);
-    gw.port = Number(/listening on [^ ]+:(\d+)/.exec(gw.stderr)[1]);
+    gw.port = Number(listening.exec(gw.stderr)[1]);
     gw.url = `http://127.0.0.1:${gw.port}`;
     // Stops with SIGTERM and checks for a clean exit (0, no sanitizer report).
     gw.stop = async (signal = 'SIGTERM') => {
