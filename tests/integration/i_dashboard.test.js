@@ -207,6 +207,12 @@ test('the dashboard: charts with data, the tail, filters, a narrow window, nothi
         assert.equal(row.cells[5], MODEL);
         assert.match(row.cells[6], /^\d+\+\d+$/, 'tokens in+out');
         assert.match(row.cells[7], /^\$/, 'cost');
+        assert.equal(row.cells[8], '', 'not cached');
+        // A cache hit says so.
+        const again = await generate(gw, { prompt: 'dashboard request 1' });
+        assert.equal(again.status, 200);
+        const hitRow = await page.waitForSelector(`#tail tbody tr[data-request-id="${again.headers['x-request-id']}"]`, { timeout: 10000 });
+        assert.equal(await hitRow.evaluate((tr) => tr.cells[8].textContent), 'hit');
         await fs.promises.mkdir(ARTIFACTS, { recursive: true });
         await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
 

@@ -520,7 +520,7 @@
         const tr = document.createElement('tr');
         tr.className = 'notice';
         const td = cell(tr, n + (n === 1 ? ' event' : ' events') + ' dropped: the tail could not keep up');
-        td.colSpan = 9;
+        td.colSpan = 10;
         prepend(tr);
     }
 
@@ -558,8 +558,9 @@
         const tokens = (num(ag.inputTokens) ? ag.inputTokens : 0) + (num(ag.outputTokens) ? ag.outputTokens : 0);
         cell(tr, tokens > 0 ? (ag.inputTokens || 0) + '+' + (ag.outputTokens || 0) : '', 'num');
         cell(tr, num(ag.costUsd) && (tokens > 0 || ag.costUsd > 0 || ag.cached) ? fmtUsd(ag.costUsd) : '', 'num');
-        const extra = [ag.cached ? 'cached' : '', ag.stream ? 'stream' : '', num(ag.retries) && ag.retries > 0 ? 'retries=' + ag.retries : ''];
-        cell(tr, extra.filter(Boolean).join(' '));
+        cell(tr, ag.cached ? 'hit' : '', 'cached');
+        const notes = [ag.stream ? 'stream' : '', num(ag.retries) && ag.retries > 0 ? 'retries=' + ag.retries : '', ev.outcome === 'canceled' ? 'canceled' : ''];
+        cell(tr, notes.filter(Boolean).join(' '));
         prepend(tr);
     }
 
