@@ -52,14 +52,20 @@ async function startWithAdmin(opts = {}) {
         ...opts,
     });
     const re = /admin listening on [^ ]+:(\d+)/;
+    // main.c logs "listening on" just before it installs its SIGTERM handler: a stop at once
+    // can kill it with the default action (exit by signal), so give it a moment first.
+    const stopSoon = async () => {
+        await new Promise((r) => setTimeout(r, 300));
+        await gw.stop();
+    };
     try {
         await until(() => re.test(gw.stderr) || /unknown key aigate\.admin_listen/.test(gw.stderr) || gw.exited, 10000, 'the admin listener');
     } catch (e) {
-        await gw.stop();
+        await stopSoon();
         throw new Error(`no "admin listening on" line:\n${gw.stderr.slice(-2000)}`);
     }
     if (!re.test(gw.stderr)) {
-        await gw.stop();
+        await stopSoon();
         return null;
     }
     return { gw, admin: `http://127.0.0.1:${Number(re.exec(gw.stderr)[1])}` };
