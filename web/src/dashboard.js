@@ -348,6 +348,7 @@
         try {
             const d = await getJSON('series?minutes=60', 'series');
             renderSeries(d);
+            hideNotice();
             setState('updated ' + fmtClock(Date.now()));
         } catch (e) {
             noteError(e);
