@@ -4,10 +4,10 @@ SHELL := /bin/bash
 JOBS  ?= $(shell nproc)
 BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
               liblmdb-dev libssl-dev
-TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus
+TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium
 BENCH_PKGS := wrk nginx-light
 
-.PHONY: all build release debug asan tsan run test unit bench fuzz docs deps-build deps-test deps-bench \
+.PHONY: all build release debug asan tsan run test unit bench fuzz docs deps-build deps-test deps-bench deps-web deps-node \
         format format-check clean
 
 all: build
@@ -32,7 +32,14 @@ deps-build:
 deps-test: deps-build
 	$(call ensure_pkgs,$(TEST_PKGS))
 	@command -v node >/dev/null || $(MAKE) --no-print-directory NODE_PKG=1 deps-node
-	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] || npm install --no-audit --no-fund --silent
+	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] && [ -d node_modules/puppeteer-core ] || npm install --no-audit --no-fund --silent
+
+# The dashboard's chart library (uPlot), pinned by web/package-lock.json: the build embeds it
+# (cmake/modules/35-dashboard.cmake). npm ci again when the lock file is newer than the install.
+deps-web:
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory deps-node
+	@cd web && [ -d node_modules/uplot ] && [ node_modules/.package-lock.json -nt package-lock.json ] || \
+	  npm ci --no-audit --no-fund --silent
 
 deps-node:
 	$(call ensure_pkgs,nodejs npm)
@@ -40,19 +47,19 @@ deps-node:
 deps-bench: deps-build
 	$(call ensure_pkgs,$(BENCH_PKGS))
 
-build release: deps-build
+build release: deps-build deps-web
 	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build build/release -j$(JOBS)
 
-debug: deps-build
+debug: deps-build deps-web
 	@cmake -S . -B build/debug -DCMAKE_BUILD_TYPE=Debug >/dev/null
 	@cmake --build build/debug -j$(JOBS)
 
-asan: deps-build
+asan: deps-build deps-web
 	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DAG_SANITIZE=ON >/dev/null
 	@cmake --build build/asan -j$(JOBS)
 
-tsan: deps-build
+tsan: deps-build deps-web
 	@cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DAG_TSAN=ON >/dev/null
 	@cmake --build build/tsan -j$(JOBS)
 
@@ -74,7 +81,7 @@ test: deps-test debug asan tsan
 unit: debug
 	@cd build/debug && ctest --output-on-failure -L unit
 
-fuzz: deps-test
+fuzz: deps-test deps-web
 	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DAG_FUZZ=ON >/dev/null
 	@cmake --build build/fuzz -j$(JOBS)
 	@# New inputs go to build/fuzz/corpus/; the committed seeds are only read.
