@@ -12,11 +12,12 @@
 #include <string.h>
 
 #include "admin/admin.h"
+#include "obs/dashboard.h"
 #include "util/errors.h"
 #include "util/log.h"
 
-#define TAIL_QUEUE 1024                /* events a subscriber may fall behind by */
-#define TAIL_HIGH_WATER (256 * 1024)   /* bytes queued on its socket before it waits */
+#define TAIL_QUEUE 1024              /* events a subscriber may fall behind by */
+#define TAIL_HIGH_WATER (256 * 1024) /* bytes queued on its socket before it waits */
 #define TAIL_KEEPALIVE_MS 15000
 
 typedef struct tail_session tail_session_t;
@@ -199,8 +200,7 @@ static void handle_tail(ag_admin_t *a, ag_req_t *req)
     if (a->tails)
         a->tails->prev = s;
     a->tails = s;
-    if (ag_tail_subscribe(ag_obs_tail(a->opts.obs), &f, TAIL_QUEUE, tail_notify, s, &s->sub) <
-        0) {
+    if (ag_tail_subscribe(ag_obs_tail(a->opts.obs), &f, TAIL_QUEUE, tail_notify, s, &s->sub) < 0) {
         session_close(s);
         ag_req_respond_error(req, 503, "Out of memory");
         return;
@@ -217,18 +217,65 @@ static void handle_tail(ag_admin_t *a, ag_req_t *req)
 
 /* ---- routes ------------------------------------------------------------------------ */
 
+/* Base64 (RFC 4648) into out; @return the length, or -1 when malformed or too long. */
+static int base64_decode(ag_str_t in, char *out, size_t cap)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+    for (size_t i = 0; i < in.len; i++) {
+        char c = in.ptr[i];
+        if (c == '=')
+            break;
+        const char *p = c ? strchr(alphabet, c) : NULL;
+        if (!p)
+            return -1;
+        acc = acc << 6 | (uint32_t)(p - alphabet);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n + 1 >= cap)
+                return -1;
+            out[n++] = (char)(acc >> bits & 0xff);
+        }
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+/* The token as the request gives it: `Bearer TOKEN`, or `Basic` with the token
+ * as the password (what a browser sends after its login prompt). */
+static ag_str_t given_token(ag_req_t *req, char *basic, size_t cap)
+{
+    ag_str_t h = ag_req_header(req, "Authorization");
+    if (h.len >= 7 && strncasecmp(h.ptr, "Bearer ", 7) == 0)
+        return ag_str(h.ptr + 7, h.len - 7);
+    if (h.len >= 6 && strncasecmp(h.ptr, "Basic ", 6) == 0) {
+        int n = base64_decode(ag_str(h.ptr + 6, h.len - 6), basic, cap);
+        const char *colon = n > 0 ? memchr(basic, ':', (size_t)n) : NULL;
+        if (colon)
+            return ag_str(colon + 1, (size_t)(basic + n - colon - 1));
+    }
+    return AG_STR_NULL;
+}
+
 static bool token_ok(const ag_admin_t *a, ag_req_t *req)
 {
     if (!a->token)
         return true;
-    ag_str_t h = ag_req_header(req, "Authorization");
-    if (h.len < 7 || strncasecmp(h.ptr, "Bearer ", 7) != 0)
+    char basic[512];
+    ag_str_t given = given_token(req, basic, sizeof(basic));
+    if (!given.ptr) {
+        explicit_bzero(basic, sizeof(basic));
         return false;
-    ag_str_t given = ag_str(h.ptr + 7, h.len - 7);
+    }
     /* In constant time over the token, so timing says nothing about its bytes. */
     unsigned char diff = given.len != a->token_len;
     for (size_t i = 0; i < a->token_len; i++)
         diff |= (unsigned char)(a->token[i] ^ (i < given.len ? given.ptr[i] : 0));
+    explicit_bzero(basic, sizeof(basic));
     return diff == 0;
 }
 
@@ -310,7 +357,11 @@ static void handle_request(ag_req_t *req)
     ag_str_t path = req->head.path, method = req->head.method;
     bool get = ag_str_eq(method, AG_STR_LIT("GET")) || ag_str_eq(method, AG_STR_LIT("HEAD"));
     if (!token_ok(a, req)) {
-        ag_req_add_header(req, "WWW-Authenticate", AG_STR_LIT("Bearer realm=\"aigate admin\""));
+        /* Basic too, so a browser asks for the token once and sends it on
+         * every request of the page, fetches included. */
+        ag_req_add_header(req, "WWW-Authenticate",
+                          AG_STR_LIT("Bearer realm=\"aigate admin\", Basic realm=\"aigate admin\", "
+                                     "charset=\"UTF-8\""));
         ag_req_respond_error(req, 401, "Unauthorized: send Authorization: Bearer <admin token>");
         return;
     }
@@ -329,6 +380,17 @@ static void handle_request(ag_req_t *req)
         handle_tail(a, req);
     } else if (ag_str_eq(path, AG_STR_LIT("/series"))) {
         handle_series(a, req);
+    } else if (get && (ag_str_eq(path, AG_STR_LIT("/")) ||
+                       (path.len > 8 && memcmp(path.ptr, "/assets/", 8) == 0))) {
+        const ag_asset_t *asset = ag_dashboard_asset(path.ptr, path.len);
+        if (!asset) {
+            ag_req_respond_error(req, 404, "Not found");
+            return;
+        }
+        ag_req_add_header(req, "Content-Security-Policy", AG_STR_LIT(AG_DASHBOARD_CSP));
+        ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
+        ag_req_respond(req, 200, asset->content_type,
+                       ag_str((const char *)asset->data, asset->len));
     } else if (ag_str_eq(path, AG_STR_LIT("/healthz"))) {
         ag_req_respond(req, 200, "application/json", AG_STR_LIT("{\"status\":\"ok\"}"));
     } else if (ag_str_eq(path, AG_STR_LIT("/readyz"))) {

@@ -20,10 +20,10 @@ typedef struct ag_admin ag_admin_t;
 typedef enum { AG_ADMIN_STARTING, AG_ADMIN_READY, AG_ADMIN_DRAINING } ag_admin_state_t;
 
 typedef struct ag_admin_options {
-    const char *listen;      /* "host:port", "[v6]:port" */
-    const char *token;       /* NULL or "": no token; copied and zeroed on free */
+    const char *listen; /* "host:port", "[v6]:port" */
+    const char *token;  /* NULL or "": no token; copied and zeroed on free */
     ag_server_limits_t limits;
-    ag_obs_t *obs;           /* borrowed, like the rest */
+    ag_obs_t *obs; /* borrowed, like the rest */
     ag_usage_log_t *usage_log;
     ag_objstore_t *log_bucket;
 } ag_admin_options_t;

@@ -22,7 +22,7 @@ typedef struct model_minute {
 } model_minute_t;
 
 typedef struct minute {
-    int64_t minute; /* epoch minute; -1: empty */
+    int64_t minute;      /* epoch minute; -1: empty */
     uint64_t classes[4]; /* 2xx, 3xx, 4xx, 5xx */
     uint64_t requests;
     uint64_t hits, misses;
@@ -100,8 +100,7 @@ static model_minute_t *model_of(minute_t *m, const char *name)
         return &m->models[SERIES_MODELS - 1];
     model_minute_t *mm = &m->models[m->nmodels++];
     memset(mm, 0, sizeof(*mm));
-    snprintf(mm->name, sizeof(mm->name), "%s",
-             m->nmodels == SERIES_MODELS ? "other" : name);
+    snprintf(mm->name, sizeof(mm->name), "%s", m->nmodels == SERIES_MODELS ? "other" : name);
     return mm;
 }
 
@@ -192,8 +191,8 @@ static void put(series_out_t *o, const char *s)
 }
 
 /* An array of one figure per minute; value() returns false for null. */
-static void array(series_out_t *o, const char *name, bool (*value)(const minute_t *, const void *, double *),
-                  const void *arg)
+static void array(series_out_t *o, const char *name,
+                  bool (*value)(const minute_t *, const void *, double *), const void *arg)
 {
     if (o->rc == 0)
         o->rc = ag_buf_printf(o->b, "\"%s\":[", name);

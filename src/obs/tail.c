@@ -162,8 +162,7 @@ static int append_nullable(ag_buf_t *b, const char *s)
 }
 
 /* Builds the event; *aigate_at gets the offset of the aigate object's '{'. */
-static int event_json(ag_tail_t *t, const ag_request_record_t *rec, ag_buf_t *b,
-                      size_t *aigate_at)
+static int event_json(ag_tail_t *t, const ag_request_record_t *rec, ag_buf_t *b, size_t *aigate_at)
 {
     static const char *const outcomes[] = {NULL, "ok", "exception", NULL, "canceled"};
     unsigned oc = outcome_of(rec);
@@ -172,8 +171,8 @@ static int event_json(ag_tail_t *t, const ag_request_record_t *rec, ag_buf_t *b,
     if (rc == 0)
         rc = ag_json_append_string(b, ag_str_c(t->script_name));
     if (rc == 0)
-        rc = ag_buf_printf(b, ",\"eventTimestamp\":%lld,\"event\":{\"request\":{\"url\":",
-                           (long long)ts_ms);
+        rc = ag_buf_printf(
+            b, ",\"eventTimestamp\":%lld,\"event\":{\"request\":{\"url\":", (long long)ts_ms);
     /* The URL as the client addressed us: Host, then the target. */
     if (rc == 0) {
         ag_buf_t url;
@@ -437,9 +436,10 @@ size_t ag_tail_drain(ag_tail_sub_t *s, ag_buf_t *out)
 
 static int hexv(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                                               : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* Decodes application/x-www-form-urlencoded into out (NUL-terminated). */
@@ -505,10 +505,10 @@ int ag_tail_filter_parse(ag_str_t query, const char *self, ag_tail_filter_t *f, 
         if (strcmp(name, "format") == 0) {
             rc = strcmp(value, "json") == 0 ? 0 : -EINVAL;
         } else if (strcmp(name, "status") == 0) {
-            unsigned bit = strcmp(value, "ok") == 0          ? AG_TAIL_OK
-                           : strcmp(value, "error") == 0     ? AG_TAIL_EXCEPTION
+            unsigned bit = strcmp(value, "ok") == 0         ? AG_TAIL_OK
+                           : strcmp(value, "error") == 0    ? AG_TAIL_EXCEPTION
                            : strcmp(value, "canceled") == 0 ? AG_TAIL_CANCELED
-                                                             : 0;
+                                                            : 0;
             rc = bit ? 0 : -EINVAL;
             f->outcomes |= bit;
         } else if (strcmp(name, "method") == 0) {

@@ -25,11 +25,11 @@ typedef struct ag_tail_filter {
     unsigned outcomes; /* AG_TAIL_* bits; 0: all */
     char methods[AG_TAIL_MAX_LIST][16];
     size_t nmethods;
-    char search[256];  /* a substring of the URL, method, client, route or model */
-    char ip[64];       /* the client, exactly */
+    char search[256]; /* a substring of the URL, method, client, route or model */
+    char ip[64];      /* the client, exactly */
     char header_names[AG_TAIL_MAX_LIST][64];
     char header_values[AG_TAIL_MAX_LIST][256];
-    size_t nheaders;   /* every NAME:VALUE must be present */
+    size_t nheaders;      /* every NAME:VALUE must be present */
     double sampling_rate; /* 0 < r <= 1; 0 means 1 */
     char route[256];
     char model[128];
