@@ -2,7 +2,8 @@
  *
  * cli.h: the storage commands of the aigate CLI (`aigate kv`, `aigate r2`,
  * `aigate secret`). They work on the same stores as the server, through the
- * same interfaces, and are safe to run while it runs. Each handler gets argv
+ * same interfaces, and are safe to run while it runs. `aigate tail` reads a
+ * running server's live events from its admin listener. Each handler gets argv
  * after its command word (as main()'s other handlers), returns the exit code
  * (0 ok, 1 operational error, 2 usage error) and never exits itself.
  */
@@ -23,6 +24,9 @@ int cmd_r2(int argc, char **argv);
 
 /** `aigate secret put|list|delete`. */
 int cmd_secret(int argc, char **argv);
+
+/** `aigate tail`: live events from the admin listener's GET /tail (cmd_tail.c). */
+int cmd_tail(int argc, char **argv);
 
 /* ---- internals shared by the cmd_*.c files (common.c) -------------------------------- */
 
