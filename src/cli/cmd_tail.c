@@ -180,14 +180,13 @@ static int parse_args(tail_opts_t *o, int argc, char **argv, bool *done)
  * documented defaults. */
 static const char *config_admin_listen(const ag_config_t *cfg)
 {
-    AG_UNUSED(cfg);
-    return AG_TAIL_DEFAULT_ADMIN_LISTEN;
+    return cfg->admin_listen ? cfg->admin_listen : AG_TAIL_DEFAULT_ADMIN_LISTEN;
 }
 
 static const char *config_admin_token_secret(const ag_config_t *cfg)
 {
-    AG_UNUSED(cfg);
-    return "AIGATE_ADMIN_TOKEN";
+    return cfg->admin_token_secret && *cfg->admin_token_secret ? cfg->admin_token_secret
+                                                               : "AIGATE_ADMIN_TOKEN";
 }
 
 typedef struct tail_config {

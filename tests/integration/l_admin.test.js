@@ -342,3 +342,47 @@ test('an admin address that is taken stops startup, naming admin_listen', async 
         blocker.close();
     }
 });
+
+test('aigate tail against the real server: JSON and the seed\'s pretty lines', async () => {
+    const { spawn } = require('node:child_process');
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}` });
+    const run = (format) => {
+        const p = spawn(BIN, ['tail', '--admin', gw.adminUrl, '--format', format, '--route', '/api/generate'], { cwd: gw.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+        const out = { text: '', err: '', exit: new Promise((r) => p.on('exit', (code, sig) => r({ code, sig }))) };
+        p.stdout.on('data', (d) => (out.text += d));
+        p.stderr.on('data', (d) => (out.err += d));
+        out.proc = p;
+        return out;
+    };
+    try {
+        const json = run('json');
+        const pretty = run('pretty');
+        // Subscribed once each has a tail open on the server (the server counts them in no metric: poll by trying).
+        let r;
+        for (let i = 0; i < 100; i++) {
+            r = await generate(gw, { prompt: `tail cli ${i}` });
+            const id = r.headers['x-request-id'];
+            try {
+                await until(() => json.text.includes(id) && pretty.text.includes('POST /api/generate - 200 OK'), 300, 'both');
+                break;
+            } catch { /* not subscribed yet: try again */ }
+        }
+        const id = r.headers['x-request-id'];
+        const line = json.text.split('\n').find((l) => l.includes(id));
+        const e = JSON.parse(line);
+        assert.equal(e.aigate.requestId, id);
+        assert.equal(e.event.response.status, 200);
+        assert.match(pretty.text, /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\] POST \/api\/generate - 200 OK \(\d+ms\)\n  model=claude-haiku-4-5 tokens=\d+\+\d+ cost=\$\d+\.\d{4}$/m);
+        // The route filter ran in the server: /healthz never reaches these tails.
+        const h = await request(`${gw.url}/healthz`);
+        const after = await generate(gw, { prompt: 'tail cli last' });
+        await until(() => json.text.includes(after.headers['x-request-id']), 5000, 'the last event');
+        assert.ok(!json.text.includes(h.headers['x-request-id']));
+        json.proc.kill('SIGINT');
+        pretty.proc.kill('SIGINT');
+        assert.deepEqual(await json.exit, { code: 0, sig: null });
+        assert.deepEqual(await pretty.exit, { code: 0, sig: null });
+    } finally {
+        await gw.stop();
+    }
+});
