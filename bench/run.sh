@@ -21,6 +21,7 @@ rate_limit = 60000000
 rate_period = 60
 access_log = false
 max_connections = 100000
+admin_listen = ""
 '
 AIGATE_API_KEY=sk-bench
 AIGATE_ROUTE=/api/generate

@@ -89,6 +89,7 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
     ag_obs_options_t oo = {
         .nworkers = gw->nworkers,
         .access_log = cfg->access_log,
+        .metrics = cfg->admin_listen && *cfg->admin_listen,
         .routes = routes,
         .nroutes = gw_nroute_defs,
         .script_name = cfg->name,

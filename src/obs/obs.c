@@ -135,6 +135,8 @@ void ag_obs_request_done(ag_obs_t *obs, unsigned index, const ag_request_record_
         return;
     if (obs->opts.access_log)
         ag_access_log_format(&obs->workers[index].lines, rec);
+    if (!obs->opts.metrics)
+        return;
     ag_metrics_record(obs->metrics, index, rec);
     ag_series_record(obs->series, index, rec, (rec->start_us + rec->duration_us) / 1000000);
     ag_tail_publish(obs->tail, rec);

@@ -22,6 +22,7 @@ typedef struct ag_obs ag_obs_t;
 typedef struct ag_obs_options {
     unsigned nworkers;
     bool access_log;
+    bool metrics; /* metrics, series and tail: only worth counting with an admin listener */
     const char *const *routes; /* route paths that label metrics */
     size_t nroutes;
     const char *script_name; /* the config's name, for tail events */
