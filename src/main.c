@@ -295,12 +295,14 @@ static int run_server(int argc, char **argv, bool dev)
                     cfg.path ? cfg.path : "(embedded defaults)");
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
-        ag_server_wait_and_free(srv);
+        ag_server_wait(srv); /* the drain: the admin listener still answers, "draining" */
+        if (admin)
+            ag_admin_set_server(admin, NULL);
+        ag_server_free(srv);
         ag_log_info("stopped");
     }
     /* The admin listener outlives the clients' one, so readiness says draining. */
     if (admin) {
-        ag_admin_set_server(admin, NULL);
         ag_admin_shutdown(admin);
         ag_admin_wait_and_free(admin);
     }

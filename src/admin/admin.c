@@ -6,6 +6,7 @@
 #include "util/platform.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -28,7 +29,8 @@ struct ag_admin {
     char *token;
     size_t token_len;
     ag_server_t *srv;
-    _Atomic(const ag_server_t *) clients;
+    pthread_mutex_t clients_lock; /* held while the clients' server is read or dropped */
+    const ag_server_t *clients;
     _Atomic int state;
     tail_session_t *tails; /* open tails, touched only by the admin thread */
 };
@@ -285,9 +287,10 @@ static void handle_metrics(ag_admin_t *a, ag_req_t *req)
         .start_time_s = ag_obs_start_time(a->opts.obs),
         .tail_dropped = ag_tail_dropped(ag_obs_tail(a->opts.obs)),
     };
-    const ag_server_t *clients = atomic_load(&a->clients);
-    if (clients)
-        p.connections_active = ag_server_connections(clients);
+    pthread_mutex_lock(&a->clients_lock);
+    if (a->clients)
+        p.connections_active = ag_server_connections(a->clients);
+    pthread_mutex_unlock(&a->clients_lock);
     if (a->opts.usage_log) {
         ag_usage_log_stats_t st;
         ag_usage_log_stats(a->opts.usage_log, &st);
@@ -451,6 +454,7 @@ int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out)
     }
     a->opts.token = NULL;
     atomic_init(&a->state, AG_ADMIN_STARTING);
+    pthread_mutex_init(&a->clients_lock, NULL);
     ag_server_options_t so = {
         .host = a->host,
         .port = port,
@@ -484,7 +488,9 @@ int ag_admin_port(const ag_admin_t *a)
 
 void ag_admin_set_server(ag_admin_t *a, const ag_server_t *srv)
 {
-    atomic_store(&a->clients, srv);
+    pthread_mutex_lock(&a->clients_lock);
+    a->clients = srv;
+    pthread_mutex_unlock(&a->clients_lock);
 }
 
 void ag_admin_set_state(ag_admin_t *a, ag_admin_state_t state)
@@ -502,6 +508,7 @@ void ag_admin_wait_and_free(ag_admin_t *a)
     if (!a)
         return;
     ag_server_wait_and_free(a->srv);
+    pthread_mutex_destroy(&a->clients_lock);
     if (a->token) {
         explicit_bzero(a->token, a->token_len);
         free(a->token);

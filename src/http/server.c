@@ -70,6 +70,7 @@ struct ag_worker {
     int64_t sample_cpu;
     int64_t measured_us; /* request time measured since then */
     bool draining;
+    bool joined;
     bool listener_closed;
     bool stopped;
     int init_rc;
@@ -1371,9 +1372,22 @@ void ag_server_shutdown(ag_server_t *srv)
         uv_async_send(&srv->workers[i].wakeup);
 }
 
+void ag_server_wait(ag_server_t *srv)
+{
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (!srv->workers[i].joined)
+            uv_thread_join(&srv->workers[i].thread);
+        srv->workers[i].joined = true;
+    }
+}
+
+void ag_server_free(ag_server_t *srv)
+{
+    ag_server_wait(srv);
+    server_free(srv);
+}
+
 void ag_server_wait_and_free(ag_server_t *srv)
 {
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        uv_thread_join(&srv->workers[i].thread);
-    server_free(srv);
+    ag_server_free(srv);
 }

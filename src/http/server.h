@@ -113,7 +113,10 @@ unsigned ag_server_connections(const ag_server_t *srv);
  *  the drain timeout), then the workers stop. Thread-safe, async-signal-unsafe. */
 void ag_server_shutdown(ag_server_t *srv);
 
-/** Joins the workers and frees the server. */
+/** Joins the workers (they stop after a shutdown); the server stays readable. */
+void ag_server_wait(ag_server_t *srv);
+/** Joins the workers if need be and frees the server. */
+void ag_server_free(ag_server_t *srv);
 void ag_server_wait_and_free(ag_server_t *srv);
 
 uv_loop_t *ag_worker_loop(ag_worker_t *w);
