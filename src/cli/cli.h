@@ -24,6 +24,9 @@ int cmd_r2(int argc, char **argv);
 /** `aigate secret put|list|delete`. */
 int cmd_secret(int argc, char **argv);
 
+/** `aigate stats [--since 24h] [--by ...] [--json]`: the usage log summed up (cmd_stats.c). */
+int cmd_stats(int argc, char **argv);
+
 /* ---- internals shared by the cmd_*.c files (common.c) -------------------------------- */
 
 #define AG__CLI_MAX_POS 4
