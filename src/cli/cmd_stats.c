@@ -58,12 +58,12 @@ int cmd_stats(int argc, char **argv)
         ag_config_fini(&cfg);
         return ag__cli_fail("cannot use the configuration in %s", path);
     }
-    const char *data_dir = c.data_dir_flag ? c.data_dir_flag
+    const char *data_dir = c.data_dir_flag                   ? c.data_dir_flag
                            : cfg.data_dir && cfg.data_dir[0] ? cfg.data_dir
                                                              : AG_STORE_DEFAULT_DATA_DIR;
-    const char *bucket = ag_config_r2_bucket(
-        &cfg, cfg.usage_log_binding && cfg.usage_log_binding[0] ? cfg.usage_log_binding
-                                                                : "STORAGE");
+    const char *bucket = ag_config_r2_bucket(&cfg, cfg.usage_log_binding && cfg.usage_log_binding[0]
+                                                       ? cfg.usage_log_binding
+                                                       : "STORAGE");
     if (bucket == NULL)
         bucket = DEFAULT_LOG_BUCKET;
 

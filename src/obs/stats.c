@@ -27,7 +27,7 @@
 
 #define DAY_MS 86400000LL
 #define HOUR_MS 3600000LL
-#define MAX_UNTIL_MS 253402300800000LL   /* 10000-01-01: object names have 4-digit years */
+#define MAX_UNTIL_MS 253402300800000LL    /* 10000-01-01: object names have 4-digit years */
 #define UPLOAD_MARGIN_MS (10 * 60 * 1000) /* clocks of different writers may differ this much */
 #define READ_CHUNK (1u << 20) /* per pread: big enough for few syscalls, small enough for L2/L3 */
 #define QUEUE_CAP 2048        /* keys listed ahead of the readers */
@@ -334,8 +334,8 @@ static void phist_to_hist(const phist_t *ph, ag_hist_t *h)
     for (unsigned p = 0; p < NPAGES; p++) {
         if (ph->page[p] == NULL)
             continue;
-        unsigned n = AG_HIST_BUCKETS - p * PAGE_LEN < PAGE_LEN ? AG_HIST_BUCKETS - p * PAGE_LEN
-                                                                : PAGE_LEN;
+        unsigned n =
+            AG_HIST_BUCKETS - p * PAGE_LEN < PAGE_LEN ? AG_HIST_BUCKETS - p * PAGE_LEN : PAGE_LEN;
         memcpy(&h->buckets[p * PAGE_LEN], ph->page[p], n * sizeof(uint64_t));
     }
     h->count = ph->count;
@@ -565,22 +565,114 @@ static enum field field_of(const char *k, size_t n)
     }
 }
 
+static const int64_t pow10s[] = {1,      10,      100,      1000,      10000,
+                                 100000, 1000000, 10000000, 100000000, 1000000000};
+
+/* Numbers and keys are read eight bytes at a time (SWAR): no branch per
+ * digit, so a field's length does not cost a mispredicted loop exit. */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "stats.c reads numbers eight bytes at a time, assuming a little-endian machine"
+#endif
+
+static inline uint64_t load64(const char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, sizeof(x));
+    return x;
+}
+
+static inline uint32_t load32(const char *p)
+{
+    uint32_t x;
+    memcpy(&x, p, sizeof(x));
+    return x;
+}
+
+/* How many of the 8 bytes in x (in memory order) are leading ASCII digits. A
+ * byte is a digit when its high nibble is 3 and stays 3 after adding 6; the
+ * carry of a byte >= 0xFA only reaches bytes after it, past the first
+ * non-digit. */
+static inline unsigned swar_digits(uint64_t x)
+{
+    const uint64_t hi = 0xF0F0F0F0F0F0F0F0ULL, three = 0x3030303030303030ULL;
+    uint64_t nd = ((x & hi) ^ three) | (((x + 0x0606060606060606ULL) & hi) ^ three);
+    return nd ? (unsigned)__builtin_ctzll(nd) >> 3 : 8;
+}
+
+/* The value of the n (1-8) leading digits of x. */
+static inline uint64_t swar_value(uint64_t x, unsigned n)
+{
+    x -= 0x3030303030303030ULL; /* digit bytes never borrow; later bytes are shifted out */
+    x <<= (8 - n) * 8;
+    x = (x * 10 + (x >> 8)) & 0x00FF00FF00FF00FFULL;
+    x = (x * 100 + (x >> 16)) & 0x0000FFFF0000FFFFULL;
+    return (x * 10000 + (x >> 32)) & 0xFFFFFFFFULL;
+}
+
+/* The length of the run of digits at p. */
+static size_t digit_run(const char *p, const char *end)
+{
+    size_t n = 0;
+    while (end - (p + n) >= 8) {
+        unsigned k = swar_digits(load64(p + n));
+        n += k;
+        if (k < 8)
+            return n;
+    }
+    while (p + n < end && is_digit(p[n]))
+        n++;
+    return n;
+}
+
+/* The value of the n digits at p (n <= 19). */
+static uint64_t digits_value(const char *p, size_t n, const char *end)
+{
+    uint64_t v = 0;
+    for (; n >= 8; p += 8, n -= 8)
+        v = v * 100000000u + swar_value(load64(p), 8);
+    if (n == 0)
+        return v;
+    if (end - p >= 8)
+        return v * (uint64_t)pow10s[n] + swar_value(load64(p), (unsigned)n);
+    for (; n > 0; p++, n--)
+        v = v * 10 + (uint64_t)(*p - '0');
+    return v;
+}
+
 static bool is_ws(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-static const char *skip_ws(const char *p, const char *end)
+static inline const char *skip_ws(const char *p, const char *end)
 {
+    if (AG_LIKELY(p < end && (unsigned char)*p > ' '))
+        return p; /* the log writes no whitespace */
     while (p < end && is_ws(*p))
         p++;
     return p;
 }
 
 /* p is just past an opening quote: the closing quote, or NULL. Sets *esc when
- * the string holds a backslash escape. */
+ * the string holds a backslash escape. Eight bytes at a time: the first quote
+ * or backslash of a word is the lowest byte that the zero-byte test flags (it
+ * can flag a byte wrongly only above a true match). Only a string with a
+ * backslash takes the byte loop. */
 static const char *scan_string(const char *p, const char *end, bool *esc)
 {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t x = load64(p);
+        uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+        uint64_t hit = (((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+        if (hit) {
+            p += __builtin_ctzll(hit) >> 3;
+            if (*p == '"')
+                return p;
+            break; /* a backslash */
+        }
+        p += 8;
+    }
     while (p < end) {
         char c = *p;
         if (c == '"')
@@ -596,6 +688,8 @@ static const char *scan_string(const char *p, const char *end, bool *esc)
     }
     return NULL;
 }
+
+static inline bool parse_fixed(const char **pp, const char *end, unsigned scale, int64_t *out);
 
 /* Skips any JSON value at p: the byte after it, or NULL. Not a validator:
  * enough to find where a value we do not read ends. */
@@ -627,58 +721,54 @@ static const char *skip_value(const char *p, const char *end)
         }
         return NULL;
     }
+    if (*p == '-' || is_digit(*p)) {
+        int64_t ignored;
+        return parse_fixed(&p, end, 0, &ignored) ? p : NULL;
+    }
     const char *s = p;
     while (p < end && *p != ',' && *p != '}' && *p != ']' && !is_ws(*p))
         p++;
     return p > s ? p : NULL;
 }
 
-static const int64_t pow10s[] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000,
-                                 1000000000};
-
 /* A JSON number at *pp as a fixed-point integer, value * 10^scale (scale <=
  * 9), rounded half away from zero; clamped to +-INT64_MAX. Advances *pp. The
  * log writes plain decimals, parsed here by hand; an exponent (JavaScript
  * writes 1e-7) takes strtod. */
-static bool parse_fixed(const char **pp, const char *end, unsigned scale, int64_t *out)
+__attribute__((noinline)) static bool parse_fixed_slow(const char **pp, const char *end,
+                                                       unsigned scale, int64_t *out)
 {
     const char *p = *pp, *start = p;
     bool neg = p < end && *p == '-';
     p += neg;
-    if (p >= end || !is_digit(*p))
+    size_t nint = digit_run(p, end);
+    if (nint == 0)
         return false;
-    uint64_t ip = 0;
-    bool huge = false;
-    for (; p < end && is_digit(*p); p++) {
-        if (ip > (uint64_t)INT64_MAX / 10)
-            huge = true;
-        else
-            ip = ip * 10 + (uint64_t)(*p - '0');
-    }
+    bool huge = nint > 18;
+    uint64_t ip = huge ? 0 : digits_value(p, nint, end);
+    p += nint;
     uint64_t frac = 0;
-    unsigned taken = 0;
     bool round_up = false;
+    size_t taken = 0;
     if (p < end && *p == '.') {
         p++;
-        if (p >= end || !is_digit(*p))
+        size_t nfrac = digit_run(p, end);
+        if (nfrac == 0)
             return false;
-        for (unsigned i = 0; p < end && is_digit(*p); p++, i++) {
-            if (i < scale) {
-                frac = frac * 10 + (uint64_t)(*p - '0');
-                taken++;
-            } else if (i == scale) {
-                round_up = *p >= '5';
-            }
-        }
+        taken = nfrac < scale ? nfrac : scale;
+        if (taken)
+            frac = digits_value(p, taken, end);
+        round_up = nfrac > scale && p[scale] >= '5';
+        p += nfrac;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
         if (p < end && (*p == '+' || *p == '-'))
             p++;
-        if (p >= end || !is_digit(*p))
+        size_t nexp = digit_run(p, end);
+        if (nexp == 0)
             return false;
-        while (p < end && is_digit(*p))
-            p++;
+        p += nexp;
         char tmp[80];
         size_t n = (size_t)(p - start);
         if (n >= sizeof(tmp))
@@ -696,8 +786,7 @@ static bool parse_fixed(const char **pp, const char *end, unsigned scale, int64_
         *pp = p;
         return true;
     }
-    for (; taken < scale; taken++)
-        frac *= 10;
+    frac *= (uint64_t)pow10s[scale - taken];
     uint64_t v;
     if (huge || ip > ((uint64_t)INT64_MAX - frac - 1) / (uint64_t)pow10s[scale])
         v = (uint64_t)INT64_MAX;
@@ -706,6 +795,39 @@ static bool parse_fixed(const char **pp, const char *end, unsigned scale, int64_
     *out = neg ? -(int64_t)v : (int64_t)v;
     *pp = p;
     return true;
+}
+
+/* parse_fixed_slow() for any number; inline here for what the log writes:
+ * an integer or a decimal, each part under 8 digits, no sign, no exponent,
+ * with 16 bytes to read. */
+__attribute__((always_inline)) static inline bool parse_fixed(const char **pp, const char *end,
+                                                              unsigned scale, int64_t *out)
+{
+    const char *p = *pp;
+    if (AG_LIKELY(end - p >= 16)) {
+        uint64_t x = load64(p);
+        unsigned n = swar_digits(x);
+        if (n > 0 && n < 8) {
+            uint64_t ip = swar_value(x, n) * (uint64_t)pow10s[scale];
+            char c = p[n];
+            if (c != '.' && c != 'e' && c != 'E') {
+                *out = (int64_t)ip;
+                *pp = p + n;
+                return true;
+            }
+            uint64_t y = load64(p + n + 1);
+            unsigned m = swar_digits(y);
+            if (c == '.' && m > 0 && m < 8 && p[n + 1 + m] != 'e' && p[n + 1 + m] != 'E') {
+                unsigned take = m < scale ? m : scale;
+                uint64_t frac = take ? swar_value(y, take) * (uint64_t)pow10s[scale - take] : 0;
+                bool up = m > scale && ((y >> (8 * scale)) & 0xff) >= '5';
+                *out = (int64_t)(ip + frac + up);
+                *pp = p + n + 1 + m;
+                return true;
+            }
+        }
+    }
+    return parse_fixed_slow(pp, end, scale, out);
 }
 
 static bool parse_bool(const char **pp, const char *end, bool *out)
@@ -725,8 +847,7 @@ static bool parse_bool(const char **pp, const char *end, bool *out)
 }
 
 /* A string value at *pp (at its opening quote): its raw contents. */
-static bool parse_raw_string(const char **pp, const char *end, const char **s, size_t *n,
-                             bool *esc)
+static bool parse_raw_string(const char **pp, const char *end, const char **s, size_t *n, bool *esc)
 {
     const char *p = *pp;
     if (*p != '"')
@@ -741,33 +862,118 @@ static bool parse_raw_string(const char **pp, const char *end, const char **s, s
     return true;
 }
 
+/* The keys in the order the usage log writes them (docs/usage-log.md), each
+ * with its quotes and colon. The scanner expects the next key of this list and
+ * checks it with one memcmp() of a known length, instead of scanning the key
+ * byte by byte and looking it up; any other key (older or newer lines, other
+ * writers) takes the general path. `outcome` and `key` may be missing. */
+typedef struct known_key {
+    const char *lit;
+    unsigned char len;
+    unsigned char field; /* enum field */
+} known_key_t;
+
+#define KK(lit, f)                                                                                 \
+    {                                                                                              \
+        lit, sizeof(lit) - 1, f                                                                    \
+    }
+static const known_key_t log_order[] = {
+    KK("\"timestamp\":", F_TIMESTAMP),
+    KK("\"model\":", F_MODEL),
+    KK("\"promptLength\":", F_OTHER),
+    KK("\"outputLength\":", F_OTHER),
+    KK("\"inputTokens\":", F_IN_TOK),
+    KK("\"outputTokens\":", F_OUT_TOK),
+    KK("\"cacheCreationInputTokens\":", F_OTHER),
+    KK("\"cacheReadInputTokens\":", F_OTHER),
+    KK("\"status\":", F_STATUS),
+    KK("\"cached\":", F_CACHED),
+    KK("\"stream\":", F_OTHER),
+    KK("\"latencyMs\":", F_LATENCY),
+    KK("\"client\":", F_CLIENT),
+    KK("\"requestId\":", F_OTHER),
+    KK("\"costUsd\":", F_COST),
+    KK("\"outcome\":", F_OTHER),
+    KK("\"route\":", F_ROUTE),
+    KK("\"cpuMs\":", F_CPU),
+    KK("\"attempts\":", F_ATTEMPTS),
+    KK("\"key\":", F_KEY),
+};
+#undef KK
+
+/* a[0..n) == b[0..n) for 4 <= n, by overlapping 8- (or 4-) byte loads; both
+ * must hold n bytes. */
+static inline bool key_eq(const char *a, const char *b, size_t n)
+{
+    if (n < 8)
+        return load32(a) == load32(b) && load32(a + n - 4) == load32(b + n - 4);
+    for (size_t i = 0; i + 8 < n; i += 8)
+        if (load64(a + i) != load64(b + i))
+            return false;
+    return load64(a + n - 8) == load64(b + n - 8);
+}
+
+/* The key at p (its opening quote) when it is log_order[*next] or the one
+ * after: its field, with p moved past the colon and *next past the key. */
+static bool expect_key(const char **pp, const char *end, size_t *next, enum field *f)
+{
+    for (size_t i = *next; i < *next + 2 && i < AG_ARRAY_LEN(log_order); i++) {
+        const known_key_t *k = &log_order[i];
+        if ((size_t)(end - *pp) > k->len && key_eq(*pp, k->lit, k->len)) {
+            *pp += k->len;
+            *f = (enum field)k->field;
+            *next = i + 1;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Scans one line [p, end) into *e: true when it is a JSON object with a valid
  * timestamp and known fields of the right types. `gfield` is the field whose
  * raw string the grouping needs (F_OTHER for none). */
 static bool scan_line(const char *p, const char *end, enum field gfield, date_cache_t *dc,
                       entry_t *e)
 {
-    *e = (entry_t){.attempts = -1, .lat_us = -1, .cpu_us = -1};
+    /* field by field: a compound literal compiles to a rep stos, slow at this size */
+    e->ts_ms = 0;
+    e->status = 0;
+    e->attempts = -1;
+    e->in_tok = 0;
+    e->out_tok = 0;
+    e->cost_nusd = 0;
+    e->lat_us = -1;
+    e->cpu_us = -1;
+    e->cached = false;
+    e->has_ts = false;
+    e->gk = NULL;
+    e->gk_len = 0;
+    e->gk_escaped = false;
     p = skip_ws(p, end);
     if (p >= end || *p != '{')
         return false;
     p = skip_ws(p + 1, end);
     if (p < end && *p == '}')
         return false; /* {} has no timestamp */
+    size_t next = 0;
     for (;;) {
         if (p >= end || *p != '"')
             return false;
-        const char *k = p + 1;
-        bool kesc = false;
-        const char *q = scan_string(k, end, &kesc);
-        if (q == NULL)
-            return false;
-        /* An escaped key is never one we read: the log writes them plainly. */
-        enum field f = kesc ? F_OTHER : field_of(k, (size_t)(q - k));
-        p = skip_ws(q + 1, end);
-        if (p >= end || *p != ':')
-            return false;
-        p = skip_ws(p + 1, end);
+        enum field f;
+        if (!expect_key(&p, end, &next, &f)) {
+            const char *k = p + 1;
+            bool kesc = false;
+            const char *q = scan_string(k, end, &kesc);
+            if (q == NULL)
+                return false;
+            /* An escaped key is never one we read: the log writes them plainly. */
+            f = kesc ? F_OTHER : field_of(k, (size_t)(q - k));
+            p = skip_ws(q + 1, end);
+            if (p >= end || *p != ':')
+                return false;
+            p++;
+        }
+        p = skip_ws(p, end);
         if (p >= end)
             return false;
         bool ok = true;
@@ -866,8 +1072,8 @@ struct run {
     enum field gfield;
 
     pthread_mutex_t mu;
-    pthread_cond_t more;  /* readers wait for keys */
-    pthread_cond_t room;  /* the lister waits for room */
+    pthread_cond_t more; /* readers wait for keys */
+    pthread_cond_t room; /* the lister waits for room */
     char *queue[QUEUE_CAP];
     size_t head, count;
     bool listed; /* no more keys will come */
@@ -1633,9 +1839,9 @@ static void fmt_row(row_t *row, const char *name, size_t name_len, const ag_stat
 
 int ag_stats_text(const ag_stats_result_t *r, ag_buf_t *out)
 {
-    static const char *const heads[NCOLS] = {
-        "",         "REQUESTS",   "ERROR RATE", "P50 MS",  "P99 MS",     "CPU P50 MS",
-        "CPU P99 MS", "UPSTREAM", "CACHE HITS", "TOKENS IN", "TOKENS OUT", "COST USD"};
+    static const char *const heads[NCOLS] = {"",           "REQUESTS",   "ERROR RATE", "P50 MS",
+                                             "P99 MS",     "CPU P50 MS", "CPU P99 MS", "UPSTREAM",
+                                             "CACHE HITS", "TOKENS IN",  "TOKENS OUT", "COST USD"};
     bool grouped = r->by != AG_STATS_BY_NONE;
     size_t nrows = 2 + (grouped ? r->ngroups : 0);
     row_t *rows = calloc(nrows, sizeof(*rows));
@@ -1679,8 +1885,8 @@ int ag_stats_text(const ag_stats_result_t *r, ag_buf_t *out)
             rc = ag_buf_append(out, "\n", 1);
     }
     if (rc == 0 && r->skipped)
-        rc = ag_buf_printf(out, "(%llu malformed line%s skipped)\n",
-                           (unsigned long long)r->skipped, r->skipped == 1 ? "" : "s");
+        rc = ag_buf_printf(out, "(%llu malformed line%s skipped)\n", (unsigned long long)r->skipped,
+                           r->skipped == 1 ? "" : "s");
     free(rows);
     return rc < 0 ? rc : 0;
 }

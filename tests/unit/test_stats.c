@@ -169,16 +169,16 @@ typedef struct ref {
     const char *model, *route, *client, *key;
     int status;
     bool cached;
-    bool old;            /* written before route, cpuMs, attempts and key existed */
-    bool has_lat;        /* false only for the hand-written minimal line */
-    uint32_t lat_ms;     /* latencyMs */
-    uint32_t cpu_us;     /* cpuMs * 1000 */
-    uint32_t attempts;   /* not written when old */
-    int64_t in, out;     /* tokens */
-    int64_t cost_nusd;   /* costUsd * 1e9 */
-    bool escaped_model;  /* written as "claude\u002dhaiku" */
-    bool exponent_cost;  /* written as 4.2e-7 */
-    bool extra_field;    /* with an unknown nested field */
+    bool old;           /* written before route, cpuMs, attempts and key existed */
+    bool has_lat;       /* false only for the hand-written minimal line */
+    uint32_t lat_ms;    /* latencyMs */
+    uint32_t cpu_us;    /* cpuMs * 1000 */
+    uint32_t attempts;  /* not written when old */
+    int64_t in, out;    /* tokens */
+    int64_t cost_nusd;  /* costUsd * 1e9 */
+    bool escaped_model; /* written as "claude\u002dhaiku" */
+    bool exponent_cost; /* written as 4.2e-7 */
+    bool extra_field;   /* with an unknown nested field */
 } ref_t;
 
 #define NREF 14000
@@ -188,8 +188,8 @@ static size_t nrefs;
 static const char *const models[] = {"claude-haiku", "claude-sonnet-4-5", "claude-opus-4-1",
                                      "claude-haiku-4-5"};
 static const char *const routes[] = {"/api/generate", "/v1/messages", "scheduled"};
-static const char *const clients[] = {"203.0.113.1", "203.0.113.2", "203.0.113.3",
-                                      "198.51.100.7", "198.51.100.8", "192.0.2.44", "team-key"};
+static const char *const clients[] = {"203.0.113.1",  "203.0.113.2", "203.0.113.3", "198.51.100.7",
+                                      "198.51.100.8", "192.0.2.44",  "team-key"};
 static const char *const keys[] = {"", "team-a", "team-b"};
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
@@ -249,8 +249,8 @@ static void write_ref(ag_buf_t *b, const ref_t *r, unsigned id)
                   "\"cached\":%s,\"stream\":false,\"latencyMs\":%u,\"client\":\"%s\","
                   "\"requestId\":\"req-%u\",\"costUsd\":%s",
                   ts, r->escaped_model ? "claude\\u002dhaiku" : r->model, (long long)r->in,
-                  (long long)r->out, r->status, r->cached ? "true" : "false", r->lat_ms,
-                  r->client, id, cost);
+                  (long long)r->out, r->status, r->cached ? "true" : "false", r->lat_ms, r->client,
+                  id, cost);
     if (!r->old) {
         ag_buf_printf(b, ",\"route\":\"%s\",\"cpuMs\":%u.%03u,\"attempts\":%u", r->route,
                       r->cpu_us / 1000, r->cpu_us % 1000, r->attempts);
@@ -308,21 +308,39 @@ static int write_log(ag_objstore_t *s, size_t *nskipped)
     ag_buf_append_cstr(&b, "\n   \n");
     ag_buf_append_cstr(&b, "{\"timestamp\":\"2026-03-04T19:30:00Z\"}\n");
     ref_t *m = &refs[nrefs++];
-    *m = (ref_t){.ts = D1 + 19 * HOUR + 30 * 60000, .model = "", .route = "", .client = "",
-                 .key = "", .old = true};
+    *m = (ref_t){.ts = D1 + 19 * HOUR + 30 * 60000,
+                 .model = "",
+                 .route = "",
+                 .client = "",
+                 .key = "",
+                 .old = true};
     ag_buf_append_cstr(&b, "{ \"timestamp\" : \"2026-03-04T20:00:00.000Z\" , \"status\" : 503 ,"
                            " \"cached\" : false , \"latencyMs\" : 7 }\r\n");
     m = &refs[nrefs++];
-    *m = (ref_t){.ts = D1 + 20 * HOUR, .model = "", .route = "", .client = "", .key = "",
-                 .old = true, .status = 503, .has_lat = true, .lat_ms = 7};
+    *m = (ref_t){.ts = D1 + 20 * HOUR,
+                 .model = "",
+                 .route = "",
+                 .client = "",
+                 .key = "",
+                 .old = true,
+                 .status = 503,
+                 .has_lat = true,
+                 .lat_ms = 7};
     if (rc == 0)
         rc = put_object(s, D1 + 19 * HOUR, seq++, b.data, b.len);
     /* A last line without its newline still counts. */
     const char *tail = "{\"timestamp\":\"2026-03-05T01:00:00.000Z\",\"status\":200,\"route\":"
                        "\"/api/generate\",\"cpuMs\":0.250,\"attempts\":1,\"latencyMs\":90}";
     m = &refs[nrefs++];
-    *m = (ref_t){.ts = D2 + 1 * HOUR, .model = "", .route = "/api/generate", .client = "",
-                 .key = "", .status = 200, .has_lat = true, .lat_ms = 90, .cpu_us = 250,
+    *m = (ref_t){.ts = D2 + 1 * HOUR,
+                 .model = "",
+                 .route = "/api/generate",
+                 .client = "",
+                 .key = "",
+                 .status = 200,
+                 .has_lat = true,
+                 .lat_ms = 90,
+                 .cpu_us = 250,
                  .attempts = 1};
     if (rc == 0)
         rc = put_object(s, D2 + 1 * HOUR, seq++, tail, strlen(tail));
@@ -707,6 +725,55 @@ TEST(empty_and_missing)
     fixture_close(&f);
 }
 
+/* Numbers of every shape the scanner reads (fast path, 8 and more digits, 9
+ * decimals and rounding, exponents, signs, at the end of a line) and strings
+ * with escapes, as group keys. */
+TEST(numbers_and_strings)
+{
+    static const char lines[] =
+        "{\"timestamp\":\"2026-03-04T01:00:00.000Z\",\"inputTokens\":123456789,"
+        "\"outputTokens\":9876543210,\"costUsd\":0.123456789,\"client\":\"a\\\"b\",\"status\":200}"
+        "\n"
+        "{\"timestamp\":\"2026-03-04T01:00:01.000Z\",\"inputTokens\":1,\"outputTokens\":2,"
+        "\"costUsd\":1.0000000015,\"client\":\"a\\u0022b\",\"status\":200}\n"
+        "{\"timestamp\":\"2026-03-04T01:00:02.000Z\",\"inputTokens\":1E3,\"outputTokens\":-5,"
+        "\"costUsd\":2.5e-1,\"client\":\"\\\\\",\"status\":200}\n"
+        "{\"timestamp\":\"2026-03-04T01:00:03.000Z\",\"costUsd\":7,"
+        "\"client\":\"0123456789abcdef0123\\n\",\"status\":200,\"inputTokens\":12345678}\n"
+        "{\"timestamp\":\"2026-03-04T01:00:04.000Z\",\"status\":500,\"inputTokens\":7}\n";
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    ASSERT_EQ(put_object(f.store, D1 + HOUR, 0, lines, strlen(lines)), 0);
+    ag_stats_query_t q = {.since_ms = D1, .until_ms = D2, .by = AG_STATS_BY_CLIENT};
+    ag_stats_result_t r;
+    ASSERT_EQ(ag_stats_collect(f.store, &q, &r), 0);
+    ASSERT_EQ(r.skipped, 0);
+    ASSERT_EQ(r.total.requests, 5);
+    ASSERT_EQ(r.total.errors, 1);
+    ASSERT_EQ(r.total.input_tokens, 123456789LL + 1 + 1000 + 12345678 + 7);
+    ASSERT_EQ(r.total.output_tokens, 9876543210LL + 2 - 5);
+    ASSERT_EQ(r.total.cost_nano_usd, 123456789LL + 1000000002LL + 250000000LL + 7000000000LL);
+    ASSERT_EQ(r.ngroups, 4);
+    ASSERT_STREQ(r.groups[0].key, "a\"b"); /* \" and \u0022 are one key */
+    ASSERT_EQ(r.groups[0].s.requests, 2);
+    ASSERT_EQ(r.groups[0].s.cost_nano_usd, 1123456791LL);
+    ASSERT_STREQ(r.groups[1].key, "");
+    ASSERT_STREQ(r.groups[2].key, "0123456789abcdef0123\n");
+    ASSERT_STREQ(r.groups[3].key, "\\");
+    ag_buf_t out;
+    ag_buf_init(&out, 0);
+    ASSERT_EQ(ag_stats_json(&r, &out), 0);
+    ASSERT(strstr(ag_buf_cstr(&out), "\"costUsd\":8.373456791,") != NULL);
+    ASSERT(strstr(out.data, "{\"key\":\"a\\\"b\",\"requests\":2,") != NULL);
+    ASSERT(strstr(out.data, "{\"key\":\"0123456789abcdef0123\\n\",") != NULL);
+    ag_buf_reset(&out);
+    ASSERT_EQ(ag_stats_text(&r, &out), 0);
+    ASSERT(strstr(ag_buf_cstr(&out), "\n0123456789abcdef0123?  ") != NULL); /* no raw newline */
+    ag_buf_fini(&out);
+    ag_stats_result_fini(&r);
+    fixture_close(&f);
+}
+
 TEST(window_and_by_names)
 {
     int64_t s = 0;
@@ -722,8 +789,9 @@ TEST(window_and_by_names)
     ASSERT_EQ(s, 86400);
     ASSERT_EQ(ag_stats_parse_window("36500d", &s), 0);
     static const char *const bad[] = {
-        "", "h", "1", "1x", "-1h", "+1h", "1.5h", "1h ", " 1h", "0h", "1H", "1hh", "1d2h",
-        "99999999999999999999d", "36700d", "1w", "1ms",
+        "",       "h",   "1",   "1x", "-1h", "+1h",  "1.5h",
+        "1h ",    " 1h", "0h",  "1H", "1hh", "1d2h", "99999999999999999999d",
+        "36700d", "1w",  "1ms",
     };
     for (size_t i = 0; i < AG_ARRAY_LEN(bad); i++) {
         if (ag_stats_parse_window(bad[i], &s) != AG_EINVALID)
@@ -750,4 +818,5 @@ TEST(window_and_by_names)
 
 AG_TESTS(AG_TEST_ENTRY(exact_json) AG_TEST_ENTRY(generated_log_totals_and_groups)
              AG_TEST_ENTRY(group_cap_folds_into_other) AG_TEST_ENTRY(long_line_is_skipped)
-                 AG_TEST_ENTRY(empty_and_missing) AG_TEST_ENTRY(window_and_by_names))
+                 AG_TEST_ENTRY(empty_and_missing) AG_TEST_ENTRY(numbers_and_strings)
+                     AG_TEST_ENTRY(window_and_by_names))
