@@ -41,3 +41,8 @@ ag_fuzz_target(fuzz_sse fuzz/fuzz_sse.c)
 target_link_libraries(fuzz_sse ag_upstream)
 ag_unit_test(test_stats tests/unit/test_stats.c)
 target_link_libraries(test_stats ag_obs PkgConfig::JANSSON)
+# bench/stats_gen.c: synthetic usage logs through the real writer, for bench/stats_bench.sh
+# (not a test).
+add_executable(stats_gen bench/stats_gen.c)
+target_include_directories(stats_gen PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(stats_gen ag_store)
