@@ -76,7 +76,7 @@ test: deps-test debug asan tsan
 	  ctest --output-on-failure -j$(JOBS)
 	@echo "== tests: ThreadSanitizer build (threaded units and the black-box suite)"
 	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) \
-	  -R 'test_limiter|test_usage_log|test_kv|test_periodic|test_routes|integration_'
+	  -R 'test_limiter|test_usage_log|test_stats|test_kv|test_periodic|test_routes|integration_'
 
 unit: debug
 	@cd build/debug && ctest --output-on-failure -L unit

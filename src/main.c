@@ -46,6 +46,7 @@ static void usage(FILE *out)
             "  kv               KV namespaces and keys (aigate kv --help)\n"
             "  r2               buckets and objects (aigate r2 --help)\n"
             "  secret           secrets, read from stdin (aigate secret --help)\n"
+            "  stats            usage analytics from the usage log (aigate stats --help)\n"
             "  tail             live requests and task runs of a running server (aigate tail "
             "--help)\n"
             "  help             this text\n"
@@ -372,12 +373,13 @@ static const struct ag_cmd {
     const char *name;
     int (*fn)(int, char **);
 } cmds[] = {
-    {"--help", cmd_help},   {"--version", cmd_version},
-    {"-h", cmd_help},       {"config", cmd_config},
-    {"dev", cmd_dev},       {"help", cmd_help},
-    {"kv", cmd_kv},         {"r2", cmd_r2},
-    {"secret", cmd_secret}, {"serve", cmd_serve},
-    {"tail", cmd_tail},     {"version", cmd_version},
+    {"--help", cmd_help},     {"--version", cmd_version},
+    {"-h", cmd_help},         {"config", cmd_config},
+    {"dev", cmd_dev},         {"help", cmd_help},
+    {"kv", cmd_kv},           {"r2", cmd_r2},
+    {"secret", cmd_secret},   {"serve", cmd_serve},
+    {"stats", cmd_stats},     {"tail", cmd_tail},
+    {"version", cmd_version},
 };
 
 int main(int argc, char **argv)

@@ -1,8 +1,9 @@
-# The layer above util, whose directories use nothing but util:
+# The layer above util, whose directories use nothing but util (obs: util and store):
 #   limit: the in-process GCRA rate limiter;
 #   store: KV (front end and LMDB back end), object store (front end and directory back
 #          end), secrets and their resolution, the usage log;
-#   obs: request records, the access log (metrics and tail to come);
+#   obs: request records, the access log, analytics over the usage log (stats.c, so obs uses
+#        store too; metrics and tail to come);
 #   cron: periodic jobs;
 #   upstream: the SSE parser, Anthropic's stream accumulator and the HTTP client.
 ag_layer(DIR limit SOURCES src/limit/limiter.c USES util LINK Threads::Threads)
@@ -18,8 +19,8 @@ ag_layer(DIR store
   LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON Threads::Threads m)
 
 ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
-                        src/obs/tail.c
-  USES util LINK PkgConfig::UV Threads::Threads)
+                        src/obs/tail.c src/obs/stats.c
+  USES util store LINK PkgConfig::UV Threads::Threads)
 ag_layer(DIR cron SOURCES src/cron/periodic.c USES util LINK PkgConfig::UV)
 ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c USES util
   LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
@@ -40,3 +41,10 @@ ag_unit_test(test_sse tests/unit/test_sse.c)
 target_link_libraries(test_sse ag_upstream)
 ag_fuzz_target(fuzz_sse fuzz/fuzz_sse.c)
 target_link_libraries(fuzz_sse ag_upstream)
+ag_unit_test(test_stats tests/unit/test_stats.c)
+target_link_libraries(test_stats ag_obs PkgConfig::JANSSON)
+# bench/stats_gen.c: synthetic usage logs through the real writer, for bench/stats_bench.sh
+# (not a test).
+add_executable(stats_gen bench/stats_gen.c)
+target_include_directories(stats_gen PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(stats_gen ag_store)

@@ -1,10 +1,10 @@
-# cli: the storage commands (`aigate kv`, `aigate r2`, `aigate secret`); they find the data
-# folder through the config exactly as the server does. `aigate tail` reads the admin
-# listener's event stream with libcurl's easy interface and upstream's SSE parser.
-# Then the binary, on top of all.
+# cli: the storage commands (`aigate kv`, `aigate r2`, `aigate secret`), `aigate stats` (over
+# obs/stats.c) and `aigate tail` (the admin listener's event stream, with libcurl's easy
+# interface and upstream's SSE parser); they find the data folder through the config exactly as
+# the server does. Then the binary, on top of all.
 ag_layer(DIR cli SOURCES src/cli/common.c src/cli/cmd_kv.c src/cli/cmd_r2.c src/cli/cmd_secret.c
-  src/cli/cmd_tail.c src/cli/tail_format.c
-  USES util config store upstream
+  src/cli/cmd_stats.c src/cli/cmd_tail.c src/cli/tail_format.c
+  USES util config store obs upstream
   LINK PkgConfig::CURL PkgConfig::JANSSON m)
 
 ag_unit_test(test_tail_format tests/unit/test_tail_format.c)

@@ -14,6 +14,7 @@
 
 #include "admin/admin.h"
 #include "obs/dashboard.h"
+#include "obs/stats.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -354,6 +355,97 @@ static void handle_series(ag_admin_t *a, ag_req_t *req)
     ag_buf_fini(&b);
 }
 
+/* ---- analytics: read off the loop (a day of logs takes seconds) ---------------------- */
+
+typedef struct stats_job {
+    uv_work_t work;
+    ag_req_t *req; /* NULL once the client went away */
+    ag_objstore_t *bucket;
+    int64_t since_ms, until_ms;
+    ag_stats_by_t by;
+    ag_buf_t json;
+    int rc;
+} stats_job_t;
+
+static void stats_work(uv_work_t *w)
+{
+    stats_job_t *j = w->data;
+    j->rc = ag_stats_run(j->bucket, j->since_ms, j->until_ms, j->by, &j->json);
+}
+
+static void stats_done(uv_work_t *w, int status)
+{
+    stats_job_t *j = w->data;
+    if (j->req) {
+        ag_req_t *req = j->req;
+        req->handler_data = NULL;
+        req->on_abort = NULL;
+        if (status < 0 || j->rc < 0)
+            ag_req_respond_error(req, 500, "Cannot read the usage log");
+        else
+            ag_req_respond(req, 200, "application/json", ag_str(j->json.data, j->json.len));
+    }
+    ag_buf_fini(&j->json);
+    free(j);
+}
+
+static void stats_abort(ag_req_t *req)
+{
+    stats_job_t *j = req->handler_data;
+    if (j)
+        j->req = NULL; /* the work finishes; its answer is dropped */
+}
+
+static void handle_stats(ag_admin_t *a, ag_req_t *req)
+{
+    char since[32] = "24h", by[32] = "";
+    ag_str_t s = query_param(req->head.query, "since"), b = query_param(req->head.query, "by");
+    if (s.len >= sizeof(since) || b.len >= sizeof(by)) {
+        ag_req_respond_error(req, 400, "since or by is too long");
+        return;
+    }
+    if (s.ptr) {
+        memcpy(since, s.ptr, s.len);
+        since[s.len] = '\0';
+    }
+    if (b.ptr) {
+        memcpy(by, b.ptr, b.len);
+        by[b.len] = '\0';
+    }
+    int64_t secs;
+    ag_stats_by_t group;
+    if (ag_stats_parse_window(since, &secs) < 0) {
+        ag_req_respond_error(req, 400, "since takes a count and a unit: 30s, 15m, 1h, 7d");
+        return;
+    }
+    if (ag_stats_parse_by(by, &group) < 0) {
+        ag_req_respond_error(req, 400, "by is one of model, route, status, client, key, hour");
+        return;
+    }
+    stats_job_t *j = calloc(1, sizeof(*j));
+    if (!j) {
+        ag_req_respond_error(req, 503, "Out of memory");
+        return;
+    }
+    int64_t now = ag_now_us() / 1000;
+    j->req = req;
+    j->bucket = a->opts.log_bucket;
+    j->since_ms = now - secs * 1000;
+    j->until_ms = now + 1;
+    j->by = group;
+    ag_buf_init(&j->json, 0);
+    j->work.data = j;
+    req->handler_data = j;
+    req->on_abort = stats_abort;
+    if (uv_queue_work(ag_worker_loop(req->worker), &j->work, stats_work, stats_done) < 0) {
+        req->handler_data = NULL;
+        req->on_abort = NULL;
+        ag_buf_fini(&j->json);
+        free(j);
+        ag_req_respond_error(req, 503, "Cannot start the query");
+    }
+}
+
 static void handle_request(ag_req_t *req)
 {
     ag_admin_t *a = ag_worker_ctx(req->worker);
@@ -362,13 +454,14 @@ static void handle_request(ag_req_t *req)
     if (!token_ok(a, req)) {
         /* Basic too, so a browser asks for the token once and sends it on
          * every request of the page, fetches included. */
+        ag_req_add_header(req, "WWW-Authenticate", AG_STR_LIT("Bearer realm=\"aigate admin\""));
         ag_req_add_header(req, "WWW-Authenticate",
-                          AG_STR_LIT("Bearer realm=\"aigate admin\", Basic realm=\"aigate admin\", "
-                                     "charset=\"UTF-8\""));
+                          AG_STR_LIT("Basic realm=\"aigate admin\", charset=\"UTF-8\""));
         ag_req_respond_error(req, 401, "Unauthorized: send Authorization: Bearer <admin token>");
         return;
     }
-    static const char *const routes[] = {"/metrics", "/tail", "/series", "/healthz", "/readyz"};
+    static const char *const routes[] = {"/metrics", "/tail",    "/series",
+                                         "/stats",   "/healthz", "/readyz"};
     bool known = false;
     for (size_t i = 0; i < AG_ARRAY_LEN(routes) && !known; i++)
         known = ag_str_eq(path, ag_str_c(routes[i]));
@@ -383,6 +476,8 @@ static void handle_request(ag_req_t *req)
         handle_tail(a, req);
     } else if (ag_str_eq(path, AG_STR_LIT("/series"))) {
         handle_series(a, req);
+    } else if (ag_str_eq(path, AG_STR_LIT("/stats"))) {
+        handle_stats(a, req);
     } else if (get && (ag_str_eq(path, AG_STR_LIT("/")) ||
                        (path.len > 8 && memcmp(path.ptr, "/assets/", 8) == 0))) {
         const ag_asset_t *asset = ag_dashboard_asset(path.ptr, path.len);

@@ -27,6 +27,8 @@ int cmd_secret(int argc, char **argv);
 
 /** `aigate tail`: live events from the admin listener's GET /tail (cmd_tail.c). */
 int cmd_tail(int argc, char **argv);
+/** `aigate stats [--since 24h] [--by ...] [--json]`: the usage log summed up (cmd_stats.c). */
+int cmd_stats(int argc, char **argv);
 
 /* ---- internals shared by the cmd_*.c files (common.c) -------------------------------- */
 

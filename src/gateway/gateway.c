@@ -235,6 +235,10 @@ static void usage_entry(ag_usage_log_t *log, const ag_request_record_t *rec)
     e.cached = ai->cache == AG_CACHE_HIT;
     e.stream = ai->stream;
     e.latency_ms = (uint32_t)(rec->duration_us / 1000);
+    if (rec->route)
+        ag_usage_entry_set_str(e.route, sizeof(e.route), rec->route, strlen(rec->route));
+    e.cpu_us = (uint32_t)(rec->cpu_us > 0 ? rec->cpu_us : 0);
+    e.attempts = ai->attempts;
     int rc = ag_usage_log_append(log, &e);
     if (rc < 0)
         ag_log_warn("request %s: usage entry not accepted: %s", rec->id, ag_strerror(rc));

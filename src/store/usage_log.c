@@ -262,6 +262,16 @@ static void put_usd(ag_buf_t *b, double cost, int *rc)
     *rc = ag_buf_append(b, digits, n);
 }
 
+/* Microseconds as milliseconds with exactly 3 decimals: 1234 -> "1.234". */
+static void put_ms3(ag_buf_t *b, uint32_t us, int *rc)
+{
+    put_int(b, us / 1000, rc);
+    char frac[4] = {'.', (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
+                    (char)('0' + us % 10)};
+    if (*rc == 0)
+        *rc = ag_buf_append(b, frac, sizeof(frac));
+}
+
 /* Appends one NDJSON line. Fields keep the seed's names and order first. */
 static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost, line_clock_t *clk)
 {
@@ -315,6 +325,16 @@ static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost, li
     if (strnlen(e->outcome, sizeof(e->outcome)) > 0) {
         put_lit(b, ",\"outcome\":", &rc);
         put_str(b, e->outcome, sizeof(e->outcome), &rc);
+    }
+    put_lit(b, ",\"route\":", &rc);
+    put_str(b, e->route, sizeof(e->route), &rc);
+    put_lit(b, ",\"cpuMs\":", &rc);
+    put_ms3(b, e->cpu_us, &rc);
+    put_lit(b, ",\"attempts\":", &rc);
+    put_int(b, e->attempts, &rc);
+    if (strnlen(e->key, sizeof(e->key)) > 0) {
+        put_lit(b, ",\"key\":", &rc);
+        put_str(b, e->key, sizeof(e->key), &rc);
     }
     put_lit(b, "}\n", &rc);
     return rc;

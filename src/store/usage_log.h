@@ -40,6 +40,11 @@ typedef struct ag_usage_entry {
     bool cached;
     bool stream;
     uint32_t latency_ms; /* request received -> response finished */
+    /* Added after the seed's and the first fields; written at the end of the line. */
+    char route[64];    /* the route: "/api/generate", "/v1/messages", "scheduled" */
+    uint32_t cpu_us;   /* CPU time aigate spent on the request, in µs (written as ms) */
+    uint32_t attempts; /* upstream calls made (retries and fallbacks count); 0 for a cache hit */
+    char key[64];      /* the client API key's name; "" omits the field */
 } ag_usage_entry_t;
 
 /** Copies s[0..len) into the fixed field dst[cap], truncated at a UTF-8

@@ -389,3 +389,36 @@ test('aigate tail against the real server: JSON and the seed\'s pretty lines', a
         await gw.stop();
     }
 });
+
+test('GET /stats answers from the usage log, by any grouping', async () => {
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: '[aigate]\nusage_log_flush = 0.1\n' });
+    try {
+        const sent = [];
+        for (const p of ['s one', 's two', 's three']) sent.push(await generate(gw, { prompt: p }));
+        sent.push(await generate(gw, { prompt: '[[status:500]] s fails' }));
+        const msg = await messages(gw, 's message');
+        let st;
+        await until(async () => {
+            st = (await request(`${gw.adminUrl}/stats?since=1h`)).json;
+            return st && st.requests === 5;
+        }, 10000, 'five logged requests');
+        assert.equal(st.errors, 1);
+        assert.equal(st.errorRate, 0.2);
+        assert.equal(st.upstreamRequests, 5);
+        const sum = (f) => sent.slice(0, 3).reduce((n, r) => n + r.json.usage[f], 0) + msg.json.usage[f];
+        assert.equal(st.tokens.input, sum('input_tokens'));
+        assert.equal(st.tokens.output, sum('output_tokens'));
+        assert.ok(st.costUsd > 0);
+        assert.ok(st.latencyMs.p99 >= st.latencyMs.p50);
+        assert.ok(st.cpuMs.p50 > 0, 'CPU time reaches the log');
+        const byRoute = (await request(`${gw.adminUrl}/stats?since=1h&by=route`)).json;
+        const routes = Object.fromEntries(byRoute.groups.map((g) => [g.key, g.requests]));
+        assert.deepEqual(routes, { '/api/generate': 4, '/v1/messages': 1 });
+        const byStatus = (await request(`${gw.adminUrl}/stats?since=1h&by=status`)).json;
+        assert.deepEqual(Object.fromEntries(byStatus.groups.map((g) => [g.key, g.requests])), { 200: 4, 502: 1 });
+        assert.equal((await request(`${gw.adminUrl}/stats?since=forever`)).status, 400);
+        assert.equal((await request(`${gw.adminUrl}/stats?by=weather`)).status, 400);
+    } finally {
+        await gw.stop();
+    }
+});

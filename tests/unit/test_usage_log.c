@@ -393,6 +393,10 @@ TEST(entry_fields_round_trip)
     e.cache_creation_input_tokens = 1000;
     e.cache_read_input_tokens = 3000;
     e.timestamp_ms = T0 + 42; /* explicit */
+    ag_usage_entry_set_str(e.route, sizeof(e.route), "/api/generate", 13);
+    ag_usage_entry_set_str(e.key, sizeof(e.key), "team-a", 6);
+    e.cpu_us = 1234;
+    e.attempts = 2;
     ASSERT_EQ(ag_usage_log_append(log, &e), 0);
     ag_usage_entry_t e2 = entry("req-2");
     e2.cached = true;
@@ -436,6 +440,10 @@ TEST(entry_fields_round_trip)
     double got = json_number_value(json_object_get(a, "costUsd"));
     ASSERT(got - want < 1e-9 && want - got < 1e-9);
     ASSERT(json_object_get(a, "outcome") == NULL); /* empty outcome is omitted */
+    ASSERT_STREQ(jstr(a, "route"), "/api/generate");
+    ASSERT(json_real_value(json_object_get(a, "cpuMs")) == 1.234);
+    ASSERT_EQ(jint(a, "attempts"), 2);
+    ASSERT_STREQ(jstr(a, "key"), "team-a");
 
     ASSERT_STREQ(jstr(b, "timestamp"), "2026-03-04T12:00:01.234Z");
     ASSERT(json_is_true(json_object_get(b, "cached")));
@@ -443,8 +451,22 @@ TEST(entry_fields_round_trip)
     ASSERT_EQ(jint(b, "status"), 502);
     ASSERT_STREQ(jstr(b, "outcome"), "client_abort");
     ASSERT(json_number_value(json_object_get(b, "costUsd")) == 0); /* unknown model */
-    ASSERT_EQ(json_object_size(a), 15);
-    ASSERT_EQ(json_object_size(b), 16);
+    /* the new fields' defaults: an empty route, 0 ms, 0 attempts, no key */
+    ASSERT_STREQ(jstr(b, "route"), "");
+    ASSERT(json_real_value(json_object_get(b, "cpuMs")) == 0);
+    ASSERT_EQ(jint(b, "attempts"), 0);
+    ASSERT(json_object_get(b, "key") == NULL);
+    ASSERT_EQ(json_object_size(a), 19);
+    ASSERT_EQ(json_object_size(b), 19);
+
+    /* byte for byte: the new fields come last, in this order and format */
+    ag_obj_t raw;
+    ASSERT_EQ(ag_objstore_get(f.store, d.keys[0], strlen(d.keys[0]), &raw), 0);
+    ASSERT(strstr(raw.data, ",\"costUsd\":0,\"outcome\":\"client_abort\",\"route\":\"\","
+                            "\"cpuMs\":0.000,\"attempts\":0}\n") != NULL);
+    ASSERT(strstr(raw.data, ",\"route\":\"/api/generate\",\"cpuMs\":1.234,\"attempts\":2,"
+                            "\"key\":\"team-a\"}\n") != NULL);
+    ag_obj_free(&raw);
 
     /* the object says what it is */
     ag_obj_info_t info;
