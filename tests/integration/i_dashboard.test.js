@@ -244,10 +244,13 @@ test('the dashboard: charts with data, the tail, filters, a narrow window, nothi
 
         // A narrow window: the grid stacks, nothing is wider than the window.
         await page.setViewport({ width: 390, height: 844 });
+        // Charts resize on their next frame: wait for the page to settle at the new width
+        // (a page that stays wider than the window fails at the deadline, below).
         await page.waitForFunction(() => {
             const cs = [...document.querySelectorAll('.chart .uplot')];
-            return cs.length && cs.every((c) => c.getBoundingClientRect().width <= window.innerWidth);
-        }, { timeout: 10000 });
+            return cs.length && cs.every((c) => c.getBoundingClientRect().width <= window.innerWidth) &&
+                document.documentElement.scrollWidth <= window.innerWidth;
+        }, { timeout: 10000 }).catch(() => {});
         const layout = await page.evaluate(() => ({
             scroll: document.documentElement.scrollWidth,
             width: window.innerWidth,
