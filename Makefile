@@ -75,7 +75,7 @@ test: deps-test debug asan tsan
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j$(JOBS)
 	@echo "== tests: ThreadSanitizer build (threaded units and the black-box suite)"
-	@cd build/tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -j$(JOBS) \
+	@cd build/tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j$(JOBS) \
 	  -R 'test_limiter|test_usage_log|test_stats|test_kv|test_periodic|test_routes|integration_'
 
 unit: debug
