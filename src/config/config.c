@@ -241,6 +241,8 @@ static void free_bindings(ag_config_binding_t **b, size_t *n)
     *n = 0;
 }
 
+static void task_free(ag_config_task_t *t);
+
 static void add_price(ag_config_t *cfg, const char *model, double in, double out)
 {
     for (size_t i = 0; i < cfg->nprices; i++) {
@@ -339,6 +341,16 @@ void ag_config_fini(ag_config_t *cfg)
     }
     AG_FREE(&cfg->routes);
     cfg->nroutes = 0;
+    free_strlist(&cfg->crons);
+    AG_FREE(&cfg->cron_at);
+    cfg->ncrons = 0;
+    for (size_t i = 0; i < cfg->ntasks; i++)
+        task_free(&cfg->tasks[i]);
+    AG_FREE(&cfg->tasks);
+    cfg->ntasks = 0;
+    AG_FREE(&cfg->smtp_url);
+    AG_FREE(&cfg->smtp_from);
+    AG_FREE(&cfg->smtp_user);
     for (size_t i = 0; i < cfg->nratelimits; i++) {
         free(cfg->ratelimits[i].name);
         free(cfg->ratelimits[i].namespace_id);
@@ -755,6 +767,224 @@ static void apply_alias(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t 
     apply_key(ld, &alias, v, r, "aigate");
 }
 
+static ag_config_pos_t pos_of(const ag_toml_value_t *v)
+{
+    return (ag_config_pos_t){v ? ag_toml_line(v) : 1, v ? ag_toml_col(v) : 1};
+}
+
+/* A string field of a table; *out keeps NULL when absent. @return false on a wrong type. */
+static bool opt_string(loader_t *ld, const ag_toml_value_t *t, const char *key, const char *what,
+                       char **out, ag_config_pos_t *at)
+{
+    const ag_toml_value_t *v = ag_toml_table_get(t, key);
+    if (!v)
+        return true;
+    const char *s;
+    size_t len;
+    if (ag_toml_get_string(v, &s, &len) != 0 || len == 0 || memchr(s, '\0', len)) {
+        report(ld, v, "%s.%s must be a non-empty string", what, key);
+        return false;
+    }
+    free(*out);
+    *out = xstrndup(s, len);
+    if (at)
+        *at = pos_of(v);
+    return true;
+}
+
+static void task_free(ag_config_task_t *t)
+{
+    free(t->name);
+    free(t->cron);
+    free(t->task);
+    free(t->model);
+    free(t->prompt);
+    free(t->out_r2);
+    free(t->out_kv);
+    free(t->out_webhook);
+    free(t->out_email_to);
+    free(t->out_email_subject);
+    free_strlist(&t->out_command);
+}
+
+/* [[aigate.tasks]]: name, cron, task or model, max_tokens, prompt, output.* */
+static void load_tasks(loader_t *ld, const ag_toml_value_t *arr)
+{
+    if (ag_toml_type(arr) != AG_TOML_ARRAY) {
+        report(ld, arr, "aigate.tasks must be an array of tables ([[aigate.tasks]])");
+        return;
+    }
+    static const char *const known[] = {"name",       "cron",   "task",  "model",
+                                        "max_tokens", "prompt", "output"};
+    static const char *const outputs[] = {"r2", "kv", "webhook", "email", "command"};
+    for (size_t i = 0; i < ag_toml_array_len(arr); i++) {
+        const ag_toml_value_t *t = ag_toml_array_at(arr, i);
+        if (ag_toml_type(t) != AG_TOML_TABLE) {
+            report(ld, t, "aigate.tasks[%zu] must be a table", i);
+            continue;
+        }
+        ag_config_task_t task;
+        memset(&task, 0, sizeof(task));
+        task.at = pos_of(t);
+        char what[48];
+        snprintf(what, sizeof(what), "aigate.tasks[%zu]", i);
+        bool ok = opt_string(ld, t, "name", what, &task.name, NULL) &&
+                  opt_string(ld, t, "cron", what, &task.cron, &task.cron_at) &&
+                  opt_string(ld, t, "task", what, &task.task, NULL) &&
+                  opt_string(ld, t, "model", what, &task.model, NULL) &&
+                  opt_string(ld, t, "prompt", what, &task.prompt, &task.prompt_at);
+        for (size_t k = 0; k < ag_toml_table_len(t); k++) {
+            const char *key;
+            size_t klen;
+            const ag_toml_value_t *v = ag_toml_table_at(t, k, &key, &klen);
+            bool is_known = false;
+            for (size_t j = 0; j < AG_ARRAY_LEN(known); j++)
+                is_known =
+                    is_known || (strlen(known[j]) == klen && memcmp(known[j], key, klen) == 0);
+            if (!is_known)
+                warn(ld, v, "unknown key %s.%.*s (ignored)", what, (int)klen, key);
+        }
+        const ag_toml_value_t *mt = ag_toml_table_get(t, "max_tokens");
+        int64_t n;
+        if (mt && (ag_toml_get_int(mt, &n) != 0 || n < 1 || n > 1000000)) {
+            report(ld, mt, "%s.max_tokens must be a whole number from 1 to 1000000", what);
+            ok = false;
+        } else if (mt) {
+            task.max_tokens = (unsigned)n;
+        }
+        if (ok && !task.name)
+            report(ld, t, "%s needs a name", what), ok = false;
+        if (ok && !task.cron)
+            report(ld, t, "%s (%s) needs a cron expression", what, task.name), ok = false;
+        if (ok && !task.prompt)
+            report(ld, t, "%s (%s) needs a prompt", what, task.name), ok = false;
+        if (ok && task.task && task.model)
+            report(ld, t, "%s (%s): give task or model, not both", what, task.name), ok = false;
+        for (size_t j = 0; ok && j < ld->cfg->ntasks; j++) {
+            if (strcmp(ld->cfg->tasks[j].name, task.name) == 0)
+                report(ld, t, "%s: a task named '%s' exists already", what, task.name), ok = false;
+        }
+        const ag_toml_value_t *out = ag_toml_table_get(t, "output");
+        if (ok && out) {
+            char ow[64];
+            snprintf(ow, sizeof(ow), "%s.output", what);
+            if (ag_toml_type(out) != AG_TOML_TABLE) {
+                report(ld, out, "%s must be a table (output.r2 = \"BINDING:key\", ...)", ow);
+                ok = false;
+            }
+            for (size_t k = 0; ok && k < ag_toml_table_len(out); k++) {
+                const char *key;
+                size_t klen;
+                const ag_toml_value_t *v = ag_toml_table_at(out, k, &key, &klen);
+                bool is_known = false;
+                for (size_t j = 0; j < AG_ARRAY_LEN(outputs); j++)
+                    is_known = is_known ||
+                               (strlen(outputs[j]) == klen && memcmp(outputs[j], key, klen) == 0);
+                if (!is_known) {
+                    report(ld, v, "%s.%.*s: no such output (r2, kv, webhook, email, command)", ow,
+                           (int)klen, key);
+                    ok = false;
+                }
+            }
+            ok = ok && opt_string(ld, out, "r2", ow, &task.out_r2, &task.r2_at) &&
+                 opt_string(ld, out, "kv", ow, &task.out_kv, &task.kv_at) &&
+                 opt_string(ld, out, "webhook", ow, &task.out_webhook, &task.webhook_at);
+            const ag_toml_value_t *em = ag_toml_table_get(out, "email");
+            if (ok && em) {
+                task.email_at = pos_of(em);
+                if (ag_toml_type(em) != AG_TOML_TABLE) {
+                    report(ld, em, "%s.email must be { to = \"...\", subject = \"...\" }", ow);
+                    ok = false;
+                } else {
+                    char ew[80];
+                    snprintf(ew, sizeof(ew), "%s.email", ow);
+                    ok = opt_string(ld, em, "to", ew, &task.out_email_to, NULL) &&
+                         opt_string(ld, em, "subject", ew, &task.out_email_subject, NULL);
+                    if (ok && !task.out_email_to)
+                        report(ld, em, "%s needs to = \"address\"", ew), ok = false;
+                }
+            }
+            const ag_toml_value_t *cmd = ag_toml_table_get(out, "command");
+            if (ok && cmd) {
+                task.command_at = pos_of(cmd);
+                size_t nargs = ag_toml_type(cmd) == AG_TOML_ARRAY ? ag_toml_array_len(cmd) : 0;
+                if (nargs == 0) {
+                    report(ld, cmd, "%s.command must be a non-empty array of strings (argv)", ow);
+                    ok = false;
+                }
+                task.out_command = nargs ? calloc(nargs + 1, sizeof(char *)) : NULL;
+                for (size_t a = 0; ok && a < nargs; a++) {
+                    const char *s;
+                    size_t sl;
+                    if (ag_toml_get_string(ag_toml_array_at(cmd, a), &s, &sl) != 0 || sl == 0 ||
+                        memchr(s, '\0', sl)) {
+                        report(ld, ag_toml_array_at(cmd, a), "%s.command[%zu] must be a string", ow,
+                               a);
+                        ok = false;
+                    } else {
+                        task.out_command[a] = xstrndup(s, sl);
+                    }
+                }
+                if (ok && task.out_command[0][0] != '/')
+                    report(ld, cmd, "%s.command[0] must be an absolute path (no shell, no PATH)",
+                           ow),
+                        ok = false;
+            }
+        }
+        if (!ok) {
+            task_free(&task);
+            continue;
+        }
+        ag_config_task_t *p = realloc(ld->cfg->tasks, (ld->cfg->ntasks + 1) * sizeof(*p));
+        AG_ASSERT(p != NULL);
+        ld->cfg->tasks = p;
+        p[ld->cfg->ntasks++] = task;
+    }
+}
+
+/* [aigate.smtp]: url, from, user (the password is the secret SMTP_PASSWORD). */
+static void load_smtp(loader_t *ld, const ag_toml_value_t *t)
+{
+    if (ag_toml_type(t) != AG_TOML_TABLE) {
+        report(ld, t, "aigate.smtp must be a table");
+        return;
+    }
+    opt_string(ld, t, "url", "aigate.smtp", &ld->cfg->smtp_url, NULL);
+    opt_string(ld, t, "from", "aigate.smtp", &ld->cfg->smtp_from, NULL);
+    opt_string(ld, t, "user", "aigate.smtp", &ld->cfg->smtp_user, NULL);
+    const ag_toml_value_t *u = ag_toml_table_get(t, "url");
+    if (ld->cfg->smtp_url && strncmp(ld->cfg->smtp_url, "smtp://", 7) != 0 &&
+        strncmp(ld->cfg->smtp_url, "smtps://", 8) != 0)
+        report(ld, u, "aigate.smtp.url must be smtp://host:port or smtps://host:port");
+}
+
+/* [triggers] crons = [...] */
+static void load_triggers(loader_t *ld, const ag_toml_value_t *t)
+{
+    const ag_toml_value_t *c = ag_toml_table_get(t, "crons");
+    if (!c)
+        return;
+    if (ag_toml_type(c) != AG_TOML_ARRAY) {
+        report(ld, c, "triggers.crons must be an array of strings");
+        return;
+    }
+    size_t n = ag_toml_array_len(c);
+    ld->cfg->crons = calloc(n + 1, sizeof(char *));
+    ld->cfg->cron_at = calloc(n + 1, sizeof(ag_config_pos_t));
+    AG_ASSERT(ld->cfg->crons && ld->cfg->cron_at);
+    for (size_t i = 0; i < n; i++) {
+        const ag_toml_value_t *v = ag_toml_array_at(c, i);
+        const char *s;
+        size_t sl;
+        if (ag_toml_get_string(v, &s, &sl) != 0 || memchr(s, '\0', sl)) {
+            report(ld, v, "triggers.crons[%zu] must be a string", i);
+            continue;
+        }
+        ld->cfg->cron_at[ld->cfg->ncrons] = pos_of(v);
+        ld->cfg->crons[ld->cfg->ncrons++] = xstrndup(s, sl);
+    }
+}
+
 static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
 {
     if (ag_toml_type(t) != AG_TOML_TABLE) {
@@ -778,6 +1008,14 @@ static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
         }
         if (!k && klen == 6 && memcmp(key, "routes", 6) == 0)
             continue;
+        if (!k && klen == 5 && memcmp(key, "tasks", 5) == 0) {
+            load_tasks(ld, v);
+            continue;
+        }
+        if (!k && klen == 4 && memcmp(key, "smtp", 4) == 0) {
+            load_smtp(ld, v);
+            continue;
+        }
         if (!k) {
             warn(ld, v, "unknown key aigate.%.*s (ignored)", (int)klen, key);
             continue;
@@ -892,6 +1130,9 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
     v = ag_toml_table_get(root, "unsafe");
     if (v)
         load_unsafe(&ld, v);
+    v = ag_toml_table_get(root, "triggers");
+    if (v && ag_toml_type(v) == AG_TOML_TABLE)
+        load_triggers(&ld, v);
     v = ag_toml_table_get(root, "aigate");
     if (v)
         load_aigate(&ld, v);

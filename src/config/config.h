@@ -44,6 +44,29 @@ typedef struct ag_config_route {
     size_t nmodels;
 } ag_config_route_t;
 
+/* A position in the config file, for errors found after loading. */
+typedef struct ag_config_pos {
+    unsigned line, col;
+} ag_config_pos_t;
+
+/* [[aigate.tasks]]: an AI task on a schedule (platform.md section 4). Strings
+ * are as written: cron expressions and templates are checked by src/tasks/,
+ * which reports at the positions kept here. */
+typedef struct ag_config_task {
+    char *name;
+    char *cron;
+    char *task;          /* routed like a request's "task", or NULL */
+    char *model;         /* or an explicit model, or NULL: DEFAULT_MODEL */
+    unsigned max_tokens; /* 0: vars.MAX_TOKENS */
+    char *prompt;
+    char *out_r2;      /* "BINDING:key template", or NULL */
+    char *out_kv;      /* "BINDING:key template", or NULL */
+    char *out_webhook; /* URL, or NULL */
+    char *out_email_to, *out_email_subject;
+    char **out_command; /* argv, NULL-terminated, or NULL */
+    ag_config_pos_t at, cron_at, prompt_at, r2_at, kv_at, webhook_at, email_at, command_at;
+} ag_config_task_t;
+
 /* A route's settings after the merge; pointers borrow from the config. */
 typedef struct ag_route_settings {
     unsigned rate_limit;
@@ -109,6 +132,15 @@ typedef struct ag_config {
     /* the admin listener: "host:port", "" for none; its token's secret name */
     char *admin_listen;
     char *admin_token_secret;
+    /* scheduled tasks */
+    char **crons; /* [triggers] crons, as written; NULL-terminated */
+    ag_config_pos_t *cron_at;
+    size_t ncrons;
+    ag_config_task_t *tasks;
+    size_t ntasks;
+    char *smtp_url;  /* [aigate.smtp] url: smtp://host:port (STARTTLS when offered) or smtps:// */
+    char *smtp_from; /* the From address */
+    char *smtp_user; /* the password is the secret SMTP_PASSWORD */
 } ag_config_t;
 
 /** Fills `cfg` with the embedded defaults. Free with ag_config_fini(). */

@@ -192,11 +192,90 @@ TEST(reference_lists_route_keys_and_how_each_applies)
     free(text);
 }
 
-AG_TESTS(AG_TEST_ENTRY(routes_inherit_what_they_leave_out) AG_TEST_ENTRY(an_unset_route_is_aigates)
-             AG_TEST_ENTRY(messages_keys_are_deprecated_aliases)
-                 AG_TEST_ENTRY(a_routes_table_wins_over_an_alias)
-                     AG_TEST_ENTRY(zero_aliases_keep_meaning_inherit)
-                         AG_TEST_ENTRY(route_errors_name_file_line_and_col)
-                             AG_TEST_ENTRY(keys_say_how_they_apply)
-                                 AG_TEST_ENTRY(config_holds_secret_names_not_values)
-                                     AG_TEST_ENTRY(reference_lists_route_keys_and_how_each_applies))
+TEST(tasks_and_triggers_load_as_written)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(
+        load(&cfg,
+             "[triggers]\ncrons = [\"0 9 * * MON\", \"*/5 * * * *\"]\n"
+             "[[aigate.tasks]]\nname = \"weekly-digest\"\ncron = \"0 9 * * MON\"\n"
+             "task = \"summarize\"\nmax_tokens = 1024\n"
+             "prompt = \"\"\"Digest:\n{{usage:7d}}\"\"\"\n"
+             "output.r2 = \"STORAGE:digests/{{date}}.md\"\noutput.kv = \"CACHE:digest:latest\"\n"
+             "output.webhook = \"https://hooks.example.com/d\"\n"
+             "output.email = { to = \"me@example.com\", subject = \"Digest {{date}}\" }\n"
+             "output.command = [\"/usr/local/bin/publish\", \"--now\"]\n"
+             "[aigate.smtp]\nurl = \"smtp://127.0.0.1:2525\"\nfrom = \"gw@example.com\"\n",
+             &diag),
+        0);
+    ASSERT_STREQ(diag, "");
+    ASSERT_EQ(cfg.ncrons, 2u);
+    ASSERT_STREQ(cfg.crons[1], "*/5 * * * *");
+    ASSERT_EQ(cfg.cron_at[0].line, 2u);
+    ASSERT_EQ(cfg.ntasks, 1u);
+    const ag_config_task_t *t = &cfg.tasks[0];
+    ASSERT_STREQ(t->name, "weekly-digest");
+    ASSERT_STREQ(t->task, "summarize");
+    ASSERT(t->model == NULL);
+    ASSERT_EQ(t->max_tokens, 1024u);
+    ASSERT_STREQ(t->prompt, "Digest:\n{{usage:7d}}");
+    ASSERT_STREQ(t->out_r2, "STORAGE:digests/{{date}}.md");
+    ASSERT_STREQ(t->out_kv, "CACHE:digest:latest");
+    ASSERT_STREQ(t->out_email_to, "me@example.com");
+    ASSERT_STREQ(t->out_email_subject, "Digest {{date}}");
+    ASSERT_STREQ(t->out_command[0], "/usr/local/bin/publish");
+    ASSERT_STREQ(t->out_command[1], "--now");
+    ASSERT(t->out_command[2] == NULL);
+    ASSERT_EQ(t->cron_at.line, 5u);
+    ASSERT_STREQ(cfg.smtp_url, "smtp://127.0.0.1:2525");
+    ASSERT_STREQ(cfg.smtp_from, "gw@example.com");
+    free(diag);
+    ag_config_fini(&cfg);
+}
+
+TEST(task_mistakes_are_errors_with_their_place)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[[aigate.tasks]]\ncron = \"* * * * *\"\nprompt = \"x\"\n", "needs a name"},
+        {"[[aigate.tasks]]\nname = \"a\"\nprompt = \"x\"\n", "needs a cron expression"},
+        {"[[aigate.tasks]]\nname = \"a\"\ncron = \"* * * * *\"\n", "needs a prompt"},
+        {"[[aigate.tasks]]\nname = \"a\"\ncron = \"* * * * *\"\nprompt = \"x\"\ntask = \"t\"\n"
+         "model = \"m\"\n",
+         "give task or model, not both"},
+        {"[[aigate.tasks]]\nname = \"a\"\ncron = \"* * * * *\"\nprompt = \"x\"\noutput.fax = "
+         "\"1\"\n",
+         ":5:"},
+        {"[[aigate.tasks]]\nname = \"a\"\ncron = \"* * * * *\"\nprompt = \"x\"\n"
+         "output.command = [\"publish\"]\n",
+         "must be an absolute path"},
+        {"[[aigate.tasks]]\nname = \"a\"\ncron = \"* * * * *\"\nprompt = \"x\"\n"
+         "[[aigate.tasks]]\nname = \"a\"\ncron = \"* * * * *\"\nprompt = \"y\"\n",
+         "a task named 'a' exists already"},
+        {"[[aigate.tasks]]\nname = \"a\"\ncron = \"* * * * *\"\nprompt = \"x\"\nmax_tokens = 0\n",
+         "max_tokens must be a whole number"},
+        {"[aigate.smtp]\nurl = \"http://mail\"\n", "aigate.smtp.url must be smtp://"},
+        {"[triggers]\ncrons = [1]\n", "triggers.crons[0] must be a string"},
+    };
+    for (size_t i = 0; i < AG_ARRAY_LEN(cases); i++) {
+        ag_config_t cfg;
+        char *diag = NULL;
+        ASSERT_EQ(load(&cfg, cases[i].text, &diag), AG_EBADCONFIG);
+        ASSERT_MSG_(strstr(diag, cases[i].want) != NULL, "case %zu: %s", i, diag);
+        free(diag);
+        ag_config_fini(&cfg);
+    }
+}
+
+AG_TESTS(
+    AG_TEST_ENTRY(tasks_and_triggers_load_as_written) AG_TEST_ENTRY(
+        task_mistakes_are_errors_with_their_place) AG_TEST_ENTRY(routes_inherit_what_they_leave_out)
+        AG_TEST_ENTRY(an_unset_route_is_aigates) AG_TEST_ENTRY(messages_keys_are_deprecated_aliases)
+            AG_TEST_ENTRY(a_routes_table_wins_over_an_alias)
+                AG_TEST_ENTRY(zero_aliases_keep_meaning_inherit)
+                    AG_TEST_ENTRY(route_errors_name_file_line_and_col)
+                        AG_TEST_ENTRY(keys_say_how_they_apply)
+                            AG_TEST_ENTRY(config_holds_secret_names_not_values)
+                                AG_TEST_ENTRY(reference_lists_route_keys_and_how_each_applies))
