@@ -1148,7 +1148,7 @@ static void run_fail(run_t *r, int err)
 }
 
 /* The grouping key of a scanned entry into *key and *len (borrowed from the line,
- * the scratch buffer or *num). @return 0, AG_EPROTO for a bad escape, -ENOMEM. */
+ * the scratch buffer or *num). @return 0 or -ENOMEM. */
 static int group_key(worker_t *w, const entry_t *e, int64_t *num, const char **key, size_t *len)
 {
     switch (w->run->by) {
@@ -1171,8 +1171,13 @@ static int group_key(worker_t *w, const entry_t *e, int64_t *num, const char **k
      * the string with its quotes, which the scanner has seen. */
     ag_jtok_t tok;
     const char *text = e->gk - 1;
-    if (ag_jtok_parse(text, e->gk_len + 2, &tok, 1, NULL) != 1 || tok.type != AG_JT_STRING)
-        return AG_EPROTO;
+    if (ag_jtok_parse(text, e->gk_len + 2, &tok, 1, NULL) != 1 || tok.type != AG_JT_STRING) {
+        /* a bad escape or bad UTF-8: the raw text is the key, so that the
+         * totals never depend on the grouping */
+        *key = e->gk;
+        *len = e->gk_len;
+        return 0;
+    }
     ag_buf_reset(&w->scratch);
     int rc = ag_jtok_str_decode(text, &tok, &w->scratch);
     if (rc < 0)
@@ -1207,10 +1212,6 @@ static int add_entry(worker_t *w, const entry_t *e)
         const char *key;
         size_t len;
         int rc = group_key(w, e, &num, &key, &len);
-        if (rc == AG_EPROTO) {
-            w->skipped++;
-            return 0;
-        }
         if (rc < 0)
             return rc;
         g = table_get(&w->groups, key, len, hash_bytes(key, len));
