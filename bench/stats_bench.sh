@@ -49,18 +49,18 @@ fi
 echo "disk: $(du -sh "$DATA/r2/usage-logs" | cut -f1)," \
      "$(find "$DATA/r2/usage-logs" -type f | wc -l) objects"
 
-# One timed run: prints "wall_s rss_kib" and keeps the output in $DATA/out.
+# One timed run: prints "wall m:ss, user+sys CPU s, peak RSS KiB" and keeps the output in
+# $DATA/out. On a shared machine the CPU time is the steadier figure.
 timed() {
     /usr/bin/time -v -o "$DATA/time.txt" "$AIGATE" stats --data-dir "$DATA" "$@" >"$DATA/out"
-    local wall rss
-    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$DATA/time.txt")
-    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$DATA/time.txt")
-    echo "$wall $rss"
+    awk -F': ' '/Elapsed \(wall clock\)/ {w=$2} /User time/ {u=$2} /System time/ {s=$2}
+                /Maximum resident set size/ {r=$2}
+                END {printf "[%s wall, %.2f+%.2f s cpu, %d KiB]", w, u, s, r}' "$DATA/time.txt"
 }
 
 cases=("--since 1d --json" "--since 1d --by model --json" "--since 1d --by client --json"
        "--since 1d --by hour" "--since 1h --json")
-echo "== warm page cache, $RUNS runs each (wall m:ss, peak RSS KiB)"
+echo "== warm page cache, $RUNS runs each [wall m:ss, user+sys CPU, peak RSS]"
 for c in "${cases[@]}"; do
     # shellcheck disable=SC2086
     line="aigate stats $c:"
@@ -75,6 +75,7 @@ for c in "${cases[@]}"; do
     esac
 done
 
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ -w /proc/sys/vm/drop_caches ] && sync && echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
     echo "== cold page cache (dropped before each run)"
     for c in "--since 1d --json" "--since 1d --by model --json"; do

@@ -55,7 +55,7 @@ typedef struct ag_stats_query {
     int64_t until_ms;
     ag_stats_by_t by;
     unsigned threads;  /* readers: 0 is the online CPUs, at most 4 */
-    size_t max_groups; /* 0 is AG_STATS_MAX_GROUPS */
+    size_t max_groups; /* 0 is AG_STATS_MAX_GROUPS; at most 1000000 */
 } ag_stats_query_t;
 
 /**

@@ -644,6 +644,64 @@ TEST(group_cap_folds_into_other)
     fixture_close(&f);
 }
 
+/* More groups than stay in cache and more lines than one batch of queued
+ * histogram records: the sorted path, on two threads, checked group by group. */
+TEST(many_groups)
+{
+    enum { NLINES = 90000, NCLIENTS = 300 };
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    static uint64_t lat[NCLIENTS][NLINES / NCLIENTS + 1], cpu[NCLIENTS][NLINES / NCLIENTS + 1];
+    size_t n[NCLIENTS] = {0};
+    unsigned seq = 0;
+    for (int i = 0; i < NLINES; i++) {
+        int c = (int)((unsigned)i * 2654435761u % NCLIENTS);
+        unsigned lat_ms = (unsigned)i * 7919u % 5000u, cpu_us = (unsigned)i * 104729u % 3000u;
+        lat[c][n[c]] = (uint64_t)lat_ms * 1000;
+        cpu[c][n[c]] = cpu_us;
+        n[c]++;
+        char ts[64];
+        iso(D1 + i * 100LL, ts);
+        ag_buf_printf(&b,
+                      "{\"timestamp\":\"%s\",\"client\":\"client-%03d\",\"status\":%d,"
+                      "\"latencyMs\":%u,\"cpuMs\":%u.%03u,\"attempts\":1}\n",
+                      ts, c, i % 10 == 0 ? 500 : 200, lat_ms, cpu_us / 1000, cpu_us % 1000);
+        if (b.len > 1000000 || i == NLINES - 1) {
+            /* D1 as first-ms: at or before every line of the object */
+            ASSERT_EQ(put_object(f.store, D1, seq++, b.data, b.len), 0);
+            ag_buf_reset(&b);
+        }
+    }
+    for (int c = 0; c < NCLIENTS; c++) {
+        qsort(lat[c], n[c], sizeof(uint64_t), cmp_u64);
+        qsort(cpu[c], n[c], sizeof(uint64_t), cmp_u64);
+    }
+    /* one thread queues more than a batch; two merge their tables */
+    for (unsigned threads = 1; threads <= 2; threads++) {
+        ag_stats_query_t q = {
+            .since_ms = D1, .until_ms = D2, .by = AG_STATS_BY_CLIENT, .threads = threads};
+        ag_stats_result_t r;
+        ASSERT_EQ(ag_stats_collect(f.store, &q, &r), 0);
+        ASSERT_EQ(r.total.requests, NLINES);
+        ASSERT_EQ(r.ngroups, NCLIENTS);
+        for (size_t i = 0; i < r.ngroups; i++) {
+            const ag_stats_group_t *g = &r.groups[i];
+            int c = atoi(g->key + 7);
+            ASSERT_EQ(g->s.requests, n[c]);
+            ASSERT_EQ(g->s.upstream_requests, n[c]);
+            ASSERT(near_quantile(g->s.latency_p50_us, lat[c], n[c], 0.5));
+            ASSERT(near_quantile(g->s.latency_p99_us, lat[c], n[c], 0.99));
+            ASSERT(near_quantile(g->s.cpu_p50_us, cpu[c], n[c], 0.5));
+            ASSERT(near_quantile(g->s.cpu_p99_us, cpu[c], n[c], 0.99));
+        }
+        ag_stats_result_fini(&r);
+    }
+    ag_buf_fini(&b);
+    fixture_close(&f);
+}
+
 TEST(long_line_is_skipped)
 {
     fixture_t f;
@@ -817,6 +875,6 @@ TEST(window_and_by_names)
 }
 
 AG_TESTS(AG_TEST_ENTRY(exact_json) AG_TEST_ENTRY(generated_log_totals_and_groups)
-             AG_TEST_ENTRY(group_cap_folds_into_other) AG_TEST_ENTRY(long_line_is_skipped)
-                 AG_TEST_ENTRY(empty_and_missing) AG_TEST_ENTRY(numbers_and_strings)
-                     AG_TEST_ENTRY(window_and_by_names))
+             AG_TEST_ENTRY(group_cap_folds_into_other) AG_TEST_ENTRY(many_groups)
+                 AG_TEST_ENTRY(long_line_is_skipped) AG_TEST_ENTRY(empty_and_missing)
+                     AG_TEST_ENTRY(numbers_and_strings) AG_TEST_ENTRY(window_and_by_names))
