@@ -43,6 +43,7 @@ struct tail_session {
     ag_tail_sub_t *sub;
     uv_async_t wake;
     uv_timer_t keepalive;
+    uv_timer_t tick; /* drains what arrived below a wake-up batch */
     ag_buf_t out;
     int closes;
     bool closing;
@@ -117,9 +118,10 @@ static void session_close(tail_session_t *s)
         s->admin->tails = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    s->closes = 2;
+    s->closes = 3;
     uv_close((uv_handle_t *)&s->wake, on_session_handle_closed);
     uv_close((uv_handle_t *)&s->keepalive, on_session_handle_closed);
+    uv_close((uv_handle_t *)&s->tick, on_session_handle_closed);
 }
 
 static void tail_notify(void *ctx)
@@ -148,6 +150,11 @@ static void session_pump(tail_session_t *s)
 static void on_wake(uv_async_t *a)
 {
     session_pump(a->data);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    session_pump(t->data);
 }
 
 static void on_keepalive(uv_timer_t *t)
@@ -197,8 +204,10 @@ static void handle_tail(ag_admin_t *a, ag_req_t *req)
     uv_loop_t *loop = ag_worker_loop(req->worker);
     uv_async_init(loop, &s->wake, on_wake);
     uv_timer_init(loop, &s->keepalive);
+    uv_timer_init(loop, &s->tick);
     s->wake.data = s;
     s->keepalive.data = s;
+    s->tick.data = s;
     s->next = a->tails;
     if (a->tails)
         a->tails->prev = s;
@@ -216,6 +225,7 @@ static void handle_tail(ag_admin_t *a, ag_req_t *req)
     ag_req_on_drain(req, tail_drained, s);
     ag_req_stream_write(req, ": tail started\n\n", 16, NULL);
     uv_timer_start(&s->keepalive, on_keepalive, TAIL_KEEPALIVE_MS, TAIL_KEEPALIVE_MS);
+    uv_timer_start(&s->tick, on_tick, AG_TAIL_TICK_MS, AG_TAIL_TICK_MS);
 }
 
 /* ---- routes ------------------------------------------------------------------------ */

@@ -380,7 +380,9 @@ void ag_tail_publish(ag_tail_t *t, const ag_request_record_t *rec)
         event_t *e = malloc(sizeof(*e) + json.len + 1);
         pthread_mutex_lock(&s->lock);
         bool full = s->queued >= s->max_queue || !e;
-        bool was_empty = s->queued == 0;
+        /* Waking the subscriber's thread costs a system call and a context
+         * switch: do it only for a batch; its own timer takes the rest. */
+        bool wake = s->queued + 1 == AG_TAIL_WAKE_BATCH;
         if (full) {
             s->dropped++;
             atomic_fetch_add(&t->dropped, 1);
@@ -399,7 +401,7 @@ void ag_tail_publish(ag_tail_t *t, const ag_request_record_t *rec)
         pthread_mutex_unlock(&s->lock);
         if (full)
             free(e);
-        else if (was_empty && s->notify)
+        else if (wake && s->notify)
             s->notify(s->ctx);
     }
     pthread_rwlock_unlock(&t->lock);

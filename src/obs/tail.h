@@ -16,6 +16,9 @@
 #include "util/buf.h"
 
 #define AG_TAIL_MAX_LIST 8
+/* Queued events that wake the subscriber; fewer wait for its timer (AG_TAIL_TICK_MS). */
+#define AG_TAIL_WAKE_BATCH 64
+#define AG_TAIL_TICK_MS 100
 
 enum { AG_TAIL_OK = 1, AG_TAIL_EXCEPTION = 2, AG_TAIL_CANCELED = 4 };
 
@@ -47,8 +50,9 @@ void ag_tail_free(ag_tail_t *t);
  *  holding it shows "REDACTED". Before the workers start. */
 int ag_tail_add_secret(ag_tail_t *t, const char *value);
 
-/** Subscribes. notify(ctx) runs on a publishing thread when the queue stops
- *  being empty; the subscriber then drains it on its own thread. */
+/** Subscribes. notify(ctx) runs on a publishing thread when AG_TAIL_WAKE_BATCH
+ *  events are waiting; the subscriber drains the queue on its own thread then,
+ *  and every AG_TAIL_TICK_MS in any case. */
 int ag_tail_subscribe(ag_tail_t *t, const ag_tail_filter_t *f, size_t max_queue,
                       void (*notify)(void *ctx), void *ctx, ag_tail_sub_t **out);
 void ag_tail_unsubscribe(ag_tail_t *t, ag_tail_sub_t *s);
