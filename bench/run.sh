@@ -56,6 +56,7 @@ usage: bench/run.sh [options]
   --stream-words N     S4 text deltas per concurrent stream (default 200)
   --stream-delay-ms MS S4 delay between deltas (default 20: 200 deltas last about 4 s)
   --ttfb-requests N    S4 sequential streams per time-to-first-byte run (default 500)
+  --s8-split           S8 also measures the admin listener scraped with no tail subscriber (m)
   --smoke              1 s per scenario, minimal counts: checks the harness, not the figures
   --build-dir DIR      where aigate and ag_loadgen are (default build/release)
   --aigate PATH        the aigate binary (default BUILD_DIR/aigate)
@@ -88,6 +89,7 @@ STREAM_WORDS=200
 STREAM_DELAY_MS=20
 TTFB_REQS=500
 SMOKE=0
+S8_SPLIT=0
 BUILD_DIR=$ROOT/build/release
 AIGATE=
 LOADGEN=
@@ -123,6 +125,7 @@ while [ $# -gt 0 ]; do
     --stream-delay-ms) need_value "$@"; STREAM_DELAY_MS=$2; shift ;;
     --ttfb-requests) need_value "$@"; TTFB_REQS=$2; shift ;;
     --smoke) SMOKE=1 ;;
+    --s8-split) S8_SPLIT=1 ;;
     --build-dir) need_value "$@"; BUILD_DIR=$2; shift ;;
     --aigate) need_value "$@"; AIGATE=$2; shift ;;
     --loadgen) need_value "$@"; LOADGEN=$2; shift ;;
@@ -945,11 +948,13 @@ s8_config_obs() {
 }
 
 # s8_use TARGET: makes the instance TARGET the current aigate (for aigate_up, aigate_stop...).
+# aigate_metrics (--s8-split) is the obs instance without the subscriber.
 s8_use() {
-    AIGATE_PID=${S8_PID[$1]}
-    AIGATE_PORT=${S8_PORT[$1]}
-    AIGATE_DIR=${S8_DIR[$1]}
-    CACHE_STATE=${S8_CACHE[$1]:-unknown}
+    local i=${1/#aigate_metrics/aigate_obs}
+    AIGATE_PID=${S8_PID[$i]}
+    AIGATE_PORT=${S8_PORT[$i]}
+    AIGATE_DIR=${S8_DIR[$i]}
+    CACHE_STATE=${S8_CACHE[$i]:-unknown}
 }
 
 # Sum of the samples of metric family $1 in the scrape file $2 (0 when absent).
@@ -1004,13 +1009,28 @@ s8_stop() {
     done
 }
 
-# s8_observe_start TAG: one tail subscriber (connected: its first bytes are the ": tail started"
-# comment), then the scraper; both on --load-cpus. Sets S8_TAIL_OK.
+# s8_observe_start TAG TAIL: with TAIL 1, one tail subscriber (connected: its first bytes are the
+# ": tail started" comment); then the scraper; both on --load-cpus. Sets S8_TAIL_OK.
 S8_TAIL_OK=false
 s8_observe_start() {
     local tag=$1 i fifo=$TMP/s8-$1.fifo head=$TMP/s8-$1.tail-head
     S8_TAIL_OK=false
+    S8_TAIL_PID='' S8_READER_PID=''
     s8_scrape "$TMP/s8-$tag.metrics-before"
+    [ "$2" = 1 ] && s8_tail_start "$tag" "$fifo" "$head"
+    # One scrape a second while the load runs, each bounded, the loop by the run's duration.
+    # shellcheck disable=SC2016 # the inner shell expands them
+    LOG=$TMP/s8-$tag.scrapes CPUS=$LOAD_CPUS spawn bash -c '
+        end=$((SECONDS + $2))
+        while [ "$SECONDS" -lt "$end" ]; do
+            curl -s -o /dev/null -w "%{http_code}\n" --max-time 2 "$1"
+            sleep 1
+        done' s8-scraper "http://127.0.0.1:$S8_ADMIN_PORT/metrics" $((DURATION + 5))
+    S8_SCRAPER_PID=$STARTED
+}
+
+s8_tail_start() { # TAG FIFO HEAD
+    local tag=$1 fifo=$2 head=$3 i
     rm -f "$fifo" "$head"
     mkfifo "$fifo" || die "mkfifo $fifo"
     # The subscriber's stream goes through a pipe: its first 16 bytes are kept, its events
@@ -1032,15 +1052,7 @@ s8_observe_start() {
     done
     [ "$S8_TAIL_OK" = true ] ||
         note "S8 $tag: the tail subscriber did not connect (curl $(alive "$S8_TAIL_PID" && echo alive || echo exited), got: $(head -c 200 "$head" 2>/dev/null | tr '\n' ' '))"
-    # One scrape a second while the load runs, each bounded, the loop by the run's duration.
-    # shellcheck disable=SC2016 # the inner shell expands them
-    LOG=$TMP/s8-$tag.scrapes CPUS=$LOAD_CPUS spawn bash -c '
-        end=$((SECONDS + $2))
-        while [ "$SECONDS" -lt "$end" ]; do
-            curl -s -o /dev/null -w "%{http_code}\n" --max-time 2 "$1"
-            sleep 1
-        done' s8-scraper "http://127.0.0.1:$S8_ADMIN_PORT/metrics" $((DURATION + 5))
-    S8_SCRAPER_PID=$STARTED
+    return 0
 }
 
 # s8_observe_stop KEY TAG: stops the scraper and the subscriber and adds what they saw to the record:
@@ -1048,33 +1060,38 @@ s8_observe_start() {
 # the end of the load, the events it received, the events dropped for it and the requests the
 # metrics counted during the run (both from scrapes before and after), and its CPU time.
 s8_observe_stop() {
-    local key=$1 tag=$2 i alive_end=false events scrapes ok req0 req1 drop0 drop1 tail_cpu=
+    local key=$1 tag=$2 i alive_end=false events=null scrapes ok req0 req1 drop0 drop1 tail_cpu=null
     local before=$TMP/s8-$tag.metrics-before after=$TMP/s8-$tag.metrics-after t
+    [ -z "$S8_TAIL_PID" ] && alive_end=null
     alive "$S8_TAIL_PID" && alive_end=true
     stop_pid "$S8_SCRAPER_PID"
     forget_pid "$S8_SCRAPER_PID"
     s8_scrape "$after"
-    t=$(($(cpu_ticks "$S8_TAIL_PID" || echo 0) + $(cpu_ticks "$S8_READER_PID" || echo 0)))
-    tail_cpu=$(calc "$t / $CLK_TCK")
-    stop_pid "$S8_TAIL_PID" # the reader sees the end of its pipe and prints its count
-    forget_pid "$S8_TAIL_PID"
-    for ((i = 0; i < 100; i++)); do
-        alive "$S8_READER_PID" || break
-        sleep 0.05
-    done
-    stop_pid "$S8_READER_PID"
-    forget_pid "$S8_READER_PID"
-    rm -f "$TMP/s8-$tag.fifo"
-    events=$(head -n1 "$TMP/s8-$tag.tail-events" 2>/dev/null)
-    [[ $events =~ ^[0-9]+$ ]] || events=null
+    if [ -n "$S8_TAIL_PID" ]; then
+        t=$(($(cpu_ticks "$S8_TAIL_PID" || echo 0) + $(cpu_ticks "$S8_READER_PID" || echo 0)))
+        tail_cpu=$(calc "$t / $CLK_TCK")
+        stop_pid "$S8_TAIL_PID" # the reader sees the end of its pipe and prints its count
+        forget_pid "$S8_TAIL_PID"
+        for ((i = 0; i < 100; i++)); do
+            alive "$S8_READER_PID" || break
+            sleep 0.05
+        done
+        stop_pid "$S8_READER_PID"
+        forget_pid "$S8_READER_PID"
+        rm -f "$TMP/s8-$tag.fifo"
+        events=$(head -n1 "$TMP/s8-$tag.tail-events" 2>/dev/null)
+        [[ $events =~ ^[0-9]+$ ]] || events=null
+        [ "$alive_end" = true ] || note "$key: the tail subscriber was gone before the end of the load"
+    else
+        S8_TAIL_OK=null
+    fi
     scrapes=$(grep -c . "$TMP/s8-$tag.scrapes" 2>/dev/null)
     ok=$(grep -c '^200$' "$TMP/s8-$tag.scrapes" 2>/dev/null)
     req0=$(prom_sum aigate_http_requests_total "$before")
     req1=$(prom_sum aigate_http_requests_total "$after")
     drop0=$(prom_sum aigate_tail_dropped_total "$before")
     drop1=$(prom_sum aigate_tail_dropped_total "$after")
-    RUN[$key]="${RUN[$key]%\}},\"scrapes\":${scrapes:-0},\"scrapes_ok\":${ok:-0},\"tail_connected\":$S8_TAIL_OK,\"tail_alive_at_end\":$alive_end,\"tail_events\":$events,\"tail_dropped\":$((drop1 - drop0)),\"tail_client_cpu_s\":${tail_cpu:-null},\"metrics_requests\":$((req1 - req0))}"
-    [ "$alive_end" = true ] || note "$key: the tail subscriber was gone before the end of the load"
+    RUN[$key]="${RUN[$key]%\}},\"scrapes\":${scrapes:-0},\"scrapes_ok\":${ok:-0},\"tail_connected\":$S8_TAIL_OK,\"tail_alive_at_end\":$alive_end,\"tail_events\":$events,\"tail_dropped\":$((drop1 - drop0)),\"tail_client_cpu_s\":$tail_cpu,\"metrics_requests\":$((req1 - req0))}"
     [ "${ok:-0}" -gt 0 ] || note "$key: no scrape of /metrics answered 200"
     local n
     n=$(jnum "${RUN[$key]}" requests)
@@ -1083,7 +1100,8 @@ s8_observe_stop() {
     fi
 }
 
-# s8_measure ROUND TARGET SCENARIO: one wrk run; for aigate_obs with the scraper and subscriber.
+# s8_measure ROUND TARGET SCENARIO: one wrk run; for aigate_obs with the scraper and subscriber,
+# for aigate_metrics with the scraper only.
 S8_SEQ=0
 s8_measure() {
     local r=$1 tg=$2 sc=$3 key="S8|$2|$BASE_T|$1|$3" body unique c0 c1 n
@@ -1096,7 +1114,10 @@ s8_measure() {
         local hole='{{n}}'
         body=${S2_BODY/"$hole"/s8-$S8_SEQ-$hole} unique=1
     fi
-    [ "$tg" = aigate_obs ] && s8_observe_start "$sc-$r"
+    case $tg in
+    aigate_obs) s8_observe_start "$sc-$r" 1 ;;
+    aigate_metrics) s8_observe_start "$sc-$r-m" 0 ;;
+    esac
     c0=$(cpu_ticks "$AIGATE_PID")
     measure "$key" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$body" "$unique"
     c1=$(cpu_ticks "$AIGATE_PID")
@@ -1105,7 +1126,10 @@ s8_measure() {
     if [ -n "$c0" ] && [ -n "$c1" ] && [[ ${n:-0} =~ ^[0-9]+$ ]] && [ "${n:-0}" -gt 0 ]; then
         RUN[$key]="${RUN[$key]%\}},\"aigate_cpu_s\":$(calc "($c1 - $c0) / $CLK_TCK"),\"cpu_us_per_req\":$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / $n")}"
     fi
-    [ "$tg" = aigate_obs ] && s8_observe_stop "$key" "$sc-$r"
+    case $tg in
+    aigate_obs) s8_observe_stop "$key" "$sc-$r" ;;
+    aigate_metrics) s8_observe_stop "$key" "$sc-$r-m" ;;
+    esac
     return 0
 }
 
@@ -1122,15 +1146,15 @@ s8_run() {
     echo "bench: S8 observability cost, S1 and S2 with admin_listen = \"\" and with the admin" \
         "listener scraped every second and one tail subscriber (wrk -t$WRK_THREADS -c$WRK_CONNS," \
         "${DURATION}s, $S8_ROUNDS rounds)"
+    local order=(aigate_off aigate_obs) i
+    [ "$S8_SPLIT" = 1 ] && order=(aigate_off aigate_metrics aigate_obs)
     if s8_start; then
         for ((r = 1; r <= S8_ROUNDS; r++)); do
             for sc in S1 S2; do
                 if ((r % 2)); then
-                    s8_measure "$r" aigate_off "$sc"
-                    s8_measure "$r" aigate_obs "$sc"
+                    for ((i = 0; i < ${#order[@]}; i++)); do s8_measure "$r" "${order[$i]}" "$sc"; done
                 else
-                    s8_measure "$r" aigate_obs "$sc"
-                    s8_measure "$r" aigate_off "$sc"
+                    for ((i = ${#order[@]} - 1; i >= 0; i--)); do s8_measure "$r" "${order[$i]}" "$sc"; done
                 fi
             done
         done
@@ -1443,18 +1467,29 @@ if want S8; then
         "1 s and one GET /tail?format=json subscriber for the whole run; wrk -t$WRK_THREADS" \
         "-c$WRK_CONNS -d${DURATION}s, threads $BASE_T, median of $S8_ROUNDS round(s), a and b" \
         "alternated; cost = 1 - rps(b)/rps(a), target < ${S8_TARGET_PCT}%;" \
-        "cpu_us_per_req = aigate's CPU time (all threads) / requests"
-    printf '%-16s %-16s %12s %12s %8s %8s\n' scenario metric "(a) off" "(b) obs" "b/a" cost
+        "cpu_us_per_req = aigate's CPU time (all threads) / requests$([ "$S8_SPLIT" = 1 ] &&
+            echo "; (m) = (b)'s instance scraped, no tail subscriber")"
+    # The (m) column only with --s8-split.
+    s8_cols() { # SCENARIO METRIC A M B RATIO COST VERDICT
+        if [ "$S8_SPLIT" = 1 ]; then
+            printf '%-16s %-16s %12s %12s %12s %8s %8s  %s\n' "$@"
+        else
+            printf '%-16s %-16s %12s %12s %8s %8s  %s\n' "$1" "$2" "$3" "$5" "$6" "$7" "$8"
+        fi | sed 's/ *$//'
+    }
+    s8_cols scenario metric "(a) off" "(m) metrics" "(b) obs" "b/a" cost ""
     for sc in S1:"S8 S1 cache hit" S2:"S8 S2 proxied"; do
         name=${sc#*:}
         sc=${sc%%:*}
         for f in rps p50_us p99_us cpu_us_per_req; do
             a=$(s8_agg aigate_off "$sc" $f)
             b=$(s8_agg aigate_obs "$sc" $f)
+            m=$(s8_agg aigate_metrics "$sc" $f)
             rt=$(ratio "$b" "$a")
-            cost='' verdict='' per=()
+            cost='' mcost='' verdict='' per=()
             if [ "$f" = rps ]; then
                 cost=$(s8_cost "$a" "$b")
+                mcost=$(s8_cost "$a" "$m")
                 mapfile -t va < <(s8_vals aigate_off "$sc" rps)
                 mapfile -t vb < <(s8_vals aigate_obs "$sc" rps)
                 for ((i = 0; i < ${#va[@]} && i < ${#vb[@]}; i++)); do
@@ -1466,12 +1501,15 @@ if want S8; then
                         'BEGIN { print (c < t) ? "met" : "NOT met" }')"
                     [ ${#per[@]} -lt 2 ] || verdict+="; per round: $(printf '%s%%, ' "${per[@]}")"
                     verdict=${verdict%, }
+                    [ -z "$mcost" ] || verdict+="; (m) metrics only: $mcost%"
                 fi
             fi
-            printf '%-16s %-16s %12s %12s %8s %8s  %s\n' "$name" "$f" "$(fmt "$a")" "$(fmt "$b")" \
-                "$(fmt "$rt")" "$([ -n "$cost" ] && echo "$cost%" || echo -)" "$verdict" |
-                sed 's/ *$//'
-            S8_JSON+=("{\"scenario\":\"$sc\",\"metric\":\"$f\",\"off\":${a:-null},\"obs\":${b:-null},\"ratio\":${rt:-null},\"cost_pct\":${cost:-null}$([ "$f" = rps ] && echo ",\"rounds_cost_pct\":[$(IFS=,; echo "${per[*]}")],\"target_pct\":$S8_TARGET_PCT")}")
+            s8_cols "$name" "$f" "$(fmt "$a")" "$(fmt "$m")" "$(fmt "$b")" "$(fmt "$rt")" \
+                "$([ -n "$cost" ] && echo "$cost%" || echo -)" "$verdict"
+            j="{\"scenario\":\"$sc\",\"metric\":\"$f\",\"off\":${a:-null},\"obs\":${b:-null},\"ratio\":${rt:-null},\"cost_pct\":${cost:-null}"
+            [ "$f" != rps ] || j+=",\"rounds_cost_pct\":[$(IFS=,; echo "${per[*]}")],\"target_pct\":$S8_TARGET_PCT"
+            [ "$S8_SPLIT" != 1 ] || j+=",\"metrics_only\":${m:-null}$([ "$f" = rps ] && echo ",\"metrics_only_cost_pct\":${mcost:-null}")"
+            S8_JSON+=("$j}")
         done
         # What the obs side did, median per run: a figure for (b) only means something if the
         # scrapes were answered, the subscriber was connected and the metrics counted the load.
