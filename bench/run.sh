@@ -359,6 +359,16 @@ CACHED_BODY="{\"output\":\"$CANNED_TEXT\",\"cached\":true}"
 NONCE=$(date +%s%N)
 S1_BODY="{\"prompt\":\"bench fixed prompt $NONCE\"}"
 S2_BODY="{\"prompt\":\"bench unique prompt $NONCE {{n}}\"}"
+# Each run of unique prompts gets prompts of its own: wrk and ag_loadgen number them from the start
+# in every run, and a prompt an earlier run sent would be a cache hit on aigate (S2's second
+# round, S3's second rate). next_s2_body sets S2_RUN_BODY (no subshell: the count must last).
+S2_SEQ=0
+S2_RUN_BODY=
+next_s2_body() {
+    local hole='{{n}}'
+    S2_SEQ=$((S2_SEQ + 1))
+    S2_RUN_BODY=${S2_BODY/"$hole"/r$S2_SEQ-$hole}
+}
 UPSTREAM_BODY='{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[{"role":"user","content":"bench direct {{n}}"}]}'
 
 # ---- fd limits -----------------------------------------------------------------------------
@@ -663,10 +673,11 @@ s1_run() { # ROUND THREADS
 
 s2_run() { # ROUND THREADS
     local r=$1 t=$2
+    next_s2_body
     if aigate_up; then
-        measure "S2|aigate|$t|$r" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_BODY" 1
+        measure "S2|aigate|$t|$r" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" 1
     fi
-    measure "S2|nginx|$t|$r" wrk_run "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_BODY" 1
+    measure "S2|nginx|$t|$r" wrk_run "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" 1
 }
 
 rss_sample() { # LABEL
@@ -1102,7 +1113,6 @@ s8_observe_stop() {
 
 # s8_measure ROUND TARGET SCENARIO: one wrk run; for aigate_obs with the scraper and subscriber,
 # for aigate_metrics with the scraper only.
-S8_SEQ=0
 s8_measure() {
     local r=$1 tg=$2 sc=$3 key="S8|$2|$BASE_T|$1|$3" body unique c0 c1 n
     s8_use "$tg"
@@ -1110,9 +1120,8 @@ s8_measure() {
     if [ "$sc" = S1 ]; then
         body=$S1_BODY unique=0
     else
-        S8_SEQ=$((S8_SEQ + 1))
-        local hole='{{n}}'
-        body=${S2_BODY/"$hole"/s8-$S8_SEQ-$hole} unique=1
+        next_s2_body
+        body=$S2_RUN_BODY unique=1
     fi
     case $tg in
     aigate_obs) s8_observe_start "$sc-$r" 1 ;;
@@ -1226,12 +1235,13 @@ if want S3; then
         for ((r = 1; r <= ROUNDS; r++)); do
             measure "S3|upstream|$BASE_T|$r|$rate" lg_rate \
                 "http://127.0.0.1:$UPSTREAM_PORT/v1/messages" "$UPSTREAM_BODY" "$rate"
+            next_s2_body
             if aigate_up; then
                 measure "S3|aigate|$BASE_T|$r|$rate" lg_rate \
-                    "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_BODY" "$rate"
+                    "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" "$rate"
             fi
             measure "S3|nginx|$BASE_T|$r|$rate" lg_rate \
-                "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_BODY" "$rate"
+                "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" "$rate"
         done
     done
 fi
