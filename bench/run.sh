@@ -4,8 +4,9 @@
 # bench/run.sh: the aigate benchmark harness behind `make bench`. Starts a fast upstream (nginx
 # answering /v1/messages with a canned Messages API body), aigate and a reference nginx on
 # 127.0.0.1 ephemeral ports (and, for S4, a streaming upstream with its own aigate and nginx),
-# runs scenarios S1-S7 against aigate and nginx alternately, prints
-# one table and writes the raw figures to bench/results/<UTC timestamp>.json. It stops every
+# runs scenarios S1-S7 against aigate and nginx alternately and S8 (the cost of the admin
+# listener's metrics and live tail) against two aigate instances alternately, prints
+# the tables and writes the raw figures to bench/results/<UTC timestamp>.json. It stops every
 # process it started, by PID, on exit, on failure and on INT/TERM. See bench/README.md.
 # shellcheck disable=SC2317 # functions run through measure "$@" look unreachable to it
 set -u -o pipefail
@@ -26,6 +27,10 @@ admin_listen = ""
 AIGATE_API_KEY=sk-bench
 AIGATE_ROUTE=/api/generate
 
+# S8 scrapes the admin listener on loopback without a token: an admin token in the caller's
+# environment would make every admin request a 401.
+unset AIGATE_ADMIN_TOKEN
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH=$ROOT/bench
 
@@ -33,12 +38,12 @@ usage() {
     cat <<'EOF'
 usage: bench/run.sh [options]
   --duration S         seconds per scenario run (default 10)
-  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7 (default: all)
+  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8 (default: all)
   --threads LIST       aigate threads / nginx worker_processes for S7 (default 1,2); the first
                        value is also used for S1-S6
   --rates LIST         S3 request rates in req/s (default 1000,5000,10000)
   --rounds N           alternate aigate and nginx N times per measurement; the table shows the
-                       median (default 1)
+                       median (default 1; S8 alternates its two instances N times, default 3)
   --server-cpus LIST   taskset CPU list for aigate and the reference nginx
   --load-cpus LIST     taskset CPU list for wrk and ag_loadgen
   --upstream-cpus LIST taskset CPU list for the upstream nginx (default: --server-cpus)
@@ -51,6 +56,7 @@ usage: bench/run.sh [options]
   --stream-words N     S4 text deltas per concurrent stream (default 200)
   --stream-delay-ms MS S4 delay between deltas (default 20: 200 deltas last about 4 s)
   --ttfb-requests N    S4 sequential streams per time-to-first-byte run (default 500)
+  --s8-split           S8 also measures the admin listener scraped with no tail subscriber (m)
   --smoke              1 s per scenario, minimal counts: checks the harness, not the figures
   --build-dir DIR      where aigate and ag_loadgen are (default build/release)
   --aigate PATH        the aigate binary (default BUILD_DIR/aigate)
@@ -62,10 +68,12 @@ EOF
 }
 
 DURATION=10
-SCENARIOS=S1,S2,S3,S4,S5,S6,S7
+SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8
 THREADS=1,2
 RATES=1000,5000,10000
 ROUNDS=1
+ROUNDS_SET=0
+S8_ROUNDS_DEFAULT=3
 SERVER_CPUS=
 LOAD_CPUS=
 UPSTREAM_CPUS=
@@ -81,6 +89,7 @@ STREAM_WORDS=200
 STREAM_DELAY_MS=20
 TTFB_REQS=500
 SMOKE=0
+S8_SPLIT=0
 BUILD_DIR=$ROOT/build/release
 AIGATE=
 LOADGEN=
@@ -101,7 +110,7 @@ while [ $# -gt 0 ]; do
     --scenarios) need_value "$@"; SCENARIOS=$2; shift ;;
     --threads) need_value "$@"; THREADS=$2; shift ;;
     --rates) need_value "$@"; RATES=$2; shift ;;
-    --rounds) need_value "$@"; ROUNDS=$2; shift ;;
+    --rounds) need_value "$@"; ROUNDS=$2; ROUNDS_SET=1; shift ;;
     --server-cpus) need_value "$@"; SERVER_CPUS=$2; shift ;;
     --load-cpus) need_value "$@"; LOAD_CPUS=$2; shift ;;
     --upstream-cpus) need_value "$@"; UPSTREAM_CPUS=$2; shift ;;
@@ -116,6 +125,7 @@ while [ $# -gt 0 ]; do
     --stream-delay-ms) need_value "$@"; STREAM_DELAY_MS=$2; shift ;;
     --ttfb-requests) need_value "$@"; TTFB_REQS=$2; shift ;;
     --smoke) SMOKE=1 ;;
+    --s8-split) S8_SPLIT=1 ;;
     --build-dir) need_value "$@"; BUILD_DIR=$2; shift ;;
     --aigate) need_value "$@"; AIGATE=$2; shift ;;
     --loadgen) need_value "$@"; LOADGEN=$2; shift ;;
@@ -140,7 +150,7 @@ is_list "$THREADS" || die "--threads must look like 1,2"
 is_list "$RATES" || die "--rates must look like 1000,5000"
 for v in SERVER_CPUS LOAD_CPUS UPSTREAM_CPUS; do is_cpus "${!v}" || die "bad CPU list: ${!v}"; done
 [ -n "$UPSTREAM_CPUS" ] || UPSTREAM_CPUS=$SERVER_CPUS
-[[ $SCENARIOS =~ ^S[1-7](,S[1-7])*$ ]] || die "--scenarios must look like S1,S3"
+[[ $SCENARIOS =~ ^S[1-8](,S[1-8])*$ ]] || die "--scenarios must look like S1,S3"
 
 if [ "$SMOKE" = 1 ]; then
     DURATION=1
@@ -153,6 +163,8 @@ if [ "$SMOKE" = 1 ]; then
     STREAM_WORDS=50
     TTFB_REQS=50
 fi
+S8_ROUNDS=$ROUNDS
+[ "$ROUNDS_SET" = 1 ] || [ "$SMOKE" = 1 ] || S8_ROUNDS=$S8_ROUNDS_DEFAULT
 IFS=, read -r -a THREAD_LIST <<<"$THREADS"
 IFS=, read -r -a RATE_LIST <<<"$RATES"
 BASE_T=${THREAD_LIST[0]}
@@ -347,6 +359,16 @@ CACHED_BODY="{\"output\":\"$CANNED_TEXT\",\"cached\":true}"
 NONCE=$(date +%s%N)
 S1_BODY="{\"prompt\":\"bench fixed prompt $NONCE\"}"
 S2_BODY="{\"prompt\":\"bench unique prompt $NONCE {{n}}\"}"
+# Each run of unique prompts gets prompts of its own: wrk and ag_loadgen number them from the start
+# in every run, and a prompt an earlier run sent would be a cache hit on aigate (S2's second
+# round, S3's second rate). next_s2_body sets S2_RUN_BODY (no subshell: the count must last).
+S2_SEQ=0
+S2_RUN_BODY=
+next_s2_body() {
+    local hole='{{n}}'
+    S2_SEQ=$((S2_SEQ + 1))
+    S2_RUN_BODY=${S2_BODY/"$hole"/r$S2_SEQ-$hole}
+}
 UPSTREAM_BODY='{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[{"role":"user","content":"bench direct {{n}}"}]}'
 
 # ---- fd limits -----------------------------------------------------------------------------
@@ -412,7 +434,8 @@ nginx_start() {
 }
 
 # aigate_start THREADS: a fresh instance (own directory, config and port). Sets AIGATE_PID,
-# AIGATE_PORT; returns 1 (with AIGATE_SKIP set) when it does not come up.
+# AIGATE_PORT; returns 1 (with AIGATE_SKIP set) when it does not come up. AIGATE_PORT_WANT, when
+# set, is the port (S8 takes its ports in one go, so that they differ).
 AIGATE_PID=
 AIGATE_PORT=
 AIGATE_N=0
@@ -420,7 +443,8 @@ aigate_prepare() {
     AIGATE_N=$((AIGATE_N + 1))
     AIGATE_DIR=$TMP/aigate-$AIGATE_N
     mkdir -p "$AIGATE_DIR"
-    printf '%s' "$AIGATE_CONFIG_TOML" >"$AIGATE_DIR/$AIGATE_CONFIG_NAME"
+    # AIGATE_TOML, when set, replaces the bench config (S8's instance with an admin listener).
+    printf '%s' "${AIGATE_TOML:-$AIGATE_CONFIG_TOML}" >"$AIGATE_DIR/$AIGATE_CONFIG_NAME"
 }
 # PORT THREADS: the command line, in AIGATE_ARGV. AIGATE_UPSTREAM_URL, when set, replaces the
 # fast upstream (S4 points aigate at the streaming one).
@@ -433,7 +457,7 @@ aigate_argv() {
 aigate_start() {
     local threads=$1 i
     aigate_prepare
-    AIGATE_PORT=$(free_ports 1)
+    AIGATE_PORT=${AIGATE_PORT_WANT:-$(free_ports 1)}
     [ -n "$AIGATE_PORT" ] || die "no free port"
     # Its data directory defaults to ./.aigate: run it from its own instance directory.
     pushd "$AIGATE_DIR" >/dev/null || die "cd $AIGATE_DIR"
@@ -649,10 +673,11 @@ s1_run() { # ROUND THREADS
 
 s2_run() { # ROUND THREADS
     local r=$1 t=$2
+    next_s2_body
     if aigate_up; then
-        measure "S2|aigate|$t|$r" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_BODY" 1
+        measure "S2|aigate|$t|$r" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" 1
     fi
-    measure "S2|nginx|$t|$r" wrk_run "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_BODY" 1
+    measure "S2|nginx|$t|$r" wrk_run "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" 1
 }
 
 rss_sample() { # LABEL
@@ -903,6 +928,249 @@ cold_one() {
     fi
 }
 
+# ---- S8: the cost of observability -------------------------------------------------------------
+# S1 and S2 against two aigate instances of the same build, both up for the whole of S8: "off"
+# with the bench config (admin_listen = ""), "obs" with an admin listener on a free loopback
+# port, so that every request is also counted into the metrics and the per-minute series and
+# published to tail subscribers. During each run against "obs", GET /metrics is scraped once a
+# second (as Prometheus would) and one live-tail subscriber (curl on GET /tail?format=json) is
+# attached from before the load until after it. Rounds alternate which instance goes first.
+# Each S2 run has prompts of its own: a prompt another run sent would be a cache hit.
+
+declare -A S8_PID S8_PORT S8_DIR S8_CACHE
+S8_ADMIN_PORT=
+S8_TAIL_PID=
+S8_READER_PID=
+S8_SCRAPER_PID=
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# CPU time (user + system, all threads) of process $1 in clock ticks, or nothing.
+cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null; }
+
+# The bench config with admin_listen = "127.0.0.1:$1" in [aigate].
+s8_config_obs() {
+    local line="admin_listen = \"127.0.0.1:$1\""
+    if grep -q '^admin_listen[[:space:]]*=' <<<"$AIGATE_CONFIG_TOML"; then
+        # shellcheck disable=SC2001 # a whole line, whatever its value
+        sed "s|^admin_listen[[:space:]]*=.*|$line|" <<<"$AIGATE_CONFIG_TOML"
+    else
+        sed "/^\[aigate\]/a $line" <<<"$AIGATE_CONFIG_TOML"
+    fi
+}
+
+# s8_use TARGET: makes the instance TARGET the current aigate (for aigate_up, aigate_stop...).
+# aigate_metrics (--s8-split) is the obs instance without the subscriber.
+s8_use() {
+    local i=${1/#aigate_metrics/aigate_obs}
+    AIGATE_PID=${S8_PID[$i]}
+    AIGATE_PORT=${S8_PORT[$i]}
+    AIGATE_DIR=${S8_DIR[$i]}
+    CACHE_STATE=${S8_CACHE[$i]:-unknown}
+}
+
+# Sum of the samples of metric family $1 in the scrape file $2 (0 when absent).
+prom_sum() {
+    awk -v f="$1" '$1 == f || index($1, f "{") == 1 { s += $NF } END { printf "%.0f", s }' \
+        "$2" 2>/dev/null
+}
+
+s8_scrape() { # FILE: one GET /metrics of the obs instance into FILE
+    curl -s --max-time 5 -o "$1" "http://127.0.0.1:$S8_ADMIN_PORT/metrics" 2>/dev/null || : >"$1"
+}
+
+# s8_start: both instances; returns 1 when either does not come up.
+s8_start() {
+    local ports tg toml
+    ports=$(free_ports 3)
+    read -r -a ports <<<"$ports"
+    [ ${#ports[@]} -eq 3 ] || die "no free ports"
+    S8_ADMIN_PORT=${ports[2]}
+    toml=$(s8_config_obs "$S8_ADMIN_PORT")$'\n'
+    AIGATE_PORT_WANT=${ports[0]} aigate_start "$BASE_T" || return 1
+    S8_PID[aigate_off]=$AIGATE_PID S8_PORT[aigate_off]=$AIGATE_PORT S8_DIR[aigate_off]=$AIGATE_DIR
+    AIGATE_PORT_WANT=${ports[1]} AIGATE_TOML=$toml aigate_start "$BASE_T" || return 1
+    S8_PID[aigate_obs]=$AIGATE_PID S8_PORT[aigate_obs]=$AIGATE_PORT S8_DIR[aigate_obs]=$AIGATE_DIR
+    if ! grep -q "admin listening on 127.0.0.1:$S8_ADMIN_PORT" "$AIGATE_DIR/aigate.log"; then
+        note "S8 skipped: aigate with $(head -n1 <<<"${toml#*admin_listen}") logged no admin listener: $(tail -n 3 "$AIGATE_DIR/aigate.log" | tr '\n' ' ')"
+        return 1
+    fi
+    if grep -qi 'warn' "$AIGATE_DIR/aigate.log"; then
+        note "S8 aigate with the admin listener warned at startup: $(grep -i 'warn' \
+            "$AIGATE_DIR/aigate.log" | sed 's/^.*\(warn\)/\1/I' | head -n 3 | tr '\n' ';')"
+    fi
+    if [[ $("$LOADGEN" --first-ok -m GET -u "http://127.0.0.1:$S8_ADMIN_PORT/metrics" -t 10) != \
+        *'"ok":true'* ]]; then
+        note "S8 skipped: GET /metrics on the admin listener got no 2xx"
+        return 1
+    fi
+    for tg in aigate_off aigate_obs; do
+        s8_use "$tg"
+        aigate_warm_cache
+        S8_CACHE[$tg]=$CACHE_STATE
+    done
+}
+
+s8_stop() {
+    local tg
+    for tg in aigate_off aigate_obs; do
+        [ -n "${S8_PID[$tg]:-}" ] || continue
+        s8_use "$tg"
+        aigate_stop
+        S8_PID[$tg]=
+    done
+}
+
+# s8_observe_start TAG TAIL: with TAIL 1, one tail subscriber (connected: its first bytes are the
+# ": tail started" comment); then the scraper; both on --load-cpus. Sets S8_TAIL_OK.
+S8_TAIL_OK=false
+s8_observe_start() {
+    local tag=$1 i fifo=$TMP/s8-$1.fifo head=$TMP/s8-$1.tail-head
+    S8_TAIL_OK=false
+    S8_TAIL_PID='' S8_READER_PID=''
+    s8_scrape "$TMP/s8-$tag.metrics-before"
+    [ "$2" = 1 ] && s8_tail_start "$tag" "$fifo" "$head"
+    # One scrape a second while the load runs, each bounded, the loop by the run's duration.
+    # shellcheck disable=SC2016 # the inner shell expands them
+    LOG=$TMP/s8-$tag.scrapes CPUS=$LOAD_CPUS spawn bash -c '
+        end=$((SECONDS + $2))
+        while [ "$SECONDS" -lt "$end" ]; do
+            curl -s -o /dev/null -w "%{http_code}\n" --max-time 2 "$1"
+            sleep 1
+        done' s8-scraper "http://127.0.0.1:$S8_ADMIN_PORT/metrics" $((DURATION + 5))
+    S8_SCRAPER_PID=$STARTED
+}
+
+s8_tail_start() { # TAG FIFO HEAD
+    local tag=$1 fifo=$2 head=$3 i
+    rm -f "$fifo" "$head"
+    mkfifo "$fifo" || die "mkfifo $fifo"
+    # The subscriber's stream goes through a pipe: its first 16 bytes are kept, its events
+    # counted. curl is bounded even if the harness never gets to stop it.
+    # shellcheck disable=SC2016 # the inner shell expands them
+    LOG=$TMP/s8-$tag.tail-events CPUS=$LOAD_CPUS spawn bash -c \
+        'exec <"$1"; head -c 16 >"$2"; exec grep -c "^data: "' s8-tail-reader "$fifo" "$head"
+    S8_READER_PID=$STARTED
+    LOG=$fifo CPUS=$LOAD_CPUS spawn curl -sN --max-time $((DURATION + 120)) \
+        "http://127.0.0.1:$S8_ADMIN_PORT/tail?format=json"
+    S8_TAIL_PID=$STARTED
+    for ((i = 0; i < 200; i++)); do
+        if [ "$(head -c 14 "$head" 2>/dev/null)" = ": tail started" ]; then
+            S8_TAIL_OK=true
+            break
+        fi
+        alive "$S8_TAIL_PID" || break
+        sleep 0.05
+    done
+    [ "$S8_TAIL_OK" = true ] ||
+        note "S8 $tag: the tail subscriber did not connect (curl $(alive "$S8_TAIL_PID" && echo alive || echo exited), got: $(head -c 200 "$head" 2>/dev/null | tr '\n' ' '))"
+    return 0
+}
+
+# s8_observe_stop KEY TAG: stops the scraper and the subscriber and adds what they saw to the record:
+# scrapes (and how many answered 200), whether the subscriber was connected and still there at
+# the end of the load, the events it received, the events dropped for it and the requests the
+# metrics counted during the run (both from scrapes before and after), and its CPU time.
+s8_observe_stop() {
+    local key=$1 tag=$2 i alive_end=false events=null scrapes ok req0 req1 drop0 drop1 tail_cpu=null
+    local before=$TMP/s8-$tag.metrics-before after=$TMP/s8-$tag.metrics-after t
+    [ -z "$S8_TAIL_PID" ] && alive_end=null
+    alive "$S8_TAIL_PID" && alive_end=true
+    stop_pid "$S8_SCRAPER_PID"
+    forget_pid "$S8_SCRAPER_PID"
+    s8_scrape "$after"
+    if [ -n "$S8_TAIL_PID" ]; then
+        t=$(($(cpu_ticks "$S8_TAIL_PID" || echo 0) + $(cpu_ticks "$S8_READER_PID" || echo 0)))
+        tail_cpu=$(calc "$t / $CLK_TCK")
+        stop_pid "$S8_TAIL_PID" # the reader sees the end of its pipe and prints its count
+        forget_pid "$S8_TAIL_PID"
+        for ((i = 0; i < 100; i++)); do
+            alive "$S8_READER_PID" || break
+            sleep 0.05
+        done
+        stop_pid "$S8_READER_PID"
+        forget_pid "$S8_READER_PID"
+        rm -f "$TMP/s8-$tag.fifo"
+        events=$(head -n1 "$TMP/s8-$tag.tail-events" 2>/dev/null)
+        [[ $events =~ ^[0-9]+$ ]] || events=null
+        [ "$alive_end" = true ] || note "$key: the tail subscriber was gone before the end of the load"
+    else
+        S8_TAIL_OK=null
+    fi
+    scrapes=$(grep -c . "$TMP/s8-$tag.scrapes" 2>/dev/null)
+    ok=$(grep -c '^200$' "$TMP/s8-$tag.scrapes" 2>/dev/null)
+    req0=$(prom_sum aigate_http_requests_total "$before")
+    req1=$(prom_sum aigate_http_requests_total "$after")
+    drop0=$(prom_sum aigate_tail_dropped_total "$before")
+    drop1=$(prom_sum aigate_tail_dropped_total "$after")
+    RUN[$key]="${RUN[$key]%\}},\"scrapes\":${scrapes:-0},\"scrapes_ok\":${ok:-0},\"tail_connected\":$S8_TAIL_OK,\"tail_alive_at_end\":$alive_end,\"tail_events\":$events,\"tail_dropped\":$((drop1 - drop0)),\"tail_client_cpu_s\":$tail_cpu,\"metrics_requests\":$((req1 - req0))}"
+    [ "${ok:-0}" -gt 0 ] || note "$key: no scrape of /metrics answered 200"
+    local n
+    n=$(jnum "${RUN[$key]}" requests)
+    if [[ $n =~ ^[0-9]+$ ]] && [ $((req1 - req0)) -lt "$n" ]; then
+        note "$key: the metrics counted $((req1 - req0)) requests, wrk $n"
+    fi
+}
+
+# s8_measure ROUND TARGET SCENARIO: one wrk run; for aigate_obs with the scraper and subscriber,
+# for aigate_metrics with the scraper only.
+s8_measure() {
+    local r=$1 tg=$2 sc=$3 key="S8|$2|$BASE_T|$1|$3" body unique c0 c1 n
+    s8_use "$tg"
+    aigate_up || return 0
+    if [ "$sc" = S1 ]; then
+        body=$S1_BODY unique=0
+    else
+        next_s2_body
+        body=$S2_RUN_BODY unique=1
+    fi
+    case $tg in
+    aigate_obs) s8_observe_start "$sc-$r" 1 ;;
+    aigate_metrics) s8_observe_start "$sc-$r-m" 0 ;;
+    esac
+    c0=$(cpu_ticks "$AIGATE_PID")
+    measure "$key" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$body" "$unique"
+    c1=$(cpu_ticks "$AIGATE_PID")
+    # aigate's own CPU time (every thread) over the run, and per request.
+    n=$(jnum "${RUN[$key]}" requests)
+    if [ -n "$c0" ] && [ -n "$c1" ] && [[ ${n:-0} =~ ^[0-9]+$ ]] && [ "${n:-0}" -gt 0 ]; then
+        RUN[$key]="${RUN[$key]%\}},\"aigate_cpu_s\":$(calc "($c1 - $c0) / $CLK_TCK"),\"cpu_us_per_req\":$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / $n")}"
+    fi
+    case $tg in
+    aigate_obs) s8_observe_stop "$key" "$sc-$r" ;;
+    aigate_metrics) s8_observe_stop "$key" "$sc-$r-m" ;;
+    esac
+    return 0
+}
+
+s8_run() {
+    local r sc
+    if [ "$AIGATE_OK" != 1 ]; then
+        note "S8 skipped: $AIGATE_SKIP"
+        return
+    fi
+    if ! command -v curl >/dev/null || ! command -v mkfifo >/dev/null; then
+        note "S8 skipped: it needs curl and mkfifo (the scraper and the tail subscriber)"
+        return
+    fi
+    echo "bench: S8 observability cost, S1 and S2 with admin_listen = \"\" and with the admin" \
+        "listener scraped every second and one tail subscriber (wrk -t$WRK_THREADS -c$WRK_CONNS," \
+        "${DURATION}s, $S8_ROUNDS rounds)"
+    local order=(aigate_off aigate_obs) i
+    [ "$S8_SPLIT" = 1 ] && order=(aigate_off aigate_metrics aigate_obs)
+    if s8_start; then
+        for ((r = 1; r <= S8_ROUNDS; r++)); do
+            for sc in S1 S2; do
+                if ((r % 2)); then
+                    for ((i = 0; i < ${#order[@]}; i++)); do s8_measure "$r" "${order[$i]}" "$sc"; done
+                else
+                    for ((i = ${#order[@]} - 1; i >= 0; i--)); do s8_measure "$r" "${order[$i]}" "$sc"; done
+                fi
+            done
+        done
+    fi
+    s8_stop
+}
+
 # ---- machine info ------------------------------------------------------------------------------
 
 START_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -967,12 +1235,13 @@ if want S3; then
         for ((r = 1; r <= ROUNDS; r++)); do
             measure "S3|upstream|$BASE_T|$r|$rate" lg_rate \
                 "http://127.0.0.1:$UPSTREAM_PORT/v1/messages" "$UPSTREAM_BODY" "$rate"
+            next_s2_body
             if aigate_up; then
                 measure "S3|aigate|$BASE_T|$r|$rate" lg_rate \
-                    "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_BODY" "$rate"
+                    "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" "$rate"
             fi
             measure "S3|nginx|$BASE_T|$r|$rate" lg_rate \
-                "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_BODY" "$rate"
+                "http://127.0.0.1:$REF_PROXY_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" "$rate"
         done
     done
 fi
@@ -1040,6 +1309,8 @@ if want S7; then
         instances_stop
     done
 fi
+
+want S8 && s8_run
 
 ref_stop
 stop_pid "$UPSTREAM_PID"
@@ -1159,7 +1430,8 @@ if want S4; then
         "Cache-Control: no-store); $STREAMS concurrent streams of $STREAM_WORDS deltas" \
         "${STREAM_DELAY_MS} ms apart, RSS = max while all are open; nginx: proxy_buffering off"
 fi
-printf '%-16s %-22s %12s %12s %8s %12s\n' scenario metric aigate nginx ratio floor
+[ ${#ROWS[@]} -eq 0 ] ||
+    printf '%-16s %-22s %12s %12s %8s %12s\n' scenario metric aigate nginx ratio floor
 TABLE_JSON=()
 for line in "${ROWS[@]}"; do
     IFS=$SEP read -r s m a n f <<<"$line"
@@ -1168,6 +1440,102 @@ for line in "${ROWS[@]}"; do
         "$(fmt "$f")"
     TABLE_JSON+=("{\"scenario\":\"$s\",\"metric\":\"$m\",\"aigate\":${a:-null},\"nginx\":${n:-null},\"ratio\":${rt:-null},\"floor\":${f:-null}}")
 done
+# ---- S8: off against obs -----------------------------------------------------------------------
+
+# s8_vals TARGET SCENARIO FIELD: FIELD of each round's run, one per line (rounds in order).
+s8_vals() {
+    local r key
+    for ((r = 1; r <= S8_ROUNDS; r++)); do
+        key="S8|$1|$BASE_T|$r|$2"
+        [ -n "${RUN[$key]+x}" ] && jnum "${RUN[$key]}" "$3"
+    done
+}
+# s8_count SCENARIO TEXT: how many of aigate_obs's runs of SCENARIO have TEXT in their record.
+s8_count() {
+    local r key n=0
+    for ((r = 1; r <= S8_ROUNDS; r++)); do
+        key="S8|aigate_obs|$BASE_T|$r|$1"
+        [[ ${RUN[$key]:-} == *"$2"* ]] && n=$((n + 1))
+    done
+    echo "$n"
+}
+s8_agg() { # TARGET SCENARIO FIELD: the median over rounds
+    local v
+    mapfile -t v < <(s8_vals "$@")
+    [ ${#v[@]} -gt 0 ] && median "${v[@]}"
+}
+# cost A B: 1 - B/A in percent, one decimal, when both are positive numbers.
+s8_cost() {
+    [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] || return 0
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.1f", (1 - b / a) * 100 }'
+}
+S8_TARGET_PCT=3
+S8_JSON=()
+if want S8; then
+    echo
+    echo "S8 observability cost: (a) admin_listen = \"\"; (b) admin listener on, GET /metrics every" \
+        "1 s and one GET /tail?format=json subscriber for the whole run; wrk -t$WRK_THREADS" \
+        "-c$WRK_CONNS -d${DURATION}s, threads $BASE_T, median of $S8_ROUNDS round(s), a and b" \
+        "alternated; cost = 1 - rps(b)/rps(a), target < ${S8_TARGET_PCT}%;" \
+        "cpu_us_per_req = aigate's CPU time (all threads) / requests$([ "$S8_SPLIT" = 1 ] &&
+            echo "; (m) = (b)'s instance scraped, no tail subscriber")"
+    # The (m) column only with --s8-split.
+    s8_cols() { # SCENARIO METRIC A M B RATIO COST VERDICT
+        if [ "$S8_SPLIT" = 1 ]; then
+            printf '%-16s %-16s %12s %12s %12s %8s %8s  %s\n' "$@"
+        else
+            printf '%-16s %-16s %12s %12s %8s %8s  %s\n' "$1" "$2" "$3" "$5" "$6" "$7" "$8"
+        fi | sed 's/ *$//'
+    }
+    s8_cols scenario metric "(a) off" "(m) metrics" "(b) obs" "b/a" cost ""
+    for sc in S1:"S8 S1 cache hit" S2:"S8 S2 proxied"; do
+        name=${sc#*:}
+        sc=${sc%%:*}
+        for f in rps p50_us p99_us cpu_us_per_req; do
+            a=$(s8_agg aigate_off "$sc" $f)
+            b=$(s8_agg aigate_obs "$sc" $f)
+            m=$(s8_agg aigate_metrics "$sc" $f)
+            rt=$(ratio "$b" "$a")
+            cost='' mcost='' verdict='' per=()
+            if [ "$f" = rps ]; then
+                cost=$(s8_cost "$a" "$b")
+                mcost=$(s8_cost "$a" "$m")
+                mapfile -t va < <(s8_vals aigate_off "$sc" rps)
+                mapfile -t vb < <(s8_vals aigate_obs "$sc" rps)
+                for ((i = 0; i < ${#va[@]} && i < ${#vb[@]}; i++)); do
+                    c=$(s8_cost "${va[$i]}" "${vb[$i]}")
+                    [ -z "$c" ] || per+=("$c")
+                done
+                if [ -n "$cost" ]; then
+                    verdict="target < ${S8_TARGET_PCT}%: $(awk -v c="$cost" -v t="$S8_TARGET_PCT" \
+                        'BEGIN { print (c < t) ? "met" : "NOT met" }')"
+                    [ ${#per[@]} -lt 2 ] || verdict+="; per round: $(printf '%s%%, ' "${per[@]}")"
+                    verdict=${verdict%, }
+                    [ -z "$mcost" ] || verdict+="; (m) metrics only: $mcost%"
+                fi
+            fi
+            s8_cols "$name" "$f" "$(fmt "$a")" "$(fmt "$m")" "$(fmt "$b")" "$(fmt "$rt")" \
+                "$([ -n "$cost" ] && echo "$cost%" || echo -)" "$verdict"
+            j="{\"scenario\":\"$sc\",\"metric\":\"$f\",\"off\":${a:-null},\"obs\":${b:-null},\"ratio\":${rt:-null},\"cost_pct\":${cost:-null}"
+            [ "$f" != rps ] || j+=",\"rounds_cost_pct\":[$(IFS=,; echo "${per[*]}")],\"target_pct\":$S8_TARGET_PCT"
+            [ "$S8_SPLIT" != 1 ] || j+=",\"metrics_only\":${m:-null}$([ "$f" = rps ] && echo ",\"metrics_only_cost_pct\":${mcost:-null}")"
+            S8_JSON+=("$j}")
+        done
+        # What the obs side did, median per run: a figure for (b) only means something if the
+        # scrapes were answered, the subscriber was connected and the metrics counted the load.
+        if [ -n "$(s8_agg aigate_obs "$sc" requests)" ]; then
+            echo "  (b) $sc per run: $(s8_agg aigate_obs "$sc" scrapes_ok) of" \
+                "$(s8_agg aigate_obs "$sc" scrapes) scrapes answered 200; tail subscriber" \
+                "connected in $(s8_count "$sc" '"tail_connected":true') and alive at the end in" \
+                "$(s8_count "$sc" '"tail_alive_at_end":true') of $(s8_count "$sc" '"tail_connected":')" \
+                "runs, $(fmt "$(s8_agg aigate_obs "$sc" tail_events)") events received," \
+                "$(fmt "$(s8_agg aigate_obs "$sc" tail_dropped)") dropped, its CPU" \
+                "$(fmt "$(s8_agg aigate_obs "$sc" tail_client_cpu_s)") s; metrics counted" \
+                "$(fmt "$(s8_agg aigate_obs "$sc" metrics_requests)") requests (wrk" \
+                "$(s8_agg aigate_obs "$sc" requests))"
+        fi
+    done
+fi
 if [ ${#NOTES[@]} -gt 0 ]; then
     echo "notes:"
     for n in "${NOTES[@]}"; do echo "  - $n"; done
@@ -1186,7 +1554,7 @@ join() { local IFS=,; echo "$*"; }
         "\"loadavg_end\":\"$LOADAVG_END\",\"nginx\":\"$(json_escape "$NGINX_VERSION")\"," \
         "\"wrk\":\"$(json_escape "$WRK_VERSION")\"},"
     echo "\"params\":{\"duration_s\":$DURATION,\"scenarios\":\"$SCENARIOS\",\"threads\":[$THREADS]," \
-        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
+        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"s8_rounds\":$S8_ROUNDS,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
         "\"server_cpus\":\"$SERVER_CPUS\",\"load_cpus\":\"$LOAD_CPUS\",\"upstream_cpus\":\"$UPSTREAM_CPUS\"," \
         "\"wrk\":\"-t$WRK_THREADS -c$WRK_CONNS --timeout 5s\",\"loadgen_conns\":$LG_CONNS," \
         "\"loadgen_timeout_s\":$LG_TIMEOUT,\"cold_runs\":$COLD_RUNS,\"hold_conns\":$HOLD_CONNS,\"nofile\":$NOFILE," \
@@ -1216,6 +1584,7 @@ join() { local IFS=,; echo "$*"; }
     done
     echo "],"
     echo "\"table\":[$(join "${TABLE_JSON[@]}")],"
+    echo "\"observability\":[$(join "${S8_JSON[@]}")],"
     notes=()
     for n in "${NOTES[@]}"; do notes+=("\"$(json_escape "$n")\""); done
     echo "\"notes\":[$(join "${notes[@]}")]"
