@@ -16,10 +16,10 @@
 
 typedef struct ag_schedule_entry {
     ag_cron_t cron;
-    int64_t next_s;     /* the next scheduled time, epoch s (UTC); -1: never */
-    bool running;       /* a run of this entry has not finished */
-    uint64_t runs;      /* runs started */
-    uint64_t skipped;   /* scheduled times passed over: still running, or the clock jumped */
+    int64_t next_s;   /* the next scheduled time, epoch s (UTC); -1: never */
+    bool running;     /* a run of this entry has not finished */
+    uint64_t runs;    /* runs started */
+    uint64_t skipped; /* scheduled times passed over: still running, or the clock jumped */
 } ag_schedule_entry_t;
 
 typedef struct ag_schedule {

@@ -161,82 +161,163 @@ static int append_nullable(ag_buf_t *b, const char *s)
     return s && *s ? ag_json_append_string(b, ag_str_c(s)) : ag_buf_append_cstr(b, "null");
 }
 
+/* Appenders without printf: an event is built for every request while a tail
+ * is open, and printf's machinery was most of that cost. */
+static int put_lit(ag_buf_t *b, const char *s)
+{
+    return ag_buf_append(b, s, strlen(s));
+}
+
+static int put_int(ag_buf_t *b, int64_t v)
+{
+    char num[24];
+    if (v < 0) {
+        int rc = ag_buf_append(b, "-", 1);
+        if (rc < 0)
+            return rc;
+        v = -v;
+    }
+    return ag_buf_append(b, num, ag_fmt_u64(num, (uint64_t)v));
+}
+
+/* v / 10^decimals, with exactly that many decimals (v >= 0). */
+static int put_fixed(ag_buf_t *b, uint64_t v, unsigned decimals)
+{
+    uint64_t scale = 1;
+    for (unsigned i = 0; i < decimals; i++)
+        scale *= 10;
+    char num[24], frac[24];
+    int rc = ag_buf_append(b, num, ag_fmt_u64(num, v / scale));
+    if (rc == 0 && decimals) {
+        size_t n = ag_fmt_u64(frac, v % scale + scale); /* leading 1 keeps the zeros */
+        rc = ag_buf_append(b, ".", 1);
+        if (rc == 0)
+            rc = ag_buf_append(b, frac + 1, n - 1);
+    }
+    return rc;
+}
+
 /* Builds the event; *aigate_at gets the offset of the aigate object's '{'. */
 static int event_json(ag_tail_t *t, const ag_request_record_t *rec, ag_buf_t *b, size_t *aigate_at)
 {
     static const char *const outcomes[] = {NULL, "ok", "exception", NULL, "canceled"};
     unsigned oc = outcome_of(rec);
     int64_t ts_ms = (rec->start_us + rec->duration_us) / 1000;
-    int rc = ag_buf_printf(b, "{\"outcome\":\"%s\",\"scriptName\":", outcomes[oc]);
+    int rc = put_lit(b, "{\"outcome\":\"");
+    if (rc == 0)
+        rc = put_lit(b, outcomes[oc]);
+    if (rc == 0)
+        rc = put_lit(b, "\",\"scriptName\":");
     if (rc == 0)
         rc = ag_json_append_string(b, ag_str_c(t->script_name));
     if (rc == 0)
-        rc = ag_buf_printf(
-            b, ",\"eventTimestamp\":%lld,\"event\":{\"request\":{\"url\":", (long long)ts_ms);
+        rc = put_lit(b, ",\"eventTimestamp\":");
+    if (rc == 0)
+        rc = put_int(b, ts_ms);
+    if (rc == 0)
+        rc = put_lit(b, ",\"event\":{\"request\":{\"url\":");
     /* The URL as the client addressed us: Host, then the target. */
     if (rc == 0) {
-        ag_buf_t url;
-        ag_buf_init(&url, 0);
-        rc = ag_buf_append_cstr(&url, "http://");
-        if (rc == 0)
-            rc = ag_buf_append_str(&url, rec->host.len ? rec->host : AG_STR_LIT("localhost"));
-        if (rc == 0)
-            rc = ag_buf_append_str(&url, rec->target.len ? rec->target : rec->path);
-        if (rc == 0)
-            rc = ag_json_append_string(b, ag_str(url.data, url.len));
-        ag_buf_fini(&url);
+        char url[2048];
+        ag_str_t host = rec->host.len ? rec->host : AG_STR_LIT("localhost");
+        ag_str_t target = rec->target.len ? rec->target : rec->path;
+        size_t n = 7 + host.len + target.len;
+        if (n < sizeof(url)) {
+            memcpy(url, "http://", 7);
+            memcpy(url + 7, host.ptr, host.len);
+            memcpy(url + 7 + host.len, target.ptr, target.len);
+            rc = ag_json_append_string(b, ag_str(url, n));
+        } else {
+            rc = ag_json_append_string(b, target);
+        }
     }
     if (rc == 0)
-        rc = ag_buf_append_cstr(b, ",\"method\":");
+        rc = put_lit(b, ",\"method\":");
     if (rc == 0)
         rc = ag_json_append_string(b, rec->method);
     if (rc == 0)
-        rc = ag_buf_append_cstr(b, ",\"headers\":{");
+        rc = put_lit(b, ",\"headers\":{");
     for (size_t i = 0; i < rec->nheaders && rc == 0; i++) {
         const ag_record_header_t *h = &rec->headers[i];
         if (i)
-            rc = ag_buf_append_cstr(b, ",");
+            rc = ag_buf_append(b, ",", 1);
         if (rc == 0)
             rc = lower_json_string(b, h->name);
         if (rc == 0)
-            rc = ag_buf_append_cstr(b, ":");
+            rc = ag_buf_append(b, ":", 1);
         if (rc == 0)
             rc = sensitive_name(h->name) || holds_secret(t, h->value)
-                     ? ag_buf_append_cstr(b, "\"REDACTED\"")
+                     ? put_lit(b, "\"REDACTED\"")
                      : ag_json_append_string(b, h->value);
     }
     if (rc == 0)
-        rc = ag_buf_printf(b, "}},\"response\":{\"status\":%d}},\"logs\":[],\"exceptions\":[",
-                           rec->status);
-    if (rc == 0 && oc == AG_TAIL_EXCEPTION)
-        rc = ag_buf_printf(b, "{\"name\":\"Error\",\"message\":\"HTTP %d\",\"timestamp\":%lld}",
-                           rec->status, (long long)ts_ms);
+        rc = put_lit(b, "}},\"response\":{\"status\":");
     if (rc == 0)
-        rc = ag_buf_printf(b, "],\"wallTime\":%lld,\"cpuTime\":%.3f,\"aigate\":",
-                           (long long)((rec->duration_us + 500) / 1000),
-                           (double)rec->cpu_us / 1000.0);
+        rc = put_int(b, rec->status);
+    if (rc == 0)
+        rc = put_lit(b, "}},\"logs\":[],\"exceptions\":[");
+    if (rc == 0 && oc == AG_TAIL_EXCEPTION) {
+        rc = put_lit(b, "{\"name\":\"Error\",\"message\":\"HTTP ");
+        if (rc == 0)
+            rc = put_int(b, rec->status);
+        if (rc == 0)
+            rc = put_lit(b, "\",\"timestamp\":");
+        if (rc == 0)
+            rc = put_int(b, ts_ms);
+        if (rc == 0)
+            rc = ag_buf_append(b, "}", 1);
+    }
+    if (rc == 0)
+        rc = put_lit(b, "],\"wallTime\":");
+    if (rc == 0)
+        rc = put_int(b, (rec->duration_us + 500) / 1000);
+    if (rc == 0)
+        rc = put_lit(b, ",\"cpuTime\":");
+    if (rc == 0)
+        rc = put_fixed(b, (uint64_t)(rec->cpu_us > 0 ? rec->cpu_us : 0), 3);
+    if (rc == 0)
+        rc = put_lit(b, ",\"aigate\":");
     *aigate_at = b->len;
     const ag_ai_record_t *ai = &rec->ai;
     if (rc == 0)
-        rc = ag_buf_printf(b, "{\"requestId\":\"%s\",\"route\":", rec->id);
+        rc = put_lit(b, "{\"requestId\":\"");
+    if (rc == 0)
+        rc = put_lit(b, rec->id);
+    if (rc == 0)
+        rc = put_lit(b, "\",\"route\":");
     if (rc == 0)
         rc = append_nullable(b, rec->route);
     if (rc == 0)
-        rc = ag_buf_append_cstr(b, ",\"client\":");
+        rc = put_lit(b, ",\"client\":");
     if (rc == 0)
         rc = append_nullable(b, rec->client);
     if (rc == 0)
-        rc = ag_buf_append_cstr(b, ",\"key\":null,\"model\":");
+        rc = put_lit(b, ",\"key\":null,\"model\":");
     if (rc == 0)
         rc = append_nullable(b, ai->model);
     if (rc == 0)
-        rc = ag_buf_printf(b,
-                           ",\"inputTokens\":%lld,\"outputTokens\":%lld,\"costUsd\":%.6f,"
-                           "\"cached\":%s,\"retries\":%u,\"upstreamMs\":%lld,\"stream\":%s}}",
-                           (long long)ai->input_tokens, (long long)ai->output_tokens, ai->cost_usd,
-                           ai->cache == AG_CACHE_HIT ? "true" : "false",
-                           ai->attempts > 1 ? ai->attempts - 1 : 0,
-                           (long long)(ai->upstream_us / 1000), ai->stream ? "true" : "false");
+        rc = put_lit(b, ",\"inputTokens\":");
+    if (rc == 0)
+        rc = put_int(b, ai->input_tokens);
+    if (rc == 0)
+        rc = put_lit(b, ",\"outputTokens\":");
+    if (rc == 0)
+        rc = put_int(b, ai->output_tokens);
+    if (rc == 0)
+        rc = put_lit(b, ",\"costUsd\":");
+    if (rc == 0)
+        rc = put_fixed(b, (uint64_t)(ai->cost_usd > 0 ? ai->cost_usd * 1e9 + 0.5 : 0), 9);
+    if (rc == 0)
+        rc = put_lit(b, ai->cache == AG_CACHE_HIT ? ",\"cached\":true,\"retries\":"
+                                                  : ",\"cached\":false,\"retries\":");
+    if (rc == 0)
+        rc = put_int(b, ai->attempts > 1 ? ai->attempts - 1 : 0);
+    if (rc == 0)
+        rc = put_lit(b, ",\"upstreamMs\":");
+    if (rc == 0)
+        rc = put_int(b, ai->upstream_us / 1000);
+    if (rc == 0)
+        rc = put_lit(b, ai->stream ? ",\"stream\":true}}" : ",\"stream\":false}}");
     return rc;
 }
 
