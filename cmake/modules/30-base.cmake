@@ -41,6 +41,11 @@ ag_unit_test(test_cron tests/unit/test_cron.c)
 target_link_libraries(test_cron ag_cron)
 ag_fuzz_target(fuzz_cron fuzz/fuzz_cron.c)
 target_link_libraries(fuzz_cron ag_cron)
+# tests/unit/cron_next.c: next run times for tests/integration/m_cron_oracle.test.js, which
+# compares them with croner's (CRON_NEXT_BIN, cmake/modules/90-integration.cmake); not a test.
+add_executable(cron_next tests/unit/cron_next.c)
+target_include_directories(cron_next PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(cron_next ag_cron)
 ag_unit_test(test_sse tests/unit/test_sse.c)
 target_link_libraries(test_sse ag_upstream)
 ag_fuzz_target(fuzz_sse fuzz/fuzz_sse.c)
