@@ -32,7 +32,8 @@ deps-build:
 deps-test: deps-build
 	$(call ensure_pkgs,$(TEST_PKGS))
 	@command -v node >/dev/null || $(MAKE) --no-print-directory NODE_PKG=1 deps-node
-	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] && [ -d node_modules/puppeteer-core ] || npm install --no-audit --no-fund --silent
+	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] && [ -d node_modules/puppeteer-core ] && \
+	  [ -d node_modules/croner ] || npm install --no-audit --no-fund --silent
 
 # The dashboard's chart library (uPlot), pinned by web/package-lock.json: the build embeds it
 # (cmake/modules/35-dashboard.cmake). npm ci again when the lock file is newer than the install.

@@ -4,7 +4,7 @@
 #          end), secrets and their resolution, the usage log;
 #   obs: request records, the access log, analytics over the usage log (stats.c, so obs uses
 #        store too; metrics and tail to come);
-#   cron: periodic jobs;
+#   cron: periodic jobs; the cron-expression parser and next-run calculator;
 #   upstream: the SSE parser, Anthropic's stream accumulator and the HTTP client.
 ag_layer(DIR limit SOURCES src/limit/limiter.c USES util LINK Threads::Threads)
 
@@ -21,7 +21,9 @@ ag_layer(DIR store
 ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
                         src/obs/tail.c src/obs/stats.c
   USES util store LINK PkgConfig::UV Threads::Threads)
-ag_layer(DIR cron SOURCES src/cron/periodic.c src/cron/template.c USES util LINK PkgConfig::UV)
+ag_layer(DIR cron SOURCES src/cron/periodic.c src/cron/template.c src/cron/cron.c
+                         src/cron/schedule.c
+  USES util LINK PkgConfig::UV)
 ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c USES util
   LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
 
@@ -41,6 +43,15 @@ ag_unit_test(test_template tests/unit/test_template.c)
 target_link_libraries(test_template ag_cron)
 ag_fuzz_target(fuzz_template fuzz/fuzz_template.c)
 target_link_libraries(fuzz_template ag_cron)
+ag_unit_test(test_cron tests/unit/test_cron.c)
+target_link_libraries(test_cron ag_cron)
+ag_fuzz_target(fuzz_cron fuzz/fuzz_cron.c)
+target_link_libraries(fuzz_cron ag_cron)
+# tests/unit/cron_next.c: next run times for tests/integration/m_cron_oracle.test.js, which
+# compares them with croner's (CRON_NEXT_BIN, cmake/modules/90-integration.cmake); not a test.
+add_executable(cron_next tests/unit/cron_next.c)
+target_include_directories(cron_next PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(cron_next ag_cron)
 ag_unit_test(test_sse tests/unit/test_sse.c)
 target_link_libraries(test_sse ag_upstream)
 ag_fuzz_target(fuzz_sse fuzz/fuzz_sse.c)

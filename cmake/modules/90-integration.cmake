@@ -6,6 +6,6 @@ if(NODE_EXE)
     get_filename_component(n ${t} NAME_WE)
     add_test(NAME integration_${n} COMMAND ${NODE_EXE} --test ${t})
     set_tests_properties(integration_${n} PROPERTIES LABELS integration TIMEOUT 600
-      ENVIRONMENT "AIGATE_BIN=$<TARGET_FILE:aigate>")
+      ENVIRONMENT "AIGATE_BIN=$<TARGET_FILE:aigate>;CRON_NEXT_BIN=$<TARGET_FILE:cron_next>")
   endforeach()
 endif()
