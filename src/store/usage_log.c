@@ -336,6 +336,16 @@ static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost, li
         put_lit(b, ",\"key\":", &rc);
         put_str(b, e->key, sizeof(e->key), &rc);
     }
+    if (strnlen(e->task, sizeof(e->task)) > 0) {
+        put_lit(b, ",\"task\":", &rc);
+        put_str(b, e->task, sizeof(e->task), &rc);
+        put_lit(b, ",\"cron\":", &rc);
+        put_str(b, e->cron, sizeof(e->cron), &rc);
+        put_lit(b, ",\"scheduledTime\":", &rc);
+        put_int(b, e->scheduled_ms, &rc);
+        put_lit(b, ",\"outputs\":", &rc);
+        put_str(b, e->outputs, sizeof(e->outputs), &rc);
+    }
     put_lit(b, "}\n", &rc);
     return rc;
 }

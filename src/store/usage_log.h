@@ -45,6 +45,11 @@ typedef struct ag_usage_entry {
     uint32_t cpu_us;   /* CPU time aigate spent on the request, in µs (written as ms) */
     uint32_t attempts; /* upstream calls made (retries and fallbacks count); 0 for a cache hit */
     char key[64];      /* the client API key's name; "" omits the field */
+    /* scheduled runs only (route "scheduled"); "" / 0 omit them */
+    char task[64];
+    char cron[64];
+    int64_t scheduled_ms;
+    char outputs[256]; /* "r2:ok,kv:ok,webhook:failed(503)..." */
 } ag_usage_entry_t;
 
 /** Copies s[0..len) into the fixed field dst[cap], truncated at a UTF-8
