@@ -4,7 +4,7 @@ SHELL := /bin/bash
 JOBS  ?= $(shell nproc)
 BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
               liblmdb-dev libssl-dev
-TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium
+TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium openssl
 BENCH_PKGS := wrk nginx-light
 
 .PHONY: all build release debug asan tsan run test unit bench fuzz docs deps-build deps-test deps-bench deps-web deps-node \
@@ -33,7 +33,8 @@ deps-test: deps-build
 	$(call ensure_pkgs,$(TEST_PKGS))
 	@command -v node >/dev/null || $(MAKE) --no-print-directory NODE_PKG=1 deps-node
 	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] && [ -d node_modules/puppeteer-core ] && \
-	  [ -d node_modules/croner ] || npm install --no-audit --no-fund --silent
+	  [ -d node_modules/croner ] && [ -d node_modules/smtp-server ] || \
+	  npm install --no-audit --no-fund --silent
 
 # The dashboard's chart library (uPlot), pinned by web/package-lock.json: the build embeds it
 # (cmake/modules/35-dashboard.cmake). npm ci again when the lock file is newer than the install.
@@ -77,7 +78,7 @@ test: deps-test debug asan tsan
 	  ctest --output-on-failure -j$(JOBS)
 	@echo "== tests: ThreadSanitizer build (threaded units and the black-box suite)"
 	@cd build/tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j$(JOBS) \
-	  -R 'test_limiter|test_usage_log|test_stats|test_kv|test_periodic|test_routes|integration_'
+	  -R 'test_limiter|test_usage_log|test_stats|test_kv|test_periodic|test_routes|test_outputs|integration_'
 
 unit: debug
 	@cd build/debug && ctest --output-on-failure -L unit

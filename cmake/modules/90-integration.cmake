@@ -2,10 +2,15 @@
 find_program(NODE_EXE node)
 if(NODE_EXE)
   file(GLOB AG_INTEGRATION_TESTS ${CMAKE_SOURCE_DIR}/tests/integration/*.test.js)
+  set(AG_INTEGRATION_ENV "AIGATE_BIN=$<TARGET_FILE:aigate>" "CRON_NEXT_BIN=$<TARGET_FILE:cron_next>")
+  # The outputs driver (cmake/modules/52-tasks.cmake), for n_outputs.test.js.
+  if(TARGET outputs_cli)
+    list(APPEND AG_INTEGRATION_ENV "OUTPUTS_CLI_BIN=$<TARGET_FILE:outputs_cli>")
+  endif()
   foreach(t ${AG_INTEGRATION_TESTS})
     get_filename_component(n ${t} NAME_WE)
     add_test(NAME integration_${n} COMMAND ${NODE_EXE} --test ${t})
     set_tests_properties(integration_${n} PROPERTIES LABELS integration TIMEOUT 600
-      ENVIRONMENT "AIGATE_BIN=$<TARGET_FILE:aigate>;CRON_NEXT_BIN=$<TARGET_FILE:cron_next>")
+      ENVIRONMENT "${AG_INTEGRATION_ENV}")
   endforeach()
 endif()
