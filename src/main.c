@@ -19,6 +19,7 @@
 #include "http/server.h"
 #include "store/secrets.h"
 #include "store/secrets_resolve.h"
+#include "tasks/tasks.h"
 #include "upstream/client.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -47,6 +48,7 @@ static void usage(FILE *out)
             "  r2               buckets and objects (aigate r2 --help)\n"
             "  secret           secrets, read from stdin (aigate secret --help)\n"
             "  stats            usage analytics from the usage log (aigate stats --help)\n"
+            "  cron             scheduled tasks: list, run NAME (aigate cron --help)\n"
             "  tail             live requests and task runs of a running server (aigate tail "
             "--help)\n"
             "  help             this text\n"
@@ -236,6 +238,18 @@ static int run_server(int argc, char **argv, bool dev)
         .body_timeout_ms = cfg.body_timeout_ms,
         .drain_timeout_ms = cfg.drain_timeout_ms,
     };
+    ag_tasks_t *tasks = NULL;
+    if (rc == 0) {
+        ag_tasks_options_t to = {
+            .cfg = &cfg,
+            .usage_log = ag_gateway_usage_log(gw),
+            .log_bucket = ag_gateway_log_bucket(gw),
+            .obs = ag_gateway_obs(gw),
+        };
+        rc = ag_tasks_start(&to, stderr, &tasks);
+        if (rc == 0 && tasks)
+            ag_log_info("%zu scheduled task%s", cfg.ntasks, cfg.ntasks == 1 ? "" : "s");
+    }
     ag_admin_t *admin = NULL;
     if (rc == 0 && admin_host[0]) {
         if (admin_token)
@@ -247,6 +261,8 @@ static int run_server(int argc, char **argv, bool dev)
             .obs = ag_gateway_obs(gw),
             .usage_log = ag_gateway_usage_log(gw),
             .log_bucket = ag_gateway_log_bucket(gw),
+            .tasks = tasks,
+            .cfg = &cfg,
         };
         rc = ag_admin_start(&ao, &admin);
         if (rc < 0)
@@ -308,6 +324,8 @@ static int run_server(int argc, char **argv, bool dev)
         ag_admin_wait_and_free(admin);
     }
     running_admin = NULL;
+    /* After the admin listener, which starts runs; before the usage log closes. */
+    ag_tasks_stop(tasks);
     ag_gateway_free(gw);
     ag_config_fini(&cfg);
     ag_upstream_global_cleanup();
@@ -347,6 +365,8 @@ static int cmd_config(int argc, char **argv)
     /* The same checks the server makes before it serves (routes, proxies). */
     if (rc == 0 && ag_gateway_check_config(&cfg, stderr) < 0)
         rc = 1;
+    if (rc == 0 && ag_tasks_check(&cfg, stderr) < 0)
+        rc = 1;
     if (rc == 0)
         printf("%s: ok\n", cfg.path ? cfg.path : "(embedded defaults)");
     ag_config_fini(&cfg);
@@ -373,13 +393,10 @@ static const struct ag_cmd {
     const char *name;
     int (*fn)(int, char **);
 } cmds[] = {
-    {"--help", cmd_help},     {"--version", cmd_version},
-    {"-h", cmd_help},         {"config", cmd_config},
-    {"dev", cmd_dev},         {"help", cmd_help},
-    {"kv", cmd_kv},           {"r2", cmd_r2},
-    {"secret", cmd_secret},   {"serve", cmd_serve},
-    {"stats", cmd_stats},     {"tail", cmd_tail},
-    {"version", cmd_version},
+    {"--help", cmd_help},   {"--version", cmd_version}, {"-h", cmd_help},   {"config", cmd_config},
+    {"dev", cmd_dev},       {"help", cmd_help},         {"kv", cmd_kv},     {"r2", cmd_r2},
+    {"secret", cmd_secret}, {"serve", cmd_serve},       {"cron", cmd_cron}, {"stats", cmd_stats},
+    {"tail", cmd_tail},     {"version", cmd_version},
 };
 
 int main(int argc, char **argv)

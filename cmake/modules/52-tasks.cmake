@@ -1,8 +1,9 @@
 # tasks: scheduled AI tasks. outputs.c delivers one run's output to its destinations (R2, KV,
 # webhook, e-mail over SMTP, a command), with mail.c (the RFC 5322 message) and exec.c (the
 # command's process). The scheduler and the runner join this layer; the gateway is not used.
-ag_layer(DIR tasks SOURCES src/tasks/outputs.c src/tasks/mail.c src/tasks/exec.c
-  USES util config store LINK PkgConfig::CURL Threads::Threads)
+ag_layer(DIR tasks SOURCES src/tasks/outputs.c src/tasks/mail.c src/tasks/exec.c src/tasks/tasks.c
+  USES util config store obs cron upstream
+  LINK PkgConfig::CURL PkgConfig::JANSSON PkgConfig::UV Threads::Threads)
 
 # Stores, commands and the message format, against real folders and processes.
 ag_unit_test(test_outputs tests/unit/test_outputs.c)

@@ -3,8 +3,8 @@
 # interface and upstream's SSE parser); they find the data folder through the config exactly as
 # the server does. Then the binary, on top of all.
 ag_layer(DIR cli SOURCES src/cli/common.c src/cli/cmd_kv.c src/cli/cmd_r2.c src/cli/cmd_secret.c
-  src/cli/cmd_stats.c src/cli/cmd_tail.c src/cli/tail_format.c
-  USES util config store obs upstream
+  src/cli/cmd_stats.c src/cli/cmd_tail.c src/cli/tail_format.c src/cli/cmd_cron.c
+  USES util config store obs upstream cron tasks
   LINK PkgConfig::CURL PkgConfig::JANSSON m)
 
 ag_unit_test(test_tail_format tests/unit/test_tail_format.c)
@@ -12,4 +12,4 @@ target_link_libraries(test_tail_format ag_cli)
 
 add_executable(aigate src/main.c)
 target_include_directories(aigate PRIVATE ${CMAKE_SOURCE_DIR}/src)
-target_link_libraries(aigate ag_gateway ag_admin ag_cli)
+target_link_libraries(aigate ag_gateway ag_admin ag_tasks ag_cli)

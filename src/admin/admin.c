@@ -456,6 +456,140 @@ static void handle_stats(ag_admin_t *a, ag_req_t *req)
     }
 }
 
+/* ---- scheduled tasks ------------------------------------------------------------------- */
+
+/* POST /tasks/NAME/run waits for the run's record on a thread-pool thread, so
+ * the admin loop goes on serving meanwhile. */
+typedef struct task_wait {
+    uv_work_t work;
+    ag_admin_t *a;
+    ag_req_t *req; /* NULL once the client left */
+    char name[128];
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int rc;
+    char *record;
+} task_wait_t;
+
+static void task_done(void *ctx, ag_str_t record)
+{
+    task_wait_t *tw = ctx;
+    pthread_mutex_lock(&tw->lock);
+    tw->record = strndup(record.ptr, record.len);
+    tw->done = true;
+    pthread_cond_signal(&tw->cond);
+    pthread_mutex_unlock(&tw->lock);
+}
+
+static void task_wait_work(uv_work_t *w)
+{
+    task_wait_t *tw = w->data;
+    tw->rc = ag_tasks_run(tw->a->opts.tasks, tw->name, task_done, tw);
+    if (tw->rc < 0)
+        return;
+    pthread_mutex_lock(&tw->lock);
+    while (!tw->done)
+        pthread_cond_wait(&tw->cond, &tw->lock);
+    pthread_mutex_unlock(&tw->lock);
+}
+
+static void task_wait_done(uv_work_t *w, int status)
+{
+    task_wait_t *tw = w->data;
+    AG_UNUSED(status);
+    if (tw->req) {
+        ag_req_t *req = tw->req;
+        req->handler_data = NULL;
+        req->on_abort = NULL;
+        if (tw->rc == AG_ENOTFOUND)
+            ag_req_respond_error(req, 404, "No such task");
+        else if (tw->rc < 0 || !tw->record)
+            ag_req_respond_error(req, 500, "The run could not start");
+        else
+            ag_req_respond(req, 200, "application/json", ag_str_c(tw->record));
+    }
+    free(tw->record);
+    pthread_mutex_destroy(&tw->lock);
+    pthread_cond_destroy(&tw->cond);
+    free(tw);
+}
+
+static void task_wait_abort(ag_req_t *req)
+{
+    task_wait_t *tw = req->handler_data;
+    if (tw)
+        tw->req = NULL; /* the run goes on; its record is dropped */
+}
+
+static void handle_task_run(ag_admin_t *a, ag_req_t *req, ag_str_t name)
+{
+    if (!a->opts.tasks) {
+        ag_req_respond_error(req, 404, "No scheduled tasks are configured ([[aigate.tasks]])");
+        return;
+    }
+    task_wait_t *tw = calloc(1, sizeof(*tw));
+    if (!tw || name.len == 0 || name.len >= sizeof(tw->name)) {
+        free(tw);
+        ag_req_respond_error(req, tw ? 404 : 503, tw ? "No such task" : "Out of memory");
+        return;
+    }
+    memcpy(tw->name, name.ptr, name.len);
+    tw->a = a;
+    tw->req = req;
+    pthread_mutex_init(&tw->lock, NULL);
+    pthread_cond_init(&tw->cond, NULL);
+    tw->work.data = tw;
+    req->handler_data = tw;
+    req->on_abort = task_wait_abort;
+    if (uv_queue_work(ag_worker_loop(req->worker), &tw->work, task_wait_work, task_wait_done) < 0) {
+        req->handler_data = NULL;
+        req->on_abort = NULL;
+        pthread_mutex_destroy(&tw->lock);
+        pthread_cond_destroy(&tw->cond);
+        free(tw);
+        ag_req_respond_error(req, 503, "Cannot start the run");
+    }
+}
+
+/* wrangler dev's /__scheduled?cron=EXPR: '+' is a space, %XX decoded. */
+static void handle_scheduled(ag_admin_t *a, ag_req_t *req)
+{
+    ag_str_t q = query_param(req->head.query, "cron");
+    char cron[256];
+    size_t n = 0;
+    for (size_t i = 0; i < q.len && n + 1 < sizeof(cron); i++) {
+        char c = q.ptr[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && i + 2 < q.len) {
+            char hex[3] = {q.ptr[i + 1], q.ptr[i + 2], 0};
+            c = (char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        cron[n++] = c;
+    }
+    cron[n] = '\0';
+    if (n == 0) {
+        ag_req_respond_error(req, 400, "cron= is required, e.g. /__scheduled?cron=0+9+*+*+MON");
+        return;
+    }
+    ag_tasks_run_cron(a->opts.tasks, cron);
+    ag_req_respond(req, 200, "text/plain; charset=utf-8", AG_STR_LIT("Ran scheduled event"));
+}
+
+static void handle_task_list(ag_admin_t *a, ag_req_t *req)
+{
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    if (!a->opts.cfg ||
+        ag_tasks_list_json(a->opts.tasks, a->opts.cfg, ag_now_us() / 1000000, &b) < 0)
+        ag_req_respond_error(req, 500, "Internal error");
+    else
+        ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
+    ag_buf_fini(&b);
+}
+
 static void handle_request(ag_req_t *req)
 {
     ag_admin_t *a = ag_worker_ctx(req->worker);
@@ -480,7 +614,19 @@ static void handle_request(ag_req_t *req)
         ag_req_respond_error(req, 405, "Method not allowed");
         return;
     }
-    if (ag_str_eq(path, AG_STR_LIT("/metrics"))) {
+    if (ag_str_eq(path, AG_STR_LIT("/__scheduled"))) {
+        handle_scheduled(a, req); /* any method, as wrangler dev */
+    } else if (path.len > 11 && memcmp(path.ptr, "/tasks/", 7) == 0 &&
+               memcmp(path.ptr + path.len - 4, "/run", 4) == 0) {
+        if (!ag_str_eq(method, AG_STR_LIT("POST"))) {
+            ag_req_add_header(req, "Allow", AG_STR_LIT("POST"));
+            ag_req_respond_error(req, 405, "Method not allowed");
+            return;
+        }
+        handle_task_run(a, req, ag_str(path.ptr + 7, path.len - 11));
+    } else if (ag_str_eq(path, AG_STR_LIT("/tasks")) && get) {
+        handle_task_list(a, req);
+    } else if (ag_str_eq(path, AG_STR_LIT("/metrics"))) {
         handle_metrics(a, req);
     } else if (ag_str_eq(path, AG_STR_LIT("/tail"))) {
         handle_tail(a, req);

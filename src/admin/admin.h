@@ -14,6 +14,7 @@
 #include "obs/obs.h"
 #include "store/objstore.h"
 #include "store/usage_log.h"
+#include "tasks/tasks.h"
 
 typedef struct ag_admin ag_admin_t;
 
@@ -26,6 +27,8 @@ typedef struct ag_admin_options {
     ag_obs_t *obs; /* borrowed, like the rest */
     ag_usage_log_t *usage_log;
     ag_objstore_t *log_bucket;
+    ag_tasks_t *tasks;      /* NULL: no scheduled tasks */
+    const ag_config_t *cfg; /* for the task list */
 } ag_admin_options_t;
 
 /** Splits "host:port" ("[::1]:8788" too). @return 0 or -EINVAL. */

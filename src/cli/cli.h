@@ -30,6 +30,9 @@ int cmd_tail(int argc, char **argv);
 /** `aigate stats [--since 24h] [--by ...] [--json]`: the usage log summed up (cmd_stats.c). */
 int cmd_stats(int argc, char **argv);
 
+/** `aigate cron list|run`: scheduled tasks (cmd_cron.c). */
+int cmd_cron(int argc, char **argv);
+
 /* ---- internals shared by the cmd_*.c files (common.c) -------------------------------- */
 
 #define AG__CLI_MAX_POS 4

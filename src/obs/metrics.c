@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +62,18 @@ typedef struct worker_slab {
     ag_gauge_t streams;
 } worker_slab_t;
 
+#define MAX_TASK_SERIES 256
+
+typedef struct task_series {
+    char task[64];
+    char outcome[24];
+    uint64_t n;
+} task_series_t;
+
 struct ag_metrics {
+    pthread_mutex_t tasks_lock;
+    task_series_t tasks[MAX_TASK_SERIES];
+    size_t ntasks;
     unsigned nworkers;
     size_t nroutes;
     char *routes[AG_METRICS_MAX_ROUTES + 1]; /* [0] is "none" */
@@ -89,6 +101,7 @@ int ag_metrics_new(unsigned nworkers, const char *const *routes, size_t nroutes,
         return -ENOMEM;
     }
     memset(m->slabs, 0, sizeof(worker_slab_t) * m->nworkers);
+    pthread_mutex_init(&m->tasks_lock, NULL);
     *out = m;
     return 0;
 }
@@ -99,6 +112,8 @@ void ag_metrics_free(ag_metrics_t *m)
         return;
     for (size_t i = 0; i < AG_METRICS_MAX_ROUTES + 1; i++)
         free(m->routes[i]);
+    if (m->slabs)
+        pthread_mutex_destroy(&m->tasks_lock);
     free(m->slabs);
     free(m);
 }
@@ -199,6 +214,23 @@ void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *r
     ag_ctr_add(&ms->tokens[3], (uint64_t)(ai->cache_write_tokens > 0 ? ai->cache_write_tokens : 0));
     if (ai->cost_usd > 0)
         ag_fctr_add(&ms->cost, ai->cost_usd);
+}
+
+void ag_metrics_task_run(ag_metrics_t *m, const char *task, const char *outcome)
+{
+    pthread_mutex_lock(&m->tasks_lock);
+    size_t i = 0;
+    while (i < m->ntasks &&
+           (strcmp(m->tasks[i].task, task) != 0 || strcmp(m->tasks[i].outcome, outcome) != 0))
+        i++;
+    if (i == m->ntasks && m->ntasks < MAX_TASK_SERIES) {
+        snprintf(m->tasks[i].task, sizeof(m->tasks[i].task), "%s", task);
+        snprintf(m->tasks[i].outcome, sizeof(m->tasks[i].outcome), "%s", outcome);
+        m->ntasks++;
+    }
+    if (i < m->ntasks)
+        m->tasks[i].n++;
+    pthread_mutex_unlock(&m->tasks_lock);
 }
 
 void ag_metrics_streams(ag_metrics_t *m, unsigned w, int delta)
@@ -547,6 +579,11 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
     if (rc == 0)
         rc = family(b, "aigate_task_runs_total", "counter",
                     "Scheduled task runs, by task and outcome.");
+    pthread_mutex_lock(&m->tasks_lock);
+    for (size_t i = 0; i < m->ntasks && rc == 0; i++)
+        rc = sample_label(b, "aigate_task_runs_total", "task", m->tasks[i].task, "outcome",
+                          m->tasks[i].outcome, (double)m->tasks[i].n);
+    pthread_mutex_unlock(&m->tasks_lock);
     if (rc == 0)
         rc = family(b, "aigate_config_reloads_total", "counter",
                     "Configuration reloads, by result.");

@@ -26,6 +26,8 @@ void ag_metrics_free(ag_metrics_t *m);
 /** On worker `w`'s thread. */
 void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *rec);
 void ag_metrics_streams(ag_metrics_t *m, unsigned w, int delta);
+/** A scheduled run of `task` ended with `outcome` (any thread; runs are rare: locked). */
+void ag_metrics_task_run(ag_metrics_t *m, const char *task, const char *outcome);
 
 /** What the scrape reads from elsewhere in the process. */
 typedef struct ag_metrics_process {

@@ -142,6 +142,14 @@ void ag_obs_request_done(ag_obs_t *obs, unsigned index, const ag_request_record_
     ag_tail_publish(obs->tail, rec);
 }
 
+void ag_obs_task_run(ag_obs_t *obs, const ag_request_record_t *rec, const char *outcome)
+{
+    if (!obs->opts.metrics)
+        return;
+    ag_metrics_task_run(obs->metrics, rec->task, outcome);
+    ag_tail_publish(obs->tail, rec);
+}
+
 void ag_obs_streams(ag_obs_t *obs, unsigned index, int delta)
 {
     ag_metrics_streams(obs->metrics, index, delta);

@@ -44,6 +44,9 @@ void ag_obs_worker_stop(ag_obs_t *obs, unsigned index);
 /** One finished request, on its worker's thread. */
 void ag_obs_request_done(ag_obs_t *obs, unsigned index, const ag_request_record_t *rec);
 
+/** A scheduled run ended (any thread): tail event and aigate_task_runs_total. */
+void ag_obs_task_run(ag_obs_t *obs, const ag_request_record_t *rec, const char *outcome);
+
 /** A stream started (+1) or ended (-1) on worker `index`. */
 void ag_obs_streams(ag_obs_t *obs, unsigned index, int delta);
 

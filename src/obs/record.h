@@ -60,7 +60,10 @@ typedef struct ag_request_record {
     size_t bytes_out;   /* head and body as sent */
     int64_t start_us;   /* wall clock, epoch microseconds */
     int64_t duration_us;
-    int64_t cpu_us; /* CPU time the worker spent on this request */
+    int64_t cpu_us;   /* CPU time the worker spent on this request */
+    const char *cron; /* a scheduled run: its cron expression (else NULL) */
+    const char *task; /* and its task */
+    int64_t scheduled_ms;
     bool aborted;
     ag_ai_record_t ai;
 } ag_request_record_t;

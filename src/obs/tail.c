@@ -214,6 +214,19 @@ static int event_json(ag_tail_t *t, const ag_request_record_t *rec, ag_buf_t *b,
         rc = put_lit(b, ",\"eventTimestamp\":");
     if (rc == 0)
         rc = put_int(b, ts_ms);
+    if (rc == 0 && rec->cron) {
+        /* A scheduled run: wrangler's scheduled event. */
+        rc = put_lit(b, ",\"event\":{\"cron\":");
+        if (rc == 0)
+            rc = ag_json_append_string(b, ag_str_c(rec->cron));
+        if (rc == 0)
+            rc = put_lit(b, ",\"scheduledTime\":");
+        if (rc == 0)
+            rc = put_int(b, rec->scheduled_ms);
+        if (rc == 0)
+            rc = put_lit(b, "},\"logs\":[],\"exceptions\":[");
+        goto after_event;
+    }
     if (rc == 0)
         rc = put_lit(b, ",\"event\":{\"request\":{\"url\":");
     /* The URL as the client addressed us: Host, then the target. */
@@ -256,6 +269,7 @@ static int event_json(ag_tail_t *t, const ag_request_record_t *rec, ag_buf_t *b,
         rc = put_int(b, rec->status);
     if (rc == 0)
         rc = put_lit(b, "}},\"logs\":[],\"exceptions\":[");
+after_event:
     if (rc == 0 && oc == AG_TAIL_EXCEPTION) {
         rc = put_lit(b, "{\"name\":\"Error\",\"message\":\"HTTP ");
         if (rc == 0)
@@ -287,6 +301,11 @@ static int event_json(ag_tail_t *t, const ag_request_record_t *rec, ag_buf_t *b,
         rc = put_lit(b, "\",\"route\":");
     if (rc == 0)
         rc = append_nullable(b, rec->route);
+    if (rc == 0 && rec->task) {
+        rc = put_lit(b, ",\"task\":");
+        if (rc == 0)
+            rc = ag_json_append_string(b, ag_str_c(rec->task));
+    }
     if (rc == 0)
         rc = put_lit(b, ",\"client\":");
     if (rc == 0)
