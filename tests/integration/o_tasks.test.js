@@ -230,3 +230,25 @@ test('a bad cron expression or template is a config error with its place', () =>
     assert.match(r.stderr, new RegExp(`${bad.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:3:\\d+: task x: cron "0 9 \\* \\* 0": `));
     assert.match(r.stderr, /:4:\d+: task x: prompt/);
 });
+
+test('a task runs at its time: the next minute of "* * * * *", by email and to R2', async () => {
+    const minutely = config().replace('cron = "0 9 * * MON"\ntask', 'cron = "* * * * *"\ntask');
+    const gw = await startGateway({ cwd: dir, upstream: `http://127.0.0.1:${up.port}`, config: minutely });
+    try {
+        const mails = sink.messages().length;
+        // No trigger: the scheduler's timer fires at the minute (a real wait, bounded).
+        let last = null;
+        await until(async () => {
+            const list = (await request(`${gw.adminUrl}/tasks`)).json;
+            last = list && list[0].last;
+            return last && last.outcome === 'ok' && sink.messages().length > mails;
+        }, 75000, 'the minutely run');
+        assert.equal(last.scheduledTime % 60000, 0, 'at a whole minute');
+        assert.ok(Math.abs(Date.now() - last.scheduledTime) < 75000);
+        const date = new Date(last.scheduledTime).toISOString().slice(0, 10);
+        const obj = run(['r2', 'object', 'get', `digests/digests/${date}.md`, '--config', path.join(dir, 'aigate.toml')], dir);
+        assert.equal(obj.status, 0, obj.stderr);
+    } finally {
+        await gw.stop();
+    }
+});
