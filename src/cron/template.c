@@ -8,6 +8,7 @@
 #include "util/platform.h"
 
 #include "cron/template.h"
+#include "util/window.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -17,7 +18,6 @@
 #include "util/errors.h"
 
 /* Longest usage window, as `aigate stats` takes it (obs/stats.c). */
-#define MAX_WINDOW_S (100LL * 366 * 86400)
 
 struct ag_template {
     size_t nvars;
@@ -130,38 +130,11 @@ static void trim(const char *text, size_t *from, size_t *to)
 static int parse_window(parser_t *p, size_t from, size_t to, int64_t *out)
 {
     const char *s = p->text;
-    int64_t v = 0;
-    size_t i = from;
-    for (; i < to && s[i] >= '0' && s[i] <= '9'; i++) {
-        if (v > MAX_WINDOW_S)
-            break;
-        v = v * 10 + (s[i] - '0');
-    }
-    int64_t unit = 0;
-    if (i > from && i + 1 == to) {
-        switch (s[i]) {
-        case 's':
-            unit = 1;
-            break;
-        case 'm':
-            unit = 60;
-            break;
-        case 'h':
-            unit = 3600;
-            break;
-        case 'd':
-            unit = 86400;
-            break;
-        default:
-            break;
-        }
-    }
-    if (unit == 0 || v == 0 || v > MAX_WINDOW_S / unit)
+    if (ag_parse_window(s + from, to - from, out) < 0)
         return fail(p, AG_EINVALID, from,
                     "bad usage window \"%.*s\": want a positive count and one unit, s, m, h or d "
                     "(30m, 24h, 7d), at most 100 years",
                     (int)(to - from < QUOTE_MAX ? to - from : QUOTE_MAX), s + from);
-    *out = v * unit;
     return 0;
 }
 

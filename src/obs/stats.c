@@ -9,6 +9,7 @@
 #include "util/platform.h"
 
 #include "obs/stats.h"
+#include "util/window.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,7 +35,6 @@
 #define MAX_THREADS 4
 #define MAX_GROUPS_LIMIT 1000000 /* a caller's max_groups is capped here */
 #define ARENA_BLOCK (256u << 10)
-#define MAX_WINDOW_S (100LL * 366 * 86400)
 
 /* ---- time --------------------------------------------------------------- */
 
@@ -176,36 +176,7 @@ static size_t format_iso(int64_t ms, bool with_ms, char *out)
 
 int ag_stats_parse_window(const char *s, int64_t *seconds)
 {
-    if (s == NULL || !is_digit(s[0]))
-        return AG_EINVALID;
-    int64_t v = 0;
-    size_t i = 0;
-    for (; is_digit(s[i]); i++) {
-        if (v > MAX_WINDOW_S)
-            return AG_EINVALID;
-        v = v * 10 + (s[i] - '0');
-    }
-    int64_t unit;
-    switch (s[i]) {
-    case 's':
-        unit = 1;
-        break;
-    case 'm':
-        unit = 60;
-        break;
-    case 'h':
-        unit = 3600;
-        break;
-    case 'd':
-        unit = 86400;
-        break;
-    default:
-        return AG_EINVALID;
-    }
-    if (s[i + 1] != '\0' || v == 0 || v > MAX_WINDOW_S / unit)
-        return AG_EINVALID;
-    *seconds = v * unit;
-    return 0;
+    return s ? ag_parse_window(s, strlen(s), seconds) : AG_EINVALID;
 }
 
 static const char *const by_names[] = {"", "model", "route", "status", "client", "key", "hour"};

@@ -30,10 +30,10 @@
 #include "util/json.h"
 #include "util/log.h"
 
-#define RUN_ATTEMPTS 3              /* upstream tries per run */
-#define RETRY_BASE_MS 500           /* doubled per try, with jitter */
-#define RETRY_MAX_WAIT_MS 8000      /* the most a retry-after may make us wait */
-#define FETCH_MAX_BYTES (1u << 20)  /* {{fetch:URL}} */
+#define RUN_ATTEMPTS 3             /* upstream tries per run */
+#define RETRY_BASE_MS 500          /* doubled per try, with jitter */
+#define RETRY_MAX_WAIT_MS 8000     /* the most a retry-after may make us wait */
+#define FETCH_MAX_BYTES (1u << 20) /* {{fetch:URL}} */
 #define FETCH_TIMEOUT_MS 10000
 
 typedef struct task {
@@ -141,8 +141,8 @@ static const char *route_model(const ag_config_t *cfg, const char *task)
     static const struct {
         const char *task, *model;
     } table[] = {
-        {"classify", "claude-haiku-4-5"},  {"summarize", "claude-haiku-4-5"},
-        {"generate", "claude-haiku-4-5"},  {"analyze", "claude-sonnet-4-6"},
+        {"classify", "claude-haiku-4-5"},     {"summarize", "claude-haiku-4-5"},
+        {"generate", "claude-haiku-4-5"},     {"analyze", "claude-sonnet-4-6"},
         {"code_review", "claude-sonnet-4-6"}, {"strategy", "claude-opus-4-6"},
     };
     for (size_t i = 0; task && i < AG_ARRAY_LEN(table); i++) {
@@ -205,9 +205,9 @@ static int compile_task(const ag_config_t *cfg, const ag_config_task_t *c, task_
     ag_template_error_t terr;
     if (ag_template_parse(c->prompt, strlen(c->prompt), &t->prompt, &terr) < 0) {
         if (errs)
-            fprintf(errs, "%s:%u:%u: task %s: prompt (its line %u, column %u): %s\n",
-                    cfg_path(cfg), c->prompt_at.line, c->prompt_at.col, c->name, terr.line,
-                    terr.col, terr.message);
+            fprintf(errs, "%s:%u:%u: task %s: prompt (its line %u, column %u): %s\n", cfg_path(cfg),
+                    c->prompt_at.line, c->prompt_at.col, c->name, terr.line, terr.col,
+                    terr.message);
         rc = AG_EBADCONFIG;
     }
     for (size_t i = 0; t->prompt && i < ag_template_count(t->prompt); i++) {
@@ -218,8 +218,9 @@ static int compile_task(const ag_config_t *cfg, const ag_config_task_t *c, task_
             uint32_t line, col;
             ag_template_locate(t->prompt, v->binding_offset, &line, &col);
             if (errs)
-                fprintf(errs, "%s:%u:%u: task %s: prompt (its line %u, column %u): no %s binding "
-                              "named '%.*s'\n",
+                fprintf(errs,
+                        "%s:%u:%u: task %s: prompt (its line %u, column %u): no %s binding "
+                        "named '%.*s'\n",
                         cfg_path(cfg), c->prompt_at.line, c->prompt_at.col, c->name, line, col,
                         kv ? "[[kv_namespaces]]" : "[[r2_buckets]]", (int)v->binding.len,
                         v->binding.ptr);
@@ -237,8 +238,9 @@ static int compile_task(const ag_config_t *cfg, const ag_config_task_t *c, task_
                               &terr) < 0 ||
             !ag_template_is_time_only(t->subject)) {
             if (errs)
-                fprintf(errs, "%s:%u:%u: task %s: output.email.subject may use only {{date}}, "
-                              "{{datetime}} and {{scheduledTime}}\n",
+                fprintf(errs,
+                        "%s:%u:%u: task %s: output.email.subject may use only {{date}}, "
+                        "{{datetime}} and {{scheduledTime}}\n",
                         cfg_path(cfg), c->email_at.line, c->email_at.col, c->name);
             rc = AG_EBADCONFIG;
         }
@@ -297,8 +299,8 @@ int ag_tasks_check(const ag_config_t *cfg, FILE *errs)
         if (ag_cron_parse(cfg->crons[i], strlen(cfg->crons[i]), &c, &err) < 0) {
             if (errs)
                 fprintf(errs, "%s:%u:%u: triggers.crons: \"%s\": %s\n", cfg_path(cfg),
-                        cfg->cron_at[i].line, cfg->cron_at[i].col + 1 + err.offset,
-                        cfg->crons[i], err.message);
+                        cfg->cron_at[i].line, cfg->cron_at[i].col + 1 + err.offset, cfg->crons[i],
+                        err.message);
             rc = AG_EBADCONFIG;
         }
     }
@@ -381,9 +383,9 @@ static void usage_entry(run_t *r)
     char outs[256] = "";
     size_t used = 0;
     for (size_t i = 0; i < r->nouts && used < sizeof(outs); i++) {
-        int n = snprintf(outs + used, sizeof(outs) - used, "%s%s:%s", i ? "," : "",
-                         ag_output_kind_name(r->outs[i].kind),
-                         r->results[i].rc == 0 ? "ok" : "failed");
+        int n =
+            snprintf(outs + used, sizeof(outs) - used, "%s%s:%s", i ? "," : "",
+                     ag_output_kind_name(r->outs[i].kind), r->results[i].rc == 0 ? "ok" : "failed");
         used += n > 0 ? (size_t)n : 0;
     }
     ag_usage_entry_set_str(e.outputs, sizeof(e.outputs), outs, strnlen(outs, sizeof(outs)));
@@ -583,8 +585,8 @@ static void upstream_done(void *ctx, const ag_upstream_response_t *resp)
     r->upstream_status = resp->status;
     r->upstream_us += resp->duration_us;
     if (!resp->error && resp->status == 200 && read_answer(r, resp)) {
-        r->cost = ag_usage_cost_usd(r->ts->prices, r->ts->nprices, r->t->model, r->in, r->out, 0,
-                                    0);
+        r->cost =
+            ag_usage_cost_usd(r->ts->prices, r->ts->nprices, r->t->model, r->in, r->out, 0, 0);
         r->outcome = "ok";
         r->work.data = r;
         if (uv_queue_work(&r->ts->loop, &r->work, outputs_work, outputs_done) < 0)
@@ -727,8 +729,8 @@ static void gather_work(uv_work_t *w)
             free(binding);
         } else if (v->kind == AG_TEMPLATE_USAGE) {
             int64_t now = now_ms(ts);
-            ag_stats_query_t q = {.since_ms = now - v->window_s * 1000, .until_ms = now,
-                                  .threads = 1};
+            ag_stats_query_t q = {
+                .since_ms = now - v->window_s * 1000, .until_ms = now, .threads = 1};
             ag_stats_result_t res;
             memset(&res, 0, sizeof(res));
             if (ag_stats_collect(ts->o.log_bucket, &q, &res) == 0) {
@@ -750,9 +752,9 @@ static void gather_work(uv_work_t *w)
         owned[i] = val;
         r->values[i] = val ? ag_str(val, len) : AG_STR_NULL;
     }
-    int missing = r->values ? ag_template_render(tp, r->scheduled_ms, r->values, n, &r->prompt,
-                                                 r->missing)
-                            : -ENOMEM;
+    int missing =
+        r->values ? ag_template_render(tp, r->scheduled_ms, r->values, n, &r->prompt, r->missing)
+                  : -ENOMEM;
     r->nmissing = missing > 0 ? (unsigned)missing : 0;
     for (size_t i = 0; owned && i < n; i++)
         free(owned[i]);
@@ -766,8 +768,8 @@ static void gather_work(uv_work_t *w)
     unsigned max_tokens = r->t->c->max_tokens ? r->t->c->max_tokens : ts->o.cfg->max_tokens;
     ag_buf_append_cstr(&r->body, "{\"model\":");
     ag_json_append_string(&r->body, ag_str_c(r->t->model));
-    ag_buf_printf(&r->body, ",\"max_tokens\":%u,\"messages\":[{\"role\":\"user\",\"content\":",
-                  max_tokens);
+    ag_buf_printf(&r->body,
+                  ",\"max_tokens\":%u,\"messages\":[{\"role\":\"user\",\"content\":", max_tokens);
     ag_json_append_string(&r->body, ag_str(r->prompt.data ? r->prompt.data : "", r->prompt.len));
     ag_buf_append_cstr(&r->body, "}]}");
 }
@@ -829,8 +831,7 @@ static void on_timer(uv_timer_t *t)
     size_t n = ag_schedule_due(&ts->sched, now / 1000, due, at, AG_ARRAY_LEN(due));
     for (size_t k = 0; k < n; k++)
         run_start(ts, due[k], at[k] * 1000, true, NULL, NULL);
-    uv_timer_start(&ts->timer, on_timer, (uint64_t)ag_schedule_sleep_ms(&ts->sched, now_ms(ts)),
-                   0);
+    uv_timer_start(&ts->timer, on_timer, (uint64_t)ag_schedule_sleep_ms(&ts->sched, now_ms(ts)), 0);
 }
 
 static void on_wake(uv_async_t *a)
@@ -970,8 +971,8 @@ int ag_tasks_start(const ag_tasks_options_t *opts, FILE *errs, ag_tasks_t **out)
         ts->timer.data = ts;
         ts->wake.data = ts;
         ag_schedule_start(&ts->sched, now_ms(ts) / 1000);
-        uv_timer_start(&ts->timer, on_timer,
-                       (uint64_t)ag_schedule_sleep_ms(&ts->sched, now_ms(ts)), 0);
+        uv_timer_start(&ts->timer, on_timer, (uint64_t)ag_schedule_sleep_ms(&ts->sched, now_ms(ts)),
+                       0);
         rc = uv_thread_create(&ts->thread, thread_main, ts);
     }
     if (rc < 0) {
