@@ -36,6 +36,10 @@ before(async () => {
     sink.messages = () => (fs.existsSync(out) ? fs.readFileSync(out, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
     // The webhook receiver: 503 the first time, then 200.
     hook = http.createServer((req, res) => {
+        if (req.method === 'GET' && req.url === '/page') {
+            res.writeHead(200, { 'content-type': 'text/plain' }).end('the front page says hello');
+            return;
+        }
         let body = '';
         req.on('data', (d) => (body += d));
         req.on('end', () => {
@@ -86,6 +90,7 @@ max_tokens = 300
 prompt = """Write a short digest of last week's traffic.
 Notes: {{kv:CACHE:notes}}
 Missing: {{r2:DIGESTS:nothing-here}}
+Page: {{fetch:http://127.0.0.1:${hook.address().port}/page}}
 {{usage:7d}}"""
 output.r2 = "DIGESTS:digests/{{date}}.md"
 output.kv = "CACHE:digest:latest"
@@ -127,7 +132,7 @@ test('the weekly digest: rendered prompt, five outputs, a failing webhook retrie
         assert.equal(hookBody.task, 'weekly-digest');
         assert.equal(hookBody.cron, '0 9 * * MON');
         assert.equal(hookBody.model, 'claude-haiku-4-5', 'summarize routes to haiku');
-        assert.match(hookBody.output, /^Echo: Write a short digest of last week's traffic\.\nNotes: the launch went well\nMissing: \n/);
+        assert.match(hookBody.output, /^Echo: Write a short digest of last week's traffic\.\nNotes: the launch went well\nMissing: \nPage: the front page says hello\n/);
         assert.match(hookBody.output, /usage log from .* to .*\n.*REQUESTS/i, 'the usage window rendered');
         assert.ok(hookBody.usage.input_tokens > 0 && hookBody.usage.output_tokens > 0);
         const date = new Date(hookBody.scheduledTime).toISOString().slice(0, 10);
