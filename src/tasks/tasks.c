@@ -457,8 +457,7 @@ static void run_finish(run_t *r)
     free(r->t->last);
     r->t->last = copy;
     pthread_mutex_unlock(&ts->lock);
-    if (r->scheduled)
-        ag_schedule_done(&ts->sched, r->index);
+    ag_schedule_done(&ts->sched, r->index); /* every run holds its entry */
     if (r->done)
         r->done(r->ctx, ag_str(r->record.data, r->record.len));
     if (r->prev)
@@ -843,8 +842,26 @@ static void on_wake(uv_async_t *a)
     pthread_mutex_unlock(&ts->lock);
     while (q) {
         request_t *next = q->next;
-        if (!atomic_load(&ts->stop))
+        ag_schedule_entry_t *e = &ts->entries[q->task];
+        if (atomic_load(&ts->stop)) {
+            /* nothing starts any more */
+        } else if (e->running) {
+            /* Runs of one task never overlap, whoever asks. */
+            e->skipped++;
+            if (q->done) {
+                ag_buf_t b;
+                ag_buf_init(&b, 0);
+                ag_buf_append_cstr(&b, "{\"task\":");
+                ag_json_append_string(&b, ag_str_c(ts->tasks[q->task].c->name));
+                ag_buf_append_cstr(&b, ",\"outcome\":\"skipped\",\"error\":\"a run of this task "
+                                       "is in progress\"}");
+                q->done(q->ctx, ag_str(b.data, b.len));
+                ag_buf_fini(&b);
+            }
+        } else {
+            e->running = true;
             run_start(ts, q->task, now_ms(ts) / 60000 * 60000, false, q->done, q->ctx);
+        }
         free(q);
         q = next;
     }

@@ -18,7 +18,11 @@ int ag_parse_window(const char *s, size_t len, int64_t *seconds)
     }
     if (i == 0 || i + 1 != len)
         return AG_EINVALID;
-    int64_t unit = s[i] == 's' ? 1 : s[i] == 'm' ? 60 : s[i] == 'h' ? 3600 : s[i] == 'd' ? 86400 : 0;
+    int64_t unit = s[i] == 's'   ? 1
+                   : s[i] == 'm' ? 60
+                   : s[i] == 'h' ? 3600
+                   : s[i] == 'd' ? 86400
+                                 : 0;
     if (unit == 0 || v == 0 || v > AG_WINDOW_MAX_S / unit)
         return AG_EINVALID;
     *seconds = v * unit;
