@@ -19,6 +19,7 @@
 #include "http/server.h"
 #include "util/errors.h"
 #include "util/fmt.h"
+#include "util/http_reason.h"
 #include "util/json.h"
 #include "util/log.h"
 
@@ -130,48 +131,8 @@ static void worker_maybe_stop(ag_worker_t *w);
 
 static const char *status_text(int status)
 {
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 409:
-        return "Conflict";
-    case 413:
-        return "Content Too Large";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Unknown";
-    }
+    const char *r = ag_http_reason(status);
+    return r ? r : "Unknown";
 }
 
 static void worker_update_date(ag_worker_t *w)
