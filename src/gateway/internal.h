@@ -57,7 +57,6 @@ typedef struct mailbox {
 } mailbox_t;
 
 struct ag_gateway {
-    char *config_path;           /* for diagnostics about routes */
     _Atomic(gw_gen_t *) current; /* the generation new requests take */
     pthread_mutex_t gen_lock;    /* held only to swap `current` or count a worker in */
     unsigned nworkers;

@@ -201,10 +201,8 @@ void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *r
         ag_ctr_add(&s->cache[ai->cache], 1);
     if (ai->saved_usd > 0)
         ag_fctr_add(&s->saved_usd, ai->saved_usd);
-    if (!ai->model || (ai->attempts == 0 && ai->cache != AG_CACHE_HIT))
-        return;
-    if (ai->attempts == 0)
-        return; /* a cache hit: the upstream used nothing */
+    if (!ai->model || ai->attempts == 0)
+        return; /* no upstream call (a cache hit, a refusal): it used nothing */
     model_slab_t *ms = model_slot(s, ai->model);
     model_status(ms, ai->upstream_status);
     phist_add(&ms->upstream, duration_le, NDUR, ai->upstream_us);

@@ -84,7 +84,6 @@ typedef struct run {
     ag_tasks_t *ts;
     task_t *t;
     size_t index;
-    bool scheduled; /* started by the timer: tell the schedule when done */
     int64_t scheduled_ms;
     int64_t start_us;
     ag_task_done_fn done;
@@ -286,14 +285,11 @@ static int compile_all(const ag_config_t *cfg, FILE *errs, task_t **out)
     return 0;
 }
 
-int ag_tasks_check(const ag_config_t *cfg, FILE *errs)
+/* [triggers] crons: each must parse, task or no task. */
+static int check_triggers(const ag_config_t *cfg, FILE *errs)
 {
-    task_t *tasks = NULL;
-    int rc = compile_all(cfg, errs, &tasks);
-    for (size_t i = 0; rc == 0 && i < cfg->ntasks; i++)
-        task_fini(&tasks[i]);
-    free(tasks);
-    for (size_t i = 0; rc == 0 && i < cfg->ncrons; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < cfg->ncrons; i++) {
         ag_cron_t c;
         ag_cron_error_t err;
         if (ag_cron_parse(cfg->crons[i], strlen(cfg->crons[i]), &c, &err) < 0) {
@@ -305,6 +301,17 @@ int ag_tasks_check(const ag_config_t *cfg, FILE *errs)
         }
     }
     return rc;
+}
+
+int ag_tasks_check(const ag_config_t *cfg, FILE *errs)
+{
+    task_t *tasks = NULL;
+    int rc = compile_all(cfg, errs, &tasks);
+    for (size_t i = 0; rc == 0 && i < cfg->ntasks; i++)
+        task_fini(&tasks[i]);
+    if (rc == 0)
+        free(tasks);
+    return rc == 0 ? check_triggers(cfg, errs) : rc;
 }
 
 /* ---- recording ---------------------------------------------------------------------- */
@@ -785,15 +792,14 @@ static void gather_done(uv_work_t *w, int status)
     call_upstream(r);
 }
 
-static void run_start(ag_tasks_t *ts, size_t i, int64_t scheduled_ms, bool scheduled,
-                      ag_task_done_fn done, void *ctx)
+static void run_start(ag_tasks_t *ts, size_t i, int64_t scheduled_ms, ag_task_done_fn done,
+                      void *ctx)
 {
     run_t *r = calloc(1, sizeof(*r));
     AG_ASSERT(r != NULL);
     r->ts = ts;
     r->t = &ts->tasks[i];
     r->index = i;
-    r->scheduled = scheduled;
     r->scheduled_ms = scheduled_ms;
     r->start_us = ag_mono_us();
     r->done = done;
@@ -829,7 +835,7 @@ static void on_timer(uv_timer_t *t)
     int64_t at[64];
     size_t n = ag_schedule_due(&ts->sched, now / 1000, due, at, AG_ARRAY_LEN(due));
     for (size_t k = 0; k < n; k++)
-        run_start(ts, due[k], at[k] * 1000, true, NULL, NULL);
+        run_start(ts, due[k], at[k] * 1000, NULL, NULL);
     uv_timer_start(&ts->timer, on_timer, (uint64_t)ag_schedule_sleep_ms(&ts->sched, now_ms(ts)), 0);
 }
 
@@ -860,7 +866,7 @@ static void on_wake(uv_async_t *a)
             }
         } else {
             e->running = true;
-            run_start(ts, q->task, now_ms(ts) / 60000 * 60000, false, q->done, q->ctx);
+            run_start(ts, q->task, now_ms(ts) / 60000 * 60000, q->done, q->ctx);
         }
         free(q);
         q = next;
@@ -940,7 +946,7 @@ int ag_tasks_start(const ag_tasks_options_t *opts, FILE *errs, ag_tasks_t **out)
                         "will run nothing",
                         cfg_path(cfg), cfg->cron_at[i].line, cfg->cron_at[i].col, cfg->crons[i]);
     }
-    int rc = ag_tasks_check(cfg, errs);
+    int rc = check_triggers(cfg, errs);
     if (rc < 0 || cfg->ntasks == 0)
         return rc;
     ag_tasks_t *ts = calloc(1, sizeof(*ts));
