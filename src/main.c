@@ -245,6 +245,7 @@ static int run_server(int argc, char **argv, bool dev)
             .usage_log = ag_gateway_usage_log(gw),
             .log_bucket = ag_gateway_log_bucket(gw),
             .obs = ag_gateway_obs(gw),
+            .rates = ag_gateway_rates(gw),
         };
         rc = ag_tasks_start(&to, stderr, &tasks);
         if (rc == 0 && tasks)

@@ -24,7 +24,8 @@ ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c sr
 ag_layer(DIR cron SOURCES src/cron/periodic.c src/cron/template.c src/cron/cron.c
                          src/cron/schedule.c
   USES util LINK PkgConfig::UV)
-ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c USES util
+ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c src/upstream/retry.c
+                             src/upstream/rates.c src/upstream/call.c USES util
   LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
 
 ag_unit_test(test_limiter tests/unit/test_limiter.c)
@@ -58,6 +59,10 @@ ag_unit_test(test_sse tests/unit/test_sse.c)
 target_link_libraries(test_sse ag_upstream)
 ag_fuzz_target(fuzz_sse fuzz/fuzz_sse.c)
 target_link_libraries(fuzz_sse ag_upstream)
+ag_unit_test(test_retry tests/unit/test_retry.c)
+target_link_libraries(test_retry ag_upstream)
+ag_fuzz_target(fuzz_retry fuzz/fuzz_retry.c)
+target_link_libraries(fuzz_retry ag_upstream)
 ag_unit_test(test_stats tests/unit/test_stats.c)
 target_link_libraries(test_stats ag_obs PkgConfig::JANSSON)
 # bench/stats_gen.c: synthetic usage logs through the real writer, for bench/stats_bench.sh

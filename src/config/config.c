@@ -76,6 +76,20 @@ static const cfg_key_t aigate_keys[] = {
      "seconds for a whole non-streaming upstream call", RELOAD},
     {"stream_idle_timeout", K_SECONDS, 0.001, 3600, 60, NULL, OFF(stream_idle_timeout_ms),
      "seconds a stream may go without a byte (pings count) before it is cut", RELOAD},
+    {"upstream_retries", K_UINT, 0, 10, 2, NULL, OFF(upstream_retries),
+     "attempts after the first on 429, 5xx, 529, a reset or a timeout", RELOAD},
+    {"upstream_retry_base", K_SECONDS, 0.001, 60, 0.5, NULL, OFF(upstream_retry_base_ms),
+     "first backoff ceiling in seconds (doubles per retry, full jitter)", RELOAD},
+    {"upstream_retry_max", K_SECONDS, 0.001, 600, 8, NULL, OFF(upstream_retry_max_ms),
+     "largest backoff ceiling in seconds", RELOAD},
+    {"upstream_retry_max_wait", K_SECONDS, 0, 3600, 60, NULL, OFF(upstream_retry_max_wait_ms),
+     "longest retry-after obeyed; a longer one ends the retries", RELOAD},
+    {"upstream_deadline", K_SECONDS, 0.001, 86400, 180, NULL, OFF(upstream_deadline_ms),
+     "seconds one client request may spend on the upstream, retries and waits included", RELOAD},
+    {"queue_max", K_UINT, 0, 1000000, 1000, NULL, OFF(queue_max),
+     "requests that may wait per model while the upstream's rate window is spent", RELOAD},
+    {"queue_timeout", K_SECONDS, 0, 3600, 30, NULL, OFF(queue_timeout_ms),
+     "seconds a request may wait for the upstream's rate window; then 503", RELOAD},
     {"api_key_secret", K_STRING, 0, 0, 0, "ANTHROPIC_API_KEY", OFF(api_key_secret),
      "name of the secret holding the upstream key (environment, `aigate secret put`, .dev.vars)",
      AG_KEY_SECRET},
@@ -290,6 +304,27 @@ static void store_number(const cfg_key_t *k, char *field, double num)
     }
 }
 
+static void free_routing(ag_config_t *cfg)
+{
+    for (size_t i = 0; i < cfg->nrouting; i++) {
+        free(cfg->routing[i].task);
+        free(cfg->routing[i].model);
+    }
+    AG_FREE(&cfg->routing);
+    cfg->nrouting = 0;
+}
+
+static void add_routing(ag_config_t *cfg, const char *task, size_t tlen, const char *model,
+                        size_t mlen)
+{
+    ag_config_task_route_t *p = realloc(cfg->routing, (cfg->nrouting + 1) * sizeof(*p));
+    AG_ASSERT(p != NULL);
+    cfg->routing = p;
+    p[cfg->nrouting].task = xstrndup(task, tlen);
+    p[cfg->nrouting].model = xstrndup(model, mlen);
+    cfg->nrouting++;
+}
+
 void ag_config_defaults(ag_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -324,6 +359,15 @@ void ag_config_defaults(ag_config_t *cfg)
     cfg->environment = xstrdup("development");
     cfg->default_model = xstrdup("claude-haiku-4-5");
     cfg->max_tokens = 1024;
+    /* The seed's pattern 3. */
+    static const char *const seed_routing[][2] = {
+        {"classify", "claude-haiku-4-5"},     {"summarize", "claude-haiku-4-5"},
+        {"generate", "claude-haiku-4-5"},     {"analyze", "claude-sonnet-4-6"},
+        {"code_review", "claude-sonnet-4-6"}, {"strategy", "claude-opus-4-6"},
+    };
+    for (size_t i = 0; i < AG_ARRAY_LEN(seed_routing); i++)
+        add_routing(cfg, seed_routing[i][0], strlen(seed_routing[i][0]), seed_routing[i][1],
+                    strlen(seed_routing[i][1]));
 }
 
 void ag_config_fini(ag_config_t *cfg)
@@ -363,10 +407,35 @@ void ag_config_fini(ag_config_t *cfg)
         free(cfg->prices[i].model);
     AG_FREE(&cfg->prices);
     cfg->nprices = 0;
+    for (size_t i = 0; i < cfg->nfallbacks; i++) {
+        free(cfg->fallbacks[i].model);
+        free_strlist(&cfg->fallbacks[i].chain);
+    }
+    AG_FREE(&cfg->fallbacks);
+    cfg->nfallbacks = 0;
+    free_routing(cfg);
     AG_FREE(&cfg->path);
     AG_FREE(&cfg->name);
     AG_FREE(&cfg->environment);
     AG_FREE(&cfg->default_model);
+}
+
+const char *ag_config_task_model(const ag_config_t *cfg, const char *task, size_t len)
+{
+    for (size_t i = 0; task && i < cfg->nrouting; i++) {
+        if (strlen(cfg->routing[i].task) == len && memcmp(cfg->routing[i].task, task, len) == 0)
+            return cfg->routing[i].model;
+    }
+    return cfg->default_model;
+}
+
+const ag_config_fallback_t *ag_config_fallbacks(const ag_config_t *cfg, const char *model)
+{
+    for (size_t i = 0; model && i < cfg->nfallbacks; i++) {
+        if (strcmp(cfg->fallbacks[i].model, model) == 0)
+            return &cfg->fallbacks[i];
+    }
+    return NULL;
 }
 
 bool ag_config_model_allowed(const ag_config_t *cfg, const char *model, size_t len)
@@ -958,6 +1027,74 @@ static void load_smtp(loader_t *ld, const ag_toml_value_t *t)
         report(ld, u, "aigate.smtp.url must be smtp://host:port or smtps://host:port");
 }
 
+/* [aigate.fallbacks] "MODEL" = ["NEXT", ...]: tried in order after MODEL's retries. */
+static void load_fallbacks(loader_t *ld, const ag_toml_value_t *t)
+{
+    if (ag_toml_type(t) != AG_TOML_TABLE) {
+        report(ld, t, "aigate.fallbacks must be a table of \"model\" = [\"model\", ...]");
+        return;
+    }
+    for (size_t i = 0; i < ag_toml_table_len(t); i++) {
+        const char *model;
+        size_t mlen;
+        const ag_toml_value_t *v = ag_toml_table_at(t, i, &model, &mlen);
+        size_t n = ag_toml_array_len(v);
+        if (ag_toml_type(v) != AG_TOML_ARRAY || n == 0 || memchr(model, '\0', mlen)) {
+            report(ld, v, "aigate.fallbacks.\"%.*s\" must be a non-empty array of model names",
+                   (int)mlen, model);
+            continue;
+        }
+        ag_config_fallback_t f = {.model = xstrndup(model, mlen),
+                                  .chain = calloc(n + 1, sizeof(char *))};
+        AG_ASSERT(f.chain != NULL);
+        bool ok = true;
+        for (size_t j = 0; j < n; j++) {
+            const ag_toml_value_t *e = ag_toml_array_at(v, j);
+            const char *s;
+            size_t sl;
+            if (ag_toml_get_string(e, &s, &sl) != 0 || sl == 0 || memchr(s, '\0', sl) ||
+                (sl == mlen && memcmp(s, model, sl) == 0)) {
+                report(ld, e, "aigate.fallbacks.\"%.*s\"[%zu] must name another model", (int)mlen,
+                       model, j);
+                ok = false;
+                break;
+            }
+            f.chain[f.n++] = xstrndup(s, sl);
+        }
+        if (!ok) {
+            free(f.model);
+            free_strlist(&f.chain);
+            continue;
+        }
+        ag_config_fallback_t *p =
+            realloc(ld->cfg->fallbacks, (ld->cfg->nfallbacks + 1) * sizeof(*p));
+        AG_ASSERT(p != NULL);
+        ld->cfg->fallbacks = p;
+        p[ld->cfg->nfallbacks++] = f;
+    }
+}
+
+/* [aigate.routing] TASK = "MODEL": replaces the seed's table as a whole. */
+static void load_routing(loader_t *ld, const ag_toml_value_t *t)
+{
+    if (ag_toml_type(t) != AG_TOML_TABLE) {
+        report(ld, t, "aigate.routing must be a table of task = \"model\"");
+        return;
+    }
+    free_routing(ld->cfg);
+    for (size_t i = 0; i < ag_toml_table_len(t); i++) {
+        const char *task, *s;
+        size_t tlen, sl;
+        const ag_toml_value_t *v = ag_toml_table_at(t, i, &task, &tlen);
+        if (ag_toml_get_string(v, &s, &sl) != 0 || sl == 0 || memchr(s, '\0', sl) ||
+            memchr(task, '\0', tlen)) {
+            report(ld, v, "aigate.routing.%.*s must be a model name", (int)tlen, task);
+            continue;
+        }
+        add_routing(ld->cfg, task, tlen, s, sl);
+    }
+}
+
 /* [triggers] crons = [...] */
 static void load_triggers(loader_t *ld, const ag_toml_value_t *t)
 {
@@ -1014,6 +1151,14 @@ static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
         }
         if (!k && klen == 4 && memcmp(key, "smtp", 4) == 0) {
             load_smtp(ld, v);
+            continue;
+        }
+        if (!k && klen == 9 && memcmp(key, "fallbacks", 9) == 0) {
+            load_fallbacks(ld, v);
+            continue;
+        }
+        if (!k && klen == 7 && memcmp(key, "routing", 7) == 0) {
+            load_routing(ld, v);
             continue;
         }
         if (!k) {

@@ -67,6 +67,19 @@ typedef struct ag_config_task {
     ag_config_pos_t at, cron_at, prompt_at, r2_at, kv_at, webhook_at, email_at, command_at;
 } ag_config_task_t;
 
+/* [aigate.fallbacks]: the models tried, in order, after `model`'s retries. */
+typedef struct ag_config_fallback {
+    char *model;
+    char **chain; /* NULL-terminated */
+    size_t n;
+} ag_config_fallback_t;
+
+/* [aigate.routing]: a request's "task" picks its model. */
+typedef struct ag_config_task_route {
+    char *task;
+    char *model;
+} ag_config_task_route_t;
+
 /* A route's settings after the merge; pointers borrow from the config. */
 typedef struct ag_route_settings {
     unsigned rate_limit;
@@ -95,6 +108,18 @@ typedef struct ag_config {
     unsigned upstream_connect_timeout_ms;
     unsigned upstream_timeout_ms;
     unsigned stream_idle_timeout_ms;
+    /* resilience (platform.md section 5) */
+    unsigned upstream_retries;
+    unsigned upstream_retry_base_ms;
+    unsigned upstream_retry_max_ms;
+    unsigned upstream_retry_max_wait_ms;
+    unsigned upstream_deadline_ms;
+    unsigned queue_max;
+    unsigned queue_timeout_ms;
+    ag_config_fallback_t *fallbacks;
+    size_t nfallbacks;
+    ag_config_task_route_t *routing; /* the seed's table unless [aigate.routing] replaces it */
+    size_t nrouting;
     char *data_dir;
     bool access_log;
     unsigned prompt_max_length;
@@ -154,6 +179,12 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs);
 /** Finds the config file: `explicit_path` if given, else aigate.toml, else
  *  wrangler.toml in the current folder; NULL when none (embedded defaults). */
 const char *ag_config_find(const char *explicit_path);
+
+/** The model [aigate.routing] gives `task`; DEFAULT_MODEL for any other task. */
+const char *ag_config_task_model(const ag_config_t *cfg, const char *task, size_t len);
+
+/** The fallback chain of `model`, or NULL. */
+const ag_config_fallback_t *ag_config_fallbacks(const ag_config_t *cfg, const char *model);
 
 /** True when `model` is in the [aigate] allowlist or is DEFAULT_MODEL. */
 bool ag_config_model_allowed(const ag_config_t *cfg, const char *model, size_t len);

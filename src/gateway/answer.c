@@ -38,6 +38,7 @@ shared_result_t *ag__gw_result_new(int status, ag_str_t body, uint32_t units, in
     r->upstream_us = 0;
     r->cpu_share_us = 0;
     r->upstream_status = 0;
+    memset(&r->call, 0, sizeof(r->call));
     r->len = body.len;
     memcpy(r->body, body.ptr, body.len);
     return r;
@@ -253,6 +254,10 @@ void ag__gw_respond_result(ag_req_t *req, const shared_result_t *r)
         return;
     }
     req->ai.upstream_us = r->upstream_us;
+    if (r->call.refusal) {
+        char num[24];
+        ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, r->call.retry_after_s)));
+    }
     ag_req_respond(req, r->status, "application/json", ag_str(r->body, r->len));
 }
 

@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "gateway/upcall.h"
 #include "http/server.h"
 #include "upstream/client.h"
 #include "util/buf.h"
@@ -26,6 +27,7 @@ typedef struct shared_result {
     int64_t input_tokens, output_tokens;
     int64_t upstream_us;  /* how long the upstream call took */
     int64_t cpu_share_us; /* each waiter's share of the call's CPU time */
+    gw_call_info_t call;  /* how the call was made */
     size_t len;
     char body[]; /* the full response body */
 } shared_result_t;

@@ -11,6 +11,7 @@
 #include "gateway/flight.h"
 #include "gateway/generation.h"
 #include "gateway/steps.h"
+#include "gateway/upcall.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -28,6 +29,8 @@ struct gw_flight {
     gw_flight_t *next;
     unsigned char key[SHA256_DIGEST_LENGTH];
     gw_waiter_t *waiters;
+    gw_fetch_t *fetch; /* its call; touched only on fetch_worker's thread */
+    unsigned fetch_worker;
 };
 
 /* The upstream call behind a flight, owned by the worker that started it. */
@@ -41,7 +44,8 @@ struct gw_fetch {
     char kv_key[GW_KV_KEY_LEN];
     char *body; /* upstream request body */
     size_t body_len;
-    ag_upstream_xfer_t *xfer;
+    char model[128];
+    ag_call_t *call;
 };
 
 static flight_shard_t *shard_of(ag_gateway_t *gw, const unsigned char *key)
@@ -171,12 +175,17 @@ bool gw_flight_join(gw_worker_t *w, const unsigned char *key, gw_flight_cb cb, v
     return lead;
 }
 
+static void fetch_unlink(gw_worker_t *w, gw_fetch_t *f);
+static void fetch_free(gw_fetch_t *f);
+
 void gw_flight_leave(gw_worker_t *w, gw_waiter_t *wt, const unsigned char *key)
 {
     flight_shard_t *sh = shard_of(w->gw, key);
     bool removed = false;
+    gw_flight_t *orphan = NULL;
     pthread_mutex_lock(&sh->lock);
-    for (gw_flight_t *f = sh->head; f && !removed; f = f->next) {
+    for (gw_flight_t **fp = &sh->head; *fp; fp = &(*fp)->next) {
+        gw_flight_t *f = *fp;
         if (memcmp(f->key, key, SHA256_DIGEST_LENGTH) != 0)
             continue;
         for (gw_waiter_t **pp = &f->waiters; *pp; pp = &(*pp)->next) {
@@ -186,12 +195,42 @@ void gw_flight_leave(gw_worker_t *w, gw_waiter_t *wt, const unsigned char *key)
                 break;
             }
         }
+        /* Nobody waits any more: the call is stopped, it costs tokens (and a
+         * held call must leave the queue at once). Only its own worker can
+         * stop it; a flight left last on another worker runs to its end. */
+        if (removed && !f->waiters && f->fetch && f->fetch_worker == w->index) {
+            *fp = f->next;
+            orphan = f;
+        }
+        break; /* one flight per key */
     }
     pthread_mutex_unlock(&sh->lock);
     if (removed)
         free(wt);
     else
         wt->cancelled = true; /* already on its way to our mailbox; on_mail frees it */
+    if (orphan) {
+        gw_fetch_t *fetch = orphan->fetch;
+        free(orphan);
+        fetch_unlink(w, fetch);
+        ag_call_cancel(fetch->call);
+        fetch_free(fetch);
+    }
+}
+
+/* The flight `key` is run by `fetch` on worker w (the leader's). */
+static void flight_set_fetch(gw_worker_t *w, const unsigned char *key, gw_fetch_t *fetch)
+{
+    flight_shard_t *sh = shard_of(w->gw, key);
+    pthread_mutex_lock(&sh->lock);
+    for (gw_flight_t *f = sh->head; f; f = f->next) {
+        if (memcmp(f->key, key, SHA256_DIGEST_LENGTH) == 0) {
+            f->fetch = fetch;
+            f->fetch_worker = w->index;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
 }
 
 /* ---- the leader's call ---------------------------------------------------------- */
@@ -213,22 +252,32 @@ static void fetch_free(gw_fetch_t *f)
     free(f);
 }
 
-static void fetch_done(void *ctx, const ag_upstream_response_t *resp)
+static void fetch_done(void *ctx, const ag_upstream_response_t *resp, const ag_call_summary_t *s)
 {
     gw_fetch_t *f = ctx;
     gw_worker_t *w = f->w;
-    f->xfer = NULL;
+    f->call = NULL;
     fetch_unlink(w, f);
     int64_t t0 = ag_mono_us();
-    shared_result_t *r = f->finish(w, f->route, f->kv_key, resp);
+    gw_call_info_t info;
+    gw_call_info_from(&info, s);
+    shared_result_t *r;
+    if (s->refusal) {
+        r = ag__gw_result_error(503, gw_call_refusal_message(s->refusal));
+    } else {
+        /* A fallback's answer is not the one asked for: never cached for the first model. */
+        r = f->finish(w, f->route, f->kv_key, resp, !info.fallback_from[0]);
+    }
+    if (r)
+        r->call = info;
     flight_deliver(w, f->key, r, resp->cpu_us + ag_mono_us() - t0);
     ag__gw_result_release(r);
     fetch_free(f);
 }
 
 void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned char *key,
-                     const char *kv_key, ag_str_t body, const char *const *headers,
-                     gw_flight_finish_fn finish)
+                     const char *kv_key, const char *model, ag_str_t body,
+                     const char *const *headers, gw_flight_finish_fn finish)
 {
     gw_fetch_t *f = calloc(1, sizeof(*f));
     char *copy = f ? malloc(body.len) : NULL;
@@ -243,10 +292,19 @@ void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned cha
         memcpy(copy, body.ptr, body.len);
         f->body = copy;
         f->body_len = body.len;
+        snprintf(f->model, sizeof(f->model), "%s", model);
         ag_upstream_request_t u =
             gw_upstream_request(route->gen, headers, ag_str(f->body, f->body_len), false);
-        rc = ag_upstream_start(w->upstream, &u, fetch_done, f, &f->xfer);
+        /* Linked first: the call may answer before it returns (a refusal). */
+        f->next = w->fetches;
+        if (w->fetches)
+            w->fetches->prev = f;
+        w->fetches = f;
+        flight_set_fetch(w, key, f);
+        rc = gw_call_start(w, route, f->model, &u, fetch_done, f, &f->call);
         if (rc < 0) {
+            flight_set_fetch(w, key, NULL);
+            fetch_unlink(w, f);
             gw_gen_release(f->gen);
             f->gen = NULL;
         }
@@ -258,10 +316,6 @@ void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned cha
         flight_deliver(w, key, NULL, 0);
         return;
     }
-    f->next = w->fetches;
-    if (w->fetches)
-        w->fetches->prev = f;
-    w->fetches = f;
 }
 
 /* ---- workers -------------------------------------------------------------------- */
@@ -289,7 +343,7 @@ void gw_flight_worker_stop(gw_worker_t *w, uv_close_cb on_mailbox_closed)
     while (w->fetches) {
         gw_fetch_t *f = w->fetches;
         w->fetches = f->next;
-        ag_upstream_cancel(f->xfer);
+        ag_call_cancel(f->call);
         flight_deliver(w, f->key, NULL, 0);
         fetch_free(f);
     }

@@ -11,6 +11,7 @@
 
 #include "gateway/cache.h"
 #include "gateway/flight.h"
+#include "gateway/upcall.h"
 #include "gateway/generation.h"
 #include "gateway/router.h"
 #include "util/errors.h"
@@ -68,7 +69,9 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
     gw_flight_init(gw);
     gw->nworkers = cfg->threads ? cfg->threads : 1;
     gw_gen_t *gen = NULL;
-    int rc = gw_gen_new(cfg, errs, &gen);
+    int rc = ag_rates_new(&gw->rates);
+    if (rc == 0)
+        rc = gw_gen_new(cfg, errs, &gen);
     if (rc < 0)
         goto fail;
     atomic_store(&gw->current, gen);
@@ -129,9 +132,15 @@ void ag_gateway_free(ag_gateway_t *gw)
     ag_objstore_close(gw->log_bucket);
     ag_obs_free(gw->obs);
     gw_flight_fini(gw);
+    ag_rates_free(gw->rates);
     gw_gen_unref(atomic_load(&gw->current));
     pthread_mutex_destroy(&gw->gen_lock);
     free(gw);
+}
+
+ag_rates_t *ag_gateway_rates(ag_gateway_t *gw)
+{
+    return gw->rates;
 }
 
 ag_obs_t *ag_gateway_obs(ag_gateway_t *gw)
@@ -181,6 +190,12 @@ static int worker_init(ag_worker_t *sw, void *server_ctx, void **worker_ctx)
         free(w);
         return rc;
     }
+    rc = gw_upcall_worker_init(w);
+    if (rc < 0) {
+        ag_log_error("worker %u: cannot start: %s", w->index, ag_strerror(rc));
+        worker_fini(sw, w);
+        return rc;
+    }
     rc = ag_obs_worker_start(gw->obs, w->index, w->loop);
     if (rc == 0 && w->index == 0 && gw->cache)
         rc = ag_periodic_start(w->loop, SWEEP_INTERVAL_MS, gw_cache_sweep, gw, &w->sweep);
@@ -205,8 +220,10 @@ static void worker_fini(ag_worker_t *sw, void *worker_ctx)
     if (!w)
         return;
     ag_periodic_stop(w->sweep);
+    gw_flight_worker_stop(w, on_mailbox_closed); /* cancels the calls it leads */
+    if (w->callq)
+        gw_upcall_worker_stop(w);
     ag_upstream_close(w->upstream);
-    gw_flight_worker_stop(w, on_mailbox_closed);
     gw_gen_worker_done(w);
     ag_obs_worker_stop(w->gw->obs, w->index);
     ag__gw_sha256_thread_done();
@@ -239,6 +256,10 @@ static void usage_entry(ag_usage_log_t *log, const ag_request_record_t *rec)
         ag_usage_entry_set_str(e.route, sizeof(e.route), rec->route, strlen(rec->route));
     e.cpu_us = (uint32_t)(rec->cpu_us > 0 ? rec->cpu_us : 0);
     e.attempts = ai->attempts;
+    e.queued_ms = (uint32_t)(ai->queued_us / 1000);
+    if (ai->fallback_from)
+        ag_usage_entry_set_str(e.fallback_from, sizeof(e.fallback_from), ai->fallback_from,
+                               strlen(ai->fallback_from));
     int rc = ag_usage_log_append(log, &e);
     if (rc < 0)
         ag_log_warn("request %s: usage entry not accepted: %s", rec->id, ag_strerror(rc));

@@ -37,6 +37,8 @@ ag_server_hooks_t ag_gateway_hooks(ag_gateway_t *gw);
 struct ag_obs *ag_gateway_obs(ag_gateway_t *gw);
 struct ag_usage_log *ag_gateway_usage_log(ag_gateway_t *gw);
 struct ag_objstore *ag_gateway_log_bucket(ag_gateway_t *gw);
+/** The upstream's rate-limit view, which scheduled tasks share. */
+struct ag_rates *ag_gateway_rates(ag_gateway_t *gw);
 
 /** Headers every response carries, for the server (ag_server_options_t). */
 const char *ag_gateway_default_headers(const ag_gateway_t *gw);

@@ -36,6 +36,16 @@ static void gen_free(gw_gen_t *g)
     for (size_t i = 0; i < g->nprices; i++)
         free((char *)g->prices[i].model);
     free(g->prices);
+    for (size_t i = 0; i < g->nfallbacks; i++) {
+        free(g->fallbacks[i].model);
+        free_models(g->fallbacks[i].chain, g->fallbacks[i].n);
+    }
+    free(g->fallbacks);
+    for (size_t i = 0; i < g->nrouting; i++) {
+        free(g->routing[i].task);
+        free(g->routing[i].model);
+    }
+    free(g->routing);
     for (size_t i = 0; i < g->nroutes; i++) {
         gw_route_t *r = &g->routes[i];
         if (!r->limit.shared)
@@ -195,6 +205,38 @@ int gw_gen_new(const ag_config_t *cfg, FILE *errs, gw_gen_t **out)
             goto fail;
         g->nprices++;
     }
+    g->retry = (ag_retry_policy_t){
+        .retries = cfg->upstream_retries,
+        .base_ms = cfg->upstream_retry_base_ms,
+        .max_ms = cfg->upstream_retry_max_ms,
+        .max_wait_ms = cfg->upstream_retry_max_wait_ms,
+        .deadline_ms = cfg->upstream_deadline_ms,
+    };
+    g->queue_max = cfg->queue_max;
+    g->queue_timeout_ms = cfg->queue_timeout_ms;
+    g->fallbacks = calloc(cfg->nfallbacks + 1, sizeof(*g->fallbacks));
+    g->routing = calloc(cfg->nrouting + 1, sizeof(*g->routing));
+    if (!g->fallbacks || !g->routing)
+        goto fail;
+    for (size_t i = 0; i < cfg->nfallbacks; i++) {
+        const ag_config_fallback_t *f = &cfg->fallbacks[i];
+        ag_config_fallback_t *c = &g->fallbacks[g->nfallbacks++];
+        c->model = strdup(f->model);
+        c->chain = calloc(f->n + 1, sizeof(char *));
+        if (!c->model || !c->chain)
+            goto fail;
+        for (; c->n < f->n; c->n++) {
+            if (!(c->chain[c->n] = strdup(f->chain[c->n])))
+                goto fail;
+        }
+    }
+    for (size_t i = 0; i < cfg->nrouting; i++) {
+        ag_config_task_route_t *c = &g->routing[g->nrouting++];
+        c->task = strdup(cfg->routing[i].task);
+        c->model = strdup(cfg->routing[i].model);
+        if (!c->task || !c->model)
+            goto fail;
+    }
     rc = build_routes(g, cfg, errs);
     if (rc < 0)
         goto fail;
@@ -218,6 +260,27 @@ const gw_route_t *gw_gen_route(const gw_gen_t *gen, ag_str_t method, ag_str_t pa
             (strcmp(r->def->method, "GET") == 0 && ag_str_eq(method, AG_STR_LIT("HEAD"))))
             return r;
     }
+    return NULL;
+}
+
+const char *gw_gen_task_model(const gw_gen_t *gen, const char *task, size_t len)
+{
+    for (size_t i = 0; i < gen->nrouting; i++) {
+        if (strlen(gen->routing[i].task) == len && memcmp(gen->routing[i].task, task, len) == 0)
+            return gen->routing[i].model;
+    }
+    return gen->default_model;
+}
+
+const char *const *gw_gen_fallbacks(const gw_gen_t *gen, const char *model, size_t *n)
+{
+    for (size_t i = 0; model && i < gen->nfallbacks; i++) {
+        if (strcmp(gen->fallbacks[i].model, model) == 0) {
+            *n = gen->fallbacks[i].n;
+            return (const char *const *)gen->fallbacks[i].chain;
+        }
+    }
+    *n = 0;
     return NULL;
 }
 

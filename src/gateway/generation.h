@@ -19,6 +19,7 @@
 #include "gateway/routes.h"
 #include "limit/limiter.h"
 #include "store/usage_log.h"
+#include "upstream/retry.h"
 
 /* A limiter and the numbers it enforces; routes naming one namespace share it. */
 typedef struct gw_limit {
@@ -51,6 +52,12 @@ struct gw_gen {
     int64_t cache_ttl_s;
     ag_price_t *prices; /* model names owned */
     size_t nprices;
+    ag_retry_policy_t retry;
+    unsigned queue_max, queue_timeout_ms;
+    ag_config_fallback_t *fallbacks; /* owned copies */
+    size_t nfallbacks;
+    ag_config_task_route_t *routing; /* owned copies */
+    size_t nrouting;
     gw_route_t routes[GW_MAX_ROUTES];
     size_t nroutes;
 };
@@ -76,6 +83,12 @@ void gw_gen_unref(gw_gen_t *gen);
  *  path exists for another method). */
 const gw_route_t *gw_gen_route(const gw_gen_t *gen, ag_str_t method, ag_str_t path,
                                bool *path_known);
+
+/** The model of a request's "task" ([aigate.routing]); default_model for any other. */
+const char *gw_gen_task_model(const gw_gen_t *gen, const char *task, size_t len);
+
+/** The fallback chain of `model` (NULL-terminated, *n entries), or NULL. */
+const char *const *gw_gen_fallbacks(const gw_gen_t *gen, const char *model, size_t *n);
 
 /** True when the route lets a client ask for `model`. */
 bool gw_route_model_allowed(const gw_route_t *r, const char *model, size_t len);

@@ -20,7 +20,9 @@
 #include "store/kv.h"
 #include "store/objstore.h"
 #include "store/usage_log.h"
+#include "upstream/call.h"
 #include "upstream/client.h"
+#include "upstream/rates.h"
 
 #define ANTHROPIC_VERSION "2023-06-01"
 #define MAX_WORKERS 256
@@ -64,6 +66,7 @@ struct ag_gateway {
     ag_objstore_t *log_bucket;
     ag_usage_log_t *usage_log;
     ag_obs_t *obs;
+    ag_rates_t *rates;         /* the upstream's rate-limit view, shared by every worker */
     atomic_uint fills_pending; /* cache fills queued on the thread pool */
     atomic_ullong fills_skipped;
     flight_shard_t flights[FLIGHT_SHARDS];
@@ -73,6 +76,7 @@ struct ag_gateway {
 struct gw_worker {
     ag_gateway_t *gw;
     ag_upstream_t *upstream;
+    ag_callq_t *callq; /* upstream calls waiting on this worker: backoffs, rate windows */
     unsigned index;
     uv_loop_t *loop;
     uv_async_t mail;

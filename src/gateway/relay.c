@@ -12,6 +12,7 @@
 #include "gateway/cache.h"
 #include "gateway/relay.h"
 #include "gateway/steps.h"
+#include "gateway/upcall.h"
 #include "upstream/sse.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -25,7 +26,7 @@ typedef struct relay {
     ag_req_t *req;
     gw_worker_t *w;
     const gw_route_t *route;
-    ag_upstream_xfer_t *xfer;
+    ag_call_t *call;
     ag_sse_parser_t sse;
     ag_anthropic_stream_t acc;
     ag_buf_t translated; /* the protocol's translation of a chunk */
@@ -38,8 +39,8 @@ typedef struct relay {
 static void relay_cleanup(void *p)
 {
     relay_t *r = p;
-    ag_upstream_cancel(r->xfer);
-    r->xfer = NULL;
+    ag_call_cancel(r->call);
+    r->call = NULL;
     ag_sse_parser_fini(&r->sse);
     ag_anthropic_stream_fini(&r->acc);
     ag_buf_fini(&r->translated);
@@ -64,17 +65,17 @@ static void relay_abort(ag_req_t *req)
     relay_t *r = req->handler_data;
     relay_account(r, "clientDisconnected");
     /* The client left: stop the upstream call at once, it costs tokens. */
-    ag_upstream_cancel(r->xfer);
-    r->xfer = NULL;
+    ag_call_cancel(r->call);
+    r->call = NULL;
 }
 
 static void relay_drained(ag_req_t *req, void *data)
 {
     relay_t *r = data;
     AG_UNUSED(req);
-    if (r->paused && r->xfer) {
+    if (r->paused && r->call) {
         r->paused = false;
-        ag_upstream_resume(r->xfer);
+        ag_call_resume(r->call);
     }
 }
 
@@ -112,6 +113,11 @@ static int relay_on_data(void *ctx, int status, ag_str_t headers, const char *da
     const gw_protocol_t *proto = r->route->def->proto;
     if (!r->started) {
         r->started = true;
+        gw_call_info_t info;
+        gw_call_info_from(&info, ag_call_summary(r->call));
+        gw_call_apply(req, &info, true);
+        if (info.fallback_from[0])
+            r->kv_key[0] = '\0'; /* another model's answer: not cached as this one's */
         if (proto->passthrough)
             gw_forward_upstream_headers(req, headers);
         ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
@@ -141,18 +147,25 @@ static const char stream_error_event[] =
     "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":"
     "\"Upstream connection failed\"}}\n\n";
 
-static void relay_done(void *ctx, const ag_upstream_response_t *resp)
+static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_call_summary_t *s)
 {
     relay_t *r = ctx;
     ag_req_t *req = r->req;
     const gw_protocol_t *proto = r->route->def->proto;
-    r->xfer = NULL;
+    r->call = NULL;
     req->ai.upstream_us = resp->duration_us;
     req->ai.upstream_status = resp->status;
     ag_req_cpu_add(req, resp->cpu_us);
     if (!r->started) {
         /* Nothing relayed yet: answer as the non-streaming path would. */
+        gw_call_info_t info;
+        gw_call_info_from(&info, s);
         req->ai.outcome = "upstreamError";
+        if (s->refusal) {
+            gw_call_refused(req, r->route, &info);
+            return;
+        }
+        gw_call_apply(req, &info, true);
         if (proto->passthrough && !resp->error && resp->status >= 400) {
             gw_forward_upstream_headers(req, resp->headers);
             ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
@@ -182,8 +195,8 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp)
     ag_req_stream_end(req);
 }
 
-void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, ag_str_t body,
-                    const char *const *headers, const char *kv_key)
+void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *model,
+                    ag_str_t body, const char *const *headers, const char *kv_key)
 {
     relay_t *r = ag_pool_alloc(&req->pool, sizeof(*r));
     memset(r, 0, sizeof(*r));
@@ -199,15 +212,14 @@ void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, ag_s
     ag_pool_on_clear(&req->pool, relay_cleanup, r);
     ag_upstream_request_t u = gw_upstream_request(route->gen, headers, body, true);
     u.on_data = relay_on_data;
-    req->ai.attempts++;
-    int rc = ag_upstream_start(w->upstream, &u, relay_done, r, &r->xfer);
+    req->on_abort = relay_abort;
+    r->counted = true;
+    ag_obs_streams(w->gw->obs, w->index, +1);
+    /* The request may be answered, even recycled, before this returns. */
+    int rc = gw_call_start(w, route, model, &u, relay_done, r, &r->call);
     if (rc < 0) {
         ag_log_error("request %s: cannot start the upstream call: %s", req->id, ag_strerror(rc));
         route->def->proto->respond_error(req, 502, "api_error",
                                          route->def->proto->upstream_failure);
-        return;
     }
-    req->on_abort = relay_abort;
-    r->counted = true;
-    ag_obs_streams(w->gw->obs, w->index, +1);
 }

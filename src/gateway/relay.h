@@ -13,8 +13,8 @@
 
 /** Starts relaying the upstream stream for `body` to the client. kv_key (or
  *  NULL) is where a complete stream is cached. A tail call (see server.h). */
-void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, ag_str_t body,
-                    const char *const *headers, const char *kv_key);
+void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *model,
+                    ag_str_t body, const char *const *headers, const char *kv_key);
 
 /** Response headers of Anthropic's that a passthrough client should see. */
 void gw_forward_upstream_headers(ag_req_t *req, ag_str_t headers);

@@ -14,6 +14,7 @@
 #include "gateway/flight.h"
 #include "gateway/relay.h"
 #include "gateway/steps.h"
+#include "gateway/upcall.h"
 #include "util/errors.h"
 #include "util/fmt.h"
 #include "util/json.h"
@@ -24,9 +25,9 @@ typedef struct gen_req {
     ag_req_t *req;
     gw_worker_t *w;
     const gw_route_t *route;
-    ag_upstream_xfer_t *xfer; /* uncoalesced call (no-store) */
-    gw_waiter_t *waiter;      /* coalesced call */
-    ag_str_t body;            /* the upstream request body, pool-owned */
+    ag_call_t *call;     /* uncoalesced call (no-store) */
+    gw_waiter_t *waiter; /* coalesced call */
+    ag_str_t body;       /* the upstream request body, pool-owned */
     ag_str_t model;
     bool stream, no_store;
     bool led; /* this request's worker runs the flight's upstream call */
@@ -85,9 +86,10 @@ static void gen_on_result(void *ctx, const shared_result_t *r)
     gen_req_t *g = ctx;
     int64_t t0 = ag_mono_us();
     g->waiter = NULL;
+    if (r)
+        gw_call_apply(g->req, &r->call, g->led);
     gen_take_result(g, r);
     if (g->led) {
-        g->req->ai.attempts = 1;
         g->req->ai.upstream_status = r ? r->upstream_status : 0;
         g->req->ai.upstream_us = r ? r->upstream_us : 0;
     }
@@ -97,11 +99,11 @@ static void gen_on_result(void *ctx, const shared_result_t *r)
 
 /* The leader's answer: the seed's response for every waiter, and the fill. */
 static shared_result_t *gen_finish(gw_worker_t *w, const gw_route_t *route, const char *kv_key,
-                                   const ag_upstream_response_t *resp)
+                                   const ag_upstream_response_t *resp, bool may_fill)
 {
     ag_buf_t value;
     ag_buf_init(&value, 0);
-    bool fill = route->cache && w->gw->cache;
+    bool fill = may_fill && route->cache && w->gw->cache;
     shared_result_t *r = ag__gw_result_from_upstream(kv_key + 7, resp, fill ? &value : NULL);
     if (fill && value.len)
         gw_cache_fill(w, route->gen->cache_ttl_s, kv_key, &value);
@@ -109,11 +111,19 @@ static shared_result_t *gen_finish(gw_worker_t *w, const gw_route_t *route, cons
     return r;
 }
 
-static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp)
+static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp,
+                              const ag_call_summary_t *s)
 {
     gen_req_t *g = ctx;
     int64_t t0 = ag_mono_us();
-    g->xfer = NULL;
+    g->call = NULL;
+    gw_call_info_t info;
+    gw_call_info_from(&info, s);
+    if (s->refusal) {
+        gw_call_refused(g->req, g->route, &info);
+        return;
+    }
+    gw_call_apply(g->req, &info, true);
     g->req->ai.upstream_us = resp->duration_us;
     g->req->ai.upstream_status = resp->status;
     shared_result_t *r = ag__gw_result_from_upstream(g->req->id, resp, NULL);
@@ -127,8 +137,8 @@ static void gen_cleanup(void *p)
 {
     gen_req_t *g = p;
     /* Normally the call finished already; after an abort it may still be live. */
-    ag_upstream_cancel(g->xfer);
-    g->xfer = NULL;
+    ag_call_cancel(g->call);
+    g->call = NULL;
     if (g->waiter)
         gw_flight_leave(g->w, g->waiter, g->key);
     g->waiter = NULL;
@@ -158,15 +168,15 @@ static void gen_upstream(void *ctx)
         ag_str_t sbody = ag_str(ag_pool_printf(&req->pool, "%.*s,\"stream\":true}",
                                                (int)(g->body.len - 1), g->body.ptr),
                                 g->body.len + 14);
-        gw_relay_start(g->w, req, g->route, sbody, gen->generate_headers,
+        gw_relay_start(g->w, req, g->route, g->model.ptr, sbody, gen->generate_headers,
                        cached && !g->no_store ? g->kv_key : NULL);
         return;
     }
     req->on_abort = gen_abort;
     if (g->no_store) {
-        req->ai.attempts = 1;
         ag_upstream_request_t u = gw_upstream_request(gen, gen->generate_headers, g->body, false);
-        int rc = ag_upstream_start(g->w->upstream, &u, gen_upstream_done, g, &g->xfer);
+        /* The request may be answered, even recycled, before this returns. */
+        int rc = gw_call_start(g->w, g->route, g->model.ptr, &u, gen_upstream_done, g, &g->call);
         if (rc < 0) {
             ag_log_error("request %s: cannot start the upstream call: %s", req->id,
                          ag_strerror(rc));
@@ -179,8 +189,8 @@ static void gen_upstream(void *ctx)
     g->waiter = waiter;
     g->led = lead;
     if (lead)
-        gw_flight_fetch(g->w, g->route, g->key, g->kv_key, g->body, gen->generate_headers,
-                        gen_finish);
+        gw_flight_fetch(g->w, g->route, g->key, g->kv_key, g->model.ptr, g->body,
+                        gen->generate_headers, gen_finish);
 }
 
 void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
@@ -223,8 +233,20 @@ void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     ag_str_t prompt_text =
         ag_pool_strdup_str(&req->pool, ag_str(pbuf.data ? pbuf.data : "", pbuf.len));
     ag_buf_fini(&pbuf);
+    /* The model: an explicit one (allowlisted), else the task's route
+     * ([aigate.routing], the seed's pattern 3; routed models are allowed by
+     * being routed), else DEFAULT_MODEL. "task" never goes upstream: the
+     * upstream body is built from model, max_tokens and prompt alone. */
     ag_str_t model = ag_str_c(gen->default_model);
     int jm = ag_jtok_object_get(body, toks, 0, "model");
+    int jt = jm < 0 ? ag_jtok_object_get(body, toks, 0, "task") : -1;
+    if (jt >= 0 && toks[jt].type == AG_JT_STRING) {
+        ag_buf_t tbuf;
+        ag_buf_init(&tbuf, 64);
+        if (ag_jtok_str_decode(body, &toks[jt], &tbuf) == 0)
+            model = ag_str_c(gw_gen_task_model(gen, tbuf.data ? tbuf.data : "", tbuf.len));
+        ag_buf_fini(&tbuf);
+    }
     if (jm >= 0) {
         ag_buf_t mbuf;
         ag_buf_init(&mbuf, 512);

@@ -13,6 +13,7 @@
 #include "gateway/cache.h"
 #include "gateway/relay.h"
 #include "gateway/steps.h"
+#include "gateway/upcall.h"
 #include "util/errors.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -111,8 +112,9 @@ typedef struct msg_req {
     ag_req_t *req;
     gw_worker_t *w;
     const gw_route_t *route;
-    ag_upstream_xfer_t *xfer;
+    ag_call_t *call;
     json_t *root;
+    const char *model; /* NULL: the body named none (the upstream will say so) */
     bool stream;
     char kv_key[GW_KV_KEY_LEN]; /* "" when the answer is not cached */
 } msg_req_t;
@@ -120,8 +122,8 @@ typedef struct msg_req {
 static void msg_cleanup(void *p)
 {
     msg_req_t *m = p;
-    ag_upstream_cancel(m->xfer);
-    m->xfer = NULL;
+    ag_call_cancel(m->call);
+    m->call = NULL;
     if (m->root)
         json_decref(m->root);
     m->root = NULL;
@@ -130,16 +132,25 @@ static void msg_cleanup(void *p)
 static void msg_abort(ag_req_t *req)
 {
     msg_req_t *m = req->handler_data;
-    ag_upstream_cancel(m->xfer);
-    m->xfer = NULL;
+    ag_call_cancel(m->call);
+    m->call = NULL;
 }
 
-static void msg_done(void *ctx, const ag_upstream_response_t *resp)
+static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_call_summary_t *s)
 {
     msg_req_t *m = ctx;
     ag_req_t *req = m->req;
     int64_t t0 = ag_mono_us();
-    m->xfer = NULL;
+    m->call = NULL;
+    gw_call_info_t info;
+    gw_call_info_from(&info, s);
+    if (s->refusal) {
+        gw_call_refused(req, m->route, &info);
+        return;
+    }
+    gw_call_apply(req, &info, true);
+    if (info.fallback_from[0])
+        m->kv_key[0] = '\0'; /* another model's answer: not cached as this one's */
     req->ai.upstream_us = resp->duration_us;
     req->ai.upstream_status = resp->status;
     if (resp->error || resp->status == 0) {
@@ -207,17 +218,16 @@ static void msg_upstream(void *ctx)
     if (m->stream) {
         json_decref(m->root);
         m->root = NULL;
-        gw_relay_start(m->w, req, m->route, req->body, headers, m->kv_key[0] ? m->kv_key : NULL);
+        gw_relay_start(m->w, req, m->route, m->model, req->body, headers,
+                       m->kv_key[0] ? m->kv_key : NULL);
         return;
     }
     ag_upstream_request_t u = gw_upstream_request(gen, headers, req->body, false);
-    req->ai.attempts++;
-    int rc = ag_upstream_start(m->w->upstream, &u, msg_done, m, &m->xfer);
-    if (rc < 0) {
-        messages_error(req, 502, "api_error", "Upstream connection failed");
-        return;
-    }
     req->on_abort = msg_abort;
+    /* The request may be answered, even recycled, before this returns. */
+    int rc = gw_call_start(m->w, m->route, m->model, &u, msg_done, m, &m->call);
+    if (rc < 0)
+        messages_error(req, 502, "api_error", "Upstream connection failed");
 }
 
 void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
@@ -239,6 +249,7 @@ void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     if (json_is_string(model)) {
         mname = ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
         req->ai.model = mname; /* the access log names it even when refused */
+        m->model = mname;
         if (!gw_route_model_allowed(route, json_string_value(model), json_string_length(model))) {
             messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
             return;

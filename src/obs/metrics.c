@@ -52,6 +52,9 @@ typedef struct model_slab {
     ag_ctr_t tokens[4]; /* input, output, cache_read, cache_write */
     ag_fctr_t cost;
     phist_t upstream;
+    ag_gauge_t queued;  /* requests held for the model's rate window now */
+    phist_t queue_wait; /* of requests that were held */
+    ag_ctr_t fallbacks; /* answers from a fallback when this model was asked for */
 } model_slab_t;
 
 typedef struct worker_slab {
@@ -60,6 +63,7 @@ typedef struct worker_slab {
     ag_ctr_t cache[4];                                           /* by ag_cache_result_t */
     ag_fctr_t saved_usd;
     ag_gauge_t streams;
+    ag_ctr_t retries[AG_RETRY_NREASONS];
 } worker_slab_t;
 
 #define MAX_TASK_SERIES 256
@@ -74,6 +78,7 @@ struct ag_metrics {
     pthread_mutex_t tasks_lock;
     task_series_t tasks[MAX_TASK_SERIES];
     size_t ntasks;
+    uint64_t task_retries[AG_RETRY_NREASONS]; /* scheduled runs' retries, under tasks_lock */
     unsigned nworkers;
     size_t nroutes;
     char *routes[AG_METRICS_MAX_ROUTES + 1]; /* [0] is "none" */
@@ -201,6 +206,14 @@ void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *r
         ag_ctr_add(&s->cache[ai->cache], 1);
     if (ai->saved_usd > 0)
         ag_fctr_add(&s->saved_usd, ai->saved_usd);
+    for (unsigned k = 1; k < AG_RETRY_NREASONS; k++) {
+        if (ai->retries_by_reason[k])
+            ag_ctr_add(&s->retries[k], ai->retries_by_reason[k]);
+    }
+    if (ai->model && ai->queued_us > 0)
+        phist_add(&model_slot(s, ai->model)->queue_wait, duration_le, NDUR, ai->queued_us);
+    if (ai->fallback_from)
+        ag_ctr_add(&model_slot(s, ai->fallback_from)->fallbacks, 1);
     if (!ai->model || ai->attempts == 0)
         return; /* no upstream call (a cache hit, a refusal): it used nothing */
     model_slab_t *ms = model_slot(s, ai->model);
@@ -228,6 +241,20 @@ void ag_metrics_task_run(ag_metrics_t *m, const char *task, const char *outcome)
     }
     if (i < m->ntasks)
         m->tasks[i].n++;
+    pthread_mutex_unlock(&m->tasks_lock);
+}
+
+void ag_metrics_queue(ag_metrics_t *m, unsigned w, const char *model, int delta)
+{
+    if (w < m->nworkers && model)
+        ag_gauge_add(&model_slot(&m->slabs[w], model)->queued, delta);
+}
+
+void ag_metrics_retries(ag_metrics_t *m, const uint8_t *by_reason)
+{
+    pthread_mutex_lock(&m->tasks_lock);
+    for (unsigned k = 1; k < AG_RETRY_NREASONS; k++)
+        m->task_retries[k] += by_reason[k];
     pthread_mutex_unlock(&m->tasks_lock);
 }
 
@@ -484,6 +511,28 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
     if (rc == 0)
         rc = family(b, "aigate_upstream_retries_total", "counter",
                     "Upstream calls made again, by reason.");
+    for (unsigned k = 1; k < AG_RETRY_NREASONS && rc == 0; k++) {
+        pthread_mutex_lock(&m->tasks_lock);
+        uint64_t n = m->task_retries[k];
+        pthread_mutex_unlock(&m->tasks_lock);
+        for (unsigned w = 0; w < m->nworkers; w++)
+            n += ag_ctr_get(&m->slabs[w].retries[k]);
+        rc = sample_label(b, "aigate_upstream_retries_total", "reason",
+                          ag_retry_reason_name((ag_retry_reason_t)k), NULL, NULL, (double)n);
+    }
+    if (rc == 0)
+        rc = family(b, "aigate_upstream_fallbacks_total", "counter",
+                    "Answers given by a fallback model, by the model asked for.");
+    for (size_t i = 0; i < nmodels && rc == 0; i++) {
+        uint64_t n = 0;
+        for (unsigned w = 0; w < m->nworkers; w++) {
+            model_slab_t *ms = find_model(&m->slabs[w], models[i]);
+            n += ms ? ag_ctr_get(&ms->fallbacks) : 0;
+        }
+        if (n)
+            rc = sample_label(b, "aigate_upstream_fallbacks_total", "model", models[i], NULL, NULL,
+                              (double)n);
+    }
     static const char *const token_types[] = {"input", "output", "cache_read", "cache_write"};
     if (rc == 0)
         rc = family(b, "aigate_tokens_total", "counter",
@@ -544,9 +593,33 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
     if (rc == 0)
         rc = family(b, "aigate_queue_depth", "gauge",
                     "Requests waiting for the upstream's rate window, by model.");
+    for (size_t i = 0; i < nmodels && rc == 0; i++) {
+        int64_t n = 0;
+        for (unsigned w = 0; w < m->nworkers; w++) {
+            model_slab_t *ms = find_model(&m->slabs[w], models[i]);
+            n += ms ? ag_gauge_get(&ms->queued) : 0;
+        }
+        rc = sample_label(b, "aigate_queue_depth", "model", models[i], NULL, NULL, (double)n);
+    }
     if (rc == 0)
         rc = family(b, "aigate_queue_wait_seconds", "histogram",
                     "Time requests waited in the upstream queue, by model.");
+    for (size_t i = 0; i < nmodels && rc == 0; i++) {
+        memset(buckets, 0, sizeof(buckets));
+        count = sum = 0;
+        for (unsigned w = 0; w < m->nworkers; w++) {
+            model_slab_t *ms = find_model(&m->slabs[w], models[i]);
+            if (!ms)
+                continue;
+            for (size_t k = 0; k <= NDUR; k++)
+                buckets[k] += ag_ctr_get(&ms->queue_wait.buckets[k]);
+            count += ag_ctr_get(&ms->queue_wait.count);
+            sum += ag_ctr_get(&ms->queue_wait.sum_ns);
+        }
+        if (count)
+            rc = render_hist(b, "aigate_queue_wait_seconds", "model", models[i], duration_le, NDUR,
+                             buckets, count, sum);
+    }
     if (rc == 0)
         rc = family(b, "aigate_streams_active", "gauge", "Streams being relayed now.");
     if (rc == 0)

@@ -26,6 +26,10 @@ void ag_metrics_free(ag_metrics_t *m);
 /** On worker `w`'s thread. */
 void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *rec);
 void ag_metrics_streams(ag_metrics_t *m, unsigned w, int delta);
+/** Worker w's queue for `model` grew (+1) or shrank (-1). */
+void ag_metrics_queue(ag_metrics_t *m, unsigned w, const char *model, int delta);
+/** Retries of a call made off the workers (a scheduled run). */
+void ag_metrics_retries(ag_metrics_t *m, const uint8_t *by_reason);
 /** A scheduled run of `task` ended with `outcome` (any thread; runs are rare: locked). */
 void ag_metrics_task_run(ag_metrics_t *m, const char *task, const char *outcome);
 

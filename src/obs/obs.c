@@ -147,7 +147,14 @@ void ag_obs_task_run(ag_obs_t *obs, const ag_request_record_t *rec, const char *
     if (!obs->opts.metrics)
         return;
     ag_metrics_task_run(obs->metrics, rec->task, outcome);
+    ag_metrics_retries(obs->metrics, rec->ai.retries_by_reason);
     ag_tail_publish(obs->tail, rec);
+}
+
+void ag_obs_queue(ag_obs_t *obs, unsigned index, const char *model, int delta)
+{
+    if (obs->opts.metrics)
+        ag_metrics_queue(obs->metrics, index, model, delta);
 }
 
 void ag_obs_streams(ag_obs_t *obs, unsigned index, int delta)

@@ -50,6 +50,9 @@ void ag_obs_task_run(ag_obs_t *obs, const ag_request_record_t *rec, const char *
 /** A stream started (+1) or ended (-1) on worker `index`. */
 void ag_obs_streams(ag_obs_t *obs, unsigned index, int delta);
 
+/** Worker `index`'s upstream queue for `model` grew (+1) or shrank (-1). */
+void ag_obs_queue(ag_obs_t *obs, unsigned index, const char *model, int delta);
+
 ag_metrics_t *ag_obs_metrics(ag_obs_t *obs);
 ag_series_t *ag_obs_series(ag_obs_t *obs);
 ag_tail_t *ag_obs_tail(ag_obs_t *obs);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/retry_reason.h"
 #include "util/str.h"
 
 typedef enum ag_cache_result {
@@ -33,6 +34,10 @@ typedef struct ag_ai_record {
     int64_t upstream_us; /* time spent waiting on upstream */
     int upstream_status; /* the upstream's HTTP status; 0: no answer (or no call) */
     unsigned attempts;   /* upstream calls made for this request */
+    unsigned retries;    /* of which were made again after a failure */
+    uint8_t retries_by_reason[AG_RETRY_NREASONS];
+    int64_t queued_us;         /* time held waiting for the upstream's rate window */
+    const char *fallback_from; /* the model asked for, when a fallback answered; else NULL */
     ag_cache_result_t cache;
     bool stream;
     bool usage;        /* passed validation and limits: the usage log gets an entry */

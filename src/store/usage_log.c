@@ -332,6 +332,12 @@ static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost, li
     put_ms3(b, e->cpu_us, &rc);
     put_lit(b, ",\"attempts\":", &rc);
     put_int(b, e->attempts, &rc);
+    put_lit(b, ",\"queuedMs\":", &rc);
+    put_int(b, e->queued_ms, &rc);
+    if (strnlen(e->fallback_from, sizeof(e->fallback_from)) > 0) {
+        put_lit(b, ",\"fallbackFrom\":", &rc);
+        put_str(b, e->fallback_from, sizeof(e->fallback_from), &rc);
+    }
     if (strnlen(e->key, sizeof(e->key)) > 0) {
         put_lit(b, ",\"key\":", &rc);
         put_str(b, e->key, sizeof(e->key), &rc);

@@ -49,7 +49,9 @@ typedef struct ag_usage_entry {
     char task[64];
     char cron[64];
     int64_t scheduled_ms;
-    char outputs[256]; /* "r2:ok,kv:ok,webhook:failed(503)..." */
+    char outputs[256];       /* "r2:ok,kv:ok,webhook:failed(503)..." */
+    uint32_t queued_ms;      /* time waiting for the upstream's rate window */
+    char fallback_from[128]; /* the model asked for, when a fallback answered; "" omits it */
 } ag_usage_entry_t;
 
 /** Copies s[0..len) into the fixed field dst[cap], truncated at a UTF-8

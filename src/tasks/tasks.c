@@ -25,14 +25,12 @@
 #include "store/secrets_resolve.h"
 #include "tasks/outputs.h"
 #include "tasks/tasks.h"
+#include "upstream/call.h"
 #include "upstream/client.h"
 #include "util/errors.h"
 #include "util/json.h"
 #include "util/log.h"
 
-#define RUN_ATTEMPTS 3             /* upstream tries per run */
-#define RETRY_BASE_MS 500          /* doubled per try, with jitter */
-#define RETRY_MAX_WAIT_MS 8000     /* the most a retry-after may make us wait */
 #define FETCH_MAX_BYTES (1u << 20) /* {{fetch:URL}} */
 #define FETCH_TIMEOUT_MS 10000
 
@@ -73,6 +71,7 @@ struct ag_tasks {
     request_t *requests;
     atomic_bool stop;
     ag_upstream_t *upstream;
+    ag_callq_t *callq; /* the runs' backoffs and rate-window waits */
     unsigned running;
     struct run *runs;
     bool closed;
@@ -89,13 +88,16 @@ typedef struct run {
     ag_task_done_fn done;
     void *ctx;
     uv_work_t work;
-    uv_timer_t retry;
     ag_str_t *values;
     bool *missing;
     unsigned nmissing;
     ag_buf_t prompt, body, text, record;
-    ag_upstream_xfer_t *xfer;
+    ag_call_t *call;
+    const char *headers[5];
     unsigned attempts;
+    uint8_t retries_by_reason[AG_RETRY_NREASONS];
+    int64_t queued_us;
+    const char *answered_by; /* the model that answered, when a fallback did */
     int upstream_status;
     int64_t upstream_us;
     int64_t in, out;
@@ -132,23 +134,6 @@ static bool r2_binding_known(const ag_config_t *cfg, const char *b, size_t len)
             return true;
     }
     return false;
-}
-
-/* The seed's task routing (platform.md section 5), until [aigate.routing] exists. */
-static const char *route_model(const ag_config_t *cfg, const char *task)
-{
-    static const struct {
-        const char *task, *model;
-    } table[] = {
-        {"classify", "claude-haiku-4-5"},     {"summarize", "claude-haiku-4-5"},
-        {"generate", "claude-haiku-4-5"},     {"analyze", "claude-sonnet-4-6"},
-        {"code_review", "claude-sonnet-4-6"}, {"strategy", "claude-opus-4-6"},
-    };
-    for (size_t i = 0; task && i < AG_ARRAY_LEN(table); i++) {
-        if (strcmp(table[i].task, task) == 0)
-            return table[i].model;
-    }
-    return cfg->default_model;
 }
 
 /* A "BINDING:key template" output target. */
@@ -250,7 +235,8 @@ static int compile_task(const ag_config_t *cfg, const ag_config_task_t *c, task_
                     cfg_path(cfg), c->email_at.line, c->email_at.col, c->name);
         rc = AG_EBADCONFIG;
     }
-    t->model = c->model ? c->model : route_model(cfg, c->task);
+    t->model =
+        c->model ? c->model : ag_config_task_model(cfg, c->task, c->task ? strlen(c->task) : 0);
     return rc;
 }
 
@@ -412,11 +398,6 @@ static void run_free(run_t *r)
     free(r);
 }
 
-static void on_retry_closed(uv_handle_t *h)
-{
-    run_free(h->data);
-}
-
 /* Stopping, and nothing runs any more: close the loop's handles, so it ends. */
 static void maybe_close(ag_tasks_t *ts)
 {
@@ -425,6 +406,8 @@ static void maybe_close(ag_tasks_t *ts)
     ts->closed = true;
     uv_close((uv_handle_t *)&ts->timer, NULL);
     uv_close((uv_handle_t *)&ts->wake, NULL);
+    ag_callq_close(ts->callq);
+    ts->callq = NULL;
     ag_upstream_close(ts->upstream);
 }
 
@@ -453,6 +436,11 @@ static void run_finish(run_t *r)
         rec.ai.output_tokens = r->out;
         rec.ai.cost_usd = r->cost;
         rec.ai.attempts = r->attempts;
+        memcpy(rec.ai.retries_by_reason, r->retries_by_reason, sizeof(r->retries_by_reason));
+        rec.ai.queued_us = r->queued_us;
+        rec.ai.fallback_from = r->answered_by ? r->t->model : NULL;
+        if (r->answered_by)
+            rec.ai.model = r->answered_by;
         rec.ai.upstream_us = r->upstream_us;
         ag_obs_task_run(ts->o.obs, &rec, r->outcome);
     }
@@ -474,7 +462,7 @@ static void run_finish(run_t *r)
     if (r->next)
         r->next->prev = r->prev;
     ts->running--;
-    uv_close((uv_handle_t *)&r->retry, on_retry_closed);
+    run_free(r);
     maybe_close(ts);
 }
 
@@ -550,19 +538,6 @@ static void outputs_done(uv_work_t *w, int status)
 
 /* ---- the upstream ------------------------------------------------------------------- */
 
-static void call_upstream(run_t *r);
-
-static void on_retry(uv_timer_t *t)
-{
-    call_upstream(t->data);
-}
-
-static bool retryable(const ag_upstream_response_t *resp)
-{
-    int s = resp->status;
-    return resp->error || s == 429 || s == 500 || s == 502 || s == 503 || s == 504 || s == 529;
-}
-
 /* The answer's text blocks and usage. @return false when it has none. */
 static bool read_answer(run_t *r, const ag_upstream_response_t *resp)
 {
@@ -584,39 +559,31 @@ static bool read_answer(run_t *r, const ag_upstream_response_t *resp)
     return ok;
 }
 
-static void upstream_done(void *ctx, const ag_upstream_response_t *resp)
+static void upstream_done(void *ctx, const ag_upstream_response_t *resp, const ag_call_summary_t *s)
 {
     run_t *r = ctx;
-    r->xfer = NULL;
+    r->call = NULL;
+    r->attempts = s->attempts;
+    for (unsigned k = 0; k < AG_RETRY_NREASONS; k++)
+        r->retries_by_reason[k] =
+            (uint8_t)(s->retries_by_reason[k] > 255 ? 255 : s->retries_by_reason[k]);
+    r->queued_us = s->queued_us;
+    r->answered_by = s->fallback_from ? s->model : NULL;
     r->upstream_status = resp->status;
     r->upstream_us += resp->duration_us;
+    const char *model = r->answered_by ? r->answered_by : r->t->model;
     if (!resp->error && resp->status == 200 && read_answer(r, resp)) {
-        r->cost =
-            ag_usage_cost_usd(r->ts->prices, r->ts->nprices, r->t->model, r->in, r->out, 0, 0);
+        r->cost = ag_usage_cost_usd(r->ts->prices, r->ts->nprices, model, r->in, r->out, 0, 0);
         r->outcome = "ok";
         r->work.data = r;
         if (uv_queue_work(&r->ts->loop, &r->work, outputs_work, outputs_done) < 0)
             run_finish(r);
         return;
     }
-    if (retryable(resp) && r->attempts < RUN_ATTEMPTS && !atomic_load(&r->ts->stop)) {
-        /* Exponential backoff with full jitter; the upstream's retry-after wins, capped. */
-        uint64_t cap = (uint64_t)RETRY_BASE_MS << (r->attempts - 1);
-        uint64_t wait = cap / 2 + (uint64_t)rand() % (cap / 2 + 1);
-        ag_str_t ra = ag_upstream_header(resp->headers, "retry-after");
-        if (ra.len && ra.len < 8) {
-            char num[8];
-            memcpy(num, ra.ptr, ra.len);
-            num[ra.len] = '\0';
-            uint64_t s = strtoull(num, NULL, 10) * 1000;
-            wait = s > RETRY_MAX_WAIT_MS ? RETRY_MAX_WAIT_MS : s > wait ? s : wait;
-        }
-        uv_timer_start(&r->retry, on_retry, wait, 0);
-        return;
-    }
     r->outcome = "exception";
-    snprintf(r->error, sizeof(r->error), "upstream %s (status %d)",
-             resp->error_text ? resp->error_text : "failed", resp->status);
+    snprintf(r->error, sizeof(r->error), "upstream %s (status %d)%s%s",
+             resp->error_text ? resp->error_text : "failed", resp->status, s->why_final ? ": " : "",
+             s->why_final ? s->why_final : "");
     run_finish(r);
 }
 
@@ -635,19 +602,40 @@ static void call_upstream(run_t *r)
         run_finish(r);
         return;
     }
-    const char *headers[] = {ts->key_header, "anthropic-version: 2023-06-01",
-                             "content-type: application/json", "accept: application/json", NULL};
-    ag_upstream_request_t u = {
-        .url = ts->messages_url,
-        .headers = headers,
-        .nheaders = 4,
-        .body = r->body.data,
-        .body_len = r->body.len,
-        .connect_timeout_ms = ts->o.cfg->upstream_connect_timeout_ms,
-        .timeout_ms = ts->o.cfg->upstream_timeout_ms,
+    /* Every attempt reads the header lines: they live as long as the run. */
+    const char *const headers[] = {ts->key_header, "anthropic-version: 2023-06-01",
+                                   "content-type: application/json", "accept: application/json",
+                                   NULL};
+    memcpy(r->headers, headers, sizeof(headers));
+    const ag_config_t *cfg = ts->o.cfg;
+    ag_call_opts_t o = {
+        .upstream = ts->upstream,
+        .queue = ts->callq,
+        .rates = ts->o.rates,
+        .policy = {cfg->upstream_retries, cfg->upstream_retry_base_ms, cfg->upstream_retry_max_ms,
+                   cfg->upstream_retry_max_wait_ms, cfg->upstream_deadline_ms},
+        .queue_max = cfg->queue_max,
+        .queue_timeout_ms = cfg->queue_timeout_ms,
+        .request =
+            {
+                .url = ts->messages_url,
+                .headers = r->headers,
+                .nheaders = 4,
+                .body = r->body.data,
+                .body_len = r->body.len,
+                .connect_timeout_ms = cfg->upstream_connect_timeout_ms,
+                .timeout_ms = cfg->upstream_timeout_ms,
+            },
+        .model = r->t->model,
+        .done = upstream_done,
+        .ctx = r,
     };
-    r->attempts++;
-    int rc = ag_upstream_start(ts->upstream, &u, upstream_done, r, &r->xfer);
+    const ag_config_fallback_t *fb = ag_config_fallbacks(cfg, r->t->model);
+    if (fb) {
+        o.fallbacks = (const char *const *)fb->chain;
+        o.nfallbacks = fb->n;
+    }
+    int rc = ag_call_start(&o, &r->call);
     if (rc < 0) {
         r->outcome = "exception";
         snprintf(r->error, sizeof(r->error), "cannot call the upstream: %s", ag_strerror(rc));
@@ -809,8 +797,6 @@ static void run_start(ag_tasks_t *ts, size_t i, int64_t scheduled_ms, ag_task_do
     ag_buf_init(&r->body, 0);
     ag_buf_init(&r->text, 0);
     ag_buf_init(&r->record, 0);
-    uv_timer_init(&ts->loop, &r->retry);
-    r->retry.data = r;
     r->work.data = r;
     ts->running++;
     r->next = ts->runs;
@@ -877,12 +863,10 @@ static void on_wake(uv_async_t *a)
          * on the thread pool finishes there (its outputs see `stop`). */
         for (run_t *r = ts->runs, *next; r; r = next) {
             next = r->next;
-            bool waiting = r->xfer || uv_is_active((uv_handle_t *)&r->retry);
-            if (!waiting)
+            if (!r->call)
                 continue;
-            ag_upstream_cancel(r->xfer);
-            r->xfer = NULL;
-            uv_timer_stop(&r->retry);
+            ag_call_cancel(r->call);
+            r->call = NULL;
             r->outcome = "canceled";
             snprintf(r->error, sizeof(r->error), "the server stopped");
             run_finish(r);
@@ -988,6 +972,8 @@ int ag_tasks_start(const ag_tasks_options_t *opts, FILE *errs, ag_tasks_t **out)
         ts->loop.data = ts; /* marks the loop as initialised */
     if (rc == 0)
         rc = ag_upstream_new(&ts->loop, &ts->upstream);
+    if (rc == 0)
+        rc = ag_callq_new(&ts->loop, NULL, NULL, &ts->callq);
     if (rc == 0) {
         uv_timer_init(&ts->loop, &ts->timer);
         uv_async_init(&ts->loop, &ts->wake, on_wake);

@@ -20,10 +20,11 @@
 typedef struct ag_tasks ag_tasks_t;
 
 typedef struct ag_tasks_options {
-    const ag_config_t *cfg;       /* borrowed for the tasks' lifetime */
-    ag_usage_log_t *usage_log;    /* NULL: no usage entries */
-    ag_objstore_t *log_bucket;    /* for {{usage:WINDOW}}; NULL: empty */
-    ag_obs_t *obs;                /* NULL: no tail events or metrics */
+    const ag_config_t *cfg;    /* borrowed for the tasks' lifetime */
+    ag_usage_log_t *usage_log; /* NULL: no usage entries */
+    ag_objstore_t *log_bucket; /* for {{usage:WINDOW}}; NULL: empty */
+    ag_obs_t *obs;             /* NULL: no tail events or metrics */
+    struct ag_rates *rates;    /* the upstream's rate view, shared with the gateway; NULL: none */
     int64_t (*now_ms)(void *ctx); /* wall clock; NULL: the system's */
     void *clock_ctx;
 } ag_tasks_options_t;

@@ -51,8 +51,28 @@ const DEFAULT_KNOBS = Object.freeze({
     midStreamError: null,
     retryAfter: null,
     shouldRetry: null,
+    retryAfterMs: null,
+    script: null,
+    modelStatus: null,
+    rateWindow: null,
     maxBodyBytes: 32 * 1024 * 1024,
 });
+
+// One step of a `script`: 200 (answer normally), a status 400..599, 'reset', 'stall', or an
+// object {status, retryAfter, retryAfterMs, shouldRetry} for an error with its own headers.
+function checkScriptStep(v, i) {
+    if (v === 200 || v === 'reset' || v === 'stall') return v;
+    if (Number.isInteger(v) && v >= 400 && v <= 599) return v;
+    if (v && typeof v === 'object' && !Array.isArray(v) && Number.isInteger(v.status) &&
+        v.status >= 400 && v.status <= 599) {
+        for (const k of Object.keys(v)) {
+            if (!['status', 'retryAfter', 'retryAfterMs', 'shouldRetry'].includes(k))
+                throw new Error(`script[${i}].${k}: unknown field`);
+        }
+        return { ...v };
+    }
+    throw new Error(`script[${i}]: must be 200, a status 400..599, "reset", "stall" or {status,...}`);
+}
 
 function isNonNegInt(v) {
     return Number.isInteger(v) && v >= 0;
@@ -101,6 +121,37 @@ function mergeKnobs(base, k) {
         case 'maxBodyBytes':
             if (!(Number.isInteger(v) && v > 0)) throw new Error('maxBodyBytes: must be an integer > 0');
             out[name] = v;
+            break;
+        case 'retryAfterMs':
+            if (v !== null && !(typeof v === 'number' && Number.isFinite(v) && v >= 0))
+                throw new Error('retryAfterMs: must be null or a number >= 0');
+            out[name] = v;
+            break;
+        case 'script':
+            // Consumed one step per /v1/messages request, in arrival order; then normal answers.
+            if (v !== null && !Array.isArray(v)) throw new Error('script: must be null or an array');
+            out[name] = v === null ? null : v.map(checkScriptStep);
+            break;
+        case 'modelStatus':
+            // {model: status}: every request for that model gets the status.
+            if (v !== null && (typeof v !== 'object' || Array.isArray(v)))
+                throw new Error('modelStatus: must be null or an object');
+            if (v) {
+                for (const [m, st] of Object.entries(v)) {
+                    if (!(Number.isInteger(st) && st >= 400 && st <= 599))
+                        throw new Error(`modelStatus.${m}: must be a status 400..599`);
+                }
+            }
+            out[name] = v === null ? null : { ...v };
+            break;
+        case 'rateWindow':
+            // {limit, windowMs}: a fixed window of `limit` requests; the requests-* headers count
+            // it down to its reset (ms precision), and a request past the limit gets a 429
+            // (counted in stats.spentHits).
+            if (v !== null && !(v && Number.isInteger(v.limit) && v.limit > 0 &&
+                                Number.isInteger(v.windowMs) && v.windowMs > 0))
+                throw new Error('rateWindow: must be null or {limit: int > 0, windowMs: int > 0}');
+            out[name] = v === null ? null : { limit: v.limit, windowMs: v.windowMs };
             break;
         default:
             throw new Error(`${name}: unknown knob`);
@@ -413,18 +464,20 @@ function newStats() {
         stalls: 0,
         garbage: 0,
         countTokens: 0,
+        spentHits: 0,
         inFlight: 0,
         maxInFlight: 0,
         connections: 0,
         statuses: {},
         lastRequest: null,
         bodies: [],
+        arrivals: [],
     };
 }
 
 const STAT_WAIT_FIELDS = new Set([
     'requests', 'ok', 'errors', 'streams', 'streamsCompleted', 'streamsAborted', 'streamErrors',
-    'writesBlocked', 'resets', 'stalls', 'garbage', 'countTokens', 'inFlight', 'maxInFlight',
+    'writesBlocked', 'resets', 'stalls', 'garbage', 'countTokens', 'spentHits', 'inFlight', 'maxInFlight',
     'connections',
 ]);
 
@@ -481,13 +534,29 @@ function start(opts = {}) {
     }
 
     function snapshot() {
-        return { ...stats, statuses: { ...stats.statuses }, bodies: stats.bodies.slice() };
+        return { ...stats, statuses: { ...stats.statuses }, bodies: stats.bodies.slice(),
+            arrivals: stats.arrivals.slice() };
     }
 
     function resetStats() {
         const inFlight = stats.inFlight;
         stats = newStats();
         stats.inFlight = inFlight;
+    }
+
+    // The rateWindow knob's state: the current window's end and what it has counted.
+    const win = { end: 0, used: 0 };
+
+    // Counts one request against rateWindow; false when the window is spent.
+    function takeWindow(rw) {
+        const now = Date.now();
+        if (now >= win.end) {
+            win.end = now + rw.windowMs;
+            win.used = 0;
+        }
+        if (win.used >= rw.limit) return false;
+        win.used++;
+        return true;
     }
 
     function rateLimitHeaders() {
@@ -500,6 +569,12 @@ function start(opts = {}) {
             h[`anthropic-ratelimit-${kind}-limit`] = String(limit);
             h[`anthropic-ratelimit-${kind}-remaining`] = String(remaining);
             h[`anthropic-ratelimit-${kind}-reset`] = reset;
+        }
+        const rw = knobs.rateWindow;
+        if (rw) {
+            h['anthropic-ratelimit-requests-limit'] = String(rw.limit);
+            h['anthropic-ratelimit-requests-remaining'] = String(Math.max(0, rw.limit - win.used));
+            h['anthropic-ratelimit-requests-reset'] = new Date(win.end).toISOString();
         }
         return h;
     }
@@ -519,14 +594,20 @@ function start(opts = {}) {
     }
 
     // An Anthropic-shaped error. api marks /v1 answers, which count in the stats.
-    function sendError(res, ctx, status, message, api = true) {
+    function sendError(res, ctx, status, message, api = true, step = null) {
         const [type, defaultMessage] = errorTypeFor(status);
         const headers = { 'request-id': ctx.requestId };
         if (api) {
             Object.assign(headers, rateLimitHeaders());
-            if (knobs.retryAfter !== null) headers['retry-after'] = String(knobs.retryAfter);
-            else if (status === 429) headers['retry-after'] = '1';
-            if (knobs.shouldRetry !== null) headers['x-should-retry'] = String(knobs.shouldRetry);
+            // A script step's own fields win; its explicit null means "no such header".
+            const o = step && typeof step === 'object' ? step : {};
+            const ram = 'retryAfterMs' in o ? o.retryAfterMs : knobs.retryAfterMs;
+            const sr = 'shouldRetry' in o ? o.shouldRetry : knobs.shouldRetry;
+            let ra = 'retryAfter' in o ? o.retryAfter : knobs.retryAfter;
+            if (!('retryAfter' in o) && ra === null && status === 429 && ram === null) ra = 1;
+            if (ra !== null) headers['retry-after'] = String(ra);
+            if (ram !== null) headers['retry-after-ms'] = String(ram);
+            if (sr !== null) headers['x-should-retry'] = String(sr);
             inc('errors');
             countStatus(status);
         }
@@ -623,10 +704,22 @@ function start(opts = {}) {
         if (!parsed.ok) return sendError(res, ctx, 400, 'invalid request: the request body is not valid JSON');
         if (validationError) return sendError(res, ctx, 400, validationError);
 
-        // A fault: from the prompt's tags first, else from the knobs (gated by failEvery).
+        stats.arrivals.push({ t: Date.now(), model: body.model, stream: !!body.stream });
+        if (stats.arrivals.length > 200) stats.arrivals.shift();
+        // A fault: the script's next step first, then the model's status, the prompt's tags,
+        // the rate window, and the knobs (gated by failEvery).
         let fault = null;
         let midK = null;
-        if (d.reset) fault = 'reset';
+        let step = null;
+        if (k.script && k.script.length) {
+            step = k.script.shift();
+            if (step !== 200) fault = typeof step === 'object' ? step.status : step;
+        } else if (k.modelStatus && k.modelStatus[body.model] !== undefined) {
+            fault = k.modelStatus[body.model];
+        } else if (k.rateWindow && !takeWindow(k.rateWindow)) {
+            inc('spentHits');
+            fault = 429;
+        } else if (d.reset) fault = 'reset';
         else if (d.stall) fault = 'stall';
         else if (d.garbage) fault = 'garbage';
         else if (d.status !== undefined) fault = d.status;
@@ -663,7 +756,7 @@ function start(opts = {}) {
             res.end(junk);
             return;
         }
-        if (typeof fault === 'number') return sendError(res, ctx, fault);
+        if (typeof fault === 'number') return sendError(res, ctx, fault, undefined, true, step);
 
         const reply = buildReply(body, d, ids);
         const input = inputTokens(body);
@@ -861,6 +954,7 @@ function start(opts = {}) {
                 return sendJSON(res, 400, { error: e.message });
             }
             failCounter = 0;
+            if (p.value && 'rateWindow' in p.value) win.end = 0;
             return sendJSON(res, 200, knobs);
         }
         case 'POST /_control/reset':
@@ -939,6 +1033,7 @@ function start(opts = {}) {
                 setKnobs(kk) {
                     knobs = mergeKnobs(knobs, kk);
                     failCounter = 0;
+                    if (kk && 'rateWindow' in kk) win.end = 0; // a new window from the next request
                     return knobs;
                 },
                 resetKnobs() {

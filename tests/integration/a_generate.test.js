@@ -16,7 +16,8 @@ before(async () => {
     up = await startFake();
     gw = await startGateway({
         upstream: `http://127.0.0.1:${up.port}`,
-        config: `[vars]\nMAX_TOKENS = "256"\n[aigate]\nmodels = ["claude-sonnet-4-6"]\nupstream_timeout = 2\n`,
+        // No retries: these tests are about how one failed answer maps (retries: s_resilience).
+        config: `[vars]\nMAX_TOKENS = "256"\n[aigate]\nmodels = ["claude-sonnet-4-6"]\nupstream_timeout = 2\nupstream_retries = 0\n`,
     });
 });
 

@@ -404,7 +404,7 @@ test('GET /stats answers from the usage log, by any grouping', async () => {
         }, 10000, 'five logged requests');
         assert.equal(st.errors, 1);
         assert.equal(st.errorRate, 0.2);
-        assert.equal(st.upstreamRequests, 5);
+        assert.equal(st.upstreamRequests, 7); // the 500 was tried 1 + upstream_retries (2) times
         const sum = (f) => sent.slice(0, 3).reduce((n, r) => n + r.json.usage[f], 0) + msg.json.usage[f];
         assert.equal(st.tokens.input, sum('input_tokens'));
         assert.equal(st.tokens.output, sum('output_tokens'));

@@ -397,6 +397,8 @@ TEST(entry_fields_round_trip)
     ag_usage_entry_set_str(e.key, sizeof(e.key), "team-a", 6);
     e.cpu_us = 1234;
     e.attempts = 2;
+    e.queued_ms = 250;
+    ag_usage_entry_set_str(e.fallback_from, sizeof(e.fallback_from), "claude-sonnet-4-6", 17);
     ASSERT_EQ(ag_usage_log_append(log, &e), 0);
     ag_usage_entry_t e2 = entry("req-2");
     e2.cached = true;
@@ -443,6 +445,8 @@ TEST(entry_fields_round_trip)
     ASSERT_STREQ(jstr(a, "route"), "/api/generate");
     ASSERT(json_real_value(json_object_get(a, "cpuMs")) == 1.234);
     ASSERT_EQ(jint(a, "attempts"), 2);
+    ASSERT_EQ(jint(a, "queuedMs"), 250);
+    ASSERT_STREQ(jstr(a, "fallbackFrom"), "claude-sonnet-4-6");
     ASSERT_STREQ(jstr(a, "key"), "team-a");
 
     ASSERT_STREQ(jstr(b, "timestamp"), "2026-03-04T12:00:01.234Z");
@@ -455,16 +459,19 @@ TEST(entry_fields_round_trip)
     ASSERT_STREQ(jstr(b, "route"), "");
     ASSERT(json_real_value(json_object_get(b, "cpuMs")) == 0);
     ASSERT_EQ(jint(b, "attempts"), 0);
+    ASSERT_EQ(jint(b, "queuedMs"), 0);
+    ASSERT(json_object_get(b, "fallbackFrom") == NULL);
     ASSERT(json_object_get(b, "key") == NULL);
-    ASSERT_EQ(json_object_size(a), 19);
-    ASSERT_EQ(json_object_size(b), 19);
+    ASSERT_EQ(json_object_size(a), 21);
+    ASSERT_EQ(json_object_size(b), 20);
 
     /* byte for byte: the new fields come last, in this order and format */
     ag_obj_t raw;
     ASSERT_EQ(ag_objstore_get(f.store, d.keys[0], strlen(d.keys[0]), &raw), 0);
     ASSERT(strstr(raw.data, ",\"costUsd\":0,\"outcome\":\"client_abort\",\"route\":\"\","
-                            "\"cpuMs\":0.000,\"attempts\":0}\n") != NULL);
+                            "\"cpuMs\":0.000,\"attempts\":0,\"queuedMs\":0}\n") != NULL);
     ASSERT(strstr(raw.data, ",\"route\":\"/api/generate\",\"cpuMs\":1.234,\"attempts\":2,"
+                            "\"queuedMs\":250,\"fallbackFrom\":\"claude-sonnet-4-6\","
                             "\"key\":\"team-a\"}\n") != NULL);
     ag_obj_free(&raw);
 
