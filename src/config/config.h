@@ -77,6 +77,9 @@ typedef struct ag_route_settings {
     size_t nmodels;
 } ag_route_settings_t;
 
+/** `auth`: whether AI requests need a client key (platform.md section 6). */
+typedef enum { AG_AUTH_OFF = 0, AG_AUTH_OPTIONAL = 1, AG_AUTH_REQUIRED = 2 } ag_auth_mode_t;
+
 typedef struct ag_config {
     char *path; /* the file loaded, or NULL for embedded defaults; owned */
     char *name; /* wrangler `name` */
@@ -115,6 +118,11 @@ typedef struct ag_config {
     bool usage_log;
     char *usage_log_binding; /* R2 binding whose bucket holds logs/ */
     unsigned usage_log_flush_ms;
+    /* client access */
+    int auth;                          /* ag_auth_mode_t */
+    double budget_daily_usd;           /* 0: no global budget */
+    char **cors_origins;               /* NULL-terminated; the default is {"*"} */
+    bool cors_origins_set;             /* false: the default, which applies to /api/generate only */
     ag_config_ratelimit_t *ratelimits; /* [[unsafe.bindings]] of type ratelimit */
     size_t nratelimits;
     ag_config_binding_t *kv_namespaces;
