@@ -43,11 +43,13 @@
 struct ag_keys {
     MDB_env *env;
     MDB_dbi name_db, hash_db;
+    EVP_MD *sha256; /* fetched once: a per-call lookup costs more than the hash */
 };
 
 struct ag_keys_reader {
     ag_keys_t *ks;
-    MDB_txn *txn; /* reset between lookups: keeps its reader slot */
+    MDB_txn *txn;   /* reset between lookups: keeps its reader slot */
+    EVP_MD_CTX *md; /* reused: initialising it again with the same digest allocates nothing */
 };
 
 static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -279,6 +281,9 @@ int ag_keys_open(const char *data_dir, ag_keys_t **out)
         else
             mdb_txn_abort(txn);
     }
+    ks->sha256 = rc == 0 ? EVP_MD_fetch(NULL, "SHA256", NULL) : NULL;
+    if (rc == 0 && ks->sha256 == NULL)
+        rc = -ENOMEM;
     if (rc < 0) {
         mdb_env_close(ks->env);
         free(ks);
@@ -292,6 +297,7 @@ void ag_keys_close(ag_keys_t *ks)
 {
     if (ks == NULL)
         return;
+    EVP_MD_free(ks->sha256);
     mdb_env_close(ks->env);
     free(ks);
 }
@@ -305,8 +311,10 @@ int ag_keys_reader_new(ag_keys_t *ks, ag_keys_reader_t **out)
     if (r == NULL)
         return -ENOMEM;
     r->ks = ks;
-    int rc = ag__lmdb_err(mdb_txn_begin(ks->env, NULL, MDB_RDONLY, &r->txn));
+    r->md = EVP_MD_CTX_new();
+    int rc = r->md ? ag__lmdb_err(mdb_txn_begin(ks->env, NULL, MDB_RDONLY, &r->txn)) : -ENOMEM;
     if (rc < 0) {
+        EVP_MD_CTX_free(r->md);
         free(r);
         return rc;
     }
@@ -320,6 +328,7 @@ void ag_keys_reader_free(ag_keys_reader_t *r)
     if (r == NULL)
         return;
     mdb_txn_abort(r->txn);
+    EVP_MD_CTX_free(r->md);
     free(r);
 }
 
@@ -348,9 +357,11 @@ int ag_keys_lookup(ag_keys_reader_t *r, const char *key, size_t len, int64_t now
                    ag_key_record_t *out)
 {
     unsigned char h[HASH_LEN];
+    unsigned int hlen = HASH_LEN;
     if (!ag_keys_key_wellformed(key, len))
         return AG_KEYS_EINVALID;
-    if (sha256(key, len, h) < 0)
+    if (EVP_DigestInit_ex(r->md, r->ks->sha256, NULL) != 1 ||
+        EVP_DigestUpdate(r->md, key, len) != 1 || EVP_DigestFinal_ex(r->md, h, &hlen) != 1)
         return -ENOMEM;
     int rc = ag__lmdb_err(mdb_txn_renew(r->txn));
     if (rc < 0)
