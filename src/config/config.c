@@ -1278,6 +1278,18 @@ const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding)
     return NULL;
 }
 
+bool ag_config_cors_allowed(char *const *origins, bool origins_set, bool seed_route,
+                            const char *origin, size_t len)
+{
+    if ((!origins_set && !seed_route) || origins == NULL || origin == NULL || len == 0)
+        return false;
+    for (char *const *o = origins; *o; o++) {
+        if (strcmp(*o, "*") == 0 || (strlen(*o) == len && memcmp(*o, origin, len) == 0))
+            return true;
+    }
+    return false;
+}
+
 const char *ag_config_find(const char *explicit_path)
 {
     if (explicit_path)

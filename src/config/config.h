@@ -186,6 +186,14 @@ const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const c
 /** The bucket name bound to R2 binding `binding` (its bucket_name), or NULL. */
 const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding);
 
+/** Whether a request from `origin` gets CORS headers (platform.md section 6):
+ *  the origin, or "*", is in `origins` (the config's cors_origins). The default
+ *  list, not written in the file (origins_set false), counts only where
+ *  seed_route (/api/generate); every other route answers CORS only to origins
+ *  written explicitly. Borrowed arguments; pure. */
+bool ag_config_cors_allowed(char *const *origins, bool origins_set, bool seed_route,
+                            const char *origin, size_t len);
+
 /** Prints the key table as Markdown (docs/config.md is generated from it). */
 void ag_config_print_reference(FILE *out);
 

@@ -228,6 +228,22 @@ TEST(client_access_keys_default_and_load)
     free(diag);
     ag_config_fini(&cfg);
     ASSERT_EQ(ag_config_key_apply("auth"), AG_KEY_RELOAD);
+    /* CORS: the default "*" on /api/generate only; an explicit list everywhere. */
+    ag_config_defaults(&cfg);
+    ASSERT(ag_config_cors_allowed(cfg.cors_origins, cfg.cors_origins_set, true, "https://a.b", 11));
+    ASSERT(
+        !ag_config_cors_allowed(cfg.cors_origins, cfg.cors_origins_set, false, "https://a.b", 11));
+    ASSERT(!ag_config_cors_allowed(cfg.cors_origins, cfg.cors_origins_set, true, "", 0));
+    ag_config_fini(&cfg);
+    char *const list[] = {"https://app.example.com", NULL};
+    ASSERT(ag_config_cors_allowed(list, true, false, "https://app.example.com", 23));
+    ASSERT(ag_config_cors_allowed(list, true, true, "https://app.example.com", 23));
+    ASSERT(!ag_config_cors_allowed(list, true, true, "https://app.example.co", 22));
+    ASSERT(!ag_config_cors_allowed(list, true, false, "https://evil.example", 20));
+    char *const star[] = {"*", NULL};
+    ASSERT(ag_config_cors_allowed(star, true, false, "https://any.example", 19));
+    char *const none[] = {NULL};
+    ASSERT(!ag_config_cors_allowed(none, true, true, "https://any.example", 19));
     ASSERT_EQ(ag_config_key_apply("budget_daily_usd"), AG_KEY_RELOAD);
     ASSERT_EQ(ag_config_key_apply("cors_origins"), AG_KEY_RELOAD);
 }
