@@ -47,6 +47,8 @@ static void usage(FILE *out)
             "  kv               KV namespaces and keys (aigate kv --help)\n"
             "  r2               buckets and objects (aigate r2 --help)\n"
             "  secret           secrets, read from stdin (aigate secret --help)\n"
+            "  keys             client API keys: create, list, show, revoke, rotate (aigate keys "
+            "--help)\n"
             "  stats            usage analytics from the usage log (aigate stats --help)\n"
             "  cron             scheduled tasks: list, run NAME (aigate cron --help)\n"
             "  tail             live requests and task runs of a running server (aigate tail "
@@ -397,7 +399,7 @@ static const struct ag_cmd {
     {"--help", cmd_help},   {"--version", cmd_version}, {"-h", cmd_help},   {"config", cmd_config},
     {"dev", cmd_dev},       {"help", cmd_help},         {"kv", cmd_kv},     {"r2", cmd_r2},
     {"secret", cmd_secret}, {"serve", cmd_serve},       {"cron", cmd_cron}, {"stats", cmd_stats},
-    {"tail", cmd_tail},     {"version", cmd_version},
+    {"tail", cmd_tail},     {"version", cmd_version},   {"keys", cmd_keys},
 };
 
 int main(int argc, char **argv)

@@ -1,20 +1,23 @@
 # The layer above util, whose directories use nothing but util (obs: util and store):
-#   limit: the in-process GCRA rate limiter;
+#   limit: the in-process GCRA rate limiter; budgets and per-key rates by reservation
+#          (budget.c, its spend and reservations in LMDB under data_dir/budget);
 #   store: KV (front end and LMDB back end), object store (front end and directory back
-#          end), secrets and their resolution, the usage log;
+#          end), secrets and their resolution, the usage log, client API keys (keys.c);
 #   obs: request records, the access log, analytics over the usage log (stats.c, so obs uses
 #        store too; metrics and tail to come);
 #   cron: periodic jobs; the cron-expression parser and next-run calculator;
 #   upstream: the SSE parser, Anthropic's stream accumulator and the HTTP client.
-ag_layer(DIR limit SOURCES src/limit/limiter.c USES util LINK Threads::Threads)
-
 if(NOT TARGET PkgConfig::LMDB)
   message(FATAL_ERROR "ag_store needs LMDB: install liblmdb-dev (pkg-config lmdb)")
 endif()
+ag_layer(DIR limit SOURCES src/limit/limiter.c src/limit/budget.c USES util
+  LINK PkgConfig::LMDB Threads::Threads m)
+
 ag_layer(DIR store
   SOURCES src/store/kv.c src/store/kv_handle.c src/store/kv_lmdb.c src/store/objstore.c
           src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
+          src/store/lmdb_util.c src/store/keys.c
   USES util
   LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON Threads::Threads m)
 
@@ -30,6 +33,12 @@ ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c src/upstr
 
 ag_unit_test(test_limiter tests/unit/test_limiter.c)
 target_link_libraries(test_limiter ag_limit)
+ag_unit_test(test_budget tests/unit/test_budget.c)
+target_link_libraries(test_budget ag_limit)
+ag_unit_test(test_keys tests/unit/test_keys.c)
+target_link_libraries(test_keys ag_store)
+ag_fuzz_target(fuzz_keys fuzz/fuzz_keys.c)
+target_link_libraries(fuzz_keys ag_store)
 ag_unit_test(test_kv tests/unit/test_kv.c)
 target_link_libraries(test_kv ag_store)
 ag_unit_test(test_objstore tests/unit/test_objstore.c)

@@ -1,9 +1,10 @@
-# cli: the storage commands (`aigate kv`, `aigate r2`, `aigate secret`), `aigate stats` (over
-# obs/stats.c) and `aigate tail` (the admin listener's event stream, with libcurl's easy
+# cli: the storage commands (`aigate kv`, `aigate r2`, `aigate secret`, `aigate keys`: client
+# API keys over store/keys.c), `aigate stats` (over obs/stats.c) and `aigate tail` (the admin listener's event stream, with libcurl's easy
 # interface and upstream's SSE parser); they find the data folder through the config exactly as
 # the server does. Then the binary, on top of all.
 ag_layer(DIR cli SOURCES src/cli/common.c src/cli/cmd_kv.c src/cli/cmd_r2.c src/cli/cmd_secret.c
   src/cli/cmd_stats.c src/cli/cmd_tail.c src/cli/tail_format.c src/cli/cmd_cron.c
+  src/cli/cmd_keys.c
   USES util config store obs upstream cron tasks
   LINK PkgConfig::CURL PkgConfig::JANSSON m)
 

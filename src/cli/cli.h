@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT
  *
  * cli.h: the storage commands of the aigate CLI (`aigate kv`, `aigate r2`,
- * `aigate secret`). They work on the same stores as the server, through the
+ * `aigate secret`, `aigate keys`). They work on the same stores as the server, through the
  * same interfaces, and are safe to run while it runs. `aigate tail` reads a
  * running server's live events from its admin listener. Each handler gets argv
  * after its command word (as main()'s other handlers), returns the exit code
@@ -32,6 +32,9 @@ int cmd_stats(int argc, char **argv);
 
 /** `aigate cron list|run`: scheduled tasks (cmd_cron.c). */
 int cmd_cron(int argc, char **argv);
+
+/** `aigate keys create|list|show|revoke|rotate`: client API keys (cmd_keys.c). */
+int cmd_keys(int argc, char **argv);
 
 /* ---- internals shared by the cmd_*.c files (common.c) -------------------------------- */
 

@@ -30,6 +30,8 @@ typedef enum {
     K_MODELS,
     K_STRLIST,
     K_ALIAS, /* deprecated: sets def_str in [aigate.routes."/v1/messages"] */
+    K_ENUM,  /* one of enum_choices() (default def_str), stored as its index (int) */
+    K_USD,   /* US dollars, fractions allowed, stored as a double */
 } key_type_t;
 
 typedef struct cfg_key {
@@ -47,6 +49,9 @@ typedef struct cfg_key {
 #define ROFF(f) offsetof(ag_config_route_t, f)
 #define RESTART AG_KEY_RESTART
 #define RELOAD AG_KEY_RELOAD
+
+static const char *const auth_modes[] = {"off", "optional", "required", NULL};
+static const char *const *enum_choices(size_t offset);
 
 /* The [aigate] table. Durations are seconds (fractions allowed), stored as ms. */
 static const cfg_key_t aigate_keys[] = {
@@ -134,7 +139,27 @@ static const cfg_key_t aigate_keys[] = {
      "R2 binding whose bucket gets logs/YYYY/MM/DD/*.ndjson", RESTART},
     {"usage_log_flush", K_SECONDS, 0.001, 3600, 1, NULL, OFF(usage_log_flush_ms),
      "seconds between usage-log flushes at most", RESTART},
+    /* Client access (platform.md section 6). */
+    {"auth", K_ENUM, 0, 0, 0, "off", OFF(auth),
+     "client API keys (`aigate keys`): \"off\" (none asked), \"optional\" (a key presented must be "
+     "valid), \"required\" (every AI request needs one: 401 without)",
+     RELOAD},
+    {"budget_daily_usd", K_USD, 0, 1e9, 0, NULL, OFF(budget_daily_usd),
+     "US dollars the whole gateway may spend per UTC day, reserved before each upstream call "
+     "(0: no global budget)",
+     RELOAD},
+    {"cors_origins", K_STRLIST, 0, 0, 0, "*", OFF(cors_origins),
+     "origins allowed by CORS (\"*\" or \"https://host[:port]\"); the default [\"*\"] applies to "
+     "/api/generate only, other routes answer CORS only to origins listed here",
+     RELOAD},
 };
+
+/* The values of a K_ENUM key, NULL-terminated (by field, to keep the table's rows short). */
+static const char *const *enum_choices(size_t offset)
+{
+    AG_ASSERT(offset == OFF(auth));
+    return auth_modes;
+}
 
 /* [aigate.routes."PATH"]: what a route may set for itself; unset, [aigate]'s holds. */
 static const cfg_key_t route_keys[] = {
@@ -299,6 +324,9 @@ static void store_number(const cfg_key_t *k, char *field, double num)
     case K_SECONDS:
         *(unsigned *)field = (unsigned)llround(num * 1000);
         break;
+    case K_USD:
+        *(double *)field = num;
+        break;
     default:
         break;
     }
@@ -339,13 +367,29 @@ void ag_config_defaults(ag_config_t *cfg)
         case K_PORT:
         case K_SIZE:
         case K_SECONDS:
+        case K_USD:
             store_number(k, field, k->def_num);
             break;
         case K_BOOL:
             *(bool *)field = k->def_num != 0;
             break;
-        case K_MODELS:
+        case K_ENUM: {
+            const char *const *ch = enum_choices(k->offset);
+            for (int c = 0; ch[c]; c++) {
+                if (strcmp(ch[c], k->def_str) == 0)
+                    *(int *)field = c;
+            }
+            break;
+        }
         case K_STRLIST:
+            if (k->def_str) {
+                char **list = calloc(2, sizeof(char *));
+                AG_ASSERT(list != NULL);
+                list[0] = xstrdup(k->def_str);
+                *(char ***)field = list;
+            }
+            break;
+        case K_MODELS:
         case K_ALIAS:
             break;
         }
@@ -378,6 +422,7 @@ void ag_config_fini(ag_config_t *cfg)
     }
     free_models(&cfg->models, &cfg->nmodels);
     free_strlist(&cfg->trusted_proxies);
+    free_strlist(&cfg->cors_origins);
     for (size_t i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].path);
         free(cfg->routes[i].rate_limit_binding);
@@ -566,6 +611,22 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
         free(*(char **)field);
         *(char **)field = xstrndup(s, slen);
         return;
+    case K_ENUM: {
+        const char *const *ch = enum_choices(k->offset);
+        bool is_string = ag_toml_get_string(v, &s, &slen) == 0;
+        for (int c = 0; is_string && ch[c]; c++) {
+            if (strlen(ch[c]) == slen && memcmp(ch[c], s, slen) == 0) {
+                *(int *)field = c;
+                return;
+            }
+        }
+        char list[128] = "";
+        for (int c = 0; ch[c]; c++)
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s\"%s\"", c ? ", " : "",
+                     ch[c]);
+        report(ld, v, "%s.%s must be one of %s", table, k->name, list);
+        return;
+    }
     case K_BOOL:
         if (ag_toml_get_bool(v, &b) != 0) {
             report(ld, v, "%s.%s must be true or false", table, k->name);
@@ -625,7 +686,7 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
         report(ld, v, "%s.%s must be a number", table, k->name);
         return;
     }
-    if (k->type != K_SECONDS && num != floor(num)) {
+    if (k->type != K_SECONDS && k->type != K_USD && num != floor(num)) {
         report(ld, v, "%s.%s must be a whole number", table, k->name);
         return;
     }
@@ -1218,6 +1279,42 @@ static void load_vars(loader_t *ld, const ag_toml_value_t *t)
     }
 }
 
+/* An origin as browsers send it: scheme://host[:port], nothing after. */
+static bool origin_valid(const char *s, size_t len)
+{
+    size_t skip = len > 8 && memcmp(s, "https://", 8) == 0  ? 8
+                  : len > 7 && memcmp(s, "http://", 7) == 0 ? 7
+                                                            : 0;
+    if (skip == 0)
+        return false;
+    for (size_t i = skip; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c >= 0x7f || c == '/' || c == '?' || c == '#' || c == '*' || c == ',')
+            return false;
+    }
+    return true;
+}
+
+/* cors_origins = [...]: "*" or origins; non-strings were reported by apply_key. */
+static void check_cors_origins(loader_t *ld, const ag_toml_value_t *v)
+{
+    ld->cfg->cors_origins_set = v != NULL;
+    if (v == NULL || ag_toml_type(v) != AG_TOML_ARRAY)
+        return;
+    for (size_t i = 0; i < ag_toml_array_len(v); i++) {
+        const ag_toml_value_t *item = ag_toml_array_at(v, i);
+        const char *s;
+        size_t len;
+        if (ag_toml_get_string(item, &s, &len) != 0 || len == 0)
+            continue;
+        if (!(len == 1 && s[0] == '*') && !origin_valid(s, len))
+            report(ld, item,
+                   "aigate.cors_origins[%zu] must be \"*\" or an origin such as "
+                   "\"https://app.example.com\" (scheme, host, optional port; no path or slash)",
+                   i);
+    }
+}
+
 int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
 {
     loader_t ld = {cfg, path, errs, 0};
@@ -1300,6 +1397,7 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
                       "'%s' in [[unsafe.bindings]]",
                       r->path, r->rate_limit_binding);
     }
+    check_cors_origins(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "cors_origins"));
     if (strncmp(cfg->upstream, "http://", 7) != 0 && strncmp(cfg->upstream, "https://", 8) != 0)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "upstream"),
                "aigate.upstream must be an http:// or https:// URL");
@@ -1325,6 +1423,18 @@ const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding)
     return NULL;
 }
 
+bool ag_config_cors_allowed(char *const *origins, bool origins_set, bool seed_route,
+                            const char *origin, size_t len)
+{
+    if ((!origins_set && !seed_route) || origins == NULL || origin == NULL || len == 0)
+        return false;
+    for (char *const *o = origins; *o; o++) {
+        if (strcmp(*o, "*") == 0 || (strlen(*o) == len && memcmp(*o, origin, len) == 0))
+            return true;
+    }
+    return false;
+}
+
 const char *ag_config_find(const char *explicit_path)
 {
     if (explicit_path)
@@ -1343,8 +1453,9 @@ static void print_keys(FILE *out, const cfg_key_t *keys, size_t n, bool inherit)
                  "|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < n; i++) {
         const cfg_key_t *k = &keys[i];
-        static const char *tn[] = {"string", "integer",     "bytes",       "seconds", "bool",
-                                   "port",   "string list", "string list", "alias"};
+        static const char *tn[] = {"string", "integer", "bytes",       "seconds",
+                                   "bool",   "port",    "string list", "string list",
+                                   "alias",  "string",  "US dollars"};
         char def[64], range[64] = "";
         if (inherit)
             snprintf(def, sizeof(def), "[aigate]'s");
@@ -1352,14 +1463,22 @@ static void print_keys(FILE *out, const cfg_key_t *keys, size_t n, bool inherit)
             snprintf(def, sizeof(def), "`\"%s\"`", k->def_str);
         else if (k->type == K_BOOL)
             snprintf(def, sizeof(def), "`%s`", k->def_num ? "true" : "false");
+        else if (k->type == K_ENUM)
+            snprintf(def, sizeof(def), "`\"%s\"`", k->def_str);
+        else if (k->type == K_STRLIST && k->def_str)
+            snprintf(def, sizeof(def), "`[\"%s\"]`", k->def_str);
         else if (k->type == K_STRLIST || k->type == K_MODELS)
             snprintf(def, sizeof(def), "`[]`");
         else if (k->type == K_ALIAS)
             snprintf(def, sizeof(def), "unset");
         else
             snprintf(def, sizeof(def), "`%.15g`", k->def_num);
-        if (k->type == K_UINT || k->type == K_SIZE || k->type == K_SECONDS || k->type == K_PORT)
+        if (k->type == K_UINT || k->type == K_SIZE || k->type == K_SECONDS || k->type == K_PORT ||
+            k->type == K_USD)
             snprintf(range, sizeof(range), "%.15g to %.15g", k->min, k->max);
+        for (int c = 0; k->type == K_ENUM && enum_choices(k->offset)[c]; c++)
+            snprintf(range + strlen(range), sizeof(range) - strlen(range), "%s`\"%s\"`",
+                     c ? ", " : "", enum_choices(k->offset)[c]);
         fprintf(out, "| `%s` | %s | %s | %s | %s | %s |\n", k->name, tn[k->type], def, range,
                 applies[k->apply], k->help);
     }

@@ -90,6 +90,9 @@ typedef struct ag_route_settings {
     size_t nmodels;
 } ag_route_settings_t;
 
+/** `auth`: whether AI requests need a client key (platform.md section 6). */
+typedef enum { AG_AUTH_OFF = 0, AG_AUTH_OPTIONAL = 1, AG_AUTH_REQUIRED = 2 } ag_auth_mode_t;
+
 typedef struct ag_config {
     char *path; /* the file loaded, or NULL for embedded defaults; owned */
     char *name; /* wrangler `name` */
@@ -140,6 +143,11 @@ typedef struct ag_config {
     bool usage_log;
     char *usage_log_binding; /* R2 binding whose bucket holds logs/ */
     unsigned usage_log_flush_ms;
+    /* client access */
+    int auth;                          /* ag_auth_mode_t */
+    double budget_daily_usd;           /* 0: no global budget */
+    char **cors_origins;               /* NULL-terminated; the default is {"*"} */
+    bool cors_origins_set;             /* false: the default, which applies to /api/generate only */
     ag_config_ratelimit_t *ratelimits; /* [[unsafe.bindings]] of type ratelimit */
     size_t nratelimits;
     ag_config_binding_t *kv_namespaces;
@@ -208,6 +216,14 @@ const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const c
 
 /** The bucket name bound to R2 binding `binding` (its bucket_name), or NULL. */
 const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding);
+
+/** Whether a request from `origin` gets CORS headers (platform.md section 6):
+ *  the origin, or "*", is in `origins` (the config's cors_origins). The default
+ *  list, not written in the file (origins_set false), counts only where
+ *  seed_route (/api/generate); every other route answers CORS only to origins
+ *  written explicitly. Borrowed arguments; pure. */
+bool ag_config_cors_allowed(char *const *origins, bool origins_set, bool seed_route,
+                            const char *origin, size_t len);
 
 /** Prints the key table as Markdown (docs/config.md is generated from it). */
 void ag_config_print_reference(FILE *out);

@@ -7,6 +7,7 @@
 #include "util/platform.h"
 
 #include "store/kv.h"
+#include "store/lmdb_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -106,39 +107,6 @@ static bool rec_expired(const rec_t *r, int64_t now_ms)
     return r->expiration_ms != 0 && now_ms >= r->expiration_ms;
 }
 
-static int map_mdb(int rc)
-{
-    switch (rc) {
-    case MDB_SUCCESS:
-        return 0;
-    case MDB_NOTFOUND:
-        return AG_ENOTFOUND;
-    case MDB_MAP_FULL:
-        return AG_KV_EMAP_FULL;
-    case MDB_READERS_FULL:
-        return AG_KV_EREADERS_FULL;
-    case MDB_TXN_FULL:
-    case MDB_BAD_VALSIZE:
-        return AG_KV_ETXN_TOO_BIG;
-    case MDB_CORRUPTED:
-    case MDB_PANIC:
-    case MDB_VERSION_MISMATCH:
-    case MDB_INVALID:
-    case MDB_PAGE_NOTFOUND:
-    case MDB_INCOMPATIBLE:
-        return AG_KV_ECORRUPT;
-    case ENOSPC:
-    case EDQUOT:
-    case EFBIG:
-        return AG_KV_EDISK_FULL;
-    case ENOMEM:
-        return -ENOMEM;
-    default:
-        /* LMDB returns system errors as positive errno values. */
-        return rc > 0 ? -rc : AG_KV_ECORRUPT;
-    }
-}
-
 /* Fails only when OpenSSL runs out of memory. */
 static int sha256(const void *data, size_t len, unsigned char out[SHA_LEN])
 {
@@ -161,7 +129,7 @@ static int txn_begin(kv_env_t *e, unsigned flags, MDB_txn **txn)
     for (int tries = 0;; tries++) {
         int rc = mdb_txn_begin(e->env, NULL, flags, txn);
         if (rc != MDB_MAP_RESIZED || tries == 4)
-            return map_mdb(rc);
+            return ag__lmdb_err(rc);
         pthread_rwlock_unlock(&e->resize_lock);
         pthread_rwlock_wrlock(&e->resize_lock);
         mdb_env_set_mapsize(e->env, 0);
@@ -172,7 +140,7 @@ static int txn_begin(kv_env_t *e, unsigned flags, MDB_txn **txn)
 
 static int txn_commit(MDB_txn *txn)
 {
-    return map_mdb(mdb_txn_commit(txn));
+    return ag__lmdb_err(mdb_txn_commit(txn));
 }
 
 /* Finds the record of key; *v points into the map until the txn ends. */
@@ -189,7 +157,7 @@ static int fetch(kv_env_t *e, MDB_txn *txn, const void *key, size_t keylen, rec_
     } else {
         k = (MDB_val){keylen, (void *)key};
     }
-    int rc = map_mdb(mdb_get(txn, dbi, &k, &v));
+    int rc = ag__lmdb_err(mdb_get(txn, dbi, &k, &v));
     if (rc < 0)
         return rc;
     rc = rec_decode(&v, r);
@@ -316,7 +284,7 @@ static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val
     if (rc < 0)
         goto abort;
     /* MDB_RESERVE: the record is built in place, no second copy of the value. */
-    rc = map_mdb(mdb_put(txn, dbi, &k, &v, MDB_RESERVE));
+    rc = ag__lmdb_err(mdb_put(txn, dbi, &k, &v, MDB_RESERVE));
     if (rc < 0)
         goto abort;
     unsigned char *p = v.mv_data;
@@ -339,7 +307,7 @@ static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val
         MDB_val tail = {keylen - e->maxkey, (unsigned char *)key + e->maxkey};
         int mrc = mdb_put(txn, e->longidx, &head, &tail, MDB_NODUPDATA);
         if (mrc != MDB_KEYEXIST) {
-            rc = map_mdb(mrc);
+            rc = ag__lmdb_err(mrc);
             if (rc < 0)
                 goto abort;
         }
@@ -359,7 +327,7 @@ static int del_longidx(kv_env_t *e, MDB_txn *txn, const void *key, size_t keylen
     MDB_val head = {e->maxkey, (void *)key};
     MDB_val tail = {keylen - e->maxkey, (unsigned char *)key + e->maxkey};
     int rc = mdb_del(txn, e->longidx, &head, &tail);
-    return rc == MDB_NOTFOUND ? 0 : map_mdb(rc);
+    return rc == MDB_NOTFOUND ? 0 : ag__lmdb_err(rc);
 }
 
 static int lmdb_del(ag_kv_t *kv, const void *key, size_t keylen)
@@ -376,12 +344,12 @@ static int lmdb_del(ag_kv_t *kv, const void *key, size_t keylen)
         MDB_val k = {SHA_LEN, hash};
         rc = sha256(key, keylen, hash);
         if (rc == 0)
-            rc = map_mdb(mdb_del(txn, e->lng, &k, NULL));
+            rc = ag__lmdb_err(mdb_del(txn, e->lng, &k, NULL));
         if (rc == 0)
             rc = del_longidx(e, txn, key, keylen);
     } else {
         MDB_val k = {keylen, (void *)key};
-        rc = map_mdb(mdb_del(txn, e->main, &k, NULL));
+        rc = ag__lmdb_err(mdb_del(txn, e->main, &k, NULL));
     }
     if (rc < 0) {
         mdb_txn_abort(txn); /* also when missing: nothing to write */
@@ -416,7 +384,7 @@ static int src_load(list_src_t *s, int mrc, const MDB_val *k, const MDB_val *v)
             return 0;
         }
         if (mrc != 0)
-            return map_mdb(mrc);
+            return ag__lmdb_err(mrc);
         if (!s->is_long) {
             if (k->mv_size > AG_KV_MAX_KEY_LEN)
                 return AG_KV_ECORRUPT;
@@ -534,7 +502,7 @@ static int lmdb_list(ag_kv_t *kv, const void *prefix, size_t prefixlen, const vo
         src[i].e = e;
         src[i].txn = txn;
         src[i].is_long = i == 1;
-        rc = map_mdb(mdb_cursor_open(txn, i ? e->longidx : e->main, &src[i].cur));
+        rc = ag__lmdb_err(mdb_cursor_open(txn, i ? e->longidx : e->main, &src[i].cur));
         if (rc < 0)
             goto done;
         rc = src_seek(&src[i], start, startlen, exclusive);
@@ -594,7 +562,7 @@ static int lmdb_sweep(ag_kv_t *kv, size_t max_keys)
     int db = max_keys ? h->sweep_db : 0;
     bool resume = max_keys && h->sweep_keylen > 0;
     for (; db < 2; db++) {
-        rc = map_mdb(mdb_cursor_open(txn, db ? e->lng : e->main, &cur));
+        rc = ag__lmdb_err(mdb_cursor_open(txn, db ? e->lng : e->main, &cur));
         if (rc < 0)
             goto abort;
         MDB_val k, v;
@@ -625,13 +593,13 @@ static int lmdb_sweep(ag_kv_t *kv, size_t max_keys)
                 if (rc < 0)
                     goto abort;
             }
-            rc = map_mdb(mdb_cursor_del(cur, 0));
+            rc = ag__lmdb_err(mdb_cursor_del(cur, 0));
             if (rc < 0)
                 goto abort;
             deleted++;
         }
         if (mrc != MDB_NOTFOUND) {
-            rc = map_mdb(mrc);
+            rc = ag__lmdb_err(mrc);
             goto abort;
         }
         mdb_cursor_close(cur);
@@ -663,14 +631,14 @@ static int lmdb_stat(ag_kv_t *kv, ag_kv_stat_t *st)
     int rc = txn_begin(e, MDB_RDONLY, &txn);
     if (rc < 0)
         goto out;
-    rc = map_mdb(mdb_stat(txn, e->main, &ms));
+    rc = ag__lmdb_err(mdb_stat(txn, e->main, &ms));
     if (rc == 0) {
         st->entries = ms.ms_entries;
-        rc = map_mdb(mdb_stat(txn, e->lng, &ms));
+        rc = ag__lmdb_err(mdb_stat(txn, e->lng, &ms));
         st->entries += ms.ms_entries;
     }
     if (rc == 0)
-        rc = map_mdb(mdb_env_info(e->env, &info));
+        rc = ag__lmdb_err(mdb_env_info(e->env, &info));
     if (rc == 0) {
         st->map_size = info.me_mapsize;
         st->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
@@ -726,39 +694,29 @@ static int env_create(const char *dir, size_t map_size, bool no_sync, kv_env_t *
     if (e == NULL)
         return -ENOMEM;
     MDB_txn *txn = NULL;
-    int rc = map_mdb(mdb_env_create(&e->env));
+    /* MDB_NOTLS: read transactions are not tied to a thread, since the server
+     * may begin and end them on different event-loop threads. */
+    int rc = ag__lmdb_open(dir, 4, map_size, MDB_NOTLS | (no_sync ? MDB_NOSYNC : 0), 0, &e->env);
     if (rc < 0) {
         free(e);
         return rc;
     }
-    rc = map_mdb(mdb_env_set_maxdbs(e->env, 4));
-    if (rc == 0)
-        rc = map_mdb(mdb_env_set_mapsize(e->env, map_size));
-    /* MDB_NOTLS: read transactions are not tied to a thread, since the server
-     * may begin and end them on different event-loop threads. */
-    if (rc == 0)
-        rc = map_mdb(mdb_env_open(e->env, dir, MDB_NOTLS | (no_sync ? MDB_NOSYNC : 0), 0600));
-    if (rc < 0)
-        goto fail;
     MDB_stat est;
-    rc = map_mdb(mdb_env_stat(e->env, &est));
+    rc = ag__lmdb_err(mdb_env_stat(e->env, &est));
     if (rc < 0)
         goto fail;
     e->psize = est.ms_psize;
     e->maxkey = (size_t)mdb_env_get_maxkeysize(e->env);
     if (e->maxkey > AG_KV_MAX_KEY_LEN)
         e->maxkey = AG_KV_MAX_KEY_LEN;
-    /* Reader slots of processes that died (a killed CLI) would pin old pages. */
-    int dead;
-    mdb_reader_check(e->env, &dead);
-    rc = map_mdb(mdb_txn_begin(e->env, NULL, 0, &txn));
+    rc = ag__lmdb_err(mdb_txn_begin(e->env, NULL, 0, &txn));
     if (rc < 0)
         goto fail;
-    rc = map_mdb(mdb_dbi_open(txn, "main", MDB_CREATE, &e->main));
+    rc = ag__lmdb_err(mdb_dbi_open(txn, "main", MDB_CREATE, &e->main));
     if (rc == 0)
-        rc = map_mdb(mdb_dbi_open(txn, "long", MDB_CREATE, &e->lng));
+        rc = ag__lmdb_err(mdb_dbi_open(txn, "long", MDB_CREATE, &e->lng));
     if (rc == 0)
-        rc = map_mdb(mdb_dbi_open(txn, "longidx", MDB_CREATE | MDB_DUPSORT, &e->longidx));
+        rc = ag__lmdb_err(mdb_dbi_open(txn, "longidx", MDB_CREATE | MDB_DUPSORT, &e->longidx));
     if (rc < 0) {
         mdb_txn_abort(txn);
         goto fail;

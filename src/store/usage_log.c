@@ -183,6 +183,20 @@ double ag_usage_cost_usd(const ag_price_t *prices, size_t n, const char *model, 
     return isfinite(usd) ? usd : 0;
 }
 
+double ag_usage_worst_case_usd(const ag_price_t *prices, size_t n, const char *model,
+                               size_t body_bytes, int64_t max_tokens, bool caching)
+{
+    const ag_price_t *p = price_find(prices, n, model);
+    if (p == NULL)
+        return 0;
+    double cw_rate =
+        p->cache_write_per_mtok > 0 ? p->cache_write_per_mtok : 1.25 * p->input_per_mtok;
+    double in_rate = caching && cw_rate > p->input_per_mtok ? cw_rate : p->input_per_mtok;
+    double out = max_tokens > 0 ? (double)max_tokens : 0;
+    double usd = ((double)body_bytes * in_rate + out * p->output_per_mtok) / 1e6;
+    return isfinite(usd) ? usd : 0;
+}
+
 static void prices_free(ag_price_t *prices, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -76,6 +76,15 @@ typedef struct ag_price {
 double ag_usage_cost_usd(const ag_price_t *prices, size_t n, const char *model, int64_t in_tok,
                          int64_t out_tok, int64_t cache_write_tok, int64_t cache_read_tok);
 
+/** The most a request can cost, which budgets reserve before it goes upstream
+ *  (platform.md section 6): every byte of the upstream body counted as an input
+ *  token (no tokenizer yields more tokens than bytes), priced at the higher of
+ *  the input and cache-write rates when the request asks for caching, and
+ *  max_tokens output tokens. Unknown model or NULL: 0, as ag_usage_cost_usd()
+ *  (whose real cost is then 0 too). Pure function, thread-safe. */
+double ag_usage_worst_case_usd(const ag_price_t *prices, size_t n, const char *model,
+                               size_t body_bytes, int64_t max_tokens, bool caching);
+
 typedef enum ag_usage_queue_full_policy {
     /* Default. A full queue rejects the entry at once with AG_EFULL and counts
      * it in `dropped`: a stalled store must not stall the event loops. */

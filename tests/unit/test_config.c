@@ -189,7 +189,91 @@ TEST(reference_lists_route_keys_and_how_each_applies)
     ASSERT(strstr(text, "| `api_key_secret` | string |") != NULL);
     ASSERT(strstr(text, "[aigate.routes.\"PATH\"]") != NULL);
     ASSERT(strstr(text, "| `rate_limit` | integer | [aigate]'s |") != NULL);
+    ASSERT(strstr(text, "| `auth` | string | `\"off\"` | `\"off\"`, `\"optional\"`, `\"required\"` "
+                        "| reload |") != NULL);
+    ASSERT(strstr(text, "| `budget_daily_usd` | US dollars | `0` | 0 to 1000000000 | reload |") !=
+           NULL);
+    ASSERT(strstr(text, "| `cors_origins` | string list | `[\"*\"]` |  | reload |") != NULL);
     free(text);
+}
+
+TEST(client_access_keys_default_and_load)
+{
+    ag_config_t cfg;
+    ag_config_defaults(&cfg);
+    ASSERT_EQ(cfg.auth, AG_AUTH_OFF);
+    ASSERT(cfg.budget_daily_usd == 0);
+    ASSERT(cfg.cors_origins != NULL && cfg.cors_origins[1] == NULL);
+    ASSERT_STREQ(cfg.cors_origins[0], "*");
+    ASSERT(!cfg.cors_origins_set);
+    ag_config_fini(&cfg);
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[aigate]\nauth = \"required\"\nbudget_daily_usd = 12.5\n"
+                   "cors_origins = [\"https://app.example.com\", \"http://localhost:5173\"]\n",
+                   &diag),
+              0);
+    ASSERT_EQ(cfg.auth, AG_AUTH_REQUIRED);
+    ASSERT(cfg.budget_daily_usd == 12.5);
+    ASSERT(cfg.cors_origins_set);
+    ASSERT_STREQ(cfg.cors_origins[0], "https://app.example.com");
+    ASSERT_STREQ(cfg.cors_origins[1], "http://localhost:5173");
+    ASSERT(cfg.cors_origins[2] == NULL);
+    free(diag);
+    ag_config_fini(&cfg);
+    diag = NULL;
+    ASSERT_EQ(load(&cfg, "[aigate]\nauth = \"optional\"\ncors_origins = []\n", &diag), 0);
+    ASSERT_EQ(cfg.auth, AG_AUTH_OPTIONAL);
+    ASSERT(cfg.cors_origins_set && cfg.cors_origins[0] == NULL);
+    free(diag);
+    ag_config_fini(&cfg);
+    ASSERT_EQ(ag_config_key_apply("auth"), AG_KEY_RELOAD);
+    /* CORS: the default "*" on /api/generate only; an explicit list everywhere. */
+    ag_config_defaults(&cfg);
+    ASSERT(ag_config_cors_allowed(cfg.cors_origins, cfg.cors_origins_set, true, "https://a.b", 11));
+    ASSERT(
+        !ag_config_cors_allowed(cfg.cors_origins, cfg.cors_origins_set, false, "https://a.b", 11));
+    ASSERT(!ag_config_cors_allowed(cfg.cors_origins, cfg.cors_origins_set, true, "", 0));
+    ag_config_fini(&cfg);
+    char *const list[] = {"https://app.example.com", NULL};
+    ASSERT(ag_config_cors_allowed(list, true, false, "https://app.example.com", 23));
+    ASSERT(ag_config_cors_allowed(list, true, true, "https://app.example.com", 23));
+    ASSERT(!ag_config_cors_allowed(list, true, true, "https://app.example.co", 22));
+    ASSERT(!ag_config_cors_allowed(list, true, false, "https://evil.example", 20));
+    char *const star[] = {"*", NULL};
+    ASSERT(ag_config_cors_allowed(star, true, false, "https://any.example", 19));
+    char *const none[] = {NULL};
+    ASSERT(!ag_config_cors_allowed(none, true, true, "https://any.example", 19));
+    ASSERT_EQ(ag_config_key_apply("budget_daily_usd"), AG_KEY_RELOAD);
+    ASSERT_EQ(ag_config_key_apply("cors_origins"), AG_KEY_RELOAD);
+}
+
+TEST(client_access_mistakes_name_their_place)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[aigate]\nauth = \"on\"\nbudget_daily_usd = -1\n"
+                   "cors_origins = [\"*\", \"https://ok.example\", \"https://x.example/\", "
+                   "\"example.com\", 3]\n",
+                   &diag),
+              AG_EBADCONFIG);
+    ASSERT(strstr(diag, ":2:8: aigate.auth must be one of \"off\", \"optional\", \"required\"") !=
+           NULL);
+    ASSERT(strstr(diag, ":3:20: aigate.budget_daily_usd = -1 is out of range") != NULL);
+    ASSERT(strstr(diag, ":4:44: aigate.cors_origins[2] must be \"*\" or an origin") != NULL);
+    ASSERT(strstr(diag, ":4:66: aigate.cors_origins[3] must be") != NULL);
+    ASSERT(strstr(diag, ":4:81: aigate.cors_origins[4] must be a non-empty string") != NULL);
+    ASSERT(strstr(diag, "cors_origins[0]") == NULL && strstr(diag, "cors_origins[1]") == NULL);
+    free(diag);
+    ag_config_fini(&cfg);
+    diag = NULL;
+    ASSERT_EQ(load(&cfg, "[aigate]\nauth = true\nbudget_daily_usd = \"5\"\n", &diag),
+              AG_EBADCONFIG);
+    ASSERT(strstr(diag, ":2:8: aigate.auth must be one of") != NULL);
+    ASSERT(strstr(diag, ":3:20: aigate.budget_daily_usd must be a number") != NULL);
+    free(diag);
+    ag_config_fini(&cfg);
 }
 
 TEST(tasks_and_triggers_load_as_written)
@@ -278,4 +362,6 @@ AG_TESTS(
                     AG_TEST_ENTRY(route_errors_name_file_line_and_col)
                         AG_TEST_ENTRY(keys_say_how_they_apply)
                             AG_TEST_ENTRY(config_holds_secret_names_not_values)
-                                AG_TEST_ENTRY(reference_lists_route_keys_and_how_each_applies))
+                                AG_TEST_ENTRY(reference_lists_route_keys_and_how_each_applies)
+                                    AG_TEST_ENTRY(client_access_keys_default_and_load)
+                                        AG_TEST_ENTRY(client_access_mistakes_name_their_place))
