@@ -33,7 +33,7 @@ deps-test: deps-build
 	$(call ensure_pkgs,$(TEST_PKGS))
 	@command -v node >/dev/null || $(MAKE) --no-print-directory NODE_PKG=1 deps-node
 	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] && [ -d node_modules/puppeteer-core ] && \
-	  [ -d node_modules/croner ] && [ -d node_modules/smtp-server ] || \
+	  [ -d node_modules/croner ] && [ -d node_modules/smtp-server ] && [ -d node_modules/openai ] || \
 	  npm install --no-audit --no-fund --silent
 
 # The dashboard's chart library (uPlot), pinned by web/package-lock.json: the build embeds it
