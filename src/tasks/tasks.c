@@ -356,7 +356,12 @@ static void usage_entry(run_t *r)
         return;
     ag_usage_entry_t e;
     memset(&e, 0, sizeof(e));
-    ag_usage_entry_set_str(e.model, sizeof(e.model), r->t->model, strlen(r->t->model));
+    const char *model = r->answered_by ? r->answered_by : r->t->model;
+    ag_usage_entry_set_str(e.model, sizeof(e.model), model, strlen(model));
+    if (r->answered_by)
+        ag_usage_entry_set_str(e.fallback_from, sizeof(e.fallback_from), r->t->model,
+                               strlen(r->t->model));
+    e.queued_ms = (uint32_t)(r->queued_us / 1000);
     ag_usage_entry_set_str(e.client, sizeof(e.client), "scheduled", 9);
     char id[40];
     snprintf(id, sizeof(id), "cron-%s-%lld", r->t->c->name, (long long)r->scheduled_ms);

@@ -370,3 +370,34 @@ test('a reset past queue_timeout is refused at once; the metrics pass promtool',
         await g.stop();
     }
 });
+
+test('scheduled tasks: routed by task through [aigate.routing], retried, fallen back', async () => {
+    const g = await startGateway({
+        upstream: `http://127.0.0.1:${up.port}`,
+        config: `[aigate]\n${FAST}usage_log_flush = 0.1\n[aigate.routing]\nstrategy = "claude-sonnet-4-6"\n` +
+            '[aigate.fallbacks]\n"claude-sonnet-4-6" = ["claude-haiku-4-5"]\n' +
+            '[[aigate.tasks]]\nname = "plan"\ncron = "0 9 * * MON"\ntask = "strategy"\nprompt = "Plan the week."\n',
+    });
+    try {
+        up.setKnobs({ script: [529, 200] });
+        let r = await request(`${g.adminUrl}/tasks/plan/run`, { method: 'POST', timeoutMs: 30000 });
+        assert.equal(r.status, 200, r.body);
+        assert.equal(r.json.outcome, 'ok');
+        assert.equal(r.json.attempts, 2);
+        assert.equal(up.stats().lastRequest.body.model, 'claude-sonnet-4-6', 'strategy routed by the table');
+
+        up.setKnobs({ script: null, modelStatus: { 'claude-sonnet-4-6': 529 } });
+        r = await request(`${g.adminUrl}/tasks/plan/run`, { method: 'POST', timeoutMs: 30000 });
+        assert.equal(r.json.outcome, 'ok', r.body);
+        assert.equal(r.json.attempts, 4);
+        assert.equal(up.stats().lastRequest.body.model, 'claude-haiku-4-5');
+        let e;
+        await until(() => (e = usageEntries(g).filter((x) => x.route === 'scheduled').pop()) && e.fallbackFrom, 10000, 'the run\'s entry');
+        assert.equal(e.fallbackFrom, 'claude-sonnet-4-6');
+        assert.equal(e.model, 'claude-haiku-4-5');
+        assert.ok(await metric(g, 'aigate_upstream_retries_total', { reason: 'overloaded' }) >= 3);
+    } finally {
+        up.resetKnobs();
+        await g.stop();
+    }
+});
