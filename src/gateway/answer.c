@@ -80,19 +80,23 @@ int ag__gw_join_text_blocks(json_t *content, ag_buf_t *out)
 /* Logs why upstream failed: status and Anthropic's error type and message. */
 void ag__gw_log_upstream_failure(const char *id, const ag_upstream_response_t *resp)
 {
+    char a[96], b[256];
     if (resp->error) {
-        ag_log_warn("request %s: upstream failed: %s (status %d)", id,
-                    resp->error_text ? resp->error_text : ag_strerror(resp->error), resp->status);
+        const char *text = resp->error_text ? resp->error_text : ag_strerror(resp->error);
+        ag_log_escape(a, sizeof(a), text, strlen(text));
+        ag_log_warn("request %s: upstream failed: %s (status %d)", id, a, resp->status);
         return;
     }
     json_t *root = json_loadb(resp->body.ptr, resp->body.len, 0, NULL);
     json_t *err = json_object_get(root, "error");
-    const char *type = json_string_value(json_object_get(err, "type"));
-    const char *msg = json_string_value(json_object_get(err, "message"));
-    if (type)
-        ag_log_warn("request %s: upstream answered %d: %s: %.200s", id, resp->status, type,
-                    msg ? msg : "");
-    else
+    json_t *type = json_object_get(err, "type"), *msg = json_object_get(err, "message");
+    /* The upstream's words are escaped: a newline in them must not forge a log line. */
+    if (json_is_string(type)) {
+        ag_log_escape(a, sizeof(a), json_string_value(type), json_string_length(type));
+        ag_log_escape(b, sizeof(b), json_is_string(msg) ? json_string_value(msg) : "",
+                      json_is_string(msg) ? json_string_length(msg) : 0);
+        ag_log_warn("request %s: upstream answered %d: %s: %s", id, resp->status, a, b);
+    } else
         ag_log_warn("request %s: upstream answered %d with %zu unparsable bytes", id, resp->status,
                     resp->body.len);
     json_decref(root);

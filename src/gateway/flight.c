@@ -42,6 +42,7 @@ struct gw_fetch {
     gw_flight_finish_fn finish;
     unsigned char key[SHA256_DIGEST_LENGTH];
     char kv_key[GW_KV_KEY_LEN];
+    char req_id[48]; /* the leading request's, for the log */
     char *body; /* upstream request body */
     size_t body_len;
     char model[128];
@@ -266,7 +267,7 @@ static void fetch_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
         r = ag__gw_result_error(503, gw_call_refusal_message(s->refusal));
     } else {
         /* A fallback's answer is not the one asked for: never cached for the first model. */
-        r = f->finish(w, f->route, f->kv_key, resp, !info.fallback_from[0]);
+        r = f->finish(w, f->route, f->kv_key, f->req_id, resp, !info.fallback_from[0]);
     }
     if (r)
         r->call = info;
@@ -276,7 +277,7 @@ static void fetch_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
 }
 
 void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned char *key,
-                     const char *kv_key, const char *model, ag_str_t body,
+                     const char *kv_key, const char *req_id, const char *model, ag_str_t body,
                      const char *const *headers, gw_flight_finish_fn finish)
 {
     gw_fetch_t *f = calloc(1, sizeof(*f));
@@ -289,6 +290,7 @@ void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned cha
         f->finish = finish;
         memcpy(f->key, key, SHA256_DIGEST_LENGTH);
         snprintf(f->kv_key, sizeof(f->kv_key), "%s", kv_key);
+        snprintf(f->req_id, sizeof(f->req_id), "%s", req_id);
         memcpy(copy, body.ptr, body.len);
         f->body = copy;
         f->body_len = body.len;

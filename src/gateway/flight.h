@@ -18,9 +18,10 @@
 typedef void (*gw_flight_cb)(void *ctx, const shared_result_t *res);
 
 /** Turns the upstream's answer into the shared result (and fills the cache
- *  when `may_fill`); runs on the leading worker. */
+ *  when `may_fill`); runs on the leading worker. `req_id` names the leading
+ *  request in the log. */
 typedef shared_result_t *(*gw_flight_finish_fn)(gw_worker_t *w, const gw_route_t *route,
-                                                const char *kv_key,
+                                                const char *kv_key, const char *req_id,
                                                 const ag_upstream_response_t *resp, bool may_fill);
 
 /** Joins the flight for `key`. @return true when the caller leads: it must
@@ -34,7 +35,7 @@ void gw_flight_leave(gw_worker_t *w, gw_waiter_t *waiter, const unsigned char *k
 /** The leader's upstream call; every waiter of the flight gets its result.
  *  The call holds the generation, so it outlives its own request. */
 void gw_flight_fetch(gw_worker_t *w, const gw_route_t *route, const unsigned char *key,
-                     const char *kv_key, const char *model, ag_str_t body,
+                     const char *kv_key, const char *req_id, const char *model, ag_str_t body,
                      const char *const *headers, gw_flight_finish_fn finish);
 
 /** Worker start and stop: the mailbox, and the calls it still leads (their

@@ -79,6 +79,23 @@ static void relay_drained(ag_req_t *req, void *data)
     }
 }
 
+bool gw_header_value_safe(ag_str_t v)
+{
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.ptr[i] == '\r' || v.ptr[i] == '\n' || v.ptr[i] == '\0')
+            return false;
+    }
+    return true;
+}
+
+const char *gw_upstream_content_type(ag_req_t *req, ag_str_t headers)
+{
+    ag_str_t ct = ag_upstream_header(headers, "content-type");
+    if (!ct.len || !gw_header_value_safe(ct))
+        return "application/json";
+    return ag_pool_strndup(&req->pool, ct.ptr, ct.len);
+}
+
 void gw_forward_upstream_headers(ag_req_t *req, ag_str_t headers)
 {
     const char *p = headers.ptr, *end = headers.ptr + headers.len;
@@ -96,10 +113,21 @@ void gw_forward_upstream_headers(ag_req_t *req, ag_str_t headers)
                 const char *v = colon + 1, *ve = le;
                 while (v < ve && (*v == ' ' || *v == '\t'))
                     v++;
-                while (ve > v && (ve[-1] == '\r' || ve[-1] == ' '))
+                if (ve > v && ve[-1] == '\r')
+                    ve--; /* the line's own CR; any other CR, LF or NUL is an injection */
+                while (ve > v && ve[-1] == ' ')
                     ve--;
-                char *name = ag_pool_strndup(&req->pool, p, nlen);
-                ag_req_add_header(req, name, ag_str(v, (size_t)(ve - v)));
+                ag_str_t value = ag_str(v, (size_t)(ve - v));
+                if (gw_header_value_safe(value)) {
+                    char *name = ag_pool_strndup(&req->pool, p, nlen);
+                    ag_req_add_header(req, name, value);
+                } else {
+                    char shown[80];
+                    ag_log_escape(shown, sizeof(shown), p, nlen);
+                    ag_log_warn("request %s: upstream header %s dropped: its value holds a CR, LF "
+                                "or NUL",
+                                req->id, shown);
+                }
             }
         }
         p = eol ? eol + 1 : end;
@@ -168,10 +196,7 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
         gw_call_apply(req, &info, true);
         if (proto->passthrough && !resp->error && resp->status >= 400) {
             gw_forward_upstream_headers(req, resp->headers);
-            ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
-            ag_req_respond(req, resp->status,
-                           ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len)
-                                  : "application/json",
+            ag_req_respond(req, resp->status, gw_upstream_content_type(req, resp->headers),
                            resp->body);
             return;
         }

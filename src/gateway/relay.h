@@ -16,7 +16,14 @@
 void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *model,
                     ag_str_t body, const char *const *headers, const char *kv_key);
 
-/** Response headers of Anthropic's that a passthrough client should see. */
+/** Response headers of Anthropic's that a passthrough client should see.
+ *  A value holding a CR, LF or NUL is dropped (and logged), never relayed. */
 void gw_forward_upstream_headers(ag_req_t *req, ag_str_t headers);
+
+/** True when a header value may be relayed: no CR, LF or NUL. */
+bool gw_header_value_safe(ag_str_t value);
+
+/** The upstream's content-type, when safe to relay (in the pool); else JSON's. */
+const char *gw_upstream_content_type(ag_req_t *req, ag_str_t headers);
 
 #endif

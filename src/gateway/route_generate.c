@@ -99,12 +99,13 @@ static void gen_on_result(void *ctx, const shared_result_t *r)
 
 /* The leader's answer: the seed's response for every waiter, and the fill. */
 static shared_result_t *gen_finish(gw_worker_t *w, const gw_route_t *route, const char *kv_key,
-                                   const ag_upstream_response_t *resp, bool may_fill)
+                                   const char *req_id, const ag_upstream_response_t *resp,
+                                   bool may_fill)
 {
     ag_buf_t value;
     ag_buf_init(&value, 0);
     bool fill = may_fill && route->cache && w->gw->cache;
-    shared_result_t *r = ag__gw_result_from_upstream(kv_key + 7, resp, fill ? &value : NULL);
+    shared_result_t *r = ag__gw_result_from_upstream(req_id, resp, fill ? &value : NULL);
     if (fill && value.len)
         gw_cache_fill(w, route->gen->cache_ttl_s, kv_key, &value);
     ag_buf_fini(&value);
@@ -189,7 +190,7 @@ static void gen_upstream(void *ctx)
     g->waiter = waiter;
     g->led = lead;
     if (lead)
-        gw_flight_fetch(g->w, g->route, g->key, g->kv_key, g->model.ptr, g->body,
+        gw_flight_fetch(g->w, g->route, g->key, g->kv_key, req->id, g->model.ptr, g->body,
                         gen->generate_headers, gen_finish);
 }
 
@@ -255,6 +256,8 @@ void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
                   gw_route_model_allowed(route, mbuf.data ? mbuf.data : "", mbuf.len);
         if (ok)
             model = ag_pool_strdup_str(&req->pool, ag_str(mbuf.data, mbuf.len));
+        else if (toks[jm].type == AG_JT_STRING)
+            gw_log_model_refused(req, route, mbuf.data ? mbuf.data : "", mbuf.len);
         ag_buf_fini(&mbuf);
         if (!ok) {
             ag_req_respond_error(req, 400, MSG_INVALID_MODEL);

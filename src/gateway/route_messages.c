@@ -158,10 +158,17 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
         messages_error(req, 502, "api_error", "Upstream connection failed");
         return;
     }
+    json_t *root = resp->status == 200 ? json_loadb(resp->body.ptr, resp->body.len, 0, NULL) : NULL;
+    if (resp->status < 100 || resp->status > 599 || (resp->status == 200 && !json_is_object(root))) {
+        /* Not an answer a client of Anthropic's API can take: say so in its shape. */
+        json_decref(root);
+        ag_log_warn("request %s: upstream answered %d with %zu bytes that are not a Message",
+                    req->id, resp->status, resp->body.len);
+        messages_error(req, 502, "api_error", "Upstream sent an invalid response");
+        return;
+    }
     gw_forward_upstream_headers(req, resp->headers);
-    ag_str_t ct = ag_upstream_header(resp->headers, "content-type");
     if (resp->status == 200) {
-        json_t *root = json_loadb(resp->body.ptr, resp->body.len, 0, NULL);
         json_t *usage = json_object_get(root, "usage");
         ag_buf_t text;
         ag_buf_init(&text, 0);
@@ -182,9 +189,7 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
         ag_buf_fini(&v);
     }
     ag_req_cpu_add(req, resp->cpu_us + ag_mono_us() - t0);
-    ag_req_respond(req, resp->status,
-                   ct.len ? ag_pool_strndup(&req->pool, ct.ptr, ct.len) : "application/json",
-                   resp->body);
+    ag_req_respond(req, resp->status, gw_upstream_content_type(req, resp->headers), resp->body);
 }
 
 /* The UTF-16 length of the last user turn's text, the seed's promptLength. */
@@ -239,21 +244,32 @@ void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     m->route = route;
     req->handler_data = m;
     ag_pool_on_clear(&req->pool, msg_cleanup, m);
-    m->root = json_loadb(req->body.ptr, req->body.len, JSON_ALLOW_NUL, NULL);
+    /* Duplicate keys are refused: the upstream might read another duplicate
+     * than the one checked here and cached under this key. */
+    json_error_t jerr;
+    m->root = json_loadb(req->body.ptr, req->body.len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES,
+                         &jerr);
     if (!json_is_object(m->root)) {
-        messages_error(req, 400, "invalid_request_error", "The request body is not valid JSON.");
+        bool dup = strstr(jerr.text, "duplicate") != NULL;
+        messages_error(req, 400, "invalid_request_error",
+                       dup ? "The request body has a duplicate key." : "The request body is not valid JSON.");
         return;
     }
     json_t *model = json_object_get(m->root, "model");
     const char *mname = NULL;
-    if (json_is_string(model)) {
-        mname = ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
-        req->ai.model = mname; /* the access log names it even when refused */
-        m->model = mname;
-        if (!gw_route_model_allowed(route, json_string_value(model), json_string_length(model))) {
-            messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
-            return;
-        }
+    if (!json_is_string(model)) {
+        /* Checked here, not upstream: an unchecked model would pass the allowlist. */
+        messages_error(req, 400, "invalid_request_error",
+                       model ? "model: Input should be a valid string" : "model: Field required");
+        return;
+    }
+    mname = ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
+    req->ai.model = mname; /* the access log names it even when refused */
+    m->model = mname;
+    if (!gw_route_model_allowed(route, json_string_value(model), json_string_length(model))) {
+        gw_log_model_refused(req, route, json_string_value(model), json_string_length(model));
+        messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
+        return;
     }
     m->stream = json_is_true(json_object_get(m->root, "stream"));
     gw_step_usage_begin(req, mname, last_user_units(m->root), m->stream);

@@ -120,3 +120,14 @@ const char *ag__gw_period_word(unsigned period_s, char *buf, size_t len)
         return buf;
     }
 }
+
+void gw_log_model_refused(const ag_req_t *req, const gw_route_t *route, const char *model,
+                          size_t len)
+{
+    char shown[160];
+    ag_log_escape(shown, sizeof(shown), model, len);
+    ag_log_warn("request %s: model \"%s\" refused on %s: allow it in [aigate] models (or the "
+                "route's models), make it DEFAULT_MODEL, or route a task to it in "
+                "[aigate.routing]",
+                req->id, shown, route->def->path);
+}

@@ -39,6 +39,11 @@ void gw_step_cache_control(ag_req_t *req, bool *no_cache, bool *no_store);
 ag_upstream_request_t gw_upstream_request(const gw_gen_t *gen, const char *const *headers,
                                           ag_str_t body, bool stream);
 
+/** Tells the operator which model a client was refused and how to allow it
+ *  (the client gets the route's plain 400). */
+void gw_log_model_refused(const ag_req_t *req, const gw_route_t *route, const char *model,
+                          size_t len);
+
 /** True when a comma-separated header holds `token` (case-insensitive). */
 bool ag__gw_has_token(ag_str_t header, const char *token);
 /** "minute", "hour"... or "N seconds" in buf, for the 429 message. */

@@ -16,6 +16,11 @@ void ag_log(ag_log_level_t level, const char *fmt, ...) __attribute__((format(pr
 /** Writes `len` bytes as they are (a preformatted line ending in '\n'). */
 void ag_log_raw(const char *line, size_t len);
 
+/** Copies s[0..n) into out[cap] for a log line: control bytes, DEL and
+ *  backslash become \xNN, so text from outside cannot forge a line; cut
+ *  (with "...") to fit; always NUL-terminated. @return the length written. */
+size_t ag_log_escape(char *out, size_t cap, const char *s, size_t n);
+
 #define ag_log_debug(...) ag_log(AG_LOG_DEBUG, __VA_ARGS__)
 #define ag_log_info(...) ag_log(AG_LOG_INFO, __VA_ARGS__)
 #define ag_log_warn(...) ag_log(AG_LOG_WARN, __VA_ARGS__)
