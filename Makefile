@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 JOBS  ?= $(shell nproc)
 BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
-              liblmdb-dev libssl-dev
+              liblmdb-dev libssl-dev zlib1g-dev
 TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium openssl
 BENCH_PKGS := wrk nginx-light
 

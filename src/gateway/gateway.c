@@ -44,6 +44,8 @@ static int open_usage_log(ag_gateway_t *gw, const ag_config_t *cfg, const gw_gen
         .flush_interval_ms = cfg->usage_log_flush_ms,
         .prices = gen->prices,
         .nprices = gen->nprices,
+        .retention_days = cfg->usage_log_retention_days,
+        .compress_days = true,
     };
     rc = ag_usage_log_open(&lo, &gw->usage_log);
     if (rc < 0)
