@@ -163,3 +163,42 @@ test('a 1 MiB cache takes 3 MiB of answers: it stays within its bound and keeps 
         await up.close();
     }
 });
+
+test('r2 object put streams: a 64 MiB object round-trips and the upload does not hold it in memory', () => {
+    const crypto = require('node:crypto');
+    const cwd = mkdir();
+    const dir = path.join(cwd, 'data');
+    assert.equal(cli(['r2', 'bucket', 'create', 'big', '--data-dir', dir]).status, 0);
+    // 64 MiB that do not repeat by block: a counter in every 16 bytes.
+    const size = 64 << 20;
+    const buf = Buffer.alloc(size);
+    for (let i = 0; i < size; i += 16) buf.writeUInt32LE(i, i);
+    const src = path.join(cwd, 'src.bin');
+    fs.writeFileSync(src, buf);
+    const want = crypto.createHash('sha256').update(buf).digest('hex');
+    const md5 = crypto.createHash('md5').update(buf).digest('hex');
+    // Peak RSS of the upload, where /usr/bin/time is there (Debian's `time`); a
+    // loose bound only without ASan, whose shadow memory is no measure.
+    const asan = fs.readFileSync(BIN).includes('__asan_init');
+    const timed = fs.existsSync('/usr/bin/time') && !asan;
+    const args = ['r2', 'object', 'put', 'big/blob.bin', '--file', src, '--data-dir', dir, '--json'];
+    const env = { ...process.env, ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1' };
+    const r = spawnSync(timed ? '/usr/bin/time' : BIN, timed ? ['-f', 'maxrss-kib=%M', BIN, ...args] : args, { cwd, env, timeout: 120000 });
+    assert.equal(r.status, 0, r.stderr.toString());
+    const info = JSON.parse(r.stdout.toString());
+    assert.equal(info.size, size);
+    assert.equal(info.etag, md5);
+    if (timed) {
+        const kib = Number(/maxrss-kib=(\d+)/.exec(r.stderr.toString())[1]);
+        assert.ok(kib * 1024 < size / 2, `the upload of ${size} bytes peaked at ${kib} KiB`);
+    }
+    // From stdin too (a pipe: the length is known only at its end).
+    const piped = cli(['r2', 'object', 'put', 'big/piped.bin', '--data-dir', dir, '--json'], { cwd, input: buf.subarray(0, 3 << 20) });
+    assert.equal(piped.status, 0, piped.err);
+    assert.equal(JSON.parse(piped.out).size, 3 << 20);
+    const out = path.join(cwd, 'out.bin');
+    assert.equal(cli(['r2', 'object', 'get', 'big/blob.bin', '--file', out, '--data-dir', dir], { cwd }).status, 0);
+    assert.equal(crypto.createHash('sha256').update(fs.readFileSync(out)).digest('hex'), want);
+    const head = JSON.parse(cli(['r2', 'object', 'list', 'big', '--data-dir', dir, '--json'], { cwd }).out);
+    assert.deepEqual(head.objects.map((o) => [o.key, o.size]), [['blob.bin', size], ['piped.bin', 3 << 20]]);
+});
