@@ -185,7 +185,7 @@ test('aigate stats over what the server logged: totals, groups and the table', a
     // the header's columns line up with the numbers (right-aligned)
     assert.equal(lines[1].indexOf('REQUESTS') + 'REQUESTS'.length, lines[4].indexOf(' 36') + 3);
     const plain = stats(dir, []); // default: 24h, no grouping
-    assert.equal(plain.trimEnd().split('\n').length, 3);
+    assert.equal(plain.trimEnd().split('\n').length, 4); // window, header, total, how far back
     assert.match(plain.split('\n')[2], /^total +36 /);
 });
 
