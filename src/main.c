@@ -96,7 +96,7 @@ static bool is_help_flag(const char *a)
  * @return 0 to go on, 2 (usage error) after printing why, or -1 after --help. */
 static int parse_opts(int argc, char **argv, opts_t *o, const char *verb)
 {
-    static const char *const known[] = {"--config",   "--host",    "--upstream",
+    static const char *const known[] = {"--config",       "--host", "--upstream",
                                         "--admin-listen", "--port", "--threads"};
     o->port = -1;
     o->threads = -1;

@@ -1037,7 +1037,7 @@ int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
     if (dir == NULL)
         return AG_EINVALID;
     size_t max_bytes = opts ? opts->lmdb.max_bytes : 0;
-    size_t map_size = max_bytes                          ? max_bytes
+    size_t map_size = max_bytes                     ? max_bytes
                       : opts && opts->lmdb.map_size ? opts->lmdb.map_size
                                                     : AG_KV_DEFAULT_MAP_SIZE;
     int rc = ag_fs_mkdir_p(dir, 0700);

@@ -273,7 +273,8 @@ TEST(list_items_keep_their_place_for_later_checks)
 {
     ag_config_t cfg;
     char *diag = NULL;
-    ASSERT_EQ(load(&cfg, "[aigate]\ntrusted_proxies = [\"10.0.0.1\",\n  \"not-an-ip\"]\n", &diag), 0);
+    ASSERT_EQ(load(&cfg, "[aigate]\ntrusted_proxies = [\"10.0.0.1\",\n  \"not-an-ip\"]\n", &diag),
+              0);
     ag_config_pos_t at = ag_config_list_pos(&cfg, &cfg.trusted_proxies, 1);
     ASSERT_EQ(at.line, 3u);
     ASSERT_EQ(at.col, 3u);
@@ -320,7 +321,9 @@ TEST(bounded_disk_keys_have_defaults)
     ASSERT_EQ(cfg.usage_log_retention_days, 30u);
     ag_config_fini(&cfg);
     char *diag = NULL;
-    ASSERT_EQ(load(&cfg, "[aigate]\ncache_max_bytes = 4194304\nusage_log_retention_days = 0\n", &diag), 0);
+    ASSERT_EQ(
+        load(&cfg, "[aigate]\ncache_max_bytes = 4194304\nusage_log_retention_days = 0\n", &diag),
+        0);
     ASSERT_EQ(cfg.cache_max_bytes, (size_t)4 << 20);
     ASSERT_EQ(cfg.usage_log_retention_days, 0u);
     ag_config_fini(&cfg);
@@ -345,8 +348,11 @@ AG_TESTS(
         task_mistakes_are_errors_with_their_place) AG_TEST_ENTRY(routes_inherit_what_they_leave_out)
         AG_TEST_ENTRY(an_unset_route_is_aigates) AG_TEST_ENTRY(messages_keys_are_deprecated_aliases)
             AG_TEST_ENTRY(a_routes_table_wins_over_an_alias)
-                AG_TEST_ENTRY(zero_aliases_keep_meaning_inherit)
-                    AG_TEST_ENTRY(route_errors_name_file_line_and_col)
-                        AG_TEST_ENTRY(keys_say_how_they_apply)
-                            AG_TEST_ENTRY(config_holds_secret_names_not_values)
-                                AG_TEST_ENTRY(reference_lists_route_keys_and_how_each_applies) AG_TEST_ENTRY(list_items_keep_their_place_for_later_checks) AG_TEST_ENTRY(vars_that_look_like_ours_and_unpriced_default_models_warn) AG_TEST_ENTRY(bounded_disk_keys_have_defaults) AG_TEST_ENTRY(urls_lose_their_credentials_in_logs))
+                AG_TEST_ENTRY(zero_aliases_keep_meaning_inherit) AG_TEST_ENTRY(
+                    route_errors_name_file_line_and_col) AG_TEST_ENTRY(keys_say_how_they_apply)
+                    AG_TEST_ENTRY(config_holds_secret_names_not_values) AG_TEST_ENTRY(
+                        reference_lists_route_keys_and_how_each_applies)
+                        AG_TEST_ENTRY(list_items_keep_their_place_for_later_checks)
+                            AG_TEST_ENTRY(vars_that_look_like_ours_and_unpriced_default_models_warn)
+                                AG_TEST_ENTRY(bounded_disk_keys_have_defaults)
+                                    AG_TEST_ENTRY(urls_lose_their_credentials_in_logs))

@@ -759,16 +759,15 @@ TEST(kv_evicting_store_takes_expired_entries_first)
     /* Long-lived entries first, then short-lived ones that then expire. */
     for (int i = 0; i < 30; i++) {
         snprintf(key, sizeof(key), "long%02d", i);
-        ASSERT_EQ(ag_kv_put(kv, key, strlen(key), val, VAL,
-                            &(ag_kv_put_opts_t){.expiration_ttl = 86400}),
-                  0);
+        ASSERT_EQ(
+            ag_kv_put(kv, key, strlen(key), val, VAL, &(ag_kv_put_opts_t){.expiration_ttl = 86400}),
+            0);
     }
     for (int i = 0; i < 200; i++) {
         snprintf(key, sizeof(key), "short%03d", i);
         fake_now_ms += 10;
-        ASSERT_EQ(ag_kv_put(kv, key, strlen(key), val, VAL,
-                            &(ag_kv_put_opts_t){.expiration_ttl = 1}),
-                  0);
+        ASSERT_EQ(
+            ag_kv_put(kv, key, strlen(key), val, VAL, &(ag_kv_put_opts_t){.expiration_ttl = 1}), 0);
     }
     ag_kv_value_t v;
     for (int i = 0; i < 30; i++) {
@@ -1451,12 +1450,16 @@ AG_TESTS(
         kv_ttl_expiry_on_injected_clock) AG_TEST_ENTRY(kv_absolute_expiration)
         AG_TEST_ENTRY(kv_bounded_sweep_resumes) AG_TEST_ENTRY(kv_list_sorted_by_bytes)
             AG_TEST_ENTRY(kv_list_paging_5000_keys) AG_TEST_ENTRY(kv_512_byte_keys) AG_TEST_ENTRY(
-                kv_limits_and_errors) AG_TEST_ENTRY(kv_map_full_is_clear_and_recoverable) AG_TEST_ENTRY(kv_evicting_store_stays_within_its_bound) AG_TEST_ENTRY(kv_evicting_store_takes_expired_entries_first) AG_TEST_ENTRY(kv_evicting_store_drops_what_cannot_fit_and_says_so_once_a_minute)
-                AG_TEST_ENTRY(kv_file_size_limit_is_disk_full) AG_TEST_ENTRY(
-                    kv_concurrent_writer_processes) AG_TEST_ENTRY(kv_threads_share_one_handle)
-                    AG_TEST_ENTRY(kv_namespaces) AG_TEST_ENTRY(kv_backend_by_name)
-                        AG_TEST_ENTRY(kv_async_completes_inline_on_lmdb) AG_TEST_ENTRY(
-                            kv_async_not_found_and_store_errors_come_through_the_callback)
-                            AG_TEST_ENTRY(kv_async_synchronous_failure_never_calls_back)
-                                AG_TEST_ENTRY(
-                                    kv_async_backend_completes_later_or_never_when_cancelled))
+                kv_limits_and_errors) AG_TEST_ENTRY(kv_map_full_is_clear_and_recoverable)
+                AG_TEST_ENTRY(kv_evicting_store_stays_within_its_bound)
+                    AG_TEST_ENTRY(kv_evicting_store_takes_expired_entries_first) AG_TEST_ENTRY(
+                        kv_evicting_store_drops_what_cannot_fit_and_says_so_once_a_minute)
+                        AG_TEST_ENTRY(kv_file_size_limit_is_disk_full) AG_TEST_ENTRY(
+                            kv_concurrent_writer_processes)
+                            AG_TEST_ENTRY(kv_threads_share_one_handle) AG_TEST_ENTRY(
+                                kv_namespaces) AG_TEST_ENTRY(kv_backend_by_name)
+                                AG_TEST_ENTRY(kv_async_completes_inline_on_lmdb) AG_TEST_ENTRY(
+                                    kv_async_not_found_and_store_errors_come_through_the_callback)
+                                    AG_TEST_ENTRY(kv_async_synchronous_failure_never_calls_back)
+                                        AG_TEST_ENTRY(
+                                            kv_async_backend_completes_later_or_never_when_cancelled))

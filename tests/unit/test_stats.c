@@ -900,9 +900,11 @@ TEST(closed_days_are_gzipped_and_still_summed_and_old_days_expire)
     const char *cut = strstr(tiny, "\n{\"timestamp\":\"2026-03-04T13:10") + 1;
     ASSERT_EQ(put_object(f.store, D1 + 12 * HOUR - 1, 0, tiny, (size_t)(cut - tiny)), 0);
     ASSERT_EQ(put_object(f.store, D1 + 13 * HOUR, 1, cut, strlen(cut)), 0);
-    const char old[] = "{\"timestamp\":\"2026-01-23T10:00:00.000Z\",\"model\":\"m1\",\"status\":200}\n";
+    const char old[] =
+        "{\"timestamp\":\"2026-01-23T10:00:00.000Z\",\"model\":\"m1\",\"status\":200}\n";
     ASSERT_EQ(put_object(f.store, D1 - 40 * 24 * HOUR + 10 * HOUR, 0, old, strlen(old)), 0);
-    const char today[] = "{\"timestamp\":\"2026-03-05T01:00:00.000Z\",\"model\":\"m1\",\"status\":200}\n";
+    const char today[] =
+        "{\"timestamp\":\"2026-03-05T01:00:00.000Z\",\"model\":\"m1\",\"status\":200}\n";
     ASSERT_EQ(put_object(f.store, D2 + HOUR, 0, today, strlen(today)), 0);
     ag_buf_t before, after;
     ag_buf_init(&before, 0);
@@ -949,7 +951,8 @@ TEST(closed_days_are_gzipped_and_still_summed_and_old_days_expire)
     fixture_close(&f);
 }
 
-AG_TESTS(AG_TEST_ENTRY(exact_json) AG_TEST_ENTRY(generated_log_totals_and_groups)
-             AG_TEST_ENTRY(group_cap_folds_into_other) AG_TEST_ENTRY(many_groups)
-                 AG_TEST_ENTRY(long_line_is_skipped) AG_TEST_ENTRY(empty_and_missing)
-                     AG_TEST_ENTRY(numbers_and_strings) AG_TEST_ENTRY(window_and_by_names) AG_TEST_ENTRY(closed_days_are_gzipped_and_still_summed_and_old_days_expire))
+AG_TESTS(AG_TEST_ENTRY(exact_json) AG_TEST_ENTRY(generated_log_totals_and_groups) AG_TEST_ENTRY(
+    group_cap_folds_into_other) AG_TEST_ENTRY(many_groups) AG_TEST_ENTRY(long_line_is_skipped)
+             AG_TEST_ENTRY(empty_and_missing) AG_TEST_ENTRY(numbers_and_strings)
+                 AG_TEST_ENTRY(window_and_by_names)
+                     AG_TEST_ENTRY(closed_days_are_gzipped_and_still_summed_and_old_days_expire))
