@@ -3,12 +3,12 @@
 SHELL := /bin/bash
 JOBS  ?= $(shell nproc)
 BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
-              liblmdb-dev libssl-dev
+              liblmdb-dev libssl-dev zlib1g-dev
 TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium openssl
 BENCH_PKGS := wrk nginx-light
 
-.PHONY: all build release debug asan tsan run test unit bench fuzz docs deps-build deps-test deps-bench deps-web deps-node \
-        format format-check clean
+.PHONY: all build release debug asan tsan run test unit bench fuzz fuzz-build soak docs deps-build deps-test \
+        deps-bench deps-web deps-node format format-check clean
 
 all: build
 
@@ -65,8 +65,14 @@ tsan: deps-build deps-web
 	@cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=Debug -DAG_TSAN=ON >/dev/null
 	@cmake --build build/tsan -j$(JOBS)
 
-run: release
-	./build/release/aigate dev
+# Quiet unless it fails: the build's output goes to a log, printed only then.
+run: deps-build deps-web
+	@mkdir -p build
+	@if ! { cmake -S . -B build/release -DCMAKE_BUILD_TYPE=RelWithDebInfo && \
+	        cmake --build build/release -j$(JOBS); } >build/run-build.log 2>&1; then \
+	  cat build/run-build.log; echo "make run: the build failed (the log above: build/run-build.log)"; exit 1; fi
+	@echo "aigate built: $(CURDIR)/build/release/aigate (build log: build/run-build.log)"
+	@./build/release/aigate dev
 
 # Every test twice: a normal build, then the same suite under ASan+UBSan.
 test: deps-test debug asan tsan
@@ -79,20 +85,34 @@ test: deps-test debug asan tsan
 	@echo "== tests: ThreadSanitizer build (threaded units and the black-box suite)"
 	@cd build/tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j$(JOBS) \
 	  -R 'test_limiter|test_usage_log|test_stats|test_kv|test_periodic|test_routes|test_outputs|integration_'
+	@echo "== fuzzing: every target $(FUZZ_SMOKE_SECONDS) s on top of its corpus, two at a time"
+	@$(MAKE) --no-print-directory fuzz-build
+	@fuzz/run.sh $(FUZZ_SMOKE_SECONDS) 2
 
 unit: debug
 	@cd build/debug && ctest --output-on-failure -L unit
 
-fuzz: deps-test deps-web
-	@CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DAG_FUZZ=ON >/dev/null
-	@cmake --build build/fuzz -j$(JOBS)
-	@# New inputs go to build/fuzz/corpus/; the committed seeds are only read.
-	@for f in build/fuzz/fuzz_*; do n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
-	  echo "== $$f"; $$f -max_total_time=$${FUZZ_SECONDS:-60} -artifact_prefix=build/fuzz/ \
-	  build/fuzz/corpus/$$n fuzz/corpus/$$n || exit 1; done
+# libFuzzer builds (clang) of the fuzz targets only; the output goes to a log.
+FUZZ_TARGETS = $(shell grep -ho 'ag_fuzz_target(fuzz_[a-z_]*' cmake/modules/*.cmake | cut -d'(' -f2)
+FUZZ_SMOKE_SECONDS ?= 20
+fuzz-build: deps-test deps-web
+	@mkdir -p build
+	@if ! { CC=clang cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=Debug -DAG_FUZZ=ON && \
+	        cmake --build build/fuzz -j$(JOBS) --target $(FUZZ_TARGETS); } >build/fuzz-build.log 2>&1; then \
+	  cat build/fuzz-build.log; echo "fuzz-build failed (build/fuzz-build.log)"; exit 1; fi
+
+# Long runs: FUZZ_SECONDS each (default 600), JOBS at a time. New inputs go to
+# build/fuzz/corpus/; a crash becomes a committed corpus entry (fuzz/run.sh).
+fuzz: fuzz-build
+	@fuzz/run.sh $${FUZZ_SECONDS:-600} $(JOBS)
 
 bench: deps-bench release
 	@bench/run.sh $(BENCH_ARGS)
+
+# Mixed traffic against the release binary for SOAK_SECONDS (default 600);
+# fails on RSS growth after warm-up, a missing usage entry or a leaked fd.
+soak: deps-test release
+	@node bench/soak.js
 
 docs: debug
 	@{ cat docs/config.head.md; ./build/debug/aigate config reference; cat docs/config.tail.md; } > docs/config.md

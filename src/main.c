@@ -79,30 +79,55 @@ static int parse_int(const char *s, int min, int max, int *out)
     return 0;
 }
 
-/* Parses the shared flags. @return 0, or 2 (usage error) after printing why. */
-static int parse_opts(int argc, char **argv, opts_t *o)
+static const char serve_flags[] =
+    "options:\n"
+    "  --config FILE    configuration file (default: aigate.toml, else wrangler.toml)\n"
+    "  --host ADDR      listen address\n"
+    "  --port N         listen port (0: any free port)\n"
+    "  --threads N      event-loop threads (default: one per core)\n"
+    "  --upstream URL   Anthropic API base URL\n"
+    "  --admin-listen A admin listener address (host:port; \"\" for none)\n"
+    "  -h, --help       this text\n";
+
+static bool is_help_flag(const char *a)
 {
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+/* Parses the shared flags; `verb` names the command in messages and its help.
+ * @return 0 to go on, 2 (usage error) after printing why, or -1 after --help. */
+static int parse_opts(int argc, char **argv, opts_t *o, const char *verb)
+{
+    static const char *const known[] = {"--config",       "--host", "--upstream",
+                                        "--admin-listen", "--port", "--threads"};
     o->port = -1;
     o->threads = -1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        const char *val = NULL;
-        const char *eq = strchr(a, '=');
-        char name[32];
-        if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "aigate: unexpected argument '%s'\n", a);
+        if (is_help_flag(a)) {
+            printf("usage: aigate %s [options]\n%s", verb, serve_flags);
+            return -1;
+        }
+        if (strncmp(a, "-", 1) != 0) {
+            fprintf(stderr, "aigate %s: unexpected argument '%s' (see 'aigate %s --help')\n", verb,
+                    a, verb);
             return 2;
         }
-        if (eq) {
-            snprintf(name, sizeof(name), "%.*s", (int)(eq - a), a);
-            val = eq + 1;
-        } else {
-            snprintf(name, sizeof(name), "%s", a);
-            if (i + 1 < argc)
-                val = argv[++i];
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a) : strlen(a);
+        const char *name = NULL;
+        for (size_t k = 0; k < AG_ARRAY_LEN(known); k++) {
+            if (strlen(known[k]) == nlen && strncmp(a, known[k], nlen) == 0)
+                name = known[k];
         }
+        if (!name) {
+            fprintf(stderr, "aigate %s: unknown option '%.*s' (see 'aigate %s --help')\n", verb,
+                    (int)nlen, a, verb);
+            return 2;
+        }
+        const char *val = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
         if (!val) {
-            fprintf(stderr, "aigate: %s needs a value\n", name);
+            fprintf(stderr, "aigate %s: %s needs a value\n", verb, name);
             return 2;
         }
         if (strcmp(name, "--config") == 0) {
@@ -118,13 +143,8 @@ static int parse_opts(int argc, char **argv, opts_t *o)
                 fprintf(stderr, "aigate: --port must be 0-65535\n");
                 return 2;
             }
-        } else if (strcmp(name, "--threads") == 0) {
-            if (parse_int(val, 1, 256, &o->threads) < 0) {
-                fprintf(stderr, "aigate: --threads must be 1-256\n");
-                return 2;
-            }
-        } else {
-            fprintf(stderr, "aigate: unknown option %s (see 'aigate help')\n", name);
+        } else if (parse_int(val, 1, 256, &o->threads) < 0) { /* --threads */
+            fprintf(stderr, "aigate: --threads must be 1-256\n");
             return 2;
         }
     }
@@ -182,9 +202,9 @@ static int run_server(int argc, char **argv, bool dev)
 {
     opts_t o = {0};
     o.dev = dev;
-    int rc = parse_opts(argc, argv, &o);
+    int rc = parse_opts(argc, argv, &o, dev ? "dev" : "serve");
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     ag_config_t cfg;
     rc = load_config(&o, &cfg);
     if (rc) {
@@ -309,9 +329,11 @@ static int run_server(int argc, char **argv, bool dev)
         uv_signal_start(&sigterm, on_signal, SIGTERM);
         uv_signal_start(&sigint, on_signal, SIGINT);
         /* Only now: a SIGTERM right after this line must find its handler. */
+        char upstream[512];
+        ag_config_redact_url(cfg.upstream, upstream, sizeof(upstream));
         ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
                     AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv), cfg.threads,
-                    cfg.threads == 1 ? "" : "s", cfg.upstream,
+                    cfg.threads == 1 ? "" : "s", upstream,
                     cfg.path ? cfg.path : "(embedded defaults)");
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
@@ -345,24 +367,41 @@ static int cmd_serve(int argc, char **argv)
     return run_server(argc, argv, false);
 }
 
+static const char config_usage[] =
+    "usage: aigate config check [options]   validate the configuration and exit\n"
+    "       aigate config reference         print the [aigate] key reference (Markdown)\n";
+
 static int cmd_config(int argc, char **argv)
 {
     if (argc < 1) {
-        fprintf(stderr, "usage: aigate config check|reference [--config FILE]\n");
+        fputs(config_usage, stderr);
         return 2;
     }
+    if (is_help_flag(argv[0]) || strcmp(argv[0], "help") == 0) {
+        fputs(config_usage, stdout);
+        return 0;
+    }
     if (strcmp(argv[0], "reference") == 0) {
+        if (argc > 1 && is_help_flag(argv[1])) {
+            puts("usage: aigate config reference\n"
+                 "Prints the reference of every [aigate] key as Markdown (docs/config.md).");
+            return 0;
+        }
+        if (argc > 1) {
+            fprintf(stderr, "aigate config reference: unknown option '%s'\n", argv[1]);
+            return 2;
+        }
         ag_config_print_reference(stdout);
         return 0;
     }
     if (strcmp(argv[0], "check") != 0) {
-        fprintf(stderr, "aigate: unknown config command '%s'\n", argv[0]);
+        fprintf(stderr, "aigate: unknown config command '%s'\n%s", argv[0], config_usage);
         return 2;
     }
     opts_t o = {0};
-    int rc = parse_opts(argc - 1, argv + 1, &o);
+    int rc = parse_opts(argc - 1, argv + 1, &o, "config check");
     if (rc)
-        return rc;
+        return rc < 0 ? 0 : rc;
     ag_config_t cfg;
     rc = load_config(&o, &cfg);
     /* The same checks the server makes before it serves (routes, proxies). */
@@ -386,8 +425,14 @@ static int cmd_help(int argc, char **argv)
 
 static int cmd_version(int argc, char **argv)
 {
-    AG_UNUSED(argc);
-    AG_UNUSED(argv);
+    if (argc > 0 && is_help_flag(argv[0])) {
+        puts("usage: aigate version\nPrints the version.");
+        return 0;
+    }
+    if (argc > 0) {
+        fprintf(stderr, "aigate version: unknown option '%s'\n", argv[0]);
+        return 2;
+    }
     printf("aigate %s\n", AG_VERSION);
     return 0;
 }

@@ -17,13 +17,13 @@ ag_layer(DIR store
   SOURCES src/store/kv.c src/store/kv_handle.c src/store/kv_lmdb.c src/store/objstore.c
           src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
-          src/store/lmdb_util.c src/store/keys.c
+          src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
   USES util
-  LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON Threads::Threads m)
+  LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB Threads::Threads m)
 
 ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
                         src/obs/tail.c src/obs/stats.c
-  USES util store LINK PkgConfig::UV Threads::Threads)
+  USES util store LINK PkgConfig::UV PkgConfig::ZLIB Threads::Threads)
 ag_layer(DIR cron SOURCES src/cron/periodic.c src/cron/template.c src/cron/cron.c
                          src/cron/schedule.c
   USES util LINK PkgConfig::UV)

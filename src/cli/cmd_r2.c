@@ -249,9 +249,8 @@ static int object_put(int argc, char **argv)
     const char *file = opts[0].value, *key = NULL;
     char *bucket = NULL;
     ag_objstore_t *s = NULL;
-    ag_buf_t data, out;
-    /* One byte over the limit lets the store report the limit itself. */
-    ag_buf_init(&data, (size_t)AG_OBJ_MAX_PUT_SIZE + 1);
+    ag_buf_t out;
+    int in = -1;
     ag_buf_init(&out, 0);
     ag_obj_info_t info = {0};
     int rc = split_target(put_usage, c.pos[0], &bucket, &key);
@@ -265,15 +264,14 @@ static int object_put(int argc, char **argv)
     rc = open_bucket(&c, bucket, &s);
     if (rc)
         goto done;
-    int err = from_stdin ? ag_fs_read_fd(STDIN_FILENO, &data) : ag_fs_read_file(file, &data);
-    if (err == AG_ETOOBIG)
-        err = AG_OBJ_ETOO_BIG;
-    if (err < 0) {
-        rc = ag__cli_fail("cannot read %s: %s", from_stdin ? "stdin" : file, ag_strerror(err));
+    /* Streamed from the descriptor: a 300 MiB upload no longer takes 300 MiB. */
+    in = from_stdin ? STDIN_FILENO : open(file, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        rc = ag__cli_fail("cannot read %s: %s", file, strerror(errno));
         goto done;
     }
     ag_obj_put_opts_t po = {.content_type = opts[1].value};
-    err = ag_objstore_put(s, key, strlen(key), data.data ? data.data : "", data.len, &po, &info);
+    int err = ag_objstore_put_fd(s, key, strlen(key), in, &po, &info);
     if (err < 0) {
         rc = ag__cli_fail("cannot upload %s/%s: %s", bucket, key, ag_strerror(err));
         goto done;
@@ -287,10 +285,11 @@ static int object_put(int argc, char **argv)
         rc = ag__cli_flush_stdout();
     }
 done:
+    if (in > STDIN_FILENO)
+        close(in);
     ag_obj_info_free(&info);
     ag_objstore_close(s);
     free(bucket);
-    ag_buf_fini(&data);
     ag_buf_fini(&out);
     ag__cli_fini(&c);
     return rc;

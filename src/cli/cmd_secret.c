@@ -149,6 +149,18 @@ static int secret_put(int argc, char **argv)
         if (len > 0 && buf[len - 1] == '\r')
             len--;
     }
+    /* One trailing newline (echo, a file) is trimmed above, as curl and wrangler
+     * users expect; a CR or another control byte inside is a pasting mistake
+     * that would break a header. Newlines and tabs stay possible (PEM keys). */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)buf[i];
+        if ((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f) {
+            rc = ag__cli_fail("cannot store secret %s: byte %zu of the value is a control byte "
+                              "(0x%02x): only newlines and tabs may appear in a value",
+                              name, i + 1, ch);
+            goto done;
+        }
+    }
     int err = ag_secrets_put(c.data_dir, name, buf, len);
     if (err < 0) {
         rc = ag__cli_fail("cannot store secret %s: %s", name, ag_strerror(err));

@@ -6,6 +6,7 @@
  */
 #include "util/platform.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -152,6 +153,14 @@ static const cfg_key_t aigate_keys[] = {
      "origins allowed by CORS (\"*\" or \"https://host[:port]\"); the default [\"*\"] applies to "
      "/api/generate only, other routes answer CORS only to origins listed here",
      RELOAD},
+    /* Bounded disk (hardening): the cache and the usage log stop growing. */
+    {"cache_max_bytes", K_SIZE, 1 << 20, 1099511627776.0, 256 << 20, NULL, OFF(cache_max_bytes),
+     "most bytes the cache store may take on disk; past it the soonest-expiring entries are "
+     "evicted",
+     RESTART},
+    {"usage_log_retention_days", K_UINT, 0, 36500, 30, NULL, OFF(usage_log_retention_days),
+     "days of usage log kept (older days are deleted; closed days are gzipped); 0: forever",
+     RESTART},
 };
 
 /* The values of a K_ENUM key, NULL-terminated (by field, to keep the table's rows short). */
@@ -308,6 +317,59 @@ static void add_model(char ***models, size_t *n, const char *m, size_t len)
     p[*n] = NULL;
 }
 
+/* Where the items of the string list at `offset` of the config were written:
+ * an array of n positions, replacing the list's earlier one. */
+static ag_config_pos_t *list_pos_slot(ag_config_t *cfg, size_t offset, size_t n)
+{
+    size_t i = 0;
+    while (i < cfg->nlist_at && cfg->list_at[i].offset != offset)
+        i++;
+    if (i == cfg->nlist_at) {
+        void *grown = realloc(cfg->list_at, (i + 1) * sizeof(*cfg->list_at));
+        AG_ASSERT(grown != NULL);
+        cfg->list_at = grown;
+        cfg->list_at[i] = (ag__config_list_at_t){.offset = offset};
+        cfg->nlist_at++;
+    }
+    free(cfg->list_at[i].at);
+    cfg->list_at[i].at = calloc(n ? n : 1, sizeof(ag_config_pos_t));
+    AG_ASSERT(cfg->list_at[i].at != NULL);
+    cfg->list_at[i].n = n;
+    return cfg->list_at[i].at;
+}
+
+ag_config_pos_t ag_config_list_pos(const ag_config_t *cfg, char **const *list, size_t i)
+{
+    size_t offset = (size_t)((const char *)list - (const char *)cfg);
+    for (size_t k = 0; k < cfg->nlist_at; k++) {
+        if (cfg->list_at[k].offset == offset && i < cfg->list_at[k].n)
+            return cfg->list_at[k].at[i];
+    }
+    return (ag_config_pos_t){0, 0};
+}
+
+void ag_config_redact_url(const char *url, char *out, size_t cap)
+{
+    /* scheme://user:pass@host/...: the userinfo is everything between "//"
+     * and the last '@' before the path. */
+    const char *auth = url ? strstr(url, "://") : NULL;
+    if (!auth) {
+        snprintf(out, cap, "%s", url ? url : "");
+        return;
+    }
+    auth += 3;
+    size_t hostpart = strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth + hostpart; p++) {
+        if (*p == '@')
+            at = p;
+    }
+    if (!at)
+        snprintf(out, cap, "%s", url);
+    else
+        snprintf(out, cap, "%.*s***@%s", (int)(auth - url), url, at + 1);
+}
+
 /* Stores a validated number into the key's field, in the field's own unit. */
 static void store_number(const cfg_key_t *k, char *field, double num)
 {
@@ -423,6 +485,10 @@ void ag_config_fini(ag_config_t *cfg)
     free_models(&cfg->models, &cfg->nmodels);
     free_strlist(&cfg->trusted_proxies);
     free_strlist(&cfg->cors_origins);
+    for (size_t i = 0; i < cfg->nlist_at; i++)
+        free(cfg->list_at[i].at);
+    AG_FREE(&cfg->list_at);
+    cfg->nlist_at = 0;
     for (size_t i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].path);
         free(cfg->routes[i].rate_limit_binding);
@@ -647,12 +713,15 @@ static void apply_key(loader_t *ld, const cfg_key_t *k, const ag_toml_value_t *v
         size_t n = ag_toml_array_len(v), used = 0;
         *list = calloc(n + 1, sizeof(char *));
         AG_ASSERT(*list != NULL);
+        ag_config_pos_t *at = base == ld->cfg ? list_pos_slot(ld->cfg, k->offset, n) : NULL;
         for (size_t i = 0; i < n; i++) {
             const ag_toml_value_t *item = ag_toml_array_at(v, i);
             if (ag_toml_get_string(item, &s, &slen) != 0 || slen == 0 || memchr(s, '\0', slen)) {
                 report(ld, item, "%s.%s[%zu] must be a non-empty string", table, k->name, i);
                 continue;
             }
+            if (at)
+                at[used] = (ag_config_pos_t){ag_toml_line(item), ag_toml_col(item)};
             (*list)[used++] = xstrndup(s, slen);
         }
         return;
@@ -1233,12 +1302,64 @@ static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
     }
 }
 
+/* Levenshtein distance of a and b, case-insensitively, both under 64 bytes. */
+static size_t edit_distance(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t row[65];
+    if (alen > 64 || blen > 64)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= blen; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= alen; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= blen; j++) {
+            size_t up = row[j];
+            size_t cost = toupper((unsigned char)a[i - 1]) != toupper((unsigned char)b[j - 1]);
+            size_t best = diag + cost;
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[blen];
+}
+
+/* The [vars] aigate reads; others are the Worker's own and left alone, unless
+ * they look like a misspelling of ours (MAX_TOKEN), which would be ignored
+ * silently otherwise. */
+static const char *const known_vars[] = {"MAX_TOKENS", "DEFAULT_MODEL", "ENVIRONMENT"};
+
+static void warn_unknown_vars(loader_t *ld, const ag_toml_value_t *t)
+{
+    for (size_t i = 0; i < ag_toml_table_len(t); i++) {
+        const char *key;
+        size_t klen;
+        const ag_toml_value_t *v = ag_toml_table_at(t, i, &key, &klen);
+        const char *near = NULL;
+        bool exact = false;
+        for (size_t j = 0; j < AG_ARRAY_LEN(known_vars); j++) {
+            size_t kl = strlen(known_vars[j]);
+            if (kl == klen && memcmp(known_vars[j], key, klen) == 0)
+                exact = true;
+            else if (!near && edit_distance(key, klen, known_vars[j], kl) <= 2)
+                near = known_vars[j];
+        }
+        if (!exact && near)
+            warn(ld, v, "vars.%.*s is not read by aigate: did you mean %s?", (int)klen, key, near);
+    }
+}
+
 static void load_vars(loader_t *ld, const ag_toml_value_t *t)
 {
     if (ag_toml_type(t) != AG_TOML_TABLE) {
         report(ld, t, "vars must be a table");
         return;
     }
+    warn_unknown_vars(ld, t);
     const char *s;
     size_t slen;
     const ag_toml_value_t *v = ag_toml_table_get(t, "MAX_TOKENS");
@@ -1401,6 +1522,18 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
     if (strncmp(cfg->upstream, "http://", 7) != 0 && strncmp(cfg->upstream, "https://", 8) != 0)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "upstream"),
                "aigate.upstream must be an http:// or https:// URL");
+    /* A model without a price is logged at cost 0: spend would read too low. */
+    const ag_toml_value_t *dm = ag_toml_table_get(ag_toml_table_get(root, "vars"), "DEFAULT_MODEL");
+    if (dm && cfg->default_model) {
+        bool priced = false;
+        for (size_t i = 0; i < cfg->nprices; i++)
+            priced |= strcmp(cfg->prices[i].model, cfg->default_model) == 0;
+        if (!priced)
+            warn(&ld, dm,
+                 "vars.DEFAULT_MODEL \"%s\" has no price: its calls are logged at cost 0 (add "
+                 "[aigate.prices] \"%s\" = { input = ..., output = ... })",
+                 cfg->default_model, cfg->default_model);
+    }
     ag_toml_free(root);
     return ld.errors ? AG_EBADCONFIG : 0;
 }

@@ -174,7 +174,28 @@ typedef struct ag_config {
     char *smtp_url;  /* [aigate.smtp] url: smtp://host:port (STARTTLS when offered) or smtps:// */
     char *smtp_from; /* the From address */
     char *smtp_user; /* the password is the secret SMTP_PASSWORD */
+    /* bounded disk */
+    size_t cache_max_bytes;            /* the cache store's size bound */
+    unsigned usage_log_retention_days; /* 0: keep every day */
+    /* where the items of string lists were written (ag_config_list_pos()) */
+    struct ag__config_list_at *list_at;
+    size_t nlist_at;
 } ag_config_t;
+
+typedef struct ag__config_list_at {
+    size_t offset; /* of the list in ag_config_t */
+    ag_config_pos_t *at;
+    size_t n;
+} ag__config_list_at_t;
+
+/** Where item i of a string-list key of the config (&cfg->trusted_proxies)
+ *  was written in the file; {0, 0} when it came from the defaults. Checks made
+ *  after loading (the gateway's) report at it. */
+ag_config_pos_t ag_config_list_pos(const ag_config_t *cfg, char **const *list, size_t i);
+
+/** Copies `url` into out[cap] with any user:password@ replaced by "***@", for
+ *  logs: a URL with credentials in it is a secret. */
+void ag_config_redact_url(const char *url, char *out, size_t cap);
 
 /** Fills `cfg` with the embedded defaults. Free with ag_config_fini(). */
 void ag_config_defaults(ag_config_t *cfg);

@@ -45,6 +45,8 @@ static int open_usage_log(ag_gateway_t *gw, const ag_config_t *cfg, const gw_gen
         .flush_interval_ms = cfg->usage_log_flush_ms,
         .prices = gen->prices,
         .nprices = gen->nprices,
+        .retention_days = cfg->usage_log_retention_days,
+        .compress_days = true,
     };
     rc = ag_usage_log_open(&lo, &gw->usage_log);
     if (rc < 0)
@@ -76,7 +78,8 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
         goto fail;
     atomic_store(&gw->current, gen);
     if (any_route_caches(gen)) {
-        ag_kv_options_t ko = {.lmdb.no_sync = true}; /* a cache: a lost entry is only a miss */
+        /* A cache: a lost entry is only a miss, and the oldest go to stay in the bound. */
+        ag_kv_options_t ko = {.lmdb.no_sync = true, .lmdb.max_bytes = cfg->cache_max_bytes};
         rc = ag_kv_open_namespace(cfg->data_dir, cfg->cache_binding, &ko, &gw->cache);
         if (rc < 0) {
             ag_log_error("cannot open the cache store %s/kv/%s: %s", cfg->data_dir,

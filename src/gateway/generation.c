@@ -180,9 +180,14 @@ int gw_gen_new(const ag_config_t *cfg, FILE *errs, gw_gen_t **out)
     const char *bad = NULL;
     rc = ag_trusted_new(cfg->trusted_proxies, &g->trusted, &bad);
     if (rc < 0) {
+        size_t i = 0; /* which item: its position in the file */
+        while (bad && cfg->trusted_proxies[i] && cfg->trusted_proxies[i] != bad)
+            i++;
+        ag_config_pos_t at = ag_config_list_pos(cfg, &cfg->trusted_proxies, i);
         if (errs)
-            fprintf(errs, "%s: aigate.trusted_proxies: '%s' is not an address or CIDR\n",
-                    cfg->path ? cfg->path : "(config)", bad ? bad : "?");
+            fprintf(errs, "%s:%u:%u: aigate.trusted_proxies[%zu]: '%s' is not an address or CIDR\n",
+                    cfg->path ? cfg->path : "(config)", at.line ? at.line : 1, at.col ? at.col : 1,
+                    i, bad ? bad : "?");
         rc = AG_EBADCONFIG;
         goto fail;
     }

@@ -19,6 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
+#include "store/usage_log.h"
 #include "util/errors.h"
 #include "util/fmt.h"
 #include "util/fs.h"
@@ -1254,6 +1257,86 @@ static ssize_t scan_lines(worker_t *w, const char *buf, size_t len, bool last, b
     return p - buf;
 }
 
+/* A gzipped object (a closed day, store/usage_log_days.c): inflated through
+ * w->buf in chunks, so memory stays one buffer whatever the day's size. Input
+ * comes from fd at [off, off + size), or from mem when fd < 0. */
+static int scan_gz(worker_t *w, int fd, uint64_t off, uint64_t size, const char *mem)
+{
+    enum { IN_CHUNK = 256 * 1024 };
+    unsigned char *in = fd >= 0 ? malloc(IN_CHUNK) : NULL;
+    if (fd >= 0 && !in)
+        return -ENOMEM;
+    z_stream z = {0};
+    if (inflateInit2(&z, 15 + 32) != Z_OK) {
+        free(in);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    uint64_t pos = 0;
+    size_t have = 0;
+    bool discard = false;
+    for (;;) {
+        if (z.avail_in == 0 && pos < size) {
+            size_t want = size - pos < IN_CHUNK ? (size_t)(size - pos) : IN_CHUNK;
+            if (fd >= 0) {
+                ssize_t n = ag_fs_pread_all(fd, in, want, off + pos);
+                if (n < 0) {
+                    rc = (int)n;
+                    break;
+                }
+                if (n == 0)
+                    size = pos; /* shorter than its header said: read what is there */
+                z.next_in = in;
+                z.avail_in = (uInt)n;
+                pos += (uint64_t)n;
+            } else {
+                z.next_in = (Bytef *)(uintptr_t)(mem + pos);
+                z.avail_in = (uInt)want;
+                pos += want;
+            }
+        }
+        z.next_out = (Bytef *)w->buf + have;
+        z.avail_out = (uInt)(READ_CHUNK - have);
+        int zrc = inflate(&z, Z_NO_FLUSH);
+        size_t got = READ_CHUNK - have - z.avail_out;
+        have += got;
+        w->bytes += got;
+        bool stream_end = zrc == Z_STREAM_END;
+        bool bad = zrc != Z_OK && zrc != Z_STREAM_END && zrc != Z_BUF_ERROR;
+        if (stream_end && (z.avail_in > 0 || pos < size)) {
+            inflateReset(&z); /* gzip members may follow one another (cat a.gz b.gz) */
+            stream_end = false;
+        }
+        bool exhausted = z.avail_in == 0 && pos >= size && got == 0;
+        bool last = stream_end || bad || exhausted;
+        if (bad)
+            w->skipped++; /* corrupt: what came before it counts */
+        ssize_t used = scan_lines(w, w->buf, have, last, &discard);
+        if (used < 0) {
+            rc = (int)used;
+            break;
+        }
+        memmove(w->buf, w->buf + used, have - (size_t)used);
+        have -= (size_t)used;
+        if (have == READ_CHUNK) {
+            w->skipped++; /* one line fills the buffer: not an entry the log writes */
+            discard = true;
+            have = 0;
+        }
+        if (last)
+            break;
+    }
+    inflateEnd(&z);
+    free(in);
+    w->objects++;
+    return rc;
+}
+
+static bool is_gz(const char *key, size_t keylen)
+{
+    return keylen > 3 && memcmp(key + keylen - 3, ".gz", 3) == 0;
+}
+
 static int scan_object(worker_t *w, const char *key)
 {
     size_t keylen = strlen(key);
@@ -1271,6 +1354,11 @@ static int scan_object(worker_t *w, const char *key)
             return 0;
         if (rc < 0)
             return rc;
+        if (is_gz(key, keylen)) {
+            rc = scan_gz(w, -1, 0, obj.len, obj.data);
+            ag_obj_free(&obj);
+            return rc;
+        }
         bool discard = false;
         ssize_t n = scan_lines(w, obj.data, obj.len, true, &discard);
         w->objects++;
@@ -1285,6 +1373,11 @@ static int scan_object(worker_t *w, const char *key)
 #ifdef POSIX_FADV_SEQUENTIAL
     posix_fadvise(fd, (off_t)off, (off_t)size, POSIX_FADV_SEQUENTIAL);
 #endif
+    if (is_gz(key, keylen)) {
+        rc = scan_gz(w, fd, off, size, NULL);
+        close(fd);
+        return rc;
+    }
     size_t have = 0;
     uint64_t pos = 0;
     bool discard = false;
@@ -1709,6 +1802,8 @@ summed:
     out->skipped = ws[0].skipped;
     out->objects = ws[0].objects;
     out->bytes = ws[0].bytes;
+    if (bucket && ag_usage_log_oldest_day(bucket, out->oldest_day) < 0)
+        out->oldest_day[0] = '\0'; /* only a hint: the sums stand */
     if (q->by != AG_STATS_BY_NONE)
         rc = build_groups(q, ws, nw, out);
 done:
@@ -1956,6 +2051,10 @@ int ag_stats_text(const ag_stats_result_t *r, ag_buf_t *out)
     if (rc == 0 && r->skipped)
         rc = ag_buf_printf(out, "(%llu malformed line%s skipped)\n", (unsigned long long)r->skipped,
                            r->skipped == 1 ? "" : "s");
+    /* Older days may be gone (usage_log_retention_days): say what there is. */
+    if (rc == 0)
+        rc = r->oldest_day[0] ? ag_buf_printf(out, "the usage log goes back to %s\n", r->oldest_day)
+                              : ag_buf_printf(out, "the usage log is empty\n");
     free(rows);
     return rc < 0 ? rc : 0;
 }

@@ -105,9 +105,10 @@ typedef struct ag_stats_result {
      * by requests, most first (ties by key); AG_STATS_OTHER, when used, last. */
     ag_stats_group_t *groups;
     size_t ngroups;
-    uint64_t skipped; /* lines that are not usage entries (malformed), counted, not summed */
-    uint64_t objects; /* objects read */
-    uint64_t bytes;   /* NDJSON bytes read */
+    uint64_t skipped;    /* lines that are not usage entries (malformed), counted, not summed */
+    uint64_t objects;    /* objects read */
+    uint64_t bytes;      /* NDJSON bytes read (inflated, for gzipped days) */
+    char oldest_day[11]; /* "YYYY-MM-DD": the oldest day the log holds; "" when none */
 } ag_stats_result_t;
 
 /**

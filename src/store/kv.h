@@ -42,7 +42,20 @@ typedef struct ag_kv_lmdb_options {
      *  entries can always be fetched again. Applies to the first open of the
      *  folder in this process. */
     bool no_sync;
+    /** An evicting store (a cache) when > 0: the store keeps within max_bytes
+     *  on disk (it is the map size; map_size is ignored). Past 7/8 of it, or
+     *  when a put finds the store full, the entries that expire soonest (those
+     *  without an expiry last) are deleted, down to 3/4. A put that still does
+     *  not fit is dropped: it returns AG_KV_DROPPED, and a warning with the
+     *  count of drops is logged at most once a minute. Applies to the first
+     *  open of the folder in this process. */
+    size_t max_bytes;
 } ag_kv_lmdb_options_t;
+
+/** ag_kv_put()'s answer when an evicting store dropped the entry (a success
+ *  for a cache: the entry is a miss later; not an error, so callers that
+ *  check for rc < 0 log nothing per put). */
+#define AG_KV_DROPPED 1
 
 /** The name of the embedded backend, the default. */
 #define AG_KV_BACKEND_LMDB "lmdb"
@@ -157,7 +170,8 @@ int ag_kv_get_with_metadata(ag_kv_t *kv, const void *key, size_t keylen, ag_kv_v
 void ag_kv_value_free(ag_kv_value_t *v);
 
 /** Writes `key` (replacing any value, metadata and expiry). opts may be NULL.
- *  @return 0; AG_KV_E* for a limit or bad option; AG_KV_EMAP_FULL or
+ *  @return 0; AG_KV_DROPPED from an evicting store that had no room even after
+ *  evicting; AG_KV_E* for a limit or bad option; AG_KV_EMAP_FULL or
  *  AG_KV_EDISK_FULL when there is no room (the store stays readable and
  *  unchanged). Space that deletes free becomes reusable a couple of write
  *  transactions later, as LMDB keeps the previous snapshot intact. */

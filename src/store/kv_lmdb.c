@@ -25,6 +25,7 @@
 #include "util/errors.h"
 #include "util/fs.h"
 #include "util/le.h"
+#include "util/log.h"
 
 /*
  * Layout. LMDB keys are at most 511 bytes (MDB_MAXKEYSIZE of the Debian build)
@@ -57,6 +58,13 @@ typedef struct kv_env {
      * grown by another process, which LMDB allows only with no transaction open
      * in this process. */
     pthread_rwlock_t resize_lock;
+    /* An evicting store (max_bytes > 0): its bound, one evictor at a time, and
+     * the throttled report of puts it had to drop. */
+    size_t max_bytes;
+    pthread_mutex_t evict_lock;
+    uint64_t dropped;       /* since the last report; under evict_lock */
+    int64_t last_report_ms; /* under evict_lock */
+    char *dir;
 } kv_env_t;
 
 typedef struct kv_lmdb {
@@ -257,11 +265,23 @@ static int commit_error(kv_env_t *e, int rc, uint64_t need)
     return rc;
 }
 
-static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
-                    int64_t expiration_ms, const char *metadata, size_t metadata_len)
+/* Bytes the databases' pages take (not the free list): what eviction bounds. */
+static uint64_t live_bytes(kv_env_t *e, MDB_txn *txn)
 {
-    kv_lmdb_t *h = (kv_lmdb_t *)kv;
-    kv_env_t *e = h->e;
+    uint64_t pages = 0;
+    MDB_dbi dbis[] = {e->main, e->lng, e->longidx};
+    for (size_t i = 0; i < AG_ARRAY_LEN(dbis); i++) {
+        MDB_stat ms;
+        if (mdb_stat(txn, dbis[i], &ms) == 0)
+            pages += ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages;
+    }
+    return pages * e->psize;
+}
+
+/* One put in its own transaction; *over: an evicting store passed its high mark. */
+static int put_once(kv_env_t *e, const void *key, size_t keylen, const void *val, size_t vallen,
+                    int64_t expiration_ms, const char *metadata, size_t metadata_len, bool *over)
+{
     bool is_long = keylen > e->maxkey;
     size_t storedkey = is_long ? keylen : 0;
     unsigned char hash[SHA_LEN];
@@ -312,6 +332,8 @@ static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val
                 goto abort;
         }
     }
+    if (e->max_bytes)
+        *over = live_bytes(e, txn) > e->max_bytes / 8 * 7;
     rc = commit_error(e, txn_commit(txn), need);
     goto out;
 abort:
@@ -620,6 +642,227 @@ unlock:
     return rc < 0 ? rc : deleted;
 }
 
+/*
+ * Eviction, for an evicting store (a cache). Workers KV has no size bound, but
+ * a cache must have one: it deletes the entries that expire soonest (those
+ * without an expiry last) until the store's pages are down to a target. With
+ * one TTL per route, soonest to expire is oldest written, and it needs no
+ * write on a read (LRU would turn every hit into a write transaction). Two
+ * passes over the store: collect (expiry, size) pairs and find the expiry
+ * below which enough bytes go, then delete up to it. Each round deletes at
+ * most EVICT_BATCH entries in one transaction, so the dirty pages stay bounded.
+ */
+#define EVICT_BATCH 20000
+#define EVICT_REPORT_MS 60000
+
+typedef struct evict_item {
+    int64_t exp; /* INT64_MAX: never expires */
+    uint64_t size;
+} evict_item_t;
+
+static int cmp_evict(const void *a, const void *b)
+{
+    const evict_item_t *x = a, *y = b;
+    return (x->exp > y->exp) - (x->exp < y->exp);
+}
+
+static uint64_t entry_size(const MDB_val *k, const MDB_val *v)
+{
+    return k->mv_size + v->mv_size + 16; /* the node header */
+}
+
+/* Deletes the entry under cur (db 1: a long key, with its index entry). */
+static int evict_del(kv_env_t *e, MDB_txn *txn, MDB_cursor *cur, int db, const MDB_val *v)
+{
+    rec_t r;
+    if (db == 1 && rec_decode(v, &r) == 0 && r.keylen > e->maxkey) {
+        int rc = del_longidx(e, txn, r.key, r.keylen);
+        if (rc < 0)
+            return rc;
+    }
+    return ag__lmdb_err(mdb_cursor_del(cur, 0));
+}
+
+/* One round: frees about `want` bytes. @return bytes freed, or a negative error. */
+static int64_t evict_round(kv_env_t *e, int64_t now, uint64_t want)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    evict_item_t *items = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t freed = 0;
+    int rc = txn_begin(e, 0, &txn);
+    if (rc < 0)
+        return rc;
+    /* Pass 1: what is there, by expiry. */
+    for (int db = 0; db < 2; db++) {
+        rc = ag__lmdb_err(mdb_cursor_open(txn, db ? e->lng : e->main, &cur));
+        if (rc < 0)
+            goto abort;
+        MDB_val k, v;
+        int mrc;
+        for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            rec_t r;
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 1024;
+                evict_item_t *grown = realloc(items, ncap * sizeof(*items));
+                if (!grown) {
+                    rc = -ENOMEM;
+                    goto abort;
+                }
+                items = grown;
+                cap = ncap;
+            }
+            int64_t exp = rec_decode(&v, &r) < 0 ? INT64_MIN /* unreadable: first */
+                          : r.expiration_ms == 0 ? INT64_MAX
+                          : rec_expired(&r, now) ? INT64_MIN
+                                                 : r.expiration_ms;
+            items[n++] = (evict_item_t){exp, entry_size(&k, &v)};
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        if (mrc != MDB_NOTFOUND) {
+            rc = ag__lmdb_err(mrc);
+            goto abort;
+        }
+    }
+    if (n == 0) {
+        mdb_txn_abort(txn);
+        free(items);
+        return 0;
+    }
+    qsort(items, n, sizeof(*items), cmp_evict);
+    /* The expiry up to which the round deletes: enough bytes, or the batch. */
+    uint64_t sum = 0;
+    size_t last = 0;
+    while (last < n && last < EVICT_BATCH - 1 && (sum < want || items[last].exp == INT64_MIN))
+        sum += items[last++].size;
+    int64_t upto = items[last ? last - 1 : 0].exp;
+    size_t budget = last ? last : 1;
+    free(items);
+    items = NULL;
+    /* Pass 2: delete up to it. */
+    for (int db = 0; db < 2 && budget > 0; db++) {
+        rc = ag__lmdb_err(mdb_cursor_open(txn, db ? e->lng : e->main, &cur));
+        if (rc < 0)
+            goto abort;
+        MDB_val k, v;
+        int mrc;
+        for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && budget > 0;
+             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            rec_t r;
+            int64_t exp = rec_decode(&v, &r) < 0 ? INT64_MIN
+                          : r.expiration_ms == 0 ? INT64_MAX
+                          : rec_expired(&r, now) ? INT64_MIN
+                                                 : r.expiration_ms;
+            if (exp > upto)
+                continue;
+            uint64_t size = entry_size(&k, &v);
+            rc = evict_del(e, txn, cur, db, &v);
+            if (rc < 0)
+                goto abort;
+            freed += size;
+            budget--;
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        if (mrc != 0 && mrc != MDB_NOTFOUND) {
+            rc = ag__lmdb_err(mrc);
+            goto abort;
+        }
+    }
+    rc = txn_commit(txn);
+    return rc < 0 ? rc : (int64_t)freed;
+abort:
+    free(items);
+    if (cur)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* Evicts until the live pages are under `target` bytes, or nothing is left to
+ * delete; at most a few rounds. The caller holds evict_lock and resize_lock
+ * (shared). */
+static int evict_to(kv_env_t *e, int64_t now, uint64_t target, uint64_t at_least)
+{
+    for (int round = 0; round < 8; round++) {
+        MDB_txn *txn;
+        int rc = txn_begin(e, MDB_RDONLY, &txn);
+        if (rc < 0)
+            return rc;
+        uint64_t live = live_bytes(e, txn);
+        mdb_txn_abort(txn);
+        if (live <= target && at_least == 0)
+            return 0;
+        uint64_t want = live > target ? live - target : 0;
+        if (want < at_least)
+            want = at_least;
+        int64_t freed = evict_round(e, now, want);
+        if (freed <= 0)
+            return (int)freed;
+        at_least = (uint64_t)freed >= at_least ? 0 : at_least - (uint64_t)freed;
+    }
+    return 0;
+}
+
+/* A put the store could not take even after evicting: dropped (a cache entry
+ * is only a miss later), and said at most once a minute, with the count. */
+static void report_dropped(kv_env_t *e, int64_t now, size_t bytes, int why)
+{
+    pthread_mutex_lock(&e->evict_lock);
+    e->dropped++;
+    if (now - e->last_report_ms >= EVICT_REPORT_MS) {
+        ag_log_warn("cache store %s is full (%s): dropped %llu entr%s since the last report "
+                    "(this one %zu bytes; the bound is %zu bytes: cache_max_bytes)",
+                    e->dir, ag_strerror(why), (unsigned long long)e->dropped,
+                    e->dropped == 1 ? "y" : "ies", bytes, e->max_bytes);
+        e->dropped = 0;
+        e->last_report_ms = now;
+    }
+    pthread_mutex_unlock(&e->evict_lock);
+}
+
+static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, size_t vallen,
+                    int64_t expiration_ms, const char *metadata, size_t metadata_len)
+{
+    kv_lmdb_t *h = (kv_lmdb_t *)kv;
+    kv_env_t *e = h->e;
+    bool over = false;
+    int rc = put_once(e, key, keylen, val, vallen, expiration_ms, metadata, metadata_len, &over);
+    if (!e->max_bytes)
+        return rc;
+    int64_t now = kv->now_ms(kv->clock_ctx);
+    if (rc == 0 && over && pthread_mutex_trylock(&e->evict_lock) == 0) {
+        /* Past 7/8 of the bound: down to 3/4, so that freed pages are there to
+         * reuse before the map fills (LMDB reuses them a commit or two later). */
+        pthread_rwlock_rdlock(&e->resize_lock);
+        evict_to(e, now, e->max_bytes / 4 * 3, 0);
+        pthread_rwlock_unlock(&e->resize_lock);
+        pthread_mutex_unlock(&e->evict_lock);
+        return 0;
+    }
+    for (int tries = 0; tries < 3 && (rc == AG_KV_EMAP_FULL || rc == AG_KV_EDISK_FULL); tries++) {
+        /* Full before the mark (fragmented free pages, a value larger than the
+         * slack): evict at least an eighth more and try again. */
+        pthread_mutex_lock(&e->evict_lock);
+        pthread_rwlock_rdlock(&e->resize_lock);
+        int erc = evict_to(e, now, e->max_bytes / 4 * 3,
+                           e->max_bytes / 8 + REC_HDR + keylen + metadata_len + vallen);
+        pthread_rwlock_unlock(&e->resize_lock);
+        pthread_mutex_unlock(&e->evict_lock);
+        if (erc < 0)
+            break;
+        rc = put_once(e, key, keylen, val, vallen, expiration_ms, metadata, metadata_len, &over);
+    }
+    if (rc == AG_KV_EMAP_FULL || rc == AG_KV_EDISK_FULL) {
+        report_dropped(e, now, REC_HDR + keylen + metadata_len + vallen, rc);
+        return AG_KV_DROPPED;
+    }
+    return rc;
+}
+
 static int lmdb_stat(ag_kv_t *kv, ag_kv_stat_t *st)
 {
     kv_lmdb_t *h = (kv_lmdb_t *)kv;
@@ -665,6 +908,8 @@ static void env_release(kv_env_t *e)
     pthread_mutex_unlock(&envs_lock);
     mdb_env_close(e->env);
     pthread_rwlock_destroy(&e->resize_lock);
+    pthread_mutex_destroy(&e->evict_lock);
+    free(e->dir);
     free(e);
 }
 
@@ -728,6 +973,14 @@ static int env_create(const char *dir, size_t map_size, bool no_sync, kv_env_t *
         rc = -ENOMEM;
         goto fail;
     }
+    pthread_mutex_init(&e->evict_lock, NULL);
+    e->dir = strdup(dir);
+    if (!e->dir) {
+        pthread_rwlock_destroy(&e->resize_lock);
+        pthread_mutex_destroy(&e->evict_lock);
+        rc = -ENOMEM;
+        goto fail;
+    }
     *out = e;
     return 0;
 fail:
@@ -741,7 +994,10 @@ int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
     *out = NULL;
     if (dir == NULL)
         return AG_EINVALID;
-    size_t map_size = opts && opts->lmdb.map_size ? opts->lmdb.map_size : AG_KV_DEFAULT_MAP_SIZE;
+    size_t max_bytes = opts ? opts->lmdb.max_bytes : 0;
+    size_t map_size = max_bytes                     ? max_bytes
+                      : opts && opts->lmdb.map_size ? opts->lmdb.map_size
+                                                    : AG_KV_DEFAULT_MAP_SIZE;
     int rc = ag_fs_mkdir_p(dir, 0700);
     if (rc < 0)
         return rc;
@@ -772,6 +1028,7 @@ int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
             e->ino = st.st_ino;
             e->pid = pid;
             e->refs = 1;
+            e->max_bytes = max_bytes;
             e->next = envs;
             envs = e;
         }

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "util/buf.h"
 #include "util/errors.h"
 #include "util/fs.h"
 #include "util/hex.h"
@@ -198,6 +199,38 @@ int ag_objstore_put(ag_objstore_t *store, const void *key, size_t keylen, const 
     if (rc < 0)
         return rc;
     rc = store->ops->put(store, key, keylen, data, len, meta, out);
+    free(meta);
+    return rc;
+}
+
+int ag_objstore_put_fd(ag_objstore_t *store, const void *key, size_t keylen, int fd,
+                       const ag_obj_put_opts_t *opts, ag_obj_info_t *out)
+{
+    if (!store->ops->put_fd) {
+        /* One byte over the limit lets the put report the limit itself. */
+        ag_buf_t data;
+        ag_buf_init(&data, (size_t)AG_OBJ_MAX_PUT_SIZE + 1);
+        int rc = ag_fs_read_fd(fd, &data);
+        if (rc == AG_ETOOBIG)
+            rc = AG_OBJ_ETOO_BIG;
+        if (rc == 0)
+            rc = ag_objstore_put(store, key, keylen, data.data ? data.data : "", data.len, opts,
+                                 out);
+        ag_buf_fini(&data);
+        return rc;
+    }
+    if (out != NULL)
+        memset(out, 0, sizeof(*out));
+    int rc = check_key(key, keylen);
+    if (rc < 0)
+        return rc;
+    if (fd < 0)
+        return AG_EINVALID;
+    char *meta = NULL;
+    rc = build_meta(opts, &meta);
+    if (rc < 0)
+        return rc;
+    rc = store->ops->put_fd(store, key, keylen, fd, meta, out);
     free(meta);
     return rc;
 }

@@ -179,6 +179,14 @@ void ag_objstore_close(ag_objstore_t *store);
 int ag_objstore_put(ag_objstore_t *store, const void *key, size_t keylen, const void *data,
                     size_t len, const ag_obj_put_opts_t *opts, ag_obj_info_t *out);
 
+/** The same with the bytes read from fd to its end (a file, a pipe), in
+ *  chunks: memory stays a few hundred KiB whatever the object's size (with
+ *  backends that have put_fd; others read it whole first). The fd is read,
+ *  not closed. @return as ag_objstore_put(); AG_OBJ_ETOO_BIG past the limit;
+ *  -errno when fd cannot be read. */
+int ag_objstore_put_fd(ag_objstore_t *store, const void *key, size_t keylen, int fd,
+                       const ag_obj_put_opts_t *opts, ag_obj_info_t *out);
+
 /** Reads the whole object. @return 0 and *out; AG_ENOTFOUND when missing. */
 int ag_objstore_get(ag_objstore_t *store, const void *key, size_t keylen, ag_obj_t *out);
 
@@ -235,6 +243,10 @@ typedef struct ag_objstore_ops {
     int (*list)(ag_objstore_t *s, const ag_obj_list_opts_t *opts, const ag_obj_list_after_t *after,
                 ag_obj_list_result_t *out);
     void (*close)(ag_objstore_t *s);
+    /* Optional (NULL: the front end reads fd whole and calls put): the put of
+     * what fd holds to its end, in chunks. */
+    int (*put_fd)(ag_objstore_t *s, const char *key, size_t keylen, int fd, const char *meta_json,
+                  ag_obj_info_t *out);
 } ag_objstore_ops_t;
 
 struct ag_objstore {

@@ -266,8 +266,48 @@ fail:
 
 static atomic_uint temp_seq;
 
-static int fs_put(ag_objstore_t *s, const char *key, size_t keylen, const void *data, size_t len,
-                  const char *meta_json, ag_obj_info_t *out)
+/* Copies src to fd to its end, hashing it; *len: the bytes copied. */
+static int copy_stream(int src, int fd, EVP_MD_CTX *md, uint64_t *len)
+{
+    enum { CHUNK = 256 * 1024 };
+    char *buf = malloc(CHUNK);
+    if (!buf)
+        return -ENOMEM;
+    int rc = 0;
+    *len = 0;
+    for (;;) {
+        ssize_t r = read(src, buf, CHUNK);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        *len += (uint64_t)r;
+        if (*len > AG_OBJ_MAX_PUT_SIZE) {
+            rc = AG_OBJ_ETOO_BIG;
+            break;
+        }
+        if (EVP_DigestUpdate(md, buf, (size_t)r) != 1) {
+            rc = -ENOMEM;
+            break;
+        }
+        rc = write_full(fd, buf, (size_t)r);
+        if (rc < 0)
+            break;
+    }
+    free(buf);
+    return rc;
+}
+
+/* A put of (data, len), or, when src >= 0, of what src holds to its end, in
+ * chunks: the object never has to fit in memory. Its length and etag are
+ * known only at the end, so the header and metadata are written with
+ * placeholders of the same size and rewritten before the rename. */
+static int put_from(ag_objstore_t *s, const char *key, size_t keylen, const void *data, size_t len,
+                    int src, const char *meta_json, ag_obj_info_t *out)
 {
     fs_store_t *fs = (fs_store_t *)s;
     char shard[PATH_MAX], file[PATH_MAX], tmp[PATH_MAX];
@@ -286,8 +326,11 @@ static int fs_put(ag_objstore_t *s, const char *key, size_t keylen, const void *
         return AG_OBJ_EMETADATA;
     char etag[33], version[33];
     rc = -ENOMEM;
-    if (EVP_Digest(len ? data : "", len, md5, &mdlen, EVP_md5(), NULL) != 1 ||
-        RAND_bytes(rnd, 16) != 1)
+    if (src >= 0)
+        memset(md5, 0, sizeof(md5)); /* the placeholder: the same length as the etag */
+    else if (EVP_Digest(len ? data : "", len, md5, &mdlen, EVP_md5(), NULL) != 1)
+        goto fail;
+    if (RAND_bytes(rnd, 16) != 1)
         goto fail;
     ag_hex_encode(md5, 16, etag);
     ag_hex_encode(rnd, 16, version);
@@ -335,8 +378,31 @@ static int fs_put(ag_objstore_t *s, const char *key, size_t keylen, const void *
         rc = write_full(fd, key, keylen);
     if (rc == 0)
         rc = write_full(fd, metatext, mlen);
-    if (rc == 0)
+    if (rc == 0 && src < 0)
         rc = write_full(fd, data, len);
+    if (rc == 0 && src >= 0) {
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        uint64_t got = 0;
+        rc = md && EVP_DigestInit_ex(md, EVP_md5(), NULL) == 1 ? copy_stream(src, fd, md, &got)
+                                                               : -ENOMEM;
+        if (rc == 0 && EVP_DigestFinal_ex(md, md5, &mdlen) != 1)
+            rc = -ENOMEM;
+        EVP_MD_CTX_free(md);
+        len = (size_t)got;
+        char *final = NULL;
+        if (rc == 0) {
+            ag_hex_encode(md5, 16, etag);
+            if (json_object_set_new(j, "etag", json_string(etag)) != 0 ||
+                !(final = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS)) || strlen(final) != mlen)
+                rc = -ENOMEM;
+        }
+        unsigned char lenbuf[8];
+        ag_le_put(lenbuf, len, 8);
+        if (rc == 0 && (pwrite(fd, lenbuf, 8, 16) != 8 ||
+                        pwrite(fd, final, mlen, (off_t)(OBJ_HDR + keylen)) != (ssize_t)mlen))
+            rc = map_errno(errno);
+        free(final);
+    }
     if (rc == 0 && fsync(fd) < 0)
         rc = map_errno(errno);
     if (rc < 0)
@@ -611,7 +677,20 @@ static void fs_close(ag_objstore_t *s)
     free(fs);
 }
 
+static int fs_put(ag_objstore_t *s, const char *key, size_t keylen, const void *data, size_t len,
+                  const char *meta_json, ag_obj_info_t *out)
+{
+    return put_from(s, key, keylen, data, len, -1, meta_json, out);
+}
+
+static int fs_put_fd(ag_objstore_t *s, const char *key, size_t keylen, int src,
+                     const char *meta_json, ag_obj_info_t *out)
+{
+    return put_from(s, key, keylen, NULL, 0, src, meta_json, out);
+}
+
 static const ag_objstore_ops_t fs_ops = {
+    .put_fd = fs_put_fd,
     .name = "fs",
     .put = fs_put,
     .get = fs_get,

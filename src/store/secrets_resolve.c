@@ -89,22 +89,48 @@ static char *dotenv_lookup(const char *path, const char *name)
     return found;
 }
 
+/* The first control byte of v (a CR or LF would end a header line early and
+ * inject the rest), or -1. */
+static long control_at(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return (long)(p - (const unsigned char *)v);
+    }
+    return -1;
+}
+
 int ag_secrets_resolve(const char *data_dir, const char *name, char **value)
 {
     *value = NULL;
     const char *env = getenv(name);
+    const char *from = "the environment";
     char *v = env && *env ? strdup(env) : NULL;
     if (!v) {
+        from = "the secrets file";
         int rc = ag_secrets_get(data_dir, name, &v);
         if (rc < 0 && rc != AG_ENOTFOUND)
             fprintf(stderr, "aigate: cannot read the secrets file in %s: %s\n",
                     data_dir ? data_dir : "./.aigate", ag_strerror(rc));
     }
-    if (!v)
+    if (!v) {
+        from = ".dev.vars";
         v = dotenv_lookup(".dev.vars", name);
+    }
     if (v && !*v) {
         ag_secrets_value_free(v);
         v = NULL;
+    }
+    long bad = v ? control_at(v) : -1;
+    if (bad >= 0) {
+        /* Where and what, never the value. */
+        fprintf(stderr,
+                "aigate: refusing the secret %s from %s: byte %ld is a control byte (0x%02x; CR, "
+                "LF and NUL are not allowed in a key or token). Set it again without it "
+                "(`aigate secret put %s` trims one trailing newline)\n",
+                name, from, bad + 1, (unsigned char)v[bad], name);
+        ag_secrets_value_free(v);
+        return AG_SECRETS_ECONTROL;
     }
     *value = v;
     return v ? 0 : AG_ENOTFOUND;

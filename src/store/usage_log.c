@@ -90,6 +90,12 @@ struct ag_usage_log {
     void *flush_ctx;
     char instance[80];
     pthread_t thread;
+    /* Closed days (usage_log_days.c), on a thread of their own: a day's gzip
+     * must not hold up the writer. */
+    unsigned retention_days;
+    bool compress_days, maint_started;
+    pthread_t maint;
+    pthread_cond_t maint_wake; /* under mu: closing */
 
     /* Serialisation reads the table under prices_mu; a reload swaps it. */
     pthread_mutex_t prices_mu;
@@ -827,6 +833,34 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* ---- closed days ------------------------------------------------------- */
+
+#define MAINT_INTERVAL_MS 3600000
+
+static void *maint_main(void *arg)
+{
+    ag_usage_log_t *log = arg;
+    pthread_mutex_lock(&log->mu);
+    while (!log->closing) {
+        pthread_mutex_unlock(&log->mu);
+        ag_usage_days_stats_t st;
+        int rc = ag_usage_log_maintain(log->store, wall_ms(log), log->retention_days,
+                                       log->compress_days, &st);
+        if (rc < 0)
+            ag_log_warn("usage log: cannot tidy closed days: %s", ag_strerror(rc));
+        else if (st.days_deleted || st.days_compressed)
+            ag_log_info("usage log: %u day%s past the %u-day retention deleted, %u closed day%s "
+                        "gzipped",
+                        st.days_deleted, st.days_deleted == 1 ? "" : "s", log->retention_days,
+                        st.days_compressed, st.days_compressed == 1 ? "" : "s");
+        pthread_mutex_lock(&log->mu);
+        if (!log->closing)
+            wait_ms(&log->maint_wake, &log->mu, MAINT_INTERVAL_MS);
+    }
+    pthread_mutex_unlock(&log->mu);
+    return NULL;
+}
+
 /* ---- lifecycle --------------------------------------------------------- */
 
 static bool instance_ok(const char *s)
@@ -867,6 +901,7 @@ static void log_destroy(ag_usage_log_t *log)
     pthread_mutex_destroy(&log->prices_mu);
     pthread_cond_destroy(&log->wake);
     pthread_cond_destroy(&log->done);
+    pthread_cond_destroy(&log->maint_wake);
     free(log->pending);
     free(log->taken);
     prices_free(log->prices, log->nprices);
@@ -925,7 +960,10 @@ int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out)
     pthread_mutex_init(&log->prices_mu, NULL);
     pthread_cond_init(&log->wake, &ca);
     pthread_cond_init(&log->done, &ca);
+    pthread_cond_init(&log->maint_wake, &ca);
     pthread_condattr_destroy(&ca);
+    log->retention_days = opts->retention_days;
+    log->compress_days = opts->compress_days;
     /* Both arrays are reserved whole; pages are touched only as far as the
      * queue ever fills, so the memory in use follows the peak, not the cap. */
     if (log->capacity > SIZE_MAX / sizeof(ag_usage_entry_t))
@@ -945,6 +983,12 @@ int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out)
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int prc = pthread_create(&log->thread, NULL, writer_main, log);
+    if (prc == 0 && (log->retention_days || log->compress_days)) {
+        int mrc = pthread_create(&log->maint, NULL, maint_main, log);
+        log->maint_started = mrc == 0;
+        if (mrc != 0)
+            ag_log_warn("usage log: cannot start the closed-days thread: %s", strerror(mrc));
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (prc != 0) {
         rc = -prc;
@@ -1013,9 +1057,12 @@ void ag_usage_log_close(ag_usage_log_t *log)
     }
     log->closing = true;
     pthread_cond_signal(&log->wake);
+    pthread_cond_signal(&log->maint_wake);
     pthread_cond_broadcast(&log->done); /* blocked appenders give up */
     pthread_mutex_unlock(&log->mu);
     pthread_join(log->thread, NULL);
+    if (log->maint_started)
+        pthread_join(log->maint, NULL); /* a pass in progress finishes first */
 }
 
 void ag_usage_log_free(ag_usage_log_t *log)

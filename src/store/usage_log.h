@@ -127,9 +127,37 @@ typedef struct ag_usage_log_options {
      * is always added, so restarts and several processes never collide. NULL:
      * random only. */
     const char *instance_id;
+    /* Closed days: days older than retention_days are deleted (0: kept
+     * forever), and with compress_days each closed day's objects are gzipped;
+     * both by a thread of the log, at open and every hour (ag_usage_log_maintain()). */
+    unsigned retention_days;
+    bool compress_days;
 } ag_usage_log_options_t;
 
 typedef struct ag_usage_log ag_usage_log_t;
+
+/** What one pass over the closed days did. */
+typedef struct ag_usage_days_stats {
+    unsigned days_deleted;    /* day folders past the retention */
+    unsigned days_compressed; /* closed days whose NDJSON objects were gzipped */
+    uint64_t gz_objects;      /* .ndjson.gz objects written */
+    uint64_t objects_deleted; /* objects deleted (expired, or gzipped into another) */
+} ag_usage_days_stats_t;
+
+/** Deletes the day folders of the log in `store` that are retention_days or
+ *  more before now_ms's UTC day (0: none), and with `compress` gzips each
+ *  closed day (ended an hour or more before now_ms): its .ndjson objects go
+ *  into logs/YYYY/MM/DD/<first-ms>-gz-<hash>.ndjson.gz objects of at most 32
+ *  MiB (content-encoding gzip), each stored before its sources are deleted, so
+ *  a crash leaves duplicates to redo, never a loss; two processes that compact
+ *  the same day write the same names. Safe beside writers: they only write
+ *  the current day. st may be NULL. @return 0 or the first store error. */
+int ag_usage_log_maintain(ag_objstore_t *store, int64_t now_ms, unsigned retention_days,
+                          bool compress, ag_usage_days_stats_t *st);
+
+/** How far back the log in `store` goes: its oldest day folder as "YYYY-MM-DD"
+ *  in out[11], "" when there is none. @return 0 or a store error. */
+int ag_usage_log_oldest_day(ag_objstore_t *store, char out[11]);
 
 typedef struct ag_usage_log_stats {
     uint64_t accepted;       /* appends that returned 0 */

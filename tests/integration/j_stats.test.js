@@ -173,7 +173,8 @@ test('aigate stats over what the server logged: totals, groups and the table', a
     const cols = (l) => l.trim().split(/\s{2,}/);
     assert.deepEqual(cols(lines[1]), ['MODEL', 'REQUESTS', 'ERROR RATE', 'P50 MS', 'P99 MS', 'CPU P50 MS', 'CPU P99 MS',
         'UPSTREAM', 'CACHE HITS', 'TOKENS IN', 'TOKENS OUT', 'COST USD']);
-    assert.equal(lines.length, 5);
+    assert.equal(lines.length, 6);
+    assert.match(lines[5], /^the usage log goes back to \d{4}-\d\d-\d\d$/); // how far back (retention)
     assert.deepEqual(cols(lines[2]).slice(0, 3), ['claude-haiku-4-5', '28', `${(400 / 28).toFixed(2)}%`]);
     assert.deepEqual(cols(lines[3]).slice(0, 3), ['claude-sonnet-4-5', '8', '0.00%']);
     const total = cols(lines[4]);
@@ -184,7 +185,7 @@ test('aigate stats over what the server logged: totals, groups and the table', a
     // the header's columns line up with the numbers (right-aligned)
     assert.equal(lines[1].indexOf('REQUESTS') + 'REQUESTS'.length, lines[4].indexOf(' 36') + 3);
     const plain = stats(dir, []); // default: 24h, no grouping
-    assert.equal(plain.trimEnd().split('\n').length, 3);
+    assert.equal(plain.trimEnd().split('\n').length, 4); // window, header, total, how far back
     assert.match(plain.split('\n')[2], /^total +36 /);
 });
 

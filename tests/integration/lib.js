@@ -15,7 +15,7 @@ const assert = require('node:assert/strict');
 
 const fake = require('../fake-upstream/fake-anthropic.js');
 
-const BIN = process.env.AIGATE_BIN || path.join(__dirname, '../../build/debug/aigate');
+const BIN = path.resolve(process.env.AIGATE_BIN || path.join(__dirname, '../../build/debug/aigate'));
 const TEST_KEY = 'sk-ant-test-0123456789abcdef-SECRET';
 
 function tmpdir() {

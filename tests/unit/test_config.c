@@ -353,6 +353,80 @@ TEST(task_mistakes_are_errors_with_their_place)
     }
 }
 
+TEST(list_items_keep_their_place_for_later_checks)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg, "[aigate]\ntrusted_proxies = [\"10.0.0.1\",\n  \"not-an-ip\"]\n", &diag),
+              0);
+    ag_config_pos_t at = ag_config_list_pos(&cfg, &cfg.trusted_proxies, 1);
+    ASSERT_EQ(at.line, 3u);
+    ASSERT_EQ(at.col, 3u);
+    at = ag_config_list_pos(&cfg, &cfg.trusted_proxies, 0);
+    ASSERT_EQ(at.line, 2u);
+    at = ag_config_list_pos(&cfg, &cfg.trusted_proxies, 7);
+    ASSERT_EQ(at.line, 0u);
+    ag_config_fini(&cfg);
+    free(diag);
+}
+
+TEST(vars_that_look_like_ours_and_unpriced_default_models_warn)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[vars]\nMAX_TOKEN = \"5\"\ndefault_model = \"x\"\nMY_OWN_VAR = \"y\"\n"
+                   "DEFAULT_MODEL = \"my-model\"\n",
+                   &diag),
+              0);
+    ASSERT(strstr(diag, ":2:13: warning: vars.MAX_TOKEN is not read by aigate: did you mean "
+                        "MAX_TOKENS?") != NULL);
+    ASSERT(strstr(diag, "vars.default_model is not read by aigate: did you mean DEFAULT_MODEL?"));
+    ASSERT(strstr(diag, "MY_OWN_VAR") == NULL); /* a Worker's own var is its business */
+    ASSERT(strstr(diag, ":5:17: warning: vars.DEFAULT_MODEL \"my-model\" has no price") != NULL);
+    ag_config_fini(&cfg);
+    free(diag);
+    diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[vars]\nDEFAULT_MODEL = \"my-model\"\nMAX_TOKENS = \"5\"\n"
+                   "[aigate.prices]\n\"my-model\" = { input = 1, output = 2 }\n",
+                   &diag),
+              0);
+    ASSERT(strstr(diag, "warning") == NULL);
+    ag_config_fini(&cfg);
+    free(diag);
+}
+
+TEST(bounded_disk_keys_have_defaults)
+{
+    ag_config_t cfg;
+    ag_config_defaults(&cfg);
+    ASSERT_EQ(cfg.cache_max_bytes, (size_t)256 << 20);
+    ASSERT_EQ(cfg.usage_log_retention_days, 30u);
+    ag_config_fini(&cfg);
+    char *diag = NULL;
+    ASSERT_EQ(
+        load(&cfg, "[aigate]\ncache_max_bytes = 4194304\nusage_log_retention_days = 0\n", &diag),
+        0);
+    ASSERT_EQ(cfg.cache_max_bytes, (size_t)4 << 20);
+    ASSERT_EQ(cfg.usage_log_retention_days, 0u);
+    ag_config_fini(&cfg);
+    free(diag);
+}
+
+TEST(urls_lose_their_credentials_in_logs)
+{
+    char out[256];
+    ag_config_redact_url("https://user:pa%40ss@proxy.example:8443/v1?x=1", out, sizeof(out));
+    ASSERT_STREQ(out, "https://***@proxy.example:8443/v1?x=1");
+    ag_config_redact_url("http://127.0.0.1:9/a@b", out, sizeof(out));
+    ASSERT_STREQ(out, "http://127.0.0.1:9/a@b"); /* an @ in the path is no userinfo */
+    ag_config_redact_url("https://api.anthropic.com", out, sizeof(out));
+    ASSERT_STREQ(out, "https://api.anthropic.com");
+    ag_config_redact_url("https://a@b@host", out, sizeof(out));
+    ASSERT_STREQ(out, "https://***@host");
+}
+
 AG_TESTS(
     AG_TEST_ENTRY(tasks_and_triggers_load_as_written) AG_TEST_ENTRY(
         task_mistakes_are_errors_with_their_place) AG_TEST_ENTRY(routes_inherit_what_they_leave_out)
@@ -364,4 +438,8 @@ AG_TESTS(
                             AG_TEST_ENTRY(config_holds_secret_names_not_values)
                                 AG_TEST_ENTRY(reference_lists_route_keys_and_how_each_applies)
                                     AG_TEST_ENTRY(client_access_keys_default_and_load)
-                                        AG_TEST_ENTRY(client_access_mistakes_name_their_place))
+                                        AG_TEST_ENTRY(client_access_mistakes_name_their_place)
+                                            AG_TEST_ENTRY(list_items_keep_their_place_for_later_checks)
+                                                AG_TEST_ENTRY(vars_that_look_like_ours_and_unpriced_default_models_warn)
+                                                    AG_TEST_ENTRY(bounded_disk_keys_have_defaults)
+                                                        AG_TEST_ENTRY(urls_lose_their_credentials_in_logs))

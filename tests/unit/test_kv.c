@@ -681,6 +681,153 @@ TEST(kv_map_full_is_clear_and_recoverable)
     rm_rf(dir);
 }
 
+static ag_kv_t *open_evicting(const char *dir, size_t max_bytes)
+{
+    ag_kv_options_t opts = {
+        .now_ms = fake_clock, .clock_ctx = &fake_now_ms, .lmdb = {.max_bytes = max_bytes}};
+    ag_kv_t *kv = NULL;
+    int rc = ag_kv_open_lmdb(dir, &opts, &kv);
+    if (rc < 0)
+        fprintf(stderr, "  open %s: %s\n", dir, ag_strerror(rc));
+    return kv;
+}
+
+static long long file_size(const char *dir, const char *name)
+{
+    char path[512];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* A cache of 1 MiB takes 10 MiB of puts: every put succeeds, the file stays
+ * within the bound, the newest entries are there and the soonest-expiring are
+ * the ones gone; an entry without expiry outlives them. */
+TEST(kv_evicting_store_stays_within_its_bound)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    fake_now_ms = 1700000000000;
+    enum { MAX = 1 << 20, VAL = 10 * 1024, N = 1000 };
+    ag_kv_t *kv = open_evicting(dir, MAX);
+    ASSERT(kv != NULL);
+    static char val[VAL];
+    char key[32];
+    ASSERT_EQ(put_str(kv, "forever", "kept"), 0);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "k%05d", i);
+        memset(val, 'a' + i % 26, VAL);
+        /* Later puts expire later, as a cache's fills with one TTL do. */
+        ag_kv_put_opts_t o = {.expiration_ttl = 3600 + i};
+        int rc = ag_kv_put(kv, key, strlen(key), val, VAL, &o);
+        ASSERT_EQ(rc, 0);
+        ASSERT(file_size(dir, "data.mdb") <= MAX);
+    }
+    ag_kv_stat_t st;
+    ASSERT_EQ(ag_kv_stat(kv, &st), 0);
+    ASSERT(st.map_size <= MAX);
+    ASSERT(st.entries > 20 && st.entries < 100); /* about 1 MiB of 10 KiB values */
+    ag_kv_value_t v;
+    for (int i = N - 20; i < N; i++) {
+        snprintf(key, sizeof(key), "k%05d", i);
+        ASSERT_EQ(ag_kv_get(kv, key, strlen(key), &v), 0);
+        ASSERT(v.len == VAL && v.data[0] == 'a' + i % 26);
+        ag_kv_value_free(&v);
+    }
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "k%05d", i);
+        ASSERT_EQ(ag_kv_get(kv, key, strlen(key), &v), AG_ENOTFOUND);
+    }
+    ASSERT_EQ(ag_kv_get(kv, "forever", 7, &v), 0);
+    ag_kv_value_free(&v);
+    ag_kv_close(kv);
+    ASSERT(file_size(dir, "data.mdb") <= MAX);
+    rm_rf(dir);
+}
+
+/* Expired entries go before live ones, whatever their expiry. */
+TEST(kv_evicting_store_takes_expired_entries_first)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    fake_now_ms = 1700000000000;
+    enum { MAX = 1 << 20, VAL = 10 * 1024 };
+    ag_kv_t *kv = open_evicting(dir, MAX);
+    ASSERT(kv != NULL);
+    static char val[VAL];
+    char key[32];
+    /* Long-lived entries first, then short-lived ones that then expire. */
+    for (int i = 0; i < 30; i++) {
+        snprintf(key, sizeof(key), "long%02d", i);
+        ASSERT_EQ(
+            ag_kv_put(kv, key, strlen(key), val, VAL, &(ag_kv_put_opts_t){.expiration_ttl = 86400}),
+            0);
+    }
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "short%03d", i);
+        fake_now_ms += 10;
+        ASSERT_EQ(
+            ag_kv_put(kv, key, strlen(key), val, VAL, &(ag_kv_put_opts_t){.expiration_ttl = 1}), 0);
+    }
+    ag_kv_value_t v;
+    for (int i = 0; i < 30; i++) {
+        snprintf(key, sizeof(key), "long%02d", i);
+        ASSERT_EQ(ag_kv_get(kv, key, strlen(key), &v), 0);
+        ag_kv_value_free(&v);
+    }
+    ag_kv_close(kv);
+    rm_rf(dir);
+}
+
+/* A value larger than the whole bound is dropped, not an error, and said once
+ * a minute with a count; the store goes on taking entries that fit. */
+TEST(kv_evicting_store_drops_what_cannot_fit_and_says_so_once_a_minute)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    fake_now_ms = 1700000000000;
+    enum { MAX = 1 << 20, BIG = 2 << 20 };
+    ag_kv_t *kv = open_evicting(dir, MAX);
+    ASSERT(kv != NULL);
+    char *big = calloc(1, BIG);
+    ASSERT(big != NULL);
+    char logpath[] = "/tmp/ag_test_kv_log_XXXXXX";
+    int logfd = mkstemp(logpath);
+    ASSERT(logfd >= 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(logfd, STDERR_FILENO);
+    int rcs[21];
+    for (int i = 0; i < 20; i++)
+        rcs[i] = ag_kv_put(kv, "big", 3, big, BIG, NULL);
+    fake_now_ms += 61000;
+    rcs[20] = ag_kv_put(kv, "big", 3, big, BIG, NULL);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    for (int i = 0; i < 21; i++)
+        ASSERT_EQ(rcs[i], AG_KV_DROPPED);
+    char text[4096] = "";
+    ssize_t n = pread(logfd, text, sizeof(text) - 1, 0);
+    close(logfd);
+    unlink(logpath);
+    ASSERT(n > 0);
+    text[n] = '\0';
+    int lines = 0;
+    for (char *p = text; (p = strstr(p, "cache store ")) != NULL; p++)
+        lines++;
+    ASSERT_EQ(lines, 2);
+    ASSERT(strstr(text, "dropped 1 entry ") != NULL);
+    ASSERT(strstr(text, "dropped 20 entries ") != NULL);
+    ASSERT_EQ(put_str(kv, "small", "fits"), 0);
+    ag_kv_value_t v;
+    ASSERT_EQ(ag_kv_get(kv, "small", 5, &v), 0);
+    ag_kv_value_free(&v);
+    free(big);
+    ag_kv_close(kv);
+    rm_rf(dir);
+}
+
 TEST(kv_file_size_limit_is_disk_full)
 {
     char *dir = make_tmpdir();
@@ -1304,11 +1451,15 @@ AG_TESTS(
         AG_TEST_ENTRY(kv_bounded_sweep_resumes) AG_TEST_ENTRY(kv_list_sorted_by_bytes)
             AG_TEST_ENTRY(kv_list_paging_5000_keys) AG_TEST_ENTRY(kv_512_byte_keys) AG_TEST_ENTRY(
                 kv_limits_and_errors) AG_TEST_ENTRY(kv_map_full_is_clear_and_recoverable)
-                AG_TEST_ENTRY(kv_file_size_limit_is_disk_full) AG_TEST_ENTRY(
-                    kv_concurrent_writer_processes) AG_TEST_ENTRY(kv_threads_share_one_handle)
-                    AG_TEST_ENTRY(kv_namespaces) AG_TEST_ENTRY(kv_backend_by_name)
-                        AG_TEST_ENTRY(kv_async_completes_inline_on_lmdb) AG_TEST_ENTRY(
-                            kv_async_not_found_and_store_errors_come_through_the_callback)
-                            AG_TEST_ENTRY(kv_async_synchronous_failure_never_calls_back)
-                                AG_TEST_ENTRY(
-                                    kv_async_backend_completes_later_or_never_when_cancelled))
+                AG_TEST_ENTRY(kv_evicting_store_stays_within_its_bound)
+                    AG_TEST_ENTRY(kv_evicting_store_takes_expired_entries_first) AG_TEST_ENTRY(
+                        kv_evicting_store_drops_what_cannot_fit_and_says_so_once_a_minute)
+                        AG_TEST_ENTRY(kv_file_size_limit_is_disk_full) AG_TEST_ENTRY(
+                            kv_concurrent_writer_processes)
+                            AG_TEST_ENTRY(kv_threads_share_one_handle) AG_TEST_ENTRY(
+                                kv_namespaces) AG_TEST_ENTRY(kv_backend_by_name)
+                                AG_TEST_ENTRY(kv_async_completes_inline_on_lmdb) AG_TEST_ENTRY(
+                                    kv_async_not_found_and_store_errors_come_through_the_callback)
+                                    AG_TEST_ENTRY(kv_async_synchronous_failure_never_calls_back)
+                                        AG_TEST_ENTRY(
+                                            kv_async_backend_completes_later_or_never_when_cancelled))

@@ -17,6 +17,7 @@
 
 #include "harness.h"
 #include "store/secrets.h"
+#include "store/secrets_resolve.h"
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -406,7 +407,54 @@ TEST(path_and_strerror)
     ASSERT_EQ(ag_err_http_status(AG_SECRETS_ENAME), 400);
 }
 
+/* A credential with CR, LF or NUL would inject header lines upstream: refused
+ * from every source, and the refusal names the secret, never its value. */
+TEST(resolve_refuses_control_bytes)
+{
+    char *dir = make_tmpdir();
+    ASSERT(dir != NULL);
+    char *v = NULL;
+    ASSERT_EQ(ag_secrets_put(dir, "FILE_KEY", "sk-ant-x\r\nX-Evil: 1", 19), 0);
+    char logpath[] = "/tmp/ag_test_secrets_log_XXXXXX";
+    int logfd = mkstemp(logpath);
+    ASSERT(logfd >= 0);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    dup2(logfd, STDERR_FILENO);
+    int rc_file = ag_secrets_resolve(dir, "FILE_KEY", &v);
+    setenv("AG_TEST_ENV_KEY", "sk-ant-y\nX-Evil: 2", 1);
+    char *v2 = NULL;
+    int rc_env = ag_secrets_resolve(dir, "AG_TEST_ENV_KEY", &v2);
+    unsetenv("AG_TEST_ENV_KEY");
+    setenv("AG_TEST_OK_KEY", "sk-ant-fine", 1);
+    char *v3 = NULL;
+    int rc_ok = ag_secrets_resolve(dir, "AG_TEST_OK_KEY", &v3);
+    unsetenv("AG_TEST_OK_KEY");
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ASSERT_EQ(rc_file, AG_SECRETS_ECONTROL);
+    ASSERT(v == NULL);
+    ASSERT_EQ(rc_env, AG_SECRETS_ECONTROL);
+    ASSERT(v2 == NULL);
+    ASSERT_EQ(rc_ok, 0);
+    ASSERT_STREQ(v3, "sk-ant-fine");
+    ag_secrets_value_free(v3);
+    char text[4096] = "";
+    ssize_t n = pread(logfd, text, sizeof(text) - 1, 0);
+    close(logfd);
+    unlink(logpath);
+    ASSERT(n > 0);
+    text[n] = '\0';
+    ASSERT(strstr(text, "refusing the secret FILE_KEY from the secrets file: byte 9") != NULL);
+    ASSERT(strstr(text, "refusing the secret AG_TEST_ENV_KEY from the environment") != NULL);
+    ASSERT(strstr(text, "sk-ant") == NULL && strstr(text, "Evil") == NULL);
+    rm_rf(dir);
+    free(dir);
+}
+
 AG_TESTS(AG_TEST_ENTRY(round_trip_awkward_bytes) AG_TEST_ENTRY(file_mode_0600_and_dir_0700)
              AG_TEST_ENTRY(bad_names) AG_TEST_ENTRY(bad_values) AG_TEST_ENTRY(atomic_overwrite)
                  AG_TEST_ENTRY(list_and_delete) AG_TEST_ENTRY(malformed_and_foreign_files)
-                     AG_TEST_ENTRY(writers_in_several_processes) AG_TEST_ENTRY(path_and_strerror))
+                     AG_TEST_ENTRY(writers_in_several_processes) AG_TEST_ENTRY(path_and_strerror)
+                         AG_TEST_ENTRY(resolve_refuses_control_bytes))

@@ -23,6 +23,7 @@
 #include "harness.h"
 #include "obs/stats.h"
 #include "store/objstore.h"
+#include "store/usage_log.h"
 #include "util/buf.h"
 #include "util/errors.h"
 #include "util/hist.h"
@@ -874,7 +875,84 @@ TEST(window_and_by_names)
     ASSERT_EQ(ag_stats_parse_by("none", &by), AG_EINVALID);
 }
 
-AG_TESTS(AG_TEST_ENTRY(exact_json) AG_TEST_ENTRY(generated_log_totals_and_groups)
-             AG_TEST_ENTRY(group_cap_folds_into_other) AG_TEST_ENTRY(many_groups)
-                 AG_TEST_ENTRY(long_line_is_skipped) AG_TEST_ENTRY(empty_and_missing)
-                     AG_TEST_ENTRY(numbers_and_strings) AG_TEST_ENTRY(window_and_by_names))
+/* ---- closed days: gzipped, still summed; old days gone ---------------------- */
+
+static size_t count_keys(ag_objstore_t *s, const char *prefix, const char *suffix)
+{
+    ag_obj_list_opts_t lo = {.prefix = prefix, .prefix_len = strlen(prefix)};
+    ag_obj_list_result_t r;
+    if (ag_objstore_list(s, &lo, &r) < 0)
+        return (size_t)-1;
+    size_t n = 0;
+    for (size_t i = 0; i < r.count; i++) {
+        size_t kl = r.objects[i].key_len, sl = strlen(suffix);
+        n += kl >= sl && memcmp(r.objects[i].key + kl - sl, suffix, sl) == 0;
+    }
+    ag_obj_list_result_free(&r);
+    return n;
+}
+
+TEST(closed_days_are_gzipped_and_still_summed_and_old_days_expire)
+{
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    /* tiny, split over two objects of 2026-03-04; a day 40 days older; "today" */
+    const char *cut = strstr(tiny, "\n{\"timestamp\":\"2026-03-04T13:10") + 1;
+    ASSERT_EQ(put_object(f.store, D1 + 12 * HOUR - 1, 0, tiny, (size_t)(cut - tiny)), 0);
+    ASSERT_EQ(put_object(f.store, D1 + 13 * HOUR, 1, cut, strlen(cut)), 0);
+    const char old[] =
+        "{\"timestamp\":\"2026-01-23T10:00:00.000Z\",\"model\":\"m1\",\"status\":200}\n";
+    ASSERT_EQ(put_object(f.store, D1 - 40 * 24 * HOUR + 10 * HOUR, 0, old, strlen(old)), 0);
+    const char today[] =
+        "{\"timestamp\":\"2026-03-05T01:00:00.000Z\",\"model\":\"m1\",\"status\":200}\n";
+    ASSERT_EQ(put_object(f.store, D2 + HOUR, 0, today, strlen(today)), 0);
+    ag_buf_t before, after;
+    ag_buf_init(&before, 0);
+    ag_buf_init(&after, 0);
+    ASSERT_EQ(ag_stats_run(f.store, D1 + 12 * HOUR, D1 + 14 * HOUR, AG_STATS_BY_HOUR, &before), 0);
+
+    /* Half an hour after the day ended it is not closed yet: only the old day
+     * is gzipped (no retention yet). */
+    ag_usage_days_stats_t st;
+    ASSERT_EQ(ag_usage_log_maintain(f.store, D2 + HOUR / 2, 0, true, &st), 0);
+    ASSERT_EQ(st.days_compressed, 1u);
+    ASSERT_EQ(count_keys(f.store, "logs/2026/03/04/", ".ndjson"), (size_t)2);
+    ASSERT_EQ(count_keys(f.store, "logs/2026/01/23/", ".ndjson.gz"), (size_t)1);
+
+    ASSERT_EQ(ag_usage_log_maintain(f.store, D2 + 2 * HOUR, 30, true, &st), 0);
+    ASSERT_EQ(st.days_deleted, 1u);
+    ASSERT_EQ(st.days_compressed, 1u);
+    ASSERT_EQ(st.gz_objects, (uint64_t)1);
+    ASSERT_EQ(count_keys(f.store, "logs/2026/03/04/", ".ndjson"), (size_t)0);
+    ASSERT_EQ(count_keys(f.store, "logs/2026/03/04/", ".ndjson.gz"), (size_t)1);
+    ASSERT_EQ(count_keys(f.store, "logs/2026/01/", ""), (size_t)0);
+    ASSERT_EQ(count_keys(f.store, "logs/2026/03/05/", ".ndjson"), (size_t)1); /* today: as is */
+
+    /* The same sums from the gzipped day, to the byte. */
+    ASSERT_EQ(ag_stats_run(f.store, D1 + 12 * HOUR, D1 + 14 * HOUR, AG_STATS_BY_HOUR, &after), 0);
+    ASSERT_MEMEQ(after.data, after.len, ag_buf_cstr(&before));
+
+    /* A second pass finds nothing to do. */
+    ASSERT_EQ(ag_usage_log_maintain(f.store, D2 + 3 * HOUR, 30, true, &st), 0);
+    ASSERT_EQ(st.days_compressed + st.days_deleted, 0u);
+
+    /* How far back the log goes, in the text. */
+    ag_stats_query_t q = {.since_ms = D1, .until_ms = D2 + 2 * HOUR};
+    ag_stats_result_t r;
+    ASSERT_EQ(ag_stats_collect(f.store, &q, &r), 0);
+    ASSERT_STREQ(r.oldest_day, "2026-03-04");
+    ASSERT_EQ(r.total.requests, (uint64_t)6); /* tiny's five and today's one */
+    ag_buf_reset(&after);
+    ASSERT_EQ(ag_stats_text(&r, &after), 0);
+    ASSERT(strstr(ag_buf_cstr(&after), "\nthe usage log goes back to 2026-03-04\n") != NULL);
+    ag_stats_result_fini(&r);
+    ag_buf_fini(&before);
+    ag_buf_fini(&after);
+    fixture_close(&f);
+}
+
+AG_TESTS(AG_TEST_ENTRY(exact_json) AG_TEST_ENTRY(generated_log_totals_and_groups) AG_TEST_ENTRY(
+    group_cap_folds_into_other) AG_TEST_ENTRY(many_groups) AG_TEST_ENTRY(long_line_is_skipped)
+             AG_TEST_ENTRY(empty_and_missing) AG_TEST_ENTRY(numbers_and_strings)
+                 AG_TEST_ENTRY(window_and_by_names)
+                     AG_TEST_ENTRY(closed_days_are_gzipped_and_still_summed_and_old_days_expire))

@@ -263,7 +263,7 @@ static void gate_close_op(ag_objstore_t *s)
 }
 
 static const ag_objstore_ops_t gate_ops = {
-    "gate", gate_put, gate_get, gate_head, NULL, gate_del, gate_list, gate_close_op,
+    "gate", gate_put, gate_get, gate_head, NULL, gate_del, gate_list, gate_close_op, NULL,
 };
 
 static void gate_init(gate_store_t *g, ag_objstore_t *inner)
