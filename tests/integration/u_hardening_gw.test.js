@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+//
+// u_hardening_gw.test.js: the gateway's defects found when it was attacked (issue 16): a hostile
+// upstream (header injection, forged log lines, statuses and bodies no client can take), request
+// bodies that say two things at once, head-of-line blocking on a cold worker, and what the
+// operator is told. The hostile upstream is a raw TCP server, because node's own HTTP server
+// refuses to send the bytes under test.
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const { startGateway, startFake, request, generate, until } = require('./lib.js');
+
+// A raw upstream: answers every request with `reply(body)`'s bytes, then closes.
+async function rawUpstream(reply) {
+    const seen = [];
+    const server = net.createServer((sock) => {
+        let buf = '';
+        sock.on('data', (d) => {
+            buf += d.toString('latin1');
+            const head = buf.indexOf('\r\n\r\n');
+            if (head < 0) return;
+            const len = Number((/content-length: *(\d+)/i.exec(buf.slice(0, head)) || [0, 0])[1]);
+            if (buf.length < head + 4 + len) return;
+            const body = buf.slice(head + 4, head + 4 + len);
+            seen.push(body);
+            buf = '';
+            sock.end(reply(body), 'latin1');
+        });
+        sock.on('error', () => {});
+    });
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    return { port: server.address().port, seen, close: () => new Promise((r) => server.close(r)) };
+}
+
+const MESSAGE = JSON.stringify({
+    id: 'msg_raw', type: 'message', role: 'assistant', model: 'claude-haiku-4-5',
+    content: [{ type: 'text', text: 'hi' }], stop_reason: 'end_turn', stop_sequence: null,
+    usage: { input_tokens: 1, output_tokens: 1 },
+});
+
+function http(status, headers, body) {
+    const lines = [`HTTP/1.1 ${status}`, ...headers, `content-length: ${Buffer.byteLength(body, 'latin1')}`, 'connection: close'];
+    return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
+function messages(g, body, headers = {}) {
+    return request(`${g.url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-api-key': 'client', ...headers },
+        body: typeof body === 'string' ? body : JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 16, ...body }),
+    });
+}
+
+const NO_RETRY = '[aigate]\nupstream_retries = 0\ncache = false\n';
+
+test('a header value with a bare CR from the upstream is dropped, logged, never relayed', async () => {
+    const up = await rawUpstream(() => http('200 OK', [
+        'content-type: application/json',
+        'request-id: req_1\rSet-Cookie: stolen=1',
+        'anthropic-organization-id: fine',
+    ], MESSAGE));
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: NO_RETRY });
+    try {
+        const res = await messages(gw, { messages: [{ role: 'user', content: 'hi' }] });
+        assert.equal(res.status, 200, res.body);
+        assert.equal(res.headers['set-cookie'], undefined);
+        assert.equal(res.headers['request-id'], undefined, 'the injected header is dropped whole');
+        assert.equal(res.headers['anthropic-organization-id'], 'fine', 'clean headers still pass');
+        assert.match(gw.stderr, /upstream header request-id dropped: its value holds a CR, LF or NUL/);
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
+
+test('upstream error text cannot forge a log line; a status no client can take is a 502', async () => {
+    let mode = 'newline';
+    const up = await rawUpstream(() => {
+        if (mode === 'newline') {
+            const body = JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', message: 'bad\n{"forged":"line"}\r\nFORGED' } });
+            return http('400 Bad Request', ['content-type: application/json'], body);
+        }
+        if (mode === 'status') return http('600 Odd', ['content-type: application/json'], MESSAGE);
+        return http('200 OK', ['content-type: application/json'], '<html>not a message</html>');
+    });
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: NO_RETRY });
+    try {
+        let res = await generate(gw, { prompt: 'forge a line' });
+        assert.equal(res.status, 502);
+        await until(() => /upstream answered 400/.test(gw.stderr), 5000, 'the warning');
+        for (const line of gw.stderr.split('\n')) {
+            assert.ok(!line.startsWith('FORGED') && !line.startsWith('{"forged"'), `forged line: ${line}`);
+        }
+        assert.match(gw.stderr, /bad\\x0a\{"forged":"line"\}\\x0d\\x0aFORGED/);
+        // The warning names the request, not the cache key's hash.
+        const id = res.headers['x-request-id'];
+        assert.match(gw.stderr, new RegExp(`request ${id}: upstream answered 400`));
+
+        mode = 'status';
+        res = await messages(gw, { messages: [{ role: 'user', content: 'odd status' }] });
+        assert.equal(res.status, 502);
+        assert.equal(res.json.type, 'error');
+        assert.equal(res.json.error.type, 'api_error');
+        mode = 'html';
+        res = await messages(gw, { messages: [{ role: 'user', content: 'not json' }] });
+        assert.equal(res.status, 502);
+        assert.equal(res.json.error.type, 'api_error');
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
+
+let up, gw;
+before(async () => {
+    up = await startFake();
+    gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, threads: 1, config: '[aigate]\nmodels = ["claude-sonnet-4-6"]\n' });
+});
+after(async () => {
+    await gw.stop();
+    await up.close();
+});
+
+test('/v1/messages refuses duplicate keys at any level, and a missing or odd model', async () => {
+    const before = up.stats().requests;
+    const bodies = [
+        '{"model":"claude-haiku-4-5","model":"claude-opus-4-6","max_tokens":16,"messages":[{"role":"user","content":"x"}]}',
+        '{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"x","content":"y"}]}',
+        '{"max_tokens":16,"messages":[{"role":"user","content":"x"}]}',
+        '{"model":42,"max_tokens":16,"messages":[{"role":"user","content":"x"}]}',
+    ];
+    for (const body of bodies) {
+        const res = await messages(gw, body);
+        assert.equal(res.status, 400, body);
+        assert.equal(res.json.type, 'error');
+        assert.equal(res.json.error.type, 'invalid_request_error');
+    }
+    assert.equal(up.stats().requests, before, 'none reached the upstream');
+});
+
+test('a refused model tells the operator how to allow it; the client gets the seed body', async () => {
+    const res = await generate(gw, { prompt: 'hi', model: 'claude-opus-4-6' });
+    assert.equal(res.status, 400);
+    assert.deepEqual(res.json, { error: 'Invalid model' });
+    await until(() => /model "claude-opus-4-6" refused on \/api\/generate: allow it in \[aigate\] models/.test(gw.stderr), 5000, 'the hint');
+});
+
+test('a long stream on a cold worker does not hold up another request (no PIPEWAIT on HTTP/1.1)', async () => {
+    const g = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, threads: 1, config: '[aigate]\ncache = false\n' });
+    try {
+        const stream = generate(g, { prompt: '[[words:20]] [[delay:150]] slow stream', stream: true });
+        await until(() => up.stats().streams > 0 || up.stats().inFlight > 0, 5000, 'the stream to start');
+        const t0 = Date.now();
+        const quick = await generate(g, { prompt: 'quick one' });
+        const took = Date.now() - t0;
+        assert.equal(quick.status, 200);
+        const s = await stream;
+        assert.equal(s.status, 200);
+        assert.ok(took < 1500, `the quick request took ${took} ms behind a 3 s stream`);
+    } finally {
+        await g.stop();
+    }
+});
