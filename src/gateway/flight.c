@@ -43,7 +43,7 @@ struct gw_fetch {
     unsigned char key[SHA256_DIGEST_LENGTH];
     char kv_key[GW_KV_KEY_LEN];
     char req_id[48]; /* the leading request's, for the log */
-    char *body; /* upstream request body */
+    char *body;      /* upstream request body */
     size_t body_len;
     char model[128];
     ag_call_t *call;

@@ -10,6 +10,7 @@
 
 #include "gateway/answer.h"
 #include "gateway/cache.h"
+#include "gateway/message.h"
 #include "gateway/relay.h"
 #include "gateway/steps.h"
 #include "gateway/upcall.h"
@@ -29,6 +30,8 @@ typedef struct relay {
     ag_call_t *call;
     ag_sse_parser_t sse;
     ag_anthropic_stream_t acc;
+    gw_msg_build_t build; /* passthrough routes: the Message the stream rebuilds to */
+    bool building;
     ag_buf_t translated; /* the protocol's translation of a chunk */
     bool started;
     bool paused;
@@ -43,6 +46,7 @@ static void relay_cleanup(void *p)
     r->call = NULL;
     ag_sse_parser_fini(&r->sse);
     ag_anthropic_stream_fini(&r->acc);
+    gw_msg_build_fini(&r->build);
     ag_buf_fini(&r->translated);
     if (r->counted)
         ag_obs_streams(r->w->gw->obs, r->w->index, -1);
@@ -171,6 +175,29 @@ static int relay_on_data(void *ctx, int status, ag_str_t headers, const char *da
     return 0;
 }
 
+static int relay_on_event(void *ctx, const ag_sse_event_t *ev)
+{
+    relay_t *r = ctx;
+    if (r->building)
+        gw_msg_build_event(&r->build, ev);
+    return ag_anthropic_stream_sse_cb(&r->acc, ev);
+}
+
+/* What a complete stream leaves in the cache: the Message it rebuilds to
+ * (passthrough routes, only when exact), or the seed's text entry. */
+static int relay_cache_value(relay_t *r, ag_buf_t *v)
+{
+    if (!r->route->def->proto->passthrough)
+        return r->acc.text_truncated ? -1 : gw_cache_encode_stream(v, &r->acc);
+    ag_buf_t m;
+    ag_buf_init(&m, 0);
+    int rc = gw_msg_build_result(&r->build, &m);
+    if (rc == 0)
+        rc = gw_cache_encode_raw(v, ag_str(m.data, m.len));
+    ag_buf_fini(&m);
+    return rc;
+}
+
 static const char stream_error_event[] =
     "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":"
     "\"Upstream connection failed\"}}\n\n";
@@ -210,10 +237,10 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
         /* Mid-stream failure: tell the client in the stream's own terms, then end. */
         ag__gw_log_upstream_failure(req->id, resp);
         ag_req_stream_write(req, stream_error_event, sizeof(stream_error_event) - 1, NULL);
-    } else if (r->kv_key[0] && ag_anthropic_stream_complete(&r->acc) && !r->acc.text_truncated) {
+    } else if (r->kv_key[0] && ag_anthropic_stream_complete(&r->acc)) {
         ag_buf_t v;
         ag_buf_init(&v, 0);
-        if (gw_cache_encode_stream(&v, &r->acc) == 0)
+        if (relay_cache_value(r, &v) == 0)
             gw_cache_fill(r->w, r->route->gen->cache_ttl_s, r->kv_key, &v);
         ag_buf_fini(&v);
     }
@@ -230,8 +257,10 @@ void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, cons
     r->route = route;
     if (kv_key)
         snprintf(r->kv_key, sizeof(r->kv_key), "%s", kv_key);
-    ag_sse_parser_init(&r->sse, 0, ag_anthropic_stream_sse_cb, &r->acc);
+    ag_sse_parser_init(&r->sse, 0, relay_on_event, r);
     ag_anthropic_stream_init(&r->acc, 4u << 20);
+    gw_msg_build_init(&r->build, 4u << 20);
+    r->building = kv_key && route->def->proto->passthrough;
     ag_buf_init(&r->translated, 0);
     req->handler_data = r;
     ag_pool_on_clear(&req->pool, relay_cleanup, r);

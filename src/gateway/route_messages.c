@@ -11,6 +11,7 @@
 
 #include "gateway/answer.h"
 #include "gateway/cache.h"
+#include "gateway/message.h"
 #include "gateway/relay.h"
 #include "gateway/steps.h"
 #include "gateway/upcall.h"
@@ -54,49 +55,30 @@ static void messages_error(ag_req_t *req, int status, const char *type, const ch
     ag_buf_fini(&b);
 }
 
-/* A cached answer as Anthropic's Message, for a non-streaming request. */
-static bool respond_message(ag_req_t *req, ag_str_t model, const cache_entry_t *e)
+/* A cached answer is the Message the upstream sent, whole (a stream is cached
+ * only when it rebuilds exactly: message.c); it is served as it is, or as the
+ * event stream that rebuilds to it. */
+static bool messages_serve_cached(ag_req_t *req, const cache_entry_t *e, const char *model,
+                                  bool stream)
 {
-    if (e->raw) {
+    AG_UNUSED(model);
+    if (!e->raw)
+        return false; /* not a Message (another route's entry): a miss */
+    if (!stream) {
         ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
         ag_req_respond(req, 200, "application/json", ag_str(e->json, e->jlen));
         return true;
     }
-    ag_buf_t text, b;
-    ag_buf_init(&text, 0);
+    ag_buf_t b;
     ag_buf_init(&b, 0);
-    long long in, out;
-    char stop[64];
-    bool ok = ag__gw_entry_text(e, &text, &in, &out, stop);
-    int rc = ok ? ag_buf_printf(&b,
-                                "{\"id\":\"msg_aigate_%s\",\"type\":\"message\",\"role\":"
-                                "\"assistant\",\"model\":",
-                                req->id)
-                : -1;
-    if (rc == 0)
-        rc = ag_json_append_string(&b, model);
-    if (rc == 0)
-        rc = ag_buf_append_cstr(&b, ",\"content\":[{\"type\":\"text\",\"text\":");
-    if (rc == 0)
-        rc = ag_json_append_string(&b, ag_str(text.data ? text.data : "", text.len));
-    if (rc == 0)
-        rc = ag_buf_printf(&b,
-                           "}],\"stop_reason\":\"%s\",\"stop_sequence\":null,\"usage\":"
-                           "{\"input_tokens\":%lld,\"output_tokens\":%lld}}",
-                           stop, in, out);
-    if (rc == 0) {
+    bool ok = gw_msg_to_stream(e->json, e->jlen, &b) == 0;
+    if (ok) {
         ag_req_add_header(req, "x-aigate-cache", AG_STR_LIT("hit"));
-        ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
+        ag_req_add_header(req, "Cache-Control", AG_STR_LIT("no-cache"));
+        ag_req_respond(req, 200, "text/event-stream; charset=utf-8", ag_str(b.data, b.len));
     }
-    ag_buf_fini(&text);
     ag_buf_fini(&b);
-    return rc == 0;
-}
-
-static bool messages_serve_cached(ag_req_t *req, const cache_entry_t *e, const char *model,
-                                  bool stream)
-{
-    return stream ? gw_cache_replay_entry(req, e, model) : respond_message(req, ag_str_c(model), e);
+    return ok;
 }
 
 const gw_protocol_t gw_proto_anthropic = {
@@ -159,7 +141,8 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
         return;
     }
     json_t *root = resp->status == 200 ? json_loadb(resp->body.ptr, resp->body.len, 0, NULL) : NULL;
-    if (resp->status < 100 || resp->status > 599 || (resp->status == 200 && !json_is_object(root))) {
+    if (resp->status < 100 || resp->status > 599 ||
+        (resp->status == 200 && !json_is_object(root))) {
         /* Not an answer a client of Anthropic's API can take: say so in its shape. */
         json_decref(root);
         ag_log_warn("request %s: upstream answered %d with %zu bytes that are not a Message",
@@ -247,12 +230,13 @@ void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     /* Duplicate keys are refused: the upstream might read another duplicate
      * than the one checked here and cached under this key. */
     json_error_t jerr;
-    m->root = json_loadb(req->body.ptr, req->body.len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES,
-                         &jerr);
+    m->root =
+        json_loadb(req->body.ptr, req->body.len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(m->root)) {
         bool dup = strstr(jerr.text, "duplicate") != NULL;
         messages_error(req, 400, "invalid_request_error",
-                       dup ? "The request body has a duplicate key." : "The request body is not valid JSON.");
+                       dup ? "The request body has a duplicate key."
+                           : "The request body is not valid JSON.");
         return;
     }
     json_t *model = json_object_get(m->root, "model");
@@ -285,7 +269,8 @@ void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     const ag_str_t parts[] = {AG_STR_LIT("messages"), ver, beta, ag_str_c(canon)};
     ag__gw_sha256_parts(parts, AG_ARRAY_LEN(parts), digest);
     free(canon);
-    gw_cache_key("msg:v1:", digest, m->kv_key);
+    /* v2: entries are whole Messages (v1 held streams as their text alone). */
+    gw_cache_key("msg:v2:", digest, m->kv_key);
     bool no_cache, no_store;
     gw_step_cache_control(req, &no_cache, &no_store);
     /* Only text answers can be replayed: with tools or thinking, no caching. */

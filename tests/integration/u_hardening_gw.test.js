@@ -163,3 +163,58 @@ test('a long stream on a cold worker does not hold up another request (no PIPEWA
         await g.stop();
     }
 });
+
+// Accumulates an event stream into its Message, as the SDKs do.
+function accumulate(sse) {
+    let msg = null;
+    const partial = {};
+    for (const block of sse.split('\n\n')) {
+        const data = /^data: (.*)$/m.exec(block);
+        if (!data) continue;
+        const ev = JSON.parse(data[1]);
+        switch (ev.type) {
+        case 'message_start': msg = ev.message; break;
+        case 'content_block_start': msg.content[ev.index] = ev.content_block; break;
+        case 'content_block_delta': {
+            const b = msg.content[ev.index];
+            const d = ev.delta;
+            if (d.type === 'text_delta') b.text += d.text;
+            else if (d.type === 'input_json_delta') partial[ev.index] = (partial[ev.index] || '') + d.partial_json;
+            else if (d.type === 'thinking_delta') b.thinking += d.thinking;
+            else if (d.type === 'signature_delta') b.signature = d.signature;
+            else if (d.type === 'citations_delta') (b.citations = b.citations || []).push(d.citation);
+            else throw new Error(`unknown delta ${d.type}`);
+            break;
+        }
+        case 'content_block_stop':
+            if (partial[ev.index] !== undefined) msg.content[ev.index].input = JSON.parse(partial[ev.index] || '{}');
+            break;
+        case 'message_delta':
+            Object.assign(msg, ev.delta);
+            Object.assign(msg.usage, ev.usage);
+            break;
+        default: break;
+        }
+    }
+    return msg;
+}
+
+test('a cached answer serves streaming and plain clients with every block and field', async () => {
+    const ask = (prompt, stream, extra = {}) =>
+        messages(gw, { stream, messages: [{ role: 'user', content: prompt }], stop_sequences: ['NEVER'], ...extra });
+    // Streamed first: the tool_use block and the text around it survive the cache.
+    let first = await ask('[[blocks]] weather in Paris', true);
+    assert.equal(first.status, 200);
+    const streamed = accumulate(first.body);
+    assert.deepEqual(streamed.content.map((b) => b.type), ['text', 'tool_use', 'text']);
+    let hit;
+    await until(async () => (hit = await ask('[[blocks]] weather in Paris', false)).headers['x-aigate-cache'] === 'hit', 5000, 'the fill');
+    assert.deepEqual(hit.json, streamed, 'the plain client gets the Message the stream was');
+
+    // Plain first: the stream replayed from the cache rebuilds to the same Message.
+    first = await ask('[[blocks]] [[thinking]] plan a trip', false);
+    assert.equal(first.status, 200);
+    await until(async () => (hit = await ask('[[blocks]] [[thinking]] plan a trip', true)).headers['x-aigate-cache'] === 'hit', 5000, 'the fill');
+    assert.equal(hit.headers['content-type'], 'text/event-stream; charset=utf-8');
+    assert.deepEqual(accumulate(hit.body), first.json);
+});
