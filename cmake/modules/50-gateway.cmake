@@ -15,3 +15,8 @@ ag_unit_test(test_routes tests/unit/test_routes.c)
 target_link_libraries(test_routes ag_gateway)
 ag_fuzz_target(fuzz_json fuzz/fuzz_json.c)
 target_link_libraries(fuzz_json ag_gateway)
+# Who the client is: the forwarded chain and the identity it is counted by.
+ag_unit_test(test_client_ip tests/unit/test_client_ip.c)
+target_link_libraries(test_client_ip ag_gateway)
+ag_fuzz_target(fuzz_client_ip fuzz/fuzz_client_ip.c)
+target_link_libraries(fuzz_client_ip ag_gateway)
