@@ -205,8 +205,10 @@ static void worker_fini(ag_worker_t *sw, void *worker_ctx)
     if (!w)
         return;
     ag_periodic_stop(w->sweep);
-    ag_upstream_close(w->upstream);
+    /* Flights first: they cancel their own transfers, which closing the
+     * client would free under them (a drain cut short leaves some). */
     gw_flight_worker_stop(w, on_mailbox_closed);
+    ag_upstream_close(w->upstream);
     gw_gen_worker_done(w);
     ag_obs_worker_stop(w->gw->obs, w->index);
     ag__gw_sha256_thread_done();

@@ -67,6 +67,9 @@ struct ag_server {
     atomic_bool shutting_down;
     atomic_bool cut; /* a second stop signal: close what the drain still waits for */
     int lock_fd;     /* the listen lock, held for the server's life; -1: none */
+    /* Guards each worker's wakeup against a send after its close: a stop
+     * signal may come when some workers have already stopped. */
+    uv_mutex_t wake_lock;
     uv_mutex_t client_locks[CLIENT_STRIPES];
     client_slot_t *clients[CLIENT_BUCKETS];
 };
@@ -98,6 +101,7 @@ struct ag_worker {
     bool joined;
     bool listener_closed;
     bool stopped;
+    bool wakeup_closed; /* under srv->wake_lock */
     int init_rc;
     char date[40];
     uint64_t date_sec;
@@ -1347,7 +1351,10 @@ static void worker_stop_now(ag_worker_t *w)
     w->stopped = true;
     if (w->srv->opts.hooks.worker_fini)
         w->srv->opts.hooks.worker_fini(w, w->ctx);
+    uv_mutex_lock(&w->srv->wake_lock);
+    w->wakeup_closed = true;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_mutex_unlock(&w->srv->wake_lock);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_close((uv_handle_t *)&w->cpu_sample, NULL);
 }
@@ -1565,6 +1572,7 @@ static void server_free(ag_server_t *srv)
         close(srv->lock_fd);
     for (unsigned i = 0; i < CLIENT_STRIPES; i++)
         uv_mutex_destroy(&srv->client_locks[i]);
+    uv_mutex_destroy(&srv->wake_lock);
     for (unsigned i = 0; i < CLIENT_BUCKETS; i++) {
         for (client_slot_t *s = srv->clients[i], *next; s; s = next) {
             next = s->next;
@@ -1584,6 +1592,7 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
         return -ENOMEM;
     srv->opts = *opts;
     srv->lock_fd = -1;
+    uv_mutex_init(&srv->wake_lock);
     for (unsigned i = 0; i < CLIENT_STRIPES; i++)
         uv_mutex_init(&srv->client_locks[i]);
     snprintf(srv->host, sizeof(srv->host), "%s", opts->host ? opts->host : "127.0.0.1");
@@ -1698,8 +1707,12 @@ void ag_server_cut(ag_server_t *srv)
 void ag_server_shutdown(ag_server_t *srv)
 {
     atomic_store(&srv->shutting_down, true);
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        uv_async_send(&srv->workers[i].wakeup);
+    uv_mutex_lock(&srv->wake_lock);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (!srv->workers[i].wakeup_closed)
+            uv_async_send(&srv->workers[i].wakeup);
+    }
+    uv_mutex_unlock(&srv->wake_lock);
 }
 
 void ag_server_wait(ag_server_t *srv)
