@@ -220,7 +220,14 @@ test('max_connections_per_client: one address cannot take every slot; others sti
     const gw = await startGateway({ upstream: upstream(), config: '[aigate]\nmax_connections_per_client = 3\n' });
     const socks = [];
     try {
-        for (let i = 0; i < 3; i++) socks.push(await connect(gw.port));
+        // Three kept-alive connections, each answered once: the server has them all.
+        for (let i = 0; i < 3; i++) {
+            const s = await connect(gw.port);
+            socks.push(s);
+            const w = watch(s);
+            s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+            await until(() => w.text.includes('{"status":"ok"}'), 3000, 'an answer');
+        }
         // The fourth from the same address: a 503, delivered (not reset), then the close.
         const r = await raw(gw.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', { timeoutMs: 3000 });
         assert.match(r.text, /^HTTP\/1\.1 503 /);
@@ -245,7 +252,13 @@ test('over max_connections, a client that already sent its request reads the 503
     const gw = await startGateway({ upstream: upstream(), config: '[aigate]\nmax_connections = 2\n' });
     const socks = [];
     try {
-        for (let i = 0; i < 2; i++) socks.push(await connect(gw.port));
+        for (let i = 0; i < 2; i++) {
+            const s = await connect(gw.port);
+            socks.push(s);
+            const w = watch(s);
+            s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+            await until(() => w.text.includes('{"status":"ok"}'), 3000, 'an answer');
+        }
         // A large request sent at once: closing with it unread would reset the connection.
         const body = JSON.stringify({ prompt: 'x'.repeat(200000) });
         for (let i = 0; i < 5; i++) {
