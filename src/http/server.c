@@ -152,6 +152,7 @@ struct ag_conn {
     bool send_timing;      /* the timer watches write progress */
     bool raw_stream;       /* HTTP/1.0 stream: no chunked coding, the close ends it */
     bool busy;             /* over a cap: 503, linger, close */
+    bool gone;             /* a stream write failed: the close (and abort) is due */
     client_slot_t *slot;   /* counted against max_connections_per_client */
     uv_shutdown_t shutdown_req;
 };
@@ -627,12 +628,33 @@ static void on_stream_written(uv_write_t *wr, int status)
     }
 }
 
+static void on_gone_timer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/* A stream write found the client gone (after a half-close, a write is how a
+ * real disconnect shows). The handler hears it the one way it hears of any
+ * disconnect, on_abort, but from the loop: not from inside its own write. */
+static void conn_gone(ag_conn_t *c)
+{
+    if (c->closing || c->gone)
+        return;
+    c->gone = true;
+    c->keep_alive = false;
+    c->req._aborted = true;
+    c->send_timing = false;
+    uv_timer_start(&c->timer, on_gone_timer, 0, 0);
+}
+
 /* Writes a[0..alen) then b[0..blen) then c, in order after anything queued. */
 static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, size_t blen,
                        const char *z, size_t zlen)
 {
     if (c->closing)
         return UV_EPIPE;
+    if (c->gone)
+        return 0; /* dropped: the close is on its way */
     uv_buf_t bufs[3] = {uv_buf_init((char *)a, (unsigned)alen),
                         uv_buf_init((char *)b, (unsigned)blen),
                         uv_buf_init((char *)z, (unsigned)zlen)};
@@ -640,8 +662,10 @@ static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, 
     size_t written = 0;
     if (c->writes_in_flight == 0) {
         int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 3);
-        if (n < 0 && n != UV_EAGAIN)
-            return n;
+        if (n < 0 && n != UV_EAGAIN) {
+            conn_gone(c);
+            return 0;
+        }
         written = n > 0 ? (size_t)n : 0;
         if (written == total)
             return 0;
@@ -667,7 +691,8 @@ static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, 
     int rc = uv_write(&sw->wr, (uv_stream_t *)&c->tcp, &one, 1, on_stream_written);
     if (rc < 0) {
         free(sw);
-        return rc;
+        conn_gone(c);
+        return 0;
     }
     c->writes_in_flight++;
     c->queued += rest;
@@ -908,6 +933,7 @@ static void req_reset(ag_conn_t *c)
     c->body_len = 0;
     c->leftover = 0;
     c->raw_stream = false;
+    c->gone = false;
     c->continue_sent = false;
     c->drain_fn = NULL;
     c->drain_data = NULL;
