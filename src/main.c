@@ -245,8 +245,7 @@ static const char *lock_dir(char *buf, size_t len)
         snprintf(buf, len, "/tmp/aigate-%u", (unsigned)getuid());
     mkdir(buf, 0700);
     struct stat st;
-    if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid() ||
-        (st.st_mode & 0022))
+    if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 0022))
         return NULL;
     return buf;
 }
@@ -378,7 +377,8 @@ static int run_server(int argc, char **argv, bool dev)
         };
         rc = ag_server_start(&so, &srv);
         if (rc == -EADDRINUSE && holder > 0)
-            fprintf(stderr, "aigate: cannot listen on %s:%d: address in use by another aigate (pid %d)\n",
+            fprintf(stderr,
+                    "aigate: cannot listen on %s:%d: address in use by another aigate (pid %d)\n",
                     cfg.host, cfg.port, holder);
         else if (rc == -EADDRINUSE)
             fprintf(stderr, "aigate: cannot listen on %s:%d: address in use by another process\n",

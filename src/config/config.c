@@ -82,8 +82,7 @@ static const cfg_key_t aigate_keys[] = {
     {"max_queued_bytes", K_SIZE, 4096, 1 << 30, 1 << 20, NULL, OFF(max_queued_bytes),
      "answer bytes queued for one connection before the server stops reading its next requests",
      RESTART},
-    {"max_connections_per_client", K_UINT, 0, 1 << 24, 1000, NULL,
-     OFF(max_connections_per_client),
+    {"max_connections_per_client", K_UINT, 0, 1 << 24, 1000, NULL, OFF(max_connections_per_client),
      "open connections per client address (IPv6: per ipv6_prefix); over it: 503 and close. "
      "Peers in trusted_proxies / trusted_proxies_cf are not counted; 0: no cap",
      RESTART},

@@ -96,7 +96,7 @@ struct ag_worker {
     int64_t sample_mono; /* when the thread CPU clock was last read */
     int64_t sample_cpu;
     int64_t measured_us; /* request time measured since then */
-    unsigned nbusy; /* over-cap connections lingering to deliver their 503 */
+    unsigned nbusy;      /* over-cap connections lingering to deliver their 503 */
     bool draining;
     bool joined;
     bool listener_closed;
@@ -366,8 +366,8 @@ static void on_send_timer(uv_timer_t *t)
         uv_timer_start(&c->timer, on_send_timer, ms, 0);
         return;
     }
-    ag_log_debug("request %s: no write progress for %u ms with %zu bytes queued: closing", c->req.id,
-                 ms, q);
+    ag_log_debug("request %s: no write progress for %u ms with %zu bytes queued: closing",
+                 c->req.id, ms, q);
     c->send_timing = false;
     conn_close(c);
 }
@@ -784,7 +784,8 @@ static bool client_take(ag_conn_t *c)
     const ag_server_limits_t *lim = &srv->opts.limits;
     if (!lim->max_connections_per_client)
         return true;
-    if (srv->opts.client_exempt && srv->opts.client_exempt(srv->opts.client_exempt_ctx, c->req.peer_ip))
+    if (srv->opts.client_exempt &&
+        srv->opts.client_exempt(srv->opts.client_exempt_ctx, c->req.peer_ip))
         return true;
     char key[AG_ADDR_TEXT];
     ag_addr_identity(c->req.peer_ip, lim->ipv6_prefix, key);
@@ -1399,8 +1400,8 @@ static void drain_close_all(ag_worker_t *w, const char *why)
     for (ag_conn_t *c = w->conns; c; c = c->next)
         active += c->state == CONN_ACTIVE && !c->response_done && !c->lingering && !c->closing;
     if (w->nconns)
-        ag_log_warn("worker %u: %s: closing %u connection(s), %u with a request in flight", w->index,
-                    why, w->nconns, active);
+        ag_log_warn("worker %u: %s: closing %u connection(s), %u with a request in flight",
+                    w->index, why, w->nconns, active);
     for (ag_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         conn_close(c);

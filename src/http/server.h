@@ -32,12 +32,12 @@ typedef struct ag_server_limits {
     unsigned max_connections; /* over it: 503 and close */
     unsigned header_timeout_ms;
     unsigned idle_timeout_ms;
-    unsigned body_timeout_ms;   /* no body byte for this long: 408 */
-    unsigned body_deadline_ms;  /* the whole body within this; 0: none */
-    unsigned body_min_rate;     /* bytes/s: the body may take body_timeout plus one second
-                                 * per body_min_rate bytes received; 0: no minimum */
-    unsigned send_timeout_ms;   /* no write progress for this long: close; 0: none */
-    size_t max_queued_bytes;    /* answer bytes queued per connection before reading pauses */
+    unsigned body_timeout_ms;  /* no body byte for this long: 408 */
+    unsigned body_deadline_ms; /* the whole body within this; 0: none */
+    unsigned body_min_rate;    /* bytes/s: the body may take body_timeout plus one second
+                                * per body_min_rate bytes received; 0: no minimum */
+    unsigned send_timeout_ms;  /* no write progress for this long: close; 0: none */
+    size_t max_queued_bytes;   /* answer bytes queued per connection before reading pauses */
     unsigned max_connections_per_client; /* per client identity (IPv6: per prefix); 0: none */
     unsigned ipv6_prefix;                /* bits of an IPv6 address that make a client */
     unsigned drain_timeout_ms;

@@ -19,9 +19,9 @@
 
 typedef struct row {
     const char *peer;
-    const char *cf;         /* CF-Connecting-IP, or NULL */
-    const char *xff[MAXL];  /* X-Forwarded-For lines */
-    const char *fwd[MAXL];  /* Forwarded lines */
+    const char *cf;        /* CF-Connecting-IP, or NULL */
+    const char *xff[MAXL]; /* X-Forwarded-For lines */
+    const char *fwd[MAXL]; /* Forwarded lines */
     const char *want;
 } row_t;
 
@@ -55,8 +55,15 @@ static const row_t rows[] = {
     {"::ffff:203.0.113.9", NULL, {"198.51.100.14"}, {0}, "203.0.113.9"},
     /* Forwarded (RFC 7239): for= of each element, quoted IPv6 with a port. */
     {"127.0.0.1", NULL, {0}, {"for=192.0.2.60;proto=http;by=203.0.113.43"}, "192.0.2.60"},
-    {"127.0.0.1", NULL, {0}, {"for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\""}, "2001:db8:cafe::17"},
-    {"127.0.0.1", NULL, {0}, {"For=\"6.6.6.6\"", "for=192.0.2.61;proto=https, for=10.0.0.2"},
+    {"127.0.0.1",
+     NULL,
+     {0},
+     {"for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\""},
+     "2001:db8:cafe::17"},
+    {"127.0.0.1",
+     NULL,
+     {0},
+     {"For=\"6.6.6.6\"", "for=192.0.2.61;proto=https, for=10.0.0.2"},
      "192.0.2.61"},
     {"127.0.0.1", NULL, {0}, {"for=6.6.6.6, for=unknown"}, "127.0.0.1"},
     {"127.0.0.1", NULL, {0}, {"for=6.6.6.6, proto=http"}, "127.0.0.1"},
