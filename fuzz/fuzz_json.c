@@ -60,9 +60,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ag_trusted_t *t = NULL;
     AG_ASSERT(ag_trusted_new(trusted, &t, NULL) == 0);
     char client[64];
-    ag_client_ip(t, "127.0.0.1", AG_STR_NULL, ag_str((const char *)data, size), client);
+    ag_str_t line = ag_str((const char *)data, size);
+    ag_forwarded_t f = {.xff = &line, .nxff = 1, .fwd = &line, .nfwd = 1};
+    ag_client_resolve(t, NULL, "127.0.0.1", &f, client);
     AG_ASSERT(memchr(client, '\0', sizeof(client)) != NULL);
-    ag_client_ip(t, "127.0.0.1", ag_str((const char *)data, size), AG_STR_NULL, client);
+    f = (ag_forwarded_t){.cf_connecting_ip = line};
+    ag_client_resolve(t, t, "127.0.0.1", &f, client);
     ag_trusted_free(t);
     return 0;
 }

@@ -9,12 +9,15 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <uv.h>
 
 #include "admin/admin.h"
 #include "cli/cli.h"
 #include "config/config.h"
+#include "gateway/client_ip.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
 #include "store/secrets.h"
@@ -185,17 +188,88 @@ static int load_config(const opts_t *o, ag_config_t *cfg)
 
 static ag_server_t *running_server;
 static ag_admin_t *running_admin;
+static unsigned stop_signals; /* SIGTERM/SIGINT received so far */
 
+/* Signals are handled for the whole life of the serve loop, the final flush
+ * included: a default action would end the process with usage entries of
+ * answered requests still unwritten. The first SIGTERM/SIGINT drains; a
+ * second cuts the drain short (what is cut is logged, and reported, so it
+ * still gets its usage entry); SIGHUP does not stop anything. */
 static void on_signal(uv_signal_t *s, int signum)
 {
-    ag_log_info("received %s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    if (running_admin)
-        ag_admin_set_state(running_admin, AG_ADMIN_DRAINING);
-    ag_server_shutdown(running_server);
-    uv_close((uv_handle_t *)s, NULL);
-    uv_signal_t *other = s->data;
-    if (!uv_is_closing((uv_handle_t *)other))
-        uv_close((uv_handle_t *)other, NULL);
+    (void)s;
+    const char *name = signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "SIGHUP";
+    if (signum == SIGHUP) {
+        ag_log_warn("received SIGHUP: configuration reload is not available yet; ignored "
+                    "(restart to apply a changed config; SIGTERM stops)");
+        return;
+    }
+    if (!running_server) {
+        ag_log_warn("received %s: already stopping; the usage log is being flushed", name);
+        return;
+    }
+    if (stop_signals++ == 0) {
+        ag_log_info("received %s: draining (another %s cuts the drain short)", name, name);
+        if (running_admin)
+            ag_admin_set_state(running_admin, AG_ADMIN_DRAINING);
+        ag_server_shutdown(running_server);
+        return;
+    }
+    ag_log_warn("received %s again: cutting the drain short; requests still in flight are "
+                "closed and logged as aborted; the usage log is still flushed",
+                name);
+    ag_server_cut(running_server);
+}
+
+/* The serve loop's way to learn that the workers stopped: a thread joins
+ * them, then wakes the loop, which keeps the signal handlers meanwhile. */
+typedef struct stop_watch {
+    ag_server_t *srv;
+    uv_async_t done;
+    uv_thread_t thread;
+} stop_watch_t;
+
+static void stop_watch_main(void *arg)
+{
+    stop_watch_t *sw = arg;
+    ag_server_wait(sw->srv);
+    uv_async_send(&sw->done);
+}
+
+static void on_stopped(uv_async_t *a)
+{
+    uv_stop(a->loop);
+}
+
+/* Peers whose connections max_connections_per_client does not count: the
+ * proxies every client arrives through (the forwarded address is not known
+ * when the connection is accepted). */
+typedef struct exempt {
+    ag_trusted_t *proxies, *cf;
+} exempt_t;
+
+static bool client_exempt(void *ctx, const char *peer)
+{
+    const exempt_t *e = ctx;
+    return ag_trusted_contains(e->proxies, ag_str_c(peer)) ||
+           ag_trusted_contains(e->cf, ag_str_c(peer));
+}
+
+/* The listen locks' folder, one per user (the kernel lets only one user's
+ * sockets share a port through SO_REUSEPORT): $XDG_RUNTIME_DIR/aigate, else
+ * /tmp/aigate-UID. NULL when it cannot be made safely (then only the probe). */
+static const char *lock_dir(char *buf, size_t len)
+{
+    const char *run = getenv("XDG_RUNTIME_DIR");
+    if (run && *run)
+        snprintf(buf, len, "%s/aigate", run);
+    else
+        snprintf(buf, len, "/tmp/aigate-%u", (unsigned)getuid());
+    mkdir(buf, 0700);
+    struct stat st;
+    if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 0022))
+        return NULL;
+    return buf;
 }
 
 static int run_server(int argc, char **argv, bool dev)
@@ -258,8 +332,19 @@ static int run_server(int argc, char **argv, bool dev)
         .header_timeout_ms = cfg.header_timeout_ms,
         .idle_timeout_ms = cfg.idle_timeout_ms,
         .body_timeout_ms = cfg.body_timeout_ms,
+        .body_deadline_ms = cfg.body_deadline_ms,
+        .body_min_rate = cfg.body_min_rate,
+        .send_timeout_ms = cfg.send_timeout_ms,
+        .max_queued_bytes = cfg.max_queued_bytes,
+        .max_connections_per_client = cfg.max_connections_per_client,
+        .ipv6_prefix = cfg.ipv6_prefix,
         .drain_timeout_ms = cfg.drain_timeout_ms,
     };
+    /* The config loaded, so these parse (the gateway refused it otherwise). */
+    exempt_t exempt = {0};
+    if (rc == 0 && (ag_trusted_new(cfg.trusted_proxies, &exempt.proxies, NULL) < 0 ||
+                    ag_trusted_new(cfg.trusted_proxies_cf, &exempt.cf, NULL) < 0))
+        rc = -ENOMEM;
     ag_tasks_t *tasks = NULL;
     if (rc == 0) {
         ag_tasks_options_t to = {
@@ -299,6 +384,8 @@ static int run_server(int argc, char **argv, bool dev)
     ag_secrets_value_free(admin_token);
     ag_server_t *srv = NULL;
     if (rc == 0) {
+        char lockbuf[4096];
+        int holder = 0;
         ag_server_options_t so = {
             .host = cfg.host,
             .port = cfg.port,
@@ -306,9 +393,20 @@ static int run_server(int argc, char **argv, bool dev)
             .limits = limits,
             .hooks = ag_gateway_hooks(gw),
             .default_headers = ag_gateway_default_headers(gw),
+            .client_exempt = client_exempt,
+            .client_exempt_ctx = &exempt,
+            .lock_dir = lock_dir(lockbuf, sizeof(lockbuf)),
+            .holder_pid = &holder,
         };
         rc = ag_server_start(&so, &srv);
-        if (rc < 0)
+        if (rc == -EADDRINUSE && holder > 0)
+            fprintf(stderr,
+                    "aigate: cannot listen on %s:%d: address in use by another aigate (pid %d)\n",
+                    cfg.host, cfg.port, holder);
+        else if (rc == -EADDRINUSE)
+            fprintf(stderr, "aigate: cannot listen on %s:%d: address in use by another process\n",
+                    cfg.host, cfg.port);
+        else if (rc < 0)
             fprintf(stderr, "aigate: cannot listen on %s:%d: %s\n", cfg.host, cfg.port,
                     ag_strerror(rc));
     }
@@ -321,13 +419,21 @@ static int run_server(int argc, char **argv, bool dev)
         }
         uv_loop_t loop;
         uv_loop_init(&loop);
-        uv_signal_t sigterm, sigint;
-        uv_signal_init(&loop, &sigterm);
-        uv_signal_init(&loop, &sigint);
-        sigterm.data = &sigint;
-        sigint.data = &sigterm;
-        uv_signal_start(&sigterm, on_signal, SIGTERM);
-        uv_signal_start(&sigint, on_signal, SIGINT);
+        uv_signal_t sigs[3];
+        static const int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+        for (int i = 0; i < 3; i++) {
+            uv_signal_init(&loop, &sigs[i]);
+            uv_signal_start(&sigs[i], on_signal, signums[i]);
+        }
+        stop_watch_t watch = {.srv = srv};
+        uv_async_init(&loop, &watch.done, on_stopped);
+        if (uv_thread_create(&watch.thread, stop_watch_main, &watch) < 0) {
+            ag_log_error("cannot start the stop watcher thread; stopping");
+            ag_server_shutdown(srv);
+            ag_server_wait(srv);
+            uv_async_send(&watch.done);
+            watch.srv = NULL;
+        }
         /* Only now: a SIGTERM right after this line must find its handler. */
         char upstream[512];
         ag_config_redact_url(cfg.upstream, upstream, sizeof(upstream));
@@ -335,23 +441,41 @@ static int run_server(int argc, char **argv, bool dev)
                     AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv), cfg.threads,
                     cfg.threads == 1 ? "" : "s", upstream,
                     cfg.path ? cfg.path : "(embedded defaults)");
-        uv_run(&loop, UV_RUN_DEFAULT);
-        uv_loop_close(&loop);
-        ag_server_wait(srv); /* the drain: the admin listener still answers, "draining" */
+        uv_run(&loop, UV_RUN_DEFAULT); /* until the workers stopped (the drain) */
+        if (watch.srv)
+            uv_thread_join(&watch.thread);
+        running_server = NULL;
         if (admin)
             ag_admin_set_server(admin, NULL);
         ag_server_free(srv);
         ag_log_info("stopped");
+        /* The admin listener outlives the clients' one, so readiness says draining. */
+        if (admin) {
+            ag_admin_shutdown(admin);
+            ag_admin_wait_and_free(admin);
+        }
+        running_admin = NULL;
+        admin = NULL;
+        /* After the admin listener, which starts runs; before the usage log closes. */
+        ag_tasks_stop(tasks);
+        tasks = NULL;
+        ag_gateway_free(gw); /* flushes the usage log, the handlers still installed */
+        gw = NULL;
+        for (int i = 0; i < 3; i++)
+            uv_close((uv_handle_t *)&sigs[i], NULL);
+        uv_close((uv_handle_t *)&watch.done, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
     }
-    /* The admin listener outlives the clients' one, so readiness says draining. */
     if (admin) {
         ag_admin_shutdown(admin);
         ag_admin_wait_and_free(admin);
     }
     running_admin = NULL;
-    /* After the admin listener, which starts runs; before the usage log closes. */
     ag_tasks_stop(tasks);
     ag_gateway_free(gw);
+    ag_trusted_free(exempt.proxies);
+    ag_trusted_free(exempt.cf);
     ag_config_fini(&cfg);
     ag_upstream_global_cleanup();
     return rc == 0 ? 0 : 1;

@@ -1,6 +1,6 @@
 # http: the strict HTTP/1.1 request-head parser and chunked decoder (unit tests, two fuzz
 # targets) and the server. It knows requests and records, not the gateway's policy.
-ag_layer(DIR http SOURCES src/http/parser.c src/http/server.c USES util obs
+ag_layer(DIR http SOURCES src/http/parser.c src/http/addr.c src/http/server.c USES util obs
   LINK PkgConfig::UV Threads::Threads)
 
 ag_unit_test(test_http_parser tests/unit/test_http_parser.c)

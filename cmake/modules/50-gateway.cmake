@@ -22,3 +22,8 @@ ag_unit_test(test_message tests/unit/test_message.c)
 target_link_libraries(test_message ag_gateway PkgConfig::JANSSON)
 target_compile_definitions(test_message PRIVATE
                            AG_MESSAGE_STREAMS="${CMAKE_SOURCE_DIR}/tests/unit/data/openai")
+# Who the client is: the forwarded chain and the identity it is counted by.
+ag_unit_test(test_client_ip tests/unit/test_client_ip.c)
+target_link_libraries(test_client_ip ag_gateway)
+ag_fuzz_target(fuzz_client_ip fuzz/fuzz_client_ip.c)
+target_link_libraries(fuzz_client_ip ag_gateway)

@@ -74,6 +74,28 @@ static const cfg_key_t aigate_keys[] = {
      "seconds without progress while receiving a body", RESTART},
     {"drain_timeout", K_SECONDS, 0, 3600, 10, NULL, OFF(drain_timeout_ms),
      "seconds in-flight requests get to finish on shutdown", RESTART},
+    /* What one slow or greedy client may hold (issue 16: hardening). */
+    {"body_min_rate", K_UINT, 0, 1 << 30, 1024, NULL, OFF(body_min_rate),
+     "bytes/s a body must average: it gets body_timeout plus a second per body_min_rate bytes "
+     "received; 0: no minimum",
+     RESTART},
+    {"body_deadline", K_SECONDS, 0, 86400, 300, NULL, OFF(body_deadline_ms),
+     "seconds for a whole request body, however it trickles; 0: none", RESTART},
+    {"send_timeout", K_SECONDS, 0, 3600, 30, NULL, OFF(send_timeout_ms),
+     "seconds an answer may wait on a client that reads nothing before the connection is "
+     "closed; 0: none",
+     RESTART},
+    {"max_queued_bytes", K_SIZE, 4096, 1 << 30, 1 << 20, NULL, OFF(max_queued_bytes),
+     "answer bytes queued for one connection before the server stops reading its next requests",
+     RESTART},
+    {"max_connections_per_client", K_UINT, 0, 1 << 24, 1000, NULL, OFF(max_connections_per_client),
+     "open connections per client address (IPv6: per ipv6_prefix); over it: 503 and close. "
+     "Peers in trusted_proxies / trusted_proxies_cf are not counted; 0: no cap",
+     RESTART},
+    {"ipv6_prefix", K_UINT, 1, 128, 64, NULL, OFF(ipv6_prefix),
+     "bits of an IPv6 address that make one client for rate limits and connection caps (logs "
+     "keep the whole address)",
+     RESTART},
     {"upstream", K_STRING, 0, 0, 0, "https://api.anthropic.com", OFF(upstream),
      "Anthropic API base URL", RELOAD},
     {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL, OFF(upstream_connect_timeout_ms),
@@ -128,7 +150,11 @@ static const cfg_key_t aigate_keys[] = {
     {"messages_rate_limit_binding", K_ALIAS, 0, 0, 0, "rate_limit_binding", 0,
      "deprecated: rate_limit_binding in [aigate.routes.\"/v1/messages\"]", RELOAD},
     {"trusted_proxies", K_STRLIST, 0, 0, 0, NULL, OFF(trusted_proxies),
-     "addresses or CIDRs whose CF-Connecting-IP / X-Forwarded-For are believed", RELOAD},
+     "addresses or CIDRs whose X-Forwarded-For / Forwarded are believed (walked from the right, "
+     "past every trusted hop)",
+     RELOAD},
+    {"trusted_proxies_cf", K_STRLIST, 0, 0, 0, NULL, OFF(trusted_proxies_cf),
+     "addresses or CIDRs of Cloudflare's edge: only their CF-Connecting-IP is believed", RELOAD},
     {"cache", K_BOOL, 0, 1, 1, NULL, OFF(cache), "cache AI answers", RELOAD},
     {"cache_ttl", K_SECONDS, 1, 31536000, 3600, NULL, OFF(cache_ttl_ms),
      "seconds a cached answer lives", RELOAD},
@@ -489,6 +515,7 @@ void ag_config_fini(ag_config_t *cfg)
         free(cfg->list_at[i].at);
     AG_FREE(&cfg->list_at);
     cfg->nlist_at = 0;
+    free_strlist(&cfg->trusted_proxies_cf);
     for (size_t i = 0; i < cfg->nroutes; i++) {
         free(cfg->routes[i].path);
         free(cfg->routes[i].rate_limit_binding);

@@ -107,6 +107,12 @@ typedef struct ag_config {
     unsigned idle_timeout_ms;
     unsigned body_timeout_ms;
     unsigned drain_timeout_ms;
+    unsigned body_min_rate;    /* bytes/s; 0: none */
+    unsigned body_deadline_ms; /* 0: none */
+    unsigned send_timeout_ms;  /* 0: none */
+    size_t max_queued_bytes;
+    unsigned max_connections_per_client; /* 0: no cap */
+    unsigned ipv6_prefix;
     char *upstream;
     unsigned upstream_connect_timeout_ms;
     unsigned upstream_timeout_ms;
@@ -133,6 +139,7 @@ typedef struct ag_config {
     unsigned rate_period_s;
     char *rate_limit_binding;  /* name of a ratelimit binding whose numbers apply; "": none */
     char **trusted_proxies;    /* addresses/CIDRs whose forwarding headers are believed */
+    char **trusted_proxies_cf; /* Cloudflare's edge: whose CF-Connecting-IP is believed */
     ag_config_route_t *routes; /* [aigate.routes."PATH"] tables */
     size_t nroutes;
     /* response cache */

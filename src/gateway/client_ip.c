@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
  * client_ip.c: trusted-proxy matching (IPv4/IPv6 CIDRs) and the client
- * address rule. Forwarding headers are believed only from trusted peers, so a
- * client cannot pick its own address to escape the rate limit.
+ * address rule. Forwarding headers are believed only from trusted peers, and
+ * only as far as trusted hops wrote them, so a client cannot pick its own
+ * address to escape, or exhaust someone else's, rate limit.
  */
 #include "util/platform.h"
 
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "gateway/client_ip.h"
+#include "http/addr.h"
 #include "util/errors.h"
 
 typedef struct net {
@@ -23,44 +25,6 @@ struct ag_trusted {
     net_t *nets;
     size_t n;
 };
-
-static bool parse_ip(const char *s, size_t len, int *family, unsigned char addr[16])
-{
-    char buf[64];
-    if (len == 0 || len >= sizeof(buf))
-        return false;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    /* "[::1]" and "1.2.3.4:port" forms as some proxies write them */
-    char *p = buf;
-    if (*p == '[') {
-        char *end = strchr(p, ']');
-        if (!end)
-            return false;
-        *end = '\0';
-        p++;
-    } else if (strchr(p, '.') && strchr(p, ':') && strchr(p, ':') == strrchr(p, ':')) {
-        *strchr(p, ':') = '\0'; /* one colon: IPv4 with a port; IPv6 has several */
-    }
-    memset(addr, 0, 16);
-    if (inet_pton(AF_INET, p, addr) == 1) {
-        *family = AF_INET;
-        return true;
-    }
-    if (inet_pton(AF_INET6, p, addr) == 1) {
-        /* An IPv4-mapped IPv6 address is that IPv4 address. */
-        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(addr, mapped, 12) == 0) {
-            memmove(addr, addr + 12, 4);
-            memset(addr + 4, 0, 12);
-            *family = AF_INET;
-        } else {
-            *family = AF_INET6;
-        }
-        return true;
-    }
-    return false;
-}
 
 int ag_trusted_new(char *const *list, ag_trusted_t **out, const char **bad)
 {
@@ -80,7 +44,7 @@ int ag_trusted_new(char *const *list, ag_trusted_t **out, const char **bad)
         const char *slash = strchr(s, '/');
         size_t alen = slash ? (size_t)(slash - s) : strlen(s);
         net_t *nt = &t->nets[t->n];
-        if (!parse_ip(s, alen, &nt->family, nt->addr))
+        if (!ag_addr_parse(s, alen, &nt->family, nt->addr))
             goto bad_entry;
         unsigned max = nt->family == AF_INET ? 32 : 128;
         nt->prefix = max;
@@ -125,64 +89,198 @@ static bool net_contains(const net_t *n, int family, const unsigned char *addr)
     return (n->addr[full] & mask) == (addr[full] & mask);
 }
 
-bool ag_trusted_contains(const ag_trusted_t *t, ag_str_t ip)
+static bool contains(const ag_trusted_t *t, int family, const unsigned char *addr)
 {
-    if (!t || t->n == 0)
-        return false;
-    int family;
-    unsigned char addr[16];
-    while (ip.len && (ip.ptr[0] == ' ' || ip.ptr[0] == '\t'))
-        ip.ptr++, ip.len--;
-    while (ip.len && (ip.ptr[ip.len - 1] == ' ' || ip.ptr[ip.len - 1] == '\t'))
-        ip.len--;
-    if (!parse_ip(ip.ptr, ip.len, &family, addr))
-        return false;
-    for (size_t i = 0; i < t->n; i++) {
+    for (size_t i = 0; t && i < t->n; i++) {
         if (net_contains(&t->nets[i], family, addr))
             return true;
     }
     return false;
 }
 
-static void copy_addr(ag_str_t s, char out[64])
+static ag_str_t trim(ag_str_t s)
 {
     while (s.len && (s.ptr[0] == ' ' || s.ptr[0] == '\t'))
         s.ptr++, s.len--;
     while (s.len && (s.ptr[s.len - 1] == ' ' || s.ptr[s.len - 1] == '\t'))
         s.len--;
+    return s;
+}
+
+bool ag_trusted_contains(const ag_trusted_t *t, ag_str_t ip)
+{
     int family;
     unsigned char addr[16];
-    /* Only a well-formed address may become the client's identity. */
-    if (!parse_ip(s.ptr, s.len, &family, addr)) {
-        snprintf(out, 64, "invalid");
-        return;
+    ip = trim(ip);
+    return ag_addr_parse(ip.ptr, ip.len, &family, addr) && contains(t, family, addr);
+}
+
+/* ---- the forwarded chain ------------------------------------------------- */
+
+/* The rightmost hops are the ones trusted proxies wrote; a longer chain keeps
+ * those and drops its left end. */
+#define MAX_HOPS 64
+
+typedef struct hops {
+    ag_str_t v[MAX_HOPS];
+    size_t n;
+    bool dropped;
+} hops_t;
+
+static void hops_push(hops_t *h, ag_str_t s)
+{
+    if (h->n == MAX_HOPS) {
+        memmove(h->v, h->v + 1, (MAX_HOPS - 1) * sizeof(h->v[0]));
+        h->n--;
+        h->dropped = true;
     }
+    h->v[h->n++] = trim(s);
+}
+
+/* X-Forwarded-For: every line, comma-separated, one list (RFC 9110 5.3). */
+static void hops_xff(hops_t *h, const ag_str_t *lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *p = lines[i].ptr, *end = p + lines[i].len;
+        while (p && p <= end) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *stop = comma ? comma : end;
+            ag_str_t item = trim(ag_str(p, (size_t)(stop - p)));
+            if (item.len) /* empty list elements are allowed and mean nothing */
+                hops_push(h, item);
+            p = comma ? comma + 1 : NULL;
+        }
+    }
+}
+
+/* Forwarded (RFC 7239): elements split by commas, pairs by semicolons, values
+ * tokens or quoted strings; each element's for= is one hop. An element with
+ * none is a hop that is no address. */
+static void hops_forwarded(hops_t *h, const ag_str_t *lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *p = lines[i].ptr, *end = p + lines[i].len;
+        ag_str_t node = AG_STR_NULL;
+        bool any = false;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+            const char *name = p;
+            while (p < end && *p != '=' && *p != ';' && *p != ',')
+                p++;
+            ag_str_t key = trim(ag_str(name, (size_t)(p - name)));
+            ag_str_t val = AG_STR_NULL;
+            if (p < end && *p == '=') {
+                p++;
+                if (p < end && *p == '"') {
+                    const char *q = ++p;
+                    while (p < end && *p != '"') {
+                        if (*p == '\\' && p + 1 < end)
+                            p++;
+                        p++;
+                    }
+                    val = ag_str(q, (size_t)(p - q));
+                    if (p < end)
+                        p++;
+                } else {
+                    const char *q = p;
+                    while (p < end && *p != ';' && *p != ',')
+                        p++;
+                    val = trim(ag_str(q, (size_t)(p - q)));
+                }
+                while (p < end && *p != ';' && *p != ',')
+                    p++; /* junk after a value */
+            }
+            if (key.len) {
+                any = true;
+                if (ag_str_eq_lit_ci(key, "for"))
+                    node = val;
+            }
+            if (p < end && *p == ';') {
+                p++;
+                continue;
+            }
+            if (p < end && *p == ',')
+                p++;
+            if (any)
+                hops_push(h, node.ptr ? node : AG_STR_LIT("unknown"));
+            node = AG_STR_NULL;
+            any = false;
+        }
+        if (any)
+            hops_push(h, node.ptr ? node : AG_STR_LIT("unknown"));
+    }
+}
+
+static void format_addr(int family, const unsigned char *addr, char out[64])
+{
     inet_ntop(family, addr, out, 64);
 }
 
-void ag_client_ip(const ag_trusted_t *t, const char *peer, ag_str_t cf, ag_str_t xff, char out[64])
+/* The walk from the right; the peer (trusted) is the hop right of them all. */
+static void walk(const ag_trusted_t *proxies, const ag_trusted_t *cf, const hops_t *h,
+                 int peer_family, const unsigned char *peer_addr, char out[64])
 {
-    if (!ag_trusted_contains(t, ag_str_c(peer))) {
+    int family = peer_family;
+    unsigned char last[16];
+    memcpy(last, peer_addr, 16);
+    for (size_t i = h->n; i-- > 0;) {
+        int f;
+        unsigned char a[16];
+        if (!ag_addr_parse(h->v[i].ptr, h->v[i].len, &f, a))
+            break; /* a trusted hop wrote what is no address: stop at that hop */
+        if (!contains(proxies, f, a) && !contains(cf, f, a)) {
+            format_addr(f, a, out);
+            return;
+        }
+        family = f;
+        memcpy(last, a, 16);
+        if (i == 0 && h->dropped) {
+            /* The chain went on beyond what was kept: the client is unknown. */
+            family = peer_family;
+            memcpy(last, peer_addr, 16);
+        }
+    }
+    format_addr(family, last, out);
+}
+
+void ag_client_resolve(const ag_trusted_t *proxies, const ag_trusted_t *cf, const char *peer,
+                       const ag_forwarded_t *fwd, char out[64])
+{
+    int pf;
+    unsigned char pa[16];
+    if (!ag_addr_parse(peer, strlen(peer), &pf, pa)) {
         snprintf(out, 64, "%s", peer);
         return;
     }
-    if (cf.len) {
-        copy_addr(cf, out);
+    bool via_cf = contains(cf, pf, pa);
+    if (!via_cf && !contains(proxies, pf, pa)) {
+        format_addr(pf, pa, out);
         return;
     }
-    /* Walk X-Forwarded-For from the right: the first hop we do not trust is
-     * the client; anything left of it could have been written by the client. */
-    const char *end = xff.ptr ? xff.ptr + xff.len : NULL;
-    while (end && end > xff.ptr) {
-        const char *start = end;
-        while (start > xff.ptr && start[-1] != ',')
-            start--;
-        ag_str_t item = ag_str(start, (size_t)(end - start));
-        if (!ag_trusted_contains(t, item)) {
-            copy_addr(item, out);
+    if (via_cf && fwd->cf_connecting_ip.len) {
+        ag_str_t s = trim(fwd->cf_connecting_ip);
+        int f;
+        unsigned char a[16];
+        if (ag_addr_parse(s.ptr, s.len, &f, a)) {
+            format_addr(f, a, out);
             return;
         }
-        end = start > xff.ptr ? start - 1 : NULL;
     }
-    snprintf(out, 64, "%s", peer);
+    char a[64], b[64];
+    hops_t hops, *h = &hops;
+    h->n = 0;
+    h->dropped = false;
+    hops_xff(h, fwd->xff, fwd->nxff);
+    bool have_xff = h->n > 0;
+    walk(proxies, cf, h, pf, pa, a);
+    h->n = 0;
+    h->dropped = false;
+    hops_forwarded(h, fwd->fwd, fwd->nfwd);
+    bool have_fwd = h->n > 0;
+    walk(proxies, cf, h, pf, pa, b);
+    if (have_xff && have_fwd && strcmp(a, b) != 0)
+        format_addr(pf, pa, out);
+    else
+        snprintf(out, 64, "%s", have_fwd ? b : a);
 }

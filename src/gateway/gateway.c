@@ -223,7 +223,9 @@ static void worker_fini(ag_worker_t *sw, void *worker_ctx)
     if (!w)
         return;
     ag_periodic_stop(w->sweep);
-    gw_flight_worker_stop(w, on_mailbox_closed); /* cancels the calls it leads */
+    /* Flights first: they cancel their own calls, which closing the client
+     * would free under them (a drain cut short leaves some). */
+    gw_flight_worker_stop(w, on_mailbox_closed);
     if (w->callq)
         gw_upcall_worker_stop(w);
     ag_upstream_close(w->upstream);

@@ -32,6 +32,7 @@ static void gen_free(gw_gen_t *g)
     }
     free(g->messages_url);
     ag_trusted_free(g->trusted);
+    ag_trusted_free(g->trusted_cf);
     free(g->default_model);
     for (size_t i = 0; i < g->nprices; i++)
         free((char *)g->prices[i].model);
@@ -191,6 +192,15 @@ int gw_gen_new(const ag_config_t *cfg, FILE *errs, gw_gen_t **out)
         rc = AG_EBADCONFIG;
         goto fail;
     }
+    rc = ag_trusted_new(cfg->trusted_proxies_cf, &g->trusted_cf, &bad);
+    if (rc < 0) {
+        if (errs)
+            fprintf(errs, "%s: aigate.trusted_proxies_cf: '%s' is not an address or CIDR\n",
+                    cfg->path ? cfg->path : "(config)", bad ? bad : "?");
+        rc = AG_EBADCONFIG;
+        goto fail;
+    }
+    g->ipv6_prefix = cfg->ipv6_prefix;
     g->connect_timeout_ms = cfg->upstream_connect_timeout_ms;
     g->timeout_ms = cfg->upstream_timeout_ms;
     g->stream_idle_timeout_ms = cfg->stream_idle_timeout_ms;

@@ -45,7 +45,9 @@ struct gw_gen {
     char *messages_url;
     char *api_key_header;            /* "x-api-key: ..."; a secret: never logged */
     const char *generate_headers[5]; /* the seed's upstream headers, NULL-terminated */
-    ag_trusted_t *trusted;
+    ag_trusted_t *trusted;           /* trusted_proxies */
+    ag_trusted_t *trusted_cf;        /* trusted_proxies_cf: Cloudflare's edge */
+    unsigned ipv6_prefix;            /* bits of an IPv6 client address that make its identity */
     unsigned connect_timeout_ms, timeout_ms, stream_idle_timeout_ms;
     unsigned prompt_max_length, max_tokens;
     char *default_model;

@@ -8,14 +8,22 @@
 #include <string.h>
 
 #include "gateway/steps.h"
+#include "http/addr.h"
 #include "util/fmt.h"
 #include "util/log.h"
 
 void gw_step_identify(ag_req_t *req, const gw_route_t *route)
 {
     char client[64];
-    ag_client_ip(route->gen->trusted, req->peer_ip, ag_req_header(req, "CF-Connecting-IP"),
-                 ag_req_header(req, "X-Forwarded-For"), client);
+    ag_str_t xff[16], fwd[16];
+    ag_forwarded_t f = {
+        .cf_connecting_ip = ag_req_header(req, "CF-Connecting-IP"),
+        .xff = xff,
+        .nxff = ag_req_header_all(req, "X-Forwarded-For", xff, AG_ARRAY_LEN(xff)),
+        .fwd = fwd,
+        .nfwd = ag_req_header_all(req, "Forwarded", fwd, AG_ARRAY_LEN(fwd)),
+    };
+    ag_client_resolve(route->gen->trusted, route->gen->trusted_cf, req->peer_ip, &f, client);
     memcpy(req->client, client, sizeof(client));
 }
 
@@ -25,7 +33,10 @@ bool gw_step_limit(ag_req_t *req, const gw_route_t *route)
     gw_step_identify(req, route);
     ag_limit_result_t r;
     /* Monotonic: a wall-clock step (NTP) must not block or free clients. */
-    ag_limiter_check(nl->lim, req->client, strlen(req->client), ag_mono_us(), &r);
+    /* Counted per identity (an IPv6 client per prefix); logs keep req->client. */
+    char who[AG_ADDR_TEXT];
+    ag_addr_identity(req->client, route->gen->ipv6_prefix, who);
+    ag_limiter_check(nl->lim, who, strlen(who), ag_mono_us(), &r);
     char num[24];
     ag_req_add_header(req, "RateLimit-Limit", ag_str(num, ag_fmt_u64(num, r.limit)));
     ag_req_add_header(req, "RateLimit-Remaining", ag_str(num, ag_fmt_u64(num, r.remaining)));

@@ -8,14 +8,17 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "http/addr.h"
 #include "http/server.h"
 #include "util/errors.h"
 #include "util/fmt.h"
@@ -31,6 +34,22 @@
  * while they have a request, so an idle keep-alive connection holds none. */
 #define BUF_CACHE 256
 #define BUF_CACHE_CAP 32768
+/* Connections over a cap linger to deliver their 503 (an immediate close with
+ * the request unread would send RST and destroy it); past this many at once
+ * per worker, a flood gets the plain close. */
+#define BUSY_LINGER_MAX 256
+#define BUSY_LINGER_MS 1000
+
+/* Open connections per client identity, across workers: striped locks, taken
+ * once per accept and once per close, never per request. */
+#define CLIENT_STRIPES 64
+#define CLIENT_BUCKETS 4096
+
+typedef struct client_slot {
+    struct client_slot *next;
+    unsigned count;
+    char key[AG_ADDR_TEXT];
+} client_slot_t;
 
 typedef enum { CONN_HEAD, CONN_BODY, CONN_ACTIVE } conn_state_t;
 
@@ -46,6 +65,13 @@ struct ag_server {
     ag_worker_t *workers;
     atomic_uint connections;
     atomic_bool shutting_down;
+    atomic_bool cut; /* a second stop signal: close what the drain still waits for */
+    int lock_fd;     /* the listen lock, held for the server's life; -1: none */
+    /* Guards each worker's wakeup against a send after its close: a stop
+     * signal may come when some workers have already stopped. */
+    uv_mutex_t wake_lock;
+    uv_mutex_t client_locks[CLIENT_STRIPES];
+    client_slot_t *clients[CLIENT_BUCKETS];
 };
 
 struct ag_worker {
@@ -70,10 +96,12 @@ struct ag_worker {
     int64_t sample_mono; /* when the thread CPU clock was last read */
     int64_t sample_cpu;
     int64_t measured_us; /* request time measured since then */
+    unsigned nbusy;      /* over-cap connections lingering to deliver their 503 */
     bool draining;
     bool joined;
     bool listener_closed;
     bool stopped;
+    bool wakeup_closed; /* under srv->wake_lock */
     int init_rc;
     char date[40];
     uint64_t date_sec;
@@ -119,6 +147,13 @@ struct ag_conn {
     bool lingering; /* response sent, write side shut, discarding input until EOF */
     bool timing;    /* a CPU segment of this connection's request is being measured */
     int64_t seg_start;
+    int64_t body_start_us; /* monotonic: when the head was complete */
+    size_t send_mark;      /* write queue size when the send timer was armed */
+    bool send_timing;      /* the timer watches write progress */
+    bool raw_stream;       /* HTTP/1.0 stream: no chunked coding, the close ends it */
+    bool busy;             /* over a cap: 503, linger, close */
+    bool gone;             /* a stream write failed: the close (and abort) is due */
+    client_slot_t *slot;   /* counted against max_connections_per_client */
     uv_shutdown_t shutdown_req;
 };
 
@@ -133,6 +168,17 @@ static const char *status_text(int status)
 {
     const char *r = ag_http_reason(status);
     return r ? r : "Unknown";
+}
+
+/* Views of a head point into the read buffer, which may move (grow) while the
+ * head is incomplete; on_alloc re-points only a complete head's. So a head
+ * has views only once it parsed: anything the parser left in an incomplete
+ * or bad one is dropped here, and nothing (the 408's record, say) can read
+ * through a view into a freed buffer. */
+static void head_forget(ag_req_t *req)
+{
+    memset(&req->head, 0, sizeof(req->head));
+    req->head.content_length = -1;
 }
 
 static void worker_update_date(ag_worker_t *w)
@@ -238,6 +284,24 @@ ag_str_t ag_req_header(const ag_req_t *req, const char *name)
     return h ? h->value : AG_STR_NULL;
 }
 
+size_t ag_req_header_all(const ag_req_t *req, const char *name, ag_str_t *out, size_t max)
+{
+    size_t n = strlen(name), k = 0;
+    if (max == 0)
+        return 0;
+    for (size_t i = 0; i < req->head.num_headers; i++) {
+        const ag_http_header_t *h = &req->head.headers[i];
+        if (h->name.len != n || strncasecmp(h->name.ptr, name, n) != 0)
+            continue;
+        if (k == max) {
+            memmove(out, out + 1, (max - 1) * sizeof(*out));
+            k--;
+        }
+        out[k++] = h->value;
+    }
+    return k;
+}
+
 /* ---- the record of a finished request ---------------------------------- */
 
 /* The record shows the parser's headers through its own type. */
@@ -277,6 +341,68 @@ static void request_report(ag_req_t *req)
 /* ---- writing ------------------------------------------------------------ */
 
 static void conn_set_timer(ag_conn_t *c, unsigned ms, bool header);
+static void conn_start_reading(ag_conn_t *c);
+
+static size_t conn_write_queue(ag_conn_t *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+/* A client that stops reading must not hold its slot and its answer forever:
+ * with bytes waiting to be written, no progress for send_timeout closes the
+ * connection. Progress is the write queue shrinking, which libuv updates on
+ * every partial write. */
+static void on_send_timer(uv_timer_t *t)
+{
+    ag_conn_t *c = t->data;
+    unsigned ms = c->w->srv->opts.limits.send_timeout_ms;
+    size_t q = conn_write_queue(c);
+    if (c->closing || c->lingering || c->state != CONN_ACTIVE || (q == 0 && !c->writes_in_flight)) {
+        c->send_timing = false;
+        return;
+    }
+    if (q < c->send_mark) {
+        c->send_mark = q;
+        uv_timer_start(&c->timer, on_send_timer, ms, 0);
+        return;
+    }
+    ag_log_debug("request %s: no write progress for %u ms with %zu bytes queued: closing",
+                 c->req.id, ms, q);
+    c->send_timing = false;
+    conn_close(c);
+}
+
+/* After `added` bytes were queued: watch their progress, and stop reading the
+ * client's next requests while more than max_queued_bytes wait for it. */
+static void conn_queued(ag_conn_t *c, size_t added)
+{
+    const ag_server_limits_t *lim = &c->w->srv->opts.limits;
+    if (c->closing || c->lingering || c->state != CONN_ACTIVE)
+        return;
+    /* The mark grows with what is added, so the queue is below it exactly
+     * when something was written since the timer was armed. */
+    if (c->send_timing)
+        c->send_mark += added;
+    if (lim->send_timeout_ms && !c->send_timing) {
+        c->send_timing = true;
+        c->send_mark = conn_write_queue(c);
+        uv_timer_start(&c->timer, on_send_timer, lim->send_timeout_ms, 0);
+    }
+    if (c->reading && lim->max_queued_bytes && conn_write_queue(c) > lim->max_queued_bytes) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/* After a write completed: read again once the queue is back under the cap. */
+static void conn_dequeued(ag_conn_t *c)
+{
+    const ag_server_limits_t *lim = &c->w->srv->opts.limits;
+    if (c->closing || c->lingering || c->reading || c->peer_eof || c->state != CONN_ACTIVE)
+        return;
+    if (!lim->max_queued_bytes || conn_write_queue(c) <= lim->max_queued_bytes)
+        conn_start_reading(c);
+}
 
 static void on_response_written(uv_write_t *wr, int status)
 {
@@ -335,7 +461,12 @@ static void conn_write_response(ag_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
         c->response_done = true;
         if (!c->in_process)
             conn_finish_request(c);
+        return;
     }
+    size_t left = 0;
+    for (unsigned i = 0; i < k; i++)
+        left += c->write_bufs[i].len;
+    conn_queued(c, left);
 }
 
 struct ag_req_header {
@@ -381,9 +512,13 @@ static size_t head_budget(const ag_req_t *req, const char *content_type)
     return n;
 }
 
+/* How the body's end is told: by its length, by the last chunk, or (a stream
+ * to an HTTP/1.0 client, which RFC 9112 forbids to send chunked) by the close. */
+typedef enum { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE } framing_t;
+
 /* Builds the status line and headers into the request pool. */
 static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
-                           size_t content_length, bool chunked)
+                           size_t content_length, framing_t framing)
 {
     ag_conn_t *c = req->conn;
     ag_worker_t *w = req->worker;
@@ -415,9 +550,9 @@ static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
         ag_put(&q, content_type, strlen(content_type));
         AG_PUT_LIT(&q, "\r\n");
     }
-    if (chunked) {
+    if (framing == FRAME_CHUNKED) {
         AG_PUT_LIT(&q, HEAD_CHUNKED);
-    } else {
+    } else if (framing == FRAME_LENGTH) {
         AG_PUT_LIT(&q, HEAD_CONTENT_LENGTH);
         ag_put(&q, num, ag_fmt_u64(num, content_length));
         AG_PUT_LIT(&q, "\r\n");
@@ -442,7 +577,7 @@ void ag_req_respond(ag_req_t *req, int status, const char *content_type, ag_str_
     ag_conn_t *c = req->conn;
     bool timed = seg_begin(c);
     uv_buf_t bufs[2];
-    bufs[0] = build_head(req, status, content_type, body.len, false);
+    bufs[0] = build_head(req, status, content_type, body.len, FRAME_LENGTH);
     unsigned nbufs = 1;
     if (body.len && !req->_head_only) {
         char *copy = ag_pool_alloc(&req->pool, body.len);
@@ -480,6 +615,7 @@ static void on_stream_written(uv_write_t *wr, int status)
         conn_close(c);
         return;
     }
+    conn_dequeued(c);
     if (c->queued == 0) {
         if (c->req._responded && !c->req._streaming) {
             c->response_done = true;
@@ -492,12 +628,33 @@ static void on_stream_written(uv_write_t *wr, int status)
     }
 }
 
+static void on_gone_timer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/* A stream write found the client gone (after a half-close, a write is how a
+ * real disconnect shows). The handler hears it the one way it hears of any
+ * disconnect, on_abort, but from the loop: not from inside its own write. */
+static void conn_gone(ag_conn_t *c)
+{
+    if (c->closing || c->gone)
+        return;
+    c->gone = true;
+    c->keep_alive = false;
+    c->req._aborted = true;
+    c->send_timing = false;
+    uv_timer_start(&c->timer, on_gone_timer, 0, 0);
+}
+
 /* Writes a[0..alen) then b[0..blen) then c, in order after anything queued. */
 static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, size_t blen,
                        const char *z, size_t zlen)
 {
     if (c->closing)
         return UV_EPIPE;
+    if (c->gone)
+        return 0; /* dropped: the close is on its way */
     uv_buf_t bufs[3] = {uv_buf_init((char *)a, (unsigned)alen),
                         uv_buf_init((char *)b, (unsigned)blen),
                         uv_buf_init((char *)z, (unsigned)zlen)};
@@ -505,8 +662,10 @@ static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, 
     size_t written = 0;
     if (c->writes_in_flight == 0) {
         int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 3);
-        if (n < 0 && n != UV_EAGAIN)
-            return n;
+        if (n < 0 && n != UV_EAGAIN) {
+            conn_gone(c);
+            return 0;
+        }
         written = n > 0 ? (size_t)n : 0;
         if (written == total)
             return 0;
@@ -532,10 +691,12 @@ static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, 
     int rc = uv_write(&sw->wr, (uv_stream_t *)&c->tcp, &one, 1, on_stream_written);
     if (rc < 0) {
         free(sw);
-        return rc;
+        conn_gone(c);
+        return 0;
     }
     c->writes_in_flight++;
     c->queued += rest;
+    conn_queued(c, rest);
     return 0;
 }
 
@@ -544,7 +705,13 @@ void ag_req_stream_start(ag_req_t *req, int status, const char *content_type)
     AG_ASSERT(!req->_responded && !req->_streaming);
     req->_streaming = true;
     req->_status = status;
-    uv_buf_t head = build_head(req, status, content_type, 0, true);
+    ag_conn_t *c = req->conn;
+    if (req->head.minor_version == 0) {
+        c->raw_stream = true;
+        c->keep_alive = false;
+    }
+    uv_buf_t head =
+        build_head(req, status, content_type, 0, c->raw_stream ? FRAME_CLOSE : FRAME_CHUNKED);
     req->_bytes_out += head.len;
     int rc = stream_send(req->conn, head.base, head.len, NULL, 0, NULL, 0);
     if (rc < 0)
@@ -559,9 +726,14 @@ int ag_req_stream_write(ag_req_t *req, const char *data, size_t len, size_t *que
         *queued = c->queued;
     if (len == 0)
         return 0;
-    char frame[24];
-    int n = snprintf(frame, sizeof(frame), "%zx\r\n", len);
-    int rc = stream_send(c, frame, (size_t)n, data, len, "\r\n", 2);
+    int rc;
+    if (c->raw_stream) {
+        rc = stream_send(c, data, len, NULL, 0, NULL, 0);
+    } else {
+        char frame[24];
+        int n = snprintf(frame, sizeof(frame), "%zx\r\n", len);
+        rc = stream_send(c, frame, (size_t)n, data, len, "\r\n", 2);
+    }
     if (rc < 0)
         return rc;
     req->_bytes_out += len;
@@ -577,7 +749,7 @@ void ag_req_stream_end(ag_req_t *req)
     bool timed = seg_begin(c);
     req->_streaming = false;
     req->_responded = true;
-    int rc = stream_send(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
+    int rc = c->raw_stream ? 0 : stream_send(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
     if (rc < 0)
         c->keep_alive = false;
     if (rc < 0 || c->queued == 0) {
@@ -594,6 +766,71 @@ void ag_req_on_drain(ag_req_t *req, void (*fn)(ag_req_t *req, void *data), void 
     req->conn->drain_data = data;
 }
 
+/* ---- connections per client -------------------------------------------- */
+
+static unsigned client_hash(const char *key)
+{
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    return h;
+}
+
+/* Counts the connection against its client; false when the client is at
+ * max_connections_per_client (or memory ran out) and it must be refused. */
+static bool client_take(ag_conn_t *c)
+{
+    ag_server_t *srv = c->w->srv;
+    const ag_server_limits_t *lim = &srv->opts.limits;
+    if (!lim->max_connections_per_client)
+        return true;
+    if (srv->opts.client_exempt &&
+        srv->opts.client_exempt(srv->opts.client_exempt_ctx, c->req.peer_ip))
+        return true;
+    char key[AG_ADDR_TEXT];
+    ag_addr_identity(c->req.peer_ip, lim->ipv6_prefix, key);
+    unsigned h = client_hash(key);
+    uv_mutex_t *m = &srv->client_locks[h % CLIENT_STRIPES];
+    client_slot_t **head = &srv->clients[h % CLIENT_BUCKETS];
+    bool ok = false;
+    uv_mutex_lock(m);
+    client_slot_t *s = *head;
+    while (s && strcmp(s->key, key) != 0)
+        s = s->next;
+    if (!s && (s = calloc(1, sizeof(*s))) != NULL) {
+        memcpy(s->key, key, sizeof(key));
+        s->next = *head;
+        *head = s;
+    }
+    if (s && s->count < lim->max_connections_per_client) {
+        s->count++;
+        c->slot = s;
+        ok = true;
+    }
+    uv_mutex_unlock(m);
+    return ok;
+}
+
+static void client_release(ag_conn_t *c)
+{
+    client_slot_t *s = c->slot;
+    if (!s)
+        return;
+    ag_server_t *srv = c->w->srv;
+    unsigned h = client_hash(s->key);
+    uv_mutex_t *m = &srv->client_locks[h % CLIENT_STRIPES];
+    uv_mutex_lock(m);
+    if (--s->count == 0) {
+        client_slot_t **p = &srv->clients[h % CLIENT_BUCKETS];
+        while (*p != s)
+            p = &(*p)->next;
+        *p = s->next;
+        free(s);
+    }
+    uv_mutex_unlock(m);
+    c->slot = NULL;
+}
+
 /* ---- connection lifecycle --------------------------------------------- */
 
 static void on_conn_closed(uv_handle_t *h)
@@ -602,6 +839,9 @@ static void on_conn_closed(uv_handle_t *h)
     if (--c->closes_pending > 0)
         return;
     ag_worker_t *w = c->w;
+    client_release(c);
+    if (c->busy)
+        w->nbusy--;
     ag_pool_fini(&c->req.pool);
     ag_buf_fini(&c->in);
     if (c->prev)
@@ -650,6 +890,8 @@ static void on_timer(uv_timer_t *t)
     /* A slow client mid-request (slowloris): answer 408 and close. */
     c->keep_alive = false;
     ag_req_t *req = &c->req;
+    if (c->head_len == 0)
+        head_forget(req); /* a partial head has no views (they would outlive a moved buffer) */
     c->state = CONN_ACTIVE;
     c->response_done = false;
     ag_req_respond_error(req, 408, "Request timeout");
@@ -660,6 +902,7 @@ static void on_timer(uv_timer_t *t)
 static void conn_set_timer(ag_conn_t *c, unsigned ms, bool header)
 {
     c->timer_is_header = header;
+    c->send_timing = false;
     uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
@@ -690,6 +933,8 @@ static void req_reset(ag_conn_t *c)
     c->parsed_len = 0;
     c->body_len = 0;
     c->leftover = 0;
+    c->raw_stream = false;
+    c->gone = false;
     c->continue_sent = false;
     c->drain_fn = NULL;
     c->drain_data = NULL;
@@ -698,12 +943,8 @@ static void req_reset(ag_conn_t *c)
 /* Answers a request that could not be parsed, then closes the connection. */
 static void conn_fail(ag_conn_t *c, int status, const char *msg)
 {
-    if (c->head_len == 0) {
-        /* The head did not parse: its views may point anywhere in the buffer. */
-        c->req.head.method = AG_STR_NULL;
-        c->req.head.path = AG_STR_NULL;
-        c->req.head.num_headers = 0;
-    }
+    if (c->head_len == 0)
+        head_forget(&c->req);
     c->keep_alive = false;
     c->state = CONN_ACTIVE;
     c->response_done = false;
@@ -752,12 +993,13 @@ static void on_shutdown(uv_shutdown_t *sr, int status)
         conn_close(c);
 }
 
-static void conn_linger(ag_conn_t *c)
+static void conn_linger(ag_conn_t *c, unsigned ms)
 {
     c->lingering = true;
     c->state = CONN_ACTIVE; /* nothing more is parsed */
     c->response_done = false;
-    uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    c->send_timing = false;
+    uv_timer_start(&c->timer, on_linger_timeout, ms, 0);
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
         conn_close(c);
@@ -792,7 +1034,7 @@ static void request_done(ag_conn_t *c)
         return;
     }
     if (!c->keep_alive || c->w->draining) {
-        conn_linger(c);
+        conn_linger(c, LINGER_MS);
         return;
     }
     req_reset(c);
@@ -835,6 +1077,7 @@ static void conn_dispatch(ag_conn_t *c)
     c->state = CONN_ACTIVE;
     c->response_done = false;
     uv_timer_stop(&c->timer);
+    c->send_timing = false;
     if (c->w->draining)
         c->keep_alive = false;
     c->w->srv->opts.hooks.handle(req);
@@ -868,6 +1111,30 @@ static void send_continue(ag_conn_t *c)
         c->keep_alive = false;
 }
 
+/* The body's clock: body_timeout without a byte, and in all at most
+ * body_timeout plus a second per body_min_rate bytes received (Apache's
+ * mod_reqtimeout MinRate), and at most body_deadline: a byte per timeout
+ * cannot hold a connection for ever. Past the allowance the timer fires at
+ * once, with the 408. */
+static void conn_body_timer(ag_conn_t *c)
+{
+    const ag_server_limits_t *lim = &c->w->srv->opts.limits;
+    int64_t ms = lim->body_timeout_ms;
+    int64_t allowed = -1;
+    if (lim->body_min_rate) {
+        size_t got = c->in.len > c->head_len ? c->in.len - c->head_len : 0;
+        allowed = (int64_t)lim->body_timeout_ms + (int64_t)(got / lim->body_min_rate) * 1000;
+    }
+    if (lim->body_deadline_ms && (allowed < 0 || allowed > lim->body_deadline_ms))
+        allowed = lim->body_deadline_ms;
+    if (allowed >= 0) {
+        int64_t left = allowed - (ag_mono_us() - c->body_start_us) / 1000;
+        if (left < ms)
+            ms = left > 0 ? left : 0;
+    }
+    conn_set_timer(c, (unsigned)ms, false);
+}
+
 /* Parses and dispatches as many buffered requests as can complete now. */
 static void conn_process(ag_conn_t *c)
 {
@@ -894,6 +1161,8 @@ static void conn_process(ag_conn_t *c)
              * not re-parsed from its start on every read. */
             int rc = ag_http_parse_request_head_next(c->in.data, c->in.len, c->parsed_len,
                                                      c->headers, MAX_HEADERS, &req->head);
+            if (rc <= 0)
+                head_forget(req);
             if (rc == AG_EAGAIN)
                 c->parsed_len = c->in.len;
             if (rc == AG_EAGAIN) {
@@ -933,6 +1202,7 @@ static void conn_process(ag_conn_t *c)
                 c->body_len = req->head.content_length > 0 ? (size_t)req->head.content_length : 0;
             }
             c->state = CONN_BODY;
+            c->body_start_us = ag_mono_us();
         }
         /* CONN_BODY */
         ag_req_t *req = &c->req;
@@ -956,8 +1226,7 @@ static void conn_process(ag_conn_t *c)
             complete = c->in.len >= c->head_len + c->body_len;
         }
         if (!complete) {
-            if (c->timer_is_header)
-                conn_set_timer(c, lim->body_timeout_ms, false);
+            conn_body_timer(c);
             if (req->head.expect_continue && !c->continue_sent && req->head.minor_version >= 1) {
                 c->continue_sent = true;
                 send_continue(c);
@@ -1014,8 +1283,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         uv_read_stop(s);
         c->reading = false;
-        if (c->state == CONN_ACTIVE && nread == UV_EOF && !c->req._streaming) {
-            /* Half-close after a complete request: answer it, then close. */
+        if (c->state == CONN_ACTIVE && nread == UV_EOF && !c->lingering) {
+            /* A half-close after a complete request is not a disconnect, before
+             * the answer's first byte or after it, streamed or not: answer it,
+             * then close. A client that is really gone fails the writes. */
             c->peer_eof = true;
             c->keep_alive = false;
             return;
@@ -1026,8 +1297,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->in.len += (size_t)nread;
     if (c->state == CONN_ACTIVE)
         return;
-    if (c->state == CONN_BODY)
-        conn_set_timer(c, c->w->srv->opts.limits.body_timeout_ms, false);
     bool timed = seg_begin(c);
     conn_process(c);
     seg_end(c, timed);
@@ -1063,12 +1332,6 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
-    if (n >= lim->max_connections) {
-        uv_buf_t b = uv_buf_init(w->srv->busy_response, (unsigned)w->srv->busy_response_len);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        conn_close(c);
-        return;
-    }
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof(ss);
@@ -1077,6 +1340,20 @@ static void on_connection(uv_stream_t *server, int status)
             uv_ip6_name((struct sockaddr_in6 *)&ss, c->req.peer_ip, sizeof(c->req.peer_ip));
         else
             uv_ip4_name((struct sockaddr_in *)&ss, c->req.peer_ip, sizeof(c->req.peer_ip));
+    }
+    if (n >= lim->max_connections || !client_take(c)) {
+        /* Over a cap: the 503, then a lingering close, so that the request the
+         * client may have sent already does not turn the close into an RST. */
+        uv_buf_t b = uv_buf_init(w->srv->busy_response, (unsigned)w->srv->busy_response_len);
+        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (w->nbusy >= BUSY_LINGER_MAX) {
+            conn_close(c);
+            return;
+        }
+        c->busy = true;
+        w->nbusy++;
+        conn_linger(c, BUSY_LINGER_MS);
+        return;
     }
     c->keep_alive = true;
     req_reset(c);
@@ -1101,7 +1378,10 @@ static void worker_stop_now(ag_worker_t *w)
     w->stopped = true;
     if (w->srv->opts.hooks.worker_fini)
         w->srv->opts.hooks.worker_fini(w, w->ctx);
+    uv_mutex_lock(&w->srv->wake_lock);
+    w->wakeup_closed = true;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_mutex_unlock(&w->srv->wake_lock);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_close((uv_handle_t *)&w->cpu_sample, NULL);
 }
@@ -1112,21 +1392,37 @@ static void worker_maybe_stop(ag_worker_t *w)
         worker_stop_now(w);
 }
 
-static void on_drain_timeout(uv_timer_t *t)
+/* Ends the drain: closes every connection, saying how many requests that cut
+ * (their records still go out, marked aborted, so the usage log has them). */
+static void drain_close_all(ag_worker_t *w, const char *why)
 {
-    ag_worker_t *w = t->data;
-    ag_log_warn("worker %u: drain timeout, closing %u connection(s)", w->index, w->nconns);
+    unsigned active = 0;
+    for (ag_conn_t *c = w->conns; c; c = c->next)
+        active += c->state == CONN_ACTIVE && !c->response_done && !c->lingering && !c->closing;
+    if (w->nconns)
+        ag_log_warn("worker %u: %s: closing %u connection(s), %u with a request in flight",
+                    w->index, why, w->nconns, active);
     for (ag_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
         conn_close(c);
     }
 }
 
+static void on_drain_timeout(uv_timer_t *t)
+{
+    drain_close_all(t->data, "drain timeout");
+}
+
 static void on_wakeup(uv_async_t *a)
 {
     ag_worker_t *w = a->data;
-    if (!atomic_load(&w->srv->shutting_down) || w->draining)
+    if (!atomic_load(&w->srv->shutting_down))
         return;
+    if (w->draining) {
+        if (atomic_load(&w->srv->cut))
+            drain_close_all(w, "drain cut short");
+        return;
+    }
     w->draining = true;
     uv_close((uv_handle_t *)&w->listener, on_handle_closed);
     for (ag_conn_t *c = w->conns, *next; c; c = next) {
@@ -1140,6 +1436,8 @@ static void on_wakeup(uv_async_t *a)
         w->srv->opts.hooks.worker_drain(w, w->ctx);
     uv_timer_start(&w->drain_timer, on_drain_timeout, w->srv->opts.limits.drain_timeout_ms, 0);
     uv_unref((uv_handle_t *)&w->drain_timer);
+    if (atomic_load(&w->srv->cut))
+        drain_close_all(w, "drain cut short");
     worker_maybe_stop(w);
 }
 
@@ -1195,6 +1493,88 @@ static int bind_listener(const char *host, int port, int *out_fd)
     return 0;
 }
 
+/* SO_REUSEPORT would let a second server bind an address this one holds and
+ * take half its connections. A bind without it fails while anyone listens
+ * there (SO_REUSEADDR only forgives TIME_WAIT), so this probe tells. */
+static int probe_address(const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    if (rc < 0)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    socklen_t sl =
+        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    rc = bind(fd, (struct sockaddr *)&ss, sl) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* The listen lock: <lock_dir>/listen-HOST-PORT.lock, flock()ed for the
+ * server's life and holding its pid, so that a second aigate learns who holds
+ * the address even when the two raced past the probe. @return the lock's fd,
+ * -EADDRINUSE with *holder set, or another negative errno (no lock, go on). */
+static int take_listen_lock(const char *dir, const char *host, int port, int *holder)
+{
+    char path[4096];
+    int n = snprintf(path, sizeof(path), "%s/listen-", dir);
+    for (const char *p = host; *p && n < (int)sizeof(path) - 32; p++)
+        path[n++] = (*p == ':' || *p == '/') ? '_' : *p;
+    snprintf(path + n, sizeof(path) - (size_t)n, "-%d.lock", port);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int err = errno;
+        char buf[32] = "";
+        ssize_t r = pread(fd, buf, sizeof(buf) - 1, 0);
+        buf[r > 0 ? r : 0] = '\0';
+        *holder = atoi(buf);
+        close(fd);
+        return err == EWOULDBLOCK ? -EADDRINUSE : -err;
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)len, 0) != len)
+        ag_log_debug("listen lock %s: cannot write the pid", path);
+    return fd;
+}
+
+/* Set by a binary upgrade (to come) that hands its listeners to the new
+ * process: then the new one shares the address on purpose. */
+#define HANDOVER_ENV "AIGATE_UPGRADE_HANDOVER"
+
+/* Refuses an address another server holds, unless an upgrade hands it over. */
+static int claim_address(ag_server_t *srv, int port)
+{
+    const ag_server_options_t *o = &srv->opts;
+    if (port == 0 || getenv(HANDOVER_ENV))
+        return 0;
+    int holder = 0;
+    if (o->lock_dir) {
+        int fd = take_listen_lock(o->lock_dir, srv->host, port, &holder);
+        if (fd == -EADDRINUSE) {
+            if (o->holder_pid)
+                *o->holder_pid = holder;
+            return -EADDRINUSE;
+        }
+        if (fd >= 0)
+            srv->lock_fd = fd;
+    }
+    int rc = probe_address(srv->host, port);
+    if (rc == -EADDRINUSE && o->holder_pid)
+        *o->holder_pid = 0;
+    return rc == -EADDRINUSE ? rc : 0;
+}
+
 static int socket_port(int fd)
 {
     struct sockaddr_storage ss;
@@ -1215,6 +1595,17 @@ static void worker_fini_handles(ag_worker_t *w)
 
 static void server_free(ag_server_t *srv)
 {
+    if (srv->lock_fd >= 0)
+        close(srv->lock_fd);
+    for (unsigned i = 0; i < CLIENT_STRIPES; i++)
+        uv_mutex_destroy(&srv->client_locks[i]);
+    uv_mutex_destroy(&srv->wake_lock);
+    for (unsigned i = 0; i < CLIENT_BUCKETS; i++) {
+        for (client_slot_t *s = srv->clients[i], *next; s; s = next) {
+            next = s->next;
+            free(s);
+        }
+    }
     free(srv->workers);
     free(srv->default_headers);
     free(srv->busy_response);
@@ -1227,6 +1618,10 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     if (!srv)
         return -ENOMEM;
     srv->opts = *opts;
+    srv->lock_fd = -1;
+    uv_mutex_init(&srv->wake_lock);
+    for (unsigned i = 0; i < CLIENT_STRIPES; i++)
+        uv_mutex_init(&srv->client_locks[i]);
     snprintf(srv->host, sizeof(srv->host), "%s", opts->host ? opts->host : "127.0.0.1");
     srv->opts.host = srv->host;
     srv->nworkers = opts->threads ? opts->threads : 1;
@@ -1249,7 +1644,11 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     }
     int port = opts->port;
     unsigned started = 0;
-    int rc = 0;
+    int rc = claim_address(srv, port);
+    if (rc < 0) {
+        server_free(srv);
+        return rc;
+    }
     uint32_t seed = (uint32_t)ag_now_us() ^ (uint32_t)getpid() * 2654435761u;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         ag_worker_t *w = &srv->workers[i];
@@ -1326,11 +1725,21 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     return 0;
 }
 
+void ag_server_cut(ag_server_t *srv)
+{
+    atomic_store(&srv->cut, true);
+    ag_server_shutdown(srv);
+}
+
 void ag_server_shutdown(ag_server_t *srv)
 {
     atomic_store(&srv->shutting_down, true);
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        uv_async_send(&srv->workers[i].wakeup);
+    uv_mutex_lock(&srv->wake_lock);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (!srv->workers[i].wakeup_closed)
+            uv_async_send(&srv->workers[i].wakeup);
+    }
+    uv_mutex_unlock(&srv->wake_lock);
 }
 
 void ag_server_wait(ag_server_t *srv)

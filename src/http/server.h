@@ -32,7 +32,14 @@ typedef struct ag_server_limits {
     unsigned max_connections; /* over it: 503 and close */
     unsigned header_timeout_ms;
     unsigned idle_timeout_ms;
-    unsigned body_timeout_ms;
+    unsigned body_timeout_ms;  /* no body byte for this long: 408 */
+    unsigned body_deadline_ms; /* the whole body within this; 0: none */
+    unsigned body_min_rate;    /* bytes/s: the body may take body_timeout plus one second
+                                * per body_min_rate bytes received; 0: no minimum */
+    unsigned send_timeout_ms;  /* no write progress for this long: close; 0: none */
+    size_t max_queued_bytes;   /* answer bytes queued per connection before reading pauses */
+    unsigned max_connections_per_client; /* per client identity (IPv6: per prefix); 0: none */
+    unsigned ipv6_prefix;                /* bits of an IPv6 address that make a client */
     unsigned drain_timeout_ms;
 } ag_server_limits_t;
 
@@ -64,6 +71,16 @@ typedef struct ag_server_options {
     /* "Name: value\r\n" lines every response carries, the server's own error
      * answers included (the gateway's CORS headers); copied; NULL for none. */
     const char *default_headers;
+    /* Peers whose connections max_connections_per_client does not count (the
+     * proxies every client comes through); NULL: none. Any thread. */
+    bool (*client_exempt)(void *ctx, const char *peer_ip);
+    void *client_exempt_ctx;
+    /* Folder of the listen locks (one file per address, holding the pid): a
+     * second aigate on an address another holds fails instead of sharing it
+     * through SO_REUSEPORT. NULL: no lock (the probe bind still runs).
+     * Borrowed during ag_server_start() only. */
+    const char *lock_dir;
+    int *holder_pid; /* out, may be NULL: on -EADDRINUSE, the other aigate's pid, or 0 */
 } ag_server_options_t;
 
 /** A request. Owned by its connection; the pool dies when the response is done.
@@ -113,6 +130,10 @@ unsigned ag_server_connections(const ag_server_t *srv);
  *  the drain timeout), then the workers stop. Thread-safe, async-signal-unsafe. */
 void ag_server_shutdown(ag_server_t *srv);
 
+/** A second stop: the drain is cut short, every connection still open is
+ *  closed now (each request it had is reported, aborted). Thread-safe. */
+void ag_server_cut(ag_server_t *srv);
+
 /** Joins the workers (they stop after a shutdown); the server stays readable. */
 void ag_server_wait(ag_server_t *srv);
 /** Joins the workers if need be and frees the server. */
@@ -127,8 +148,14 @@ unsigned ag_worker_index(const ag_worker_t *w);
  *  (the handler's upstream callbacks, measured by the handler). */
 void ag_req_cpu_add(ag_req_t *req, int64_t us);
 
-/** Header lookup on the request (case-insensitive). */
+/** Header lookup on the request (case-insensitive): the first line named so. */
 ag_str_t ag_req_header(const ag_req_t *req, const char *name);
+
+/** Every line of a header, in the order received, into out[0..max): for the
+ *  headers that are one list over all their lines (RFC 9110 5.3), such as
+ *  X-Forwarded-For. With more than max lines, the last max (a proxy appends
+ *  its line after the client's). @return the lines stored. */
+size_t ag_req_header_all(const ag_req_t *req, const char *name, ag_str_t *out, size_t max);
 
 /** Extra response header for the next respond call; name and value are copied. */
 void ag_req_add_header(ag_req_t *req, const char *name, ag_str_t value);

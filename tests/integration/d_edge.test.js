@@ -182,10 +182,11 @@ test('exactly `limit` requests of a concurrent burst over all threads pass; then
     }
 });
 
-test('behind a trusted proxy, CF-Connecting-IP and X-Forwarded-For name the client', async () => {
+test('behind a trusted proxy, X-Forwarded-For names the client; behind Cloudflare, CF-Connecting-IP', async () => {
+    // CF-Connecting-IP is believed only from trusted_proxies_cf (p_hardening_net tests the rest).
     const gw = await startGateway({
         upstream: `http://127.0.0.1:${up.port}`,
-        config: '[aigate]\nrate_limit = 2\nrate_period = 60\ntrusted_proxies = ["127.0.0.0/8", "::1"]\n',
+        config: '[aigate]\nrate_limit = 2\nrate_period = 60\ntrusted_proxies = ["127.0.0.0/8", "::1"]\ntrusted_proxies_cf = ["127.0.0.1"]\n',
     });
     try {
         const as = (h) => generate(gw, { prompt: 'proxied' }, h);

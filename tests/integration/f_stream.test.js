@@ -203,8 +203,10 @@ function rssKiB(pid) {
     return Number(m[1]);
 }
 
-// Whether the binary was built with AddressSanitizer (gcc imports __asan_init; clang links it in).
+// Whether the binary was built with AddressSanitizer (gcc imports __asan_init; clang links it in),
+// or ThreadSanitizer, whose shadow memory makes RSS no measure of what aigate holds.
 const ASAN = fs.readFileSync(BIN).includes('__asan_init');
+const TSAN = fs.readFileSync(BIN).includes('__tsan_init');
 
 test('a slow reader pauses upstream and memory stays bounded', async () => {
     // ASan keeps freed blocks in a quarantine (256 MiB by default), so RSS grows
@@ -213,7 +215,9 @@ test('a slow reader pauses upstream and memory stays bounded', async () => {
     // used just after its free is still caught) and a looser bound, which still
     // sits below the ~19 MB the stream takes if aigate buffers it all.
     const env = ASAN ? { ASAN_OPTIONS: `${process.env.ASAN_OPTIONS || 'detect_leaks=1'}:quarantine_size_mb=1` } : {};
-    const boundKiB = (ASAN ? 16 : 8) * 1024;
+    // The bound leaves a margin for a loaded machine (allocator caches, socket
+    // buffers charged late) and still fails if aigate buffers the stream (~19 MB).
+    const boundKiB = (ASAN ? 16 : 12) * 1024;
     const big = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: '[vars]\nMAX_TOKENS = "200000"\n', env });
     let sock;
     try {
@@ -240,7 +244,7 @@ test('a slow reader pauses upstream and memory stays bounded', async () => {
         }, 10000, 'upstream to stall');
         const peak = rssKiB(big.proc.pid);
         assert.equal(up.stats().streamsCompleted, 0, 'upstream could not finish while the client was not reading');
-        assert.ok(peak - rss0 < boundKiB, `RSS grew by ${peak - rss0} KiB while the client was not reading (bound ${boundKiB} KiB${ASAN ? ', ASan' : ''})`);
+        if (!TSAN) assert.ok(peak - rss0 < boundKiB, `RSS grew by ${peak - rss0} KiB while the client was not reading (bound ${boundKiB} KiB${ASAN ? ', ASan' : ''})`);
         // Now read everything: the stream resumes and completes.
         let tail = '';
         sock.on('data', (d) => {

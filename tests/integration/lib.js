@@ -32,6 +32,24 @@ async function until(predicate, timeoutMs = 5000, what = 'condition') {
     }
 }
 
+// Every gateway started and not yet exited. A test that fails before it stops
+// its gateway must not leave it running, nor hang the file on it: the child and
+// its pipes do not keep node alive (only a wait for its exit does), and
+// whatever is still running when node exits is killed.
+const live = new Set();
+process.on('exit', () => {
+    for (const proc of live) {
+        try {
+            proc.kill('SIGKILL');
+        } catch {
+            // already gone
+        }
+    }
+});
+
+// How long stop() waits for a clean exit before it kills and fails.
+const STOP_TIMEOUT_MS = Number(process.env.AIGATE_STOP_TIMEOUT_MS || 60000);
+
 // Starts aigate. opts: {config (TOML text), env, args, cwd, key (false: no key), upstream}.
 async function startGateway(opts = {}) {
     const cwd = opts.cwd || tmpdir();
@@ -63,16 +81,40 @@ async function startGateway(opts = {}) {
     env.ASAN_OPTIONS = env.ASAN_OPTIONS || 'detect_leaks=1';
     const proc = spawn(BIN, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     const gw = { proc, cwd, stderr: '', stdout: '', port: 0, exited: null };
+    live.add(proc);
     proc.stdout.on('data', (d) => (gw.stdout += d));
     proc.stderr.on('data', (d) => (gw.stderr += d));
-    gw.exitPromise = new Promise((resolve) => {
+    const closed = new Promise((resolve) => proc.on('close', resolve));
+    const exited = new Promise((resolve) => {
         proc.on('exit', (code, signal) => {
+            live.delete(proc);
             gw.exited = { code, signal };
             resolve(gw.exited);
         });
     });
-    await until(() => gw.exited || /aigate [^\n]*listening on [^ ]+:(\d+)/.test(gw.stderr), 15000, 'aigate to listen');
-    if (gw.exited) throw new Error(`aigate exited early (${JSON.stringify(gw.exited)}):\n${gw.stderr}`);
+    const ref = (on) => {
+        for (const h of [proc, proc.stdout, proc.stderr]) on ? h.ref() : h.unref();
+    };
+    ref(false);
+    // Waiting for the exit keeps node alive (and the output flowing) until it comes.
+    Object.defineProperty(gw, 'exitPromise', {
+        get() {
+            if (!gw.exited) ref(true);
+            return exited;
+        },
+    });
+    try {
+        await until(() => gw.exited || /aigate [^\n]*listening on [^ ]+:(\d+)/.test(gw.stderr), 15000, 'aigate to listen');
+    } catch (e) {
+        proc.kill('SIGKILL');
+        throw new Error(`${e.message}; stderr:\n${gw.stderr.slice(-4000)}`);
+    }
+    if (gw.exited) {
+        // Its last words (the reason) may still be in the pipe.
+        ref(true);
+        await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
+        throw new Error(`aigate exited early (${JSON.stringify(gw.exited)}):\n${gw.stderr}`);
+    }
     gw.port = Number(/aigate [^\n]*listening on [^ ]+:(\d+)/.exec(gw.stderr)[1]);
     gw.url = `http://127.0.0.1:${gw.port}`;
     const admin = /admin listening on ([^ \n]+):(\d+)/.exec(gw.stderr);
@@ -80,10 +122,21 @@ async function startGateway(opts = {}) {
         gw.adminPort = Number(admin[2]);
         gw.adminUrl = `http://${admin[1].includes(':') ? `[${admin[1]}]` : admin[1]}:${gw.adminPort}`;
     }
-    // Stops with SIGTERM and checks for a clean exit (0, no sanitizer report).
+    // Stops with SIGTERM (null: sends nothing, the test did) and checks for a
+    // clean exit (0, no sanitizer report) within STOP_TIMEOUT_MS; past it, kills and fails.
     gw.stop = async (signal = 'SIGTERM') => {
-        if (!gw.exited) proc.kill(signal);
-        const r = await gw.exitPromise;
+        if (!gw.exited && signal) proc.kill(signal);
+        let timer;
+        const late = new Promise((resolve) => {
+            timer = setTimeout(() => resolve(null), STOP_TIMEOUT_MS);
+        });
+        const r = await Promise.race([gw.exitPromise, late]);
+        clearTimeout(timer);
+        if (!r) {
+            proc.kill('SIGKILL');
+            await gw.exitPromise;
+            assert.fail(`aigate did not exit within ${STOP_TIMEOUT_MS} ms of ${signal || 'its stop'}; killed. stderr:\n${gw.stderr.slice(-4000)}`);
+        }
         assert.equal(r.code, 0, `aigate exit ${JSON.stringify(r)}; stderr:\n${gw.stderr.slice(-4000)}`);
         assert.doesNotMatch(gw.stderr, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/, gw.stderr.slice(-4000));
         return r;

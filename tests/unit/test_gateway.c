@@ -2,7 +2,8 @@
  *
  * test_gateway.c: the JSON contract builders of the gateway: the upstream
  * body, the seed's response from an upstream answer, cache entries and their
- * replay, Cache-Control parsing, and the client address rule.
+ * replay and Cache-Control parsing
+ * (the client address rule: test_client_ip.c).
  */
 #include "util/platform.h"
 
@@ -10,7 +11,6 @@
 
 #include "gateway/answer.h"
 #include "gateway/cache.h"
-#include "gateway/client_ip.h"
 #include "gateway/steps.h"
 #include "util/log.h"
 
@@ -124,34 +124,6 @@ TEST(cache_control_tokens)
     ASSERT(!ag__gw_has_token(AG_STR_NULL, "no-store"));
 }
 
-TEST(client_address_rule)
-{
-    static char *const list[] = {"10.0.0.0/8", "127.0.0.1", "fd00::/8", NULL};
-    ag_trusted_t *t = NULL;
-    ASSERT_EQ(ag_trusted_new(list, &t, NULL), 0);
-    char out[64];
-    /* Untrusted peer: headers ignored. */
-    ag_client_ip(t, "203.0.113.5", AG_STR_LIT("1.1.1.1"), AG_STR_LIT("2.2.2.2"), out);
-    ASSERT_STREQ(out, "203.0.113.5");
-    /* Trusted peer: CF-Connecting-IP first. */
-    ag_client_ip(t, "127.0.0.1", AG_STR_LIT(" 198.51.100.7 "), AG_STR_LIT("2.2.2.2"), out);
-    ASSERT_STREQ(out, "198.51.100.7");
-    /* X-Forwarded-For: the rightmost hop we do not trust. */
-    ag_client_ip(t, "10.1.2.3", AG_STR_NULL, AG_STR_LIT("6.6.6.6, 198.51.100.9, 10.9.9.9"), out);
-    ASSERT_STREQ(out, "198.51.100.9");
-    ag_client_ip(t, "127.0.0.1", AG_STR_NULL, AG_STR_LIT("fd00::1, 10.0.0.1"), out);
-    ASSERT_STREQ(out, "127.0.0.1");
-    ag_client_ip(t, "127.0.0.1", AG_STR_LIT("not an ip"), AG_STR_NULL, out);
-    ASSERT_STREQ(out, "invalid");
-    ASSERT(ag_trusted_contains(t, AG_STR_LIT("::ffff:10.1.1.1")));
-    ASSERT(!ag_trusted_contains(t, AG_STR_LIT("11.0.0.1")));
-    ag_trusted_free(t);
-    static char *const bad[] = {"10.0.0.0/33", NULL};
-    const char *which = NULL;
-    ASSERT_EQ(ag_trusted_new(bad, &t, &which), AG_EINVALID);
-    ASSERT_STREQ(which, "10.0.0.0/33");
-}
-
 TEST(period_words)
 {
     char buf[32];
@@ -164,5 +136,4 @@ AG_TESTS(AG_TEST_ENTRY(upstream_body_is_exactly_the_seeds)
              AG_TEST_ENTRY(text_blocks_are_joined_and_usage_passed_through)
                  AG_TEST_ENTRY(unusable_upstream_answers_are_502)
                      AG_TEST_ENTRY(raw_message_entries_replay_only_when_all_text)
-                         AG_TEST_ENTRY(cache_control_tokens) AG_TEST_ENTRY(client_address_rule)
-                             AG_TEST_ENTRY(period_words))
+                         AG_TEST_ENTRY(cache_control_tokens) AG_TEST_ENTRY(period_words))
