@@ -38,7 +38,7 @@ usage() {
     cat <<'EOF'
 usage: bench/run.sh [options]
   --duration S         seconds per scenario run (default 10)
-  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8 (default: all)
+  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8,S9 (default: all)
   --threads LIST       aigate threads / nginx worker_processes for S7 (default 1,2); the first
                        value is also used for S1-S6
   --rates LIST         S3 request rates in req/s (default 1000,5000,10000)
@@ -68,7 +68,7 @@ EOF
 }
 
 DURATION=10
-SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8
+SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8,S9
 THREADS=1,2
 RATES=1000,5000,10000
 ROUNDS=1
@@ -150,7 +150,7 @@ is_list "$THREADS" || die "--threads must look like 1,2"
 is_list "$RATES" || die "--rates must look like 1000,5000"
 for v in SERVER_CPUS LOAD_CPUS UPSTREAM_CPUS; do is_cpus "${!v}" || die "bad CPU list: ${!v}"; done
 [ -n "$UPSTREAM_CPUS" ] || UPSTREAM_CPUS=$SERVER_CPUS
-[[ $SCENARIOS =~ ^S[1-8](,S[1-8])*$ ]] || die "--scenarios must look like S1,S3"
+[[ $SCENARIOS =~ ^S[1-9](,S[1-9])*$ ]] || die "--scenarios must look like S1,S3"
 
 if [ "$SMOKE" = 1 ]; then
     DURATION=1
@@ -1258,6 +1258,33 @@ instances_stop
 
 want S4 && s4_run
 
+# S9: S3's open loop against an upstream that answers 1% of requests with 529 (nginx,
+# split_clients on the request id); aigate retries them with its defaults. The upstream's
+# own figures (failures included) are the floor; nginx does not retry, so it has no column.
+if want S9 && [ "$AIGATE_OK" = 1 ]; then
+    S9_PORT=$(free_ports 1)
+    [ -n "$S9_PORT" ] || die "no free port"
+    nginx_start upstream529 upstream_529.conf "$UPSTREAM_WORKERS" "$UPSTREAM_CPUS" \
+        "http://127.0.0.1:$S9_PORT/_health" PORT="$S9_PORT" CANNED="$CANNED"
+    S9_NGINX_PID=$NGINX_PID
+    AIGATE_UPSTREAM_URL=http://127.0.0.1:$S9_PORT aigate_start "$BASE_T" || true
+    for rate in "${RATE_LIST[@]}"; do
+        echo "bench: S9 open loop at $rate req/s, 1% of upstream answers 529"
+        for ((r = 1; r <= ROUNDS; r++)); do
+            measure "S9|upstream|$BASE_T|$r|$rate" lg_rate \
+                "http://127.0.0.1:$S9_PORT/v1/messages" "$UPSTREAM_BODY" "$rate"
+            next_s2_body
+            if aigate_up; then
+                measure "S9|aigate|$BASE_T|$r|$rate" lg_rate \
+                    "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$S2_RUN_BODY" "$rate"
+            fi
+        done
+    done
+    aigate_stop
+    stop_pid "$S9_NGINX_PID"
+    forget_pid "$S9_NGINX_PID"
+fi
+
 if want S5; then
     echo "bench: S5 cold start, exec to first 2xx, $COLD_RUNS runs each"
     declare -a COLD_A=() COLD_N=()
@@ -1362,6 +1389,18 @@ if want S3; then
         done
         row "S3 @${rate}/s" "achieved_rps" "$(agg S3 aigate "$BASE_T" achieved_rps "$rate")" \
             "$(agg S3 nginx "$BASE_T" achieved_rps "$rate")" "$(agg S3 upstream "$BASE_T" achieved_rps "$rate")"
+    done
+fi
+if want S9; then
+    for rate in "${RATE_LIST[@]}"; do
+        for f in p50_us p99_us p999_us; do
+            row "S9 @${rate}/s 1% 529" "$f" "$(agg S9 aigate "$BASE_T" $f "$rate")" "" \
+                "$(agg S9 upstream "$BASE_T" $f "$rate")"
+        done
+        for f in ok non2xx achieved_rps; do
+            row "S9 @${rate}/s 1% 529" "$f" "$(agg S9 aigate "$BASE_T" $f "$rate")" "" \
+                "$(agg S9 upstream "$BASE_T" $f "$rate")"
+        done
     done
 fi
 if want S4; then

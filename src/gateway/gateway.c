@@ -285,6 +285,7 @@ ag_server_hooks_t ag_gateway_hooks(ag_gateway_t *gw)
         .worker_fini = worker_fini,
         .handle = gw_router_handle,
         .request_done = request_done,
+        .respond_error = gw_router_respond_error,
         .server_ctx = gw,
     };
     return h;

@@ -35,6 +35,7 @@ typedef struct relay {
     ag_buf_t translated; /* the protocol's translation of a chunk */
     bool started;
     bool paused;
+    bool client_gone;           /* a write to the client failed: its side ended the stream */
     bool counted;               /* in aigate_streams_active */
     char kv_key[GW_KV_KEY_LEN]; /* "" when the stream is not cached */
 } relay_t;
@@ -67,7 +68,8 @@ static void relay_account(relay_t *r, const char *outcome)
 static void relay_abort(ag_req_t *req)
 {
     relay_t *r = req->handler_data;
-    relay_account(r, "clientDisconnected");
+    /* Whose doing: a drain that ran out (or was cut) is the server's. */
+    relay_account(r, ag_req_cut_by_server(req) ? "serverStopped" : "clientDisconnected");
     /* The client left: stop the upstream call at once, it costs tokens. */
     ag_call_cancel(r->call);
     r->call = NULL;
@@ -164,10 +166,14 @@ static int relay_on_data(void *ctx, int status, ag_str_t headers, const char *da
     }
     if (proto->translate_stream) {
         r->translated.len = 0;
-        if (proto->translate_stream(r, data, len, &r->translated) < 0 ||
-            ag_req_stream_write(req, r->translated.data, r->translated.len, &queued) < 0)
+        if (proto->translate_stream(r, data, len, &r->translated) < 0)
             return -1;
+        if (ag_req_stream_write(req, r->translated.data, r->translated.len, &queued) < 0) {
+            r->client_gone = true;
+            return -1;
+        }
     } else if (ag_req_stream_write(req, data, len, &queued) < 0) {
+        r->client_gone = true; /* the client's side failed, not the upstream's */
         return -1;
     }
     if (ag_sse_parser_feed(&r->sse, data, len) != 0)
@@ -229,6 +235,11 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
         }
         ag__gw_log_upstream_failure(req->id, resp);
         proto->respond_error(req, 502, "api_error", proto->upstream_failure);
+        return;
+    }
+    if (r->client_gone) {
+        relay_account(r, "clientDisconnected");
+        ag_req_stream_end(req);
         return;
     }
     relay_account(r,

@@ -39,3 +39,19 @@ void gw_router_handle(ag_req_t *req)
     req->route = route->def->path;
     route->def->handle(req, w, route);
 }
+
+void gw_router_respond_error(void *server_ctx, ag_req_t *req, int status, const char *msg)
+{
+    AG_UNUSED(server_ctx);
+    /* The route table is static: no generation is needed (nor taken) to know
+     * which protocol a path speaks. */
+    for (size_t i = 0; i < gw_nroute_defs; i++) {
+        const gw_route_def_t *d = &gw_route_defs[i];
+        if (d->proto && req->head.path.len && ag_str_eq(req->head.path, ag_str_c(d->path))) {
+            d->proto->respond_error(
+                req, status, status == 413 ? "request_too_large" : "invalid_request_error", msg);
+            return;
+        }
+    }
+    ag_req_respond_error(req, status, msg);
+}

@@ -14,4 +14,8 @@ extern const char gw_default_headers[];
 /** The server's handler for every request. */
 void gw_router_handle(ag_req_t *req);
 
+/** The server's own error answers in the shape of the route the path names
+ *  (Anthropic's on /v1/messages); the seed's elsewhere. */
+void gw_router_respond_error(void *server_ctx, ag_req_t *req, int status, const char *msg);
+
 #endif

@@ -894,7 +894,11 @@ static void on_timer(uv_timer_t *t)
         head_forget(req); /* a partial head has no views (they would outlive a moved buffer) */
     c->state = CONN_ACTIVE;
     c->response_done = false;
-    ag_req_respond_error(req, 408, "Request timeout");
+    const ag_server_hooks_t *h = &c->w->srv->opts.hooks;
+    if (h->respond_error)
+        h->respond_error(h->server_ctx, req, 408, "Request timeout");
+    else
+        ag_req_respond_error(req, 408, "Request timeout");
     if (c->response_done && !c->in_process)
         conn_finish_request(c);
 }
@@ -950,7 +954,11 @@ static void conn_fail(ag_conn_t *c, int status, const char *msg)
     c->response_done = false;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
-    ag_req_respond_error(&c->req, status, msg);
+    const ag_server_hooks_t *h = &c->w->srv->opts.hooks;
+    if (h->respond_error)
+        h->respond_error(h->server_ctx, &c->req, status, msg);
+    else
+        ag_req_respond_error(&c->req, status, msg);
 }
 
 /* nginx's lingering close: closing a socket with unread input makes the kernel
@@ -1404,6 +1412,7 @@ static void drain_close_all(ag_worker_t *w, const char *why)
                     w->index, why, w->nconns, active);
     for (ag_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
+        c->req._cut = true; /* the handler's record says the server ended it */
         conn_close(c);
     }
 }

@@ -59,6 +59,10 @@ typedef struct ag_server_hooks {
      * from the server, on the worker's thread, after the response was written
      * or the client went away, and before the request's pool is cleared. */
     void (*request_done)(void *worker_ctx, const ag_request_record_t *rec);
+    /* The server's own error answers (400, 408, 413, 431...) in the shape the
+     * request's path speaks (req->head.path may be empty: the head did not
+     * parse). NULL: {"error": msg}. Must answer with ag_req_respond(). */
+    void (*respond_error)(void *server_ctx, ag_req_t *req, int status, const char *msg);
     void *server_ctx;
 } ag_server_hooks_t;
 
@@ -114,7 +118,14 @@ struct ag_req {
     bool _streaming;
     bool _head_only;
     bool _aborted;
+    bool _cut; /* closed by the server (a drain that ran out or was cut), not the client */
 };
+
+/** True when the server, not the client, ended the request (a drain cut). */
+static inline bool ag_req_cut_by_server(const ag_req_t *req)
+{
+    return req->_cut;
+}
 
 /** Starts the server: binds and starts the worker threads. The caller then waits
  *  with ag_server_wait(). @return 0 or a negative errno / AG_E* code. */

@@ -326,7 +326,10 @@ static size_t write_cb(char *data, size_t size, size_t n, void *userp)
                 ag_str(x->resp_headers.data ? x->resp_headers.data : "", x->resp_headers.len);
             int rc = x->on_data(x->ctx, (int)status, hdrs, data, len);
             if (rc == AG_EAGAIN) {
+                /* Paused for a slow client: the upstream is not idle, we are. */
                 x->paused = true;
+                if (x->idle)
+                    uv_timer_stop(x->idle);
                 return CURL_WRITEFUNC_PAUSE;
             }
             if (rc != 0) {
@@ -446,6 +449,8 @@ void ag_upstream_resume(ag_upstream_xfer_t *x)
 {
     if (x && x->paused) {
         x->paused = false;
+        if (x->idle)
+            uv_timer_start(x->idle, on_idle, x->idle_ms, 0);
         curl_easy_pause(x->easy, CURLPAUSE_CONT);
     }
 }

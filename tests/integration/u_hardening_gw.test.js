@@ -218,3 +218,62 @@ test('a cached answer serves streaming and plain clients with every block and fi
     assert.equal(hit.headers['content-type'], 'text/event-stream; charset=utf-8');
     assert.deepEqual(accumulate(hit.body), first.json);
 });
+
+test('the server\'s own errors on /v1/messages speak Anthropic\'s shape; on /api/generate the seed\'s', async () => {
+    const g = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: '[aigate]\nmax_body_bytes = 1024\n' });
+    try {
+        const big = 'x'.repeat(4096);
+        let res = await messages(g, { messages: [{ role: 'user', content: big }] });
+        assert.equal(res.status, 413);
+        assert.equal(res.json.type, 'error');
+        assert.equal(res.json.error.type, 'request_too_large');
+        res = await generate(g, { prompt: big });
+        assert.equal(res.status, 413);
+        assert.equal(typeof res.json.error, 'string');
+    } finally {
+        await g.stop();
+    }
+});
+
+test('a slow reader pauses the upstream without an idle timeout; a drain cut is the server\'s', async () => {
+    const g = await startGateway({
+        upstream: `http://127.0.0.1:${up.port}`,
+        config: '[aigate]\nstream_idle_timeout = 0.3\ncache = false\nusage_log_flush = 0.1\ndrain_timeout = 0.5\n',
+    });
+    try {
+        // ~11 MB of events: more than the sockets and the relay's queue hold, so it pauses.
+        const body = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 100000, stream: true,
+            messages: [{ role: 'user', content: '[[words:100000]] a long one' }] });
+        const sock = net.connect(g.port, '127.0.0.1');
+        let got = '';
+        sock.on('data', (d) => (got += d.toString('latin1')));
+        sock.write(`POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nanthropic-version: 2023-06-01\r\nx-api-key: c\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        sock.pause();
+        await until(() => up.stats().writesBlocked > 0, 10000, 'the upstream to feel the pause');
+        await new Promise((r) => setTimeout(r, 1000)); // three idle timeouts' worth of a paused reader
+        const ended = new Promise((r) => sock.on('end', r));
+        sock.resume();
+        await ended;
+        assert.match(got, /event: message_stop/);
+        assert.doesNotMatch(got, /event: error/);
+        assert.doesNotMatch(g.stderr, /idle timeout/);
+
+        // A stream the drain cuts: outcome serverStopped, not clientDisconnected.
+        const streamsBefore = up.stats().streams;
+        const slow = net.connect(g.port, '127.0.0.1');
+        slow.on('error', () => {});
+        const sb = JSON.stringify({ prompt: '[[words:100]] [[delay:200]] cut by the drain', stream: true });
+        slow.write(`POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${sb.length}\r\n\r\n${sb}`);
+        await until(() => up.stats().streams > streamsBefore, 5000, 'the second stream');
+        await until(() => slow.bytesRead > 0, 5000, 'its first bytes');
+        await g.stop();
+        const { spawnSync } = require('node:child_process');
+        const run = (args) => spawnSync(g.bin || require('./lib.js').BIN, args, { cwd: g.cwd, encoding: 'utf8' });
+        const list = JSON.parse(run(['r2', 'object', 'list', 'usage-logs', '--prefix', 'logs/', '--json']).stdout);
+        const entries = list.objects.flatMap((o) => run(['r2', 'object', 'get', `usage-logs/${o.key}`]).stdout.split('\n').filter(Boolean).map(JSON.parse));
+        const outcomes = entries.filter((e) => e.stream).map((e) => e.outcome).sort();
+        assert.deepEqual(outcomes, ['ok', 'serverStopped'], JSON.stringify(entries.map((e) => [e.stream, e.outcome, e.status, e.promptLength])) + g.stderr.slice(-1500));
+    } finally {
+        if (!g.exited) await g.stop();
+    }
+});
