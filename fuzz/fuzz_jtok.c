@@ -35,8 +35,8 @@ enum jtok_diff {
     /* \u0000 in an object key: jansson fails even with JSON_ALLOW_NUL ("NUL byte in object key
      * not supported"); JSON.parse and jtok accept it. */
     JTOK_DIFF_NUL_KEY = 1 << 3,
-    /* Containers nested deeper than AG_JTOK_MAX_DEPTH (256): jtok answers AG_ETOOBIG; jansson
-     * accepts up to JSON_PARSER_MAX_DEPTH (2048) nested values. */
+    /* Nesting: jansson stops at JSON_PARSER_MAX_DEPTH (2048) levels; jtok, like JSON.parse,
+     * goes on (to AG_JTOK_MAX_DEPTH, past what a request body can hold). */
     JTOK_DIFF_DEPTH = 1 << 4,
     /* A NUL byte right after a number or true/false/null ("1\0", "[true\0]"): jansson accepts it,
      * because it loses the NUL it had read ahead and pushed back (stream_unget() leaves the NUL
@@ -273,6 +273,21 @@ static unsigned explain_jansson_failure(const char *text, const ag_jtok_t *toks,
                                         ag_buf_t *b)
 {
     unsigned why = 0;
+    /* The deepest nesting: the open containers' ends, innermost last. */
+    uint32_t *ends = malloc((n + 1) * sizeof(*ends));
+    AG_ASSERT(ends != NULL);
+    size_t open = 0, deepest = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        while (open && ends[open - 1] <= i)
+            open--;
+        if (toks[i].type == AG_JT_OBJECT || toks[i].type == AG_JT_ARRAY) {
+            ends[open++] = toks[i].next;
+            deepest = open > deepest ? open : deepest;
+        }
+    }
+    free(ends);
+    if (deepest > 2048)
+        why |= JTOK_DIFF_DEPTH;
     for (uint32_t i = 0; i < n; i++) {
         const ag_jtok_t *t = &toks[i];
         if (t->type == AG_JT_NUMBER) {
@@ -309,6 +324,8 @@ static bool jansson_error_matches(const json_error_t *err, unsigned diffs)
         return diffs & (JTOK_DIFF_INT_RANGE | JTOK_DIFF_REAL_OVERFLOW);
     case json_error_null_byte_in_key:
         return diffs & JTOK_DIFF_NUL_KEY;
+    case json_error_stack_overflow:
+        return diffs & JTOK_DIFF_DEPTH;
     case json_error_invalid_syntax:
         return (diffs & JTOK_DIFF_LONE_SURROGATE) && strncmp(err->text, "invalid Unicode", 15) == 0;
     default:

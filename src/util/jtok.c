@@ -206,7 +206,10 @@ int ag_jtok_parse(const char *text, size_t len, ag_jtok_t *toks, size_t max_toke
     if (max_tokens > INT_MAX)
         max_tokens = INT_MAX;
 
-    uint32_t stack[AG_JTOK_MAX_DEPTH]; /* indices of the open containers */
+    /* The open containers form a list through their tokens: while a container
+     * is open, its `next` holds its parent's index + 1 (0: none), so nesting
+     * costs no stack, only the tokens the input needs anyway. */
+    uint32_t open = 0; /* the innermost open container's index + 1 */
     size_t depth = 0, n = 0;
     int rc = AG_EPROTO;
     ag_jtok_t *t;
@@ -242,7 +245,9 @@ value:
         }
         bool is_obj = *p == '{';
         NEW_TOKEN(is_obj ? AG_JT_OBJECT : AG_JT_ARRAY);
-        stack[depth++] = (uint32_t)(n - 1);
+        t->next = open;
+        open = (uint32_t)n; /* (n - 1) + 1 */
+        depth++;
         p++;
         SKIP_WS();
         if (p == end)
@@ -300,7 +305,7 @@ key:
     /* p < end, at the first byte after '{' or ',' and its whitespace. */
     if (*p != '"')
         goto fail;
-    toks[stack[depth - 1]].size++;
+    toks[open - 1].size++;
     p++;
     NEW_TOKEN(AG_JT_STRING);
     if (!scan_string(&p, end, &t->escaped))
@@ -319,7 +324,7 @@ after:
     SKIP_WS();
     if (p == end)
         goto fail;
-    top = &toks[stack[depth - 1]];
+    top = &toks[open - 1];
     if (*p == ',') {
         p++;
         SKIP_WS();
@@ -335,7 +340,9 @@ after:
     goto fail;
 
 close:
-    top = &toks[stack[--depth]];
+    top = &toks[open - 1];
+    open = top->next;
+    depth--;
     p++;
     top->end = (uint32_t)(p - base);
     top->next = (uint32_t)n;

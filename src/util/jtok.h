@@ -16,7 +16,9 @@
 #include "util/str.h"
 
 /** Containers nested deeper than this make ag_jtok_parse() fail with AG_ETOOBIG. */
-#define AG_JTOK_MAX_DEPTH 256
+/* Deeper than JSON.parse goes in practice (V8 takes a million levels); the
+ * parser keeps no stack of its own, so the bound is only a sanity limit. */
+#define AG_JTOK_MAX_DEPTH 1000000
 
 typedef enum ag_jt_type {
     AG_JT_OBJECT,

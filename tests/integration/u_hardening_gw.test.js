@@ -277,3 +277,12 @@ test('a slow reader pauses the upstream without an idle timeout; a drain cut is 
         if (!g.exited) await g.stop();
     }
 });
+
+test('/api/generate takes JSON as deep as JSON.parse does', async () => {
+    const depth = 5000;
+    const body = `{"prompt":"deep one","extra":${'['.repeat(depth)}1${']'.repeat(depth)}}`;
+    JSON.parse(body); // what the seed's Worker does first
+    const res = await request(`${gw.url}/api/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(res.json.output, 'Echo: deep one');
+});
