@@ -341,7 +341,7 @@ static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost, li
     put_lit(b, ",\"requestId\":", &rc);
     put_str(b, e->request_id, sizeof(e->request_id), &rc);
     put_lit(b, ",\"costUsd\":", &rc);
-    put_usd(b, cost, &rc);
+    put_usd(b, e->cached ? 0 : cost, &rc);
     if (strnlen(e->outcome, sizeof(e->outcome)) > 0) {
         put_lit(b, ",\"outcome\":", &rc);
         put_str(b, e->outcome, sizeof(e->outcome), &rc);
@@ -361,6 +361,10 @@ static int entry_to_json(ag_buf_t *b, const ag_usage_entry_t *e, double cost, li
     if (strnlen(e->key, sizeof(e->key)) > 0) {
         put_lit(b, ",\"key\":", &rc);
         put_str(b, e->key, sizeof(e->key), &rc);
+    }
+    if (e->cached) {
+        put_lit(b, ",\"savedUsd\":", &rc);
+        put_usd(b, cost, &rc);
     }
     if (strnlen(e->task, sizeof(e->task)) > 0) {
         put_lit(b, ",\"task\":", &rc);
@@ -615,6 +619,7 @@ static int serialize_taken(ag_usage_log_t *log, bool force, int64_t now)
     pthread_mutex_lock(&log->prices_mu);
     while (taken_left(log) && (force || under_cap(log))) {
         const ag_usage_entry_t *e = &log->taken[log->taken_pos];
+        /* A cache hit used nothing upstream: it costs 0, and says what it saved. */
         double cost = ag_usage_cost_usd(log->prices, log->nprices, e->model, e->input_tokens,
                                         e->output_tokens, e->cache_creation_input_tokens,
                                         e->cache_read_input_tokens);

@@ -73,11 +73,16 @@ test('2000 requests and a SIGTERM: exactly 2000 entries with the right fields', 
         assert.equal(typeof e.latencyMs, 'number');
         assert.ok(e.inputTokens > 0 && e.outputTokens > 0, JSON.stringify(e));
         assert.ok(e.outputLength > e.promptLength, 'the fake echoes the prompt');
-        assert.ok(e.costUsd > 0);
         if (e.cached) {
+            // A hit used nothing upstream: it costs 0 and says what it saved.
+            assert.equal(e.costUsd, 0, JSON.stringify(e));
+            assert.ok(e.savedUsd > 0, JSON.stringify(e));
             hits++;
             // Only the repeated prompt can be a hit: 20 UTF-16 units (22 UTF-8 bytes).
             assert.equal(e.promptLength, 20, JSON.stringify(e));
+        } else {
+            assert.ok(e.costUsd > 0, JSON.stringify(e));
+            assert.equal(e.savedUsd, undefined);
         }
     }
     assert.ok(hits > 0 && hits <= 200, `cache hits are logged as cached (${hits})`);
