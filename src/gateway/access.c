@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "gateway/access.h"
-#include "gateway/router.h"
 #include "gateway/steps.h"
 #include "util/errors.h"
 #include "util/fmt.h"
@@ -42,7 +41,9 @@ gw_access_t *gw_step_auth(ag_req_t *req, gw_worker_t *w, const gw_route_t *route
         route->def->proto->respond_error(req, 401, "authentication_error", MSG_BAD_KEY);
         return NULL;
     }
-    int rc = w->keys ? ag_keys_lookup(w->keys, key.ptr, key.len, ag_now_us() / 1000, &a->key)
+    /* The record only when a key is presented: keyless requests stay small. */
+    ag_key_record_t *rec = ag_pool_alloc(&req->pool, sizeof(*rec));
+    int rc = w->keys ? ag_keys_lookup(w->keys, key.ptr, key.len, ag_now_us() / 1000, rec)
                      : AG_KEYS_ECORRUPT;
     if (rc == AG_KEYS_EINVALID || rc == AG_KEYS_EREVOKED || rc == AG_KEYS_EEXPIRED) {
         route->def->proto->respond_error(req, 401, "authentication_error", MSG_BAD_KEY);
@@ -54,14 +55,14 @@ gw_access_t *gw_step_auth(ag_req_t *req, gw_worker_t *w, const gw_route_t *route
         route->def->proto->respond_error(req, 503, "api_error", "Key store unavailable");
         return NULL;
     }
-    a->has_key = true;
-    req->ai.key_name = a->key.name;
+    a->key = rec;
+    req->ai.key_name = rec->name;
     return a;
 }
 
 bool gw_access_model_allowed(const gw_access_t *a, const char *model, size_t len)
 {
-    return !a->has_key || ag_keys_model_allowed(&a->key, model, len);
+    return !a->key || ag_keys_model_allowed(a->key, model, len);
 }
 
 bool gw_step_reserve(ag_req_t *req, const gw_route_t *route, gw_access_t *a, const char *model,
@@ -72,21 +73,19 @@ bool gw_step_reserve(ag_req_t *req, const gw_route_t *route, gw_access_t *a, con
         max_tokens = 0;
     double worst =
         ag_usage_worst_case_usd(gen->prices, gen->nprices, model, body_len, max_tokens, caching);
-    const ag_key_limits_t *kl = &a->key.limits;
+    static const ag_key_limits_t none;
+    const ag_key_limits_t *kl = a->key ? &a->key->limits : &none;
     ag_budget_limits_t lim = {kl->rpm, kl->tpm, kl->daily_usd, kl->monthly_usd};
     ag_budget_result_t res;
-    int rc = ag_budget_reserve(a->budget, a->has_key ? a->key.name : NULL,
-                               a->has_key ? &lim : NULL, worst, body_len + (uint64_t)max_tokens,
-                               &a->resv, &res);
+    int rc = ag_budget_reserve(a->budget, a->key ? a->key->name : NULL, a->key ? &lim : NULL,
+                               worst, body_len + (uint64_t)max_tokens, &a->resv, &res);
     if (rc < 0) {
         ag_log_error("request %s: cannot reserve its budget: %s", req->id, ag_strerror(rc));
         route->def->proto->respond_error(req, 503, "api_error", "Budget store unavailable");
         return false;
     }
-    if (res.allowed) {
-        a->reserved = true;
+    if (res.allowed)
         return true;
-    }
     char num[24], msg[128];
     ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, res.retry_after_s)));
     if (res.reason == AG_BUDGET_RPM)
@@ -149,6 +148,10 @@ bool gw_body_asks_caching(ag_str_t body)
     "x-request-id, x-aigate-cache, Retry-After, RateLimit-Limit, RateLimit-Remaining, "           \
     "RateLimit-Reset"
 
+/* The seed's lines, for the server's own answers where "*" applies. */
+static const char seed_cors_lines[] = "Access-Control-Allow-Origin: *\r\n"
+                                      "Access-Control-Expose-Headers: " EXPOSE "\r\n";
+
 bool gw_cors_apply(ag_req_t *req, const gw_gen_t *gen, bool strict)
 {
     /* This request's CORS depends on its route and Origin: the server's
@@ -176,6 +179,6 @@ const char *gw_cors_default_headers(const ag_config_t *cfg)
      * before any route: they carry the seed's "*" where it applies, and no
      * CORS at all where only listed origins may have it. */
     if (ag_config_cors_allowed(cfg->cors_origins, cfg->cors_origins_set, true, "*", 1))
-        return gw_default_headers;
+        return seed_cors_lines;
     return "";
 }

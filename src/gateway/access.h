@@ -22,9 +22,7 @@
  * away) at the worst case by a pool-clear hook, so no path can leak one. */
 typedef struct gw_access {
     ag_budget_t *budget;
-    bool has_key;
-    bool reserved; /* a reservation was asked for (and granted) */
-    ag_key_record_t key;
+    ag_key_record_t *key; /* the client's key (pool); NULL: none */
     ag_budget_resv_t resv;
 } gw_access_t;
 
@@ -65,7 +63,7 @@ bool gw_body_asks_caching(ag_str_t body);
 bool gw_cors_apply(ag_req_t *req, const gw_gen_t *gen, bool strict);
 
 /** The server's default headers for its own answers (before any route), from
- *  the config at start: the seed's CORS where "*" applies, else none. */
+ *  the config at start: the seed's CORS where "*" applies, else none. Static. */
 const char *gw_cors_default_headers(const ag_config_t *cfg);
 
 #endif

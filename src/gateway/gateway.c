@@ -179,7 +179,7 @@ ag_objstore_t *ag_gateway_log_bucket(ag_gateway_t *gw)
 
 const char *ag_gateway_default_headers(const ag_gateway_t *gw)
 {
-    return gw->default_headers ? gw->default_headers : gw_default_headers;
+    return gw->default_headers ? gw->default_headers : "";
 }
 
 /* ---- workers ------------------------------------------------------------------ */

@@ -352,10 +352,22 @@ static void models_error(ag_req_t *req, int status, const char *type, const char
     respond_buf(req, status, rc, &b);
 }
 
+/* A model list is made here, never fetched: nothing of it is cached. */
+static bool models_serve_cached(ag_req_t *req, const cache_entry_t *e, const char *model,
+                                bool stream)
+{
+    AG_UNUSED(req);
+    AG_UNUSED(e);
+    AG_UNUSED(model);
+    AG_UNUSED(stream);
+    return false;
+}
+
 const gw_protocol_t gw_proto_models = {
     .name = "models",
     .respond_error = models_error,
     .upstream_failure = "Upstream connection failed",
+    .serve_cached = models_serve_cached,
 };
 
 static void add_model(const char **ids, size_t *n, size_t cap, const gw_access_t *a,

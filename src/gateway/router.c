@@ -10,11 +10,6 @@
 #include "gateway/generation.h"
 #include "gateway/router.h"
 
-const char gw_default_headers[] =
-    "Access-Control-Allow-Origin: *\r\n"
-    "Access-Control-Expose-Headers: x-request-id, x-aigate-cache, Retry-After, "
-    "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset\r\n";
-
 static void release_gen(void *ref)
 {
     gw_gen_release(ref);
