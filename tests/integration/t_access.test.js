@@ -347,7 +347,7 @@ test('budgets never overshoot: 3N concurrent requests over 2 threads, exactly N 
     }
 });
 
-test('per-key rpm is exact, on top of the per-client limit, and other keys are untouched', async () => {
+test('per-key rpm is exact and tpm holds the in-flight worst case, on top of the per-client limit; other keys are untouched; model lists', async () => {
     const dataDir = mkdir();
     const gw = await gateway(dataDir, 'auth = "optional"');
     try {
@@ -364,6 +364,15 @@ test('per-key rpm is exact, on top of the per-client limit, and other keys are u
         const ra = Number(r.headers['retry-after']);
         assert.ok(ra >= 1 && ra <= 20, `Retry-After ${r.headers['retry-after']}: one request every 20 s`);
         assert.equal(up.stats().requests, n, 'refused before the upstream');
+        // tpm holds each request's worst case (body bytes + max_tokens, ~1120 here) while it
+        // runs: 3 at once do not fit in 3000, 2 do; settled, they free what they did not use.
+        const tpm = createKey(gw, 'tpm-3000', ['--tpm', '3000']);
+        up.setKnobs({ latencyMs: 400 });
+        const burst = await Promise.all([0, 1, 2].map((i) => generate(gw, { prompt: `tpm ${i}` }, { 'x-api-key': tpm })));
+        up.resetKnobs();
+        assert.deepEqual(burst.map((b) => b.status).sort(), [200, 200, 429]);
+        assert.match(burst.find((b) => b.status === 429).json.error, /3000 tokens\/minute/);
+        assert.equal((await generate(gw, { prompt: 'tpm after' }, { 'x-api-key': tpm })).status, 200, 'real tokens are few');
         // OpenAI's shape on its route; a key without limits and no key at all (optional) go on.
         const c = await chat(gw, { messages: [{ role: 'user', content: 'rpm via openai' }] }, { authorization: `Bearer ${limited}` });
         assertOpenAIError(c, 429);
