@@ -77,8 +77,8 @@ bool gw_step_reserve(ag_req_t *req, const gw_route_t *route, gw_access_t *a, con
     const ag_key_limits_t *kl = a->key ? &a->key->limits : &none;
     ag_budget_limits_t lim = {kl->rpm, kl->tpm, kl->daily_usd, kl->monthly_usd};
     ag_budget_result_t res;
-    int rc = ag_budget_reserve(a->budget, a->key ? a->key->name : NULL, a->key ? &lim : NULL,
-                               worst, body_len + (uint64_t)max_tokens, &a->resv, &res);
+    int rc = ag_budget_reserve(a->budget, a->key ? a->key->name : NULL, a->key ? &lim : NULL, worst,
+                               body_len + (uint64_t)max_tokens, &a->resv, &res);
     if (rc < 0) {
         ag_log_error("request %s: cannot reserve its budget: %s", req->id, ag_strerror(rc));
         route->def->proto->respond_error(req, 503, "api_error", "Budget store unavailable");
@@ -145,7 +145,7 @@ bool gw_body_asks_caching(ag_str_t body)
 /* ---- CORS ------------------------------------------------------------------------ */
 
 #define EXPOSE                                                                                     \
-    "x-request-id, x-aigate-cache, Retry-After, RateLimit-Limit, RateLimit-Remaining, "           \
+    "x-request-id, x-aigate-cache, Retry-After, RateLimit-Limit, RateLimit-Remaining, "            \
     "RateLimit-Reset"
 
 /* The seed's lines, for the server's own answers where "*" applies. */

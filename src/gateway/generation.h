@@ -59,10 +59,10 @@ struct gw_gen {
     size_t nfallbacks;
     ag_config_task_route_t *routing; /* owned copies */
     size_t nrouting;
-    int auth;                 /* ag_auth_mode_t */
-    char **cors_origins;      /* owned copies, NULL-terminated */
-    bool cors_origins_set;    /* written in the config (else the default, for /api/generate) */
-    bool cors_wildcard;       /* the list holds "*" */
+    int auth;              /* ag_auth_mode_t */
+    char **cors_origins;   /* owned copies, NULL-terminated */
+    bool cors_origins_set; /* written in the config (else the default, for /api/generate) */
+    bool cors_wildcard;    /* the list holds "*" */
     gw_route_t routes[GW_MAX_ROUTES];
     size_t nroutes;
 };

@@ -68,11 +68,11 @@ struct ag_gateway {
     ag_objstore_t *log_bucket;
     ag_usage_log_t *usage_log;
     ag_obs_t *obs;
-    ag_rates_t *rates;         /* the upstream's rate-limit view, shared by every worker */
-    ag_keys_t *keys;           /* client API keys (<data_dir>/keys) */
-    ag_budget_t *budget;       /* budgets and per-key limits (<data_dir>/budget) */
+    ag_rates_t *rates;           /* the upstream's rate-limit view, shared by every worker */
+    ag_keys_t *keys;             /* client API keys (<data_dir>/keys) */
+    ag_budget_t *budget;         /* budgets and per-key limits (<data_dir>/budget) */
     const char *default_headers; /* the server's own answers' (static) */
-    atomic_uint fills_pending; /* cache fills queued on the thread pool */
+    atomic_uint fills_pending;   /* cache fills queued on the thread pool */
     atomic_ullong fills_skipped;
     flight_shard_t flights[FLIGHT_SHARDS];
     mailbox_t mailboxes[MAX_WORKERS];

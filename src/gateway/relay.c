@@ -32,7 +32,7 @@ typedef struct relay {
     ag_anthropic_stream_t acc;
     ag_buf_t translated; /* the protocol's translation of a chunk */
     gw_access_t *access; /* the reservation the stream settles */
-    void *proto_state; /* the protocol's translator */
+    void *proto_state;   /* the protocol's translator */
     bool started;
     bool paused;
     bool counted;               /* in aigate_streams_active */
@@ -217,8 +217,8 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
 }
 
 void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *model,
-                    ag_str_t body, const char *const *headers, const char *kv_key,
-                    gw_access_t *acc, void *proto_state)
+                    ag_str_t body, const char *const *headers, const char *kv_key, gw_access_t *acc,
+                    void *proto_state)
 {
     relay_t *r = ag_pool_alloc(&req->pool, sizeof(*r));
     memset(r, 0, sizeof(*r));

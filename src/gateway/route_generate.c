@@ -29,7 +29,7 @@ typedef struct gen_req {
     ag_call_t *call;     /* uncoalesced call (no-store) */
     gw_waiter_t *waiter; /* coalesced call */
     gw_access_t *acc;
-    ag_str_t body;       /* the upstream request body, pool-owned */
+    ag_str_t body; /* the upstream request body, pool-owned */
     ag_str_t model;
     bool stream, no_store;
     bool led; /* this request's worker runs the flight's upstream call */

@@ -121,7 +121,7 @@ typedef struct msg_req {
     const char *model; /* NULL: the body named none (the upstream will say so) */
     int64_t max_tokens;
     bool stream;
-    bool count_tokens; /* POST /v1/messages/count_tokens: free upstream, never cached */
+    bool count_tokens;          /* POST /v1/messages/count_tokens: free upstream, never cached */
     char kv_key[GW_KV_KEY_LEN]; /* "" when the answer is not cached */
 } msg_req_t;
 
@@ -260,8 +260,7 @@ static msg_req_t *msg_begin(ag_req_t *req, gw_worker_t *w, const gw_route_t *rou
             messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
             return NULL;
         }
-        if (!gw_access_model_allowed(m->acc, json_string_value(model),
-                                     json_string_length(model))) {
+        if (!gw_access_model_allowed(m->acc, json_string_value(model), json_string_length(model))) {
             messages_error(req, 403, "permission_error", "model: not allowed for this API key");
             return NULL;
         }

@@ -200,8 +200,8 @@ static void oai_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
     gw_access_settle(m->acc, req);
     ag_buf_t b;
     ag_buf_init(&b, 0);
-    int rc = gw_openai_response_from_anthropic(resp->body.ptr, resp->body.len, time(NULL),
-                                               m->model, &b);
+    int rc =
+        gw_openai_response_from_anthropic(resp->body.ptr, resp->body.len, time(NULL), m->model, &b);
     if (rc == 0 && m->kv_key[0]) {
         ag_buf_t v;
         ag_buf_init(&v, 0);
@@ -370,8 +370,7 @@ const gw_protocol_t gw_proto_models = {
     .serve_cached = models_serve_cached,
 };
 
-static void add_model(const char **ids, size_t *n, size_t cap, const gw_access_t *a,
-                      const char *id)
+static void add_model(const char **ids, size_t *n, size_t cap, const gw_access_t *a, const char *id)
 {
     if (!id || !*id || *n == cap || !gw_access_model_allowed(a, id, strlen(id)))
         return;
