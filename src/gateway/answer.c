@@ -289,3 +289,20 @@ ag_str_t ag__gw_build_upstream_body(ag_pool_t *pool, ag_str_t model, unsigned ma
     ag_buf_fini(&b);
     return out;
 }
+
+/* The UTF-16 length of the last user turn's text, the seed's promptLength. */
+uint32_t ag__gw_last_user_units(json_t *root)
+{
+    json_t *msgs = json_object_get(root, "messages");
+    size_t n = json_array_size(msgs);
+    json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
+    json_t *content = json_object_get(last, "content");
+    if (json_is_string(content))
+        return (uint32_t)ag_utf16_length(json_string_value(content), json_string_length(content));
+    ag_buf_t text;
+    ag_buf_init(&text, 0);
+    ag__gw_join_text_blocks(content, &text);
+    uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
+    ag_buf_fini(&text);
+    return units;
+}

@@ -53,5 +53,7 @@ void ag__gw_log_upstream_failure(const char *id, const ag_upstream_response_t *r
 /** A stop reason safe to store and replay, else "end_turn". */
 const char *ag__gw_safe_stop(const char *stop);
 int64_t ag__gw_usage_int(json_t *usage, const char *name);
+/** The UTF-16 length of a Messages body's last user turn's text (promptLength). */
+uint32_t ag__gw_last_user_units(json_t *root);
 
 #endif

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "gateway/access.h"
 #include "gateway/cache.h"
 #include "gateway/flight.h"
 #include "gateway/upcall.h"
@@ -89,6 +90,20 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
     }
     if (cfg->usage_log && (rc = open_usage_log(gw, cfg, gen)) < 0)
         goto fail;
+    rc = ag_keys_open(cfg->data_dir, &gw->keys);
+    if (rc < 0) {
+        ag_log_error("cannot open the key store %s/" AG_KEYS_DIR ": %s", cfg->data_dir,
+                     ag_strerror(rc));
+        goto fail;
+    }
+    ag_budget_options_t bo = {.global_daily_usd = cfg->budget_daily_usd};
+    rc = ag_budget_open(cfg->data_dir, &bo, &gw->budget);
+    if (rc < 0) {
+        ag_log_error("cannot open the budget store %s/" AG_BUDGET_DIR ": %s", cfg->data_dir,
+                     ag_strerror(rc));
+        goto fail;
+    }
+    gw->default_headers = gw_cors_default_headers(cfg);
     const char *routes[GW_MAX_ROUTES];
     for (size_t i = 0; i < gw_nroute_defs; i++)
         routes[i] = gw_route_defs[i].path;
@@ -120,6 +135,7 @@ int ag_gateway_apply(ag_gateway_t *gw, const ag_config_t *cfg, FILE *errs)
     if (rc < 0)
         return rc;
     int number = (int)gen->number;
+    ag_budget_set_global(gw->budget, cfg->budget_daily_usd);
     gw_gen_publish(gw, gen);
     return number;
 }
@@ -135,6 +151,9 @@ void ag_gateway_free(ag_gateway_t *gw)
     ag_objstore_close(gw->log_bucket);
     ag_obs_free(gw->obs);
     gw_flight_fini(gw);
+    /* After the workers: their readers are gone, no reservation is outstanding. */
+    ag_budget_close(gw->budget);
+    ag_keys_close(gw->keys);
     ag_rates_free(gw->rates);
     gw_gen_unref(atomic_load(&gw->current));
     pthread_mutex_destroy(&gw->gen_lock);
@@ -163,8 +182,7 @@ ag_objstore_t *ag_gateway_log_bucket(ag_gateway_t *gw)
 
 const char *ag_gateway_default_headers(const ag_gateway_t *gw)
 {
-    AG_UNUSED(gw);
-    return gw_default_headers;
+    return gw->default_headers ? gw->default_headers : "";
 }
 
 /* ---- workers ------------------------------------------------------------------ */
@@ -194,6 +212,8 @@ static int worker_init(ag_worker_t *sw, void *server_ctx, void **worker_ctx)
         return rc;
     }
     rc = gw_upcall_worker_init(w);
+    if (rc == 0)
+        rc = ag_keys_reader_new(gw->keys, &w->keys);
     if (rc < 0) {
         ag_log_error("worker %u: cannot start: %s", w->index, ag_strerror(rc));
         worker_fini(sw, w);
@@ -230,6 +250,8 @@ static void worker_fini(ag_worker_t *sw, void *worker_ctx)
         gw_upcall_worker_stop(w);
     ag_upstream_close(w->upstream);
     gw_gen_worker_done(w);
+    ag_keys_reader_free(w->keys);
+    w->keys = NULL;
     ag_obs_worker_stop(w->gw->obs, w->index);
     ag__gw_sha256_thread_done();
 }
@@ -262,6 +284,8 @@ static void usage_entry(ag_usage_log_t *log, const ag_request_record_t *rec)
     e.cpu_us = (uint32_t)(rec->cpu_us > 0 ? rec->cpu_us : 0);
     e.attempts = ai->attempts;
     e.queued_ms = (uint32_t)(ai->queued_us / 1000);
+    if (ai->key_name)
+        ag_usage_entry_set_str(e.key, sizeof(e.key), ai->key_name, strlen(ai->key_name));
     if (ai->fallback_from)
         ag_usage_entry_set_str(e.fallback_from, sizeof(e.fallback_from), ai->fallback_from,
                                strlen(ai->fallback_from));

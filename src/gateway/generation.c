@@ -31,6 +31,10 @@ static void gen_free(gw_gen_t *g)
         free(g->api_key_header);
     }
     free(g->messages_url);
+    free(g->count_tokens_url);
+    for (char **o = g->cors_origins; o && *o; o++)
+        free(*o);
+    free(g->cors_origins);
     ag_trusted_free(g->trusted);
     ag_trusted_free(g->trusted_cf);
     free(g->default_model);
@@ -160,6 +164,22 @@ int gw_gen_new(const ag_config_t *cfg, FILE *errs, gw_gen_t **out)
     if (asprintf(&g->messages_url, "%.*s/v1/messages", (int)blen, base) < 0) {
         g->messages_url = NULL;
         goto fail;
+    }
+    if (asprintf(&g->count_tokens_url, "%.*s/v1/messages/count_tokens", (int)blen, base) < 0) {
+        g->count_tokens_url = NULL;
+        goto fail;
+    }
+    g->auth = cfg->auth;
+    g->cors_origins_set = cfg->cors_origins_set;
+    size_t norigins = 0;
+    while (cfg->cors_origins && cfg->cors_origins[norigins])
+        norigins++;
+    if (!(g->cors_origins = calloc(norigins + 1, sizeof(char *))))
+        goto fail;
+    for (size_t i = 0; i < norigins; i++) {
+        if (!(g->cors_origins[i] = strdup(cfg->cors_origins[i])))
+            goto fail;
+        g->cors_wildcard = g->cors_wildcard || strcmp(cfg->cors_origins[i], "*") == 0;
     }
     char *key = NULL;
     if (ag_secrets_resolve(cfg->data_dir, cfg->api_key_secret, &key) == 0) {

@@ -43,6 +43,7 @@ struct gw_gen {
     atomic_uint refs; /* one per worker holding it, one while it is current */
     unsigned number;  /* 1 for the first; +1 for each published after it */
     char *messages_url;
+    char *count_tokens_url;
     char *api_key_header;            /* "x-api-key: ..."; a secret: never logged */
     const char *generate_headers[5]; /* the seed's upstream headers, NULL-terminated */
     ag_trusted_t *trusted;           /* trusted_proxies */
@@ -60,6 +61,10 @@ struct gw_gen {
     size_t nfallbacks;
     ag_config_task_route_t *routing; /* owned copies */
     size_t nrouting;
+    int auth;              /* ag_auth_mode_t */
+    char **cors_origins;   /* owned copies, NULL-terminated */
+    bool cors_origins_set; /* written in the config (else the default, for /api/generate) */
+    bool cors_wildcard;    /* the list holds "*" */
     gw_route_t routes[GW_MAX_ROUTES];
     size_t nroutes;
 };

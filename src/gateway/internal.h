@@ -16,7 +16,9 @@
 
 #include "cron/periodic.h"
 #include "gateway/gateway.h"
+#include "limit/budget.h"
 #include "obs/obs.h"
+#include "store/keys.h"
 #include "store/kv.h"
 #include "store/objstore.h"
 #include "store/usage_log.h"
@@ -66,8 +68,11 @@ struct ag_gateway {
     ag_objstore_t *log_bucket;
     ag_usage_log_t *usage_log;
     ag_obs_t *obs;
-    ag_rates_t *rates;         /* the upstream's rate-limit view, shared by every worker */
-    atomic_uint fills_pending; /* cache fills queued on the thread pool */
+    ag_rates_t *rates;           /* the upstream's rate-limit view, shared by every worker */
+    ag_keys_t *keys;             /* client API keys (<data_dir>/keys) */
+    ag_budget_t *budget;         /* budgets and per-key limits (<data_dir>/budget) */
+    const char *default_headers; /* the server's own answers' (static) */
+    atomic_uint fills_pending;   /* cache fills queued on the thread pool */
     atomic_ullong fills_skipped;
     flight_shard_t flights[FLIGHT_SHARDS];
     mailbox_t mailboxes[MAX_WORKERS];
@@ -84,6 +89,7 @@ struct gw_worker {
     gw_gen_ref_t *old_gens; /* holds on superseded ones that requests still use */
     gw_fetch_t *fetches;    /* upstream calls this worker leads for a flight */
     ag_periodic_t *sweep;   /* worker 0: reclaims expired cache entries */
+    ag_keys_reader_t *keys; /* this thread's key-store reader */
 };
 
 #endif

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "gateway/access.h"
 #include "gateway/answer.h"
 #include "gateway/cache.h"
 #include "gateway/message.h"
@@ -33,6 +34,8 @@ typedef struct relay {
     gw_msg_build_t build; /* passthrough routes: the Message the stream rebuilds to */
     bool building;
     ag_buf_t translated; /* the protocol's translation of a chunk */
+    gw_access_t *access; /* the reservation the stream settles */
+    void *proto_state;   /* the protocol's translator */
     bool started;
     bool paused;
     bool client_gone;           /* a write to the client failed: its side ended the stream */
@@ -63,6 +66,8 @@ static void relay_account(relay_t *r, const char *outcome)
     req->ai.output_units = (uint32_t)ag_utf16_length(a->text.data ? a->text.data : "", a->text.len);
     gw_step_tokens(req, r->route, a->usage.input_tokens, a->usage.output_tokens,
                    a->usage.cache_creation_input_tokens, a->usage.cache_read_input_tokens);
+    /* However the stream ended, it cost what it showed so far. */
+    gw_access_settle(r->access, req);
 }
 
 static void relay_abort(ag_req_t *req)
@@ -166,7 +171,7 @@ static int relay_on_data(void *ctx, int status, ag_str_t headers, const char *da
     }
     if (proto->translate_stream) {
         r->translated.len = 0;
-        if (proto->translate_stream(r, data, len, &r->translated) < 0)
+        if (proto->translate_stream(r->proto_state, data, len, &r->translated) < 0)
             return -1;
         if (ag_req_stream_write(req, r->translated.data, r->translated.len, &queued) < 0) {
             r->client_gone = true;
@@ -222,11 +227,18 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
         gw_call_info_t info;
         gw_call_info_from(&info, s);
         req->ai.outcome = "upstreamError";
+        /* Nothing was streamed: an error answer costs nothing. */
+        gw_access_settle_failure(r->access, resp->error);
         if (s->refusal) {
             gw_call_refused(req, r->route, &info);
             return;
         }
         gw_call_apply(req, &info, true);
+        if (!proto->passthrough && proto->respond_upstream_error && !resp->error &&
+            resp->status >= 400) {
+            proto->respond_upstream_error(req, resp->status, resp->body);
+            return;
+        }
         if (proto->passthrough && !resp->error && resp->status >= 400) {
             gw_forward_upstream_headers(req, resp->headers);
             ag_req_respond(req, resp->status, gw_upstream_content_type(req, resp->headers),
@@ -244,11 +256,19 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
     }
     relay_account(r,
                   resp->error || !ag_anthropic_stream_complete(&r->acc) ? "upstreamError" : "ok");
-    if (resp->error) {
-        /* Mid-stream failure: tell the client in the stream's own terms, then end. */
+    if (resp->error)
         ag__gw_log_upstream_failure(req->id, resp);
+    if (proto->finish_stream) {
+        /* The protocol's own end: its error when the upstream failed or stopped short. */
+        r->translated.len = 0;
+        if (proto->finish_stream(r->proto_state, resp->error != 0, &r->translated) == 0 &&
+            r->translated.len)
+            ag_req_stream_write(req, r->translated.data, r->translated.len, NULL);
+    } else if (resp->error) {
+        /* Mid-stream failure: tell the client in the stream's own terms, then end. */
         ag_req_stream_write(req, stream_error_event, sizeof(stream_error_event) - 1, NULL);
-    } else if (r->kv_key[0] && ag_anthropic_stream_complete(&r->acc)) {
+    }
+    if (!resp->error && r->kv_key[0] && ag_anthropic_stream_complete(&r->acc)) {
         ag_buf_t v;
         ag_buf_init(&v, 0);
         if (relay_cache_value(r, &v) == 0)
@@ -259,13 +279,16 @@ static void relay_done(void *ctx, const ag_upstream_response_t *resp, const ag_c
 }
 
 void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *model,
-                    ag_str_t body, const char *const *headers, const char *kv_key)
+                    ag_str_t body, const char *const *headers, const char *kv_key, gw_access_t *acc,
+                    void *proto_state)
 {
     relay_t *r = ag_pool_alloc(&req->pool, sizeof(*r));
     memset(r, 0, sizeof(*r));
     r->req = req;
     r->w = w;
     r->route = route;
+    r->access = acc;
+    r->proto_state = proto_state;
     if (kv_key)
         snprintf(r->kv_key, sizeof(r->kv_key), "%s", kv_key);
     ag_sse_parser_init(&r->sse, 0, relay_on_event, r);
@@ -284,6 +307,7 @@ void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, cons
     int rc = gw_call_start(w, route, model, &u, relay_done, r, &r->call);
     if (rc < 0) {
         ag_log_error("request %s: cannot start the upstream call: %s", req->id, ag_strerror(rc));
+        gw_access_settle_none(acc);
         route->def->proto->respond_error(req, 502, "api_error",
                                          route->def->proto->upstream_failure);
     }

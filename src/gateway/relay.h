@@ -11,10 +11,16 @@
 #include "gateway/generation.h"
 #include "http/server.h"
 
+struct gw_access;
+
 /** Starts relaying the upstream stream for `body` to the client. kv_key (or
- *  NULL) is where a complete stream is cached. A tail call (see server.h). */
+ *  NULL) is where a complete stream is cached; acc's reservation is settled
+ *  with the usage the stream showed when it ends, however it ends;
+ *  proto_state is what the protocol's translate_stream and finish_stream get
+ *  (the request's pool owns it). A tail call (see server.h). */
 void gw_relay_start(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *model,
-                    ag_str_t body, const char *const *headers, const char *kv_key);
+                    ag_str_t body, const char *const *headers, const char *kv_key,
+                    struct gw_access *acc, void *proto_state);
 
 /** Response headers of Anthropic's that a passthrough client should see.
  *  A value holding a CR, LF or NUL is dropped (and logged), never relayed. */

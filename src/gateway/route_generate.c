@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "gateway/access.h"
 #include "gateway/answer.h"
 #include "gateway/cache.h"
 #include "gateway/flight.h"
@@ -27,7 +28,8 @@ typedef struct gen_req {
     const gw_route_t *route;
     ag_call_t *call;     /* uncoalesced call (no-store) */
     gw_waiter_t *waiter; /* coalesced call */
-    ag_str_t body;       /* the upstream request body, pool-owned */
+    gw_access_t *acc;
+    ag_str_t body; /* the upstream request body, pool-owned */
     ag_str_t model;
     bool stream, no_store;
     bool led; /* this request's worker runs the flight's upstream call */
@@ -93,6 +95,14 @@ static void gen_on_result(void *ctx, const shared_result_t *r)
         g->req->ai.upstream_status = r ? r->upstream_status : 0;
         g->req->ai.upstream_us = r ? r->upstream_us : 0;
     }
+    /* Each waiter reserved its own worst case; the leader's call is the only
+     * one that cost anything. No answer at all: what it cost is unknown. */
+    if (!g->led)
+        gw_access_settle_none(g->acc);
+    else if (r)
+        gw_access_settle(g->acc, g->req);
+    else
+        gw_access_settle_worst(g->acc);
     ag_req_cpu_add(g->req, (r ? r->cpu_share_us : 0) + ag_mono_us() - t0);
     ag__gw_respond_result(g->req, r);
 }
@@ -121,6 +131,7 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp,
     gw_call_info_t info;
     gw_call_info_from(&info, s);
     if (s->refusal) {
+        gw_access_settle_none(g->acc);
         gw_call_refused(g->req, g->route, &info);
         return;
     }
@@ -129,6 +140,10 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp,
     g->req->ai.upstream_status = resp->status;
     shared_result_t *r = ag__gw_result_from_upstream(g->req->id, resp, NULL);
     gen_take_result(g, r);
+    if (resp->error)
+        gw_access_settle_failure(g->acc, resp->error);
+    else
+        gw_access_settle(g->acc, g->req);
     ag_req_cpu_add(g->req, resp->cpu_us + ag_mono_us() - t0);
     ag__gw_respond_result(g->req, r);
     ag__gw_result_release(r);
@@ -147,7 +162,13 @@ static void gen_cleanup(void *p)
 
 static void gen_abort(ag_req_t *req)
 {
-    gen_cleanup(req->handler_data);
+    gen_req_t *g = req->handler_data;
+    /* A waiter that leaves cost nothing: the leader's call is the flight's.
+     * A leader's call (or an uncoalesced one) may have cost anything: the
+     * access hook settles it at the worst case. */
+    if (g->waiter && !g->led)
+        gw_access_settle_none(g->acc);
+    gen_cleanup(g);
 }
 
 /* ---- the request -------------------------------------------------------------- */
@@ -163,6 +184,9 @@ static void gen_upstream(void *ctx)
         return;
     }
     bool cached = g->route->cache && g->w->gw->cache;
+    if (!gw_step_reserve(req, g->route, g->acc, g->model.ptr, g->body.len + (g->stream ? 14 : 0),
+                         gen->max_tokens, false))
+        return;
     if (g->stream) {
         /* The same body plus "stream": the cache key stays the non-streaming
          * one, so streamed and plain requests share entries. */
@@ -170,7 +194,7 @@ static void gen_upstream(void *ctx)
                                                (int)(g->body.len - 1), g->body.ptr),
                                 g->body.len + 14);
         gw_relay_start(g->w, req, g->route, g->model.ptr, sbody, gen->generate_headers,
-                       cached && !g->no_store ? g->kv_key : NULL);
+                       cached && !g->no_store ? g->kv_key : NULL, g->acc, NULL);
         return;
     }
     req->on_abort = gen_abort;
@@ -181,6 +205,7 @@ static void gen_upstream(void *ctx)
         if (rc < 0) {
             ag_log_error("request %s: cannot start the upstream call: %s", req->id,
                          ag_strerror(rc));
+            gw_access_settle_none(g->acc);
             ag_req_respond_error(req, 502, MSG_AI_ERROR);
         }
         return;
@@ -204,6 +229,9 @@ void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     g->route = route;
     req->handler_data = g;
     ag_pool_on_clear(&req->pool, gen_cleanup, g);
+    /* 0. the client's key, before anything is said about the request */
+    if (!(g->acc = gw_step_auth(req, w, route)))
+        return;
 
     /* 1. validation, with JavaScript's rules: JSON.parse, then prompt.length in
      *    UTF-16 units. */
@@ -263,6 +291,10 @@ void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
             ag_req_respond_error(req, 400, MSG_INVALID_MODEL);
             return;
         }
+    }
+    if (!gw_access_model_allowed(g->acc, model.ptr, model.len)) {
+        ag_req_respond_error(req, 400, MSG_INVALID_MODEL);
+        return;
     }
     g->model = ag_str(ag_pool_strndup(&req->pool, model.ptr, model.len), model.len);
     /* Streaming is decided by the body alone, never by Accept. */

@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "gateway/access.h"
 #include "gateway/answer.h"
 #include "gateway/cache.h"
 #include "gateway/message.h"
@@ -21,7 +22,9 @@
 #include "util/utf.h"
 
 /* The header lines for /v1/messages, in the request pool: our key, never the
- * client's; the client's anthropic-version (ours when absent) and anthropic-beta. */
+ * client's (its x-api-key or Authorization, an aigate key when auth is on, is
+ * consumed here); the client's anthropic-version (ours when absent) and
+ * anthropic-beta. */
 static const char *const *passthrough_headers(const gw_gen_t *gen, ag_req_t *req)
 {
     const char **h = ag_pool_alloc(&req->pool, 6 * sizeof(char *));
@@ -95,9 +98,12 @@ typedef struct msg_req {
     gw_worker_t *w;
     const gw_route_t *route;
     ag_call_t *call;
+    gw_access_t *acc;
     json_t *root;
     const char *model; /* NULL: the body named none (the upstream will say so) */
+    int64_t max_tokens;
     bool stream;
+    bool count_tokens;          /* POST /v1/messages/count_tokens: free upstream, never cached */
     char kv_key[GW_KV_KEY_LEN]; /* "" when the answer is not cached */
 } msg_req_t;
 
@@ -127,6 +133,7 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
     gw_call_info_t info;
     gw_call_info_from(&info, s);
     if (s->refusal) {
+        gw_access_settle_none(m->acc);
         gw_call_refused(req, m->route, &info);
         return;
     }
@@ -136,6 +143,7 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
     req->ai.upstream_us = resp->duration_us;
     req->ai.upstream_status = resp->status;
     if (resp->error || resp->status == 0) {
+        gw_access_settle_failure(m->acc, resp->error);
         ag__gw_log_upstream_failure(req->id, resp);
         messages_error(req, 502, "api_error", "Upstream connection failed");
         return;
@@ -145,13 +153,14 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
         (resp->status == 200 && !json_is_object(root))) {
         /* Not an answer a client of Anthropic's API can take: say so in its shape. */
         json_decref(root);
+        gw_access_settle_failure(m->acc, AG_EUPSTREAM);
         ag_log_warn("request %s: upstream answered %d with %zu bytes that are not a Message",
                     req->id, resp->status, resp->body.len);
         messages_error(req, 502, "api_error", "Upstream sent an invalid response");
         return;
     }
     gw_forward_upstream_headers(req, resp->headers);
-    if (resp->status == 200) {
+    if (resp->status == 200 && !m->count_tokens) {
         json_t *usage = json_object_get(root, "usage");
         ag_buf_t text;
         ag_buf_init(&text, 0);
@@ -162,8 +171,8 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
                        ag__gw_usage_int(usage, "cache_creation_input_tokens"),
                        ag__gw_usage_int(usage, "cache_read_input_tokens"));
         ag_buf_fini(&text);
-        json_decref(root);
     }
+    json_decref(root);
     if (resp->status == 200 && m->kv_key[0]) {
         ag_buf_t v;
         ag_buf_init(&v, 0);
@@ -171,25 +180,9 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
             gw_cache_fill(m->w, m->route->gen->cache_ttl_s, m->kv_key, &v);
         ag_buf_fini(&v);
     }
+    gw_access_settle(m->acc, req);
     ag_req_cpu_add(req, resp->cpu_us + ag_mono_us() - t0);
     ag_req_respond(req, resp->status, gw_upstream_content_type(req, resp->headers), resp->body);
-}
-
-/* The UTF-16 length of the last user turn's text, the seed's promptLength. */
-static uint32_t last_user_units(json_t *root)
-{
-    json_t *msgs = json_object_get(root, "messages");
-    size_t n = json_array_size(msgs);
-    json_t *last = n ? json_array_get(msgs, n - 1) : NULL;
-    json_t *content = json_object_get(last, "content");
-    if (json_is_string(content))
-        return (uint32_t)ag_utf16_length(json_string_value(content), json_string_length(content));
-    ag_buf_t text;
-    ag_buf_init(&text, 0);
-    ag__gw_join_text_blocks(content, &text);
-    uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
-    ag_buf_fini(&text);
-    return units;
 }
 
 /* Upstream: the cache could not answer. */
@@ -202,31 +195,45 @@ static void msg_upstream(void *ctx)
         messages_error(req, 503, "api_error", MSG_NO_KEY);
         return;
     }
+    /* count_tokens costs nothing upstream: it takes a request of the key's rpm alone. */
+    if (!gw_step_reserve(req, m->route, m->acc, m->count_tokens ? NULL : m->model, req->body.len,
+                         m->count_tokens ? 0 : m->max_tokens, gw_body_asks_caching(req->body)))
+        return;
     const char *const *headers = passthrough_headers(gen, req);
-    if (m->stream) {
+    if (m->stream && !m->count_tokens) {
         json_decref(m->root);
         m->root = NULL;
         gw_relay_start(m->w, req, m->route, m->model, req->body, headers,
-                       m->kv_key[0] ? m->kv_key : NULL);
+                       m->kv_key[0] ? m->kv_key : NULL, m->acc, NULL);
         return;
     }
     ag_upstream_request_t u = gw_upstream_request(gen, headers, req->body, false);
+    if (m->count_tokens)
+        u.url = gen->count_tokens_url;
     req->on_abort = msg_abort;
     /* The request may be answered, even recycled, before this returns. */
     int rc = gw_call_start(m->w, m->route, m->model, &u, msg_done, m, &m->call);
-    if (rc < 0)
+    if (rc < 0) {
+        gw_access_settle_none(m->acc);
         messages_error(req, 502, "api_error", "Upstream connection failed");
+    }
 }
 
-void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
+/* What /v1/messages and count_tokens share: the key, the body, the model.
+ * @return the request's state, or NULL when it was answered. */
+static msg_req_t *msg_begin(ag_req_t *req, gw_worker_t *w, const gw_route_t *route,
+                            bool count_tokens)
 {
     msg_req_t *m = ag_pool_alloc(&req->pool, sizeof(*m));
     memset(m, 0, sizeof(*m));
     m->req = req;
     m->w = w;
     m->route = route;
+    m->count_tokens = count_tokens;
     req->handler_data = m;
     ag_pool_on_clear(&req->pool, msg_cleanup, m);
+    if (!(m->acc = gw_step_auth(req, w, route)))
+        return NULL;
     /* Duplicate keys are refused: the upstream might read another duplicate
      * than the one checked here and cached under this key. */
     json_error_t jerr;
@@ -237,28 +244,52 @@ void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
         messages_error(req, 400, "invalid_request_error",
                        dup ? "The request body has a duplicate key."
                            : "The request body is not valid JSON.");
-        return;
+        return NULL;
     }
     json_t *model = json_object_get(m->root, "model");
-    const char *mname = NULL;
     if (!json_is_string(model)) {
         /* Checked here, not upstream: an unchecked model would pass the allowlist. */
         messages_error(req, 400, "invalid_request_error",
                        model ? "model: Input should be a valid string" : "model: Field required");
-        return;
+        return NULL;
     }
-    mname = ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
-    req->ai.model = mname; /* the access log names it even when refused */
-    m->model = mname;
-    if (!gw_route_model_allowed(route, json_string_value(model), json_string_length(model))) {
-        gw_log_model_refused(req, route, json_string_value(model), json_string_length(model));
-        messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
-        return;
+    {
+        const char *mname =
+            ag_pool_strndup(&req->pool, json_string_value(model), json_string_length(model));
+        req->ai.model = mname; /* the access log names it even when refused */
+        m->model = mname;
+        if (!gw_route_model_allowed(route, json_string_value(model), json_string_length(model))) {
+            gw_log_model_refused(req, route, json_string_value(model), json_string_length(model));
+            messages_error(req, 400, "invalid_request_error", "model: not allowed by this gateway");
+            return NULL;
+        }
+        if (!gw_access_model_allowed(m->acc, json_string_value(model), json_string_length(model))) {
+            messages_error(req, 403, "permission_error", "model: not allowed for this API key");
+            return NULL;
+        }
     }
-    m->stream = json_is_true(json_object_get(m->root, "stream"));
-    gw_step_usage_begin(req, mname, last_user_units(m->root), m->stream);
+    json_t *mt = json_object_get(m->root, "max_tokens");
+    m->max_tokens = json_is_integer(mt) ? json_integer_value(mt) : 0;
+    m->stream = !count_tokens && json_is_true(json_object_get(m->root, "stream"));
+    gw_step_usage_begin(req, m->model, ag__gw_last_user_units(m->root), m->stream);
     if (!gw_step_limit(req, route))
+        return NULL;
+    return m;
+}
+
+void gw_count_tokens_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
+{
+    msg_req_t *m = msg_begin(req, w, route, true);
+    if (m)
+        msg_upstream(m);
+}
+
+void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
+{
+    msg_req_t *m = msg_begin(req, w, route, false);
+    if (!m)
         return;
+    const char *mname = m->model;
     /* The cache key covers the request without "stream" (so streamed and plain
      * requests share entries) and the headers that change the answer. */
     ag_str_t ver = ag_req_header(req, "anthropic-version"),

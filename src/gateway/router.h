@@ -8,9 +8,6 @@
 
 #include "http/server.h"
 
-/** Headers every response carries (the seed's CORS), as the server takes them. */
-extern const char gw_default_headers[];
-
 /** The server's handler for every request. */
 void gw_router_handle(ag_req_t *req);
 

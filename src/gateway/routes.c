@@ -15,9 +15,12 @@ static void handle_health(ag_req_t *req, gw_worker_t *w, const gw_route_t *route
 }
 
 const gw_route_def_t gw_route_defs[] = {
-    {"POST", "/api/generate", gw_generate_handle, &gw_proto_seed},
-    {"POST", "/v1/messages", gw_messages_handle, &gw_proto_anthropic},
-    {"GET", "/healthz", handle_health, NULL},
+    {"POST", "/api/generate", gw_generate_handle, &gw_proto_seed, false},
+    {"POST", "/v1/messages", gw_messages_handle, &gw_proto_anthropic, true},
+    {"POST", "/v1/messages/count_tokens", gw_count_tokens_handle, &gw_proto_anthropic, true},
+    {"POST", "/v1/chat/completions", gw_chat_handle, &gw_proto_openai, true},
+    {"GET", "/v1/models", gw_models_handle, &gw_proto_models, true},
+    {"GET", "/healthz", handle_health, NULL, false},
 };
 
 const size_t gw_nroute_defs = AG_ARRAY_LEN(gw_route_defs);

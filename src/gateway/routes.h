@@ -35,6 +35,13 @@ typedef struct gw_protocol {
     /** Answers from a cache entry, plain or as a replayed stream.
      *  @return false when the entry cannot serve this request (nothing was sent). */
     bool (*serve_cached)(ag_req_t *req, const gw_cache_entry_t *e, const char *model, bool stream);
+    /** The end of a stream that was relayed through translate_stream: appends
+     *  what its clients must read last (an error when the upstream failed);
+     *  NULL: Anthropic's error event on failure, nothing otherwise. */
+    int (*finish_stream)(void *state, bool failed, ag_buf_t *out);
+    /** An upstream error answer (status >= 400) for a route that is not a
+     *  passthrough, in this protocol's shape; NULL: the 502 upstream_failure. */
+    void (*respond_upstream_error)(ag_req_t *req, int status, ag_str_t body);
 } gw_protocol_t;
 
 typedef void (*gw_handler_fn)(ag_req_t *req, gw_worker_t *w, const gw_route_t *route);
@@ -44,6 +51,9 @@ typedef struct gw_route_def {
     const char *path;
     gw_handler_fn handle;
     const gw_protocol_t *proto; /* NULL: no AI behind it (no limit, no cache) */
+    /* CORS only for origins written in cors_origins (the default ["*"] is the
+     * seed's, for /api/generate and what is not an API of the operator's key) */
+    bool cors_strict;
 } gw_route_def_t;
 
 /** Every route, in the order the router tries them. */
@@ -53,7 +63,12 @@ extern const size_t gw_nroute_defs;
 /* The handlers and protocols behind the table, one file each. */
 void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route);
 void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route);
+void gw_count_tokens_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route);
+void gw_chat_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route);
+void gw_models_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route);
 extern const gw_protocol_t gw_proto_seed;
 extern const gw_protocol_t gw_proto_anthropic;
+extern const gw_protocol_t gw_proto_openai;
+extern const gw_protocol_t gw_proto_models;
 
 #endif

@@ -541,7 +541,8 @@ static uv_buf_t build_head(ag_req_t *req, int status, const char *content_type,
         AG_PUT_LIT(&q, HEAD_KEEP_ALIVE);
     else
         AG_PUT_LIT(&q, HEAD_CLOSE);
-    ag_put(&q, w->srv->default_headers, w->srv->default_headers_len);
+    if (!req->no_default_headers)
+        ag_put(&q, w->srv->default_headers, w->srv->default_headers_len);
     AG_PUT_LIT(&q, HEAD_REQUEST_ID);
     ag_put(&q, req->id, strlen(req->id));
     AG_PUT_LIT(&q, "\r\n");

@@ -109,6 +109,7 @@ struct ag_req {
     ag_ai_record_t ai;               /* the handler's slot in the record */
     void *handler_data;              /* the handler's own per-request state */
     void (*on_abort)(ag_req_t *req); /* the client went away before the response ended */
+    bool no_default_headers;         /* the handler sends its own (per-route CORS) instead */
     /* private */
     struct ag_req_header *_extra; /* extra response headers, pool-owned */
     int _status;

@@ -29,6 +29,11 @@ void ag_access_log_format(ag_buf_t *b, const ag_request_record_t *rec)
     if (rc == 0)
         rc = rec->ai.model ? ag_json_append_string(b, ag_str_c(rec->ai.model))
                            : ag_buf_append_cstr(b, "null");
+    if (rc == 0 && rec->ai.key_name) {
+        rc = ag_buf_append_cstr(b, ",\"key\":");
+        if (rc == 0)
+            rc = ag_json_append_string(b, ag_str_c(rec->ai.key_name));
+    }
     if (rc == 0)
         rc = ag_buf_append_cstr(b, "}\n");
     if (rc < 0)

@@ -38,6 +38,7 @@ typedef struct ag_ai_record {
     uint8_t retries_by_reason[AG_RETRY_NREASONS];
     int64_t queued_us;         /* time held waiting for the upstream's rate window */
     const char *fallback_from; /* the model asked for, when a fallback answered; else NULL */
+    const char *key_name;      /* the client API key's name (never the key); NULL: none */
     ag_cache_result_t cache;
     bool stream;
     bool usage;        /* passed validation and limits: the usage log gets an entry */

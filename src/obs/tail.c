@@ -311,7 +311,11 @@ after_event:
     if (rc == 0)
         rc = append_nullable(b, rec->client);
     if (rc == 0)
-        rc = put_lit(b, ",\"key\":null,\"model\":");
+        rc = put_lit(b, ",\"key\":");
+    if (rc == 0)
+        rc = append_nullable(b, ai->key_name);
+    if (rc == 0)
+        rc = put_lit(b, ",\"model\":");
     if (rc == 0)
         rc = append_nullable(b, ai->model);
     if (rc == 0)
@@ -385,8 +389,8 @@ static bool matches(ag_tail_sub_t *s, const ag_request_record_t *rec)
         return false;
     if (f->model[0] && (!rec->ai.model || strcmp(rec->ai.model, f->model) != 0))
         return false;
-    if (f->key[0])
-        return false; /* no request carries a client key yet */
+    if (f->key[0] && (!rec->ai.key_name || strcmp(rec->ai.key_name, f->key) != 0))
+        return false;
     for (size_t i = 0; i < f->nheaders; i++) {
         bool found = false;
         for (size_t k = 0; k < rec->nheaders && !found; k++) {

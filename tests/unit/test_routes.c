@@ -72,6 +72,15 @@ TEST(lookup_by_method_and_path)
     ASSERT(r && r->def->proto == &gw_proto_anthropic);
     ASSERT(gw_gen_route(g, AG_STR_LIT("GET"), AG_STR_LIT("/api/generate"), &known) == NULL);
     ASSERT(known); /* the path exists, for another method */
+    /* The OpenAI-shaped and Anthropic API routes answer CORS to listed origins only. */
+    r = gw_gen_route(g, AG_STR_LIT("POST"), AG_STR_LIT("/v1/chat/completions"), &known);
+    ASSERT(r && r->def->proto == &gw_proto_openai && r->def->cors_strict);
+    r = gw_gen_route(g, AG_STR_LIT("POST"), AG_STR_LIT("/v1/messages/count_tokens"), &known);
+    ASSERT(r && r->def->proto == &gw_proto_anthropic && r->def->cors_strict);
+    r = gw_gen_route(g, AG_STR_LIT("GET"), AG_STR_LIT("/v1/models"), &known);
+    ASSERT(r && r->def->proto == &gw_proto_models && r->def->cors_strict);
+    r = gw_gen_route(g, AG_STR_LIT("POST"), AG_STR_LIT("/api/generate"), &known);
+    ASSERT(r && !r->def->cors_strict);
     r = gw_gen_route(g, AG_STR_LIT("HEAD"), AG_STR_LIT("/healthz"), &known);
     ASSERT(r && strcmp(r->def->path, "/healthz") == 0);
     ASSERT(gw_gen_route(g, AG_STR_LIT("POST"), AG_STR_LIT("/api/generat"), &known) == NULL);
