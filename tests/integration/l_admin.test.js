@@ -222,7 +222,9 @@ test('tail filters run in the server', async () => {
         const bad = await generate(gw, { prompt: '[[status:503]] filters fail' });
         const health = await request(`${gw.url}/healthz`);
         assert.deepEqual([ok.status, bad.status, health.status], [200, 502, 200]);
-        await until(() => all.events.length >= 3, 5000, 'all three events');
+        // Each subscriber has its own queue and wake-up: wait for every one that gets events.
+        await until(() => all.events.length >= 3 && ip.events.length >= 3 && errors.events.length >= 1 &&
+            gets.events.length >= 1 && search.events.length >= 1 && header.events.length >= 1, 10000, 'every subscriber\'s events');
         const ids = (s) => s.events.map((e) => e.aigate.requestId);
         assert.deepEqual(ids(errors), [bad.headers['x-request-id']]);
         assert.equal(errors.events[0].outcome, 'exception');
