@@ -981,6 +981,7 @@ static const struct ag_cmd {
     {"dev", cmd_dev},       {"help", cmd_help},         {"kv", cmd_kv},     {"r2", cmd_r2},
     {"secret", cmd_secret}, {"serve", cmd_serve},       {"cron", cmd_cron}, {"stats", cmd_stats},
     {"tail", cmd_tail},     {"version", cmd_version},   {"keys", cmd_keys},
+    {"init", cmd_init},     {"deploy", cmd_deploy},
 };
 
 int main(int argc, char **argv)
