@@ -238,6 +238,51 @@ test('a broken config on reload changes nothing: deploy exits 1 with file:line:c
     assert.ok(!fs.existsSync(path.join(gw.cwd, '.aigate', 'aigate.pid')), 'the pid file goes with the server');
 });
 
+test('a reload that changes [[aigate.tasks]] restarts the tasks runner; one that does not leaves it', async () => {
+    const up = await startFake();
+    const tasks = (cron, prompt) => `[triggers]
+crons = ["${cron}"]
+
+[[aigate.tasks]]
+name = "digest"
+cron = "${cron}"
+prompt = "${prompt}"
+
+[aigate]
+rate_limit = 1000000
+`;
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: tasks('0 9 * * MON', 'Digest') });
+    try {
+        fs.writeFileSync(path.join(gw.cwd, 'aigate.toml'), tasks('30 7 * * *', 'Digest'));
+        const d = await deploy(gw);
+        assert.equal(d.status, 0, d.stderr);
+        assert.match(d.stdout, /Changed: triggers\.crons, tasks/);
+        assert.match(d.stdout, /Scheduled tasks: restarted/);
+        assert.match(d.stdout, /schedule: 30 7 \* \* \*/);
+        const list = await request(`${gw.adminUrl}/tasks`);
+        assert.equal(list.status, 200);
+        assert.equal(list.json[0].cron, '30 7 * * *');
+        // The new runner runs.
+        const run1 = await request(`${gw.adminUrl}/tasks/digest/run`, { method: 'POST', timeoutMs: 20000 });
+        assert.equal(run1.status, 200, run1.body);
+        assert.equal(run1.json.outcome, 'ok', run1.body);
+        // A change the tasks do not read leaves the runner alone.
+        fs.writeFileSync(path.join(gw.cwd, 'aigate.toml'), tasks('30 7 * * *', 'Digest').replace('rate_limit = 1000000', 'rate_limit = 999999'));
+        const d2 = await deploy(gw);
+        assert.equal(d2.status, 0, d2.stderr);
+        assert.match(d2.stdout, /Scheduled tasks: unchanged/);
+        // A broken task refuses the whole config, at its position.
+        fs.writeFileSync(path.join(gw.cwd, 'aigate.toml'), tasks('61 7 * * *', 'Digest'));
+        const d3 = await deploy(gw);
+        assert.equal(d3.status, 1);
+        assert.match(d3.stderr, /aigate\.toml:\d+:\d+: /);
+        assert.equal((await request(`${gw.adminUrl}/tasks`)).json[0].cron, '30 7 * * *');
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
+
 test('sd_notify: READY=1 once listening, RELOADING=1 then READY=1 around a reload, STOPPING=1 on drain', async (t) => {
     if (!process.env.NOTIFY_SINK_BIN) return t.skip('NOTIFY_SINK_BIN is not set (cmake sets it)');
     const dir = tmpdir();
