@@ -235,11 +235,12 @@ static void notify(const char *msg)
 
 /* What a reload replaces, and what it must not pull out from under anyone. */
 typedef struct serve {
-    opts_t o;            /* the command line's flags, applied over every file loaded */
-    pthread_mutex_t mu;  /* one reload at a time; none once the drain began */
+    opts_t o;           /* the command line's flags, applied over every file loaded */
+    pthread_mutex_t mu; /* one reload at a time; none once the drain began */
     bool stopping;
-    ag_config_t *cfg;       /* applied: the file's reloadable keys, the restart-only ones as started */
-    ag_config_t *tasks_cfg; /* what the tasks runner and the admin's task list borrow (cfg or older) */
+    ag_config_t *cfg; /* applied: the file's reloadable keys, the restart-only ones as started */
+    ag_config_t
+        *tasks_cfg; /* what the tasks runner and the admin's task list borrow (cfg or older) */
     ag_gateway_t *gw;
     ag_tasks_t *tasks;
     ag_admin_t *admin;
@@ -266,10 +267,21 @@ static bool restart_only(const char *name)
 static bool task_input(const char *name)
 {
     static const char *const inputs[] = {
-        "tasks",          "triggers.crons",     "smtp",          "kv_namespaces",
-        "r2_buckets",     "prices",             "fallbacks",     "routing",
-        "vars.MAX_TOKENS", "vars.DEFAULT_MODEL", "api_key_secret", "queue_max",
-        "queue_timeout",  "upstream_deadline",  "upstream",
+        "tasks",
+        "triggers.crons",
+        "smtp",
+        "kv_namespaces",
+        "r2_buckets",
+        "prices",
+        "fallbacks",
+        "routing",
+        "vars.MAX_TOKENS",
+        "vars.DEFAULT_MODEL",
+        "api_key_secret",
+        "queue_max",
+        "queue_timeout",
+        "upstream_deadline",
+        "upstream",
     };
     for (size_t i = 0; i < AG_ARRAY_LEN(inputs); i++) {
         if (strcmp(name, inputs[i]) == 0)
@@ -431,8 +443,8 @@ static int reload(serve_t *sv, const char *path, ag_buf_t *body)
                 continue;
             }
             changed[nchanged++] = diff[i];
-            tasks_restart = tasks_restart || (task_input(diff[i]) &&
-                                              (sv->cfg->ntasks > 0 || nc->ntasks > 0));
+            tasks_restart =
+                tasks_restart || (task_input(diff[i]) && (sv->cfg->ntasks > 0 || nc->ntasks > 0));
         }
         /* The usage log keeps the bucket it opened. */
         const char *was = ag_config_r2_bucket(sv->cfg, sv->cfg->usage_log_binding);
@@ -468,7 +480,8 @@ static int reload(serve_t *sv, const char *path, ag_buf_t *body)
         json_strings(body, "restart", restart, nrestart);
         ag_buf_append_cstr(body, ",\"config\":");
         ag_json_append_string(body, ag_str_c(nc->path ? nc->path : "(embedded defaults)"));
-        ag_buf_printf(body, ",\"tasks_runner\":\"%s\",\"validate_ms\":%.3f,\"apply_ms\":%.3f,\"pid\":%d",
+        ag_buf_printf(body,
+                      ",\"tasks_runner\":\"%s\",\"validate_ms\":%.3f,\"apply_ms\":%.3f,\"pid\":%d",
                       tasks_state, validate_ms, apply_ms, (int)getpid());
         json_summary(body, nc);
         ag_buf_append_cstr(body, "}");
@@ -980,8 +993,8 @@ static const struct ag_cmd {
     {"--help", cmd_help},   {"--version", cmd_version}, {"-h", cmd_help},   {"config", cmd_config},
     {"dev", cmd_dev},       {"help", cmd_help},         {"kv", cmd_kv},     {"r2", cmd_r2},
     {"secret", cmd_secret}, {"serve", cmd_serve},       {"cron", cmd_cron}, {"stats", cmd_stats},
-    {"tail", cmd_tail},     {"version", cmd_version},   {"keys", cmd_keys},
-    {"init", cmd_init},     {"deploy", cmd_deploy},
+    {"tail", cmd_tail},     {"version", cmd_version},   {"keys", cmd_keys}, {"init", cmd_init},
+    {"deploy", cmd_deploy},
 };
 
 int main(int argc, char **argv)

@@ -35,7 +35,7 @@ struct ag_admin {
     const ag_server_t *clients;
     _Atomic int state;
     pthread_rwlock_t tasks_lock; /* opts.tasks and opts.cfg: read while used, written on reload */
-    tail_session_t *tails; /* open tails, touched only by the admin thread */
+    tail_session_t *tails;       /* open tails, touched only by the admin thread */
 };
 
 struct tail_session {
@@ -488,8 +488,8 @@ static void task_wait_work(uv_work_t *w)
 {
     task_wait_t *tw = w->data;
     pthread_rwlock_rdlock(&tw->a->tasks_lock);
-    tw->rc = tw->a->opts.tasks ? ag_tasks_run(tw->a->opts.tasks, tw->name, task_done, tw)
-                               : AG_ENOTFOUND;
+    tw->rc =
+        tw->a->opts.tasks ? ag_tasks_run(tw->a->opts.tasks, tw->name, task_done, tw) : AG_ENOTFOUND;
     pthread_rwlock_unlock(&tw->a->tasks_lock);
     if (tw->rc < 0)
         return;

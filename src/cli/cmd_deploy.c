@@ -165,7 +165,8 @@ static void print_applied(json_t *r, double total_ms)
         }
     }
     print_joined("Tasks: ", json_object_get(r, "tasks"), "none");
-    printf("Current generation: %lld\n", (long long)json_integer_value(json_object_get(r, "generation")));
+    printf("Current generation: %lld\n",
+           (long long)json_integer_value(json_object_get(r, "generation")));
 }
 
 /* POSTs /reload?config=PATH. @return the exit code. */
@@ -287,10 +288,13 @@ int cmd_deploy(int argc, char **argv)
     }
     if (!url[0]) {
         /* No admin listener: the signal applies the server's own file. */
-        rc = kill(pid, SIGHUP) == 0 ? 0 : ag__cli_fail("cannot signal pid %d: %s", pid, strerror(errno));
+        rc = kill(pid, SIGHUP) == 0
+                 ? 0
+                 : ag__cli_fail("cannot signal pid %d: %s", pid, strerror(errno));
         if (rc == 0)
-            printf("Sent SIGHUP to pid %d (no admin listener: the server's log says what changed)\n",
-                   pid);
+            printf(
+                "Sent SIGHUP to pid %d (no admin listener: the server's log says what changed)\n",
+                pid);
         ag_config_fini(&cfg);
         return rc;
     }

@@ -848,7 +848,8 @@ static void on_wake(uv_async_t *a)
                 ag_buf_init(&b, 0);
                 ag_buf_append_cstr(&b, "{\"task\":");
                 ag_json_append_string(&b, ag_str_c(ts->tasks[q->task].c->name));
-                ag_buf_append_cstr(&b, ",\"outcome\":\"canceled\",\"error\":\"the server stopped\"}");
+                ag_buf_append_cstr(&b,
+                                   ",\"outcome\":\"canceled\",\"error\":\"the server stopped\"}");
                 q->done(q->ctx, ag_str(b.data, b.len));
                 ag_buf_fini(&b);
             }

@@ -28,8 +28,8 @@ int main(int argc, char **argv)
     else
         unlink(argv[1]);
     int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-    if (fd < 0 ||
-        bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0) {
         perror("notify_sink");
         return 1;
     }

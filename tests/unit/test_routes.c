@@ -245,11 +245,10 @@ TEST(a_reload_keeps_the_limiters_whose_numbers_it_leaves_alone)
     gw_gen_unref(c);
 }
 
-AG_TESTS(AG_TEST_ENTRY(the_table_holds_every_route_once) AG_TEST_ENTRY(lookup_by_method_and_path)
-             AG_TEST_ENTRY(each_route_gets_its_merged_limit)
-                 AG_TEST_ENTRY(one_namespace_one_limiter) AG_TEST_ENTRY(models_are_per_route)
-                     AG_TEST_ENTRY(a_table_for_no_such_route_is_refused)
-                         AG_TEST_ENTRY(the_upstream_key_is_resolved_not_configured)
-                             AG_TEST_ENTRY(requests_finish_on_the_generation_they_took)
-                                 AG_TEST_ENTRY(
-                                     a_reload_keeps_the_limiters_whose_numbers_it_leaves_alone))
+AG_TESTS(
+    AG_TEST_ENTRY(the_table_holds_every_route_once) AG_TEST_ENTRY(lookup_by_method_and_path)
+        AG_TEST_ENTRY(each_route_gets_its_merged_limit) AG_TEST_ENTRY(one_namespace_one_limiter)
+            AG_TEST_ENTRY(models_are_per_route) AG_TEST_ENTRY(a_table_for_no_such_route_is_refused)
+                AG_TEST_ENTRY(the_upstream_key_is_resolved_not_configured)
+                    AG_TEST_ENTRY(requests_finish_on_the_generation_they_took)
+                        AG_TEST_ENTRY(a_reload_keeps_the_limiters_whose_numbers_it_leaves_alone))
