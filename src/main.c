@@ -432,7 +432,7 @@ static int reload(serve_t *sv, const char *path, ag_buf_t *body)
         rc = AG_EBADCONFIG;
     if (rc == 0 && ag_tasks_check(nc, errs) < 0)
         rc = AG_EBADCONFIG;
-    const char *diff[96], *changed[96], *restart[96];
+    const char *diff[96], *changed[96], *restart[97];
     size_t nchanged = 0, nrestart = 0;
     bool tasks_restart = false;
     if (rc == 0) {
