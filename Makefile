@@ -8,7 +8,7 @@ TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium 
 BENCH_PKGS := wrk nginx-light
 
 .PHONY: all build release debug asan tsan run test unit bench fuzz fuzz-build soak docs deps-build deps-test \
-        deps-bench deps-web deps-node format format-check clean
+        deps-bench deps-web deps-node format format-check clean install
 
 all: build
 
@@ -116,6 +116,26 @@ soak: deps-test release
 
 docs: debug
 	@{ cat docs/config.head.md; ./build/debug/aigate config reference; cat docs/config.tail.md; } > docs/config.md
+
+# The binary, the systemd unit (paths rewritten to PREFIX and SYSCONFDIR), a default config
+# (kept if one is there) and the docs. INSTALL_BIN: the binary to install (default: the
+# release build, built first when missing).
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+INSTALL_BIN ?= build/release/aigate
+install:
+	@[ -x "$(INSTALL_BIN)" ] || $(MAKE) --no-print-directory release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	  $(DESTDIR)$(SYSCONFDIR)/aigate $(DESTDIR)$(PREFIX)/share/doc/aigate
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/aigate
+	sed -e 's|/usr/local/bin/aigate|$(PREFIX)/bin/aigate|g' \
+	    -e 's|/usr/local/share/doc/aigate|$(PREFIX)/share/doc/aigate|g' \
+	    -e 's|/etc/aigate/|$(SYSCONFDIR)/aigate/|g' contrib/aigate.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/aigate.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/aigate.service
+	@[ -e $(DESTDIR)$(SYSCONFDIR)/aigate/aigate.toml ] && echo "kept $(DESTDIR)$(SYSCONFDIR)/aigate/aigate.toml" || \
+	  install -m 0644 contrib/aigate.toml $(DESTDIR)$(SYSCONFDIR)/aigate/aigate.toml
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/aigate/
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

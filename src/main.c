@@ -6,10 +6,16 @@
 #include "util/platform.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -25,6 +31,7 @@
 #include "tasks/tasks.h"
 #include "upstream/client.h"
 #include "util/errors.h"
+#include "util/json.h"
 #include "util/log.h"
 
 typedef struct opts {
@@ -45,6 +52,9 @@ static void usage(FILE *out)
             "commands:\n"
             "  dev              serve for local development (127.0.0.1:8787 by default)\n"
             "  serve            serve with the configuration as it is\n"
+            "  init NAME        a new project folder: wrangler.toml, .dev.vars.example, README\n"
+            "  deploy           validate the configuration and apply it to the running server\n"
+            "                   (aigate deploy --help)\n"
             "  config check     validate the configuration and exit\n"
             "  config reference print the [aigate] key reference (Markdown)\n"
             "  kv               KV namespaces and keys (aigate kv --help)\n"
@@ -154,12 +164,13 @@ static int parse_opts(int argc, char **argv, opts_t *o, const char *verb)
     return 0;
 }
 
-/* Loads defaults, the file, then the flags over them. @return 0 or an exit code. */
-static int load_config(const opts_t *o, ag_config_t *cfg)
+/* Loads defaults, the file, then the flags over them (problems to errs).
+ * @return 0 or an exit code. */
+static int load_config_to(const opts_t *o, ag_config_t *cfg, FILE *errs)
 {
     ag_config_defaults(cfg);
     const char *path = ag_config_find(o->config);
-    if (path && ag_config_load_file(cfg, path, stderr) < 0)
+    if (path && ag_config_load_file(cfg, path, errs) < 0)
         return 1;
     if (o->host) {
         free(cfg->host);
@@ -167,7 +178,7 @@ static int load_config(const opts_t *o, ag_config_t *cfg)
     }
     if (o->upstream) {
         if (strncmp(o->upstream, "http://", 7) != 0 && strncmp(o->upstream, "https://", 8) != 0) {
-            fprintf(stderr, "aigate: --upstream must be an http:// or https:// URL\n");
+            fprintf(errs, "aigate: --upstream must be an http:// or https:// URL\n");
             return 2;
         }
         free(cfg->upstream);
@@ -186,9 +197,388 @@ static int load_config(const opts_t *o, ag_config_t *cfg)
     return 0;
 }
 
+static int load_config(const opts_t *o, ag_config_t *cfg)
+{
+    return load_config_to(o, cfg, stderr);
+}
+
 static ag_server_t *running_server;
 static ag_admin_t *running_admin;
 static unsigned stop_signals; /* SIGTERM/SIGINT received so far */
+
+/* ---- systemd's readiness protocol (sd_notify(3), without libsystemd) ------------------ */
+
+/* One datagram to $NOTIFY_SOCKET ("/path", or "@name" for an abstract socket);
+ * nothing when it is not set, as under any other supervisor. */
+static void notify(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || (path[0] != '/' && path[0] != '@'))
+        return;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len < 2 || len >= sizeof(sa.sun_path))
+        return;
+    memcpy(sa.sun_path, path, len);
+    if (path[0] == '@')
+        sa.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        ag_log_warn("cannot notify the service manager at NOTIFY_SOCKET: %s", strerror(errno));
+    close(fd);
+}
+
+/* ---- reload: SIGHUP, POST /reload, `aigate deploy` ----------------------------------- */
+
+/* What a reload replaces, and what it must not pull out from under anyone. */
+typedef struct serve {
+    opts_t o;           /* the command line's flags, applied over every file loaded */
+    pthread_mutex_t mu; /* one reload at a time; none once the drain began */
+    bool stopping;
+    ag_config_t *cfg; /* applied: the file's reloadable keys, the restart-only ones as started */
+    ag_config_t
+        *tasks_cfg; /* what the tasks runner and the admin's task list borrow (cfg or older) */
+    ag_gateway_t *gw;
+    ag_tasks_t *tasks;
+    ag_admin_t *admin;
+} serve_t;
+
+static serve_t serving = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void config_free(ag_config_t *cfg)
+{
+    if (cfg) {
+        ag_config_fini(cfg);
+        free(cfg);
+    }
+}
+
+static bool restart_only(const char *name)
+{
+    if (strcmp(name, "admin_token_secret") == 0 || strcmp(name, "name") == 0)
+        return true;
+    return ag_config_key_apply(name) == AG_KEY_RESTART;
+}
+
+/* Parts of the config the tasks runner reads (it borrows its config whole). */
+static bool task_input(const char *name)
+{
+    static const char *const inputs[] = {
+        "tasks",
+        "triggers.crons",
+        "smtp",
+        "kv_namespaces",
+        "r2_buckets",
+        "prices",
+        "fallbacks",
+        "routing",
+        "vars.MAX_TOKENS",
+        "vars.DEFAULT_MODEL",
+        "api_key_secret",
+        "queue_max",
+        "queue_timeout",
+        "upstream_deadline",
+        "upstream",
+    };
+    for (size_t i = 0; i < AG_ARRAY_LEN(inputs); i++) {
+        if (strcmp(name, inputs[i]) == 0)
+            return true;
+    }
+    return strncmp(name, "upstream_", 9) == 0;
+}
+
+static void json_strings(ag_buf_t *b, const char *key, const char *const *v, size_t n)
+{
+    ag_buf_printf(b, ",\"%s\":[", key);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            ag_buf_append_cstr(b, ",");
+        ag_json_append_string(b, ag_str_c(v[i]));
+    }
+    ag_buf_append_cstr(b, "]");
+}
+
+/* What `aigate deploy` prints, wrangler-style: routes, bindings, triggers, models. */
+static void json_summary(ag_buf_t *b, const ag_config_t *cfg)
+{
+    const char *methods[32], *paths[32];
+    size_t nr = ag_gateway_routes(methods, paths, 32);
+    ag_buf_append_cstr(b, ",\"routes\":[");
+    for (size_t i = 0; i < nr && i < 32; i++) {
+        char r[160];
+        snprintf(r, sizeof(r), "%s %s", methods[i], paths[i]);
+        if (i)
+            ag_buf_append_cstr(b, ",");
+        ag_json_append_string(b, ag_str_c(r));
+    }
+    ag_buf_append_cstr(b, "],\"bindings\":{\"kv_namespaces\":[");
+    for (size_t i = 0; i < cfg->nkv_namespaces; i++) {
+        ag_buf_append_cstr(b, i ? ",{\"binding\":" : "{\"binding\":");
+        ag_json_append_string(b, ag_str_c(cfg->kv_namespaces[i].name));
+        ag_buf_append_cstr(b, ",\"id\":");
+        ag_json_append_string(b, ag_str_c(cfg->kv_namespaces[i].target));
+        ag_buf_append_cstr(b, "}");
+    }
+    ag_buf_append_cstr(b, "],\"r2_buckets\":[");
+    for (size_t i = 0; i < cfg->nr2_buckets; i++) {
+        ag_buf_append_cstr(b, i ? ",{\"binding\":" : "{\"binding\":");
+        ag_json_append_string(b, ag_str_c(cfg->r2_buckets[i].name));
+        ag_buf_append_cstr(b, ",\"bucket_name\":");
+        ag_json_append_string(b, ag_str_c(cfg->r2_buckets[i].target));
+        ag_buf_append_cstr(b, "}");
+    }
+    ag_buf_append_cstr(b, "],\"ratelimits\":[");
+    for (size_t i = 0; i < cfg->nratelimits; i++) {
+        ag_buf_append_cstr(b, i ? ",{\"name\":" : "{\"name\":");
+        ag_json_append_string(b, ag_str_c(cfg->ratelimits[i].name));
+        ag_buf_printf(b, ",\"limit\":%u,\"period\":%u}", cfg->ratelimits[i].limit,
+                      cfg->ratelimits[i].period_s);
+    }
+    ag_buf_append_cstr(b, "],\"vars\":{\"ENVIRONMENT\":");
+    ag_json_append_string(b, ag_str_c(cfg->environment));
+    ag_buf_append_cstr(b, ",\"DEFAULT_MODEL\":");
+    ag_json_append_string(b, ag_str_c(cfg->default_model));
+    ag_buf_printf(b, ",\"MAX_TOKENS\":\"%u\"}}", cfg->max_tokens);
+    ag_buf_printf(b, ",\"rate_limit\":%u,\"rate_period\":%u", cfg->rate_limit, cfg->rate_period_s);
+    json_strings(b, "triggers", (const char *const *)cfg->crons, cfg->ncrons);
+    json_strings(b, "models", (const char *const *)cfg->models, cfg->nmodels);
+    const char *tasks[64];
+    size_t nt = 0;
+    for (; nt < cfg->ntasks && nt < AG_ARRAY_LEN(tasks); nt++)
+        tasks[nt] = cfg->tasks[nt].name;
+    json_strings(b, "tasks", tasks, nt);
+}
+
+/* The errors (and warnings) a refused reload printed: one string a line. */
+static void json_errors(ag_buf_t *b, const char *text)
+{
+    ag_buf_append_cstr(b, "{\"errors\":[");
+    bool first = true;
+    for (const char *p = text; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len) {
+            if (!first)
+                ag_buf_append_cstr(b, ",");
+            ag_json_append_string(b, ag_str(p, len));
+            first = false;
+        }
+        p = nl ? nl + 1 : p + len;
+    }
+    ag_buf_append_cstr(b, "]}");
+}
+
+static double ms_since(int64_t t0)
+{
+    return (double)(ag_now_us() - t0) / 1000.0;
+}
+
+/* Restarts the tasks runner on cfg: the admin's task routes let go of the old
+ * one first; a run in progress ends canceled (its record says so). */
+static int restart_tasks(serve_t *sv, ag_config_t *cfg, FILE *errs)
+{
+    if (sv->admin)
+        ag_admin_set_tasks(sv->admin, NULL, sv->tasks_cfg);
+    ag_tasks_stop(sv->tasks);
+    sv->tasks = NULL;
+    ag_tasks_options_t to = {
+        .cfg = cfg,
+        .usage_log = ag_gateway_usage_log(sv->gw),
+        .log_bucket = ag_gateway_log_bucket(sv->gw),
+        .obs = ag_gateway_obs(sv->gw),
+        .rates = ag_gateway_rates(sv->gw),
+    };
+    int rc = ag_tasks_start(&to, errs, &sv->tasks);
+    if (sv->admin)
+        ag_admin_set_tasks(sv->admin, sv->tasks, cfg);
+    return rc;
+}
+
+/* Validates the config file (`path`, else the one the server runs) with the
+ * checks of `aigate config check`, then applies it: a new generation for
+ * requests, the tasks runner restarted if its part changed. Refused, nothing
+ * changes. The answer's JSON goes into body. @return the HTTP status. */
+static int reload(serve_t *sv, const char *path, ag_buf_t *body)
+{
+    pthread_mutex_lock(&sv->mu);
+    if (sv->stopping || !sv->gw) {
+        const char *why = sv->stopping ? "the server is stopping" : "the server is starting";
+        pthread_mutex_unlock(&sv->mu);
+        ag_log_warn("reload refused: %s", why);
+        json_errors(body, why);
+        return 503;
+    }
+    char msg[64];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%lld",
+             (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    notify(msg);
+    int64_t t0 = ag_now_us();
+    char *text = NULL;
+    size_t textlen = 0;
+    FILE *errs = open_memstream(&text, &textlen);
+    ag_config_t *nc = calloc(1, sizeof(*nc));
+    int rc = errs && nc ? 0 : -ENOMEM;
+    opts_t o = sv->o;
+    if (path)
+        o.config = path;
+    else if (sv->cfg->path)
+        o.config = sv->cfg->path;
+    if (rc == 0 && load_config_to(&o, nc, errs) != 0)
+        rc = AG_EBADCONFIG;
+    if (rc == 0 && ag_tasks_check(nc, errs) < 0)
+        rc = AG_EBADCONFIG;
+    const char *diff[96], *changed[96], *restart[97];
+    size_t nchanged = 0, nrestart = 0;
+    bool tasks_restart = false;
+    if (rc == 0) {
+        size_t n = ag_config_diff(sv->cfg, nc, diff, AG_ARRAY_LEN(diff));
+        for (size_t i = 0; i < n && i < AG_ARRAY_LEN(diff); i++) {
+            if (restart_only(diff[i])) {
+                restart[nrestart++] = diff[i];
+                continue;
+            }
+            changed[nchanged++] = diff[i];
+            tasks_restart =
+                tasks_restart || (task_input(diff[i]) && (sv->cfg->ntasks > 0 || nc->ntasks > 0));
+        }
+        /* The usage log keeps the bucket it opened. */
+        const char *was = ag_config_r2_bucket(sv->cfg, sv->cfg->usage_log_binding);
+        const char *now = ag_config_r2_bucket(nc, sv->cfg->usage_log_binding);
+        if ((was == NULL) != (now == NULL) || (was && strcmp(was, now) != 0))
+            restart[nrestart++] = "r2_buckets (the usage log's bucket)";
+        ag_config_keep_restart(nc, sv->cfg);
+    }
+    double validate_ms = ms_since(t0);
+    int64_t t1 = ag_now_us();
+    int gen = rc == 0 ? ag_gateway_apply(sv->gw, nc, errs) : rc;
+    if (gen < 0 && rc == 0)
+        rc = gen;
+    const char *tasks_state = "unchanged";
+    if (rc == 0 && tasks_restart) {
+        /* The generation is out already: a runner that cannot start is said,
+         * not undone (its checks passed above, so only resources fail here). */
+        tasks_state = restart_tasks(sv, nc, errs) == 0 ? "restarted" : "failed";
+    }
+    double apply_ms = ms_since(t1);
+    if (errs)
+        fclose(errs);
+    if (text && *text)
+        fputs(text, stderr);
+    if (rc < 0) {
+        json_errors(body, text && *text ? text : ag_strerror(rc));
+        ag_log_warn("reload refused: the configuration is unchanged (generation %u)",
+                    ag_gateway_generation(sv->gw));
+        config_free(nc);
+    } else {
+        ag_buf_printf(body, "{\"generation\":%d", gen);
+        json_strings(body, "changed", changed, nchanged);
+        json_strings(body, "restart", restart, nrestart);
+        ag_buf_append_cstr(body, ",\"config\":");
+        ag_json_append_string(body, ag_str_c(nc->path ? nc->path : "(embedded defaults)"));
+        ag_buf_printf(body,
+                      ",\"tasks_runner\":\"%s\",\"validate_ms\":%.3f,\"apply_ms\":%.3f,\"pid\":%d",
+                      tasks_state, validate_ms, apply_ms, (int)getpid());
+        json_summary(body, nc);
+        ag_buf_append_cstr(body, "}");
+        char list[512] = "", rlist[512] = "";
+        for (size_t i = 0; i < nchanged; i++)
+            snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", i ? ", " : "",
+                     changed[i]);
+        for (size_t i = 0; i < nrestart; i++)
+            snprintf(rlist + strlen(rlist), sizeof(rlist) - strlen(rlist), "%s%s", i ? ", " : "",
+                     restart[i]);
+        ag_log_info("reload: generation %d applied in %.1f ms (changed: %s; scheduled tasks %s)",
+                    gen, validate_ms + apply_ms, nchanged ? list : "nothing", tasks_state);
+        if (nrestart)
+            ag_log_warn("reload: not applied, needs a restart (or --upgrade): %s", rlist);
+        /* The old config goes once nothing borrows it. */
+        ag_config_t *old = sv->cfg;
+        sv->cfg = nc;
+        if (tasks_restart) {
+            if (sv->tasks_cfg != old)
+                config_free(sv->tasks_cfg);
+            sv->tasks_cfg = nc;
+        }
+        if (old != sv->tasks_cfg)
+            config_free(old);
+    }
+    free(text);
+    ag_metrics_config_reload(ag_obs_metrics(ag_gateway_obs(sv->gw)), rc == 0);
+    notify("READY=1");
+    pthread_mutex_unlock(&sv->mu);
+    return rc == 0 ? 200 : rc == AG_EBADCONFIG ? 400 : 500;
+}
+
+static int admin_reload(void *ctx, const char *path, ag_buf_t *body)
+{
+    return reload(ctx, path, body);
+}
+
+/* The drain began: no reload starts after this. */
+static void stop_reloads(serve_t *sv)
+{
+    pthread_mutex_lock(&sv->mu);
+    sv->stopping = true;
+    pthread_mutex_unlock(&sv->mu);
+}
+
+/* ---- the pid file: how `aigate deploy` finds the server ----------------------------- */
+
+static char pid_path[4096];
+
+/* DATA_DIR/aigate.pid: the pid, then the admin listener's URL (none: SIGHUP only). */
+static void pid_file_write(const char *data_dir, const char *admin_host, int admin_port)
+{
+    if (snprintf(pid_path, sizeof(pid_path), "%s/aigate.pid", data_dir) >= (int)sizeof(pid_path)) {
+        pid_path[0] = '\0';
+        return;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.%d", pid_path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        ag_log_warn("cannot write %s: %s (aigate deploy needs --admin URL)", pid_path,
+                    strerror(errno));
+        pid_path[0] = '\0';
+        return;
+    }
+    fprintf(f, "%d\n", (int)getpid());
+    if (admin_host) {
+        /* A wildcard address is reached on loopback. */
+        const char *h = strcmp(admin_host, "0.0.0.0") == 0 ? "127.0.0.1"
+                        : strcmp(admin_host, "::") == 0    ? "::1"
+                                                           : admin_host;
+        bool v6 = strchr(h, ':') != NULL;
+        fprintf(f, "http://%s%s%s:%d\n", v6 ? "[" : "", h, v6 ? "]" : "", admin_port);
+    }
+    if (fclose(f) != 0 || rename(tmp, pid_path) < 0) {
+        ag_log_warn("cannot write %s: %s", pid_path, strerror(errno));
+        unlink(tmp);
+        pid_path[0] = '\0';
+    }
+}
+
+/* Removed only while it still names this process (another may have taken the folder). */
+static void pid_file_remove(void)
+{
+    if (!pid_path[0])
+        return;
+    FILE *f = fopen(pid_path, "r");
+    int pid = 0;
+    if (f) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    if (pid == (int)getpid())
+        unlink(pid_path);
+    pid_path[0] = '\0';
+}
 
 /* Signals are handled for the whole life of the serve loop, the final flush
  * included: a default action would end the process with usage entries of
@@ -200,8 +590,11 @@ static void on_signal(uv_signal_t *s, int signum)
     (void)s;
     const char *name = signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "SIGHUP";
     if (signum == SIGHUP) {
-        ag_log_warn("received SIGHUP: configuration reload is not available yet; ignored "
-                    "(restart to apply a changed config; SIGTERM stops)");
+        ag_log_info("received SIGHUP: reloading the configuration");
+        ag_buf_t b;
+        ag_buf_init(&b, 0);
+        reload(&serving, NULL, &b); /* the log says how it went */
+        ag_buf_fini(&b);
         return;
     }
     if (!running_server) {
@@ -210,6 +603,8 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     if (stop_signals++ == 0) {
         ag_log_info("received %s: draining (another %s cuts the drain short)", name, name);
+        stop_reloads(&serving);
+        notify("STOPPING=1");
         if (running_admin)
             ag_admin_set_state(running_admin, AG_ADMIN_DRAINING);
         ag_server_shutdown(running_server);
@@ -279,10 +674,12 @@ static int run_server(int argc, char **argv, bool dev)
     int rc = parse_opts(argc, argv, &o, dev ? "dev" : "serve");
     if (rc)
         return rc < 0 ? 0 : rc;
-    ag_config_t cfg;
-    rc = load_config(&o, &cfg);
+    ag_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return 1;
+    rc = load_config(&o, cfg);
     if (rc) {
-        ag_config_fini(&cfg);
+        config_free(cfg);
         return rc;
     }
     /* The admin listener's token, and the rule that guards it: off loopback,
@@ -290,20 +687,20 @@ static int run_server(int argc, char **argv, bool dev)
     char *admin_token = NULL;
     char admin_host[256] = "";
     int admin_port = 0;
-    if (cfg.admin_listen && *cfg.admin_listen) {
-        if (ag_admin_parse_listen(cfg.admin_listen, admin_host, sizeof(admin_host), &admin_port) <
+    if (cfg->admin_listen && *cfg->admin_listen) {
+        if (ag_admin_parse_listen(cfg->admin_listen, admin_host, sizeof(admin_host), &admin_port) <
             0) {
-            fprintf(stderr, "aigate: admin_listen = \"%s\" is not host:port\n", cfg.admin_listen);
-            ag_config_fini(&cfg);
+            fprintf(stderr, "aigate: admin_listen = \"%s\" is not host:port\n", cfg->admin_listen);
+            config_free(cfg);
             return 1;
         }
-        ag_secrets_resolve(cfg.data_dir, cfg.admin_token_secret, &admin_token);
+        ag_secrets_resolve(cfg->data_dir, cfg->admin_token_secret, &admin_token);
         if (!admin_token && !ag_admin_is_loopback(admin_host)) {
             fprintf(stderr,
                     "aigate: admin_listen = \"%s\" is not a loopback address and no admin token "
                     "is set: set the secret %s (aigate secret put %s), or listen on 127.0.0.1\n",
-                    cfg.admin_listen, cfg.admin_token_secret, cfg.admin_token_secret);
-            ag_config_fini(&cfg);
+                    cfg->admin_listen, cfg->admin_token_secret, cfg->admin_token_secret);
+            config_free(cfg);
             return 1;
         }
     }
@@ -320,35 +717,35 @@ static int run_server(int argc, char **argv, bool dev)
         fprintf(stderr, "aigate: cannot initialise the HTTP client (libcurl): %s\n",
                 ag_strerror(rc));
         ag_secrets_value_free(admin_token);
-        ag_config_fini(&cfg);
+        config_free(cfg);
         return 1;
     }
     ag_gateway_t *gw = NULL;
-    rc = ag_gateway_new(&cfg, stderr, &gw);
+    rc = ag_gateway_new(cfg, stderr, &gw);
     ag_server_limits_t limits = {
-        .max_header_bytes = cfg.max_header_bytes,
-        .max_body_bytes = cfg.max_body_bytes,
-        .max_connections = cfg.max_connections,
-        .header_timeout_ms = cfg.header_timeout_ms,
-        .idle_timeout_ms = cfg.idle_timeout_ms,
-        .body_timeout_ms = cfg.body_timeout_ms,
-        .body_deadline_ms = cfg.body_deadline_ms,
-        .body_min_rate = cfg.body_min_rate,
-        .send_timeout_ms = cfg.send_timeout_ms,
-        .max_queued_bytes = cfg.max_queued_bytes,
-        .max_connections_per_client = cfg.max_connections_per_client,
-        .ipv6_prefix = cfg.ipv6_prefix,
-        .drain_timeout_ms = cfg.drain_timeout_ms,
+        .max_header_bytes = cfg->max_header_bytes,
+        .max_body_bytes = cfg->max_body_bytes,
+        .max_connections = cfg->max_connections,
+        .header_timeout_ms = cfg->header_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .body_timeout_ms = cfg->body_timeout_ms,
+        .body_deadline_ms = cfg->body_deadline_ms,
+        .body_min_rate = cfg->body_min_rate,
+        .send_timeout_ms = cfg->send_timeout_ms,
+        .max_queued_bytes = cfg->max_queued_bytes,
+        .max_connections_per_client = cfg->max_connections_per_client,
+        .ipv6_prefix = cfg->ipv6_prefix,
+        .drain_timeout_ms = cfg->drain_timeout_ms,
     };
     /* The config loaded, so these parse (the gateway refused it otherwise). */
     exempt_t exempt = {0};
-    if (rc == 0 && (ag_trusted_new(cfg.trusted_proxies, &exempt.proxies, NULL) < 0 ||
-                    ag_trusted_new(cfg.trusted_proxies_cf, &exempt.cf, NULL) < 0))
+    if (rc == 0 && (ag_trusted_new(cfg->trusted_proxies, &exempt.proxies, NULL) < 0 ||
+                    ag_trusted_new(cfg->trusted_proxies_cf, &exempt.cf, NULL) < 0))
         rc = -ENOMEM;
     ag_tasks_t *tasks = NULL;
     if (rc == 0) {
         ag_tasks_options_t to = {
-            .cfg = &cfg,
+            .cfg = cfg,
             .usage_log = ag_gateway_usage_log(gw),
             .log_bucket = ag_gateway_log_bucket(gw),
             .obs = ag_gateway_obs(gw),
@@ -356,28 +753,30 @@ static int run_server(int argc, char **argv, bool dev)
         };
         rc = ag_tasks_start(&to, stderr, &tasks);
         if (rc == 0 && tasks)
-            ag_log_info("%zu scheduled task%s", cfg.ntasks, cfg.ntasks == 1 ? "" : "s");
+            ag_log_info("%zu scheduled task%s", cfg->ntasks, cfg->ntasks == 1 ? "" : "s");
     }
     ag_admin_t *admin = NULL;
     if (rc == 0 && admin_host[0]) {
         if (admin_token)
             ag_tail_add_secret(ag_obs_tail(ag_gateway_obs(gw)), admin_token);
         ag_admin_options_t ao = {
-            .listen = cfg.admin_listen,
+            .listen = cfg->admin_listen,
             .token = admin_token,
             .limits = limits,
             .obs = ag_gateway_obs(gw),
             .usage_log = ag_gateway_usage_log(gw),
             .log_bucket = ag_gateway_log_bucket(gw),
             .tasks = tasks,
-            .cfg = &cfg,
+            .cfg = cfg,
+            .reload = admin_reload,
+            .reload_ctx = &serving,
         };
         rc = ag_admin_start(&ao, &admin);
         if (rc < 0)
             fprintf(stderr,
                     "aigate: cannot listen on admin_listen = \"%s\": %s (set another port, or "
                     "admin_listen = \"\" to turn it off)\n",
-                    cfg.admin_listen, ag_strerror(rc));
+                    cfg->admin_listen, ag_strerror(rc));
         else
             ag_log_info("admin listening on %s:%d", admin_host, ag_admin_port(admin));
     }
@@ -387,9 +786,9 @@ static int run_server(int argc, char **argv, bool dev)
         char lockbuf[4096];
         int holder = 0;
         ag_server_options_t so = {
-            .host = cfg.host,
-            .port = cfg.port,
-            .threads = cfg.threads,
+            .host = cfg->host,
+            .port = cfg->port,
+            .threads = cfg->threads,
             .limits = limits,
             .hooks = ag_gateway_hooks(gw),
             .default_headers = ag_gateway_default_headers(gw),
@@ -402,15 +801,24 @@ static int run_server(int argc, char **argv, bool dev)
         if (rc == -EADDRINUSE && holder > 0)
             fprintf(stderr,
                     "aigate: cannot listen on %s:%d: address in use by another aigate (pid %d)\n",
-                    cfg.host, cfg.port, holder);
+                    cfg->host, cfg->port, holder);
         else if (rc == -EADDRINUSE)
             fprintf(stderr, "aigate: cannot listen on %s:%d: address in use by another process\n",
-                    cfg.host, cfg.port);
+                    cfg->host, cfg->port);
         else if (rc < 0)
-            fprintf(stderr, "aigate: cannot listen on %s:%d: %s\n", cfg.host, cfg.port,
+            fprintf(stderr, "aigate: cannot listen on %s:%d: %s\n", cfg->host, cfg->port,
                     ag_strerror(rc));
     }
     if (rc == 0) {
+        pthread_mutex_lock(&serving.mu);
+        serving.o = o;
+        serving.stopping = false;
+        serving.cfg = cfg;
+        serving.tasks_cfg = cfg;
+        serving.gw = gw;
+        serving.tasks = tasks;
+        serving.admin = admin;
+        pthread_mutex_unlock(&serving.mu);
         running_server = srv;
         running_admin = admin;
         if (admin) {
@@ -434,14 +842,25 @@ static int run_server(int argc, char **argv, bool dev)
             uv_async_send(&watch.done);
             watch.srv = NULL;
         }
+        /* Before the line tests and scripts wait for, so `aigate deploy` finds it. */
+        pid_file_write(cfg->data_dir, admin ? admin_host : NULL, admin ? ag_admin_port(admin) : 0);
         /* Only now: a SIGTERM right after this line must find its handler. */
         char upstream[512];
-        ag_config_redact_url(cfg.upstream, upstream, sizeof(upstream));
+        ag_config_redact_url(cfg->upstream, upstream, sizeof(upstream));
         ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
-                    AG_VERSION, dev ? "dev" : "serve", cfg.host, ag_server_port(srv), cfg.threads,
-                    cfg.threads == 1 ? "" : "s", upstream,
-                    cfg.path ? cfg.path : "(embedded defaults)");
+                    AG_VERSION, dev ? "dev" : "serve", cfg->host, ag_server_port(srv), cfg->threads,
+                    cfg->threads == 1 ? "" : "s", upstream,
+                    cfg->path ? cfg->path : "(embedded defaults)");
+        notify("READY=1");
         uv_run(&loop, UV_RUN_DEFAULT); /* until the workers stopped (the drain) */
+        /* No reload is running past this (the drain refused new ones), and
+         * what they replaced is serving's now. */
+        stop_reloads(&serving);
+        pthread_mutex_lock(&serving.mu);
+        cfg = serving.cfg;
+        tasks = serving.tasks;
+        pthread_mutex_unlock(&serving.mu);
+        pid_file_remove();
         if (watch.srv)
             uv_thread_join(&watch.thread);
         running_server = NULL;
@@ -476,7 +895,13 @@ static int run_server(int argc, char **argv, bool dev)
     ag_gateway_free(gw);
     ag_trusted_free(exempt.proxies);
     ag_trusted_free(exempt.cf);
-    ag_config_fini(&cfg);
+    if (serving.tasks_cfg != cfg)
+        config_free(serving.tasks_cfg);
+    serving.cfg = serving.tasks_cfg = NULL;
+    serving.gw = NULL;
+    serving.tasks = NULL;
+    serving.admin = NULL;
+    config_free(cfg);
     ag_upstream_global_cleanup();
     return rc == 0 ? 0 : 1;
 }
@@ -568,7 +993,8 @@ static const struct ag_cmd {
     {"--help", cmd_help},   {"--version", cmd_version}, {"-h", cmd_help},   {"config", cmd_config},
     {"dev", cmd_dev},       {"help", cmd_help},         {"kv", cmd_kv},     {"r2", cmd_r2},
     {"secret", cmd_secret}, {"serve", cmd_serve},       {"cron", cmd_cron}, {"stats", cmd_stats},
-    {"tail", cmd_tail},     {"version", cmd_version},   {"keys", cmd_keys},
+    {"tail", cmd_tail},     {"version", cmd_version},   {"keys", cmd_keys}, {"init", cmd_init},
+    {"deploy", cmd_deploy},
 };
 
 int main(int argc, char **argv)

@@ -4,7 +4,7 @@
 # the server does. Then the binary, on top of all.
 ag_layer(DIR cli SOURCES src/cli/common.c src/cli/cmd_kv.c src/cli/cmd_r2.c src/cli/cmd_secret.c
   src/cli/cmd_stats.c src/cli/cmd_tail.c src/cli/tail_format.c src/cli/cmd_cron.c
-  src/cli/cmd_keys.c
+  src/cli/cmd_keys.c src/cli/cmd_init.c src/cli/cmd_deploy.c
   USES util config store obs upstream cron tasks
   LINK PkgConfig::CURL PkgConfig::JANSSON m)
 

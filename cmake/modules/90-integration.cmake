@@ -3,6 +3,9 @@ find_program(NODE_EXE node)
 if(NODE_EXE)
   file(GLOB AG_INTEGRATION_TESTS ${CMAKE_SOURCE_DIR}/tests/integration/*.test.js)
   set(AG_INTEGRATION_ENV "AIGATE_BIN=$<TARGET_FILE:aigate>" "CRON_NEXT_BIN=$<TARGET_FILE:cron_next>")
+  # The service manager's end of sd_notify, for v_lifecycle.test.js.
+  add_executable(notify_sink tests/helpers/notify_sink.c)
+  list(APPEND AG_INTEGRATION_ENV "NOTIFY_SINK_BIN=$<TARGET_FILE:notify_sink>")
   # The outputs driver (cmake/modules/52-tasks.cmake), for n_outputs.test.js.
   if(TARGET outputs_cli)
     list(APPEND AG_INTEGRATION_ENV "OUTPUTS_CLI_BIN=$<TARGET_FILE:outputs_cli>")

@@ -6,6 +6,7 @@
 #include "util/platform.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <errno.h>
 #include <stdatomic.h>
@@ -33,7 +34,8 @@ struct ag_admin {
     pthread_mutex_t clients_lock; /* held while the clients' server is read or dropped */
     const ag_server_t *clients;
     _Atomic int state;
-    tail_session_t *tails; /* open tails, touched only by the admin thread */
+    pthread_rwlock_t tasks_lock; /* opts.tasks and opts.cfg: read while used, written on reload */
+    tail_session_t *tails;       /* open tails, touched only by the admin thread */
 };
 
 struct tail_session {
@@ -485,7 +487,10 @@ static void task_done(void *ctx, ag_str_t record)
 static void task_wait_work(uv_work_t *w)
 {
     task_wait_t *tw = w->data;
-    tw->rc = ag_tasks_run(tw->a->opts.tasks, tw->name, task_done, tw);
+    pthread_rwlock_rdlock(&tw->a->tasks_lock);
+    tw->rc =
+        tw->a->opts.tasks ? ag_tasks_run(tw->a->opts.tasks, tw->name, task_done, tw) : AG_ENOTFOUND;
+    pthread_rwlock_unlock(&tw->a->tasks_lock);
     if (tw->rc < 0)
         return;
     pthread_mutex_lock(&tw->lock);
@@ -524,7 +529,10 @@ static void task_wait_abort(ag_req_t *req)
 
 static void handle_task_run(ag_admin_t *a, ag_req_t *req, ag_str_t name)
 {
-    if (!a->opts.tasks) {
+    pthread_rwlock_rdlock(&a->tasks_lock);
+    bool none = !a->opts.tasks;
+    pthread_rwlock_unlock(&a->tasks_lock);
+    if (none) {
         ag_req_respond_error(req, 404, "No scheduled tasks are configured ([[aigate.tasks]])");
         return;
     }
@@ -574,7 +582,9 @@ static void handle_scheduled(ag_admin_t *a, ag_req_t *req)
         ag_req_respond_error(req, 400, "cron= is required, e.g. /__scheduled?cron=0+9+*+*+MON");
         return;
     }
+    pthread_rwlock_rdlock(&a->tasks_lock);
     ag_tasks_run_cron(a->opts.tasks, cron);
+    pthread_rwlock_unlock(&a->tasks_lock);
     ag_req_respond(req, 200, "text/plain; charset=utf-8", AG_STR_LIT("Ran scheduled event"));
 }
 
@@ -582,12 +592,117 @@ static void handle_task_list(ag_admin_t *a, ag_req_t *req)
 {
     ag_buf_t b;
     ag_buf_init(&b, 0);
-    if (!a->opts.cfg ||
-        ag_tasks_list_json(a->opts.tasks, a->opts.cfg, ag_now_us() / 1000000, &b) < 0)
+    pthread_rwlock_rdlock(&a->tasks_lock);
+    int rc = a->opts.cfg ? ag_tasks_list_json(a->opts.tasks, a->opts.cfg, ag_now_us() / 1000000, &b)
+                         : -1;
+    pthread_rwlock_unlock(&a->tasks_lock);
+    if (rc < 0)
         ag_req_respond_error(req, 500, "Internal error");
     else
         ag_req_respond(req, 200, "application/json", ag_str(b.data, b.len));
     ag_buf_fini(&b);
+}
+
+/* ---- reload: validated and applied by the serve loop's owner, off this loop ---------- */
+
+typedef struct reload_job {
+    uv_work_t work;
+    ag_admin_t *a;
+    ag_req_t *req; /* NULL once the client left */
+    char *path;    /* NULL: the server's own file */
+    ag_buf_t body;
+    int status;
+} reload_job_t;
+
+static void reload_work(uv_work_t *w)
+{
+    reload_job_t *j = w->data;
+    j->status = j->a->opts.reload(j->a->opts.reload_ctx, j->path, &j->body);
+}
+
+static void reload_done(uv_work_t *w, int status)
+{
+    reload_job_t *j = w->data;
+    if (j->req) {
+        ag_req_t *req = j->req;
+        req->handler_data = NULL;
+        req->on_abort = NULL;
+        if (status < 0)
+            ag_req_respond_error(req, 500, "The reload could not run");
+        else
+            ag_req_respond(req, j->status, "application/json", ag_str(j->body.data, j->body.len));
+    }
+    ag_buf_fini(&j->body);
+    free(j->path);
+    free(j);
+}
+
+static void reload_abort(ag_req_t *req)
+{
+    reload_job_t *j = req->handler_data;
+    if (j)
+        j->req = NULL; /* the reload goes on: it is the server's, not this request's */
+}
+
+/* %XX and '+' decoded. @return the length, or -1 when it does not fit. */
+static int query_decode(ag_str_t v, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        char c = v.ptr[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && i + 2 < v.len && isxdigit((unsigned char)v.ptr[i + 1]) &&
+                   isxdigit((unsigned char)v.ptr[i + 2])) {
+            char hex[3] = {v.ptr[i + 1], v.ptr[i + 2], 0};
+            c = (char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (c == '\0' || n + 1 >= cap)
+            return -1;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return (int)n;
+}
+
+static void handle_reload(ag_admin_t *a, ag_req_t *req)
+{
+    if (!a->opts.reload) {
+        ag_req_respond_error(req, 404, "Not found");
+        return;
+    }
+    if (!ag_str_eq(req->head.method, AG_STR_LIT("POST"))) {
+        ag_req_add_header(req, "Allow", AG_STR_LIT("POST"));
+        ag_req_respond_error(req, 405, "Method not allowed");
+        return;
+    }
+    char path[4096];
+    ag_str_t q = query_param(req->head.query, "config");
+    if (q.ptr && query_decode(q, path, sizeof(path)) < 0) {
+        ag_req_respond_error(req, 400, "config= is not a path");
+        return;
+    }
+    reload_job_t *j = calloc(1, sizeof(*j));
+    if (!j || (q.ptr && q.len && !(j->path = strdup(path)))) {
+        free(j);
+        ag_req_respond_error(req, 503, "Out of memory");
+        return;
+    }
+    j->a = a;
+    j->req = req;
+    ag_buf_init(&j->body, 0);
+    j->work.data = j;
+    req->handler_data = j;
+    req->on_abort = reload_abort;
+    if (uv_queue_work(ag_worker_loop(req->worker), &j->work, reload_work, reload_done) < 0) {
+        req->handler_data = NULL;
+        req->on_abort = NULL;
+        ag_buf_fini(&j->body);
+        free(j->path);
+        free(j);
+        ag_req_respond_error(req, 503, "Cannot start the reload");
+    }
 }
 
 static void handle_request(ag_req_t *req)
@@ -614,7 +729,9 @@ static void handle_request(ag_req_t *req)
         ag_req_respond_error(req, 405, "Method not allowed");
         return;
     }
-    if (ag_str_eq(path, AG_STR_LIT("/__scheduled"))) {
+    if (ag_str_eq(path, AG_STR_LIT("/reload"))) {
+        handle_reload(a, req);
+    } else if (ag_str_eq(path, AG_STR_LIT("/__scheduled"))) {
         handle_scheduled(a, req); /* any method, as wrangler dev */
     } else if (path.len > 11 && memcmp(path.ptr, "/tasks/", 7) == 0 &&
                memcmp(path.ptr + path.len - 4, "/run", 4) == 0) {
@@ -706,6 +823,7 @@ int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out)
     a->opts.token = NULL;
     atomic_init(&a->state, AG_ADMIN_STARTING);
     pthread_mutex_init(&a->clients_lock, NULL);
+    pthread_rwlock_init(&a->tasks_lock, NULL);
     ag_server_options_t so = {
         .host = a->host,
         .port = port,
@@ -722,6 +840,8 @@ int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out)
     };
     rc = ag_server_start(&so, &a->srv);
     if (rc < 0) {
+        pthread_mutex_destroy(&a->clients_lock);
+        pthread_rwlock_destroy(&a->tasks_lock);
         if (a->token)
             explicit_bzero(a->token, a->token_len);
         free(a->token);
@@ -749,6 +869,14 @@ void ag_admin_set_state(ag_admin_t *a, ag_admin_state_t state)
     atomic_store(&a->state, (int)state);
 }
 
+void ag_admin_set_tasks(ag_admin_t *a, ag_tasks_t *tasks, const ag_config_t *cfg)
+{
+    pthread_rwlock_wrlock(&a->tasks_lock);
+    a->opts.tasks = tasks;
+    a->opts.cfg = cfg;
+    pthread_rwlock_unlock(&a->tasks_lock);
+}
+
 void ag_admin_shutdown(ag_admin_t *a)
 {
     ag_server_shutdown(a->srv);
@@ -760,6 +888,7 @@ void ag_admin_wait_and_free(ag_admin_t *a)
         return;
     ag_server_wait_and_free(a->srv);
     pthread_mutex_destroy(&a->clients_lock);
+    pthread_rwlock_destroy(&a->tasks_lock);
     if (a->token) {
         explicit_bzero(a->token, a->token_len);
         free(a->token);

@@ -29,6 +29,11 @@ typedef struct ag_admin_options {
     ag_objstore_t *log_bucket;
     ag_tasks_t *tasks;      /* NULL: no scheduled tasks */
     const ag_config_t *cfg; /* for the task list */
+    /* POST /reload: validates and applies the config at `path` (NULL: the
+     * server's own file), writing the answer's JSON into body; returns the
+     * HTTP status. Called on a thread-pool thread; may block. NULL: 404. */
+    int (*reload)(void *ctx, const char *path, ag_buf_t *body);
+    void *reload_ctx;
 } ag_admin_options_t;
 
 /** Splits "host:port" ("[::1]:8788" too). @return 0 or -EINVAL. */
@@ -45,6 +50,11 @@ int ag_admin_port(const ag_admin_t *a);
 /** The clients' server, once it listens (for aigate_connections_active). */
 void ag_admin_set_server(ag_admin_t *a, const ag_server_t *srv);
 void ag_admin_set_state(ag_admin_t *a, ag_admin_state_t state);
+
+/** A reload restarted the scheduled tasks: the runner and the config it
+ *  borrows (tasks NULL while it restarts). Waits for task requests using the
+ *  old ones to let go of them. */
+void ag_admin_set_tasks(ag_admin_t *a, ag_tasks_t *tasks, const ag_config_t *cfg);
 
 /** Ends open tails and stops; then joins and frees. */
 void ag_admin_shutdown(ag_admin_t *a);

@@ -33,6 +33,12 @@ int cmd_stats(int argc, char **argv);
 /** `aigate cron list|run`: scheduled tasks (cmd_cron.c). */
 int cmd_cron(int argc, char **argv);
 
+/** `aigate init NAME`: a new project folder (cmd_init.c). */
+int cmd_init(int argc, char **argv);
+
+/** `aigate deploy`: validate the config and apply it to the running server (cmd_deploy.c). */
+int cmd_deploy(int argc, char **argv);
+
 /** `aigate keys create|list|show|revoke|rotate`: client API keys (cmd_keys.c). */
 int cmd_keys(int argc, char **argv);
 

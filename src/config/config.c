@@ -621,6 +621,232 @@ int ag_config_key_apply(const char *name)
     return -1;
 }
 
+/* ---- comparing two configs (reload) ------------------------------------------ */
+
+static bool str_differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* NULL-terminated lists. */
+static bool strlist_differ(char *const *a, char *const *b)
+{
+    for (; a && b && *a && *b; a++, b++) {
+        if (strcmp(*a, *b) != 0)
+            return true;
+    }
+    return (a && *a) || (b && *b);
+}
+
+static bool key_differs(const cfg_key_t *k, const ag_config_t *a, const ag_config_t *b)
+{
+    const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+    switch (k->type) {
+    case K_STRING:
+        return str_differ(*(char *const *)fa, *(char *const *)fb);
+    case K_UINT:
+    case K_SECONDS:
+        return *(const unsigned *)fa != *(const unsigned *)fb;
+    case K_PORT:
+    case K_ENUM:
+        return *(const int *)fa != *(const int *)fb;
+    case K_SIZE:
+        return *(const size_t *)fa != *(const size_t *)fb;
+    case K_USD:
+        return *(const double *)fa != *(const double *)fb;
+    case K_BOOL:
+        return *(const bool *)fa != *(const bool *)fb;
+    case K_STRLIST:
+    case K_MODELS:
+        return strlist_differ(*(char **const *)fa, *(char **const *)fb);
+    case K_ALIAS:
+        return false; /* compared as the route it sets */
+    }
+    return false;
+}
+
+static bool routes_differ(const ag_config_t *a, const ag_config_t *b)
+{
+    if (a->nroutes != b->nroutes)
+        return true;
+    for (size_t i = 0; i < a->nroutes; i++) {
+        const ag_config_route_t *x = &a->routes[i], *y = &b->routes[i];
+        if (strcmp(x->path, y->path) != 0 || x->rate_limit != y->rate_limit ||
+            x->rate_period_s != y->rate_period_s ||
+            str_differ(x->rate_limit_binding, y->rate_limit_binding) || x->cache != y->cache ||
+            strlist_differ(x->models, y->models) || (x->models == NULL) != (y->models == NULL))
+            return true;
+    }
+    return false;
+}
+
+static bool bindings_differ(const ag_config_binding_t *a, size_t na, const ag_config_binding_t *b,
+                            size_t nb)
+{
+    if (na != nb)
+        return true;
+    for (size_t i = 0; i < na; i++) {
+        if (strcmp(a[i].name, b[i].name) != 0 || str_differ(a[i].target, b[i].target))
+            return true;
+    }
+    return false;
+}
+
+static bool ratelimits_differ(const ag_config_t *a, const ag_config_t *b)
+{
+    if (a->nratelimits != b->nratelimits)
+        return true;
+    for (size_t i = 0; i < a->nratelimits; i++) {
+        const ag_config_ratelimit_t *x = &a->ratelimits[i], *y = &b->ratelimits[i];
+        if (strcmp(x->name, y->name) != 0 || str_differ(x->namespace_id, y->namespace_id) ||
+            x->limit != y->limit || x->period_s != y->period_s)
+            return true;
+    }
+    return false;
+}
+
+static bool tasks_differ(const ag_config_t *a, const ag_config_t *b)
+{
+    if (a->ntasks != b->ntasks)
+        return true;
+    for (size_t i = 0; i < a->ntasks; i++) {
+        const ag_config_task_t *x = &a->tasks[i], *y = &b->tasks[i];
+        if (str_differ(x->name, y->name) || str_differ(x->cron, y->cron) ||
+            str_differ(x->task, y->task) || str_differ(x->model, y->model) ||
+            x->max_tokens != y->max_tokens || str_differ(x->prompt, y->prompt) ||
+            str_differ(x->out_r2, y->out_r2) || str_differ(x->out_kv, y->out_kv) ||
+            str_differ(x->out_webhook, y->out_webhook) ||
+            str_differ(x->out_email_to, y->out_email_to) ||
+            str_differ(x->out_email_subject, y->out_email_subject) ||
+            strlist_differ(x->out_command, y->out_command))
+            return true;
+    }
+    return false;
+}
+
+static bool prices_differ(const ag_config_t *a, const ag_config_t *b)
+{
+    if (a->nprices != b->nprices)
+        return true;
+    for (size_t i = 0; i < a->nprices; i++) {
+        if (strcmp(a->prices[i].model, b->prices[i].model) != 0 ||
+            a->prices[i].input_per_mtok != b->prices[i].input_per_mtok ||
+            a->prices[i].output_per_mtok != b->prices[i].output_per_mtok)
+            return true;
+    }
+    return false;
+}
+
+static bool fallbacks_differ(const ag_config_t *a, const ag_config_t *b)
+{
+    if (a->nfallbacks != b->nfallbacks)
+        return true;
+    for (size_t i = 0; i < a->nfallbacks; i++) {
+        if (strcmp(a->fallbacks[i].model, b->fallbacks[i].model) != 0 ||
+            strlist_differ(a->fallbacks[i].chain, b->fallbacks[i].chain))
+            return true;
+    }
+    return false;
+}
+
+static bool routing_differ(const ag_config_t *a, const ag_config_t *b)
+{
+    if (a->nrouting != b->nrouting)
+        return true;
+    for (size_t i = 0; i < a->nrouting; i++) {
+        if (strcmp(a->routing[i].task, b->routing[i].task) != 0 ||
+            strcmp(a->routing[i].model, b->routing[i].model) != 0)
+            return true;
+    }
+    return false;
+}
+
+size_t ag_config_diff(const ag_config_t *a, const ag_config_t *b, const char **names, size_t cap)
+{
+    size_t n = 0;
+#define CHANGED(name)                                                                              \
+    do {                                                                                           \
+        if (n < cap)                                                                               \
+            names[n] = (name);                                                                     \
+        n++;                                                                                       \
+    } while (0)
+    for (size_t i = 0; i < AG_ARRAY_LEN(aigate_keys); i++) {
+        if (key_differs(&aigate_keys[i], a, b))
+            CHANGED(aigate_keys[i].name);
+    }
+    if (routes_differ(a, b))
+        CHANGED("routes");
+    if (str_differ(a->name, b->name))
+        CHANGED("name");
+    if (str_differ(a->environment, b->environment))
+        CHANGED("vars.ENVIRONMENT");
+    if (str_differ(a->default_model, b->default_model))
+        CHANGED("vars.DEFAULT_MODEL");
+    if (a->max_tokens != b->max_tokens)
+        CHANGED("vars.MAX_TOKENS");
+    if (bindings_differ(a->kv_namespaces, a->nkv_namespaces, b->kv_namespaces, b->nkv_namespaces))
+        CHANGED("kv_namespaces");
+    if (bindings_differ(a->r2_buckets, a->nr2_buckets, b->r2_buckets, b->nr2_buckets))
+        CHANGED("r2_buckets");
+    if (ratelimits_differ(a, b))
+        CHANGED("unsafe.bindings");
+    if (strlist_differ(a->crons, b->crons))
+        CHANGED("triggers.crons");
+    if (tasks_differ(a, b))
+        CHANGED("tasks");
+    if (str_differ(a->smtp_url, b->smtp_url) || str_differ(a->smtp_from, b->smtp_from) ||
+        str_differ(a->smtp_user, b->smtp_user))
+        CHANGED("smtp");
+    if (prices_differ(a, b))
+        CHANGED("prices");
+    if (fallbacks_differ(a, b))
+        CHANGED("fallbacks");
+    if (routing_differ(a, b))
+        CHANGED("routing");
+#undef CHANGED
+    return n;
+}
+
+static size_t scalar_size(key_type_t t)
+{
+    switch (t) {
+    case K_UINT:
+    case K_SECONDS:
+        return sizeof(unsigned);
+    case K_PORT:
+    case K_ENUM:
+        return sizeof(int);
+    case K_SIZE:
+        return sizeof(size_t);
+    case K_USD:
+        return sizeof(double);
+    case K_BOOL:
+        return sizeof(bool);
+    default:
+        return 0;
+    }
+}
+
+void ag_config_keep_restart(ag_config_t *dst, const ag_config_t *running)
+{
+    for (size_t i = 0; i < AG_ARRAY_LEN(aigate_keys); i++) {
+        const cfg_key_t *k = &aigate_keys[i];
+        if (k->apply != AG_KEY_RESTART && strcmp(k->name, "admin_token_secret") != 0)
+            continue;
+        char *fd = (char *)dst + k->offset;
+        const char *fr = (const char *)running + k->offset;
+        if (k->type == K_STRING) {
+            free(*(char **)fd);
+            *(char **)fd = xstrdup(*(char *const *)fr);
+        } else {
+            AG_ASSERT(scalar_size(k->type) > 0); /* no restart-only list keys */
+            memcpy(fd, fr, scalar_size(k->type));
+        }
+    }
+    free(dst->name);
+    dst->name = running->name ? xstrdup(running->name) : NULL;
+}
+
 /* ---- loading --------------------------------------------------------------- */
 
 typedef struct loader {

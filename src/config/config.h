@@ -239,6 +239,18 @@ typedef enum { AG_KEY_RELOAD, AG_KEY_RESTART, AG_KEY_SECRET } ag_key_apply_t;
  *  no such key. The lifecycle's reload uses it to refuse restart-only changes. */
 int ag_config_key_apply(const char *name);
 
+/** The parts of `b` that differ from `a`: [aigate] key names ("rate_limit",
+ *  which ag_config_key_apply() classifies) and sections ("routes",
+ *  "vars.DEFAULT_MODEL", "kv_namespaces", "r2_buckets", "unsafe.bindings",
+ *  "triggers.crons", "tasks", "smtp", "prices", "fallbacks", "routing", "name",
+ *  ...). Fills up to `cap` static names. @return how many differ. */
+size_t ag_config_diff(const ag_config_t *a, const ag_config_t *b, const char **names, size_t cap);
+
+/** Copies into `dst` the running values of every key a reload cannot apply
+ *  (restart-only keys, the admin token's secret name, `name`), so what is
+ *  applied is the file's reloadable part over what the server started with. */
+void ag_config_keep_restart(ag_config_t *dst, const ag_config_t *running);
+
 /** The ratelimit binding called `name`, or NULL. */
 const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const char *name);
 

@@ -130,14 +130,42 @@ fail:
 
 int ag_gateway_apply(ag_gateway_t *gw, const ag_config_t *cfg, FILE *errs)
 {
+    /* Held so the limiters it shares cannot go while the new one is built. */
+    pthread_mutex_lock(&gw->gen_lock);
+    gw_gen_t *prev = atomic_load(&gw->current);
+    atomic_fetch_add(&prev->refs, 1);
+    pthread_mutex_unlock(&gw->gen_lock);
     gw_gen_t *gen = NULL;
-    int rc = gw_gen_new(cfg, errs, &gen);
+    int rc = gw_gen_new_from(cfg, prev, errs, &gen);
+    gw_gen_unref(prev);
     if (rc < 0)
         return rc;
+    /* Entries accepted from now on are priced by the new table. */
+    if (gw->usage_log && ag_usage_log_set_prices(gw->usage_log, gen->prices, gen->nprices) < 0) {
+        gw_gen_unref(gen);
+        return -ENOMEM;
+    }
     int number = (int)gen->number;
     ag_budget_set_global(gw->budget, cfg->budget_daily_usd);
     gw_gen_publish(gw, gen);
     return number;
+}
+
+size_t ag_gateway_routes(const char **methods, const char **paths, size_t cap)
+{
+    for (size_t i = 0; i < gw_nroute_defs && i < cap; i++) {
+        methods[i] = gw_route_defs[i].method;
+        paths[i] = gw_route_defs[i].path;
+    }
+    return gw_nroute_defs;
+}
+
+unsigned ag_gateway_generation(ag_gateway_t *gw)
+{
+    pthread_mutex_lock(&gw->gen_lock);
+    unsigned n = atomic_load(&gw->current)->number;
+    pthread_mutex_unlock(&gw->gen_lock);
+    return n;
 }
 
 void ag_gateway_free(ag_gateway_t *gw)

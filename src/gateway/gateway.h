@@ -29,6 +29,12 @@ int ag_gateway_check_config(const ag_config_t *cfg, FILE *errs);
  *  @return the new generation's number (> 0), or AG_EBADCONFIG. */
 int ag_gateway_apply(ag_gateway_t *gw, const ag_config_t *cfg, FILE *errs);
 
+/** The routes served (static strings), up to cap of them. @return how many there are. */
+size_t ag_gateway_routes(const char **methods, const char **paths, size_t cap);
+
+/** The current generation's number (1 for the first). */
+unsigned ag_gateway_generation(ag_gateway_t *gw);
+
 /** The server hooks that run this gateway on every worker. */
 ag_server_hooks_t ag_gateway_hooks(ag_gateway_t *gw);
 

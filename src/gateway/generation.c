@@ -14,13 +14,19 @@
 #include "util/errors.h"
 #include "util/log.h"
 
-static _Atomic unsigned gen_counter;
-
 static void free_models(char **m, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(m[i]);
     free(m);
+}
+
+static void lim_box_unref(gw_lim_box_t *b)
+{
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1) {
+        ag_limiter_free(b->lim);
+        free(b);
+    }
 }
 
 static void gen_free(gw_gen_t *g)
@@ -54,7 +60,7 @@ static void gen_free(gw_gen_t *g)
     for (size_t i = 0; i < g->nroutes; i++) {
         gw_route_t *r = &g->routes[i];
         if (!r->limit.shared)
-            ag_limiter_free(r->limit.lim);
+            lim_box_unref(r->limit.box);
         free(r->limit.name);
         free_models(r->models, r->nmodels);
     }
@@ -70,7 +76,7 @@ void gw_gen_unref(gw_gen_t *gen)
 /* The route's limit: its merged numbers, or those of its ratelimit binding;
  * routes whose bindings name one namespace_id share one limiter, as on Workers. */
 static int build_limit(gw_gen_t *g, gw_route_t *r, const ag_config_t *cfg,
-                       const ag_route_settings_t *s)
+                       const ag_route_settings_t *s, const gw_gen_t *prev)
 {
     const ag_config_ratelimit_t *rl =
         s->rate_limit_binding ? ag_config_ratelimit(cfg, s->rate_limit_binding) : NULL;
@@ -86,21 +92,39 @@ static int build_limit(gw_gen_t *g, gw_route_t *r, const ag_config_t *cfg,
     for (gw_route_t *o = g->routes; o < r; o++) {
         if (o->limit.lim && strcmp(o->limit.name, nl->name) == 0) {
             nl->lim = o->limit.lim;
+            nl->box = o->limit.box;
             nl->shared = true;
             nl->limit = o->limit.limit;
             nl->period_s = o->limit.period_s;
             return 0;
         }
     }
+    /* The previous generation's limiter of this name and these numbers keeps
+     * its counts: a reload must not hand every client a fresh quota. */
+    for (size_t i = 0; prev && i < prev->nroutes; i++) {
+        const gw_limit_t *pl = &prev->routes[i].limit;
+        if (pl->box && strcmp(pl->name, nl->name) == 0 && pl->limit == nl->limit &&
+            pl->period_s == nl->period_s) {
+            atomic_fetch_add(&pl->box->refs, 1);
+            nl->box = pl->box;
+            nl->lim = pl->box->lim;
+            return 0;
+        }
+    }
+    nl->box = calloc(1, sizeof(*nl->box));
+    if (!nl->box)
+        return -ENOMEM;
+    atomic_init(&nl->box->refs, 1);
     ag_limiter_config_t lc = {
         .limit = nl->limit, .period_s = nl->period_s, .max_entries = 1u << 20};
-    int rc = ag_limiter_new(&lc, &nl->lim);
+    int rc = ag_limiter_new(&lc, &nl->box->lim);
     if (rc < 0)
         ag_log_error("cannot create the rate limiter of %s: %s", r->def->path, ag_strerror(rc));
+    nl->lim = nl->box->lim;
     return rc;
 }
 
-static int build_routes(gw_gen_t *g, const ag_config_t *cfg, FILE *errs)
+static int build_routes(gw_gen_t *g, const ag_config_t *cfg, FILE *errs, const gw_gen_t *prev)
 {
     int errors = 0;
     /* A table for a route we do not serve is a mistake worth stopping for. */
@@ -142,7 +166,7 @@ static int build_routes(gw_gen_t *g, const ag_config_t *cfg, FILE *errs)
                 return -ENOMEM;
             r->nmodels++;
         }
-        int rc = build_limit(g, r, cfg, &s);
+        int rc = build_limit(g, r, cfg, &s, prev);
         if (rc < 0)
             return rc;
     }
@@ -151,11 +175,16 @@ static int build_routes(gw_gen_t *g, const ag_config_t *cfg, FILE *errs)
 
 int gw_gen_new(const ag_config_t *cfg, FILE *errs, gw_gen_t **out)
 {
+    return gw_gen_new_from(cfg, NULL, errs, out);
+}
+
+int gw_gen_new_from(const ag_config_t *cfg, const gw_gen_t *prev, FILE *errs, gw_gen_t **out)
+{
     gw_gen_t *g = calloc(1, sizeof(*g));
     if (!g)
         return -ENOMEM;
     atomic_init(&g->refs, 1);
-    g->number = atomic_fetch_add(&gen_counter, 1) + 1;
+    g->number = prev ? prev->number + 1 : 1;
     const char *base = cfg->upstream;
     size_t blen = strlen(base);
     while (blen > 0 && base[blen - 1] == '/')
@@ -272,7 +301,7 @@ int gw_gen_new(const ag_config_t *cfg, FILE *errs, gw_gen_t **out)
         if (!c->task || !c->model)
             goto fail;
     }
-    rc = build_routes(g, cfg, errs);
+    rc = build_routes(g, cfg, errs, prev);
     if (rc < 0)
         goto fail;
     *out = g;

@@ -21,11 +21,19 @@
 #include "store/usage_log.h"
 #include "upstream/retry.h"
 
+/* A limiter shared by the generations that enforce the same numbers under
+ * one name, so a reload that leaves a limit alone keeps its counts. */
+typedef struct gw_lim_box {
+    atomic_uint refs; /* one per generation's gw_limit that owns it */
+    ag_limiter_t *lim;
+} gw_lim_box_t;
+
 /* A limiter and the numbers it enforces; routes naming one namespace share it. */
 typedef struct gw_limit {
     char *name; /* the namespace: a binding's namespace_id, or "route:PATH" */
     ag_limiter_t *lim;
-    bool shared; /* lim belongs to an earlier route's gw_limit */
+    gw_lim_box_t *box; /* lim's owner; a reference held unless `shared` */
+    bool shared;       /* lim belongs to an earlier route's gw_limit */
     unsigned limit, period_s;
 } gw_limit_t;
 
@@ -82,6 +90,10 @@ struct gw_gen_ref {
  *  secret store. Problems print as `file:line:col: ...` to errs.
  *  @return 0, or AG_EBADCONFIG / -ENOMEM. */
 int gw_gen_new(const ag_config_t *cfg, FILE *errs, gw_gen_t **out);
+
+/** The same, taking over from `prev` (NULL: none) the limiters whose name,
+ *  limit and period are unchanged, with their state. */
+int gw_gen_new_from(const ag_config_t *cfg, const gw_gen_t *prev, FILE *errs, gw_gen_t **out);
 
 /** Drops one reference; the last one frees the generation. */
 void gw_gen_unref(gw_gen_t *gen);

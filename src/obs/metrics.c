@@ -79,6 +79,7 @@ struct ag_metrics {
     task_series_t tasks[MAX_TASK_SERIES];
     size_t ntasks;
     uint64_t task_retries[AG_RETRY_NREASONS]; /* scheduled runs' retries, under tasks_lock */
+    uint64_t reloads[2];                      /* config reloads: [0] refused, [1] applied */
     unsigned nworkers;
     size_t nroutes;
     char *routes[AG_METRICS_MAX_ROUTES + 1]; /* [0] is "none" */
@@ -241,6 +242,13 @@ void ag_metrics_task_run(ag_metrics_t *m, const char *task, const char *outcome)
     }
     if (i < m->ntasks)
         m->tasks[i].n++;
+    pthread_mutex_unlock(&m->tasks_lock);
+}
+
+void ag_metrics_config_reload(ag_metrics_t *m, bool applied)
+{
+    pthread_mutex_lock(&m->tasks_lock);
+    m->reloads[applied]++;
     pthread_mutex_unlock(&m->tasks_lock);
 }
 
@@ -658,6 +666,14 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
     if (rc == 0)
         rc = family(b, "aigate_config_reloads_total", "counter",
                     "Configuration reloads, by result.");
+    pthread_mutex_lock(&m->tasks_lock);
+    uint64_t reloads[2] = {m->reloads[0], m->reloads[1]};
+    pthread_mutex_unlock(&m->tasks_lock);
+    if (rc == 0)
+        rc = ag_buf_printf(b,
+                           "aigate_config_reloads_total{result=\"success\"} %llu\n"
+                           "aigate_config_reloads_total{result=\"failure\"} %llu\n",
+                           (unsigned long long)reloads[1], (unsigned long long)reloads[0]);
     double rss, cpu_s, fds;
     process_figures(&rss, &cpu_s, &fds);
     if (rc == 0)

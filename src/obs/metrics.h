@@ -7,6 +7,7 @@
 #ifndef AG_OBS_METRICS_H
 #define AG_OBS_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,8 @@ void ag_metrics_queue(ag_metrics_t *m, unsigned w, const char *model, int delta)
 void ag_metrics_retries(ag_metrics_t *m, const uint8_t *by_reason);
 /** A scheduled run of `task` ended with `outcome` (any thread; runs are rare: locked). */
 void ag_metrics_task_run(ag_metrics_t *m, const char *task, const char *outcome);
+/** Counts a configuration reload: applied, or refused (any thread). */
+void ag_metrics_config_reload(ag_metrics_t *m, bool applied);
 
 /** What the scrape reads from elsewhere in the process. */
 typedef struct ag_metrics_process {

@@ -841,7 +841,18 @@ static void on_wake(uv_async_t *a)
         request_t *next = q->next;
         ag_schedule_entry_t *e = &ts->entries[q->task];
         if (atomic_load(&ts->stop)) {
-            /* nothing starts any more */
+            /* Nothing starts any more; whoever waits for this run hears so
+             * (a reload restarting the runner must not leave a caller hanging). */
+            if (q->done) {
+                ag_buf_t b;
+                ag_buf_init(&b, 0);
+                ag_buf_append_cstr(&b, "{\"task\":");
+                ag_json_append_string(&b, ag_str_c(ts->tasks[q->task].c->name));
+                ag_buf_append_cstr(&b,
+                                   ",\"outcome\":\"canceled\",\"error\":\"the server stopped\"}");
+                q->done(q->ctx, ag_str(b.data, b.len));
+                ag_buf_fini(&b);
+            }
         } else if (e->running) {
             /* Runs of one task never overlap, whoever asks. */
             e->skipped++;

@@ -31,7 +31,8 @@ static int load(ag_config_t *cfg, const char *text)
     return rc;
 }
 
-static gw_gen_t *gen_of(const char *text)
+/* A generation of `text`, built after `prev` (NULL: the first) as a reload builds it. */
+static gw_gen_t *gen_after(const gw_gen_t *prev, const char *text)
 {
     ag_config_t cfg;
     if (load(&cfg, text) != 0) {
@@ -39,9 +40,14 @@ static gw_gen_t *gen_of(const char *text)
         return NULL;
     }
     gw_gen_t *g = NULL;
-    int rc = gw_gen_new(&cfg, NULL, &g);
+    int rc = gw_gen_new_from(&cfg, prev, NULL, &g);
     ag_config_fini(&cfg);
     return rc == 0 ? g : NULL;
+}
+
+static gw_gen_t *gen_of(const char *text)
+{
+    return gen_after(NULL, text);
 }
 
 TEST(the_table_holds_every_route_once)
@@ -180,8 +186,8 @@ TEST(requests_finish_on_the_generation_they_took)
     memset(&gw, 0, sizeof(gw));
     pthread_mutex_init(&gw.gen_lock, NULL);
     gw_gen_t *first = gen_of("[aigate]\nrate_limit = 1\n");
-    gw_gen_t *second = gen_of("[aigate]\nrate_limit = 2\n");
-    ASSERT(first && second && second->number > first->number);
+    gw_gen_t *second = gen_after(first, "[aigate]\nrate_limit = 2\n");
+    ASSERT(first && second && first->number == 1 && second->number == 2);
     atomic_store(&gw.current, first);
     gw_worker_t w;
     memset(&w, 0, sizeof(w));
@@ -213,9 +219,45 @@ TEST(requests_finish_on_the_generation_they_took)
     pthread_mutex_destroy(&gw.gen_lock);
 }
 
-AG_TESTS(AG_TEST_ENTRY(the_table_holds_every_route_once) AG_TEST_ENTRY(lookup_by_method_and_path)
-             AG_TEST_ENTRY(each_route_gets_its_merged_limit)
-                 AG_TEST_ENTRY(one_namespace_one_limiter) AG_TEST_ENTRY(models_are_per_route)
-                     AG_TEST_ENTRY(a_table_for_no_such_route_is_refused)
-                         AG_TEST_ENTRY(the_upstream_key_is_resolved_not_configured)
-                             AG_TEST_ENTRY(requests_finish_on_the_generation_they_took))
+TEST(a_reload_keeps_the_limiters_whose_numbers_it_leaves_alone)
+{
+    gw_gen_t *a = gen_of("[aigate]\nrate_limit = 2\n"
+                         "[aigate.routes.\"/v1/messages\"]\nrate_limit = 3\n");
+    ASSERT(a != NULL);
+    bool known;
+    const gw_route_t *ga = gw_gen_route(a, AG_STR_LIT("POST"), AG_STR_LIT("/api/generate"), &known);
+    const gw_route_t *ma = gw_gen_route(a, AG_STR_LIT("POST"), AG_STR_LIT("/v1/messages"), &known);
+    ag_limit_result_t r;
+    ag_limiter_check(ga->limit.lim, "c", 1, 1000000, &r);
+    ag_limiter_check(ga->limit.lim, "c", 1, 1000000, &r);
+    ASSERT(r.allowed && r.remaining == 0);
+    /* /api/generate keeps 2 per minute, /v1/messages changes: only the first carries over. */
+    gw_gen_t *b = gen_after(a, "[aigate]\nrate_limit = 2\ncache = false\n"
+                               "[aigate.routes.\"/v1/messages\"]\nrate_limit = 4\n");
+    ASSERT(b != NULL && b->number == a->number + 1);
+    const gw_route_t *gb = gw_gen_route(b, AG_STR_LIT("POST"), AG_STR_LIT("/api/generate"), &known);
+    const gw_route_t *mb = gw_gen_route(b, AG_STR_LIT("POST"), AG_STR_LIT("/v1/messages"), &known);
+    ASSERT(gb->limit.lim == ga->limit.lim);
+    ASSERT(mb->limit.lim != ma->limit.lim);
+    ASSERT_EQ(mb->limit.limit, 4u);
+    /* The old generation goes; its shared limiter stays, with the client's count. */
+    gw_gen_unref(a);
+    ag_limiter_check(gb->limit.lim, "c", 1, 1000001, &r);
+    ASSERT(!r.allowed);
+    gw_gen_t *c = gen_after(b, "[aigate]\nrate_limit = 5\n");
+    ASSERT(c != NULL);
+    const gw_route_t *gc = gw_gen_route(c, AG_STR_LIT("POST"), AG_STR_LIT("/api/generate"), &known);
+    ASSERT(gc->limit.lim != gb->limit.lim);
+    ag_limiter_check(gc->limit.lim, "c", 1, 1000002, &r);
+    ASSERT(r.allowed && r.limit == 5);
+    gw_gen_unref(b);
+    gw_gen_unref(c);
+}
+
+AG_TESTS(
+    AG_TEST_ENTRY(the_table_holds_every_route_once) AG_TEST_ENTRY(lookup_by_method_and_path)
+        AG_TEST_ENTRY(each_route_gets_its_merged_limit) AG_TEST_ENTRY(one_namespace_one_limiter)
+            AG_TEST_ENTRY(models_are_per_route) AG_TEST_ENTRY(a_table_for_no_such_route_is_refused)
+                AG_TEST_ENTRY(the_upstream_key_is_resolved_not_configured)
+                    AG_TEST_ENTRY(requests_finish_on_the_generation_they_took)
+                        AG_TEST_ENTRY(a_reload_keeps_the_limiters_whose_numbers_it_leaves_alone))
