@@ -38,7 +38,7 @@ usage() {
     cat <<'EOF'
 usage: bench/run.sh [options]
   --duration S         seconds per scenario run (default 10)
-  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8,S9 (default: all)
+  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8,S9,S10 (default: all)
   --threads LIST       aigate threads / nginx worker_processes for S7 (default 1,2); the first
                        value is also used for S1-S6
   --rates LIST         S3 request rates in req/s (default 1000,5000,10000)
@@ -68,7 +68,7 @@ EOF
 }
 
 DURATION=10
-SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8,S9
+SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8,S9,S10
 THREADS=1,2
 RATES=1000,5000,10000
 ROUNDS=1
@@ -150,7 +150,7 @@ is_list "$THREADS" || die "--threads must look like 1,2"
 is_list "$RATES" || die "--rates must look like 1000,5000"
 for v in SERVER_CPUS LOAD_CPUS UPSTREAM_CPUS; do is_cpus "${!v}" || die "bad CPU list: ${!v}"; done
 [ -n "$UPSTREAM_CPUS" ] || UPSTREAM_CPUS=$SERVER_CPUS
-[[ $SCENARIOS =~ ^S[1-9](,S[1-9])*$ ]] || die "--scenarios must look like S1,S3"
+[[ $SCENARIOS =~ ^S(10|[1-9])(,S(10|[1-9]))*$ ]] || die "--scenarios must look like S1,S3"
 
 if [ "$SMOKE" = 1 ]; then
     DURATION=1
@@ -1246,6 +1246,26 @@ if want S3; then
     done
 fi
 
+# S10: the OpenAI route's translation cost: S2 (closed loop) and S3 (open loop) on
+# /v1/chat/completions next to /v1/messages, the same prompt shape, unique prompts.
+S10_MSG_BODY='{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[{"role":"user","content":"bench msg {{n}}"}]}'
+S10_CHAT_BODY='{"model":"claude-haiku-4-5","max_tokens":1024,"messages":[{"role":"user","content":"bench chat {{n}}"}]}'
+if want S10 && aigate_up; then
+    echo "bench: S10 /v1/messages and /v1/chat/completions, proxied, unique prompts"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        measure "S10|messages|$BASE_T|$r|closed" wrk_run \
+            "http://127.0.0.1:$AIGATE_PORT/v1/messages" "$S10_MSG_BODY" 1
+        measure "S10|chat|$BASE_T|$r|closed" wrk_run \
+            "http://127.0.0.1:$AIGATE_PORT/v1/chat/completions" "$S10_CHAT_BODY" 1
+        for rate in "${RATE_LIST[@]}"; do
+            measure "S10|messages|$BASE_T|$r|$rate" lg_rate \
+                "http://127.0.0.1:$AIGATE_PORT/v1/messages" "$S10_MSG_BODY" "$rate"
+            measure "S10|chat|$BASE_T|$r|$rate" lg_rate \
+                "http://127.0.0.1:$AIGATE_PORT/v1/chat/completions" "$S10_CHAT_BODY" "$rate"
+        done
+    done
+fi
+
 if want S6; then
     echo "bench: S6 memory with $HOLD_CONNS idle keep-alive connections"
     if aigate_up; then
@@ -1389,6 +1409,19 @@ if want S3; then
         done
         row "S3 @${rate}/s" "achieved_rps" "$(agg S3 aigate "$BASE_T" achieved_rps "$rate")" \
             "$(agg S3 nginx "$BASE_T" achieved_rps "$rate")" "$(agg S3 upstream "$BASE_T" achieved_rps "$rate")"
+    done
+fi
+if want S10; then
+    # The "nginx" column holds /v1/messages: the ratio is chat's cost over messages'.
+    for f in rps p50_us p99_us; do
+        row "S10 chat vs messages" "$f" "$(agg S10 chat "$BASE_T" $f closed)" \
+            "$(agg S10 messages "$BASE_T" $f closed)" ""
+    done
+    for rate in "${RATE_LIST[@]}"; do
+        for f in p50_us p99_us; do
+            row "S10 @${rate}/s chat vs msg" "$f" "$(agg S10 chat "$BASE_T" $f "$rate")" \
+                "$(agg S10 messages "$BASE_T" $f "$rate")" ""
+        done
     done
 fi
 if want S9; then
