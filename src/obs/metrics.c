@@ -360,6 +360,26 @@ static void sum_phist(const ag_metrics_t *m, size_t off, uint64_t *buckets, size
     }
 }
 
+static model_slab_t *find_model(worker_slab_t *s, const char *model);
+
+/* One model's duration histogram (at `off` in its slab), summed over the workers. */
+static void sum_model_phist(ag_metrics_t *m, const char *model, size_t off, uint64_t *buckets,
+                            uint64_t *count, uint64_t *sum_ns)
+{
+    memset(buckets, 0, sizeof(uint64_t) * (NDUR + 1));
+    *count = *sum_ns = 0;
+    for (unsigned w = 0; w < m->nworkers; w++) {
+        model_slab_t *ms = find_model(&m->slabs[w], model);
+        if (!ms)
+            continue;
+        phist_t *h = (phist_t *)((char *)ms + off);
+        for (size_t k = 0; k <= NDUR; k++)
+            buckets[k] += ag_ctr_get(&h->buckets[k]);
+        *count += ag_ctr_get(&h->count);
+        *sum_ns += ag_ctr_get(&h->sum_ns);
+    }
+}
+
 /* The distinct model names any worker has seen, in first-seen order of worker 0 then the rest. */
 static size_t collect_models(const ag_metrics_t *m, const char **names, size_t cap)
 {
@@ -501,17 +521,7 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
         rc = family(b, "aigate_upstream_duration_seconds", "histogram",
                     "Time of each upstream call, by model.");
     for (size_t i = 0; i < nmodels && rc == 0; i++) {
-        memset(buckets, 0, sizeof(buckets));
-        count = sum = 0;
-        for (unsigned w = 0; w < m->nworkers; w++) {
-            model_slab_t *ms = find_model(&m->slabs[w], models[i]);
-            if (!ms)
-                continue;
-            for (size_t k = 0; k <= NDUR; k++)
-                buckets[k] += ag_ctr_get(&ms->upstream.buckets[k]);
-            count += ag_ctr_get(&ms->upstream.count);
-            sum += ag_ctr_get(&ms->upstream.sum_ns);
-        }
+        sum_model_phist(m, models[i], offsetof(model_slab_t, upstream), buckets, &count, &sum);
         if (count)
             rc = render_hist(b, "aigate_upstream_duration_seconds", "model", models[i], duration_le,
                              NDUR, buckets, count, sum);
@@ -613,17 +623,7 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
         rc = family(b, "aigate_queue_wait_seconds", "histogram",
                     "Time requests waited in the upstream queue, by model.");
     for (size_t i = 0; i < nmodels && rc == 0; i++) {
-        memset(buckets, 0, sizeof(buckets));
-        count = sum = 0;
-        for (unsigned w = 0; w < m->nworkers; w++) {
-            model_slab_t *ms = find_model(&m->slabs[w], models[i]);
-            if (!ms)
-                continue;
-            for (size_t k = 0; k <= NDUR; k++)
-                buckets[k] += ag_ctr_get(&ms->queue_wait.buckets[k]);
-            count += ag_ctr_get(&ms->queue_wait.count);
-            sum += ag_ctr_get(&ms->queue_wait.sum_ns);
-        }
+        sum_model_phist(m, models[i], offsetof(model_slab_t, queue_wait), buckets, &count, &sum);
         if (count)
             rc = render_hist(b, "aigate_queue_wait_seconds", "model", models[i], duration_le, NDUR,
                              buckets, count, sum);

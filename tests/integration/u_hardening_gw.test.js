@@ -199,22 +199,36 @@ function accumulate(sse) {
     return msg;
 }
 
+// The response cache's /v1/messages keys, read with the storage CLI while the gateway runs.
+function messageKeys(g) {
+    const { spawnSync } = require('node:child_process');
+    const r = spawnSync(require('./lib.js').BIN, ['kv', 'key', 'list', '--json', '--binding', 'CACHE', '--config', `${g.cwd}/aigate.toml`], { cwd: g.cwd, encoding: 'utf8' });
+    if (r.status !== 0) return 0;
+    return JSON.parse(r.stdout).keys.filter((k) => k.name.startsWith('msg:v2:')).length;
+}
+
 test('a cached answer serves streaming and plain clients with every block and field', async () => {
     const ask = (prompt, stream, extra = {}) =>
         messages(gw, { stream, messages: [{ role: 'user', content: prompt }], stop_sequences: ['NEVER'], ...extra });
     // Streamed first: the tool_use block and the text around it survive the cache.
+    let n = messageKeys(gw);
     let first = await ask('[[blocks]] weather in Paris', true);
     assert.equal(first.status, 200);
     const streamed = accumulate(first.body);
     assert.deepEqual(streamed.content.map((b) => b.type), ['text', 'tool_use', 'text']);
-    let hit;
-    await until(async () => (hit = await ask('[[blocks]] weather in Paris', false)).headers['x-aigate-cache'] === 'hit', 5000, 'the fill');
+    // Wait for the fill itself: a plain request sent before it would fill the key with its own answer.
+    await until(() => messageKeys(gw) > n, 10000, 'the stream\'s fill');
+    let hit = await ask('[[blocks]] weather in Paris', false);
+    assert.equal(hit.headers['x-aigate-cache'], 'hit');
     assert.deepEqual(hit.json, streamed, 'the plain client gets the Message the stream was');
 
     // Plain first: the stream replayed from the cache rebuilds to the same Message.
+    n = messageKeys(gw);
     first = await ask('[[blocks]] [[thinking]] plan a trip', false);
     assert.equal(first.status, 200);
-    await until(async () => (hit = await ask('[[blocks]] [[thinking]] plan a trip', true)).headers['x-aigate-cache'] === 'hit', 5000, 'the fill');
+    await until(() => messageKeys(gw) > n, 10000, 'the plain answer\'s fill');
+    hit = await ask('[[blocks]] [[thinking]] plan a trip', true);
+    assert.equal(hit.headers['x-aigate-cache'], 'hit');
     assert.equal(hit.headers['content-type'], 'text/event-stream; charset=utf-8');
     assert.deepEqual(accumulate(hit.body), first.json);
 });
