@@ -128,16 +128,8 @@ static void gen_upstream_done(void *ctx, const ag_upstream_response_t *resp,
     gen_req_t *g = ctx;
     int64_t t0 = ag_mono_us();
     g->call = NULL;
-    gw_call_info_t info;
-    gw_call_info_from(&info, s);
-    if (s->refusal) {
-        gw_access_settle_none(g->acc);
-        gw_call_refused(g->req, g->route, &info);
+    if (!gw_call_answered(g->req, g->route, g->acc, resp, s, NULL))
         return;
-    }
-    gw_call_apply(g->req, &info, true);
-    g->req->ai.upstream_us = resp->duration_us;
-    g->req->ai.upstream_status = resp->status;
     shared_result_t *r = ag__gw_result_from_upstream(g->req->id, resp, NULL);
     gen_take_result(g, r);
     if (resp->error)

@@ -157,18 +157,8 @@ static void oai_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
     ag_req_t *req = m->req;
     int64_t t0 = ag_mono_us();
     m->call = NULL;
-    gw_call_info_t info;
-    gw_call_info_from(&info, s);
-    if (s->refusal) {
-        gw_access_settle_none(m->acc);
-        gw_call_refused(req, m->route, &info);
+    if (!gw_call_answered(req, m->route, m->acc, resp, s, m->kv_key))
         return;
-    }
-    gw_call_apply(req, &info, true);
-    if (info.fallback_from[0])
-        m->kv_key[0] = '\0'; /* another model's answer: not cached as this one's */
-    req->ai.upstream_us = resp->duration_us;
-    req->ai.upstream_status = resp->status;
     ag_req_cpu_add(req, resp->cpu_us);
     if (resp->error || resp->status == 0) {
         gw_access_settle_failure(m->acc, resp->error);

@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include "gateway/access.h"
 #include "gateway/generation.h"
 #include "gateway/routes.h"
 #include "gateway/upcall.h"
@@ -86,6 +87,24 @@ void gw_call_refused(ag_req_t *req, const gw_route_t *route, const gw_call_info_
     req->ai.queued_us = info->queued_us;
     route->def->proto->respond_error(req, 503, "overloaded_error",
                                      gw_call_refusal_message(info->refusal));
+}
+
+bool gw_call_answered(ag_req_t *req, const gw_route_t *route, gw_access_t *acc,
+                      const ag_upstream_response_t *resp, const ag_call_summary_t *s, char *kv_key)
+{
+    gw_call_info_t info;
+    gw_call_info_from(&info, s);
+    if (s->refusal) {
+        gw_access_settle_none(acc); /* nothing went upstream */
+        gw_call_refused(req, route, &info);
+        return false;
+    }
+    gw_call_apply(req, &info, true);
+    if (info.fallback_from[0] && kv_key)
+        kv_key[0] = '\0'; /* another model's answer: not cached as this one's */
+    req->ai.upstream_us = resp->duration_us;
+    req->ai.upstream_status = resp->status;
+    return true;
 }
 
 static void on_depth(void *ctx, const char *model, int delta, int64_t waited_us)

@@ -40,6 +40,16 @@ int gw_call_start(gw_worker_t *w, const gw_route_t *route, const char *model,
  *  request that made the call (`made_it`), so a shared call counts once. */
 void gw_call_apply(ag_req_t *req, const gw_call_info_t *info, bool made_it);
 
+struct gw_access;
+
+/** The start of every route's answer to its own call: a refusal is answered
+ *  (503) and settled at 0 (@return false: the request is done); otherwise
+ *  the call's story goes on the request (gw_call_apply), a fallback's answer
+ *  clears `kv_key` (optional) so it is not cached, and the upstream's time and
+ *  status go in the record. */
+bool gw_call_answered(ag_req_t *req, const gw_route_t *route, struct gw_access *acc,
+                      const ag_upstream_response_t *resp, const ag_call_summary_t *s, char *kv_key);
+
 /** A refused call: 503 with Retry-After, in the route's error shape. */
 void gw_call_refused(ag_req_t *req, const gw_route_t *route, const gw_call_info_t *info);
 
