@@ -57,6 +57,14 @@ typedef struct model_slab {
     ag_ctr_t fallbacks; /* answers from a fallback when this model was asked for */
 } model_slab_t;
 
+/* A client key's requests and spend, by its name (never the key). */
+typedef struct key_slab {
+    _Atomic bool used;
+    char name[64];
+    ag_ctr_t requests;
+    ag_fctr_t cost;
+} key_slab_t;
+
 typedef struct worker_slab {
     _Alignas(64) route_slab_t routes[AG_METRICS_MAX_ROUTES + 1]; /* [0]: no route */
     model_slab_t models[AG_METRICS_MAX_MODELS + 1];              /* the last: "other" */
@@ -64,6 +72,7 @@ typedef struct worker_slab {
     ag_fctr_t saved_usd;
     ag_gauge_t streams;
     ag_ctr_t retries[AG_RETRY_NREASONS];
+    key_slab_t keys[AG_METRICS_MAX_KEYS + 1]; /* the last: "other" */
 } worker_slab_t;
 
 #define MAX_TASK_SERIES 256
@@ -170,6 +179,28 @@ static model_slab_t *model_slot(worker_slab_t *s, const char *model)
     return other;
 }
 
+/* The worker's slot for a key name: bounded, past the table's size "other". */
+static key_slab_t *key_slot(worker_slab_t *s, const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < AG_METRICS_MAX_KEYS && len < sizeof(s->keys[0].name); i++) {
+        key_slab_t *k = &s->keys[i];
+        if (!atomic_load_explicit(&k->used, memory_order_acquire)) {
+            memcpy(k->name, name, len + 1);
+            atomic_store_explicit(&k->used, true, memory_order_release);
+            return k;
+        }
+        if (strcmp(k->name, name) == 0)
+            return k;
+    }
+    key_slab_t *other = &s->keys[AG_METRICS_MAX_KEYS];
+    if (!atomic_load_explicit(&other->used, memory_order_acquire)) {
+        memcpy(other->name, "other", 6);
+        atomic_store_explicit(&other->used, true, memory_order_release);
+    }
+    return other;
+}
+
 static void model_status(model_slab_t *ms, int status)
 {
     unsigned n = atomic_load_explicit(&ms->nstatus, memory_order_relaxed);
@@ -210,6 +241,12 @@ void ag_metrics_record(ag_metrics_t *m, unsigned w, const ag_request_record_t *r
     for (unsigned k = 1; k < AG_RETRY_NREASONS; k++) {
         if (ai->retries_by_reason[k])
             ag_ctr_add(&s->retries[k], ai->retries_by_reason[k]);
+    }
+    if (ai->key_name) {
+        key_slab_t *ks = key_slot(s, ai->key_name);
+        ag_ctr_add(&ks->requests, 1);
+        if (ai->cost_usd > 0)
+            ag_fctr_add(&ks->cost, ai->cost_usd);
     }
     if (ai->model && ai->queued_us > 0)
         phist_add(&model_slot(s, ai->model)->queue_wait, duration_le, NDUR, ai->queued_us);
@@ -607,6 +644,43 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
             n += ag_ctr_get(&m->slabs[w].routes[r].ratelimited);
         rc = sample_label(b, "aigate_ratelimit_rejections_total", "route", m->routes[r], NULL, NULL,
                           (double)n);
+    }
+    /* Per client key (its name): the names any worker has seen, summed. */
+    if (rc == 0)
+        rc = family(b, "aigate_key_requests_total", "counter",
+                    "AI requests made with a client API key, by the key's name (bounded: "
+                    "past 64 names, \"other\").");
+    const char *keys[(AG_METRICS_MAX_KEYS + 1) * 4];
+    size_t nkeys = 0;
+    for (unsigned w = 0; w < m->nworkers; w++) {
+        for (size_t i = 0; i <= AG_METRICS_MAX_KEYS; i++) {
+            key_slab_t *k = &m->slabs[w].keys[i];
+            if (!atomic_load_explicit(&k->used, memory_order_acquire))
+                continue;
+            size_t j = 0;
+            while (j < nkeys && strcmp(keys[j], k->name) != 0)
+                j++;
+            if (j == nkeys && nkeys < AG_ARRAY_LEN(keys))
+                keys[nkeys++] = k->name;
+        }
+    }
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        if (pass == 1)
+            rc = family(b, "aigate_key_cost_usd_total", "counter",
+                        "Estimated upstream cost of a client key's requests, in US dollars.");
+        for (size_t i = 0; i < nkeys && rc == 0; i++) {
+            double v = 0;
+            for (unsigned w = 0; w < m->nworkers; w++) {
+                for (size_t j = 0; j <= AG_METRICS_MAX_KEYS; j++) {
+                    key_slab_t *k = &m->slabs[w].keys[j];
+                    if (atomic_load_explicit(&k->used, memory_order_acquire) &&
+                        strcmp(k->name, keys[i]) == 0)
+                        v += pass ? ag_fctr_get(&k->cost) : (double)ag_ctr_get(&k->requests);
+                }
+            }
+            rc = sample_label(b, pass ? "aigate_key_cost_usd_total" : "aigate_key_requests_total",
+                              "key", keys[i], NULL, NULL, v);
+        }
     }
     if (rc == 0)
         rc = family(b, "aigate_queue_depth", "gauge",

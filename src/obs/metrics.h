@@ -16,6 +16,7 @@
 
 #define AG_METRICS_MAX_ROUTES 32
 #define AG_METRICS_MAX_MODELS 64
+#define AG_METRICS_MAX_KEYS 64 /* client key names with their own series; then "other" */
 
 typedef struct ag_metrics ag_metrics_t;
 

@@ -264,9 +264,14 @@ test('revoked and expired keys fail at once while the server runs; the key reach
         const entry = usageEntries(dataDir).find((e) => e.requestId === ok.headers['x-request-id']);
         assert.equal(entry.key, 'soon-revoked');
         assert.equal(entry.client, '127.0.0.1');
+        // The metrics count by the key's name (bounded), never the key.
+        const metrics = (await request(`${gw.adminUrl}/metrics`)).body;
+        assert.match(metrics, /^aigate_key_requests_total\{key="soon-revoked"\} 2$/m);
+        assert.match(metrics, /^aigate_key_cost_usd_total\{key="soon-revoked"\} [0-9.e-]+$/m);
+        assert.match(metrics, /^aigate_key_requests_total\{key="rotated"\} 2$/m);
         sub.close();
         await gw.stop();
-        const everything = [gw.stderr, gw.stdout, JSON.stringify(sub.events), sub.raw(),
+        const everything = [gw.stderr, gw.stdout, JSON.stringify(sub.events), sub.raw(), metrics,
             ...filesUnder(dataDir).map((f) => fs.readFileSync(f).toString('latin1'))].join('\n');
         for (const k of keysSeen) {
             assert.ok(!everything.includes(k), 'a client key was written out');
