@@ -300,3 +300,13 @@ test('/api/generate takes JSON as deep as JSON.parse does', async () => {
     assert.equal(res.status, 200, res.body);
     assert.equal(res.json.output, 'Echo: deep one');
 });
+
+test("the README's single-test recipe: a relative AIGATE_BIN is taken from where node runs", () => {
+    const { spawnSync } = require('node:child_process');
+    const path = require('node:path');
+    const root = path.resolve(__dirname, '../..');
+    const r = spawnSync(process.execPath, ['-e', `process.stdout.write(require(${JSON.stringify(path.join(__dirname, 'lib.js'))}).BIN)`],
+        { cwd: root, env: { ...process.env, AIGATE_BIN: 'build/debug/aigate' }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, path.join(root, 'build/debug/aigate'), 'absolute, so gateways started from other folders find it');
+});
