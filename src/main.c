@@ -810,6 +810,14 @@ static int run_server(int argc, char **argv, bool dev)
                     ag_strerror(rc));
     }
     if (rc == 0) {
+        /* What the start-up line and the pid file say, copied first: once the
+         * config is published below, a reload may free it on another thread. */
+        char upstream[512], host[256], cfg_path[1024], data_dir[1024];
+        ag_config_redact_url(cfg->upstream, upstream, sizeof(upstream));
+        snprintf(host, sizeof(host), "%s", cfg->host);
+        snprintf(cfg_path, sizeof(cfg_path), "%s", cfg->path ? cfg->path : "(embedded defaults)");
+        snprintf(data_dir, sizeof(data_dir), "%s", cfg->data_dir);
+        unsigned threads = cfg->threads;
         pthread_mutex_lock(&serving.mu);
         serving.o = o;
         serving.stopping = false;
@@ -843,14 +851,11 @@ static int run_server(int argc, char **argv, bool dev)
             watch.srv = NULL;
         }
         /* Before the line tests and scripts wait for, so `aigate deploy` finds it. */
-        pid_file_write(cfg->data_dir, admin ? admin_host : NULL, admin ? ag_admin_port(admin) : 0);
+        pid_file_write(data_dir, admin ? admin_host : NULL, admin ? ag_admin_port(admin) : 0);
         /* Only now: a SIGTERM right after this line must find its handler. */
-        char upstream[512];
-        ag_config_redact_url(cfg->upstream, upstream, sizeof(upstream));
         ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
-                    AG_VERSION, dev ? "dev" : "serve", cfg->host, ag_server_port(srv), cfg->threads,
-                    cfg->threads == 1 ? "" : "s", upstream,
-                    cfg->path ? cfg->path : "(embedded defaults)");
+                    AG_VERSION, dev ? "dev" : "serve", host, ag_server_port(srv), threads,
+                    threads == 1 ? "" : "s", upstream, cfg_path);
         notify("READY=1");
         uv_run(&loop, UV_RUN_DEFAULT); /* until the workers stopped (the drain) */
         /* No reload is running past this (the drain refused new ones), and
