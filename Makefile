@@ -93,7 +93,8 @@ unit: debug
 	@cd build/debug && ctest --output-on-failure -L unit
 
 # libFuzzer builds (clang) of the fuzz targets only; the output goes to a log.
-FUZZ_TARGETS = $(shell grep -ho 'ag_fuzz_target(fuzz_[a-z_]*' cmake/modules/*.cmake | cut -d'(' -f2)
+# (No parenthesis in the pattern: an unbalanced one would end make's $(shell ...).)
+FUZZ_TARGETS = $(shell grep -ho 'ag_fuzz_target.fuzz_[a-z_]*' cmake/modules/*.cmake | sed 's/^ag_fuzz_target.//')
 FUZZ_SMOKE_SECONDS ?= 20
 fuzz-build: deps-test deps-web
 	@mkdir -p build
