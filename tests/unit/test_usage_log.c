@@ -468,8 +468,9 @@ TEST(entry_fields_round_trip)
     /* byte for byte: the new fields come last, in this order and format */
     ag_obj_t raw;
     ASSERT_EQ(ag_objstore_get(f.store, d.keys[0], strlen(d.keys[0]), &raw), 0);
-    ASSERT(strstr(raw.data, ",\"costUsd\":0,\"outcome\":\"client_abort\",\"route\":\"\","
-                            "\"cpuMs\":0.000,\"attempts\":0,\"queuedMs\":0,\"savedUsd\":0}\n") != NULL);
+    ASSERT(strstr(raw.data,
+                  ",\"costUsd\":0,\"outcome\":\"client_abort\",\"route\":\"\","
+                  "\"cpuMs\":0.000,\"attempts\":0,\"queuedMs\":0,\"savedUsd\":0}\n") != NULL);
     ASSERT(strstr(raw.data, ",\"route\":\"/api/generate\",\"cpuMs\":1.234,\"attempts\":2,"
                             "\"queuedMs\":250,\"fallbackFrom\":\"claude-sonnet-4-6\","
                             "\"key\":\"team-a\"}\n") != NULL);
