@@ -151,6 +151,20 @@ static int64_t jtok_member_int(const char *text, const ag_jtok_t *toks, int obj,
     return v;
 }
 
+/* Appends the usage object as upstream sent it when it reads back under the
+ * cache's JSON reader; our tokenizer also takes integers past 64 bits and lone
+ * surrogate escapes, which jansson refuses, and a cached entry must replay.
+ * Such a usage becomes the two counts we read from it. */
+static int append_usage(ag_buf_t *out, ag_str_t raw, int64_t in, int64_t outt)
+{
+    json_t *check = json_loadb(raw.ptr, raw.len, JSON_ALLOW_NUL, NULL);
+    json_decref(check);
+    if (check)
+        return ag_buf_append_str(out, raw);
+    return ag_buf_printf(out, "{\"input_tokens\":%lld,\"output_tokens\":%lld}", (long long)in,
+                         (long long)outt);
+}
+
 /* Appends the text of every text block of a content array: the first block
  * need not be text (the seed read content[0].text and broke on tool use). */
 static int jtok_join_text(const char *text, const ag_jtok_t *toks, int content, ag_buf_t *out)
@@ -217,7 +231,7 @@ shared_result_t *ag__gw_result_from_upstream(const char *id, const ag_upstream_r
     if (rc == 0)
         rc = ag_buf_append_cstr(&out, ",\"usage\":");
     if (rc == 0)
-        rc = ag_buf_append_str(&out, ag_jtok_raw(t, &toks[usage])); /* as upstream sent it */
+        rc = append_usage(&out, ag_jtok_raw(t, &toks[usage]), in, outt);
     uint32_t units = (uint32_t)ag_utf16_length(text.data ? text.data : "", text.len);
     if (rc == 0 && cache_value) {
         rc = ag_buf_printf(cache_value, "%u %lld %lld %s\n", units, (long long)in, (long long)outt,

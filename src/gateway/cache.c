@@ -257,7 +257,7 @@ bool ag__gw_parse_entry(const ag_kv_value_t *v, cache_entry_t *e)
 bool ag__gw_entry_text(const cache_entry_t *e, ag_buf_t *text, long long *in, long long *out,
                        char stop[64])
 {
-    json_t *root = json_loadb(e->json, e->jlen, 0, NULL);
+    json_t *root = json_loadb(e->json, e->jlen, JSON_ALLOW_NUL, NULL);
     bool ok = false;
     if (!e->raw) {
         json_t *t = json_object_get(root, "output");

@@ -97,6 +97,10 @@ struct ag_worker {
     int64_t sample_cpu;
     int64_t measured_us; /* request time measured since then */
     unsigned nbusy;      /* over-cap connections lingering to deliver their 503 */
+    /* Where lingering connections' input is read to be dropped. Per worker, not
+     * one static buffer: the kernel's writes into it are a data race between
+     * threads (TSan reports them), harmless or not. */
+    char discard[16384];
     bool draining;
     bool joined;
     bool listener_closed;
@@ -966,14 +970,12 @@ static void conn_fail(ag_conn_t *c, int status, const char *msg)
  * send RST, which can destroy the response before the client reads it. So shut
  * the write side, discard input until EOF, and close then (or after 2 s). */
 #define LINGER_MS 2000
-static char discard_buf[65536];
 
 static void on_linger_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    AG_UNUSED(h);
     AG_UNUSED(suggested);
-    /* Bytes written here are never read, so threads may share the buffer. */
-    *buf = uv_buf_init(discard_buf, sizeof(discard_buf));
+    ag_worker_t *w = ((ag_conn_t *)h->data)->w;
+    *buf = uv_buf_init(w->discard, sizeof(w->discard));
 }
 
 static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
