@@ -244,6 +244,8 @@ typedef struct serve {
     ag_gateway_t *gw;
     ag_tasks_t *tasks;
     ag_admin_t *admin;
+    ag_server_t *srv;
+    ag_tls_ctx_t *tls; /* the certificate new connections get; NULL: plain HTTP */
 } serve_t;
 
 static serve_t serving = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -397,6 +399,43 @@ static int restart_tasks(serve_t *sv, ag_config_t *cfg, FILE *errs)
     return rc;
 }
 
+static bool tls_wanted(const ag_config_t *cfg)
+{
+    return (cfg->tls_cert && *cfg->tls_cert) || (cfg->tls_key && *cfg->tls_key);
+}
+
+static void keep_string(char **dst, const char *running)
+{
+    char *copy = strdup(running ? running : "");
+    if (!copy)
+        return;
+    free(*dst);
+    *dst = copy;
+}
+
+/* A reload's TLS part, before the diff: HTTPS switched on or off needs a
+ * restart (the running value is kept, and said); otherwise the files are read
+ * again, whether or not their names changed (a certificate renewed in place),
+ * and checked. @return 0 with *out (NULL: plain HTTP), or AG_EBADCONFIG. */
+static int reload_tls(serve_t *sv, ag_config_t *nc, FILE *errs, ag_tls_ctx_t **out,
+                      bool *switched)
+{
+    *out = NULL;
+    *switched = tls_wanted(nc) != (sv->tls != NULL);
+    if (*switched) {
+        keep_string(&nc->tls_cert, sv->cfg->tls_cert);
+        keep_string(&nc->tls_key, sv->cfg->tls_key);
+    }
+    if (!tls_wanted(nc))
+        return 0;
+    char err[1024];
+    if (ag_tls_ctx_new(nc->tls_cert, nc->tls_key, out, err, sizeof(err)) < 0) {
+        fprintf(errs, "%s\n", err);
+        return AG_EBADCONFIG;
+    }
+    return 0;
+}
+
 /* Validates the config file (`path`, else the one the server runs) with the
  * checks of `aigate config check`, then applies it: a new generation for
  * requests, the tasks runner restarted if its part changed. Refused, nothing
@@ -432,10 +471,16 @@ static int reload(serve_t *sv, const char *path, ag_buf_t *body)
         rc = AG_EBADCONFIG;
     if (rc == 0 && ag_tasks_check(nc, errs) < 0)
         rc = AG_EBADCONFIG;
-    const char *diff[96], *changed[96], *restart[97];
+    ag_tls_ctx_t *tls = NULL;
+    bool tls_switched = false;
+    if (rc == 0)
+        rc = reload_tls(sv, nc, errs, &tls, &tls_switched);
+    const char *diff[96], *changed[97], *restart[98];
     size_t nchanged = 0, nrestart = 0;
     bool tasks_restart = false;
     if (rc == 0) {
+        if (tls_switched)
+            restart[nrestart++] = "tls_cert (HTTPS on or off)";
         size_t n = ag_config_diff(sv->cfg, nc, diff, AG_ARRAY_LEN(diff));
         for (size_t i = 0; i < n && i < AG_ARRAY_LEN(diff); i++) {
             if (restart_only(diff[i])) {
@@ -452,6 +497,17 @@ static int reload(serve_t *sv, const char *path, ag_buf_t *body)
         if ((was == NULL) != (now == NULL) || (was && strcmp(was, now) != 0))
             restart[nrestart++] = "r2_buckets (the usage log's bucket)";
         ag_config_keep_restart(nc, sv->cfg);
+        /* The same file names with a new certificate in them is a change too. */
+        char was_fp[65] = "", now_fp[65] = "";
+        if (sv->tls && tls) {
+            ag_tls_ctx_fingerprint(sv->tls, was_fp);
+            ag_tls_ctx_fingerprint(tls, now_fp);
+        }
+        bool listed = false;
+        for (size_t i = 0; i < nchanged; i++)
+            listed = listed || strcmp(changed[i], "tls_cert") == 0;
+        if (!listed && strcmp(was_fp, now_fp) != 0)
+            changed[nchanged++] = "tls_cert";
     }
     double validate_ms = ms_since(t0);
     int64_t t1 = ag_now_us();
@@ -459,6 +515,17 @@ static int reload(serve_t *sv, const char *path, ag_buf_t *body)
     if (gen < 0 && rc == 0)
         rc = gen;
     const char *tasks_state = "unchanged";
+    if (rc == 0 && tls) {
+        /* New connections get the new certificate; open ones keep theirs. */
+        if (sv->srv)
+            ag_server_set_tls(sv->srv, tls);
+        if (sv->admin && sv->cfg->admin_tls)
+            ag_admin_set_tls(sv->admin, tls);
+        ag_tls_ctx_unref(sv->tls);
+        sv->tls = tls;
+        tls = NULL;
+    }
+    ag_tls_ctx_unref(tls); /* refused: the context built for it */
     if (rc == 0 && tasks_restart) {
         /* The generation is out already: a runner that cannot start is said,
          * not undone (its checks passed above, so only resources fail here). */
@@ -532,7 +599,8 @@ static void stop_reloads(serve_t *sv)
 static char pid_path[4096];
 
 /* DATA_DIR/aigate.pid: the pid, then the admin listener's URL (none: SIGHUP only). */
-static void pid_file_write(const char *data_dir, const char *admin_host, int admin_port)
+static void pid_file_write(const char *data_dir, const char *admin_host, int admin_port,
+                           bool admin_tls)
 {
     if (snprintf(pid_path, sizeof(pid_path), "%s/aigate.pid", data_dir) >= (int)sizeof(pid_path)) {
         pid_path[0] = '\0';
@@ -554,7 +622,8 @@ static void pid_file_write(const char *data_dir, const char *admin_host, int adm
                         : strcmp(admin_host, "::") == 0    ? "::1"
                                                            : admin_host;
         bool v6 = strchr(h, ':') != NULL;
-        fprintf(f, "http://%s%s%s:%d\n", v6 ? "[" : "", h, v6 ? "]" : "", admin_port);
+        fprintf(f, "%s://%s%s%s:%d\n", admin_tls ? "https" : "http", v6 ? "[" : "", h,
+                v6 ? "]" : "", admin_port);
     }
     if (fclose(f) != 0 || rename(tmp, pid_path) < 0) {
         ag_log_warn("cannot write %s: %s", pid_path, strerror(errno));
@@ -704,6 +773,23 @@ static int run_server(int argc, char **argv, bool dev)
             return 1;
         }
     }
+    /* HTTPS: the certificate and key are read and checked before anything is
+     * bound, so a bad one stops the start with a line that names the file. */
+    ag_tls_ctx_t *tls = NULL;
+    if (tls_wanted(cfg)) {
+        char err[1024];
+        if (ag_tls_ctx_new(cfg->tls_cert, cfg->tls_key, &tls, err, sizeof(err)) < 0) {
+            fprintf(stderr, "aigate: %s\n", err);
+            ag_secrets_value_free(admin_token);
+            config_free(cfg);
+            return 1;
+        }
+    } else if (cfg->admin_tls) {
+        fprintf(stderr, "aigate: admin_tls = true needs tls_cert and tls_key\n");
+        ag_secrets_value_free(admin_token);
+        config_free(cfg);
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
     /* Every connection is a descriptor: take all the hard limit allows (nginx's
      * worker_rlimit_nofile), so max_connections, not a 1024 default, is the cap. */
@@ -717,6 +803,7 @@ static int run_server(int argc, char **argv, bool dev)
         fprintf(stderr, "aigate: cannot initialise the HTTP client (libcurl): %s\n",
                 ag_strerror(rc));
         ag_secrets_value_free(admin_token);
+        ag_tls_ctx_unref(tls);
         config_free(cfg);
         return 1;
     }
@@ -770,6 +857,7 @@ static int run_server(int argc, char **argv, bool dev)
             .cfg = cfg,
             .reload = admin_reload,
             .reload_ctx = &serving,
+            .tls = cfg->admin_tls ? tls : NULL,
         };
         rc = ag_admin_start(&ao, &admin);
         if (rc < 0)
@@ -796,6 +884,7 @@ static int run_server(int argc, char **argv, bool dev)
             .client_exempt_ctx = &exempt,
             .lock_dir = lock_dir(lockbuf, sizeof(lockbuf)),
             .holder_pid = &holder,
+            .tls = tls,
         };
         rc = ag_server_start(&so, &srv);
         if (rc == -EADDRINUSE && holder > 0)
@@ -818,6 +907,7 @@ static int run_server(int argc, char **argv, bool dev)
         snprintf(cfg_path, sizeof(cfg_path), "%s", cfg->path ? cfg->path : "(embedded defaults)");
         snprintf(data_dir, sizeof(data_dir), "%s", cfg->data_dir);
         unsigned threads = cfg->threads;
+        bool admin_tls = cfg->admin_tls;
         pthread_mutex_lock(&serving.mu);
         serving.o = o;
         serving.stopping = false;
@@ -826,6 +916,9 @@ static int run_server(int argc, char **argv, bool dev)
         serving.gw = gw;
         serving.tasks = tasks;
         serving.admin = admin;
+        serving.srv = srv;
+        serving.tls = tls; /* a reload replaces it */
+        tls = NULL;
         pthread_mutex_unlock(&serving.mu);
         running_server = srv;
         running_admin = admin;
@@ -851,7 +944,8 @@ static int run_server(int argc, char **argv, bool dev)
             watch.srv = NULL;
         }
         /* Before the line tests and scripts wait for, so `aigate deploy` finds it. */
-        pid_file_write(data_dir, admin ? admin_host : NULL, admin ? ag_admin_port(admin) : 0);
+        pid_file_write(data_dir, admin ? admin_host : NULL, admin ? ag_admin_port(admin) : 0,
+                       admin_tls);
         /* Only now: a SIGTERM right after this line must find its handler. */
         ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
                     AG_VERSION, dev ? "dev" : "serve", host, ag_server_port(srv), threads,
@@ -864,6 +958,9 @@ static int run_server(int argc, char **argv, bool dev)
         pthread_mutex_lock(&serving.mu);
         cfg = serving.cfg;
         tasks = serving.tasks;
+        serving.srv = NULL;
+        tls = serving.tls;
+        serving.tls = NULL;
         pthread_mutex_unlock(&serving.mu);
         pid_file_remove();
         if (watch.srv)
@@ -906,6 +1003,7 @@ static int run_server(int argc, char **argv, bool dev)
     serving.gw = NULL;
     serving.tasks = NULL;
     serving.admin = NULL;
+    ag_tls_ctx_unref(tls); /* the servers that used it are gone */
     config_free(cfg);
     ag_upstream_global_cleanup();
     return rc == 0 ? 0 : 1;

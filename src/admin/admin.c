@@ -837,7 +837,9 @@ int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out)
                 .server_ctx = a,
             },
         .default_headers = "X-Content-Type-Options: nosniff\r\n",
+        .tls = opts->tls,
     };
+    a->opts.tls = NULL; /* borrowed for the start only: the server holds its own */
     rc = ag_server_start(&so, &a->srv);
     if (rc < 0) {
         pthread_mutex_destroy(&a->clients_lock);
@@ -862,6 +864,11 @@ void ag_admin_set_server(ag_admin_t *a, const ag_server_t *srv)
     pthread_mutex_lock(&a->clients_lock);
     a->clients = srv;
     pthread_mutex_unlock(&a->clients_lock);
+}
+
+int ag_admin_set_tls(ag_admin_t *a, ag_tls_ctx_t *ctx)
+{
+    return ag_server_set_tls(a->srv, ctx);
 }
 
 void ag_admin_set_state(ag_admin_t *a, ag_admin_state_t state)

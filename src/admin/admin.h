@@ -34,6 +34,7 @@ typedef struct ag_admin_options {
      * HTTP status. Called on a thread-pool thread; may block. NULL: 404. */
     int (*reload)(void *ctx, const char *path, ag_buf_t *body);
     void *reload_ctx;
+    ag_tls_ctx_t *tls; /* HTTPS with this context (borrowed); NULL: plain HTTP */
 } ag_admin_options_t;
 
 /** Splits "host:port" ("[::1]:8788" too). @return 0 or -EINVAL. */
@@ -50,6 +51,8 @@ int ag_admin_port(const ag_admin_t *a);
 /** The clients' server, once it listens (for aigate_connections_active). */
 void ag_admin_set_server(ag_admin_t *a, const ag_server_t *srv);
 void ag_admin_set_state(ag_admin_t *a, ag_admin_state_t state);
+/** A reload's certificate for new admin connections (ag_server_set_tls). Any thread. */
+int ag_admin_set_tls(ag_admin_t *a, ag_tls_ctx_t *ctx);
 
 /** A reload restarted the scheduled tasks: the runner and the config it
  *  borrows (tasks NULL while it restarts). Waits for task requests using the

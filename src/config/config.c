@@ -127,6 +127,15 @@ static const cfg_key_t aigate_keys[] = {
      "name of the secret every admin request must present as a Bearer token (required when "
      "admin_listen is not a loopback address)",
      AG_KEY_SECRET},
+    /* HTTPS (issue 13): reloadable, the on/off switch aside (main.c keeps it). */
+    {"tls_cert", K_STRING, 0, 0, 0, "", OFF(tls_cert),
+     "PEM certificate chain (leaf first) to serve HTTPS with; \"\": plain HTTP. Read again on "
+     "every reload: new connections get the new certificate, open ones keep theirs",
+     RELOAD},
+    {"tls_key", K_STRING, 0, 0, 0, "", OFF(tls_key),
+     "PEM private key of tls_cert (set both or neither); read again on every reload", RELOAD},
+    {"admin_tls", K_BOOL, 0, 1, 0, NULL, OFF(admin_tls),
+     "serve the admin listener over HTTPS too, with tls_cert and tls_key", RESTART},
     {"data_dir", K_STRING, 0, 0, 0, "./.aigate", OFF(data_dir),
      "folder for KV stores, buckets, secrets", RESTART},
     {"access_log", K_BOOL, 0, 1, 1, NULL, OFF(access_log), "one JSON line per request on stderr",

@@ -172,6 +172,10 @@ typedef struct ag_config {
     /* the admin listener: "host:port", "" for none; its token's secret name */
     char *admin_listen;
     char *admin_token_secret;
+    bool admin_tls; /* the admin listener speaks HTTPS too, with tls_cert/tls_key */
+    /* HTTPS: PEM files; "" (both): plain HTTP */
+    char *tls_cert;
+    char *tls_key;
     /* scheduled tasks */
     char **crons; /* [triggers] crons, as written; NULL-terminated */
     ag_config_pos_t *cron_at;

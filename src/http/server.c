@@ -20,6 +20,7 @@
 
 #include "http/addr.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "util/errors.h"
 #include "util/fmt.h"
 #include "util/http_reason.h"
@@ -67,6 +68,7 @@ struct ag_server {
     atomic_bool shutting_down;
     atomic_bool cut; /* a second stop signal: close what the drain still waits for */
     int lock_fd;     /* the listen lock, held for the server's life; -1: none */
+    bool tls;        /* HTTPS: every worker has a TLS context (ag_server_set_tls swaps it) */
     /* Guards each worker's wakeup against a send after its close: a stop
      * signal may come when some workers have already stopped. */
     uv_mutex_t wake_lock;
@@ -101,6 +103,10 @@ struct ag_worker {
      * one static buffer: the kernel's writes into it are a data race between
      * threads (TSan reports them), harmless or not. */
     char discard[16384];
+    /* HTTPS: the context new connections start on, replaced by a reload
+     * under tls_lock (uncontended: taken once per accept by this worker). */
+    ag_tls_ctx_t *tls;
+    uv_mutex_t tls_lock;
     bool draining;
     bool joined;
     bool listener_closed;
@@ -159,6 +165,11 @@ struct ag_conn {
     bool gone;             /* a stream write failed: the close (and abort) is due */
     client_slot_t *slot;   /* counted against max_connections_per_client */
     uv_shutdown_t shutdown_req;
+    /* HTTPS only (NULL otherwise): the engine, and the idle handle that reads
+     * the plaintext it still holds when reading resumes (that data never
+     * comes back from the socket). */
+    ag_tls_t *tls;
+    uv_idle_t *tls_pump;
 };
 
 static void conn_close(ag_conn_t *c);
@@ -428,6 +439,22 @@ static void conn_write_response(ag_conn_t *c, uv_buf_t *bufs, unsigned nbufs)
         c->response_done = true;
         return;
     }
+    if (c->tls) {
+        size_t queued = 0;
+        c->write_req.data = c;
+        int rc = ag_tls_write(c->tls, bufs, nbufs, &c->write_req, on_response_written, &queued);
+        if (rc == 1) {
+            c->writes_in_flight++;
+            conn_queued(c, queued);
+            return;
+        }
+        if (rc < 0)
+            c->keep_alive = false;
+        c->response_done = true;
+        if (!c->in_process)
+            conn_finish_request(c);
+        return;
+    }
     int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++)
@@ -652,6 +679,29 @@ static void conn_gone(ag_conn_t *c)
     uv_timer_start(&c->timer, on_gone_timer, 0, 0);
 }
 
+/* stream_send() over TLS: the engine queues the ciphertext; the entry only
+ * counts the stream's bytes until they are written. */
+static int stream_send_tls(ag_conn_t *c, uv_buf_t *bufs, size_t total)
+{
+    stream_write_t *sw = malloc(sizeof(*sw));
+    if (!sw)
+        return UV_ENOMEM;
+    sw->conn = c;
+    sw->len = total;
+    size_t queued = 0;
+    int rc = ag_tls_write(c->tls, bufs, 3, &sw->wr, on_stream_written, &queued);
+    if (rc != 1) {
+        free(sw);
+        if (rc < 0)
+            conn_gone(c);
+        return 0;
+    }
+    c->writes_in_flight++;
+    c->queued += total;
+    conn_queued(c, queued);
+    return 0;
+}
+
 /* Writes a[0..alen) then b[0..blen) then c, in order after anything queued. */
 static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, size_t blen,
                        const char *z, size_t zlen)
@@ -665,6 +715,8 @@ static int stream_send(ag_conn_t *c, const char *a, size_t alen, const char *b, 
                         uv_buf_init((char *)z, (unsigned)zlen)};
     size_t total = alen + blen + zlen;
     size_t written = 0;
+    if (c->tls)
+        return stream_send_tls(c, bufs, total);
     if (c->writes_in_flight == 0) {
         int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 3);
         if (n < 0 && n != UV_EAGAIN) {
@@ -849,6 +901,7 @@ static void on_conn_closed(uv_handle_t *h)
         w->nbusy--;
     ag_pool_fini(&c->req.pool);
     ag_buf_fini(&c->in);
+    ag_tls_free(c->tls);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -878,6 +931,8 @@ static void conn_close(ag_conn_t *c)
         request_report(req);
     }
     ag_pool_clear(&req->pool);
+    if (c->tls_pump)
+        uv_close((uv_handle_t *)c->tls_pump, on_conn_closed);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
 }
@@ -1011,6 +1066,8 @@ static void conn_linger(ag_conn_t *c, unsigned ms)
     c->response_done = false;
     c->send_timing = false;
     uv_timer_start(&c->timer, on_linger_timeout, ms, 0);
+    if (c->tls)
+        ag_tls_shutdown(c->tls); /* close_notify, queued before the FIN */
     c->shutdown_req.data = c;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) < 0)
         conn_close(c);
@@ -1060,12 +1117,23 @@ static void request_done(ag_conn_t *c)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
+static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_tls_pump(uv_idle_t *h);
+
 static void conn_start_reading(ag_conn_t *c)
 {
     if (c->reading || c->closing)
         return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    if (!c->tls) {
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+            c->reading = true;
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_tls_alloc, on_tls_read) == 0)
         c->reading = true;
+    if (c->reading && ag_tls_pending(c->tls))
+        uv_idle_start(c->tls_pump, on_tls_pump);
 }
 
 static void conn_finish_request(ag_conn_t *c)
@@ -1108,6 +1176,12 @@ static void on_continue_written(uv_write_t *wr, int status)
 static void send_continue(ag_conn_t *c)
 {
     uv_buf_t b = uv_buf_init((char *)continue_line, sizeof(continue_line) - 1);
+    if (c->tls) {
+        c->continue_req.data = c;
+        if (ag_tls_write(c->tls, &b, 1, &c->continue_req, on_continue_written, NULL) < 0)
+            c->keep_alive = false;
+        return;
+    }
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == (int)b.len)
         return;
@@ -1313,6 +1387,90 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     seg_end(c, timed);
 }
 
+/* ---- HTTPS: ciphertext from the socket, plaintext into the plain path ---- */
+
+/* Each read is fed to the engine before the next one lands, so the worker's
+ * discard buffer (lingering reads use it the same way) holds it. */
+static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    AG_UNUSED(suggested);
+    ag_worker_t *w = ((ag_conn_t *)h->data)->w;
+    *buf = uv_buf_init(w->discard, sizeof(w->discard));
+}
+
+/* Plaintext out of the engine, through on_alloc()/on_read() exactly as if the
+ * socket had delivered it, while reading is on: the buffer rules, caps and
+ * back-pressure stay the plain path's. */
+static void tls_pump(ag_conn_t *c)
+{
+    uv_stream_t *s = (uv_stream_t *)&c->tcp;
+    while (c->reading && !c->closing && !c->lingering) {
+        uv_buf_t b;
+        on_alloc((uv_handle_t *)s, READ_CHUNK, &b);
+        /* No room: ask whether a byte waits (len 0 peeks) before saying so. */
+        int n = ag_tls_read(c->tls, b.base, b.len);
+        if (n == 0)
+            return;
+        if (n > 0 && b.len == 0) {
+            on_read(s, UV_ENOBUFS, &b);
+            return;
+        }
+        on_read(s, n > 0 ? n : n == UV_EOF ? UV_EOF : UV_ECONNRESET, &b);
+        if (n < 0)
+            return;
+    }
+}
+
+static void on_tls_pump(uv_idle_t *h)
+{
+    ag_conn_t *c = h->data;
+    uv_idle_stop(h);
+    bool timed = seg_begin(c);
+    tls_pump(c);
+    seg_end(c, timed);
+}
+
+/* Plain HTTP on the HTTPS port: a 400 that says so (nginx answers 497), then
+ * the lingering close, so the client reads it instead of a reset. */
+#define PLAIN_ON_TLS_BODY "{\"error\":\"This port speaks HTTPS: use https:// URLs\"}"
+#define AG_XSTR(x) AG_STR_(x)
+#define AG_STR_(x) #x
+#define PLAIN_ON_TLS_LEN 53
+_Static_assert(sizeof(PLAIN_ON_TLS_BODY) - 1 == PLAIN_ON_TLS_LEN, "Content-Length of plain_on_tls");
+static const char plain_on_tls[] =
+    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    "Content-Length: " AG_XSTR(PLAIN_ON_TLS_LEN) "\r\n\r\n" PLAIN_ON_TLS_BODY;
+
+static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    ag_conn_t *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        /* What the engine still holds comes first, then the socket's end. */
+        if (nread == UV_EOF && c->reading && ag_tls_pending(c->tls))
+            tls_pump(c);
+        if (!c->closing)
+            on_read(s, nread, buf);
+        return;
+    }
+    bool timed = seg_begin(c);
+    int rc = ag_tls_feed(c->tls, buf->base, (size_t)nread);
+    if (rc == AG_TLS_EPLAIN) {
+        uv_buf_t b = uv_buf_init((char *)plain_on_tls, sizeof(plain_on_tls) - 1);
+        uv_try_write(s, &b, 1);
+        uv_read_stop(s);
+        c->reading = false;
+        conn_linger(c, LINGER_MS);
+    } else if (rc < 0) {
+        ag_log_debug("connection from %s: %s", c->req.peer_ip, ag_strerror(rc));
+        conn_close(c);
+    } else {
+        tls_pump(c);
+    }
+    seg_end(c, timed);
+}
+
 static const char busy_body[] = "{\"error\":\"Too many connections\"}";
 
 static void on_connection(uv_stream_t *server, int status)
@@ -1320,7 +1478,8 @@ static void on_connection(uv_stream_t *server, int status)
     ag_worker_t *w = server->data;
     if (status < 0 || w->draining)
         return;
-    ag_conn_t *c = calloc(1, sizeof(*c));
+    /* HTTPS: the pump handle rides in the same allocation. */
+    ag_conn_t *c = calloc(1, sizeof(*c) + (w->srv->tls ? sizeof(uv_idle_t) : 0));
     if (!c)
         return;
     c->w = w;
@@ -1329,6 +1488,12 @@ static void on_connection(uv_stream_t *server, int status)
     c->tcp.data = c;
     c->timer.data = c;
     c->closes_pending = 2;
+    if (w->srv->tls) {
+        c->tls_pump = (uv_idle_t *)(c + 1);
+        uv_idle_init(&w->loop, c->tls_pump);
+        c->tls_pump->data = c;
+        c->closes_pending = 3;
+    }
     const ag_server_limits_t *lim = &w->srv->opts.limits;
     ag_buf_init(&c->in, lim->max_header_bytes + lim->max_body_bytes + PIPELINE_SLACK);
     ag_pool_init(&c->req.pool);
@@ -1352,7 +1517,21 @@ static void on_connection(uv_stream_t *server, int status)
         else
             uv_ip4_name((struct sockaddr_in *)&ss, c->req.peer_ip, sizeof(c->req.peer_ip));
     }
+    if (w->srv->tls) {
+        uv_mutex_lock(&w->tls_lock);
+        c->tls = ag_tls_new(w->tls, (uv_stream_t *)&c->tcp);
+        uv_mutex_unlock(&w->tls_lock);
+        if (!c->tls) {
+            conn_close(c);
+            return;
+        }
+    }
     if (n >= lim->max_connections || !client_take(c)) {
+        if (c->tls) {
+            /* Over a cap before any handshake: no 503 can be said. */
+            conn_close(c);
+            return;
+        }
         /* Over a cap: the 503, then a lingering close, so that the request the
          * client may have sent already does not turn the close into an RST. */
         uv_buf_t b = uv_buf_init(w->srv->busy_response, (unsigned)w->srv->busy_response_len);
@@ -1605,10 +1784,30 @@ static void worker_fini_handles(ag_worker_t *w)
     uv_loop_close(&w->loop);
 }
 
+int ag_server_set_tls(ag_server_t *srv, ag_tls_ctx_t *ctx)
+{
+    if (!srv->tls || !ctx)
+        return -EINVAL;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        ag_worker_t *w = &srv->workers[i];
+        ag_tls_ctx_t *fresh = ag_tls_ctx_ref(ctx);
+        uv_mutex_lock(&w->tls_lock);
+        ag_tls_ctx_t *old = w->tls;
+        w->tls = fresh;
+        uv_mutex_unlock(&w->tls_lock);
+        ag_tls_ctx_unref(old); /* open connections' SSLs hold their own */
+    }
+    return 0;
+}
+
 static void server_free(ag_server_t *srv)
 {
     if (srv->lock_fd >= 0)
         close(srv->lock_fd);
+    for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
+        ag_tls_ctx_unref(srv->workers[i].tls);
+        uv_mutex_destroy(&srv->workers[i].tls_lock);
+    }
     for (unsigned i = 0; i < CLIENT_STRIPES; i++)
         uv_mutex_destroy(&srv->client_locks[i]);
     uv_mutex_destroy(&srv->wake_lock);
@@ -1650,6 +1849,14 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
         else
             srv->busy_response_len = (size_t)n;
     }
+    if (srv->workers) {
+        for (unsigned i = 0; i < srv->nworkers; i++) {
+            uv_mutex_init(&srv->workers[i].tls_lock);
+            srv->workers[i].tls = ag_tls_ctx_ref(opts->tls);
+        }
+    }
+    srv->tls = opts->tls != NULL;
+    srv->opts.tls = NULL; /* each worker holds its reference; the caller's is borrowed */
     if (!srv->workers || !srv->busy_response) {
         server_free(srv);
         return -ENOMEM;

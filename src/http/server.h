@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "http/parser.h"
+#include "http/tls.h"
 #include "obs/record.h"
 #include "util/buf.h"
 #include "util/pool.h"
@@ -85,6 +86,10 @@ typedef struct ag_server_options {
      * Borrowed during ag_server_start() only. */
     const char *lock_dir;
     int *holder_pid; /* out, may be NULL: on -EADDRINUSE, the other aigate's pid, or 0 */
+    /* HTTPS on every connection with this context (the server takes its own
+     * reference); NULL: plain HTTP. Whether a server speaks TLS is fixed for
+     * its life; the context can be replaced (ag_server_set_tls). */
+    ag_tls_ctx_t *tls;
 } ag_server_options_t;
 
 /** A request. Owned by its connection; the pool dies when the response is done.
@@ -131,6 +136,11 @@ static inline bool ag_req_cut_by_server(const ag_req_t *req)
 /** Starts the server: binds and starts the worker threads. The caller then waits
  *  with ag_server_wait(). @return 0 or a negative errno / AG_E* code. */
 int ag_server_start(const ag_server_options_t *opts, ag_server_t **out);
+
+/** New connections start on ctx from now on (a reload's certificate); the
+ *  open ones keep theirs. The server takes its own reference. Any thread.
+ *  @return 0, or -EINVAL when the server was started without TLS. */
+int ag_server_set_tls(ag_server_t *srv, ag_tls_ctx_t *ctx);
 
 /** The port actually bound (useful with port 0). */
 int ag_server_port(const ag_server_t *srv);
