@@ -417,8 +417,7 @@ static void keep_string(char **dst, const char *running)
  * restart (the running value is kept, and said); otherwise the files are read
  * again, whether or not their names changed (a certificate renewed in place),
  * and checked. @return 0 with *out (NULL: plain HTTP), or AG_EBADCONFIG. */
-static int reload_tls(serve_t *sv, ag_config_t *nc, FILE *errs, ag_tls_ctx_t **out,
-                      bool *switched)
+static int reload_tls(serve_t *sv, ag_config_t *nc, FILE *errs, ag_tls_ctx_t **out, bool *switched)
 {
     *out = NULL;
     *switched = tls_wanted(nc) != (sv->tls != NULL);

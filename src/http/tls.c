@@ -99,10 +99,9 @@ static int out_create(BIO *b)
 static void out_method_init(void)
 {
     out_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "aigate-tls-out");
-    if (out_method &&
-        (BIO_meth_set_write_ex(out_method, out_write) != 1 ||
-         BIO_meth_set_ctrl(out_method, out_ctrl) != 1 ||
-         BIO_meth_set_create(out_method, out_create) != 1)) {
+    if (out_method && (BIO_meth_set_write_ex(out_method, out_write) != 1 ||
+                       BIO_meth_set_ctrl(out_method, out_ctrl) != 1 ||
+                       BIO_meth_set_create(out_method, out_create) != 1)) {
         BIO_meth_free(out_method);
         out_method = NULL;
     }
@@ -192,10 +191,10 @@ int ag_tls_ctx_new(const char *cert_file, const char *key_file, ag_tls_ctx_t **o
      * every worker's handshakes would meet. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     /* TLS 1.2: forward-secret AEAD suites only (TLS 1.3's defaults are all AEAD). */
-    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") !=
-        1) {
+    if (SSL_CTX_set_cipher_list(ctx,
+                                "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") != 1) {
         ssl_reason(why, sizeof(why));
         snprintf(err, errlen, "cannot set the TLS ciphers: %s", why);
         goto fail;
@@ -203,16 +202,15 @@ int ag_tls_ctx_new(const char *cert_file, const char *key_file, ag_tls_ctx_t **o
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         ssl_reason(why, sizeof(why));
-        snprintf(err, errlen, "tls_cert \"%s\" is not a PEM certificate chain: %s", cert_file,
-                 why);
+        snprintf(err, errlen, "tls_cert \"%s\" is not a PEM certificate chain: %s", cert_file, why);
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
         if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
             ERR_clear_error();
             snprintf(err, errlen,
-                     "tls_key \"%s\" does not match the certificate in tls_cert \"%s\"",
-                     key_file, cert_file);
+                     "tls_key \"%s\" does not match the certificate in tls_cert \"%s\"", key_file,
+                     cert_file);
             goto fail;
         }
         ssl_reason(why, sizeof(why));
@@ -452,8 +450,8 @@ static int write_all(ag_tls_t *t, const char *p, size_t len)
     return 0;
 }
 
-int ag_tls_write(ag_tls_t *t, const uv_buf_t *bufs, unsigned nbufs, uv_write_t *wr,
-                 uv_write_cb cb, size_t *queued)
+int ag_tls_write(ag_tls_t *t, const uv_buf_t *bufs, unsigned nbufs, uv_write_t *wr, uv_write_cb cb,
+                 size_t *queued)
 {
     char gather[GATHER_MAX];
     size_t g = 0;

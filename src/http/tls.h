@@ -64,8 +64,8 @@ bool ag_tls_established(const ag_tls_t *t);
  *  some is queued (cb(wr, status) runs once it is written or failed; wr is
  *  the caller's, passed back untouched), or a negative code (cb is not called).
  *  *queued (may be NULL): the ciphertext bytes left queued. */
-int ag_tls_write(ag_tls_t *t, const uv_buf_t *bufs, unsigned nbufs, uv_write_t *wr,
-                 uv_write_cb cb, size_t *queued);
+int ag_tls_write(ag_tls_t *t, const uv_buf_t *bufs, unsigned nbufs, uv_write_t *wr, uv_write_cb cb,
+                 size_t *queued);
 
 /** Queues close_notify (before a lingering close); best effort. */
 void ag_tls_shutdown(ag_tls_t *t);
