@@ -28,10 +28,10 @@ typedef enum ag_resp_type {
 typedef struct ag_resp ag_resp_t;
 struct ag_resp {
     ag_resp_type_t type;
-    int64_t integer;    /* AG_RESP_INTEGER */
-    const char *str;    /* STATUS, ERROR, BULK: into the parsed buffer, not NUL-terminated */
-    size_t len;         /* its length; ARRAY: the element count */
-    ag_resp_t *elems;   /* ARRAY: len elements */
+    int64_t integer;  /* AG_RESP_INTEGER */
+    const char *str;  /* STATUS, ERROR, BULK: into the parsed buffer, not NUL-terminated */
+    size_t len;       /* its length; ARRAY: the element count */
+    ag_resp_t *elems; /* ARRAY: len elements */
 };
 
 typedef struct ag_resp_limits {
@@ -44,10 +44,10 @@ typedef struct ag_resp_limits {
 typedef struct ag_resp_parser {
     ag_resp_limits_t limits;
     /* private */
-    size_t _pos;                              /* where the next element starts */
-    unsigned _depth;                          /* open arrays */
-    int64_t _left[AG_RESP_MAX_DEPTH + 1];     /* elements still due at each depth */
-    size_t _nodes;                            /* nodes counted so far */
+    size_t _pos;                          /* where the next element starts */
+    unsigned _depth;                      /* open arrays */
+    int64_t _left[AG_RESP_MAX_DEPTH + 1]; /* elements still due at each depth */
+    size_t _nodes;                        /* nodes counted so far */
 } ag_resp_parser_t;
 
 void ag_resp_parser_init(ag_resp_parser_t *p, const ag_resp_limits_t *limits);

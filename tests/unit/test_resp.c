@@ -83,9 +83,21 @@ TEST(byte_by_byte_is_the_same_as_whole)
 TEST(malformed_is_refused)
 {
     static const char *bad[] = {
-        "?x\r\n",   "+a\nb\r\n", "+a\rb\r\n", ":\r\n",     ":01\r\n",  ":-0\r\n",
-        ":1x\r\n",  ":+1\r\n",   "$-2\r\n",   "$3\r\nabcd\r\n", "*-2\r\n",  "$x\r\n",
-        ":99999999999999999999\r\n", ":9223372036854775808\r\n", "+ok\n",
+        "?x\r\n",
+        "+a\nb\r\n",
+        "+a\rb\r\n",
+        ":\r\n",
+        ":01\r\n",
+        ":-0\r\n",
+        ":1x\r\n",
+        ":+1\r\n",
+        "$-2\r\n",
+        "$3\r\nabcd\r\n",
+        "*-2\r\n",
+        "$x\r\n",
+        ":99999999999999999999\r\n",
+        ":9223372036854775808\r\n",
+        "+ok\n",
     };
     for (size_t i = 0; i < AG_ARRAY_LEN(bad); i++) {
         ag_resp_t *r = NULL;
