@@ -18,7 +18,7 @@ ag_layer(DIR store
           src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
           src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
-          src/store/resp.c src/store/redis.c
+          src/store/resp.c src/store/redis.c src/store/redis_gcra.c
   USES util
   LINK PkgConfig::UV PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB Threads::Threads m)
 

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 
 #include "harness.h"
 #include "store/redis.h"
+#include "store/redis_gcra.h"
 #include "util/errors.h"
 
 TEST(urls)
@@ -64,8 +66,10 @@ static pid_t start_redis(int port, const char *pass)
 {
     char p[16];
     snprintf(p, sizeof(p), "%d", port);
+    fflush(NULL); /* the child must not write our buffered output again */
     pid_t pid = fork();
     if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
         if (pass)
             execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--requirepass", pass, "--loglevel", "warning",
@@ -293,6 +297,64 @@ TEST(killed_under_load_then_back)
     stop_redis(pid);
 }
 
+typedef struct {
+    int calls, allowed, denied, bad;
+    uint32_t max_retry, min_retry;
+} gcra_sink_t;
+
+static void on_gcra(void *ctx, int rc, const ag_resp_t *reply)
+{
+    gcra_sink_t *g = ctx;
+    g->calls++;
+    ag_redis_gcra_result_t res;
+    if (rc < 0 || ag_redis_gcra_decode(reply, 5, &res) < 0) {
+        g->bad++;
+        return;
+    }
+    if (res.allowed) {
+        g->allowed++;
+        return;
+    }
+    g->denied++;
+    g->max_retry = res.retry_after_s > g->max_retry ? res.retry_after_s : g->max_retry;
+    g->min_retry =
+        !g->min_retry || res.retry_after_s < g->min_retry ? res.retry_after_s : g->min_retry;
+}
+
+/* Two clients (two instances) share one key: a burst split between them
+ * passes exactly the limit, on Redis's clock (neither sends a time). */
+TEST(gcra_limit_is_exact_across_clients)
+{
+    int port = free_port(NULL);
+    pid_t pid = start_redis(port, NULL);
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ag_redis_t *a = connect_to(&loop, url, NULL);
+    ag_redis_t *b = connect_to(&loop, url, NULL);
+    ASSERT(ag_redis_is_up(a) && ag_redis_is_up(b));
+    gcra_sink_t g = {0};
+    for (int i = 0; i < 8; i++) {
+        ag_redis_t *r = i % 2 ? b : a;
+        ASSERT_EQ(ag_redis_gcra_check(r, "rl:/x:1.2.3.4", 13, 5, 60, on_gcra, &g, NULL), 0);
+    }
+    RUN_UNTIL(&loop, g.calls == 8);
+    ASSERT(g.calls == 8 && g.bad == 0);
+    ASSERT_EQ(g.allowed, 5);
+    ASSERT_EQ(g.denied, 3);
+    /* One request per 12 s comes back: the first denied waits at most 12 s. */
+    ASSERT(g.min_retry >= 1 && g.max_retry <= 12);
+    /* Another key has its own quota. */
+    gcra_sink_t h = {0};
+    ag_redis_gcra_check(a, "rl:/x:5.6.7.8", 13, 5, 60, on_gcra, &h, NULL);
+    RUN_UNTIL(&loop, h.calls == 1);
+    ASSERT_EQ(h.allowed, 1);
+    ag_redis_close(b);
+    close_all(&loop, a);
+    stop_redis(pid);
+}
+
 TEST(close_fails_pending_with_closed)
 {
     int lfd;
@@ -321,5 +383,6 @@ AG_TESTS(
     AG_TEST_ENTRY(wrong_password_never_comes_up)
     AG_TEST_ENTRY(timeout_and_down_fail_each_command_once)
     AG_TEST_ENTRY(killed_under_load_then_back)
+    AG_TEST_ENTRY(gcra_limit_is_exact_across_clients)
     AG_TEST_ENTRY(close_fails_pending_with_closed))
 /* clang-format on */
