@@ -355,6 +355,41 @@ TEST(gcra_limit_is_exact_across_clients)
     stop_redis(pid);
 }
 
+TEST(unix_socket)
+{
+    char path[64], url[96];
+    snprintf(path, sizeof(path), "/tmp/aigate-test-redis-%d.sock", (int)getpid());
+    snprintf(url, sizeof(url), "unix://%s?db=2", path);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", path, "--save", "",
+               "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ag_redis_t *r = connect_to(&loop, url, NULL);
+    ASSERT(ag_redis_is_up(r));
+    sink_t s = {0};
+    const char *set[] = {"SET", "k", "v"}, *sel[] = {"SELECT", "2"}, *get[] = {"GET", "k"};
+    const char *sel0[] = {"SELECT", "0"};
+    ag_redis_command(r, 3, set, NULL, on_reply, &s, NULL);
+    ag_redis_command(r, 2, sel0, NULL, on_reply, &s, NULL);
+    ag_redis_command(r, 2, get, NULL, on_reply, &s, NULL); /* nil in db 0 */
+    RUN_UNTIL(&loop, s.calls == 3);
+    ASSERT(s.calls == 3 && s.errors == 0);
+    sink_t s2 = {0};
+    ag_redis_command(r, 2, sel, NULL, on_reply, &s2, NULL);
+    ag_redis_command(r, 2, get, NULL, on_reply, &s2, NULL);
+    RUN_UNTIL(&loop, s2.calls == 2);
+    ASSERT(s2.errors == 0 && strcmp(s2.last_str, "v") == 0);
+    close_all(&loop, r);
+    stop_redis(pid);
+    unlink(path);
+}
+
 TEST(close_fails_pending_with_closed)
 {
     int lfd;
@@ -384,5 +419,6 @@ AG_TESTS(
     AG_TEST_ENTRY(timeout_and_down_fail_each_command_once)
     AG_TEST_ENTRY(killed_under_load_then_back)
     AG_TEST_ENTRY(gcra_limit_is_exact_across_clients)
+    AG_TEST_ENTRY(unix_socket)
     AG_TEST_ENTRY(close_fails_pending_with_closed))
 /* clang-format on */
