@@ -18,8 +18,9 @@ ag_layer(DIR store
           src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
           src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
+          src/store/resp.c src/store/redis.c src/store/redis_gcra.c
   USES util
-  LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB Threads::Threads m)
+  LINK PkgConfig::UV PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB Threads::Threads m)
 
 ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
                         src/obs/tail.c src/obs/stats.c
@@ -39,6 +40,13 @@ ag_unit_test(test_keys tests/unit/test_keys.c)
 target_link_libraries(test_keys ag_store)
 ag_fuzz_target(fuzz_keys fuzz/fuzz_keys.c)
 target_link_libraries(fuzz_keys ag_store)
+ag_unit_test(test_resp tests/unit/test_resp.c)
+target_link_libraries(test_resp ag_store)
+# test_redis starts its own redis-server (Debian's package) on a free port.
+ag_unit_test(test_redis tests/unit/test_redis.c)
+target_link_libraries(test_redis ag_store PkgConfig::UV)
+ag_fuzz_target(fuzz_resp fuzz/fuzz_resp.c)
+target_link_libraries(fuzz_resp ag_store)
 ag_unit_test(test_kv tests/unit/test_kv.c)
 target_link_libraries(test_kv ag_store)
 ag_unit_test(test_objstore tests/unit/test_objstore.c)
