@@ -29,6 +29,7 @@ ag_layer(DIR cron SOURCES src/cron/periodic.c src/cron/template.c src/cron/cron.
   USES util LINK PkgConfig::UV)
 ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c src/upstream/retry.c
                              src/upstream/rates.c src/upstream/call.c src/upstream/h1_parse.c
+                             src/upstream/h1_client.c
   USES util
   LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
 
