@@ -797,6 +797,7 @@ static int run_server(int argc, char **argv, bool dev)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    ag_upstream_set_native(cfg->upstream_client == 0);
     rc = ag_upstream_global_init();
     if (rc < 0) {
         fprintf(stderr, "aigate: cannot initialise the HTTP client (libcurl): %s\n",

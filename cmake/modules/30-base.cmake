@@ -29,7 +29,9 @@ ag_layer(DIR cron SOURCES src/cron/periodic.c src/cron/template.c src/cron/cron.
                          src/cron/schedule.c
   USES util LINK PkgConfig::UV)
 ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c src/upstream/retry.c
-                             src/upstream/rates.c src/upstream/call.c USES util
+                             src/upstream/rates.c src/upstream/call.c src/upstream/h1_parse.c
+                             src/upstream/h1_client.c
+  USES util
   LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
 
 ag_unit_test(test_limiter tests/unit/test_limiter.c)
@@ -76,6 +78,10 @@ ag_unit_test(test_sse tests/unit/test_sse.c)
 target_link_libraries(test_sse ag_upstream)
 ag_fuzz_target(fuzz_sse fuzz/fuzz_sse.c)
 target_link_libraries(fuzz_sse ag_upstream)
+ag_unit_test(test_h1_parse tests/unit/test_h1_parse.c)
+target_link_libraries(test_h1_parse ag_upstream)
+ag_fuzz_target(fuzz_h1_response fuzz/fuzz_h1_response.c)
+target_link_libraries(fuzz_h1_response ag_upstream)
 ag_unit_test(test_retry tests/unit/test_retry.c)
 target_link_libraries(test_retry ag_upstream)
 ag_fuzz_target(fuzz_retry fuzz/fuzz_retry.c)

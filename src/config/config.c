@@ -52,6 +52,7 @@ typedef struct cfg_key {
 #define RELOAD AG_KEY_RELOAD
 
 static const char *const auth_modes[] = {"off", "optional", "required", NULL};
+static const char *const upstream_clients[] = {"native", "curl", NULL};
 static const char *const *enum_choices(size_t offset);
 
 /* The [aigate] table. Durations are seconds (fractions allowed), stored as ms. */
@@ -98,6 +99,10 @@ static const cfg_key_t aigate_keys[] = {
      RESTART},
     {"upstream", K_STRING, 0, 0, 0, "https://api.anthropic.com", OFF(upstream),
      "Anthropic API base URL", RELOAD},
+    {"upstream_client", K_ENUM, 0, 0, 0, "curl", OFF(upstream_client),
+     "HTTP client for http:// upstreams: \"native\" (aigate's own HTTP/1.1 client, keep-alive "
+     "pool per worker; experimental) or \"curl\" (libcurl); https:// always goes through libcurl",
+     RESTART},
     {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL, OFF(upstream_connect_timeout_ms),
      "seconds to connect to upstream", RELOAD},
     {"upstream_timeout", K_SECONDS, 0.001, 3600, 120, NULL, OFF(upstream_timeout_ms),
@@ -201,6 +206,8 @@ static const cfg_key_t aigate_keys[] = {
 /* The values of a K_ENUM key, NULL-terminated (by field, to keep the table's rows short). */
 static const char *const *enum_choices(size_t offset)
 {
+    if (offset == OFF(upstream_client))
+        return upstream_clients;
     AG_ASSERT(offset == OFF(auth));
     return auth_modes;
 }

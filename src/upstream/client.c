@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include "upstream/client.h"
+#include "upstream/h1_client.h"
 #include "util/buf.h"
 #include "util/errors.h"
 #include "util/log.h"
@@ -26,6 +27,7 @@ typedef struct sock_ctx {
 } sock_ctx_t;
 
 struct ag_upstream_xfer {
+    bool native; /* first, false: h1_client.c's transfers start with a true one */
     ag_upstream_t *u;
     CURL *easy;
     struct curl_slist *headers;
@@ -47,6 +49,7 @@ struct ag_upstream_xfer {
 
 struct ag_upstream {
     uv_loop_t *loop;
+    ag_h1_client_t *h1; /* the native client, for http:// (upstream_client = "native") */
     CURLM *multi;
     uv_timer_t timer;
     CURL *easy_cache[EASY_CACHE];
@@ -83,6 +86,14 @@ static void mark_touched(ag_upstream_xfer_t *x)
     u->touched[u->ntouched++] = x;
 }
 
+/* Set once before any worker starts (RESTART key), read by every loop after. */
+static bool use_native = false;
+
+void ag_upstream_set_native(bool native)
+{
+    use_native = native;
+}
+
 int ag_upstream_global_init(void)
 {
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : AG_EUPSTREAM;
@@ -95,7 +106,7 @@ void ag_upstream_global_cleanup(void)
 
 unsigned ag_upstream_active(const ag_upstream_t *u)
 {
-    return u->active;
+    return u->active + ag__h1_active(u->h1);
 }
 
 static void check_multi_info(ag_upstream_t *u);
@@ -207,6 +218,11 @@ int ag_upstream_new(uv_loop_t *loop, ag_upstream_t **out)
         free(u);
         return -ENOMEM;
     }
+    if (use_native && ag__h1_client_new(loop, &u->h1) < 0) {
+        curl_multi_cleanup(u->multi);
+        free(u);
+        return -ENOMEM;
+    }
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
@@ -275,6 +291,8 @@ void ag_upstream_close(ag_upstream_t *u)
     if (!u)
         return;
     u->closing = true;
+    ag__h1_client_close(u->h1);
+    u->h1 = NULL;
     while (u->xfers) {
         ag_upstream_xfer_t *x = u->xfers;
         xfer_unlink(x);
@@ -351,6 +369,11 @@ int ag_upstream_start(ag_upstream_t *u, const ag_upstream_request_t *req, ag_ups
 {
     if (u->closing)
         return AG_EUPSTREAM;
+    if (u->h1) {
+        int hrc = ag__h1_start(u->h1, req, done, ctx, out);
+        if (hrc != AG_EDECLINED)
+            return hrc;
+    }
     ag_upstream_xfer_t *x = calloc(1, sizeof(*x));
     if (!x)
         return -ENOMEM;
@@ -441,12 +464,20 @@ void ag_upstream_cancel(ag_upstream_xfer_t *x)
 {
     if (!x)
         return;
+    if (x->native) {
+        ag__h1_cancel(x);
+        return;
+    }
     xfer_unlink(x);
     xfer_free(x);
 }
 
 void ag_upstream_resume(ag_upstream_xfer_t *x)
 {
+    if (x && x->native) {
+        ag__h1_resume(x);
+        return;
+    }
     if (x && x->paused) {
         x->paused = false;
         if (x->idle)

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT
  *
- * client.h: the upstream HTTP client, one per worker loop: a libcurl multi
- * handle driven by the loop's sockets and timer (no blocking call, no thread
- * per request). Connections are pooled and HTTP/2 is used where offered.
+ * client.h: the upstream HTTP client, one per worker loop: with
+ * upstream_client = "native", http:// goes to the native HTTP/1.1 client
+ * (h1_client.c, experimental); the rest, and everything by default, to a
+ * libcurl multi handle driven by the loop's sockets and timer (no blocking
+ * call, no thread per request). Connections are pooled either way.
  */
 #ifndef AG_UPSTREAM_CLIENT_H
 #define AG_UPSTREAM_CLIENT_H
@@ -69,6 +71,10 @@ ag_str_t ag_upstream_header(ag_str_t headers, const char *name);
 
 /** Transfers in flight on this client. */
 unsigned ag_upstream_active(const ag_upstream_t *u);
+
+/** Whether clients made from now on send http:// through the native client
+ *  or libcurl (the default). Call before any worker loop starts. */
+void ag_upstream_set_native(bool native);
 
 /** Process-wide libcurl setup; call once before any thread starts. */
 int ag_upstream_global_init(void);

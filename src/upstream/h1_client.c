@@ -1,0 +1,1041 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * h1_client.c: the native HTTP/1.1 client on a worker's libuv loop, as nginx,
+ * h2o and HAProxy proxy: uv_tcp connections, a keep-alive pool per origin, the
+ * request in one uv_write, the response through h1_parse.c, back-pressure by
+ * uv_read_stop. It exists because libcurl cost more than half of a proxied
+ * request's instructions (issue 15).
+ */
+#include "util/platform.h"
+
+#include "upstream/h1_client.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "upstream/h1_parse.h"
+#include "util/buf.h"
+#include "util/errors.h"
+#include "util/log.h"
+
+#define READ_BUF 65536 /* also the largest response head */
+#define MAX_RESP_HEADERS 128
+#define DNS_TTL_MS 30000
+#define SWEEP_MS 1000
+
+typedef struct conn conn_t;
+typedef struct origin origin_t;
+typedef struct h1_xfer h1_xfer_t;
+
+enum { C_RESOLVING, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING };
+
+struct origin {
+    char *host;     /* to resolve: no brackets */
+    char *hostport; /* the Host header: as in the URL */
+    int port;
+    struct sockaddr_storage addr;
+    uint64_t addr_until; /* loop ms; 0: not resolved */
+    conn_t *idle;        /* most recently used first */
+    unsigned nidle;
+    origin_t *next;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    ag_h1_client_t *c;
+    origin_t *o;
+    h1_xfer_t *x; /* the transfer it carries; NULL when idle */
+    int state;
+    bool tcp_open; /* tcp was initialised: close it, not free it */
+    bool writing;  /* the request's uv_write has not completed */
+    unsigned served;
+    uint64_t idle_since;
+    char *rbuf;
+    size_t rlen;
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    struct resolve *resolving;
+    conn_t *prev, *next; /* in o->idle */
+};
+
+typedef struct resolve {
+    uv_getaddrinfo_t req;
+    conn_t *conn; /* NULL once the connection gave up */
+} resolve_t;
+
+struct h1_xfer {
+    bool native; /* first: true (see h1_client.h) */
+    ag_h1_client_t *c;
+    origin_t *o;
+    conn_t *conn;
+    ag_upstream_done_cb done;
+    void *ctx;
+    int (*on_data)(void *ctx, int status, ag_str_t headers, const char *data, size_t len);
+    ag_buf_t req; /* request line and headers */
+    const char *body;
+    size_t body_len;
+    ag_buf_t head; /* the response head, raw, handed on as the headers */
+    ag_buf_t resp_body;
+    ag_h1_body_t framing;
+    int status;
+    size_t head_scan; /* bytes of rbuf already searched for the head's end */
+    bool head_done;
+    bool streaming;
+    bool got_byte;
+    bool retried;
+    bool paused;
+    bool pending_done; /* the body ended within the bytes held while paused */
+    bool in_callback;
+    bool cancelled; /* while in_callback: free once it returns */
+    bool kick;      /* in c->kicks */
+    bool starting;  /* inside ag__h1_start: an end now is deferred to the loop */
+    bool deferred;  /* ended while starting: on_kick calls done */
+    int def_error;
+    const char *def_text;
+    size_t pending; /* decoded bytes at conn->rbuf held while paused */
+    int64_t start_us;
+    int64_t cpu_us;
+    uint64_t connect_end, end, idle_end; /* loop ms deadlines; 0: none */
+    unsigned idle_ms;
+    uv_timer_t *timer;
+    h1_xfer_t *prev, *next;
+    h1_xfer_t *kick_next;
+};
+
+struct ag_h1_client {
+    uv_loop_t *loop;
+    origin_t *origins;
+    h1_xfer_t *xfers;
+    h1_xfer_t *kicks; /* resumed transfers with bytes held: delivered from kick_timer */
+    unsigned active;
+    unsigned handles; /* open handles; memory goes when closing and none is left */
+    bool closing;
+    bool proxy_env;  /* a proxy is configured in the environment: curl honours it */
+    h1_xfer_t *io_x; /* the transfer the current read works for, and since when */
+    int64_t io_t0;
+    uv_timer_t kick_timer;
+    uv_timer_t sweep;
+};
+
+static void client_unref(ag_h1_client_t *c)
+{
+    if (--c->handles == 0 && c->closing) {
+        while (c->origins) {
+            origin_t *o = c->origins;
+            c->origins = o->next;
+            free(o->host);
+            free(o->hostport);
+            free(o);
+        }
+        free(c);
+    }
+}
+
+static void client_handle_closed(uv_handle_t *h)
+{
+    client_unref(h->data);
+}
+
+/* ---- connections ---- */
+
+static void conn_closed(uv_handle_t *h)
+{
+    conn_t *k = h->data;
+    ag_h1_client_t *c = k->c;
+    free(k->rbuf);
+    free(k);
+    client_unref(c);
+}
+
+static void idle_unlink(conn_t *k)
+{
+    origin_t *o = k->o;
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        o->idle = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    k->prev = k->next = NULL;
+    o->nidle--;
+}
+
+static void conn_close(conn_t *k)
+{
+    if (k->state == C_CLOSING)
+        return;
+    if (k->state == C_IDLE)
+        idle_unlink(k);
+    k->state = C_CLOSING;
+    k->x = NULL;
+    if (k->resolving) {
+        k->resolving->conn = NULL;
+        k->resolving = NULL;
+    }
+    if (k->tcp_open) {
+        uv_close((uv_handle_t *)&k->tcp, conn_closed);
+    } else {
+        free(k->rbuf);
+        free(k);
+    }
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    conn_t *k = h->data;
+    AG_UNUSED(suggested);
+    buf->base = k->rbuf + k->rlen;
+    buf->len = READ_BUF - k->rlen;
+}
+
+/* Back in the pool, still read: a byte or an EOF there means the server
+ * closed it or broke the protocol, and it is dropped at once, before any
+ * request is put on it (health by read-readiness, no poll per request). */
+static void conn_release(conn_t *k)
+{
+    ag_h1_client_t *c = k->c;
+    origin_t *o = k->o;
+    k->x = NULL;
+    if (c->closing || k->writing || k->rlen || o->nidle >= AG_H1_POOL_IDLE_MAX) {
+        conn_close(k);
+        return;
+    }
+    k->state = C_IDLE;
+    k->idle_since = uv_now(c->loop);
+    k->next = o->idle;
+    if (o->idle)
+        o->idle->prev = k;
+    o->idle = k;
+    o->nidle++;
+    uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    ag_h1_client_t *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    for (origin_t *o = c->origins; o; o = o->next) {
+        conn_t *k = o->idle;
+        while (k) {
+            conn_t *next = k->next;
+            if (now - k->idle_since >= AG_H1_POOL_IDLE_MS)
+                conn_close(k);
+            k = next;
+        }
+    }
+}
+
+/* ---- transfers ---- */
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void xfer_free(h1_xfer_t *x)
+{
+    ag_h1_client_t *c = x->c;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        c->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    c->active--;
+    if (c->io_x == x)
+        c->io_x = NULL;
+    if (x->kick) {
+        for (h1_xfer_t **pp = &c->kicks; *pp; pp = &(*pp)->kick_next) {
+            if (*pp == x) {
+                *pp = x->kick_next;
+                break;
+            }
+        }
+    }
+    if (x->timer) {
+        uv_timer_stop(x->timer);
+        uv_close((uv_handle_t *)x->timer, on_timer_closed);
+    }
+    ag_buf_fini(&x->req);
+    ag_buf_fini(&x->head);
+    ag_buf_fini(&x->resp_body);
+    free(x);
+}
+
+static void on_xfer_timer(uv_timer_t *t);
+static void on_kick(uv_timer_t *t);
+
+static void xfer_arm(h1_xfer_t *x)
+{
+    uint64_t next = 0;
+    uint64_t cand[3] = {x->conn && x->conn->state <= C_CONNECTING ? x->connect_end : 0, x->end,
+                        x->paused ? 0 : x->idle_end};
+    for (int i = 0; i < 3; i++)
+        if (cand[i] && (!next || cand[i] < next))
+            next = cand[i];
+    if (!x->timer || x->deferred)
+        return;
+    if (!next) {
+        uv_timer_stop(x->timer);
+        return;
+    }
+    uint64_t now = uv_now(x->c->loop);
+    uv_timer_start(x->timer, on_xfer_timer, next > now ? next - now : 0, 0);
+}
+
+/* Ends the transfer: the connection goes back to the pool or is closed first,
+ * so that `done` may start another transfer on it. */
+static void kick(h1_xfer_t *x)
+{
+    if (!x->kick) {
+        x->kick = true;
+        x->kick_next = x->c->kicks;
+        x->c->kicks = x;
+    }
+    uv_timer_start(&x->c->kick_timer, on_kick, 0, 0);
+}
+
+static void xfer_finish(h1_xfer_t *x, int error, const char *error_text)
+{
+    ag_h1_client_t *c = x->c;
+    if (x->starting) {
+        /* A callback never runs inside the call that started its transfer. */
+        x->deferred = true;
+        x->def_error = error;
+        x->def_text = error_text;
+        if (x->conn) {
+            conn_close(x->conn);
+            x->conn = NULL;
+        }
+        uv_timer_stop(x->timer);
+        kick(x);
+        return;
+    }
+    if (c->io_x == x) {
+        x->cpu_us += ag_mono_us() - c->io_t0;
+        c->io_x = NULL;
+    }
+    conn_t *k = x->conn;
+    x->conn = NULL;
+    if (k) {
+        if (!error && x->framing.reusable && ag_h1_body_done(&x->framing))
+            conn_release(k);
+        else
+            conn_close(k);
+    }
+    ag_upstream_response_t resp = {
+        .status = x->status,
+        .error = error,
+        .error_text = error_text,
+        .body = ag_str(x->resp_body.data ? x->resp_body.data : "", x->resp_body.len),
+        .headers = ag_str(x->head.data ? x->head.data : "", x->head.len),
+        .duration_us = ag_mono_us() - x->start_us,
+        .cpu_us = x->cpu_us,
+    };
+    x->done(x->ctx, &resp);
+    xfer_free(x);
+}
+
+static void on_xfer_timer(uv_timer_t *t)
+{
+    h1_xfer_t *x = t->data;
+    uint64_t now = uv_now(x->c->loop);
+    const char *why;
+    if (x->deferred)
+        return;
+    if (x->end && now >= x->end)
+        why = "upstream timed out";
+    else if (x->connect_end && now >= x->connect_end && x->conn && x->conn->state <= C_CONNECTING)
+        why = "connecting to upstream timed out";
+    else if (x->idle_end && !x->paused && now >= x->idle_end)
+        why = "no data from upstream within the idle timeout";
+    else {
+        xfer_arm(x);
+        return;
+    }
+    xfer_finish(x, AG_EUPSTREAM_TIMEOUT, why);
+}
+
+static void xfer_alive(h1_xfer_t *x)
+{
+    x->got_byte = true;
+    if (x->idle_ms) {
+        x->idle_end = uv_now(x->c->loop) + x->idle_ms;
+        xfer_arm(x);
+    }
+}
+
+static void conn_attach(h1_xfer_t *x, conn_t *k);
+static int conn_new(h1_xfer_t *x);
+
+/* A reused connection that the server had closed fails before any answer; as
+ * the request could not have been taken, it is made once more on a new one. */
+static bool xfer_retry(h1_xfer_t *x)
+{
+    conn_t *k = x->conn;
+    if (!k || x->retried || x->got_byte || k->served == 0 || x->c->closing)
+        return false;
+    x->retried = true;
+    x->conn = NULL;
+    conn_close(k);
+    if (conn_new(x) < 0)
+        return false;
+    return true;
+}
+
+static void xfer_fail_io(h1_xfer_t *x, const char *text)
+{
+    if (xfer_retry(x))
+        return;
+    xfer_finish(x, AG_EUPSTREAM, text);
+}
+
+/* Calls on_data; @return 0 to go on, 1 when the transfer was cancelled inside,
+ * AG_EAGAIN when paused, or another value to abort. */
+static int deliver(h1_xfer_t *x, const char *data, size_t len)
+{
+    x->in_callback = true;
+    int rc = x->on_data(x->ctx, x->status, ag_str(x->head.data, x->head.len), data, len);
+    x->in_callback = false;
+    if (x->cancelled) {
+        xfer_free(x);
+        return 1;
+    }
+    return rc;
+}
+
+static void xfer_body_end(h1_xfer_t *x)
+{
+    xfer_finish(x, 0, NULL);
+}
+
+/* Hands decoded body bytes on: to on_data when streaming, else to the buffer.
+ * @return 0 to go on, 1 when the transfer ended or paused. */
+static int body_bytes(h1_xfer_t *x, char *data, size_t len, bool body_done)
+{
+    if (len == 0)
+        return 0;
+    if (!x->streaming) {
+        if (ag_buf_append(&x->resp_body, data, len) < 0) {
+            xfer_finish(x, AG_EUPSTREAM, "response too large");
+            return 1;
+        }
+        return 0;
+    }
+    int rc = deliver(x, data, len);
+    if (rc == 1)
+        return 1;
+    if (rc == AG_EAGAIN) {
+        /* The client is slow: keep these bytes (the caller wants them again on
+         * resume), read no more, and do not count the wait as idle. */
+        conn_t *k = x->conn;
+        if (data != k->rbuf)
+            memmove(k->rbuf, data, len);
+        k->rlen = 0;
+        x->pending = len;
+        x->pending_done = body_done;
+        x->paused = true;
+        uv_read_stop((uv_stream_t *)&k->tcp);
+        xfer_arm(x);
+        return 1;
+    }
+    if (rc != 0) {
+        xfer_finish(x, AG_EUPSTREAM, "the response was refused by its consumer");
+        return 1;
+    }
+    return 0;
+}
+
+/* Finds the end of the head in rbuf, parsing only when CRLFCRLF is in. */
+static int head_parse(h1_xfer_t *x, conn_t *k, ag_h1_response_head_t *rh, ag_h1_header_t *hdrs)
+{
+    size_t from = x->head_scan > 3 ? x->head_scan - 3 : 0;
+    bool found = false;
+    for (size_t i = from; i + 4 <= k->rlen && !found; i++)
+        found = k->rbuf[i] == '\r' && memcmp(k->rbuf + i, "\r\n\r\n", 4) == 0;
+    x->head_scan = k->rlen;
+    if (!found && k->rlen >= 1) {
+        /* An early verdict on a bad status line or header, without the end. */
+        int rc = ag_h1_parse_response_head(k->rbuf, k->rlen, hdrs, MAX_RESP_HEADERS, rh);
+        return rc == AG_EAGAIN || rc > 0 ? AG_EAGAIN : rc;
+    }
+    return ag_h1_parse_response_head(k->rbuf, k->rlen, hdrs, MAX_RESP_HEADERS, rh);
+}
+
+/* Works through the bytes at k->rbuf[0..rlen). */
+static void conn_input(h1_xfer_t *x, conn_t *k)
+{
+    while (!x->head_done) {
+        ag_h1_response_head_t rh;
+        ag_h1_header_t hdrs[MAX_RESP_HEADERS];
+        int rc = head_parse(x, k, &rh, hdrs);
+        if (rc == AG_EAGAIN) {
+            if (k->rlen == READ_BUF) {
+                xfer_finish(x, AG_EUPSTREAM, "upstream response head too large");
+                return;
+            }
+            return;
+        }
+        if (rc < 0) {
+            xfer_finish(x, AG_EUPSTREAM,
+                        rc == AG_EHDRTOOBIG ? "upstream response has too many headers"
+                                            : "malformed upstream response head");
+            return;
+        }
+        size_t n = (size_t)rc;
+        if (rh.status < 200) {
+            if (rh.status != 100 && rh.status != 103) {
+                xfer_finish(x, AG_EUPSTREAM, "unexpected interim response from upstream");
+                return;
+            }
+            memmove(k->rbuf, k->rbuf + n, k->rlen - n);
+            k->rlen -= n;
+            x->head_scan = 0;
+            continue;
+        }
+        x->status = rh.status;
+        if (ag_buf_append(&x->head, k->rbuf, n) < 0) {
+            xfer_finish(x, AG_EUPSTREAM, "out of memory");
+            return;
+        }
+        ag_h1_body_init(&x->framing, &rh, false);
+        x->head_done = true;
+        x->streaming = x->on_data && rh.status >= 200 && rh.status < 300;
+        memmove(k->rbuf, k->rbuf + n, k->rlen - n);
+        k->rlen -= n;
+    }
+    if (k->rlen == 0 && !ag_h1_body_done(&x->framing))
+        return;
+    size_t len = k->rlen;
+    int rc = ag_h1_body_decode(&x->framing, k->rbuf, &len);
+    if (rc == AG_EPROTO) {
+        k->rlen = 0;
+        xfer_finish(x, AG_EUPSTREAM, "malformed upstream response body framing");
+        return;
+    }
+    if (rc > 0)
+        x->framing.reusable = false; /* bytes after the answer: we never pipeline */
+    k->rlen = 0;
+    if (body_bytes(x, k->rbuf, len, rc >= 0))
+        return;
+    if (rc >= 0)
+        xfer_body_end(x);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *k = s->data;
+    AG_UNUSED(buf);
+    if (nread == 0)
+        return;
+    h1_xfer_t *x = k->x;
+    if (k->state != C_BUSY || !x) {
+        conn_close(k); /* idle: the server closed it, or sent what nobody asked for */
+        return;
+    }
+    ag_h1_client_t *c = k->c;
+    c->io_x = x;
+    c->io_t0 = ag_mono_us();
+    if (nread < 0) {
+        uv_read_stop(s);
+        if (x->head_done && ag_h1_body_eof(&x->framing) == 0) {
+            x->framing.reusable = false; /* close-delimited: it ended with the connection */
+            xfer_body_end(x);
+        } else if (x->head_done) {
+            xfer_finish(x, AG_EUPSTREAM, "upstream closed the connection before the body ended");
+        } else {
+            xfer_fail_io(x, nread == UV_EOF ? "upstream closed the connection without answering"
+                                            : uv_strerror((int)nread));
+        }
+    } else {
+        xfer_alive(x);
+        k->rlen += (size_t)nread;
+        conn_input(x, k);
+    }
+    if (c->io_x) {
+        c->io_x->cpu_us += ag_mono_us() - c->io_t0;
+        c->io_x = NULL;
+    }
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    conn_t *k = w->data;
+    k->writing = false;
+    if (k->state == C_CLOSING)
+        return;
+    h1_xfer_t *x = k->x;
+    if (status < 0 && x)
+        xfer_fail_io(x, uv_strerror(status));
+}
+
+/* Puts the request on the connection: the head and the body in one write. */
+static void conn_send(h1_xfer_t *x, conn_t *k)
+{
+    uv_buf_t bufs[2] = {uv_buf_init(x->req.data, (unsigned)x->req.len),
+                        uv_buf_init((char *)(x->body ? x->body : ""), (unsigned)x->body_len)};
+    k->state = C_BUSY;
+    k->writing = true;
+    k->write_req.data = k;
+    x->head_scan = 0;
+    int rc = uv_write(&k->write_req, (uv_stream_t *)&k->tcp, bufs, x->body_len ? 2 : 1, on_write);
+    if (rc < 0) {
+        k->writing = false;
+        xfer_fail_io(x, uv_strerror(rc));
+        return;
+    }
+    k->served++;
+    rc = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+    if (rc < 0 && rc != UV_EALREADY)
+        xfer_fail_io(x, uv_strerror(rc));
+}
+
+static void conn_attach(h1_xfer_t *x, conn_t *k)
+{
+    x->conn = k;
+    k->x = x;
+    xfer_arm(x);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    conn_t *k = req->data;
+    if (k->state == C_CLOSING)
+        return;
+    h1_xfer_t *x = k->x;
+    if (status < 0) {
+        if (x)
+            xfer_finish(x, AG_EUPSTREAM, uv_strerror(status));
+        else
+            conn_close(k);
+        return;
+    }
+    uv_tcp_nodelay(&k->tcp, 1);
+    if (!x) {
+        conn_close(k);
+        return;
+    }
+    conn_send(x, k);
+    if (x->conn == k)
+        xfer_arm(x); /* the connect deadline is over */
+}
+
+static void conn_connect(conn_t *k)
+{
+    ag_h1_client_t *c = k->c;
+    h1_xfer_t *x = k->x;
+    k->state = C_CONNECTING;
+    int rc = uv_tcp_init(c->loop, &k->tcp);
+    if (rc == 0) {
+        k->tcp.data = k;
+        k->tcp_open = true;
+        c->handles++;
+        k->connect_req.data = k;
+        rc = uv_tcp_connect(&k->connect_req, &k->tcp, (const struct sockaddr *)&k->o->addr,
+                            on_connect);
+    }
+    if (rc < 0 && x)
+        xfer_finish(x, AG_EUPSTREAM, uv_strerror(rc));
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    resolve_t *r = req->data;
+    conn_t *k = r->conn;
+    free(r);
+    if (!k) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    k->resolving = NULL;
+    h1_xfer_t *x = k->x;
+    if (status < 0 || !res) {
+        uv_freeaddrinfo(res);
+        if (x)
+            xfer_finish(x, AG_EUPSTREAM, "could not resolve the upstream host");
+        else
+            conn_close(k);
+        return;
+    }
+    origin_t *o = k->o;
+    memcpy(&o->addr, res->ai_addr, res->ai_addrlen);
+    ((struct sockaddr_in *)&o->addr)->sin_port = htons((uint16_t)o->port);
+    o->addr_until = uv_now(k->c->loop) + DNS_TTL_MS;
+    uv_freeaddrinfo(res);
+    conn_connect(k);
+}
+
+/* A new connection for x: resolved (numeric hosts at once), then connected. */
+static int conn_new(h1_xfer_t *x)
+{
+    ag_h1_client_t *c = x->c;
+    origin_t *o = x->o;
+    conn_t *k = calloc(1, sizeof(*k));
+    if (!k)
+        return -ENOMEM;
+    k->rbuf = malloc(READ_BUF);
+    if (!k->rbuf) {
+        free(k);
+        return -ENOMEM;
+    }
+    k->c = c;
+    k->o = o;
+    k->state = C_RESOLVING;
+    conn_attach(x, k);
+    if (o->addr_until && uv_now(c->loop) < o->addr_until) {
+        conn_connect(k);
+        return 0;
+    }
+    resolve_t *r = calloc(1, sizeof(*r));
+    if (!r) {
+        x->conn = NULL;
+        conn_close(k);
+        return -ENOMEM;
+    }
+    r->conn = k;
+    r->req.data = r;
+    k->resolving = r;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(c->loop, &r->req, on_resolved, o->host, NULL, &hints);
+    if (rc < 0) {
+        free(r);
+        k->resolving = NULL;
+        x->conn = NULL;
+        conn_close(k);
+        return rc;
+    }
+    return 0;
+}
+
+/* ---- origins and URLs ---- */
+
+typedef struct url_parts {
+    const char *host;
+    size_t host_len; /* without brackets */
+    const char *hostport;
+    size_t hostport_len;
+    int port;
+    const char *path; /* "/..." or "" (then "/") */
+} url_parts_t;
+
+static int url_split(const char *url, url_parts_t *u)
+{
+    if (strncasecmp(url, "http://", 7) != 0)
+        return AG_EDECLINED;
+    const char *a = url + 7, *e = a;
+    while (*e && *e != '/' && *e != '?' && *e != '#')
+        e++;
+    if (e == a || memchr(a, '@', (size_t)(e - a)))
+        return AG_EDECLINED;
+    u->hostport = a;
+    u->hostport_len = (size_t)(e - a);
+    u->path = e;
+    const char *colon = NULL;
+    if (*a == '[') {
+        const char *rb = memchr(a, ']', (size_t)(e - a));
+        if (!rb)
+            return AG_EDECLINED;
+        u->host = a + 1;
+        u->host_len = (size_t)(rb - a - 1);
+        if (rb + 1 < e) {
+            if (rb[1] != ':')
+                return AG_EDECLINED;
+            colon = rb + 1;
+        }
+    } else {
+        colon = memchr(a, ':', (size_t)(e - a));
+        u->host = a;
+        u->host_len = (size_t)((colon ? colon : e) - a);
+    }
+    if (u->host_len == 0 || u->host_len > 253)
+        return AG_EDECLINED;
+    u->port = 80;
+    if (colon) {
+        int p = 0;
+        if (colon + 1 == e)
+            return AG_EDECLINED;
+        for (const char *q = colon + 1; q < e; q++) {
+            if (*q < '0' || *q > '9' || p > 65535)
+                return AG_EDECLINED;
+            p = p * 10 + (*q - '0');
+        }
+        if (p == 0 || p > 65535)
+            return AG_EDECLINED;
+        u->port = p;
+    }
+    for (const char *q = e; *q; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if (ch <= 0x20 || ch >= 0x7f || ch == '#')
+            return AG_EDECLINED; /* curl would reject or encode it: let it say which */
+    }
+    return 0;
+}
+
+static origin_t *origin_get(ag_h1_client_t *c, const url_parts_t *u)
+{
+    for (origin_t *o = c->origins; o; o = o->next) {
+        if (o->port == u->port && strlen(o->host) == u->host_len &&
+            strncasecmp(o->host, u->host, u->host_len) == 0 &&
+            strlen(o->hostport) == u->hostport_len &&
+            memcmp(o->hostport, u->hostport, u->hostport_len) == 0)
+            return o;
+    }
+    origin_t *o = calloc(1, sizeof(*o));
+    if (!o)
+        return NULL;
+    o->host = strndup(u->host, u->host_len);
+    o->hostport = strndup(u->hostport, u->hostport_len);
+    if (!o->host || !o->hostport) {
+        free(o->host);
+        free(o->hostport);
+        free(o);
+        return NULL;
+    }
+    o->port = u->port;
+    char ip[64];
+    if (u->host_len < sizeof(ip)) {
+        memcpy(ip, u->host, u->host_len);
+        ip[u->host_len] = '\0';
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&o->addr;
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&o->addr;
+        if (uv_ip4_addr(ip, u->port, s4) == 0 || uv_ip6_addr(ip, u->port, s6) == 0)
+            o->addr_until = UINT64_MAX; /* a literal address never expires */
+    }
+    o->next = c->origins;
+    c->origins = o;
+    return o;
+}
+
+/* The caller's header lines, with curl's conventions: "Name:" with nothing
+ * after it drops the header (callers use it against curl's defaults), and
+ * "Name;" sends it empty. Framing headers are ours alone. */
+static int append_header(ag_buf_t *b, const char *line)
+{
+    const char *colon = strchr(line, ':');
+    size_t n = strlen(line);
+    if (!colon) {
+        if (n > 1 && line[n - 1] == ';') {
+            ag_buf_append(b, line, n - 1);
+            return ag_buf_append(b, ":\r\n", 3);
+        }
+        return 0;
+    }
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v == '\0')
+        return 0;
+    ag_str_t name = ag_str(line, (size_t)(colon - line));
+    if (ag_str_eq_lit_ci(name, "host") || ag_str_eq_lit_ci(name, "content-length") ||
+        ag_str_eq_lit_ci(name, "transfer-encoding") || ag_str_eq_lit_ci(name, "connection"))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (line[i] == '\r' || line[i] == '\n')
+            return AG_EINVALID; /* never a header split into two */
+    ag_buf_append(b, line, n);
+    return ag_buf_append(b, "\r\n", 2);
+}
+
+static int build_request(h1_xfer_t *x, const ag_upstream_request_t *req, const url_parts_t *u)
+{
+    ag_buf_t *b = &x->req;
+    const char *path = *u->path ? u->path : "/";
+    bool query_only = *path == '?';
+    int rc = ag_buf_printf(b, "%s %s%s HTTP/1.1\r\nHost: %s\r\n", req->body ? "POST" : "GET",
+                           query_only ? "/" : "", path, x->o->hostport);
+    for (size_t i = 0; rc == 0 && i < req->nheaders; i++)
+        rc = append_header(b, req->headers[i]);
+    if (rc == 0 && req->body)
+        rc = ag_buf_printf(b, "Content-Length: %zu\r\n", req->body_len);
+    if (rc == 0)
+        rc = ag_buf_append(b, "\r\n", 2);
+    return rc;
+}
+
+/* ---- the interface ---- */
+
+int ag__h1_client_new(uv_loop_t *loop, ag_h1_client_t **out)
+{
+    ag_h1_client_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->loop = loop;
+    /* curl takes these from the environment; with one set, curl keeps the
+     * transfers (lower case http_proxy only, as curl, against httpoxy). */
+    c->proxy_env = getenv("http_proxy") || getenv("all_proxy") || getenv("ALL_PROXY");
+    uv_timer_init(loop, &c->kick_timer);
+    c->kick_timer.data = c;
+    uv_timer_init(loop, &c->sweep);
+    c->sweep.data = c;
+    c->handles = 2;
+    uv_timer_start(&c->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&c->sweep);
+    *out = c;
+    return 0;
+}
+
+void ag__h1_client_close(ag_h1_client_t *c)
+{
+    if (!c)
+        return;
+    c->closing = true;
+    while (c->xfers) {
+        h1_xfer_t *x = c->xfers;
+        if (x->conn)
+            conn_close(x->conn);
+        x->conn = NULL;
+        xfer_free(x);
+    }
+    for (origin_t *o = c->origins; o; o = o->next)
+        while (o->idle)
+            conn_close(o->idle);
+    uv_timer_stop(&c->kick_timer);
+    uv_timer_stop(&c->sweep);
+    uv_close((uv_handle_t *)&c->kick_timer, client_handle_closed);
+    uv_close((uv_handle_t *)&c->sweep, client_handle_closed);
+}
+
+unsigned ag__h1_active(const ag_h1_client_t *c)
+{
+    return c ? c->active : 0;
+}
+
+int ag__h1_start(ag_h1_client_t *c, const ag_upstream_request_t *req, ag_upstream_done_cb done,
+                 void *ctx, ag_upstream_xfer_t **out)
+{
+    url_parts_t u;
+    if (c->proxy_env || url_split(req->url, &u) < 0)
+        return AG_EDECLINED;
+    if (c->closing)
+        return AG_EUPSTREAM;
+    h1_xfer_t *x = calloc(1, sizeof(*x));
+    if (!x)
+        return -ENOMEM;
+    x->native = true;
+    x->c = c;
+    x->done = done;
+    x->ctx = ctx;
+    x->on_data = req->on_data;
+    x->body = req->body;
+    x->body_len = req->body_len;
+    x->start_us = ag_mono_us();
+    ag_buf_init(&x->req, 1u << 20);
+    ag_buf_init(&x->head, READ_BUF);
+    ag_buf_init(&x->resp_body, req->max_response_bytes ? req->max_response_bytes : 16u << 20);
+    x->o = origin_get(c, &u);
+    int rc = x->o ? build_request(x, req, &u) : -ENOMEM;
+    if (rc == 0) {
+        x->timer = malloc(sizeof(*x->timer));
+        rc = x->timer ? 0 : -ENOMEM;
+    }
+    if (rc < 0) {
+        free(x->timer);
+        ag_buf_fini(&x->req);
+        ag_buf_fini(&x->head);
+        ag_buf_fini(&x->resp_body);
+        free(x);
+        return rc;
+    }
+    uv_timer_init(c->loop, x->timer);
+    x->timer->data = x;
+    uint64_t now = uv_now(c->loop);
+    if (req->connect_timeout_ms)
+        x->connect_end = now + req->connect_timeout_ms;
+    if (req->timeout_ms)
+        x->end = now + req->timeout_ms;
+    x->idle_ms = req->idle_timeout_ms;
+    if (x->idle_ms)
+        x->idle_end = now + x->idle_ms;
+    x->next = c->xfers;
+    if (c->xfers)
+        c->xfers->prev = x;
+    c->xfers = x;
+    c->active++;
+    x->starting = true;
+    conn_t *k = x->o->idle;
+    if (k) {
+        idle_unlink(k);
+        k->state = C_BUSY;
+        conn_attach(x, k);
+        conn_send(x, k);
+    } else {
+        rc = conn_new(x);
+        if (rc < 0) {
+            xfer_free(x);
+            return rc;
+        }
+    }
+    x->starting = false;
+    if (out)
+        *out = (ag_upstream_xfer_t *)x;
+    return 0;
+}
+
+void ag__h1_cancel(ag_upstream_xfer_t *ux)
+{
+    h1_xfer_t *x = (h1_xfer_t *)ux;
+    if (x->in_callback) {
+        x->cancelled = true;
+        return;
+    }
+    if (x->conn)
+        x->conn->x = NULL;
+    conn_t *k = x->conn;
+    x->conn = NULL;
+    if (k)
+        conn_close(k); /* mid-answer: not reusable */
+    xfer_free(x);
+}
+
+/* Resumed transfers get their held bytes from the loop, not inside resume:
+ * the caller resumes from its own write callback and may not expect the
+ * stream (or its end) to come back into it there. */
+static void on_kick(uv_timer_t *t)
+{
+    ag_h1_client_t *c = t->data;
+    /* One at a time from the list itself: a callback may cancel any of them. */
+    while (c->kicks) {
+        h1_xfer_t *x = c->kicks;
+        c->kicks = x->kick_next;
+        x->kick = false;
+        x->kick_next = NULL;
+        if (x->deferred) {
+            x->deferred = false;
+            xfer_finish(x, x->def_error, x->def_text);
+            continue;
+        }
+        if (x->paused || !x->conn)
+            continue; /* paused again meanwhile */
+        conn_t *k = x->conn;
+        size_t len = x->pending;
+        bool body_done = x->pending_done;
+        x->pending = 0;
+        c->io_x = x;
+        c->io_t0 = ag_mono_us();
+        if (body_bytes(x, k->rbuf, len, body_done) == 0) {
+            if (body_done)
+                xfer_body_end(x);
+            else
+                uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+        }
+        if (c->io_x) {
+            c->io_x->cpu_us += ag_mono_us() - c->io_t0;
+            c->io_x = NULL;
+        }
+    }
+}
+
+void ag__h1_resume(ag_upstream_xfer_t *ux)
+{
+    h1_xfer_t *x = (h1_xfer_t *)ux;
+    if (!x->paused)
+        return;
+    x->paused = false;
+    if (x->idle_ms)
+        x->idle_end = uv_now(x->c->loop) + x->idle_ms;
+    xfer_arm(x);
+    kick(x);
+}
