@@ -18,6 +18,7 @@ ag_layer(DIR store
           src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
           src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
+          src/store/sigv4.c
   USES util
   LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB Threads::Threads m)
 
@@ -45,6 +46,19 @@ ag_unit_test(test_objstore tests/unit/test_objstore.c)
 target_link_libraries(test_objstore ag_store)
 ag_unit_test(test_usage_log tests/unit/test_usage_log.c)
 target_link_libraries(test_usage_log ag_store PkgConfig::JANSSON)
+# SigV4: ours against the table of tests/unit/data/sigv4/cases.json; sigv4_reference has
+# botocore (python3-botocore) sign the same table and give the same values.
+ag_unit_test(test_sigv4 tests/unit/test_sigv4.c)
+target_link_libraries(test_sigv4 ag_store PkgConfig::JANSSON)
+target_compile_definitions(test_sigv4 PRIVATE
+  AG_SIGV4_CASES="${CMAKE_SOURCE_DIR}/tests/unit/data/sigv4/cases.json")
+find_program(AG_PYTHON3 python3)
+if(AG_PYTHON3)
+  add_test(NAME sigv4_reference COMMAND ${AG_PYTHON3}
+    ${CMAKE_SOURCE_DIR}/tests/tools/sigv4_reference.py --check
+    ${CMAKE_SOURCE_DIR}/tests/unit/data/sigv4/cases.json)
+  set_tests_properties(sigv4_reference PROPERTIES LABELS unit TIMEOUT 120)
+endif()
 ag_unit_test(test_secrets tests/unit/test_secrets.c)
 target_link_libraries(test_secrets ag_store)
 ag_unit_test(test_periodic tests/unit/test_periodic.c)
