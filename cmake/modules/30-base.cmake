@@ -1,8 +1,8 @@
 # The layer above util, whose directories use nothing but util (obs: util and store):
 #   limit: the in-process GCRA rate limiter; budgets and per-key rates by reservation
 #          (budget.c, its spend and reservations in LMDB under data_dir/budget);
-#   store: KV (front end and LMDB back end), object store (front end and directory back
-#          end), secrets and their resolution, the usage log, client API keys (keys.c);
+#   store: KV (front end and LMDB back end), object store (front end, directory back
+#          end, S3 back end over libcurl with our SigV4 signer), secrets and their resolution, the usage log, client API keys (keys.c);
 #   obs: request records, the access log, analytics over the usage log (stats.c, so obs uses
 #        store too; metrics and tail to come);
 #   cron: periodic jobs; the cron-expression parser and next-run calculator;
@@ -18,9 +18,11 @@ ag_layer(DIR store
           src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
           src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
-          src/store/sigv4.c
+          src/store/sigv4.c src/store/objstore_s3.c src/store/objstore_s3_xml.c
+          src/store/objstore_open.c
   USES util
-  LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB Threads::Threads m)
+  LINK PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB PkgConfig::CURL
+       Threads::Threads m)
 
 ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
                         src/obs/tail.c src/obs/stats.c
