@@ -4,7 +4,8 @@ SHELL := /bin/bash
 JOBS  ?= $(shell nproc)
 BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
               liblmdb-dev libssl-dev zlib1g-dev
-TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium openssl redis-server
+TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium openssl redis-server \
+              python3-botocore
 BENCH_PKGS := wrk nginx-light
 
 .PHONY: all build release debug asan tsan run test unit bench fuzz fuzz-build soak docs deps-build deps-test \
@@ -33,7 +34,8 @@ deps-test: deps-build
 	$(call ensure_pkgs,$(TEST_PKGS))
 	@command -v node >/dev/null || $(MAKE) --no-print-directory NODE_PKG=1 deps-node
 	@cd tests && [ -d node_modules/@anthropic-ai/sdk ] && [ -d node_modules/puppeteer-core ] && \
-	  [ -d node_modules/croner ] && [ -d node_modules/smtp-server ] && [ -d node_modules/openai ] || \
+	  [ -d node_modules/croner ] && [ -d node_modules/smtp-server ] && [ -d node_modules/openai ] && \
+	  [ -d node_modules/s3rver ] || \
 	  npm install --no-audit --no-fund --silent
 
 # The dashboard's chart library (uPlot), pinned by web/package-lock.json: the build embeds it

@@ -1,8 +1,8 @@
 # The layer above util, whose directories use nothing but util (obs: util and store):
 #   limit: the in-process GCRA rate limiter; budgets and per-key rates by reservation
 #          (budget.c, its spend and reservations in LMDB under data_dir/budget);
-#   store: KV (front end and LMDB back end), object store (front end and directory back
-#          end), secrets and their resolution, the usage log, client API keys (keys.c);
+#   store: KV (front end and LMDB back end), object store (front end, directory back
+#          end, S3 back end over libcurl with our SigV4 signer), secrets and their resolution, the usage log, client API keys (keys.c);
 #   obs: request records, the access log, analytics over the usage log (stats.c, so obs uses
 #        store too; metrics and tail to come);
 #   cron: periodic jobs; the cron-expression parser and next-run calculator;
@@ -19,8 +19,11 @@ ag_layer(DIR store
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
           src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
           src/store/resp.c src/store/redis.c src/store/redis_gcra.c
+          src/store/sigv4.c src/store/objstore_s3.c src/store/objstore_s3_xml.c
+          src/store/objstore_open.c
   USES util
-  LINK PkgConfig::UV PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB Threads::Threads m)
+  LINK PkgConfig::UV PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB PkgConfig::CURL
+       Threads::Threads m)
 
 ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
                         src/obs/tail.c src/obs/stats.c
@@ -55,6 +58,19 @@ ag_unit_test(test_objstore tests/unit/test_objstore.c)
 target_link_libraries(test_objstore ag_store)
 ag_unit_test(test_usage_log tests/unit/test_usage_log.c)
 target_link_libraries(test_usage_log ag_store PkgConfig::JANSSON)
+# SigV4: ours against the table of tests/unit/data/sigv4/cases.json; sigv4_reference has
+# botocore (python3-botocore) sign the same table and give the same values.
+ag_unit_test(test_sigv4 tests/unit/test_sigv4.c)
+target_link_libraries(test_sigv4 ag_store PkgConfig::JANSSON)
+target_compile_definitions(test_sigv4 PRIVATE
+  AG_SIGV4_CASES="${CMAKE_SOURCE_DIR}/tests/unit/data/sigv4/cases.json")
+find_program(AG_PYTHON3 python3)
+if(AG_PYTHON3)
+  add_test(NAME sigv4_reference COMMAND ${AG_PYTHON3}
+    ${CMAKE_SOURCE_DIR}/tests/tools/sigv4_reference.py --check
+    ${CMAKE_SOURCE_DIR}/tests/unit/data/sigv4/cases.json)
+  set_tests_properties(sigv4_reference PROPERTIES LABELS unit TIMEOUT 120)
+endif()
 ag_unit_test(test_secrets tests/unit/test_secrets.c)
 target_link_libraries(test_secrets ag_store)
 ag_unit_test(test_periodic tests/unit/test_periodic.c)

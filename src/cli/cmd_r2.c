@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "config/config.h"
 #include "store/objstore.h"
 #include "util/buf.h"
 #include "util/errors.h"
@@ -63,6 +64,15 @@ static const char delete_usage[] =
     "usage: aigate r2 object delete BUCKET/KEY\n"
     "Deletes the object (succeeds also when it does not exist, as R2).\n" COMMON_OPTS;
 
+/* What an S3 store said about the last failure, as ": detail" ("" for none). */
+static const char *why(void)
+{
+    static _Thread_local char b[600];
+    const char *e = ag_objstore_last_error();
+    snprintf(b, sizeof(b), "%s%s", e[0] ? ": " : "", e);
+    return b;
+}
+
 /* Splits BUCKET/KEY at the first slash. @return 0, or the usage exit code. */
 static int split_target(const char *usage, const char *arg, char **bucket, const char **key)
 {
@@ -76,19 +86,32 @@ static int split_target(const char *usage, const char *arg, char **bucket, const
     return 0;
 }
 
-/* Opens an existing bucket (never creates: a typo must not make a bucket). */
+/* Opens an existing bucket (never creates: a typo must not make a bucket). A
+ * bucket whose [[r2_buckets]] binding says backend = "s3" is the one of that
+ * name in the store of [aigate.s3]. */
 static int open_bucket(ag__cli_t *c, const char *bucket, ag_objstore_t **s)
 {
     *s = NULL;
     int rc = ag__cli_data_dir(c);
     if (rc)
         return rc;
-    int err = ag_objstore_open_bucket(c->data_dir, bucket, false, s);
+    ag_config_t cfg;
+    ag_config_defaults(&cfg);
+    const char *path = ag_config_find(c->config);
+    if (path && ag_config_load_file(&cfg, path, NULL) < 0)
+        ag_config_fini(&cfg), ag_config_defaults(&cfg); /* ag__cli_data_dir() said why */
+    const ag_config_binding_t *b = ag_config_r2_by_bucket(&cfg, bucket);
+    bool remote = b && b->backend;
+    ag_objstore_s3_where_t where = {cfg.s3_endpoint, cfg.s3_region, cfg.s3_path_style};
+    int err =
+        ag_objstore_open_binding(c->data_dir, bucket, false, remote ? b->backend : NULL, &where, s);
+    ag_config_fini(&cfg);
     if (err == AG_OBJ_ENO_BUCKET)
         return ag__cli_fail("no bucket \"%s\" in %s: create it with `aigate r2 bucket create %s`",
                             bucket, c->data_dir, bucket);
     if (err < 0)
-        return ag__cli_fail("cannot open bucket \"%s\": %s", bucket, ag_strerror(err));
+        return ag__cli_fail("cannot open bucket \"%s\": %s%s%s", bucket, ag_strerror(err),
+                            ag_objstore_last_error()[0] ? ": " : "", ag_objstore_last_error());
     return 0;
 }
 
@@ -273,7 +296,7 @@ static int object_put(int argc, char **argv)
     ag_obj_put_opts_t po = {.content_type = opts[1].value};
     int err = ag_objstore_put_fd(s, key, strlen(key), in, &po, &info);
     if (err < 0) {
-        rc = ag__cli_fail("cannot upload %s/%s: %s", bucket, key, ag_strerror(err));
+        rc = ag__cli_fail("cannot upload %s/%s: %s%s", bucket, key, ag_strerror(err), why());
         goto done;
     }
     if (c.json) {
@@ -351,7 +374,7 @@ static int object_get(int argc, char **argv)
         goto done;
     }
     if (err < 0) {
-        rc = ag__cli_fail("cannot read %s/%s: %s", bucket, key, ag_strerror(err));
+        rc = ag__cli_fail("cannot read %s/%s: %s%s", bucket, key, ag_strerror(err), why());
         goto done;
     }
     bool to_file = file != NULL && strcmp(file, "-") != 0;
@@ -435,7 +458,7 @@ static int object_list(int argc, char **argv)
     };
     int err = ag_objstore_list(s, &lo, &r);
     if (err < 0) {
-        rc = ag__cli_fail("cannot list bucket \"%s\": %s", bucket, ag_strerror(err));
+        rc = ag__cli_fail("cannot list bucket \"%s\": %s%s", bucket, ag_strerror(err), why());
         goto done;
     }
     if (c.json) {
@@ -501,7 +524,7 @@ static int object_delete(int argc, char **argv)
         goto done;
     int err = ag_objstore_delete(s, key, strlen(key));
     if (err < 0) {
-        rc = ag__cli_fail("cannot delete %s/%s: %s", bucket, key, ag_strerror(err));
+        rc = ag__cli_fail("cannot delete %s/%s: %s%s", bucket, key, ag_strerror(err), why());
         goto done;
     }
     if (c.json) {

@@ -61,9 +61,10 @@ int cmd_stats(int argc, char **argv)
     const char *data_dir = c.data_dir_flag                   ? c.data_dir_flag
                            : cfg.data_dir && cfg.data_dir[0] ? cfg.data_dir
                                                              : AG_STORE_DEFAULT_DATA_DIR;
-    const char *bucket = ag_config_r2_bucket(&cfg, cfg.usage_log_binding && cfg.usage_log_binding[0]
-                                                       ? cfg.usage_log_binding
-                                                       : "STORAGE");
+    const ag_config_binding_t *lb = ag_config_r2_binding(
+        &cfg,
+        cfg.usage_log_binding && cfg.usage_log_binding[0] ? cfg.usage_log_binding : "STORAGE");
+    const char *bucket = lb ? lb->target : NULL;
     if (bucket == NULL)
         bucket = DEFAULT_LOG_BUCKET;
 
@@ -72,7 +73,9 @@ int cmd_stats(int argc, char **argv)
     ag_buf_t out;
     ag_buf_init(&out, 0);
     ag_stats_result_t r = {0};
-    int err = ag_objstore_open_bucket(data_dir, bucket, false, &store);
+    ag_objstore_s3_where_t where = {cfg.s3_endpoint, cfg.s3_region, cfg.s3_path_style};
+    int err =
+        ag_objstore_open_binding(data_dir, bucket, false, lb ? lb->backend : NULL, &where, &store);
     if (err == AG_OBJ_ENO_BUCKET) {
         store = NULL; /* nothing logged yet: zero counts */
     } else if (err < 0) {

@@ -326,6 +326,7 @@ static void free_bindings(ag_config_binding_t **b, size_t *n)
     for (size_t i = 0; i < *n; i++) {
         free((*b)[i].name);
         free((*b)[i].target);
+        free((*b)[i].backend);
     }
     AG_FREE(b);
     *n = 0;
@@ -460,6 +461,7 @@ static void add_routing(ag_config_t *cfg, const char *task, size_t tlen, const c
 void ag_config_defaults(ag_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
+    cfg->s3_path_style = true; /* R2, MinIO and S3 all take endpoint/bucket/key */
     for (size_t i = 0; i < AG_ARRAY_LEN(aigate_keys); i++) {
         const cfg_key_t *k = &aigate_keys[i];
         char *field = (char *)cfg + k->offset;
@@ -549,6 +551,8 @@ void ag_config_fini(ag_config_t *cfg)
     AG_FREE(&cfg->smtp_url);
     AG_FREE(&cfg->smtp_from);
     AG_FREE(&cfg->smtp_user);
+    AG_FREE(&cfg->s3_endpoint);
+    AG_FREE(&cfg->s3_region);
     for (size_t i = 0; i < cfg->nratelimits; i++) {
         free(cfg->ratelimits[i].name);
         free(cfg->ratelimits[i].namespace_id);
@@ -702,7 +706,8 @@ static bool bindings_differ(const ag_config_binding_t *a, size_t na, const ag_co
     if (na != nb)
         return true;
     for (size_t i = 0; i < na; i++) {
-        if (strcmp(a[i].name, b[i].name) != 0 || str_differ(a[i].target, b[i].target))
+        if (strcmp(a[i].name, b[i].name) != 0 || str_differ(a[i].target, b[i].target) ||
+            str_differ(a[i].backend, b[i].backend))
             return true;
     }
     return false;
@@ -813,6 +818,9 @@ size_t ag_config_diff(const ag_config_t *a, const ag_config_t *b, const char **n
     if (str_differ(a->smtp_url, b->smtp_url) || str_differ(a->smtp_from, b->smtp_from) ||
         str_differ(a->smtp_user, b->smtp_user))
         CHANGED("smtp");
+    if (str_differ(a->s3_endpoint, b->s3_endpoint) || str_differ(a->s3_region, b->s3_region) ||
+        a->s3_path_style != b->s3_path_style)
+        CHANGED("s3");
     if (prices_differ(a, b))
         CHANGED("prices");
     if (fallbacks_differ(a, b))
@@ -870,6 +878,8 @@ typedef struct loader {
     const char *path;
     FILE *errs;
     int errors;
+    const ag_toml_value_t *s3_binding_at; /* a [[r2_buckets]] backend = "s3" */
+    const ag_toml_value_t *s3_table_at;   /* [aigate.s3] */
 } loader_t;
 
 /* One diagnostic: `file:line:col: [label]message`, at the offending value. */
@@ -1083,11 +1093,29 @@ static void load_bindings(loader_t *ld, const ag_toml_value_t *arr, const char *
             report(ld, tv, "%s[%zu].%s must be a string", what, i, target_key);
             continue;
         }
+        /* [[r2_buckets]] backend = "fs" (the directory, the default) or "s3"
+         * ([aigate.s3]); the KV bindings' own backends are not read here. */
+        const char *be = NULL;
+        size_t belen = 0;
+        const ag_toml_value_t *bv =
+            strcmp(what, "r2_buckets") == 0 ? ag_toml_table_get(t, "backend") : NULL;
+        if (bv && (ag_toml_get_string(bv, &be, &belen) != 0 ||
+                   !((belen == 2 && memcmp(be, "fs", 2) == 0) ||
+                     (belen == 2 && memcmp(be, "s3", 2) == 0)))) {
+            report(ld, bv,
+                   "%s[%zu].backend must be \"fs\" (a folder under data_dir) or \"s3\" "
+                   "(the store of [aigate.s3])",
+                   what, i);
+            continue;
+        }
+        if (bv && memcmp(be, "s3", 2) == 0)
+            ld->s3_binding_at = bv;
         ag_config_binding_t *p = realloc(*out, (*nout + 1) * sizeof(*p));
         AG_ASSERT(p != NULL);
         *out = p;
         p[*nout].name = xstrndup(b, strnlen(b, blen));
         p[*nout].target = tg ? xstrndup(tg, strnlen(tg, tlen)) : NULL;
+        p[*nout].backend = be && memcmp(be, "s3", 2) == 0 ? xstrndup("s3", 2) : NULL;
         (*nout)++;
     }
 }
@@ -1426,6 +1454,46 @@ static void load_smtp(loader_t *ld, const ag_toml_value_t *t)
         report(ld, u, "aigate.smtp.url must be smtp://host:port or smtps://host:port");
 }
 
+/* [aigate.s3]: endpoint, region, path_style (the keys are the secrets S3_ACCESS_KEY_ID and
+ * S3_SECRET_ACCESS_KEY). */
+static void load_s3(loader_t *ld, const ag_toml_value_t *t)
+{
+    if (ag_toml_type(t) != AG_TOML_TABLE) {
+        report(ld, t, "aigate.s3 must be a table");
+        return;
+    }
+    ld->s3_table_at = t;
+    for (size_t i = 0; i < ag_toml_table_len(t); i++) {
+        const char *key;
+        size_t klen;
+        const ag_toml_value_t *v = ag_toml_table_at(t, i, &key, &klen);
+        if (!((klen == 8 && memcmp(key, "endpoint", 8) == 0) ||
+              (klen == 6 && memcmp(key, "region", 6) == 0) ||
+              (klen == 10 && memcmp(key, "path_style", 10) == 0)))
+            warn(ld, v,
+                 "unknown key aigate.s3.%.*s (ignored; the keys are the secrets "
+                 "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)",
+                 (int)klen, key);
+    }
+    opt_string(ld, t, "endpoint", "aigate.s3", &ld->cfg->s3_endpoint, NULL);
+    opt_string(ld, t, "region", "aigate.s3", &ld->cfg->s3_region, NULL);
+    const ag_toml_value_t *ps = ag_toml_table_get(t, "path_style");
+    if (ps && ag_toml_type(ps) != AG_TOML_BOOL)
+        report(ld, ps, "aigate.s3.path_style must be true or false");
+    else if (ps)
+        ag_toml_get_bool(ps, &ld->cfg->s3_path_style);
+    const char *e = ld->cfg->s3_endpoint;
+    if (e) {
+        size_t sl = strncmp(e, "http://", 7) == 0 ? 7 : strncmp(e, "https://", 8) == 0 ? 8 : 0;
+        size_t hl = sl ? strcspn(e + sl, "/?#@") : 0;
+        if (sl == 0 || hl == 0 || !(e[sl + hl] == '\0' || strcmp(e + sl + hl, "/") == 0))
+            report(ld, ag_toml_table_get(t, "endpoint"),
+                   "aigate.s3.endpoint must be http(s)://host[:port] without a path or "
+                   "credentials (\"https://ACCOUNT.r2.cloudflarestorage.com\", "
+                   "\"http://127.0.0.1:9000\")");
+    }
+}
+
 /* [aigate.fallbacks] "MODEL" = ["NEXT", ...]: tried in order after MODEL's retries. */
 static void load_fallbacks(loader_t *ld, const ag_toml_value_t *t)
 {
@@ -1550,6 +1618,10 @@ static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
         }
         if (!k && klen == 4 && memcmp(key, "smtp", 4) == 0) {
             load_smtp(ld, v);
+            continue;
+        }
+        if (!k && klen == 2 && memcmp(key, "s3", 2) == 0) {
+            load_s3(ld, v);
             continue;
         }
         if (!k && klen == 9 && memcmp(key, "fallbacks", 9) == 0) {
@@ -1707,7 +1779,7 @@ static void check_cors_origins(loader_t *ld, const ag_toml_value_t *v)
 
 int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
 {
-    loader_t ld = {cfg, path, errs, 0};
+    loader_t ld = {.cfg = cfg, .path = path, .errs = errs};
     ag_buf_t text;
     ag_buf_init(&text, 16u << 20);
     int rc = ag_fs_read_file(path, &text);
@@ -1768,6 +1840,10 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
     v = ag_toml_table_get(root, "aigate");
     if (v)
         load_aigate(&ld, v);
+    if (ld.s3_binding_at && !cfg->s3_endpoint)
+        report(&ld, ld.s3_binding_at,
+               "backend = \"s3\" needs [aigate.s3] endpoint = \"http(s)://host[:port]\" (and the "
+               "secrets S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)");
     if ((double)cfg->rate_limit > (double)cfg->rate_period_s * 1e6)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "rate_limit"),
                "aigate.rate_limit: %u per %u s is over one request per microsecond, the "
@@ -1812,6 +1888,24 @@ const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const c
     for (size_t i = 0; i < cfg->nratelimits; i++) {
         if (strcmp(cfg->ratelimits[i].name, name) == 0)
             return &cfg->ratelimits[i];
+    }
+    return NULL;
+}
+
+const ag_config_binding_t *ag_config_r2_binding(const ag_config_t *cfg, const char *binding)
+{
+    for (size_t i = 0; binding && i < cfg->nr2_buckets; i++) {
+        if (strcmp(cfg->r2_buckets[i].name, binding) == 0)
+            return &cfg->r2_buckets[i];
+    }
+    return NULL;
+}
+
+const ag_config_binding_t *ag_config_r2_by_bucket(const ag_config_t *cfg, const char *bucket)
+{
+    for (size_t i = 0; bucket && i < cfg->nr2_buckets; i++) {
+        if (cfg->r2_buckets[i].target && strcmp(cfg->r2_buckets[i].target, bucket) == 0)
+            return &cfg->r2_buckets[i];
     }
     return NULL;
 }

@@ -21,8 +21,9 @@ typedef struct ag_config_ratelimit {
 } ag_config_ratelimit_t;
 
 typedef struct ag_config_binding {
-    char *name;   /* binding */
-    char *target; /* KV id or R2 bucket_name */
+    char *name;    /* binding */
+    char *target;  /* KV id or R2 bucket_name */
+    char *backend; /* [[r2_buckets]] backend: NULL (the directory, "fs") or "s3" */
 } ag_config_binding_t;
 
 typedef struct ag_config_price {
@@ -186,6 +187,11 @@ typedef struct ag_config {
     char *smtp_url;  /* [aigate.smtp] url: smtp://host:port (STARTTLS when offered) or smtps:// */
     char *smtp_from; /* the From address */
     char *smtp_user; /* the password is the secret SMTP_PASSWORD */
+    /* [aigate.s3]: the S3-compatible store of [[r2_buckets]] with backend = "s3"; the keys
+     * are the secrets S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY */
+    char *s3_endpoint;  /* http(s)://host[:port] */
+    char *s3_region;    /* NULL: "us-east-1" ("auto" for R2) */
+    bool s3_path_style; /* true (the default): endpoint/bucket/key; false: bucket.host/key */
     /* bounded disk */
     size_t cache_max_bytes;            /* the cache store's size bound */
     unsigned usage_log_retention_days; /* 0: keep every day */
@@ -261,6 +267,12 @@ const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const c
 
 /** The bucket name bound to R2 binding `binding` (its bucket_name), or NULL. */
 const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding);
+
+/** The [[r2_buckets]] entry of `binding`, or NULL. */
+const ag_config_binding_t *ag_config_r2_binding(const ag_config_t *cfg, const char *binding);
+
+/** The [[r2_buckets]] entry whose bucket_name is `bucket`, or NULL. */
+const ag_config_binding_t *ag_config_r2_by_bucket(const ag_config_t *cfg, const char *bucket);
 
 /** Whether a request from `origin` gets CORS headers (platform.md section 6):
  *  the origin, or "*", is in `origins` (the config's cors_origins). The default

@@ -32,13 +32,19 @@ static bool any_route_caches(const gw_gen_t *g)
 
 static int open_usage_log(ag_gateway_t *gw, const ag_config_t *cfg, const gw_gen_t *gen)
 {
-    const char *bucket = ag_config_r2_bucket(cfg, cfg->usage_log_binding);
-    if (!bucket)
-        bucket = "usage-logs";
-    int rc = ag_objstore_open_bucket(cfg->data_dir, bucket, true, &gw->log_bucket);
+    const ag_config_binding_t *b = ag_config_r2_binding(cfg, cfg->usage_log_binding);
+    const char *bucket = b && b->target ? b->target : "usage-logs";
+    const char *backend = b ? b->backend : NULL;
+    ag_objstore_s3_where_t where = {cfg->s3_endpoint, cfg->s3_region, cfg->s3_path_style};
+    int rc =
+        ag_objstore_open_binding(cfg->data_dir, bucket, true, backend, &where, &gw->log_bucket);
     if (rc < 0) {
-        ag_log_error("cannot open the usage-log bucket %s/r2/%s: %s", cfg->data_dir, bucket,
-                     ag_strerror(rc));
+        if (backend)
+            ag_log_error("cannot open the usage-log bucket %s on S3: %s (%s)", bucket,
+                         ag_strerror(rc), ag_objstore_last_error());
+        else
+            ag_log_error("cannot open the usage-log bucket %s/r2/%s: %s", cfg->data_dir, bucket,
+                         ag_strerror(rc));
         return rc;
     }
     ag_usage_log_options_t lo = {

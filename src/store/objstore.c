@@ -30,6 +30,12 @@ static int open_fs(const char *dir, const ag_objstore_options_t *opts, ag_objsto
     return ag_objstore_open_fs(dir, out);
 }
 
+/* The S3 backend's "dir" is the remote bucket's name. */
+static int open_s3(const char *bucket, const ag_objstore_options_t *opts, ag_objstore_t **out)
+{
+    return ag__objstore_s3_open(bucket, opts->s3, out);
+}
+
 /* The first entry is the default backend. */
 static const struct obj_backend {
     const char *name;
@@ -37,6 +43,7 @@ static const struct obj_backend {
     int (*remove_bucket)(const char *dir);
 } backends[] = {
     {AG_OBJ_BACKEND_FS, open_fs, ag__objstore_fs_remove_bucket},
+    {AG_OBJ_BACKEND_S3, open_s3, NULL},
 };
 
 int ag_objstore_open(const char *bucket_dir, const ag_objstore_options_t *opts, ag_objstore_t **out)
@@ -367,20 +374,6 @@ char *ag_obj_info_custom_json(const ag_obj_info_t *info)
     return s;
 }
 
-void ag_obj_list_result_free(ag_obj_list_result_t *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; i < r->count; i++)
-        ag_obj_info_free(&r->objects[i]);
-    free(r->objects);
-    for (size_t i = 0; i < r->nprefixes; i++)
-        free(r->prefixes[i]);
-    free(r->prefixes);
-    free(r->cursor);
-    memset(r, 0, sizeof(*r));
-}
-
 /* ---- buckets --------------------------------------------------------------------------- */
 
 static bool valid_bucket(const char *s)
@@ -414,6 +407,8 @@ int ag_objstore_open_bucket_opts(const char *data_dir, const char *bucket, bool 
     int rc = bucket_path(data_dir, bucket, path);
     if (rc < 0)
         return rc;
+    if (opts && opts->backend && strcmp(opts->backend, AG_OBJ_BACKEND_S3) == 0)
+        return ag_objstore_open(bucket, opts, out); /* remote: no folder, no I/O */
     if (!create) {
         struct stat st;
         if (stat(path, &st) < 0)

@@ -4,8 +4,9 @@
  * bucket per [[r2_buckets]] binding. The front end (objstore.c) checks keys,
  * sizes and metadata, owns the list cursors, names the bucket folders under
  * <data_dir>/r2/ and picks the backend by name; the directory backend
- * (objstore_fs.c) keeps each object in one file in its bucket's folder. An
- * S3-compatible backend can be added later behind the same ops table.
+ * (objstore_fs.c) keeps each object in one file in its bucket's folder; the
+ * S3 backend (objstore_s3.c) keeps it in a bucket of an S3-compatible store
+ * (R2, S3, MinIO), signed with SigV4 (sigv4.c).
  */
 #ifndef AG_STORE_OBJSTORE_H
 #define AG_STORE_OBJSTORE_H
@@ -119,17 +120,43 @@ void ag_obj_list_result_free(ag_obj_list_result_t *r);
 
 /** The name of the directory backend, the default. */
 #define AG_OBJ_BACKEND_FS "fs"
+/** The name of the S3-compatible backend. */
+#define AG_OBJ_BACKEND_S3 "s3"
+
+/** Where an S3-compatible store is ([aigate.s3] and the binding's bucket_name).
+ *  Copied by the open. */
+typedef struct ag_objstore_s3_options {
+    /** "http://127.0.0.1:9000", "https://ACCOUNT.r2.cloudflarestorage.com",
+     *  "https://s3.eu-west-1.amazonaws.com"; a path after the host is refused. */
+    const char *endpoint;
+    const char *region; /* NULL: "us-east-1" ("auto" for R2) */
+    bool path_style;    /* endpoint/bucket/key; false: bucket.endpoint-host/key */
+    const char *access_key;
+    const char *secret_key;
+    unsigned timeout_ms;         /* each request, whole; 0: 30000 */
+    unsigned connect_timeout_ms; /* 0: 5000 */
+} ag_objstore_s3_options_t;
 
 /** Options of an open; a zeroed struct (or NULL) means the defaults. The
  *  directory backend has no options of its own. */
 typedef struct ag_objstore_options {
-    /** The backend by name: NULL means AG_OBJ_BACKEND_FS, the only one so far.
-     *  Any other name fails the open with AG_OBJ_EBACKEND. Borrowed for the open. */
+    /** The backend by name: NULL means AG_OBJ_BACKEND_FS; AG_OBJ_BACKEND_S3
+     *  needs `s3`. Any other name fails the open with AG_OBJ_EBACKEND.
+     *  Borrowed for the open. */
     const char *backend;
+    /** For AG_OBJ_BACKEND_S3; the bucket is the one the open names. */
+    const ag_objstore_s3_options_t *s3;
 } ag_objstore_options_t;
 
+/** What the last failed call of this thread on an S3 store said, for people:
+ *  "PUT logs/x.ndjson: HTTP 403 SignatureDoesNotMatch: The request signature
+ *  ..." or "GET k: Could not connect to server"; "" when none. Never holds a
+ *  secret. Valid until the thread's next object-store call. */
+const char *ag_objstore_last_error(void);
+
 /** Opens the bucket kept at the folder bucket_dir with the backend
- *  opts->backend (opts may be NULL; read only during the call).
+ *  opts->backend (opts may be NULL; read only during the call). For the S3
+ *  backend bucket_dir is the remote bucket's name.
  *  @return 0 and *out; AG_OBJ_EBACKEND; or what the backend's open returns. */
 int ag_objstore_open(const char *bucket_dir, const ag_objstore_options_t *opts,
                      ag_objstore_t **out);
@@ -143,13 +170,31 @@ int ag_objstore_open_fs(const char *bucket_dir, ag_objstore_t **out);
 /** Opens the bucket of an [[r2_buckets]] binding: <data_dir>/r2/<bucket>/
  *  (data_dir NULL means AG_STORE_DEFAULT_DATA_DIR, "./.aigate"), with the
  *  default backend. Without `create` a missing bucket is AG_OBJ_ENO_BUCKET;
- *  AG_OBJ_EBUCKET_NAME for a name R2 would refuse. */
+ *  AG_OBJ_EBUCKET_NAME for a name R2 would refuse. With the S3 backend
+ *  (ag_objstore_open_bucket_opts()) the open does no I/O and `create` is
+ *  ignored: a missing remote bucket is AG_OBJ_ENO_BUCKET from the first call. */
 int ag_objstore_open_bucket(const char *data_dir, const char *bucket, bool create,
                             ag_objstore_t **out);
 
 /** The same with the backend (and its options) of `opts`, which may be NULL. */
 int ag_objstore_open_bucket_opts(const char *data_dir, const char *bucket, bool create,
                                  const ag_objstore_options_t *opts, ag_objstore_t **out);
+
+/** Where [aigate.s3] says the S3-compatible store is. */
+typedef struct ag_objstore_s3_where {
+    const char *endpoint;
+    const char *region;
+    bool path_style;
+} ag_objstore_s3_where_t;
+
+/** Opens the bucket of a binding by its backend's name: NULL or "fs" as
+ *  ag_objstore_open_bucket(); "s3" at `where` with the keys of the secrets
+ *  S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY (resolved with data_dir's
+ *  secrets file), no I/O. @return as the open; AG_OBJ_ES3_CONFIG without the
+ *  endpoint or a key (ag_objstore_last_error() says which). */
+int ag_objstore_open_binding(const char *data_dir, const char *bucket, bool create,
+                             const char *backend, const ag_objstore_s3_where_t *where,
+                             ag_objstore_t **out);
 
 /** `aigate r2 bucket create`: AG_EEXISTS when it exists. */
 int ag_objstore_bucket_create(const char *data_dir, const char *bucket);
@@ -257,5 +302,27 @@ struct ag_objstore {
  *  holds no object (a crashed put's temp files do not count).
  *  @return 0; AG_OBJ_EBUCKET_NOT_EMPTY; AG_OBJ_ENO_BUCKET when missing; -errno. */
 int ag__objstore_fs_remove_bucket(const char *bucket_dir);
+
+/** The S3 backend's open (objstore_s3.c): bucket is the remote bucket.
+ *  @return 0; AG_OBJ_ES3_CONFIG for a missing endpoint or key; AG_EINVALID
+ *  for an endpoint that is not http(s)://host[:port]; -ENOMEM. */
+int ag__objstore_s3_open(const char *bucket, const ag_objstore_s3_options_t *o,
+                         ag_objstore_t **out);
+
+/** Sets what ag_objstore_last_error() gives on this thread (printf-style). */
+void ag__objstore_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** ListObjectsV2's answer (objstore_s3_xml.c): the XML of one page into `out`
+ *  (objects with key, size, etag and upload time; delimited prefixes; truncated)
+ *  and the continuation token in *next (malloc'd; NULL when absent). Strict:
+ *  anything but well-formed XML of that shape is AG_EPROTO.
+ *  @return 0, AG_EPROTO or -ENOMEM (out is then empty). */
+int ag__objstore_s3_parse_list(const char *xml, size_t len, ag_obj_list_result_t *out, char **next);
+
+/** The <Code> and <Message> of an S3 <Error> document, each copied
+ *  NUL-terminated and truncated into code[ncode] and msg[nmsg] ("" when
+ *  absent or not an <Error>). */
+void ag__objstore_s3_parse_error(const char *xml, size_t len, char *code, size_t ncode, char *msg,
+                                 size_t nmsg);
 
 #endif

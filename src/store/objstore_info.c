@@ -31,3 +31,17 @@ void ag_obj_free(ag_obj_t *obj)
     obj->data = NULL;
     obj->len = 0;
 }
+
+void ag_obj_list_result_free(ag_obj_list_result_t *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->count; i++)
+        ag_obj_info_free(&r->objects[i]);
+    free(r->objects);
+    for (size_t i = 0; i < r->nprefixes; i++)
+        free(r->prefixes[i]);
+    free(r->prefixes);
+    free(r->cursor);
+    memset(r, 0, sizeof(*r));
+}

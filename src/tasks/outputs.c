@@ -230,7 +230,12 @@ static int r2_try(job_t *j, void *vctx, try_t *t)
     r2_ctx_t *c = vctx;
     const ag_output_t *o = j->out;
     ag_objstore_t *s = NULL;
-    int rc = ag_objstore_open_bucket(j->env->data_dir, c->bucket, true, &s);
+    const ag_config_t *cfg = j->env->cfg;
+    const ag_config_binding_t *b = cfg ? ag_config_r2_binding(cfg, o->binding) : NULL;
+    ag_objstore_s3_where_t where = {cfg ? cfg->s3_endpoint : NULL, cfg ? cfg->s3_region : NULL,
+                                    cfg ? cfg->s3_path_style : true};
+    int rc = ag_objstore_open_binding(j->env->data_dir, c->bucket, true, b ? b->backend : NULL,
+                                      &where, &s);
     if (rc < 0) {
         t->retry = store_retryable(rc);
         set_detail(j->r, "r2 %s (bucket %s): cannot open: %s", o->binding, c->bucket,
@@ -256,7 +261,9 @@ static int r2_try(job_t *j, void *vctx, try_t *t)
     ag_objstore_close(s);
     if (rc < 0) {
         t->retry = store_retryable(rc);
-        set_detail(j->r, "r2 %s/%s: %s", o->binding, o->key, ag_strerror(rc));
+        const char *why = ag_objstore_last_error();
+        set_detail(j->r, "r2 %s/%s: %s%s%s", o->binding, o->key, ag_strerror(rc),
+                   why[0] ? ": " : "", why);
         return rc;
     }
     set_detail(j->r, "r2 %s/%s: %zu bytes", o->binding, o->key, j->d->output.len);

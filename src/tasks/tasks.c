@@ -717,7 +717,13 @@ static void gather_work(uv_work_t *w)
             ag_objstore_t *st = NULL;
             ag_obj_t obj;
             memset(&obj, 0, sizeof(obj));
-            if (bucket && ag_objstore_open_bucket(ts->o.cfg->data_dir, bucket, false, &st) == 0 &&
+            const ag_config_binding_t *rb =
+                binding ? ag_config_r2_binding(ts->o.cfg, binding) : NULL;
+            ag_objstore_s3_where_t where = {ts->o.cfg->s3_endpoint, ts->o.cfg->s3_region,
+                                            ts->o.cfg->s3_path_style};
+            if (bucket &&
+                ag_objstore_open_binding(ts->o.cfg->data_dir, bucket, false,
+                                         rb ? rb->backend : NULL, &where, &st) == 0 &&
                 ag_objstore_get(st, v->arg.ptr, v->arg.len, &obj) == 0) {
                 val = obj.data;
                 len = obj.len;

@@ -746,8 +746,13 @@ TEST(obj_backend_by_name)
     char *root = make_tmpdir();
     ASSERT(root != NULL);
     ag_objstore_t *s = (ag_objstore_t *)&s; /* must come back NULL */
-    ag_objstore_options_t o = {.backend = "s3"};
+    ag_objstore_options_t o = {.backend = "gcs"};
     ASSERT_EQ(ag_objstore_open_bucket_opts(root, "new-bucket", true, &o, &s), AG_OBJ_EBACKEND);
+    ASSERT(s == NULL);
+    /* s3 without [aigate.s3] says what it needs, and makes no folder either */
+    s = (ag_objstore_t *)&s;
+    o.backend = "s3";
+    ASSERT_EQ(ag_objstore_open_bucket_opts(root, "new-bucket", true, &o, &s), AG_OBJ_ES3_CONFIG);
     ASSERT(s == NULL);
     ASSERT(strstr(ag_strerror(AG_OBJ_EBACKEND), "fs") != NULL);
     char **names;
