@@ -34,6 +34,8 @@
 #include "util/json.h"
 #include "util/log.h"
 
+#include "upgrade.h"
+
 typedef struct opts {
     const char *config;
     const char *host;
@@ -246,6 +248,7 @@ typedef struct serve {
     ag_admin_t *admin;
     ag_server_t *srv;
     ag_tls_ctx_t *tls; /* the certificate new connections get; NULL: plain HTTP */
+    char data_dir[1024]; /* where the pid file and the upgrade's answer go */
 } serve_t;
 
 static serve_t serving = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -585,6 +588,160 @@ static int admin_reload(void *ctx, const char *path, ag_buf_t *body)
     return reload(ctx, path, body);
 }
 
+/* ---- binary upgrade: `aigate deploy --upgrade`, POST /upgrade, SIGUSR2 ---------------- */
+
+#define UPGRADE_READY_MS 60000 /* the new process opens its stores in this */
+
+static int saved_argc;
+static char **saved_argv;
+static char self_exe[4096]; /* the running binary's path, as it was at start */
+
+/* DATA_DIR/aigate.upgrade: the last upgrade's answer, for `aigate deploy
+ * --upgrade` through SIGUSR2 (no admin listener to answer it). */
+static void upgrade_answer_write(const serve_t *sv, const ag_buf_t *body)
+{
+    char path[1100], tmp[1200];
+    snprintf(path, sizeof(path), "%s/aigate.upgrade", sv->data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fwrite(body->data ? body->data : "", 1, body->len, f);
+    fputc('\n', f);
+    if (fclose(f) != 0 || rename(tmp, path) < 0)
+        unlink(tmp);
+}
+
+/* The old process, once the new one serves: it stops accepting and drains as
+ * on SIGTERM, its scheduled tasks stop (the new one runs them), and the
+ * service manager learns the new main pid. Under sv->mu. */
+static void upgrade_handed_over(serve_t *sv, pid_t child)
+{
+    sv->stopping = true;
+    char msg[64];
+    snprintf(msg, sizeof(msg), "MAINPID=%d\nREADY=1", (int)child);
+    notify(msg);
+    if (sv->admin) {
+        ag_admin_set_state(sv->admin, AG_ADMIN_DRAINING);
+        /* The new one answers on the admin listener now; open admin
+         * connections (this upgrade's answer among them) end after an answer. */
+        ag_admin_shutdown(sv->admin);
+        ag_admin_set_tasks(sv->admin, NULL, sv->tasks_cfg);
+    }
+    ag_tasks_stop(sv->tasks);
+    sv->tasks = NULL;
+    if (running_server)
+        ag_server_handover(running_server);
+}
+
+/* Execs `binary` (NULL: the running one's path) with the listeners inherited
+ * and the config at `path` (NULL: the server's own file); once it is ready,
+ * this process drains. It fails to start: nothing changes here and the answer
+ * says why. The answer's JSON goes into body. @return the HTTP status. */
+static int upgrade(serve_t *sv, const char *binary, const char *path, ag_buf_t *body)
+{
+    pthread_mutex_lock(&sv->mu);
+    int status = 200;
+    char why[4500] = "";
+    const char *bin = binary && *binary ? binary : self_exe;
+    if (sv->stopping || !sv->gw || !running_server) {
+        status = 503;
+        snprintf(why, sizeof(why), "%s",
+                 sv->stopping ? "the server is stopping" : "the server is starting");
+    } else if (!bin[0]) {
+        status = 500;
+        snprintf(why, sizeof(why), "cannot tell which binary runs (no /proc/self/exe): give one");
+    } else if (access(bin, X_OK) < 0) {
+        status = 400;
+        snprintf(why, sizeof(why), "cannot run %.1024s: %s", bin, strerror(errno));
+    }
+    const char *cfg_path = path && *path ? path : sv->cfg ? sv->cfg->path : NULL;
+    ag_upgrade_result_t res = {.pid = -1};
+    if (status == 200) {
+        ag_log_info("upgrade: starting %s with the listeners handed over", bin);
+        int listen[AG_UPGRADE_MAX_FDS], admin_fds[8];
+        unsigned nl = ag_server_listen_fds(running_server, listen, AG_UPGRADE_MAX_FDS - 8);
+        unsigned na = sv->admin ? ag_admin_listen_fds(sv->admin, admin_fds, 8) : 0;
+        /* The command line as it was, the config file as it is now (the last
+         * --config wins); argv[0] is the new binary. */
+        char **argv = calloc((size_t)saved_argc + 3, sizeof(*argv));
+        char *cfg_flag = NULL;
+        if (!argv || (cfg_path && asprintf(&cfg_flag, "--config=%s", cfg_path) < 0)) {
+            status = 500;
+            snprintf(why, sizeof(why), "out of memory");
+        } else {
+            int n = 0;
+            argv[n++] = (char *)bin;
+            for (int i = 1; i < saved_argc; i++)
+                argv[n++] = saved_argv[i];
+            if (cfg_flag)
+                argv[n++] = cfg_flag;
+            argv[n] = NULL;
+            ag_upgrade_spawn_t sp = {
+                .binary = bin,
+                .argv = argv,
+                .listen = listen,
+                .nlisten = nl,
+                .admin = admin_fds,
+                .nadmin = na,
+                .lock_fd = ag_server_lock_fd(running_server),
+                .ready_timeout_ms = UPGRADE_READY_MS,
+            };
+            if (ag_upgrade_spawn(&sp, &res) < 0) {
+                status = 500;
+                snprintf(why, sizeof(why), "the new binary did not start: %s", res.why);
+            }
+        }
+        free(cfg_flag);
+        free(argv);
+    }
+    if (status == 200) {
+        ag_buf_printf(body, "{\"upgraded\":true,\"pid\":%d,\"old_pid\":%d,\"ready_ms\":%.3f",
+                      (int)res.pid, (int)getpid(), res.ready_ms);
+        ag_buf_append_cstr(body, ",\"binary\":");
+        ag_json_append_string(body, ag_str_c(bin));
+        ag_buf_append_cstr(body, ",\"config\":");
+        ag_json_append_string(body, ag_str_c(cfg_path ? cfg_path : "(embedded defaults)"));
+        ag_buf_append_cstr(body, "}");
+        ag_log_info("upgrade: pid %d serves (ready in %.0f ms); this one (pid %d) drains",
+                    (int)res.pid, res.ready_ms, (int)getpid());
+        upgrade_handed_over(sv, res.pid);
+    } else {
+        ag_log_warn("upgrade refused: %s; this process (pid %d) keeps serving", why, (int)getpid());
+        json_errors(body, why);
+    }
+    if (sv->data_dir[0])
+        upgrade_answer_write(sv, body);
+    pthread_mutex_unlock(&sv->mu);
+    return status;
+}
+
+static int admin_upgrade(void *ctx, const char *binary, const char *path, ag_buf_t *body)
+{
+    return upgrade(ctx, binary, path, body);
+}
+
+/* SIGUSR2: the upgrade off the signal loop (it blocks until the new one is
+ * ready), one at a time. */
+static uv_work_t sigusr2_work;
+static bool sigusr2_busy;
+
+static void sigusr2_run(uv_work_t *w)
+{
+    AG_UNUSED(w);
+    ag_buf_t b;
+    ag_buf_init(&b, 0);
+    upgrade(&serving, NULL, NULL, &b); /* the log and DATA_DIR/aigate.upgrade say how it went */
+    ag_buf_fini(&b);
+}
+
+static void sigusr2_done(uv_work_t *w, int status)
+{
+    AG_UNUSED(w);
+    AG_UNUSED(status);
+    sigusr2_busy = false;
+}
+
 /* The drain began: no reload starts after this. */
 static void stop_reloads(serve_t *sv)
 {
@@ -655,8 +812,16 @@ static void pid_file_remove(void)
  * still gets its usage entry); SIGHUP does not stop anything. */
 static void on_signal(uv_signal_t *s, int signum)
 {
-    (void)s;
     const char *name = signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "SIGHUP";
+    if (signum == SIGUSR2) {
+        if (sigusr2_busy) {
+            ag_log_warn("received SIGUSR2: an upgrade is under way already");
+            return;
+        }
+        ag_log_info("received SIGUSR2: upgrading the binary");
+        sigusr2_busy = uv_queue_work(s->loop, &sigusr2_work, sigusr2_run, sigusr2_done) == 0;
+        return;
+    }
     if (signum == SIGHUP) {
         ag_log_info("received SIGHUP: reloading the configuration");
         ag_buf_t b;
@@ -742,11 +907,21 @@ static int run_server(int argc, char **argv, bool dev)
     int rc = parse_opts(argc, argv, &o, dev ? "dev" : "serve");
     if (rc)
         return rc < 0 ? 0 : rc;
-    ag_config_t *cfg = calloc(1, sizeof(*cfg));
-    if (!cfg)
+    /* A binary upgrade's new process: the old one's sockets, taken before
+     * any thread starts (it edits the environment). */
+    ag_upgrade_handover_t ho;
+    if (ag_upgrade_handover_take(&ho) < 0)
         return 1;
+    ssize_t xl = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+    self_exe[xl > 0 ? xl : 0] = '\0';
+    ag_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg) {
+        ag_upgrade_handover_fini(&ho);
+        return 1;
+    }
     rc = load_config(&o, cfg);
     if (rc) {
+        ag_upgrade_handover_fini(&ho);
         config_free(cfg);
         return rc;
     }
@@ -808,6 +983,8 @@ static int run_server(int argc, char **argv, bool dev)
         return 1;
     }
     ag_gateway_t *gw = NULL;
+    /* The old process's budget reservations are live, not a crash's leftovers. */
+    ag_gateway_set_handover(ho.active);
     rc = ag_gateway_new(cfg, stderr, &gw);
     ag_server_limits_t limits = {
         .max_header_bytes = cfg->max_header_bytes,
@@ -856,9 +1033,13 @@ static int run_server(int argc, char **argv, bool dev)
             .tasks = tasks,
             .cfg = cfg,
             .reload = admin_reload,
+            .upgrade = admin_upgrade,
             .reload_ctx = &serving,
             .tls = cfg->admin_tls ? tls : NULL,
+            .inherit_fds = ho.admin,
+            .ninherit = ho.nadmin,
         };
+        ho.nadmin = 0; /* the admin listener's now, failed or not */
         rc = ag_admin_start(&ao, &admin);
         if (rc < 0)
             fprintf(stderr,
@@ -869,6 +1050,10 @@ static int run_server(int argc, char **argv, bool dev)
             ag_log_info("admin listening on %s:%d", admin_host, ag_admin_port(admin));
     }
     ag_secrets_value_free(admin_token);
+    /* An admin listener the new config no longer has: not left listening unserved. */
+    for (unsigned i = 0; i < ho.nadmin; i++)
+        close(ho.admin[i]);
+    ho.nadmin = 0;
     ag_server_t *srv = NULL;
     if (rc == 0) {
         char lockbuf[4096];
@@ -885,7 +1070,12 @@ static int run_server(int argc, char **argv, bool dev)
             .lock_dir = lock_dir(lockbuf, sizeof(lockbuf)),
             .holder_pid = &holder,
             .tls = tls,
+            .inherit_fds = ho.listen,
+            .ninherit = ho.nlisten,
+            .inherit_lock_fd = ho.lock_fd,
         };
+        ho.nlisten = 0; /* the server's now, failed or not */
+        ho.lock_fd = -1;
         rc = ag_server_start(&so, &srv);
         if (rc == -EADDRINUSE && holder > 0)
             fprintf(stderr,
@@ -919,6 +1109,7 @@ static int run_server(int argc, char **argv, bool dev)
         serving.srv = srv;
         serving.tls = tls; /* a reload replaces it */
         tls = NULL;
+        snprintf(serving.data_dir, sizeof(serving.data_dir), "%s", data_dir);
         pthread_mutex_unlock(&serving.mu);
         running_server = srv;
         running_admin = admin;
@@ -928,9 +1119,9 @@ static int run_server(int argc, char **argv, bool dev)
         }
         uv_loop_t loop;
         uv_loop_init(&loop);
-        uv_signal_t sigs[3];
-        static const int signums[3] = {SIGTERM, SIGINT, SIGHUP};
-        for (int i = 0; i < 3; i++) {
+        uv_signal_t sigs[4];
+        static const int signums[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR2};
+        for (int i = 0; i < 4; i++) {
             uv_signal_init(&loop, &sigs[i]);
             uv_signal_start(&sigs[i], on_signal, signums[i]);
         }
@@ -946,6 +1137,11 @@ static int run_server(int argc, char **argv, bool dev)
         /* Before the line tests and scripts wait for, so `aigate deploy` finds it. */
         pid_file_write(data_dir, admin ? admin_host : NULL, admin ? ag_admin_port(admin) : 0,
                        admin_tls);
+        /* A binary upgrade's new process: listening, the stores open, the
+         * pid file ours; the old one may drain now. */
+        if (ho.active)
+            ag_log_info("upgrade: taking over from pid %d", ho.old_pid);
+        ag_upgrade_handover_ready(&ho);
         /* Only now: a SIGTERM right after this line must find its handler. */
         ag_log_info("aigate %s (%s): listening on %s:%d, %u thread%s, upstream %s, config %s",
                     AG_VERSION, dev ? "dev" : "serve", host, ag_server_port(srv), threads,
@@ -982,7 +1178,7 @@ static int run_server(int argc, char **argv, bool dev)
         tasks = NULL;
         ag_gateway_free(gw); /* flushes the usage log, the handlers still installed */
         gw = NULL;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             uv_close((uv_handle_t *)&sigs[i], NULL);
         uv_close((uv_handle_t *)&watch.done, NULL);
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -1006,6 +1202,13 @@ static int run_server(int argc, char **argv, bool dev)
     ag_tls_ctx_unref(tls); /* the servers that used it are gone */
     config_free(cfg);
     ag_upstream_global_cleanup();
+    for (unsigned i = 0; i < ho.nlisten; i++)
+        close(ho.listen[i]);
+    for (unsigned i = 0; i < ho.nadmin; i++)
+        close(ho.admin[i]);
+    if (ho.lock_fd >= 0)
+        close(ho.lock_fd);
+    ag_upgrade_handover_fini(&ho);
     return rc == 0 ? 0 : 1;
 }
 
@@ -1102,6 +1305,8 @@ static const struct ag_cmd {
 
 int main(int argc, char **argv)
 {
+    saved_argc = argc;
+    saved_argv = argv;
     if (argc < 2) {
         usage(stderr);
         return 2;

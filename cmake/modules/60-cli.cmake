@@ -11,6 +11,6 @@ ag_layer(DIR cli SOURCES src/cli/common.c src/cli/cmd_kv.c src/cli/cmd_r2.c src/
 ag_unit_test(test_tail_format tests/unit/test_tail_format.c)
 target_link_libraries(test_tail_format ag_cli)
 
-add_executable(aigate src/main.c)
+add_executable(aigate src/main.c src/upgrade.c)
 target_include_directories(aigate PRIVATE ${CMAKE_SOURCE_DIR}/src)
 target_link_libraries(aigate ag_gateway ag_admin ag_tasks ag_cli)

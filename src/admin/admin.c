@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "admin/admin.h"
 #include "obs/dashboard.h"
@@ -610,6 +611,8 @@ typedef struct reload_job {
     ag_admin_t *a;
     ag_req_t *req; /* NULL once the client left */
     char *path;    /* NULL: the server's own file */
+    char *binary;  /* POST /upgrade: NULL for the running one's path; else NULL */
+    bool upgrade;
     ag_buf_t body;
     int status;
 } reload_job_t;
@@ -617,7 +620,10 @@ typedef struct reload_job {
 static void reload_work(uv_work_t *w)
 {
     reload_job_t *j = w->data;
-    j->status = j->a->opts.reload(j->a->opts.reload_ctx, j->path, &j->body);
+    if (j->upgrade)
+        j->status = j->a->opts.upgrade(j->a->opts.reload_ctx, j->binary, j->path, &j->body);
+    else
+        j->status = j->a->opts.reload(j->a->opts.reload_ctx, j->path, &j->body);
 }
 
 static void reload_done(uv_work_t *w, int status)
@@ -634,6 +640,7 @@ static void reload_done(uv_work_t *w, int status)
     }
     ag_buf_fini(&j->body);
     free(j->path);
+    free(j->binary);
     free(j);
 }
 
@@ -666,9 +673,10 @@ static int query_decode(ag_str_t v, char *out, size_t cap)
     return (int)n;
 }
 
-static void handle_reload(ag_admin_t *a, ag_req_t *req)
+/* POST /reload?config=PATH, and POST /upgrade?config=PATH&binary=PATH. */
+static void handle_reload(ag_admin_t *a, ag_req_t *req, bool upgrade)
 {
-    if (!a->opts.reload) {
+    if (upgrade ? !a->opts.upgrade : !a->opts.reload) {
         ag_req_respond_error(req, 404, "Not found");
         return;
     }
@@ -683,12 +691,22 @@ static void handle_reload(ag_admin_t *a, ag_req_t *req)
         ag_req_respond_error(req, 400, "config= is not a path");
         return;
     }
+    char binary[4096];
+    ag_str_t qb = upgrade ? query_param(req->head.query, "binary") : (ag_str_t){0};
+    if (qb.ptr && query_decode(qb, binary, sizeof(binary)) < 0) {
+        ag_req_respond_error(req, 400, "binary= is not a path");
+        return;
+    }
     reload_job_t *j = calloc(1, sizeof(*j));
-    if (!j || (q.ptr && q.len && !(j->path = strdup(path)))) {
+    if (!j || (q.ptr && q.len && !(j->path = strdup(path))) ||
+        (qb.ptr && qb.len && !(j->binary = strdup(binary)))) {
+        if (j)
+            free(j->path);
         free(j);
         ag_req_respond_error(req, 503, "Out of memory");
         return;
     }
+    j->upgrade = upgrade;
     j->a = a;
     j->req = req;
     ag_buf_init(&j->body, 0);
@@ -700,6 +718,7 @@ static void handle_reload(ag_admin_t *a, ag_req_t *req)
         req->on_abort = NULL;
         ag_buf_fini(&j->body);
         free(j->path);
+        free(j->binary);
         free(j);
         ag_req_respond_error(req, 503, "Cannot start the reload");
     }
@@ -730,7 +749,9 @@ static void handle_request(ag_req_t *req)
         return;
     }
     if (ag_str_eq(path, AG_STR_LIT("/reload"))) {
-        handle_reload(a, req);
+        handle_reload(a, req, false);
+    } else if (ag_str_eq(path, AG_STR_LIT("/upgrade"))) {
+        handle_reload(a, req, true);
     } else if (ag_str_eq(path, AG_STR_LIT("/__scheduled"))) {
         handle_scheduled(a, req); /* any method, as wrangler dev */
     } else if (path.len > 11 && memcmp(path.ptr, "/tasks/", 7) == 0 &&
@@ -763,7 +784,10 @@ static void handle_request(ag_req_t *req)
         ag_req_respond(req, 200, asset->content_type,
                        ag_str((const char *)asset->data, asset->len));
     } else if (ag_str_eq(path, AG_STR_LIT("/healthz"))) {
-        ag_req_respond(req, 200, "application/json", AG_STR_LIT("{\"status\":\"ok\"}"));
+        /* The pid says which process answered (a binary upgrade changes it). */
+        char body[64];
+        int n = snprintf(body, sizeof(body), "{\"status\":\"ok\",\"pid\":%d}", (int)getpid());
+        ag_req_respond(req, 200, "application/json", ag_str(body, (size_t)n));
     } else if (ag_str_eq(path, AG_STR_LIT("/readyz"))) {
         int st = atomic_load(&a->state);
         if (st == AG_ADMIN_READY)
@@ -838,6 +862,8 @@ int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out)
             },
         .default_headers = "X-Content-Type-Options: nosniff\r\n",
         .tls = opts->tls,
+        .inherit_fds = opts->inherit_fds,
+        .ninherit = opts->ninherit,
     };
     a->opts.tls = NULL; /* borrowed for the start only: the server holds its own */
     rc = ag_server_start(&so, &a->srv);
@@ -852,6 +878,11 @@ int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out)
     }
     *out = a;
     return 0;
+}
+
+unsigned ag_admin_listen_fds(const ag_admin_t *a, int *out, unsigned max)
+{
+    return ag_server_listen_fds(a->srv, out, max);
 }
 
 int ag_admin_port(const ag_admin_t *a)

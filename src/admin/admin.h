@@ -33,8 +33,16 @@ typedef struct ag_admin_options {
      * server's own file), writing the answer's JSON into body; returns the
      * HTTP status. Called on a thread-pool thread; may block. NULL: 404. */
     int (*reload)(void *ctx, const char *path, ag_buf_t *body);
+    /* POST /upgrade: a binary upgrade to `binary` (NULL: the running one's
+     * path) with the config at `path` (NULL: the server's own file); as
+     * reload, with reload_ctx. NULL: 404. */
+    int (*upgrade)(void *ctx, const char *binary, const char *path, ag_buf_t *body);
     void *reload_ctx;
     ag_tls_ctx_t *tls; /* HTTPS with this context (borrowed); NULL: plain HTTP */
+    /* A binary upgrade's handover: the old admin listener's sockets (see
+     * ag_server_options_t.inherit_fds); owned from the call on. */
+    const int *inherit_fds;
+    unsigned ninherit;
 } ag_admin_options_t;
 
 /** Splits "host:port" ("[::1]:8788" too). @return 0 or -EINVAL. */
@@ -47,6 +55,9 @@ bool ag_admin_is_loopback(const char *host);
 int ag_admin_start(const ag_admin_options_t *opts, ag_admin_t **out);
 
 int ag_admin_port(const ag_admin_t *a);
+
+/** The listening sockets, for a binary upgrade (ag_server_listen_fds()). */
+unsigned ag_admin_listen_fds(const ag_admin_t *a, int *out, unsigned max);
 
 /** The clients' server, once it listens (for aigate_connections_active). */
 void ag_admin_set_server(ag_admin_t *a, const ag_server_t *srv);

@@ -3,7 +3,8 @@
  * cmd_deploy.c: `aigate deploy`: validates the config here, then has the
  * running server apply it (POST /reload on its admin listener, found through
  * DATA_DIR/aigate.pid or --admin; SIGHUP when it has no admin listener), and
- * prints what changed as `wrangler deploy` does.
+ * prints what changed as `wrangler deploy` does. With --upgrade, the binary
+ * upgrade the same ways (POST /upgrade; SIGUSR2 and DATA_DIR/aigate.upgrade).
  */
 #include "util/platform.h"
 
@@ -12,6 +13,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -26,7 +29,7 @@
 #include "util/log.h"
 
 static const char deploy_usage[] =
-    "usage: aigate deploy [--config FILE] [--admin URL]\n"
+    "usage: aigate deploy [--config FILE] [--admin URL] [--upgrade [--binary PATH]]\n"
     "Validates the configuration (the checks of `aigate config check`), then applies it to\n"
     "the running server with no dropped request: a new generation for new requests, the\n"
     "old one for those in flight; rate-limit counts, the cache and open connections stay.\n"
@@ -35,9 +38,16 @@ static const char deploy_usage[] =
     "is refused (errors as file:line:col), and nothing changes then.\n"
     "The server is found through DATA_DIR/aigate.pid (written by aigate serve/dev), or\n"
     "--admin URL (its admin listener; the token is the secret AIGATE_ADMIN_TOKEN).\n"
+    "With --upgrade, the running binary is replaced the same way: the new one (--binary\n"
+    "PATH, else the running one's path as it is on disk now) starts with the listening\n"
+    "sockets inherited and every key of the config applied (listen address and threads\n"
+    "too); once it serves, the old one stops accepting, drains and exits. When the new\n"
+    "one does not start, the old one keeps serving and this exits 1 with its reason.\n"
+    "Without an admin listener, --upgrade sends SIGUSR2 (the server's own config file).\n"
     "common options: --config FILE  --data-dir DIR  --help\n";
 
 #define RELOAD_TIMEOUT_MS 120000L /* a tasks runner restart waits for runs to end */
+#define UPGRADE_WAIT_MS 150000L   /* the server waits 60 s for the new one, then stops it */
 
 static size_t on_body(char *p, size_t size, size_t n, void *ctx)
 {
@@ -108,8 +118,10 @@ static void print_applied(json_t *r, double total_ms)
            json_number_value(json_object_get(r, "apply_ms")), total_ms);
     print_joined("Changed: ", json_object_get(r, "changed"), "nothing");
     json_t *restart = json_object_get(r, "restart");
-    if (json_array_size(restart))
+    if (json_array_size(restart)) {
         print_joined("Not applied, needs a restart (or --upgrade): ", restart, "");
+        printf("  (aigate deploy --upgrade applies them with no dropped request)\n");
+    }
     printf("Scheduled tasks: %s\n", json_string_value(json_object_get(r, "tasks_runner")));
     printf("Your gateway has access to the following bindings:\n");
     size_t i;
@@ -169,8 +181,32 @@ static void print_applied(json_t *r, double total_ms)
            (long long)json_integer_value(json_object_get(r, "generation")));
 }
 
-/* POSTs /reload?config=PATH. @return the exit code. */
-static int post_reload(const char *base, const char *token, const char *path, bool from_pid_file)
+/* The answer to a binary upgrade: which process serves now. */
+static int print_upgrade(json_t *r, double total_ms)
+{
+    if (!json_is_true(json_object_get(r, "upgraded"))) {
+        json_t *errors = json_object_get(r, "errors");
+        size_t i;
+        json_t *v;
+        json_array_foreach(errors, i, v)
+        {
+            fprintf(stderr, "%s\n", json_string_value(v));
+        }
+        return ag__cli_fail("the upgrade did not happen: the running server keeps serving");
+    }
+    printf("Upgraded: pid %lld serves (%s, config %s; ready in %.0f ms, %.0f ms in all)\n",
+           (long long)json_integer_value(json_object_get(r, "pid")),
+           json_string_value(json_object_get(r, "binary")),
+           json_string_value(json_object_get(r, "config")),
+           json_number_value(json_object_get(r, "ready_ms")), total_ms);
+    printf("The old process, pid %lld, stopped accepting and drains\n",
+           (long long)json_integer_value(json_object_get(r, "old_pid")));
+    return ag__cli_flush_stdout();
+}
+
+/* POSTs /reload?config=PATH, or /upgrade?config=PATH&binary=BIN. @return the exit code. */
+static int post_reload(const char *base, const char *token, const char *path, bool from_pid_file,
+                       bool upgrade, const char *binary)
 {
     CURL *h = curl_easy_init();
     if (!h)
@@ -182,8 +218,14 @@ static int post_reload(const char *base, const char *token, const char *path, bo
     size_t blen = strlen(base);
     while (blen && base[blen - 1] == '/')
         blen--;
-    ag_buf_printf(&url, "%.*s/reload?config=%s", (int)blen, base, esc ? esc : "");
+    ag_buf_printf(&url, "%.*s/%s?config=%s", (int)blen, base, upgrade ? "upgrade" : "reload",
+                  esc ? esc : "");
     curl_free(esc);
+    if (binary) {
+        char *eb = curl_easy_escape(h, binary, 0);
+        ag_buf_printf(&url, "&binary=%s", eb ? eb : "");
+        curl_free(eb);
+    }
     struct curl_slist *hdrs = NULL;
     char *auth = NULL;
     if (token && *token) {
@@ -205,7 +247,7 @@ static int post_reload(const char *base, const char *token, const char *path, bo
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, RELOAD_TIMEOUT_MS);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, upgrade ? UPGRADE_WAIT_MS : RELOAD_TIMEOUT_MS);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
@@ -240,6 +282,11 @@ static int post_reload(const char *base, const char *token, const char *path, bo
                      "here as the server has it (aigate secret put AIGATE_ADMIN_TOKEN)");
     } else if (!(r = json_loadb(body.data ? body.data : "", body.len, 0, NULL))) {
         ag__cli_fail("the admin listener answered %ld, not a reload's JSON", status);
+    } else if (upgrade && status == 404) {
+        ag__cli_fail("the running server does not know POST /upgrade (an older aigate): restart "
+                     "it to run the new binary");
+    } else if (upgrade) {
+        rc = print_upgrade(r, total_ms);
     } else if (status == 200) {
         print_applied(r, total_ms);
         rc = ag__cli_flush_stdout();
@@ -259,16 +306,50 @@ static int post_reload(const char *base, const char *token, const char *path, bo
     return rc;
 }
 
+/* No admin listener: SIGUSR2, then the server's answer in DATA_DIR/aigate.upgrade. */
+static int signal_upgrade(const char *data_dir, int pid)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/aigate.upgrade", data_dir);
+    unlink(path);
+    if (kill(pid, SIGUSR2) < 0)
+        return ag__cli_fail("cannot signal pid %d: %s", pid, strerror(errno));
+    int64_t t0 = ag_now_us();
+    int64_t deadline = t0 + UPGRADE_WAIT_MS * 1000;
+    while (ag_now_us() < deadline) {
+        json_t *r = json_load_file(path, 0, NULL);
+        if (r) {
+            int rc = print_upgrade(r, (double)(ag_now_us() - t0) / 1000.0);
+            json_decref(r);
+            return rc;
+        }
+        if (kill(pid, 0) < 0 && errno == ESRCH)
+            return ag__cli_fail("pid %d exited without an answer to SIGUSR2: its log says why",
+                                pid);
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return ag__cli_fail("no answer from pid %d to SIGUSR2 within %ld s (see its log)", pid,
+                        UPGRADE_WAIT_MS / 1000);
+}
+
 int cmd_deploy(int argc, char **argv)
 {
-    ag__cli_opt_t opts[] = {{"--admin", true, NULL, false}, {"--upgrade", false, NULL, false}};
+    ag__cli_opt_t opts[] = {{"--admin", true, NULL, false},
+                            {"--upgrade", false, NULL, false},
+                            {"--binary", true, NULL, false}};
     ag__cli_t c;
     int status;
     if (!ag__cli_parse(&c, deploy_usage, argc, argv, opts, AG_ARRAY_LEN(opts), 0, 0, &status))
         return status;
-    if (opts[1].present)
-        return ag__cli_fail("deploy --upgrade (a new binary under load) is not available yet: "
-                            "restart the service to run a new binary");
+    bool upgrade = opts[1].present;
+    char binary[PATH_MAX] = "";
+    if (opts[2].present && !upgrade)
+        return ag__cli_fail("--binary goes with --upgrade");
+    if (opts[2].present && !realpath(opts[2].value, binary))
+        return ag__cli_fail("cannot use --binary %s: %s", opts[2].value, strerror(errno));
+    if (binary[0] && access(binary, X_OK) < 0)
+        return ag__cli_fail("cannot use --binary %s: %s", binary, strerror(errno));
     const char *found = ag_config_find(c.config);
     if (!found)
         return ag__cli_fail("no configuration to deploy: no aigate.toml or wrangler.toml here "
@@ -296,6 +377,14 @@ int cmd_deploy(int argc, char **argv)
         ag_config_fini(&cfg);
         return 1;
     }
+    if (!url[0] && upgrade) {
+        rc = binary[0] ? ag__cli_fail("--binary needs the server's admin listener "
+                                      "(admin_listen): without one, SIGUSR2 runs the server's "
+                                      "own binary path")
+                       : signal_upgrade(data_dir, pid);
+        ag_config_fini(&cfg);
+        return rc;
+    }
     if (!url[0]) {
         /* No admin listener: the signal applies the server's own file. */
         rc = kill(pid, SIGHUP) == 0
@@ -310,7 +399,7 @@ int cmd_deploy(int argc, char **argv)
     }
     char *token = NULL;
     ag_secrets_resolve(data_dir, cfg.admin_token_secret, &token);
-    rc = post_reload(url, token, abs, !opts[0].present);
+    rc = post_reload(url, token, abs, !opts[0].present, upgrade, binary[0] ? binary : NULL);
     ag_secrets_value_free(token);
     ag_config_fini(&cfg);
     return rc;

@@ -69,6 +69,14 @@ int ag_gateway_check_config(const ag_config_t *cfg, FILE *errs)
     return rc < 0 ? rc : 0;
 }
 
+/* Set once, before the gateway is built, by a binary upgrade's new process. */
+static bool gw_handover;
+
+void ag_gateway_set_handover(bool on)
+{
+    gw_handover = on;
+}
+
 int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
 {
     ag_gateway_t *gw = calloc(1, sizeof(*gw));
@@ -102,7 +110,7 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
                      ag_strerror(rc));
         goto fail;
     }
-    ag_budget_options_t bo = {.global_daily_usd = cfg->budget_daily_usd};
+    ag_budget_options_t bo = {.global_daily_usd = cfg->budget_daily_usd, .handover = gw_handover};
     rc = ag_budget_open(cfg->data_dir, &bo, &gw->budget);
     if (rc < 0) {
         ag_log_error("cannot open the budget store %s/" AG_BUDGET_DIR ": %s", cfg->data_dir,

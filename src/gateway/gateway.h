@@ -21,6 +21,10 @@ typedef struct ag_gateway ag_gateway_t;
 int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out);
 void ag_gateway_free(ag_gateway_t *gw);
 
+/** Before ag_gateway_new(): this process is a binary upgrade's new one, and
+ *  the old one still serves on the same stores (see ag_budget_options_t). */
+void ag_gateway_set_handover(bool on);
+
 /** Validates `cfg` the way ag_gateway_new() would, opening nothing. */
 int ag_gateway_check_config(const ag_config_t *cfg, FILE *errs);
 

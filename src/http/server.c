@@ -66,9 +66,10 @@ struct ag_server {
     ag_worker_t *workers;
     atomic_uint connections;
     atomic_bool shutting_down;
-    atomic_bool cut; /* a second stop signal: close what the drain still waits for */
-    int lock_fd;     /* the listen lock, held for the server's life; -1: none */
-    bool tls;        /* HTTPS: every worker has a TLS context (ag_server_set_tls swaps it) */
+    atomic_bool cut;       /* a second stop signal: close what the drain still waits for */
+    atomic_bool keep_idle; /* a handover's drain: idle connections wait for one more answer */
+    int lock_fd;           /* the listen lock, held for the server's life; -1: none */
+    bool tls;              /* HTTPS: every worker has a TLS context (ag_server_set_tls swaps it) */
     /* Guards each worker's wakeup against a send after its close: a stop
      * signal may come when some workers have already stopped. */
     uv_mutex_t wake_lock;
@@ -80,11 +81,15 @@ struct ag_worker {
     ag_server_t *srv;
     unsigned index;
     uv_loop_t loop;
-    uv_tcp_t listener;
+    /* Its own SO_REUSEPORT socket; after a binary upgrade, the inherited ones
+     * (worker i serves i, i + threads, ...), so that none is left unserved. */
+    uv_tcp_t *listeners;
+    int *listen_fds;
+    unsigned nlisteners;
+    unsigned listeners_open; /* not yet closed */
     uv_async_t wakeup;
     uv_timer_t drain_timer;
     uv_thread_t thread;
-    int listen_fd;
     void *ctx;
     ag_conn_t *conns;
     unsigned nconns;
@@ -109,7 +114,6 @@ struct ag_worker {
     uv_mutex_t tls_lock;
     bool draining;
     bool joined;
-    bool listener_closed;
     bool stopped;
     bool wakeup_closed; /* under srv->wake_lock */
     int init_rc;
@@ -1556,8 +1560,10 @@ static void on_connection(uv_stream_t *server, int status)
 static void on_handle_closed(uv_handle_t *h)
 {
     ag_worker_t *w = h->data;
-    if (h == (uv_handle_t *)&w->listener)
-        w->listener_closed = true;
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (h == (uv_handle_t *)&w->listeners[i])
+            w->listeners_open--;
+    }
     worker_maybe_stop(w);
 }
 
@@ -1578,7 +1584,7 @@ static void worker_stop_now(ag_worker_t *w)
 
 static void worker_maybe_stop(ag_worker_t *w)
 {
-    if (w->draining && w->nconns == 0 && w->listener_closed)
+    if (w->draining && w->nconns == 0 && w->listeners_open == 0)
         worker_stop_now(w);
 }
 
@@ -1615,10 +1621,17 @@ static void on_wakeup(uv_async_t *a)
         return;
     }
     w->draining = true;
-    uv_close((uv_handle_t *)&w->listener, on_handle_closed);
+    /* After a binary upgrade the socket stays open in the new process, which
+     * accepts what is queued on it: closing ours only stops this one accepting. */
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        uv_close((uv_handle_t *)&w->listeners[i], on_handle_closed);
     for (ag_conn_t *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == CONN_HEAD && c->in.len == 0)
+        /* After a binary upgrade an idle keep-alive connection stays until its
+         * next request, answered with Connection: close (a close now would race
+         * a request the client is sending: a reset); it ends at the latest
+         * with the idle or the drain timeout. A plain stop closes it now. */
+        if (c->state == CONN_HEAD && c->in.len == 0 && !atomic_load(&w->srv->keep_idle))
             conn_close(c);
         else
             c->keep_alive = false;
@@ -1654,17 +1667,23 @@ static void worker_main(void *arg)
     ag_pool_cache_fini(&w->pool_cache);
 }
 
+/* host:port as a socket address ("localhost" is 127.0.0.1). */
+static int host_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *sl)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (strcmp(host, "localhost") == 0)
+        host = "127.0.0.1";
+    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)ss);
+    *sl = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    return rc;
+}
+
 static int bind_listener(const char *host, int port, int *out_fd)
 {
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    int rc;
-    if (strchr(host, ':'))
-        rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-    else
-        rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    socklen_t sl;
+    int rc = host_addr(host, port, &ss, &sl);
     if (rc < 0)
         return rc;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1673,8 +1692,6 @@ static int bind_listener(const char *host, int port, int *out_fd)
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    socklen_t sl =
-        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
         rc = -errno;
         close(fd);
@@ -1690,11 +1707,8 @@ static int bind_listener(const char *host, int port, int *out_fd)
 static int probe_address(const char *host, int port)
 {
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    if (strcmp(host, "localhost") == 0)
-        host = "127.0.0.1";
-    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
-                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+    socklen_t sl;
+    int rc = host_addr(host, port, &ss, &sl);
     if (rc < 0)
         return rc;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1702,8 +1716,6 @@ static int probe_address(const char *host, int port)
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    socklen_t sl =
-        ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     rc = bind(fd, (struct sockaddr *)&ss, sl) < 0 ? -errno : 0;
     close(fd);
     return rc;
@@ -1739,15 +1751,12 @@ static int take_listen_lock(const char *dir, const char *host, int port, int *ho
     return fd;
 }
 
-/* Set by a binary upgrade (to come) that hands its listeners to the new
- * process: then the new one shares the address on purpose. */
-#define HANDOVER_ENV "AIGATE_UPGRADE_HANDOVER"
-
-/* Refuses an address another server holds, unless an upgrade hands it over. */
+/* Refuses an address another server holds. A binary upgrade's inherited
+ * listeners skip this: the new process shares the address on purpose. */
 static int claim_address(ag_server_t *srv, int port)
 {
     const ag_server_options_t *o = &srv->opts;
-    if (port == 0 || getenv(HANDOVER_ENV))
+    if (port == 0)
         return 0;
     int holder = 0;
     if (o->lock_dir) {
@@ -1764,6 +1773,52 @@ static int claim_address(ag_server_t *srv, int port)
     if (rc == -EADDRINUSE && o->holder_pid)
         *o->holder_pid = 0;
     return rc == -EADDRINUSE ? rc : 0;
+}
+
+/* True when every inherited fd is a listening TCP socket on host and on one
+ * port (port, unless it is 0: then any), which *port_out gets. A config whose
+ * address changed across the upgrade binds anew instead. */
+static bool inherited_match(const char *host, int port, const int *fds, unsigned n, int *port_out)
+{
+    struct sockaddr_storage want;
+    socklen_t wl;
+    if (n == 0 || host_addr(host, 0, &want, &wl) < 0)
+        return false;
+    int got_port = -1;
+    for (unsigned i = 0; i < n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int listening = 0, type = 0;
+        socklen_t il = sizeof(int);
+        if (fds[i] < 0 || getsockname(fds[i], (struct sockaddr *)&ss, &sl) < 0 ||
+            ss.ss_family != want.ss_family)
+            return false;
+        il = sizeof(int);
+        if (getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &il) < 0 || type != SOCK_STREAM)
+            return false;
+        il = sizeof(int);
+        if (getsockopt(fds[i], SOL_SOCKET, SO_ACCEPTCONN, &listening, &il) < 0 || !listening)
+            return false;
+        int p;
+        if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            const struct sockaddr_in6 *b = (const struct sockaddr_in6 *)&want;
+            if (memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) != 0)
+                return false;
+            p = ntohs(a->sin6_port);
+        } else {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            const struct sockaddr_in *b = (const struct sockaddr_in *)&want;
+            if (a->sin_addr.s_addr != b->sin_addr.s_addr)
+                return false;
+            p = ntohs(a->sin_port);
+        }
+        if ((port != 0 && p != port) || (got_port >= 0 && p != got_port))
+            return false;
+        got_port = p;
+    }
+    *port_out = got_port;
+    return true;
 }
 
 static int socket_port(int fd)
@@ -1817,10 +1872,57 @@ static void server_free(ag_server_t *srv)
             free(s);
         }
     }
+    for (unsigned i = 0; srv->workers && i < srv->nworkers; i++) {
+        free(srv->workers[i].listeners);
+        free(srv->workers[i].listen_fds);
+    }
     free(srv->workers);
     free(srv->default_headers);
     free(srv->busy_response);
     free(srv);
+}
+
+/* Worker w's listeners: the inherited fds i, i + nworkers, ... (used[] marks
+ * them taken), else one socket of its own on port. */
+static int worker_listen(ag_worker_t *w, const int *inherit, unsigned ninherit, bool *used,
+                         int port)
+{
+    ag_server_t *srv = w->srv;
+    unsigned n = 0;
+    for (unsigned j = w->index; j < ninherit; j += srv->nworkers)
+        n++;
+    unsigned want = n ? n : 1;
+    w->listeners = calloc(want, sizeof(*w->listeners));
+    w->listen_fds = calloc(want, sizeof(*w->listen_fds));
+    if (!w->listeners || !w->listen_fds)
+        return -ENOMEM;
+    for (unsigned k = 0; k < want; k++) {
+        int fd = -1, rc;
+        if (n) {
+            unsigned j = w->index + k * srv->nworkers;
+            fd = inherit[j];
+            used[j] = true;
+            rc = 0;
+        } else {
+            rc = bind_listener(srv->host, port, &fd);
+        }
+        if (rc < 0)
+            return rc;
+        w->listen_fds[k] = fd;
+        uv_tcp_init(&w->loop, &w->listeners[k]);
+        w->listeners[k].data = w;
+        w->nlisteners++;
+        w->listeners_open++;
+        rc = uv_tcp_open(&w->listeners[k], fd);
+        if (rc < 0) {
+            close(fd); /* not the handle's yet */
+            return rc;
+        }
+        rc = uv_listen((uv_stream_t *)&w->listeners[k], 1024, on_connection);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
@@ -1829,6 +1931,7 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     if (!srv)
         return -ENOMEM;
     srv->opts = *opts;
+    srv->opts.inherit_fds = NULL;
     srv->lock_fd = -1;
     uv_mutex_init(&srv->wake_lock);
     for (unsigned i = 0; i < CLIENT_STRIPES; i++)
@@ -1838,6 +1941,9 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     srv->nworkers = opts->threads ? opts->threads : 1;
     srv->workers = calloc(srv->nworkers, sizeof(ag_worker_t));
     srv->default_headers = strdup(opts->default_headers ? opts->default_headers : "");
+    /* The inherited fds are ours from here on: used, or closed. */
+    unsigned ninherit = opts->inherit_fds ? opts->ninherit : 0;
+    bool *used = ninherit ? calloc(ninherit, sizeof(bool)) : NULL;
     if (srv->default_headers) {
         srv->default_headers_len = strlen(srv->default_headers);
         int n = asprintf(&srv->busy_response,
@@ -1857,17 +1963,45 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     }
     srv->tls = opts->tls != NULL;
     srv->opts.tls = NULL; /* each worker holds its reference; the caller's is borrowed */
-    if (!srv->workers || !srv->busy_response) {
-        server_free(srv);
-        return -ENOMEM;
-    }
     int port = opts->port;
-    unsigned started = 0;
-    int rc = claim_address(srv, port);
+    int rc = 0;
+    if (!srv->workers || !srv->busy_response || (ninherit && !used))
+        rc = -ENOMEM;
+    if (rc == 0 && ninherit &&
+        !inherited_match(srv->host, port, opts->inherit_fds, ninherit, &port)) {
+        ag_log_info("listen address %s:%d is not the one handed over: listening anew", srv->host,
+                    port);
+        for (unsigned j = 0; j < ninherit; j++) {
+            close(opts->inherit_fds[j]);
+            used[j] = true;
+        }
+        ninherit = 0;
+    }
+    /* The old process's listen lock goes with its sockets, so the address
+     * stays locked across the upgrade; it now names this process. */
+    if (opts->inherit_lock_fd > 0) {
+        if (rc == 0 && ninherit) {
+            srv->lock_fd = opts->inherit_lock_fd;
+            char buf[32];
+            int len = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+            if (ftruncate(srv->lock_fd, 0) < 0 || pwrite(srv->lock_fd, buf, (size_t)len, 0) != len)
+                ag_log_debug("listen lock: cannot write the pid");
+        } else {
+            close(opts->inherit_lock_fd);
+        }
+    }
+    if (rc == 0 && !ninherit)
+        rc = claim_address(srv, port);
     if (rc < 0) {
+        for (unsigned j = 0; j < ninherit; j++) {
+            if (!used[j])
+                close(opts->inherit_fds[j]);
+        }
+        free(used);
         server_free(srv);
         return rc;
     }
+    unsigned started = 0;
     uint32_t seed = (uint32_t)ag_now_us() ^ (uint32_t)getpid() * 2654435761u;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         ag_worker_t *w = &srv->workers[i];
@@ -1877,18 +2011,11 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
         rc = uv_loop_init(&w->loop);
         if (rc < 0)
             break;
-        rc = bind_listener(srv->host, port, &w->listen_fd);
+        rc = worker_listen(w, opts->inherit_fds, ninherit, used, port);
         if (rc == 0 && port == 0) {
-            port = socket_port(w->listen_fd);
+            port = socket_port(w->listen_fds[0]);
             if (port < 0)
                 rc = port;
-        }
-        if (rc == 0) {
-            uv_tcp_init(&w->loop, &w->listener);
-            w->listener.data = w;
-            rc = uv_tcp_open(&w->listener, w->listen_fd);
-            if (rc == 0)
-                rc = uv_listen((uv_stream_t *)&w->listener, 1024, on_connection);
         }
         if (rc == 0) {
             uv_async_init(&w->loop, &w->wakeup, on_wakeup);
@@ -1909,6 +2036,11 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
         }
         started++;
     }
+    for (unsigned j = 0; j < ninherit; j++) {
+        if (!used[j])
+            close(opts->inherit_fds[j]);
+    }
+    free(used);
     if (rc < 0) {
         for (unsigned i = 0; i < started; i++) {
             ag_worker_t *w = &srv->workers[i];
@@ -1944,9 +2076,31 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out)
     return 0;
 }
 
+unsigned ag_server_listen_fds(const ag_server_t *srv, int *out, unsigned max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        const ag_worker_t *w = &srv->workers[i];
+        for (unsigned k = 0; k < w->nlisteners && n < max; k++)
+            out[n++] = w->listen_fds[k];
+    }
+    return n;
+}
+
+int ag_server_lock_fd(const ag_server_t *srv)
+{
+    return srv->lock_fd;
+}
+
 void ag_server_cut(ag_server_t *srv)
 {
     atomic_store(&srv->cut, true);
+    ag_server_shutdown(srv);
+}
+
+void ag_server_handover(ag_server_t *srv)
+{
+    atomic_store(&srv->keep_idle, true);
     ag_server_shutdown(srv);
 }
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * server.h: the HTTP/1.1 server. N worker threads, each with its own libuv
- * loop and SO_REUSEPORT listener, so no lock sits on the request path. A
+ * loop and SO_REUSEPORT listener (or, after a binary upgrade, the ones the old
+ * process handed over), so no lock sits on the request path. A
  * handler gets an ag_req_t and answers it, at once or later from its loop.
  * The server knows HTTP, not the gateway's policy: headers every response
  * carries (CORS) are handed to it, and each finished request is reported once,
@@ -90,6 +91,16 @@ typedef struct ag_server_options {
      * reference); NULL: plain HTTP. Whether a server speaks TLS is fixed for
      * its life; the context can be replaced (ag_server_set_tls). */
     ag_tls_ctx_t *tls;
+    /* A binary upgrade's handover: the old process's listening sockets,
+     * inherited across exec. When they are on host:port (port 0: any), the
+     * server listens on them instead of binding (worker i takes i, i +
+     * threads, ...; a worker left without binds one more SO_REUSEPORT socket),
+     * and the address check above is skipped; otherwise they are closed and
+     * the address is bound anew. Owned by the server from the call on, failed
+     * or not; the array is borrowed during the call. */
+    const int *inherit_fds;
+    unsigned ninherit;
+    int inherit_lock_fd; /* > 0: the old process's listen lock, kept with its sockets */
 } ag_server_options_t;
 
 /** A request. Owned by its connection; the pool dies when the response is done.
@@ -141,6 +152,13 @@ int ag_server_start(const ag_server_options_t *opts, ag_server_t **out);
  *  open ones keep theirs. The server takes its own reference. Any thread.
  *  @return 0, or -EINVAL when the server was started without TLS. */
 int ag_server_set_tls(ag_server_t *srv, ag_tls_ctx_t *ctx);
+/** The listening sockets, for a binary upgrade to hand over: up to max fds
+ *  into out (they stay the server's, and close when its drain begins).
+ *  @return how many. */
+unsigned ag_server_listen_fds(const ag_server_t *srv, int *out, unsigned max);
+
+/** The listen lock's fd (held for the server's life), or -1. */
+int ag_server_lock_fd(const ag_server_t *srv);
 
 /** The port actually bound (useful with port 0). */
 int ag_server_port(const ag_server_t *srv);
@@ -151,6 +169,12 @@ unsigned ag_server_connections(const ag_server_t *srv);
 /** Begins a graceful shutdown: stop accepting, finish in-flight requests (at most
  *  the drain timeout), then the workers stop. Thread-safe, async-signal-unsafe. */
 void ag_server_shutdown(ag_server_t *srv);
+
+/** The drain after a binary upgrade handed the listeners over: as
+ *  ag_server_shutdown(), but idle keep-alive connections are not closed at
+ *  once; each ends after one more answer (Connection: close), or at the idle
+ *  or drain timeout. Thread-safe. */
+void ag_server_handover(ag_server_t *srv);
 
 /** A second stop: the drain is cut short, every connection still open is
  *  closed now (each request it had is reported, aborted). Thread-safe. */

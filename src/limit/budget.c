@@ -233,18 +233,21 @@ static int persist_settle(ag_budget_t *b, const unsigned char *k, size_t klen, c
     return rc;
 }
 
-/* Counts what a crash left outstanding at its worst case; drops old windows. */
-static int recover(ag_budget_t *b, int64_t now_ms)
+/* Counts what a crash left outstanding at its worst case; drops old windows.
+ * keep_resv (a binary upgrade's new process): the reservations are the old
+ * process's, which still settles them, so they stay. */
+static int recover(ag_budget_t *b, int64_t now_ms, bool keep_resv)
 {
     MDB_txn *txn;
-    MDB_cursor *cur;
+    MDB_cursor *cur = NULL;
     int rc = mdb_txn_begin(b->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
-    rc = mdb_cursor_open(txn, b->resv, &cur);
+    if (!keep_resv)
+        rc = mdb_cursor_open(txn, b->resv, &cur);
     MDB_val k, v;
     size_t recovered = 0;
-    int mrc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : MDB_NOTFOUND;
+    int mrc = rc == 0 && cur ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : MDB_NOTFOUND;
     for (; rc == 0 && mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         const unsigned char *kp = k.mv_data;
         const unsigned char *nul = memchr(kp, '\0', k.mv_size);
@@ -422,7 +425,7 @@ int ag_budget_open(const char *data_dir, const ag_budget_options_t *opts, ag_bud
         else if (txn)
             mdb_txn_abort(txn);
         if (mrc == 0)
-            mrc = recover(b, b->now_ms(b->clock_ctx));
+            mrc = recover(b, b->now_ms(b->clock_ctx), opts && opts->handover);
     }
     if (rc == 0 && mrc != 0) {
         ag_log_error("budget store %s: %s", dir, mdb_strerror(mrc));

@@ -50,6 +50,10 @@ typedef struct ag_budget_options {
     /* The wall clock in epoch ms (UTC windows); NULL: the real one. */
     int64_t (*now_ms)(void *ctx);
     void *clock_ctx;
+    /* Opened by a binary upgrade's new process while the old one still
+     * serves: outstanding reservations are the old one's, not a crash's, and
+     * are left for it to settle. */
+    bool handover;
 } ag_budget_options_t;
 
 /** A key's limits (the gateway copies them from the key's record); 0: none. */
