@@ -247,7 +247,7 @@ typedef struct serve {
     ag_tasks_t *tasks;
     ag_admin_t *admin;
     ag_server_t *srv;
-    ag_tls_ctx_t *tls; /* the certificate new connections get; NULL: plain HTTP */
+    ag_tls_ctx_t *tls;   /* the certificate new connections get; NULL: plain HTTP */
     char data_dir[1024]; /* where the pid file and the upgrade's answer go */
 } serve_t;
 

@@ -109,8 +109,9 @@ int ag_upgrade_handover_take(ag_upgrade_handover_t *h)
     if (rc == 0 && (h->nlisten == 0 || h->ready_fd < 0))
         rc = -EINVAL;
     if (rc < 0)
-        fprintf(stderr, "aigate: %s=\"%s\" is not a listener handover (set only by aigate deploy "
-                        "--upgrade)\n",
+        fprintf(stderr,
+                "aigate: %s=\"%s\" is not a listener handover (set only by aigate deploy "
+                "--upgrade)\n",
                 FDS_ENV, fds);
     unsetenv(FDS_ENV);
     unsetenv(HANDOVER_ENV);
