@@ -66,7 +66,7 @@ async function stopPid(pid) {
 
 const CONFIG = '[aigate]\nusage_log_flush = 0.2\naccess_log = false\n';
 
-test('upgrade under load: 64 busy connections, 20 open streams, no failure but resets in the old process's drain (a known gap); every request logged once', async () => {
+test('upgrade under load: 64 busy connections, 20 open streams, no failure but resets in the old process drain (a known gap); every request logged once', async () => {
     const up = await startFake();
     const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, threads: 2, config: CONFIG });
     const copy = path.join(tmpdir(), 'aigate-new');
