@@ -98,7 +98,7 @@ unit: debug
 
 # libFuzzer builds (clang) of the fuzz targets only; the output goes to a log.
 # (No parenthesis in the pattern: an unbalanced one would end make's $(shell ...).)
-FUZZ_TARGETS = $(shell grep -ho 'ag_fuzz_target.fuzz_[a-z_]*' cmake/modules/*.cmake | sed 's/^ag_fuzz_target.//')
+FUZZ_TARGETS = $(shell grep -ho 'ag_fuzz_target.fuzz_[a-z0-9_]*' cmake/modules/*.cmake | sed 's/^ag_fuzz_target.//')
 FUZZ_SMOKE_SECONDS ?= 20
 fuzz-build: deps-test deps-web
 	@mkdir -p build
