@@ -20,19 +20,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *a = malloc(n + 1), *b = malloc(n + 1);
     memcpy(a, in, n);
     memcpy(b, in, n);
-    ag_http_chunked_decoder_t d1, d2;
-    ag_http_chunked_init(&d1);
-    ag_http_chunked_init(&d2);
+    ag_chunked_decoder_t d1, d2;
+    ag_chunked_init(&d1);
+    ag_chunked_init(&d2);
 
-    int rc = ag_http_chunked_decode(&d1, a, &alen);
+    int rc = ag_chunked_decode(&d1, a, &alen);
     AG_ASSERT(rc == AG_EAGAIN || rc == AG_EPROTO || rc >= 0);
     AG_ASSERT(alen <= n && (rc < 0 || alen + (size_t)rc <= n));
     if (rc > 0)
         AG_ASSERT(memcmp(a + alen, in + n - (size_t)rc, (size_t)rc) == 0);
 
-    int r = ag_http_chunked_decode(&d2, b, &l1);
+    int r = ag_chunked_decode(&d2, b, &l1);
     if (r == AG_EAGAIN)
-        r = ag_http_chunked_decode(&d2, b + split, &l2);
+        r = ag_chunked_decode(&d2, b + split, &l2);
     else
         l2 = 0;
     if (rc == AG_EPROTO) {

@@ -3,7 +3,7 @@
 ag_layer(DIR util
   SOURCES src/util/pool.c src/util/buf.c src/util/errors.c src/util/log.c src/util/json.c
           src/util/utf.c src/util/hex.c src/util/fs.c src/util/jtok.c
-          src/util/hist.c src/util/window.c src/util/http_reason.c
+          src/util/hist.c src/util/window.c src/util/http_reason.c src/util/chunked.c
   LINK PkgConfig::JANSSON Threads::Threads)
 
 ag_unit_test(test_util tests/unit/test_util.c)

@@ -139,7 +139,7 @@ struct ag_conn {
     size_t parsed_len; /* bytes the head parser saw when it last asked for more */
     size_t body_len;   /* Content-Length, or decoded bytes so far when chunked */
     size_t leftover;   /* chunked: pipelined bytes after the body */
-    ag_http_chunked_decoder_t chunked;
+    ag_chunked_decoder_t chunked;
     ag_http_header_t *headers; /* MAX_HEADERS entries from the request pool */
     ag_req_t req;
     uv_write_t write_req;
@@ -1285,7 +1285,7 @@ static void conn_process(ag_conn_t *c)
                 continue;
             }
             if (req->head.chunked) {
-                ag_http_chunked_init(&c->chunked);
+                ag_chunked_init(&c->chunked);
                 c->body_len = 0;
             } else {
                 c->body_len = req->head.content_length > 0 ? (size_t)req->head.content_length : 0;
@@ -1299,7 +1299,7 @@ static void conn_process(ag_conn_t *c)
         if (req->head.chunked) {
             size_t start = c->head_len + c->body_len;
             size_t n = c->in.len - start;
-            int rc = ag_http_chunked_decode(&c->chunked, c->in.data + start, &n);
+            int rc = ag_chunked_decode(&c->chunked, c->in.data + start, &n);
             if (rc == AG_EPROTO || (rc < 0 && rc != AG_EAGAIN)) {
                 conn_fail(c, 400, "Bad request");
                 continue;

@@ -1,35 +1,18 @@
 /* SPDX-License-Identifier: MIT
  *
  * h1_parse.c: HTTP/1.1 response heads and body framing for the native upstream
- * client. The upstream layer may not use http/, so the byte rules of the request
- * parser are restated here, with the same accept/reject choices.
+ * client, with the request parser's accept/reject choices; the byte classes and
+ * the chunked decoder are the ones util/ gives both.
  */
 #include "util/platform.h"
 
 #include "upstream/h1_parse.h"
 
+#include "util/http_bytes.h"
+
 #include <limits.h>
 #include <string.h>
 
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))
-        return true;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/* field-content: HTAB, SP, VCHAR, obs-text; never CR, LF, NUL, other CTLs or DEL */
-static bool is_field(unsigned char c)
-{
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-static bool is_ows(unsigned char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-/* Splits the next comma-separated element off *v, OWS trimmed. */
 static bool next_element(ag_str_t *v, ag_str_t *elem)
 {
     if (v->ptr == NULL)
@@ -37,10 +20,10 @@ static bool next_element(ag_str_t *v, ag_str_t *elem)
     const char *p = v->ptr, *end = v->ptr + v->len;
     const char *comma = memchr(p, ',', v->len);
     const char *e = comma ? comma : end;
-    while (p < e && is_ows((unsigned char)*p))
+    while (p < e && ag_http_is_ows((unsigned char)*p))
         p++;
     const char *q = e;
-    while (q > p && is_ows((unsigned char)q[-1]))
+    while (q > p && ag_http_is_ows((unsigned char)q[-1]))
         q--;
     *elem = ag_str(p, (size_t)(q - p));
     *v = comma ? ag_str(comma + 1, (size_t)(end - comma - 1)) : AG_STR_NULL;
@@ -99,7 +82,7 @@ static int on_connection(ag_str_t v, struct head_state *st)
     ag_str_t elem;
     while (next_element(&v, &elem)) {
         for (size_t i = 0; i < elem.len; i++)
-            if (!is_tchar((unsigned char)elem.ptr[i]))
+            if (!ag_http_is_tchar((unsigned char)elem.ptr[i]))
                 return AG_EPROTO;
         if (ag_str_eq_lit_ci(elem, "close"))
             st->conn_close = true;
@@ -155,7 +138,7 @@ static int parse_status_line(const unsigned char *p, size_t len, ag_h1_response_
     if (p[pos] == ' ') {
         pos++;
         size_t start = pos;
-        while (pos < len && is_field(p[pos]))
+        while (pos < len && ag_http_is_field(p[pos]))
             pos++;
         out->reason = ag_str((const char *)p + start, pos - start);
     } else {
@@ -199,12 +182,12 @@ int ag_h1_parse_response_head(const char *buf, size_t len, ag_h1_header_t *heade
             pos += 2;
             break;
         }
-        if (!is_tchar(p[pos])) /* obs-fold, bare LF, empty name */
+        if (!ag_http_is_tchar(p[pos])) /* obs-fold, bare LF, empty name */
             return AG_EPROTO;
         if (n == max_headers)
             return AG_EHDRTOOBIG;
         start = pos;
-        while (pos < len && is_tchar(p[pos]))
+        while (pos < len && ag_http_is_tchar(p[pos]))
             pos++;
         if (pos == len)
             return AG_EAGAIN;
@@ -212,10 +195,10 @@ int ag_h1_parse_response_head(const char *buf, size_t len, ag_h1_header_t *heade
             return AG_EPROTO;
         headers[n].name = ag_str(buf + start, pos - start);
         pos++;
-        while (pos < len && is_ows(p[pos]))
+        while (pos < len && ag_http_is_ows(p[pos]))
             pos++;
         start = pos;
-        while (pos < len && is_field(p[pos]))
+        while (pos < len && ag_http_is_field(p[pos]))
             pos++;
         if (pos == len)
             return AG_EAGAIN;
@@ -226,7 +209,7 @@ int ag_h1_parse_response_head(const char *buf, size_t len, ag_h1_header_t *heade
         if (p[pos + 1] != '\n')
             return AG_EPROTO;
         size_t end = pos;
-        while (end > start && is_ows(p[end - 1]))
+        while (end > start && ag_http_is_ows(p[end - 1]))
             end--;
         headers[n].value = ag_str(buf + start, end - start);
         pos += 2;
@@ -248,20 +231,10 @@ int ag_h1_parse_response_head(const char *buf, size_t len, ag_h1_header_t *heade
 
 /* ---- body framing ---- */
 
+/* Chunked bodies are the shared decoder's (b->chunks); these states are the
+ * other framings'. */
 enum {
-    B_SIZE_FIRST, /* first hex digit of a chunk size */
-    B_SIZE,
-    B_SIZE_BWS, /* whitespace after the size: only ';' may follow */
-    B_EXT,
-    B_SIZE_LF,
-    B_DATA, /* chunk data, or the Content-Length body, or the close-delimited one */
-    B_DATA_CR,
-    B_DATA_LF,
-    B_TRAILER_START,
-    B_TRAILER_NAME,
-    B_TRAILER_VALUE,
-    B_TRAILER_LF,
-    B_END_LF,
+    B_DATA, /* the Content-Length body, or the close-delimited one */
     B_DONE,
     B_ERROR,
 };
@@ -275,7 +248,7 @@ void ag_h1_body_init(ag_h1_body_t *b, const ag_h1_response_head_t *head, bool he
         b->_state = B_DONE;
     } else if (head->chunked) {
         b->kind = AG_H1_BODY_CHUNKED;
-        b->_state = B_SIZE_FIRST;
+        ag_chunked_init(&b->chunks);
     } else if (head->content_length >= 0) {
         b->kind = AG_H1_BODY_LENGTH;
         b->_left = (uint64_t)head->content_length;
@@ -289,12 +262,14 @@ void ag_h1_body_init(ag_h1_body_t *b, const ag_h1_response_head_t *head, bool he
 
 bool ag_h1_body_done(const ag_h1_body_t *b)
 {
+    if (b->kind == AG_H1_BODY_CHUNKED)
+        return ag_chunked_done(&b->chunks);
     return b->_state == B_DONE;
 }
 
 int ag_h1_body_eof(ag_h1_body_t *b)
 {
-    if (b->_state == B_DONE)
+    if (ag_h1_body_done(b))
         return 0;
     if (b->kind == AG_H1_BODY_CLOSE && b->_state == B_DATA) {
         b->_state = B_DONE;
@@ -304,151 +279,31 @@ int ag_h1_body_eof(ag_h1_body_t *b)
     return AG_EPROTO;
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* One byte of chunk framing (everything but data). @return 0 or AG_EPROTO. */
-static int chunk_step(ag_h1_body_t *b, unsigned char c)
-{
-    int h;
-    switch (b->_state) {
-    case B_SIZE_FIRST:
-    case B_SIZE:
-        h = hex_value(c);
-        if (h < 0 && b->_state == B_SIZE_FIRST)
-            return AG_EPROTO;
-        if (c == '\r') {
-            b->_state = B_SIZE_LF;
-            return 0;
-        }
-        if (++b->_count > AG_H1_CHUNK_LINE_MAX)
-            return AG_EPROTO;
-        if (h >= 0) {
-            if (b->_left >> 60)
-                return AG_EPROTO; /* a 17th significant digit */
-            b->_left = (b->_left << 4) | (uint64_t)h;
-            b->_state = B_SIZE;
-        } else if (c == ';') {
-            b->_state = B_EXT;
-        } else if (is_ows(c)) {
-            b->_state = B_SIZE_BWS;
-        } else {
-            return AG_EPROTO;
-        }
-        return 0;
-    case B_SIZE_BWS:
-        if (++b->_count > AG_H1_CHUNK_LINE_MAX)
-            return AG_EPROTO;
-        if (c == ';')
-            b->_state = B_EXT;
-        else if (!is_ows(c))
-            return AG_EPROTO;
-        return 0;
-    case B_EXT:
-        if (c == '\r') {
-            b->_state = B_SIZE_LF;
-            return 0;
-        }
-        return ++b->_count > AG_H1_CHUNK_LINE_MAX || !is_field(c) ? AG_EPROTO : 0;
-    case B_SIZE_LF:
-        if (c != '\n')
-            return AG_EPROTO;
-        b->_count = 0;
-        b->_state = b->_left ? B_DATA : B_TRAILER_START;
-        return 0;
-    case B_DATA_CR:
-        if (c != '\r')
-            return AG_EPROTO;
-        b->_state = B_DATA_LF;
-        return 0;
-    case B_DATA_LF:
-        if (c != '\n')
-            return AG_EPROTO;
-        b->_count = 0;
-        b->_state = B_SIZE_FIRST;
-        return 0;
-    default:
-        break;
-    }
-    if (++b->_count > AG_H1_TRAILERS_MAX)
-        return AG_EPROTO;
-    switch (b->_state) {
-    case B_TRAILER_START:
-        if (c == '\r')
-            b->_state = B_END_LF;
-        else if (is_tchar(c))
-            b->_state = B_TRAILER_NAME;
-        else
-            return AG_EPROTO;
-        return 0;
-    case B_TRAILER_NAME:
-        if (c == ':')
-            b->_state = B_TRAILER_VALUE;
-        else if (!is_tchar(c))
-            return AG_EPROTO;
-        return 0;
-    case B_TRAILER_VALUE:
-        if (c == '\r')
-            b->_state = B_TRAILER_LF;
-        else if (!is_field(c))
-            return AG_EPROTO;
-        return 0;
-    case B_TRAILER_LF:
-        if (c != '\n')
-            return AG_EPROTO;
-        b->_state = B_TRAILER_START;
-        return 0;
-    case B_END_LF:
-        if (c != '\n')
-            return AG_EPROTO;
-        b->_state = B_DONE;
-        return 0;
-    default:
-        return AG_EPROTO;
-    }
-}
-
 int ag_h1_body_decode(ag_h1_body_t *b, char *buf, size_t *len)
 {
-    size_t n = *len, src = 0, dst = 0;
+    size_t n = *len;
+    if (b->kind == AG_H1_BODY_CHUNKED && b->_state != B_ERROR) {
+        int rc = ag_chunked_decode(&b->chunks, buf, len);
+        if (rc >= 0 || rc == AG_EAGAIN)
+            return rc;
+        b->_state = B_ERROR;
+    }
     if (n > INT_MAX || b->_state == B_ERROR) {
         *len = 0;
         return AG_EPROTO;
     }
-    while (src < n) {
-        if (b->_state == B_DONE) {
-            size_t rest = n - src;
-            if (rest && dst != src)
-                memmove(buf + dst, buf + src, rest);
-            *len = dst;
-            return (int)rest;
-        }
-        if (b->_state == B_DATA) {
-            size_t take = n - src;
-            if (b->kind != AG_H1_BODY_CLOSE && b->_left < take)
-                take = (size_t)b->_left;
-            if (dst != src)
-                memmove(buf + dst, buf + src, take);
-            dst += take;
-            src += take;
-            if (b->kind == AG_H1_BODY_CLOSE)
-                continue;
-            b->_left -= take;
-            if (b->_left == 0)
-                b->_state = b->kind == AG_H1_BODY_CHUNKED ? B_DATA_CR : B_DONE;
-            continue;
-        }
-        if (chunk_step(b, (unsigned char)buf[src++]) < 0) {
-            b->_state = B_ERROR;
-            *len = 0;
-            return AG_EPROTO;
-        }
+    if (b->_state == B_DONE) {
+        *len = 0;
+        return (int)n;
     }
-    *len = dst;
-    return b->_state == B_DONE ? 0 : AG_EAGAIN;
+    size_t take = n;
+    if (b->kind == AG_H1_BODY_LENGTH) {
+        if (b->_left < take)
+            take = (size_t)b->_left;
+        b->_left -= take;
+        if (b->_left == 0)
+            b->_state = B_DONE;
+    }
+    *len = take; /* the body's bytes are already at buf[0..take); what follows stays after them */
+    return b->_state == B_DONE ? (int)(n - take) : AG_EAGAIN;
 }

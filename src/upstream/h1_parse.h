@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/chunked.h"
 #include "util/errors.h"
 #include "util/str.h"
 
@@ -58,16 +59,13 @@ enum {
     AG_H1_BODY_CLOSE,   /* neither: the body ends when the server closes */
 };
 
-#define AG_H1_CHUNK_LINE_MAX 1024 /* bytes of one chunk-size line, extensions included */
-#define AG_H1_TRAILERS_MAX 8192   /* bytes of the whole trailer section */
-
 /** State of one response body; owned by the caller. */
 typedef struct ag_h1_body {
     int kind;      /* AG_H1_BODY_* */
     bool reusable; /* the connection may carry another request after this body */
     /* private */
-    uint64_t _left; /* bytes still due: the length, or the current chunk's rest */
-    size_t _count;  /* bytes of the current chunk line or trailer section */
+    ag_chunked_decoder_t chunks; /* AG_H1_BODY_CHUNKED */
+    uint64_t _left;              /* AG_H1_BODY_LENGTH: bytes still due */
     int _state;
 } ag_h1_body_t;
 

@@ -223,7 +223,7 @@ TEST(bodies_table)
 TEST(chunk_line_limit)
 {
     static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-    char wire[AG_H1_CHUNK_LINE_MAX + 8];
+    char wire[AG_CHUNK_LINE_MAX + 8];
     memset(wire, '0', sizeof(wire));
     char out[2048];
     size_t outlen, rest;

@@ -584,8 +584,8 @@ typedef struct {
 static void decode_pieces(const char *in, size_t n, const size_t *bounds, size_t nb,
                           size_t max_line, dec_result_t *r)
 {
-    ag_http_chunked_decoder_t d;
-    ag_http_chunked_init(&d);
+    ag_chunked_decoder_t d;
+    ag_chunked_init(&d);
     if (max_line)
         d.max_chunk_line = max_line;
     memset(r, 0, sizeof(*r));
@@ -596,7 +596,7 @@ static void decode_pieces(const char *in, size_t n, const size_t *bounds, size_t
         char *piece = malloc(plen ? plen : 1);
         memcpy(piece, in + from, plen);
         size_t len = plen;
-        r->rc = ag_http_chunked_decode(&d, piece, &len);
+        r->rc = ag_chunked_decode(&d, piece, &len);
         if (r->rc != AG_EPROTO) {
             AG_ASSERT(len <= plen && r->body_len + len <= sizeof(r->body));
             memcpy(r->body + r->body_len, piece, len);
@@ -760,53 +760,53 @@ TEST(chunked_leftover_position)
 {
     char buf[] = "4\r\nWiki\r\n5\r\npedia\r\n0\r\nT: x\r\n\r\nGET /next HTTP/1.1\r\n";
     size_t len = sizeof(buf) - 1;
-    ag_http_chunked_decoder_t d;
-    ag_http_chunked_init(&d);
-    ASSERT(!ag_http_chunked_done(&d));
-    int rc = ag_http_chunked_decode(&d, buf, &len);
+    ag_chunked_decoder_t d;
+    ag_chunked_init(&d);
+    ASSERT(!ag_chunked_done(&d));
+    int rc = ag_chunked_decode(&d, buf, &len);
     ASSERT_EQ(rc, (int)strlen("GET /next HTTP/1.1\r\n"));
     ASSERT_EQ(len, 9);
     ASSERT(memcmp(buf, "Wikipedia", 9) == 0);
     ASSERT(memcmp(buf + len, "GET /next HTTP/1.1\r\n", (size_t)rc) == 0);
-    ASSERT(ag_http_chunked_done(&d));
+    ASSERT(ag_chunked_done(&d));
     /* once done, more input is all leftover, left where it is */
     char more[] = "abc";
     size_t mlen = 3;
-    ASSERT_EQ(ag_http_chunked_decode(&d, more, &mlen), 3);
+    ASSERT_EQ(ag_chunked_decode(&d, more, &mlen), 3);
     ASSERT_EQ(mlen, 0);
     ASSERT_MEMEQ(more, 3, "abc");
 }
 
 TEST(chunked_error_is_sticky)
 {
-    ag_http_chunked_decoder_t d;
-    ag_http_chunked_init(&d);
+    ag_chunked_decoder_t d;
+    ag_chunked_init(&d);
     char a[] = "5\r\nhelloX";
     size_t len = sizeof(a) - 1;
-    ASSERT_EQ(ag_http_chunked_decode(&d, a, &len), AG_EPROTO);
+    ASSERT_EQ(ag_chunked_decode(&d, a, &len), AG_EPROTO);
     ASSERT_EQ(len, 0);
     char b[] = "0\r\n\r\n";
     len = sizeof(b) - 1;
-    ASSERT_EQ(ag_http_chunked_decode(&d, b, &len), AG_EPROTO);
+    ASSERT_EQ(ag_chunked_decode(&d, b, &len), AG_EPROTO);
 }
 
 TEST(chunked_in_data_flag)
 {
-    ag_http_chunked_decoder_t d;
-    ag_http_chunked_init(&d);
-    ASSERT(!ag_http_chunked_in_data(&d));
+    ag_chunked_decoder_t d;
+    ag_chunked_init(&d);
+    ASSERT(!ag_chunked_in_data(&d));
     char a[] = "5\r\nhe";
     size_t len = sizeof(a) - 1;
-    ASSERT_EQ(ag_http_chunked_decode(&d, a, &len), AG_EAGAIN);
+    ASSERT_EQ(ag_chunked_decode(&d, a, &len), AG_EAGAIN);
     ASSERT_EQ(len, 2);
-    ASSERT(ag_http_chunked_in_data(&d));
+    ASSERT(ag_chunked_in_data(&d));
     char b[] = "llo\r\n";
     len = sizeof(b) - 1;
-    ASSERT_EQ(ag_http_chunked_decode(&d, b, &len), AG_EAGAIN);
+    ASSERT_EQ(ag_chunked_decode(&d, b, &len), AG_EAGAIN);
     ASSERT_EQ(len, 3);
-    ASSERT(!ag_http_chunked_in_data(&d));
+    ASSERT(!ag_chunked_in_data(&d));
     size_t zero = 0;
-    ASSERT_EQ(ag_http_chunked_decode(&d, b, &zero), AG_EAGAIN);
+    ASSERT_EQ(ag_chunked_decode(&d, b, &zero), AG_EAGAIN);
     ASSERT_EQ(zero, 0);
 }
 
@@ -825,8 +825,8 @@ TEST(chunked_line_limit)
     decode_pieces(zeros, b3, &b3, 1, 4, &r);
     ASSERT_EQ(r.rc, AG_EPROTO);
     /* the default bound stops an endless extension */
-    ag_http_chunked_decoder_t d;
-    ag_http_chunked_init(&d);
+    ag_chunked_decoder_t d;
+    ag_chunked_init(&d);
     char buf[256];
     memset(buf, 'x', sizeof(buf));
     buf[0] = '1';
@@ -834,7 +834,7 @@ TEST(chunked_line_limit)
     int rc = AG_EAGAIN;
     for (int i = 0; i < 64 && rc == AG_EAGAIN; i++) {
         size_t len = sizeof(buf);
-        rc = ag_http_chunked_decode(&d, buf, &len);
+        rc = ag_chunked_decode(&d, buf, &len);
         buf[0] = 'x';
         buf[1] = 'x';
     }
@@ -843,27 +843,27 @@ TEST(chunked_line_limit)
 
 TEST(chunked_trailer_limit)
 {
-    ag_http_chunked_decoder_t d;
-    ag_http_chunked_init(&d);
+    ag_chunked_decoder_t d;
+    ag_chunked_init(&d);
     d.max_trailer_bytes = 10;
     char ok[] = "0\r\nX: 123\r\n\r\n"; /* 8 + 2 = 10 trailer bytes */
     size_t len = sizeof(ok) - 1;
-    ASSERT_EQ(ag_http_chunked_decode(&d, ok, &len), 0);
-    ag_http_chunked_init(&d);
+    ASSERT_EQ(ag_chunked_decode(&d, ok, &len), 0);
+    ag_chunked_init(&d);
     d.max_trailer_bytes = 10;
     char over[] = "0\r\nX: 1234\r\n\r\n";
     len = sizeof(over) - 1;
-    ASSERT_EQ(ag_http_chunked_decode(&d, over, &len), AG_EPROTO);
+    ASSERT_EQ(ag_chunked_decode(&d, over, &len), AG_EPROTO);
     /* endless trailers stop at the default bound */
-    ag_http_chunked_init(&d);
+    ag_chunked_init(&d);
     char first[] = "0\r\n";
     len = 3;
-    ASSERT_EQ(ag_http_chunked_decode(&d, first, &len), AG_EAGAIN);
+    ASSERT_EQ(ag_chunked_decode(&d, first, &len), AG_EAGAIN);
     int rc = AG_EAGAIN;
     for (int i = 0; i < 10000 && rc == AG_EAGAIN; i++) {
         char line[] = "X-Trailer: 0123456789\r\n";
         len = sizeof(line) - 1;
-        rc = ag_http_chunked_decode(&d, line, &len);
+        rc = ag_chunked_decode(&d, line, &len);
     }
     ASSERT_EQ(rc, AG_EPROTO);
 }
@@ -881,11 +881,11 @@ TEST(chunked_after_head_pipelined)
     int rc = ag_http_parse_request_head(buf, total, hdrs, MAXH, &h);
     ASSERT(rc > 0);
     ASSERT(h.chunked);
-    ag_http_chunked_decoder_t d;
-    ag_http_chunked_init(&d);
+    ag_chunked_decoder_t d;
+    ag_chunked_init(&d);
     char *body = buf + rc;
     size_t len = total - (size_t)rc;
-    int left = ag_http_chunked_decode(&d, body, &len);
+    int left = ag_chunked_decode(&d, body, &len);
     ASSERT(left > 0);
     ASSERT_MEMEQ(body, len, "{\"a\":1}");
     const char *next = body + len;
