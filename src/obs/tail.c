@@ -13,6 +13,7 @@
 
 #include "obs/tail.h"
 #include "util/fmt.h"
+#include "util/hex.h"
 #include "util/json.h"
 #include "util/log.h"
 
@@ -540,39 +541,6 @@ size_t ag_tail_drain(ag_tail_sub_t *s, ag_buf_t *out)
 
 /* ---- query parsing ------------------------------------------------------------------- */
 
-static int hexv(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
-/* Decodes application/x-www-form-urlencoded into out (NUL-terminated). */
-static bool url_decode(const char *s, size_t n, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int h = hexv(s[i + 1]), l = hexv(s[i + 2]);
-            if (h < 0 || l < 0)
-                return false;
-            c = (char)(h * 16 + l);
-            i += 2;
-        }
-        if (c == '\0' || o + 1 >= cap)
-            return false;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return true;
-}
-
 /* Copies a value that was checked to fit. */
 static void field_set(char *dst, size_t cap, const char *v)
 {
@@ -603,7 +571,7 @@ int ag_tail_filter_parse(ag_str_t query, const char *self, ag_tail_filter_t *f, 
         }
         memcpy(name, p, (size_t)(eq - p));
         name[eq - p] = '\0';
-        if (!url_decode(eq + 1, (size_t)(pe - eq - 1), value, sizeof(value))) {
+        if (!ag_percent_decode(eq + 1, (size_t)(pe - eq - 1), value, sizeof(value), true)) {
             *bad = "query";
             return -EINVAL;
         }

@@ -20,6 +20,7 @@
 
 #include "util/buf.h"
 #include "util/errors.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 enum { ST_DOWN, ST_RESOLVING, ST_CONNECTING, ST_UP, ST_CLOSING };
@@ -94,40 +95,6 @@ static void on_flush(uv_prepare_t *p);
 
 /* ---- URL ------------------------------------------------------------------------------ */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into out[cap]. */
-static bool decode(const char *s, size_t n, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            c = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (c == '\0' || o + 1 >= cap)
-            return false;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return true;
-}
-
 static bool parse_uint(const char *s, size_t n, long max, long *out)
 {
     if (n == 0 || n > 10)
@@ -176,9 +143,9 @@ int ag_redis_url_parse(const char *url, ag_redis_url_t *out, const char **err)
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *uend = colon ? colon : at;
-        if (!decode(p, (size_t)(uend - p), out->user, sizeof(out->user)) ||
-            (colon &&
-             !decode(colon + 1, (size_t)(at - colon - 1), out->password, sizeof(out->password)))) {
+        if (!ag_percent_decode(p, (size_t)(uend - p), out->user, sizeof(out->user), false) ||
+            (colon && !ag_percent_decode(colon + 1, (size_t)(at - colon - 1), out->password,
+                                         sizeof(out->password), false))) {
             *err = "the user or password in the Redis URL is malformed or too long";
             return AG_REDIS_EURL;
         }
@@ -201,7 +168,8 @@ int ag_redis_url_parse(const char *url, ag_redis_url_t *out, const char **err)
             if (n > 3 && memcmp(q, "db=", 3) == 0 && parse_uint(q + 3, n - 3, INT_MAX, &v)) {
                 out->db = (int)v;
             } else if (n > 9 && memcmp(q, "password=", 9) == 0 &&
-                       decode(q + 9, n - 9, out->password, sizeof(out->password))) {
+                       ag_percent_decode(q + 9, n - 9, out->password, sizeof(out->password),
+                                         false)) {
             } else {
                 *err = "unix:// takes ?db=N and &password=X only";
                 return AG_REDIS_EURL;

@@ -10,6 +10,7 @@
 
 #include "util/chunked.h"
 #include "util/errors.h"
+#include "util/hex.h"
 #include "util/http_bytes.h"
 
 /* ---- chunked transfer coding (RFC 9112 7.1) ---- */
@@ -50,16 +51,6 @@ bool ag_chunked_done(const ag_chunked_decoder_t *d)
     return d->_state == CH_DONE;
 }
 
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* One framing byte; the caller handles CH_DATA in bulk. @return 0 or AG_EPROTO. */
 static int chunked_step(ag_chunked_decoder_t *d, unsigned char c)
 {
@@ -68,7 +59,7 @@ static int chunked_step(ag_chunked_decoder_t *d, unsigned char c)
     switch (d->_state) {
     case CH_SIZE_FIRST:
     case CH_SIZE:
-        h = hex_value(c);
+        h = ag_hex_digit(c);
         if (h < 0 && d->_state == CH_SIZE_FIRST)
             return AG_EPROTO;
         if (c == '\r') { /* the CRLF does not count against the limit */

@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AG_CHUNK_LINE_MAX 1024 /* default max_chunk_line */
-#define AG_CHUNK_TRAILERS_MAX 8192   /* default max_trailer_bytes */
+#define AG_CHUNK_LINE_MAX 1024     /* default max_chunk_line */
+#define AG_CHUNK_TRAILERS_MAX 8192 /* default max_trailer_bytes */
 
 /** Decoder state. Owned by the caller (one per request body); init with
  *  ag_chunked_init(), then set the public limits if the defaults don't

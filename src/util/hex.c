@@ -70,3 +70,28 @@ ssize_t ag_hex_decode(const char *s, size_t len, void *out, size_t cap)
     }
     return (ssize_t)(len / 2);
 }
+
+bool ag_percent_decode(const char *s, size_t n, char *out, size_t cap, bool plus_is_space)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '+' && plus_is_space) {
+            c = ' ';
+        } else if (c == '%') {
+            int hi = i + 2 < n ? ag_hex_digit(s[i + 1]) : -1;
+            int lo = hi >= 0 ? ag_hex_digit(s[i + 2]) : -1;
+            if (lo < 0)
+                return false;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (c == '\0' || o + 1 >= cap)
+            return false;
+        out[o++] = c;
+    }
+    if (cap == 0)
+        return false;
+    out[o] = '\0';
+    return true;
+}

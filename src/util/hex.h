@@ -30,4 +30,9 @@ char *ag_hex_encode_alloc(const void *p, size_t n);
  *  is promised about out after an error. */
 ssize_t ag_hex_decode(const char *s, size_t len, void *out, size_t cap);
 
+/** Percent-decodes s[0..n) (RFC 3986; with plus_is_space, '+' is a space as in
+ *  application/x-www-form-urlencoded) into out[cap], NUL-terminated.
+ *  @return false for a bad escape, a decoded NUL, or no room. */
+bool ag_percent_decode(const char *s, size_t n, char *out, size_t cap, bool plus_is_space);
+
 #endif

@@ -187,6 +187,25 @@ TEST(hex_encode_decode)
     ASSERT(!ag_hex_is_lower("0g", 2));
 }
 
+TEST(percent_decode)
+{
+    char out[8];
+    ASSERT(ag_percent_decode("a%2Fb%3d", 8, out, sizeof(out), false));
+    ASSERT_STREQ(out, "a/b=");
+    ASSERT(ag_percent_decode("a+b", 3, out, sizeof(out), false));
+    ASSERT_STREQ(out, "a+b"); /* a plus stays one in a URL's userinfo */
+    ASSERT(ag_percent_decode("a+b", 3, out, sizeof(out), true));
+    ASSERT_STREQ(out, "a b"); /* and is a space in a form-encoded query */
+    ASSERT(ag_percent_decode("", 0, out, sizeof(out), false));
+    ASSERT_STREQ(out, "");
+    ASSERT(!ag_percent_decode("%4", 2, out, sizeof(out), false));       /* cut short */
+    ASSERT(!ag_percent_decode("%zz", 3, out, sizeof(out), false));      /* not hex */
+    ASSERT(!ag_percent_decode("a%00b", 5, out, sizeof(out), false));    /* a NUL */
+    ASSERT(!ag_percent_decode("12345678", 8, out, sizeof(out), false)); /* no room for the NUL */
+    ASSERT(ag_percent_decode("1234567", 7, out, sizeof(out), false));
+    ASSERT(!ag_percent_decode("", 0, out, 0, false));
+}
+
 TEST(le_integers)
 {
     unsigned char b[8];
@@ -428,6 +447,6 @@ AG_TESTS(AG_TEST_ENTRY(hist_buckets_are_contiguous_and_bounded) AG_TEST_ENTRY(
                          AG_TEST_ENTRY(json_string_escaping)
                              AG_TEST_ENTRY(strerror_covers_both_bands)
                                  AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
-                                     AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(fs_mkdir_p)
-                                         AG_TEST_ENTRY(fs_whole_file_io) AG_TEST_ENTRY(fs_list_dirs)
-                                             AG_TEST_ENTRY(le_integers))
+                                     AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(percent_decode)
+                                         AG_TEST_ENTRY(fs_mkdir_p) AG_TEST_ENTRY(fs_whole_file_io)
+                                             AG_TEST_ENTRY(fs_list_dirs) AG_TEST_ENTRY(le_integers))
