@@ -7,32 +7,9 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawnSync } = require('node:child_process');
 const net = require('node:net');
 const path = require('node:path');
-const { BIN, startGateway, startFake, generate, tmpdir } = require('./lib.js');
-
-function readEntries(dir, config) {
-    const run = (args) => {
-        const r = spawnSync(BIN, [...args, '--config', config], { cwd: dir, encoding: 'utf8', maxBuffer: 64 << 20 });
-        assert.equal(r.status, 0, r.stderr);
-        return r.stdout;
-    };
-    const keys = [];
-    let cursor;
-    for (let i = 0; i < 100; i++) {
-        const page = JSON.parse(run(['r2', 'object', 'list', 'usage-logs', '--prefix', 'logs/', '--json', ...(cursor ? ['--cursor', cursor] : [])]));
-        keys.push(...page.objects.map((o) => o.key));
-        if (!page.truncated) break;
-        cursor = page.cursor;
-    }
-    const entries = [];
-    for (const key of keys) {
-        const text = run(['r2', 'object', 'get', `usage-logs/${key}`]);
-        for (const line of text.split('\n')) if (line) entries.push(JSON.parse(line));
-    }
-    return { keys, entries };
-}
+const { startGateway, startFake, generate, tmpdir, readUsageLog } = require('./lib.js');
 
 test('2000 requests and a SIGTERM: exactly 2000 entries with the right fields', async () => {
     const up = await startFake();
@@ -57,7 +34,7 @@ test('2000 requests and a SIGTERM: exactly 2000 entries with the right fields', 
     assert.equal(ids.size, 2000);
     await gw.stop();
     await up.close();
-    const { keys, entries } = readEntries(dir, config);
+    const { keys, entries } = readUsageLog(dir, config);
     assert.equal(entries.length, 2000);
     const seen = new Set(entries.map((e) => e.requestId));
     assert.deepEqual([...seen].sort(), [...ids].sort(), 'every request exactly once');
@@ -116,7 +93,7 @@ test('streams log their real token counts and outcome', async () => {
     await generate(gw, { prompt: '[[midstream:2]] broken', stream: true });
     await gw.stop();
     await up.close();
-    const { entries } = readEntries(dir, config);
+    const { entries } = readUsageLog(dir, config);
     const by = (o) => entries.find((e) => e.outcome === o);
     assert.equal(entries.length, 3, JSON.stringify(entries));
     assert.ok(entries.every((e) => e.stream === true));
@@ -149,7 +126,7 @@ test('a cache hit on a stored /v1/messages Message logs the answer\'s length and
     assert.equal(second.headers['x-aigate-cache'], 'hit');
     await gw.stop();
     await up.close();
-    const { entries } = readEntries(dir, config);
+    const { entries } = readUsageLog(dir, config);
     const miss = entries.find((e) => e.requestId === first.headers['x-request-id']);
     const hit = entries.find((e) => e.requestId === second.headers['x-request-id']);
     assert.ok(miss && hit, 'both requests logged');

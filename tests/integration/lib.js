@@ -5,7 +5,7 @@
 // or raw sockets), and stop it, checking it exits cleanly with no sanitizer report.
 'use strict';
 
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
@@ -250,6 +250,29 @@ function parseResponses(text) {
     return out;
 }
 
+// Every usage-log entry in DIR's `usage-logs` bucket, read with the CLI as a
+// user would (`aigate r2 object list/get`, every page): { keys, entries }.
+function readUsageLog(dir, config = path.join(dir, 'aigate.toml')) {
+    const run = (args) => {
+        const r = spawnSync(BIN, [...args, '--config', config], { cwd: dir, encoding: 'utf8', maxBuffer: 64 << 20 });
+        assert.equal(r.status, 0, r.stderr);
+        return r.stdout;
+    };
+    const keys = [];
+    let cursor;
+    for (let i = 0; i < 100; i++) {
+        const page = JSON.parse(run(['r2', 'object', 'list', 'usage-logs', '--prefix', 'logs/', '--json', ...(cursor ? ['--cursor', cursor] : [])]));
+        keys.push(...page.objects.map((o) => o.key));
+        if (!page.truncated) break;
+        cursor = page.cursor;
+    }
+    const entries = [];
+    for (const key of keys) {
+        for (const line of run(['r2', 'object', 'get', `usage-logs/${key}`]).split('\n')) if (line) entries.push(JSON.parse(line));
+    }
+    return { keys, entries };
+}
+
 module.exports = {
-    BIN, TEST_KEY, tmpdir, until, startGateway, startFake, request, generate, raw, parseResponses,
+    BIN, TEST_KEY, tmpdir, until, startGateway, startFake, request, generate, raw, parseResponses, readUsageLog,
 };

@@ -10,10 +10,9 @@
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawnSync } = require('node:child_process');
 const net = require('node:net');
 const path = require('node:path');
-const { BIN, startGateway, startFake, generate, raw, until, tmpdir } = require('./lib.js');
+const { startGateway, startFake, generate, raw, until, tmpdir, readUsageLog } = require('./lib.js');
 
 let up;
 
@@ -312,20 +311,6 @@ test('a half-close is not a disconnect: a stream completes whether the client ha
     }
 });
 
-function readEntries(dir, config) {
-    const run = (args) => {
-        const r = spawnSync(BIN, [...args, '--config', config], { cwd: dir, encoding: 'utf8', maxBuffer: 64 << 20 });
-        assert.equal(r.status, 0, r.stderr);
-        return r.stdout;
-    };
-    const page = JSON.parse(run(['r2', 'object', 'list', 'usage-logs', '--prefix', 'logs/', '--json']));
-    const entries = [];
-    for (const o of page.objects) {
-        for (const line of run(['r2', 'object', 'get', `usage-logs/${o.key}`]).split('\n')) if (line) entries.push(JSON.parse(line));
-    }
-    return entries;
-}
-
 test('a second SIGTERM cuts the drain short and says so, and every answered request keeps its usage entry', async () => {
     const dir = tmpdir();
     const gw = await startGateway({
@@ -352,7 +337,7 @@ test('a second SIGTERM cuts the drain short and says so, and every answered requ
     assert.match(gw.stderr, /again: cutting the drain short/);
     assert.match(gw.stderr, /drain cut short: closing \d+ connection\(s\), \d+ with a request in flight/);
     await slow;
-    const entries = readEntries(dir, path.join(dir, 'aigate.toml'));
+    const { entries } = readUsageLog(dir);
     const got = new Set(entries.map((e) => e.requestId));
     for (const id of ids) assert.ok(got.has(id), `usage entry of answered request ${id}`);
 });

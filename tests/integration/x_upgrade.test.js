@@ -8,11 +8,11 @@
 
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn, spawnSync } = require('node:child_process');
+const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
-const { BIN, startGateway, startFake, request, tmpdir, until } = require('./lib.js');
+const { BIN, startGateway, startFake, request, tmpdir, until, readUsageLog } = require('./lib.js');
 
 function deploy(gw, args = []) {
     return new Promise((resolve) => {
@@ -34,28 +34,6 @@ function alive(pid) {
     } catch {
         return false;
     }
-}
-
-function readEntries(dir) {
-    const config = path.join(dir, 'aigate.toml');
-    const run = (args) => {
-        const r = spawnSync(BIN, [...args, '--config', config], { cwd: dir, encoding: 'utf8', maxBuffer: 64 << 20 });
-        assert.equal(r.status, 0, r.stderr);
-        return r.stdout;
-    };
-    const keys = [];
-    let cursor;
-    for (let i = 0; i < 100; i++) {
-        const page = JSON.parse(run(['r2', 'object', 'list', 'usage-logs', '--prefix', 'logs/', '--json', ...(cursor ? ['--cursor', cursor] : [])]));
-        keys.push(...page.objects.map((o) => o.key));
-        if (!page.truncated) break;
-        cursor = page.cursor;
-    }
-    const entries = [];
-    for (const key of keys) {
-        for (const line of run(['r2', 'object', 'get', `usage-logs/${key}`]).split('\n')) if (line) entries.push(JSON.parse(line));
-    }
-    return entries;
 }
 
 // The new process is not this one's child: it is stopped by pid, and its end awaited.
@@ -178,7 +156,7 @@ test('upgrade under load: 64 busy connections, 20 open streams, no failure but r
         await stopPid(newPid);
         newPid = 0;
         assert.doesNotMatch(gw.stderr, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/, gw.stderr.slice(-4000));
-        const entries = readEntries(gw.cwd);
+        const { entries } = readUsageLog(gw.cwd);
         const seen = new Map();
         for (const e of entries) seen.set(e.requestId, (seen.get(e.requestId) || 0) + 1);
         const dup = [...seen].filter(([, c]) => c > 1);
