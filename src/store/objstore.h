@@ -319,6 +319,10 @@ void ag__objstore_set_error(const char *fmt, ...) __attribute__((format(printf, 
  *  @return 0, AG_EPROTO or -ENOMEM (out is then empty). */
 int ag__objstore_s3_parse_list(const char *xml, size_t len, ag_obj_list_result_t *out, char **next);
 
+/** An ETag as S3 gives it (in a header or a listing: "\"hex\"", or hex-N for a
+ *  multipart upload) into etag[33]: the lowercase hex digits, NUL-terminated. */
+void ag__objstore_s3_etag(char etag[33], const char *s, size_t n);
+
 /** The <Code> and <Message> of an S3 <Error> document, each copied
  *  NUL-terminated and truncated into code[ncode] and msg[nmsg] ("" when
  *  absent or not an <Error>). */

@@ -453,21 +453,6 @@ static int64_t http_date_ms(const char *s)
     return (int64_t)timegm(&tm) * 1000;
 }
 
-static void etag_from(const char *v, char etag[33])
-{
-    size_t j = 0;
-    for (; *v && j < 32; v++) {
-        char c = *v;
-        if (c >= 'A' && c <= 'F')
-            c = (char)(c + 32);
-        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))
-            etag[j++] = c;
-        else if (c != '"')
-            break;
-    }
-    etag[j] = '\0';
-}
-
 /* The description of an object from a HEAD or GET answer. */
 static int info_from_answer(const s3_req_t *r, const char *key, size_t keylen, uint64_t size,
                             ag_obj_info_t *info)
@@ -526,7 +511,7 @@ static int info_from_answer(const s3_req_t *r, const char *key, size_t keylen, u
     info->key_len = keylen;
     info->size = size;
     if (resp_header(r, "etag", v, sizeof(v)))
-        etag_from(v, info->etag);
+        ag__objstore_s3_etag(info->etag, v, strlen(v));
     memcpy(info->version, info->etag, sizeof(info->version));
     if (resp_header(r, "last-modified", v, sizeof(v)))
         info->uploaded_ms = http_date_ms(v);

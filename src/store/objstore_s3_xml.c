@@ -369,7 +369,7 @@ static int parse_iso_ms(const char *s, size_t n, int64_t *out)
 }
 
 /* An ETag as S3 gives it ("\"hex\"", or hex-N for multipart) into etag[33]. */
-static void copy_etag(char etag[33], const char *s, size_t n)
+void ag__objstore_s3_etag(char etag[33], const char *s, size_t n)
 {
     size_t j = 0;
     for (size_t i = 0; i < n && j < 32; i++) {
@@ -451,7 +451,7 @@ static int list_end(void *vctx, xml_walk_t *w, const char *text, size_t len)
             c->cur.size = v;
             c->have_size = true;
         } else if (strcmp(name, "ETag") == 0) {
-            copy_etag(c->cur.etag, text, len);
+            ag__objstore_s3_etag(c->cur.etag, text, len);
         } else if (strcmp(name, "LastModified") == 0) {
             if (parse_iso_ms(text, len, &c->cur.uploaded_ms) < 0)
                 return AG_EPROTO;
