@@ -263,7 +263,8 @@ static void config_free(ag_config_t *cfg)
 
 static bool restart_only(const char *name)
 {
-    if (strcmp(name, "admin_token_secret") == 0 || strcmp(name, "name") == 0)
+    if (strcmp(name, "admin_token_secret") == 0 || strcmp(name, "name") == 0 ||
+        strcmp(name, "redis.url") == 0)
         return true;
     return ag_config_key_apply(name) == AG_KEY_RESTART;
 }
@@ -1031,6 +1032,7 @@ static int run_server(int argc, char **argv, bool dev)
             .usage_log = ag_gateway_usage_log(gw),
             .log_bucket = ag_gateway_log_bucket(gw),
             .tasks = tasks,
+            .gateway = gw,
             .cfg = cfg,
             .reload = admin_reload,
             .upgrade = admin_upgrade,

@@ -790,8 +790,20 @@ static void handle_request(ag_req_t *req)
         ag_req_respond(req, 200, "application/json", ag_str(body, (size_t)n));
     } else if (ag_str_eq(path, AG_STR_LIT("/readyz"))) {
         int st = atomic_load(&a->state);
-        if (st == AG_ADMIN_READY)
+        ag_gateway_redis_t rs =
+            a->opts.gateway ? ag_gateway_redis_state(a->opts.gateway) : AG_GATEWAY_REDIS_NONE;
+        /* Redis is required while limits fail closed: without it every AI
+         * request would get a 503, so a balancer should send them elsewhere. */
+        if (st == AG_ADMIN_READY && rs == AG_GATEWAY_REDIS_DOWN)
+            ag_req_respond(req, 503, "application/json",
+                           AG_STR_LIT("{\"status\":\"redis_down\",\"redis\":\"down\"}"));
+        else if (st == AG_ADMIN_READY && rs == AG_GATEWAY_REDIS_NONE)
             ag_req_respond(req, 200, "application/json", AG_STR_LIT("{\"status\":\"ready\"}"));
+        else if (st == AG_ADMIN_READY)
+            ag_req_respond(req, 200, "application/json",
+                           rs == AG_GATEWAY_REDIS_UP
+                               ? AG_STR_LIT("{\"status\":\"ready\",\"redis\":\"up\"}")
+                               : AG_STR_LIT("{\"status\":\"ready\",\"redis\":\"down\"}"));
         else
             ag_req_respond(req, 503, "application/json",
                            st == AG_ADMIN_STARTING ? AG_STR_LIT("{\"status\":\"starting\"}")

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 
+#include "gateway/gateway.h"
 #include "http/server.h"
 #include "obs/obs.h"
 #include "store/objstore.h"
@@ -28,6 +29,7 @@ typedef struct ag_admin_options {
     ag_usage_log_t *usage_log;
     ag_objstore_t *log_bucket;
     ag_tasks_t *tasks;      /* NULL: no scheduled tasks */
+    ag_gateway_t *gateway;  /* for /readyz's Redis state; NULL: none */
     const ag_config_t *cfg; /* for the task list */
     /* POST /reload: validates and applies the config at `path` (NULL: the
      * server's own file), writing the answer's JSON into body; returns the

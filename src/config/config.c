@@ -53,6 +53,8 @@ typedef struct cfg_key {
 
 static const char *const auth_modes[] = {"off", "optional", "required", NULL};
 static const char *const upstream_clients[] = {"native", "curl", NULL};
+static const char *const redis_fail_modes[] = {"closed", "open", NULL};
+static const char *const cache_backends[] = {"redis", "local", NULL};
 static const char *const *enum_choices(size_t offset);
 
 /* The [aigate] table. Durations are seconds (fractions allowed), stored as ms. */
@@ -201,6 +203,19 @@ static const cfg_key_t aigate_keys[] = {
     {"usage_log_retention_days", K_UINT, 0, 36500, 30, NULL, OFF(usage_log_retention_days),
      "days of usage log kept (older days are deleted; closed days are gzipped); 0: forever",
      RESTART},
+    /* Scale-out (platform.md section 7): the Redis of [aigate.redis] url. */
+    {"redis_fail", K_ENUM, 0, 0, 0, "closed", OFF(redis_fail),
+     "while Redis is down or slow: \"closed\" (rate limits answer 503 with Retry-After) or "
+     "\"open\" (requests go on under this instance's own limits)",
+     RELOAD},
+    {"redis_timeout", K_SECONDS, 0.001, 60, 0.5, NULL, OFF(redis_timeout_ms),
+     "seconds a Redis command may take (and a connect); past it Redis counts as down for that "
+     "request",
+     RESTART},
+    {"cache_backend", K_ENUM, 0, 0, 0, "redis", OFF(cache_backend),
+     "where cached answers live when [aigate.redis] is set: \"redis\" (shared by every "
+     "instance) or \"local\" (this instance's store in cache_binding); without Redis, local",
+     RESTART},
 };
 
 /* The values of a K_ENUM key, NULL-terminated (by field, to keep the table's rows short). */
@@ -208,6 +223,10 @@ static const char *const *enum_choices(size_t offset)
 {
     if (offset == OFF(upstream_client))
         return upstream_clients;
+    if (offset == OFF(redis_fail))
+        return redis_fail_modes;
+    if (offset == OFF(cache_backend))
+        return cache_backends;
     AG_ASSERT(offset == OFF(auth));
     return auth_modes;
 }
@@ -553,6 +572,7 @@ void ag_config_fini(ag_config_t *cfg)
     AG_FREE(&cfg->smtp_user);
     AG_FREE(&cfg->s3_endpoint);
     AG_FREE(&cfg->s3_region);
+    AG_FREE(&cfg->redis_url);
     for (size_t i = 0; i < cfg->nratelimits; i++) {
         free(cfg->ratelimits[i].name);
         free(cfg->ratelimits[i].namespace_id);
@@ -821,6 +841,8 @@ size_t ag_config_diff(const ag_config_t *a, const ag_config_t *b, const char **n
     if (str_differ(a->s3_endpoint, b->s3_endpoint) || str_differ(a->s3_region, b->s3_region) ||
         a->s3_path_style != b->s3_path_style)
         CHANGED("s3");
+    if (str_differ(a->redis_url, b->redis_url))
+        CHANGED("redis.url");
     if (prices_differ(a, b))
         CHANGED("prices");
     if (fallbacks_differ(a, b))
@@ -869,6 +891,9 @@ void ag_config_keep_restart(ag_config_t *dst, const ag_config_t *running)
     }
     free(dst->name);
     dst->name = running->name ? xstrdup(running->name) : NULL;
+    /* Every worker holds a connection to the Redis it started with. */
+    free(dst->redis_url);
+    dst->redis_url = running->redis_url ? xstrdup(running->redis_url) : NULL;
 }
 
 /* ---- loading --------------------------------------------------------------- */
@@ -1494,6 +1519,33 @@ static void load_s3(loader_t *ld, const ag_toml_value_t *t)
     }
 }
 
+/* [aigate.redis]: url (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix:///PATH; the
+ * password may instead be the secret REDIS_PASSWORD). The store checks the URL's shape at
+ * start; here only its scheme, so a typo is caught by `aigate deploy` too. */
+static void load_redis(loader_t *ld, const ag_toml_value_t *t)
+{
+    if (ag_toml_type(t) != AG_TOML_TABLE) {
+        report(ld, t, "aigate.redis must be a table");
+        return;
+    }
+    for (size_t i = 0; i < ag_toml_table_len(t); i++) {
+        const char *key;
+        size_t klen;
+        const ag_toml_value_t *v = ag_toml_table_at(t, i, &key, &klen);
+        if (!(klen == 3 && memcmp(key, "url", 3) == 0))
+            warn(ld, v,
+                 "unknown key aigate.redis.%.*s (ignored; redis_fail and redis_timeout are "
+                 "[aigate] keys, the password may be the secret REDIS_PASSWORD)",
+                 (int)klen, key);
+    }
+    opt_string(ld, t, "url", "aigate.redis", &ld->cfg->redis_url, NULL);
+    const char *u = ld->cfg->redis_url;
+    if (u && strncmp(u, "redis://", 8) != 0 && strncmp(u, "unix://", 7) != 0)
+        report(ld, ag_toml_table_get(t, "url"),
+               "aigate.redis.url must be redis://[:PASSWORD@]HOST[:PORT][/DB] or "
+               "unix:///PATH/redis.sock (TLS, rediss://, is not supported)");
+}
+
 /* [aigate.fallbacks] "MODEL" = ["NEXT", ...]: tried in order after MODEL's retries. */
 static void load_fallbacks(loader_t *ld, const ag_toml_value_t *t)
 {
@@ -1622,6 +1674,10 @@ static void load_aigate(loader_t *ld, const ag_toml_value_t *t)
         }
         if (!k && klen == 2 && memcmp(key, "s3", 2) == 0) {
             load_s3(ld, v);
+            continue;
+        }
+        if (!k && klen == 5 && memcmp(key, "redis", 5) == 0) {
+            load_redis(ld, v);
             continue;
         }
         if (!k && klen == 9 && memcmp(key, "fallbacks", 9) == 0) {

@@ -192,6 +192,11 @@ typedef struct ag_config {
     char *s3_endpoint;  /* http(s)://host[:port] */
     char *s3_region;    /* NULL: "us-east-1" ("auto" for R2) */
     bool s3_path_style; /* true (the default): endpoint/bucket/key; false: bucket.host/key */
+    /* [aigate.redis] url: shared state of several instances (restart to change); NULL: none */
+    char *redis_url;
+    int redis_fail;            /* 0: "closed" (the default), 1: "open" */
+    unsigned redis_timeout_ms; /* each command's (and a connect's) */
+    int cache_backend;         /* 0: "redis" (when redis_url is set; the default), 1: "local" */
     /* bounded disk */
     size_t cache_max_bytes;            /* the cache store's size bound */
     unsigned usage_log_retention_days; /* 0: keep every day */

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT
  *
  * cache.c: the response cache: SHA-256 keys, the entry codec, fills written
- * off the loop, asynchronous lookups, and the SSE replay of an entry.
+ * off the loop (or pipelined to Redis), asynchronous lookups in the local
+ * store or on Redis, and the SSE replay of an entry.
  */
 #include "util/platform.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -51,11 +54,42 @@ static void cache_fill_done(uv_work_t *w, int status)
 
 #define MAX_PENDING_FILLS 4096
 
+static void on_redis_fill(void *ctx, int rc, const ag_resp_t *reply)
+{
+    gw_worker_t *w = ctx;
+    if (rc == 0 && reply->type == AG_RESP_ERROR)
+        rc = AG_REDIS_EREPLY;
+    if (rc < 0 && rc != AG_REDIS_ECLOSED)
+        gw_redis_warn(w, "store a cached answer", rc, "it is not cached");
+}
+
+/* SET with the TTL as Redis's own: the command is copied when sent, and
+ * pipelined with the rest of the loop's. A Redis that is down drops it. */
+static void cache_fill_redis(gw_worker_t *w, int64_t ttl_s, const char *key, const ag_buf_t *value)
+{
+    char *rkey = NULL, ttl[24];
+    if (asprintf(&rkey, "%s%s", w->gw->cache_redis, key) < 0)
+        return;
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_s > 0 ? ttl_s : 1));
+    const char *argv[] = {"SET", rkey, value->data, "EX", ttl};
+    size_t lens[] = {3, strlen(rkey), value->len, 2, strlen(ttl)};
+    int rc = ag_redis_command(w->redis, 5, argv, lens, on_redis_fill, w, NULL);
+    free(rkey);
+    if (rc < 0)
+        gw_redis_warn(w, "store a cached answer", rc, "it is not cached");
+}
+
 /* Stores the answer off the loop thread: an LMDB write may wait on the disk. */
 void gw_cache_fill(gw_worker_t *w, int64_t ttl_s, const char *key, const ag_buf_t *value)
 {
     ag_gateway_t *gw = w->gw;
-    if (!gw->cache || value->len == 0)
+    if (value->len == 0)
+        return;
+    if (gw->cache_redis && w->redis) {
+        cache_fill_redis(w, ttl_s, key, value);
+        return;
+    }
+    if (!gw->cache)
         return;
     /* Memory stays bounded when fills come faster than the disk takes them:
      * past the bound a fill is skipped (a later request fills instead). */
@@ -132,7 +166,8 @@ typedef struct lookup {
     bool stream;
     gw_cache_miss_fn miss;
     void *ctx;
-    ag_kv_op_t *op; /* pending get, or NULL */
+    ag_kv_op_t *op;       /* pending get, or NULL */
+    ag_redis_cmd_t *rcmd; /* pending GET on Redis, or NULL */
     char key[GW_KV_KEY_LEN];
 } lookup_t;
 
@@ -141,6 +176,8 @@ static void lookup_cancel(void *p)
     lookup_t *l = p;
     ag_kv_op_cancel(l->op);
     l->op = NULL;
+    ag_redis_cancel(l->rcmd);
+    l->rcmd = NULL;
 }
 
 /* Serves the entry through the route's protocol. @return true when it did. */
@@ -186,11 +223,53 @@ static void on_cache_value(void *ctx, int rc, ag_kv_value_t *v)
     l->miss(l->ctx);
 }
 
+/* The GET's answer as the KV store would give it. A Redis that cannot answer
+ * is a miss: the request goes upstream rather than wait or fail. */
+static void on_redis_cache_value(void *ctx, int rc, const ag_resp_t *reply)
+{
+    lookup_t *l = ctx;
+    l->rcmd = NULL;
+    if (rc == 0 && reply->type == AG_RESP_NIL) {
+        on_cache_value(l, AG_ENOTFOUND, NULL);
+        return;
+    }
+    if (rc == 0 && reply->type != AG_RESP_BULK)
+        rc = AG_REDIS_EREPLY;
+    if (rc < 0) {
+        gw_redis_warn(l->w, "look up the cache", rc, "requests go upstream");
+        on_cache_value(l, AG_ENOTFOUND, NULL);
+        return;
+    }
+    /* The entry codec reads a NUL-terminated value, as the KV store keeps it. */
+    ag_kv_value_t v = {.data = malloc(reply->len + 1), .len = reply->len};
+    if (!v.data) {
+        on_cache_value(l, -ENOMEM, NULL);
+        return;
+    }
+    memcpy(v.data, reply->str, reply->len);
+    v.data[reply->len] = '\0';
+    on_cache_value(l, 0, &v); /* l may be gone now: v is ours */
+    free(v.data);
+}
+
+static void cache_lookup_redis(lookup_t *l, gw_cache_miss_fn miss, void *ctx)
+{
+    char *rkey = ag_pool_printf(&l->req->pool, "%s%s", l->w->gw->cache_redis, l->key);
+    const char *argv[] = {"GET", rkey};
+    int rc = ag_redis_command(l->w->redis, 2, argv, NULL, on_redis_cache_value, l, &l->rcmd);
+    if (rc < 0) {
+        l->rcmd = NULL;
+        gw_redis_warn(l->w, "look up the cache", rc, "requests go upstream");
+        miss(ctx);
+    }
+}
+
 void gw_cache_lookup(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, const char *key,
                      const char *model, bool stream, gw_cache_miss_fn miss, void *ctx)
 {
     ag_kv_t *kv = w->gw->cache;
-    if (!kv || !route->cache) {
+    bool on_redis = w->gw->cache_redis && w->redis;
+    if ((!kv && !on_redis) || !route->cache) {
         miss(ctx);
         return;
     }
@@ -208,6 +287,10 @@ void gw_cache_lookup(gw_worker_t *w, ag_req_t *req, const gw_route_t *route, con
     AG_ASSERT(klen < sizeof(l->key));
     memcpy(l->key, key, klen + 1);
     ag_pool_on_clear(&req->pool, lookup_cancel, l);
+    if (on_redis) {
+        cache_lookup_redis(l, miss, ctx);
+        return;
+    }
     ag_kv_op_t *op = NULL;
     int rc = ag_kv_get_async(kv, l->key, klen, on_cache_value, l, &op);
     if (rc < 0) {

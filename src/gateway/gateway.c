@@ -7,6 +7,7 @@
 #include "util/platform.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "gateway/access.h"
@@ -15,6 +16,8 @@
 #include "gateway/upcall.h"
 #include "gateway/generation.h"
 #include "gateway/router.h"
+#include "store/secrets.h"
+#include "store/secrets_resolve.h"
 #include "util/errors.h"
 #include "util/log.h"
 
@@ -77,6 +80,32 @@ void ag_gateway_set_handover(bool on)
     gw_handover = on;
 }
 
+/* [aigate.redis]: checked here (each worker connects on its own loop). */
+static int redis_settings(ag_gateway_t *gw, const ag_config_t *cfg)
+{
+    ag_redis_url_t u;
+    const char *why;
+    if (ag_redis_url_parse(cfg->redis_url, &u, &why) < 0) {
+        ag_log_error("aigate.redis.url: %s", why);
+        return AG_EBADCONFIG;
+    }
+    gw->redis_url = strdup(cfg->redis_url);
+    if (!gw->redis_url)
+        return -ENOMEM;
+    if (!u.password[0]) {
+        int rc = ag_secrets_resolve(cfg->data_dir, "REDIS_PASSWORD", &gw->redis_password);
+        if (rc == AG_ENOTFOUND) {
+            rc = 0; /* a Redis without a password */
+        } else if (rc < 0) {
+            ag_log_error("cannot read the secret REDIS_PASSWORD: %s", ag_strerror(rc));
+            return rc;
+        }
+    }
+    gw->redis_timeout_ms = cfg->redis_timeout_ms;
+    explicit_bzero(&u, sizeof(u));
+    return 0;
+}
+
 int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
 {
     ag_gateway_t *gw = calloc(1, sizeof(*gw));
@@ -92,7 +121,16 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
     if (rc < 0)
         goto fail;
     atomic_store(&gw->current, gen);
-    if (any_route_caches(gen)) {
+    if (cfg->redis_url && (rc = redis_settings(gw, cfg)) < 0)
+        goto fail;
+    if (any_route_caches(gen) && gw->redis_url && cfg->cache_backend == 0) {
+        /* Shared by every instance; Redis's TTLs expire the entries. */
+        if (asprintf(&gw->cache_redis, "aigate:cache:%s:", cfg->cache_binding) < 0) {
+            gw->cache_redis = NULL;
+            rc = -ENOMEM;
+            goto fail;
+        }
+    } else if (any_route_caches(gen)) {
         /* A cache: a lost entry is only a miss, and the oldest go to stay in the bound. */
         ag_kv_options_t ko = {.lmdb.no_sync = true, .lmdb.max_bytes = cfg->cache_max_bytes};
         rc = ag_kv_open_namespace(cfg->data_dir, cfg->cache_binding, &ko, &gw->cache);
@@ -187,6 +225,7 @@ void ag_gateway_free(ag_gateway_t *gw)
     if (!gw)
         return;
     ag_kv_close(gw->cache);
+    free(gw->cache_redis);
     /* Every accepted entry reaches the bucket before we exit: close flushes. */
     ag_usage_log_close(gw->usage_log);
     ag_usage_log_free(gw->usage_log);
@@ -197,6 +236,8 @@ void ag_gateway_free(ag_gateway_t *gw)
     ag_budget_close(gw->budget);
     ag_keys_close(gw->keys);
     ag_rates_free(gw->rates);
+    free(gw->redis_url);
+    ag_secrets_value_free(gw->redis_password);
     gw_gen_unref(atomic_load(&gw->current));
     pthread_mutex_destroy(&gw->gen_lock);
     free(gw);
@@ -231,6 +272,60 @@ const char *ag_gateway_default_headers(const ag_gateway_t *gw)
 
 static void worker_fini(ag_worker_t *sw, void *worker_ctx);
 
+/* Each loop has its own connection: commands and answers never cross threads. */
+static int worker_redis_open(gw_worker_t *w)
+{
+    ag_gateway_t *gw = w->gw;
+    snprintf(w->redis_name, sizeof(w->redis_name), "worker %u", w->index);
+    ag_redis_options_t ro = {
+        .url = gw->redis_url,
+        .password = gw->redis_password,
+        .connect_timeout_ms = gw->redis_timeout_ms,
+        .command_timeout_ms = gw->redis_timeout_ms,
+        .name = w->redis_name,
+    };
+    int rc = ag_redis_new(w->loop, &ro, &w->redis);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&gw->gen_lock);
+    gw->redis_clients[w->index] = w->redis;
+    pthread_mutex_unlock(&gw->gen_lock);
+    return 0;
+}
+
+static void worker_redis_close(gw_worker_t *w)
+{
+    if (!w->redis)
+        return;
+    pthread_mutex_lock(&w->gw->gen_lock);
+    w->gw->redis_clients[w->index] = NULL;
+    pthread_mutex_unlock(&w->gw->gen_lock);
+    /* Pending checks fail (ECLOSED): their requests are answered by the policy. */
+    ag_redis_close(w->redis);
+    w->redis = NULL;
+}
+
+ag_gateway_redis_t ag_gateway_redis_state(ag_gateway_t *gw)
+{
+    if (!gw->redis_url)
+        return AG_GATEWAY_REDIS_NONE;
+    unsigned up = 0, clients = 0;
+    pthread_mutex_lock(&gw->gen_lock);
+    for (unsigned i = 0; i < gw->nworkers && i < MAX_WORKERS; i++) {
+        if (gw->redis_clients[i]) {
+            clients++;
+            up += ag_redis_is_up(gw->redis_clients[i]);
+        }
+    }
+    bool open = atomic_load(&gw->current)->redis_fail_open;
+    pthread_mutex_unlock(&gw->gen_lock);
+    /* Every worker talks to the same server: one that cannot reach it is
+     * enough to call it down (its requests would fail). */
+    if (clients > 0 && up == clients)
+        return AG_GATEWAY_REDIS_UP;
+    return open ? AG_GATEWAY_REDIS_DOWN_OPEN : AG_GATEWAY_REDIS_DOWN;
+}
+
 static int worker_init(ag_worker_t *sw, void *server_ctx, void **worker_ctx)
 {
     ag_gateway_t *gw = server_ctx;
@@ -261,6 +356,11 @@ static int worker_init(ag_worker_t *sw, void *server_ctx, void **worker_ctx)
         worker_fini(sw, w);
         return rc;
     }
+    if (gw->redis_url && (rc = worker_redis_open(w)) < 0) {
+        ag_log_error("worker %u: cannot start its Redis client: %s", w->index, ag_strerror(rc));
+        worker_fini(sw, w);
+        return rc;
+    }
     rc = ag_obs_worker_start(gw->obs, w->index, w->loop);
     if (rc == 0 && w->index == 0 && gw->cache)
         rc = ag_periodic_start(w->loop, SWEEP_INTERVAL_MS, gw_cache_sweep, gw, &w->sweep);
@@ -285,6 +385,7 @@ static void worker_fini(ag_worker_t *sw, void *worker_ctx)
     if (!w)
         return;
     ag_periodic_stop(w->sweep);
+    worker_redis_close(w);
     /* Flights first: they cancel their own calls, which closing the client
      * would free under them (a drain cut short leaves some). */
     gw_flight_worker_stop(w, on_mailbox_closed);

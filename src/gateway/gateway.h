@@ -50,6 +50,17 @@ struct ag_objstore *ag_gateway_log_bucket(ag_gateway_t *gw);
 /** The upstream's rate-limit view, which scheduled tasks share. */
 struct ag_rates *ag_gateway_rates(ag_gateway_t *gw);
 
+/** Redis as the workers see it, for /readyz. */
+typedef enum ag_gateway_redis {
+    AG_GATEWAY_REDIS_NONE,      /* no [aigate.redis] */
+    AG_GATEWAY_REDIS_UP,        /* every worker is connected */
+    AG_GATEWAY_REDIS_DOWN,      /* some worker is not, and limits fail closed */
+    AG_GATEWAY_REDIS_DOWN_OPEN, /* some worker is not; redis_fail = "open" serves anyway */
+} ag_gateway_redis_t;
+
+/** Any thread. */
+ag_gateway_redis_t ag_gateway_redis_state(ag_gateway_t *gw);
+
 /** Headers every response carries, for the server (ag_server_options_t). */
 const char *ag_gateway_default_headers(const ag_gateway_t *gw);
 

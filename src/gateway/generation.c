@@ -199,6 +199,7 @@ int gw_gen_new_from(const ag_config_t *cfg, const gw_gen_t *prev, FILE *errs, gw
         goto fail;
     }
     g->auth = cfg->auth;
+    g->redis_fail_open = cfg->redis_fail == 1;
     g->cors_origins_set = cfg->cors_origins_set;
     size_t norigins = 0;
     while (cfg->cors_origins && cfg->cors_origins[norigins])

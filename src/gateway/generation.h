@@ -70,6 +70,7 @@ struct gw_gen {
     ag_config_task_route_t *routing; /* owned copies */
     size_t nrouting;
     int auth;              /* ag_auth_mode_t */
+    bool redis_fail_open;  /* redis_fail = "open": local limits while Redis cannot answer */
     char **cors_origins;   /* owned copies, NULL-terminated */
     bool cors_origins_set; /* written in the config (else the default, for /api/generate) */
     bool cors_wildcard;    /* the list holds "*" */

@@ -19,6 +19,7 @@
 #include "limit/budget.h"
 #include "obs/obs.h"
 #include "store/keys.h"
+#include "store/redis.h"
 #include "store/kv.h"
 #include "store/objstore.h"
 #include "store/usage_log.h"
@@ -62,17 +63,23 @@ typedef struct mailbox {
 
 struct ag_gateway {
     _Atomic(gw_gen_t *) current; /* the generation new requests take */
-    pthread_mutex_t gen_lock;    /* held only to swap `current` or count a worker in */
+    pthread_mutex_t gen_lock;    /* held only to swap `current`, count a worker in, or
+                                  * read or change redis_clients */
     unsigned nworkers;
-    ag_kv_t *cache; /* NULL: caching off for the process */
+    ag_kv_t *cache;    /* the local cache store; NULL: none (off, or on Redis) */
+    char *cache_redis; /* the cache on Redis: its key prefix ("aigate:cache:BINDING:"); NULL: not */
     ag_objstore_t *log_bucket;
     ag_usage_log_t *usage_log;
     ag_obs_t *obs;
-    ag_rates_t *rates;           /* the upstream's rate-limit view, shared by every worker */
-    ag_keys_t *keys;             /* client API keys (<data_dir>/keys) */
-    ag_budget_t *budget;         /* budgets and per-key limits (<data_dir>/budget) */
-    const char *default_headers; /* the server's own answers' (static) */
-    atomic_uint fills_pending;   /* cache fills queued on the thread pool */
+    ag_rates_t *rates;    /* the upstream's rate-limit view, shared by every worker */
+    ag_keys_t *keys;      /* client API keys (<data_dir>/keys) */
+    ag_budget_t *budget;  /* budgets and per-key limits (<data_dir>/budget) */
+    char *redis_url;      /* [aigate.redis] url, or NULL */
+    char *redis_password; /* the secret REDIS_PASSWORD, when the URL has none */
+    unsigned redis_timeout_ms;
+    ag_redis_t *redis_clients[MAX_WORKERS]; /* each worker's, under gen_lock (for /readyz) */
+    const char *default_headers;            /* the server's own answers' (static) */
+    atomic_uint fills_pending;              /* cache fills queued on the thread pool */
     atomic_ullong fills_skipped;
     flight_shard_t flights[FLIGHT_SHARDS];
     mailbox_t mailboxes[MAX_WORKERS];
@@ -85,11 +92,21 @@ struct gw_worker {
     unsigned index;
     uv_loop_t *loop;
     uv_async_t mail;
-    gw_gen_ref_t *gen;      /* this worker's hold on the current generation */
-    gw_gen_ref_t *old_gens; /* holds on superseded ones that requests still use */
-    gw_fetch_t *fetches;    /* upstream calls this worker leads for a flight */
-    ag_periodic_t *sweep;   /* worker 0: reclaims expired cache entries */
-    ag_keys_reader_t *keys; /* this thread's key-store reader */
+    gw_gen_ref_t *gen;            /* this worker's hold on the current generation */
+    gw_gen_ref_t *old_gens;       /* holds on superseded ones that requests still use */
+    gw_fetch_t *fetches;          /* upstream calls this worker leads for a flight */
+    ag_periodic_t *sweep;         /* worker 0: reclaims expired cache entries */
+    ag_keys_reader_t *keys;       /* this thread's key-store reader */
+    ag_redis_t *redis;            /* [aigate.redis]: this loop's client; NULL without */
+    char redis_name[24];          /* its name in log lines */
+    int64_t redis_logged_us;      /* when a Redis failure was last logged (once a second) */
+    atomic_ullong redis_failures; /* checks Redis could not answer (written here alone) */
 };
+
+/** A cache is open for the process: on this instance or on Redis. */
+static inline bool gw_cache_on(const ag_gateway_t *gw)
+{
+    return gw->cache || gw->cache_redis;
+}
 
 #endif

@@ -31,6 +31,7 @@ typedef struct gen_req {
     gw_access_t *acc;
     ag_str_t body; /* the upstream request body, pool-owned */
     ag_str_t model;
+    ag_str_t prompt; /* the decoded prompt, pool-owned */
     bool stream, no_store;
     bool led; /* this request's worker runs the flight's upstream call */
     unsigned char key[SHA256_DIGEST_LENGTH];
@@ -114,7 +115,7 @@ static shared_result_t *gen_finish(gw_worker_t *w, const gw_route_t *route, cons
 {
     ag_buf_t value;
     ag_buf_init(&value, 0);
-    bool fill = may_fill && route->cache && w->gw->cache;
+    bool fill = may_fill && route->cache && gw_cache_on(w->gw);
     shared_result_t *r = ag__gw_result_from_upstream(req_id, resp, fill ? &value : NULL);
     if (fill && value.len)
         gw_cache_fill(w, route->gen->cache_ttl_s, kv_key, &value);
@@ -175,7 +176,7 @@ static void gen_upstream(void *ctx)
         ag_req_respond_error(req, 503, MSG_NO_KEY);
         return;
     }
-    bool cached = g->route->cache && g->w->gw->cache;
+    bool cached = g->route->cache && gw_cache_on(g->w->gw);
     if (!gw_step_reserve(req, g->route, g->acc, g->model.ptr, g->body.len + (g->stream ? 14 : 0),
                          gen->max_tokens, false))
         return;
@@ -210,6 +211,8 @@ static void gen_upstream(void *ctx)
         gw_flight_fetch(g->w, g->route, g->key, g->kv_key, req->id, g->model.ptr, g->body,
                         gen->generate_headers, gen_finish);
 }
+
+static void gen_limited(void *ctx);
 
 void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
 {
@@ -294,13 +297,22 @@ void gw_generate_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     g->stream = js >= 0 && toks[js].type == AG_JT_TRUE;
     gw_step_usage_begin(req, g->model.ptr, (uint32_t)prompt_units, g->stream);
 
+    g->prompt = prompt_text;
     /* 2. rate limit */
-    if (!gw_step_limit(req, route))
-        return;
+    gw_step_limit(req, w, route, gen_limited, g);
+}
 
+/* What follows the rate limit. */
+static void gen_limited(void *ctx)
+{
+    gen_req_t *g = ctx;
+    ag_req_t *req = g->req;
+    gw_worker_t *w = g->w;
+    const gw_route_t *route = g->route;
+    const gw_gen_t *gen = route->gen;
     /* 3. cache: keyed on the exact upstream body, which holds everything that
      *    changes the answer (model, max_tokens, prompt). */
-    g->body = ag__gw_build_upstream_body(&req->pool, model, gen->max_tokens, prompt_text);
+    g->body = ag__gw_build_upstream_body(&req->pool, g->model, gen->max_tokens, g->prompt);
     if (!g->body.ptr) {
         ag_req_respond_error(req, 500, MSG_INTERNAL);
         return;

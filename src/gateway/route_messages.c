@@ -262,8 +262,6 @@ static msg_req_t *msg_begin(ag_req_t *req, gw_worker_t *w, const gw_route_t *rou
     m->max_tokens = json_is_integer(mt) ? json_integer_value(mt) : 0;
     m->stream = !count_tokens && json_is_true(json_object_get(m->root, "stream"));
     gw_step_usage_begin(req, m->model, ag__gw_last_user_units(m->root), m->stream);
-    if (!gw_step_limit(req, route))
-        return NULL;
     return m;
 }
 
@@ -271,14 +269,25 @@ void gw_count_tokens_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *rou
 {
     msg_req_t *m = msg_begin(req, w, route, true);
     if (m)
-        msg_upstream(m);
+        gw_step_limit(req, w, route, msg_upstream, m);
 }
+
+static void msg_limited(void *ctx);
 
 void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
 {
     msg_req_t *m = msg_begin(req, w, route, false);
-    if (!m)
-        return;
+    if (m)
+        gw_step_limit(req, w, route, msg_limited, m);
+}
+
+/* What follows the rate limit: the cache, then the upstream. */
+static void msg_limited(void *ctx)
+{
+    msg_req_t *m = ctx;
+    ag_req_t *req = m->req;
+    gw_worker_t *w = m->w;
+    const gw_route_t *route = m->route;
     const char *mname = m->model;
     /* The cache key covers the request without "stream" (so streamed and plain
      * requests share entries) and the headers that change the answer. */
@@ -295,7 +304,7 @@ void gw_messages_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
     bool no_cache, no_store;
     gw_step_cache_control(req, &no_cache, &no_store);
     /* Only text answers can be replayed: with tools or thinking, no caching. */
-    bool cacheable = route->cache && w->gw->cache && !json_object_get(m->root, "tools") &&
+    bool cacheable = route->cache && gw_cache_on(w->gw) && !json_object_get(m->root, "tools") &&
                      !json_object_get(m->root, "thinking") && mname;
     char key[GW_KV_KEY_LEN];
     memcpy(key, m->kv_key, sizeof(key));

@@ -34,6 +34,7 @@ typedef struct oai_req {
     gw_openai_stream_t st; /* the stream's translator */
     bool st_live;
     const char *model;
+    json_t *root;               /* the upstream body parsed, until the cache key is made */
     char kv_key[GW_KV_KEY_LEN]; /* "" when the answer is not cached */
 } oai_req_t;
 
@@ -139,6 +140,9 @@ static void oai_cleanup(void *p)
     ag_call_cancel(m->call);
     m->call = NULL;
     ag_buf_fini(&m->body);
+    if (m->root)
+        json_decref(m->root);
+    m->root = NULL;
     if (m->st_live)
         gw_openai_stream_fini(&m->st);
     m->st_live = false;
@@ -240,6 +244,8 @@ static void oai_upstream(void *ctx)
     }
 }
 
+static void oai_limited(void *ctx);
+
 void gw_chat_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
 {
     const gw_gen_t *gen = route->gen;
@@ -282,18 +288,26 @@ void gw_chat_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
         openai_error(req, 403, "permission_error", "model: not allowed for this API key");
         return;
     }
-    json_t *root = json_loadb(m->body.data, m->body.len, 0, NULL);
-    gw_step_usage_begin(req, m->model, ag__gw_last_user_units(root), m->info.stream);
-    if (!gw_step_limit(req, route)) {
-        json_decref(root);
-        return;
-    }
+    m->root = json_loadb(m->body.data, m->body.len, 0, NULL);
+    gw_step_usage_begin(req, m->model, ag__gw_last_user_units(m->root), m->info.stream);
+    gw_step_limit(req, w, route, oai_limited, m);
+}
+
+/* What follows the rate limit: the cache, then the upstream. */
+static void oai_limited(void *ctx)
+{
+    oai_req_t *m = ctx;
+    ag_req_t *req = m->req;
+    gw_worker_t *w = m->w;
+    const gw_route_t *route = m->route;
+    json_t *root = m->root;
+    m->root = NULL;
     /* Keyed on the upstream body without "stream" (streamed and plain requests
      * share entries); the translation is deterministic, so equal requests are
      * equal bodies. */
     json_object_del(root, "stream");
     char *canon = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
-    bool cacheable = canon && route->cache && w->gw->cache && !m->info.has_tools &&
+    bool cacheable = canon && route->cache && gw_cache_on(w->gw) && !m->info.has_tools &&
                      !json_object_get(root, "thinking");
     json_decref(root);
     if (canon) {
@@ -371,12 +385,31 @@ static void add_model(const char **ids, size_t *n, size_t cap, const gw_access_t
     ids[(*n)++] = id;
 }
 
+typedef struct models_req {
+    ag_req_t *req;
+    const gw_route_t *route;
+    const gw_access_t *acc;
+} models_req_t;
+
+static void models_limited(void *ctx);
+
 void gw_models_handle(ag_req_t *req, gw_worker_t *w, const gw_route_t *route)
 {
-    const gw_gen_t *gen = route->gen;
     gw_access_t *a = gw_step_auth(req, w, route);
-    if (!a || !gw_step_limit(req, route))
+    if (!a)
         return;
+    models_req_t *mr = ag_pool_alloc(&req->pool, sizeof(*mr));
+    *mr = (models_req_t){req, route, a};
+    gw_step_limit(req, w, route, models_limited, mr);
+}
+
+/* What follows the rate limit: the list. */
+static void models_limited(void *ctx)
+{
+    models_req_t *mr = ctx;
+    ag_req_t *req = mr->req;
+    const gw_gen_t *gen = mr->route->gen;
+    const gw_access_t *a = mr->acc;
     /* What a client may ask for: DEFAULT_MODEL, every route's allowlist, the
      * routed tasks' models; those of the key's list alone when it has one. */
     size_t cap = 1 + gen->nrouting;

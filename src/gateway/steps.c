@@ -9,6 +9,7 @@
 
 #include "gateway/steps.h"
 #include "http/addr.h"
+#include "store/redis_gcra.h"
 #include "util/fmt.h"
 #include "util/log.h"
 
@@ -27,29 +28,127 @@ void gw_step_identify(ag_req_t *req, const gw_route_t *route)
     memcpy(req->client, client, sizeof(client));
 }
 
-bool gw_step_limit(ag_req_t *req, const gw_route_t *route)
+/* The check's answer on the response: RateLimit-*, and the 429 when refused.
+ * @return true when the request may go on. */
+static bool limit_answer(ag_req_t *req, const gw_route_t *route, const ag_limit_result_t *r)
 {
     const gw_limit_t *nl = &route->limit;
-    gw_step_identify(req, route);
-    ag_limit_result_t r;
-    /* Monotonic: a wall-clock step (NTP) must not block or free clients. */
-    /* Counted per identity (an IPv6 client per prefix); logs keep req->client. */
-    char who[AG_ADDR_TEXT];
-    ag_addr_identity(req->client, route->gen->ipv6_prefix, who);
-    ag_limiter_check(nl->lim, who, strlen(who), ag_mono_us(), &r);
     char num[24];
-    ag_req_add_header(req, "RateLimit-Limit", ag_str(num, ag_fmt_u64(num, r.limit)));
-    ag_req_add_header(req, "RateLimit-Remaining", ag_str(num, ag_fmt_u64(num, r.remaining)));
-    ag_req_add_header(req, "RateLimit-Reset", ag_str(num, ag_fmt_u64(num, r.reset_s)));
-    if (r.allowed)
+    ag_req_add_header(req, "RateLimit-Limit", ag_str(num, ag_fmt_u64(num, r->limit)));
+    ag_req_add_header(req, "RateLimit-Remaining", ag_str(num, ag_fmt_u64(num, r->remaining)));
+    ag_req_add_header(req, "RateLimit-Reset", ag_str(num, ag_fmt_u64(num, r->reset_s)));
+    if (r->allowed)
         return true;
-    ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, r.retry_after_s)));
+    ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, r->retry_after_s)));
     req->ai.rate_limited = true;
     char word[32], msg[128];
     snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u requests/%s.", nl->limit,
              ag__gw_period_word(nl->period_s, word, sizeof(word)));
     route->def->proto->respond_error(req, 429, "rate_limit_error", msg);
     return false;
+}
+
+/* Counted per identity (an IPv6 client per prefix); logs keep req->client. */
+static void limit_identity(const ag_req_t *req, const gw_route_t *route, char who[AG_ADDR_TEXT])
+{
+    ag_addr_identity(req->client, route->gen->ipv6_prefix, who);
+}
+
+static void limit_local(ag_req_t *req, const gw_route_t *route, gw_limit_next_fn next, void *ctx)
+{
+    char who[AG_ADDR_TEXT];
+    limit_identity(req, route, who);
+    ag_limit_result_t r;
+    /* Monotonic: a wall-clock step (NTP) must not block or free clients. */
+    ag_limiter_check(route->limit.lim, who, strlen(who), ag_mono_us(), &r);
+    if (limit_answer(req, route, &r))
+        next(ctx);
+}
+
+void gw_redis_warn(gw_worker_t *w, const char *what, int rc, const char *then)
+{
+    int64_t now = ag_mono_us();
+    if (now - w->redis_logged_us < 1000000)
+        return;
+    w->redis_logged_us = now;
+    ag_log_warn("worker %u: Redis cannot %s (%s): %s", w->index, what, ag_strerror(rc), then);
+}
+
+/* A check waiting for Redis; in the request's pool. */
+typedef struct limit_wait {
+    ag_req_t *req;
+    gw_worker_t *w;
+    const gw_route_t *route;
+    gw_limit_next_fn next;
+    void *ctx;
+    ag_redis_cmd_t *cmd; /* NULL once answered */
+} limit_wait_t;
+
+static void limit_wait_cancel(void *p)
+{
+    limit_wait_t *lw = p;
+    ag_redis_cancel(lw->cmd); /* the client left while Redis was asked */
+    lw->cmd = NULL;
+}
+
+/* Redis could not answer: redis_fail decides. */
+static void limit_redis_failed(limit_wait_t *lw, int rc)
+{
+    ag_req_t *req = lw->req;
+    gw_worker_t *w = lw->w;
+    gw_redis_warn(w, "check rate limits", rc,
+                  lw->route->gen->redis_fail_open ? "this instance's own limits apply"
+                                                  : "requests get 503 (redis_fail = \"closed\")");
+    atomic_fetch_add_explicit(&w->redis_failures, 1, memory_order_relaxed);
+    if (lw->route->gen->redis_fail_open) {
+        limit_local(req, lw->route, lw->next, lw->ctx);
+        return;
+    }
+    ag_req_add_header(req, "Retry-After", AG_STR_LIT("1"));
+    lw->route->def->proto->respond_error(req, 503, "api_error", "Rate limiter unavailable");
+}
+
+static void on_redis_limit(void *ctx, int rc, const ag_resp_t *reply)
+{
+    limit_wait_t *lw = ctx;
+    lw->cmd = NULL;
+    ag_redis_gcra_result_t g;
+    if (rc == 0)
+        rc = ag_redis_gcra_decode(reply, lw->route->limit.limit, &g);
+    if (rc < 0) {
+        limit_redis_failed(lw, rc);
+        return;
+    }
+    ag_limit_result_t r = {g.allowed, g.limit, g.remaining, g.reset_s, g.retry_after_s};
+    if (limit_answer(lw->req, lw->route, &r))
+        lw->next(lw->ctx);
+}
+
+void gw_step_limit(ag_req_t *req, gw_worker_t *w, const gw_route_t *route, gw_limit_next_fn next,
+                   void *ctx)
+{
+    gw_step_identify(req, route);
+    if (!w->redis) {
+        limit_local(req, route, next, ctx);
+        return;
+    }
+    /* On Redis every instance shares the count: one script per check, timed
+     * by the server's clock. The key names the limiter and its numbers, as the
+     * local limiter's identity does (new numbers start fresh counts). */
+    const gw_limit_t *nl = &route->limit;
+    char who[AG_ADDR_TEXT];
+    limit_identity(req, route, who);
+    char *key =
+        ag_pool_printf(&req->pool, "aigate:rl:%s:%u/%u:%s", nl->name, nl->limit, nl->period_s, who);
+    limit_wait_t *lw = ag_pool_alloc(&req->pool, sizeof(*lw));
+    *lw = (limit_wait_t){req, w, route, next, ctx, NULL};
+    ag_pool_on_clear(&req->pool, limit_wait_cancel, lw);
+    int rc = ag_redis_gcra_check(w->redis, key, strlen(key), nl->limit, nl->period_s,
+                                 on_redis_limit, lw, &lw->cmd);
+    if (rc < 0) {
+        lw->cmd = NULL;
+        limit_redis_failed(lw, rc);
+    }
 }
 
 void gw_step_usage_begin(ag_req_t *req, const char *model, uint32_t prompt_units, bool stream)

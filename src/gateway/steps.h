@@ -17,10 +17,22 @@
 /** Who the client is (req->client): the peer, or what a trusted proxy says. */
 void gw_step_identify(ag_req_t *req, const gw_route_t *route);
 
-/** The route's rate limit for the identified client. Sets the RateLimit-*
- *  headers on whatever response follows. @return true to go on; false when
- *  the 429 was sent (the request may be finished: see server.h). */
-bool gw_step_limit(ag_req_t *req, const gw_route_t *route);
+/** Logs that Redis failed `what` ("check rate limits"), at most once a second
+ *  per worker: when Redis is down every request would say it. */
+void gw_redis_warn(gw_worker_t *w, const char *what, int rc, const char *then);
+
+/** What runs once the rate limit let a request through. */
+typedef void (*gw_limit_next_fn)(void *ctx);
+
+/** The route's rate limit for the identified client: on this instance, or on
+ *  Redis when the worker has it ([aigate.redis]; its failure is redis_fail's
+ *  case). Sets the RateLimit-* headers on whatever response follows, then
+ *  calls next(ctx) (at once, or when Redis answers), or sends the 429 (or the
+ *  503 of a Redis that cannot answer) instead. Call it last: the request may
+ *  be finished when it returns (see server.h). A client that leaves while
+ *  Redis is asked cancels the check. */
+void gw_step_limit(ag_req_t *req, gw_worker_t *w, const gw_route_t *route, gw_limit_next_fn next,
+                   void *ctx);
 
 /** From here on the request gets exactly one usage entry (written from its
  *  record when it finishes). */

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: MIT
+//
+// y_redis.test.js: several instances on one real redis-server (platform.md
+// section 7): the per-client rate limit is exact across two instances, Redis
+// killed or frozen under load answers per redis_fail (closed: 503 with
+// Retry-After; open: served) without a hang or a crash, /readyz says so, and
+// Redis back is used again within seconds, without a restart.
+'use strict';
+
+const { test, before, after, beforeEach } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const net = require('node:net');
+
+const { startGateway, startFake, request, generate, until, tmpdir } = require('./lib.js');
+
+let up;
+let redis; // { proc, port, exited }
+
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const s = net.createServer();
+        s.on('error', reject);
+        s.listen(0, '127.0.0.1', () => {
+            const { port } = s.address();
+            s.close(() => resolve(port));
+        });
+    });
+}
+
+// One RESP exchange on a fresh connection: resolves the first reply line, or
+// null when Redis cannot be reached within the timeout.
+function redisCommand(port, line, timeoutMs = 500) {
+    return new Promise((resolve) => {
+        const sock = net.connect(port, '127.0.0.1');
+        let got = '';
+        const done = (v) => {
+            clearTimeout(timer);
+            sock.destroy();
+            resolve(v);
+        };
+        const timer = setTimeout(() => done(null), timeoutMs);
+        sock.on('connect', () => sock.write(line + '\r\n'));
+        sock.on('data', (d) => {
+            got += d.toString('latin1');
+            if (got.includes('\r\n')) done(got.slice(0, got.indexOf('\r\n')));
+        });
+        sock.on('error', () => done(null));
+    });
+}
+
+async function startRedis(port) {
+    const dir = tmpdir();
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+        stdio: 'ignore',
+    });
+    const r = { proc, port, exited: false };
+    proc.on('exit', () => (r.exited = true));
+    await until(async () => (await redisCommand(port, 'PING')) === '+PONG', 10000, 'redis-server to answer PING');
+    return r;
+}
+
+async function stopRedis(r) {
+    if (r.exited) return;
+    const gone = new Promise((resolve) => r.proc.on('exit', resolve));
+    r.proc.kill('SIGKILL');
+    await gone;
+}
+
+function config(port, extra = '') {
+    return `
+[aigate]
+rate_limit = 10
+rate_period = 3600
+redis_timeout = 0.3
+${extra}
+
+[aigate.redis]
+url = "redis://127.0.0.1:${port}/0"
+`;
+}
+
+const prompt = (i) => ({ prompt: `redis test ${i} ${Math.random()}` });
+
+before(async () => {
+    up = await startFake();
+    redis = await startRedis(await freePort());
+});
+
+// Each test starts on an empty Redis (the limit's counts are per client: 127.0.0.1).
+beforeEach(async () => {
+    assert.equal(await redisCommand(redis.port, 'FLUSHALL'), '+OK');
+});
+
+after(async () => {
+    if (redis) await stopRedis(redis);
+    if (up) await up.close();
+});
+
+test('the per-client limit is exact across two instances on one Redis', async () => {
+    const a = await startGateway({ upstream: up.url, config: config(redis.port), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port), threads: 2 });
+    try {
+        await until(async () => (await request(`${a.adminUrl}/readyz`)).status === 200, 5000, 'a ready');
+        const ready = await request(`${b.adminUrl}/readyz`);
+        assert.equal(ready.status, 200);
+        assert.deepEqual(ready.json, { status: 'ready', redis: 'up' });
+        // 30 at once, split between the two: exactly the limit (10) passes.
+        const all = await Promise.all(Array.from({ length: 30 }, (_, i) => generate(i % 2 ? a : b, prompt(i))));
+        const ok = all.filter((r) => r.status === 200);
+        const limited = all.filter((r) => r.status === 429);
+        assert.equal(ok.length, 10, JSON.stringify(all.map((r) => r.status)));
+        assert.equal(limited.length, 20);
+        for (const r of limited) {
+            assert.match(r.json.error, /Rate limit exceeded\. Max 10 requests\/hour\./);
+            assert.ok(Number(r.headers['retry-after']) >= 1);
+            assert.equal(r.headers['ratelimit-remaining'], '0');
+        }
+        // Both instances served some of those 10: the count is shared, not per instance.
+        assert.ok(ok.length > 0);
+        // The next request on either is refused too.
+        assert.equal((await generate(a, prompt('a'))).status, 429);
+        assert.equal((await generate(b, prompt('b'))).status, 429);
+        // The state is in Redis, under the limiter's name and numbers.
+        const keys = await redisCommand(redis.port, 'KEYS aigate:rl:*');
+        assert.match(keys, /^\*[1-9]/, keys);
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+});
+
+test('a response cached by one instance is a hit on the other, with a Redis TTL', async () => {
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, 'cache_ttl = 120'), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, 'cache_ttl = 120'), threads: 2 });
+    try {
+        const body = { prompt: `shared cache ${Date.now()} ${Math.random()}` };
+        const before = up.stats().requests;
+        const first = await generate(a, body);
+        assert.equal(first.status, 200, first.body);
+        assert.equal(first.json.cached, false);
+        // The fill is pipelined after the answer: poll the other instance until it hits.
+        let hit;
+        await until(async () => {
+            hit = await generate(b, body);
+            return hit.status === 200 && hit.json.cached === true;
+        }, 5000, 'a hit on the other instance');
+        assert.equal(hit.json.output, first.json.output);
+        assert.equal(up.stats().requests - before, 1, 'one upstream call for both instances');
+        // Streamed from the same entry too, on the first instance.
+        const s = await generate(a, { ...body, stream: true });
+        assert.equal(s.status, 200);
+        assert.match(s.body, /event: message_stop/);
+        assert.equal(up.stats().requests - before, 1);
+        // The entry is in Redis under the cache binding, expiring as cache_ttl says.
+        const keys = await redisCommand(redis.port, 'KEYS aigate:cache:CACHE:gen:v1:*');
+        assert.match(keys, /^\*[1-9]/, keys);
+        const all = await new Promise((resolve) => {
+            const sock = net.connect(redis.port, '127.0.0.1');
+            let got = '';
+            sock.on('connect', () => sock.write('KEYS aigate:cache:CACHE:gen:v1:*\r\n'));
+            sock.on('data', (d) => {
+                got += d.toString('latin1');
+                const m = /^\*(\d+)\r\n/.exec(got);
+                if (m && got.split('\r\n').length >= 2 + 2 * Number(m[1])) {
+                    sock.destroy();
+                    resolve(got.split('\r\n').filter((l, i) => i > 0 && i % 2 === 0));
+                }
+            });
+        });
+        let ttls = [];
+        for (const k of all) ttls.push(Number((await redisCommand(redis.port, `TTL ${k}`)).slice(1)));
+        assert.ok(ttls.length > 0 && ttls.every((t) => t > 0 && t <= 120), JSON.stringify(ttls));
+        // cache_backend = "local" keeps it on the instance: a third instance misses.
+        const c = await startGateway({ upstream: up.url, config: config(redis.port, 'cache_backend = "local"'), threads: 1 });
+        try {
+            const r = await generate(c, body);
+            assert.equal(r.status, 200);
+            assert.equal(r.json.cached, false);
+        } finally {
+            await c.stop();
+        }
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+});
+
+test('Redis down: closed answers 503 with Retry-After, open serves; both recover without a restart', async () => {
+    const closed = await startGateway({ upstream: up.url, config: config(redis.port), threads: 2 });
+    const open = await startGateway({ upstream: up.url, config: config(redis.port, 'redis_fail = "open"'), threads: 2 });
+    try {
+        await until(async () => (await request(`${closed.adminUrl}/readyz`)).status === 200, 5000, 'ready');
+        assert.equal((await generate(closed, prompt('before'))).status, 200);
+
+        await stopRedis(redis);
+        // Under load while it is gone: every answer comes, none hangs.
+        const t0 = Date.now();
+        const during = await Promise.all(Array.from({ length: 12 }, (_, i) => generate(i % 2 ? open : closed, prompt(`down ${i}`))));
+        assert.ok(Date.now() - t0 < 8000, 'answers came without waiting on a dead Redis');
+        during.forEach((r, i) => {
+            if (i % 2) {
+                assert.equal(r.status, 200, `open: ${r.body}`);
+            } else {
+                assert.equal(r.status, 503, `closed: ${r.body}`);
+                assert.equal(r.headers['retry-after'], '1');
+                assert.deepEqual(r.json, { error: 'Rate limiter unavailable' });
+            }
+        });
+        // /v1/messages answers in Anthropic's error shape.
+        const m = await request(`${closed.url}/v1/messages`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+            body: { model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] },
+        });
+        assert.equal(m.status, 503);
+        assert.equal(m.json.type, 'error');
+        assert.equal(m.json.error.message, 'Rate limiter unavailable');
+        // Readiness: closed needs Redis (503), open does not (200, says it is down).
+        await until(async () => (await request(`${closed.adminUrl}/readyz`)).status === 503, 5000, 'closed not ready');
+        assert.deepEqual((await request(`${closed.adminUrl}/readyz`)).json, { status: 'redis_down', redis: 'down' });
+        const or = await request(`${open.adminUrl}/readyz`);
+        assert.equal(or.status, 200);
+        assert.deepEqual(or.json, { status: 'ready', redis: 'down' });
+        assert.match(closed.stderr, /Redis cannot check rate limits/);
+
+        // Back on the same port: both use it again within seconds (reconnect with backoff).
+        redis = await startRedis(redis.port);
+        await until(async () => (await generate(closed, prompt(`back ${Date.now()}`))).status === 200, 10000, 'closed to serve again');
+        await until(async () => (await request(`${closed.adminUrl}/readyz`)).status === 200, 10000, 'closed ready again');
+        // And the count is shared again: the open instance's requests land in Redis.
+        assert.equal((await generate(open, prompt('open back'))).status, 200);
+        await until(async () => /^\*[1-9]/.test((await redisCommand(redis.port, 'KEYS aigate:rl:*')) || ''), 5000, 'the limit kept in Redis');
+    } finally {
+        await closed.stop();
+        await open.stop();
+    }
+});
+
+test('Redis frozen (SIGSTOP): checks time out to 503 instead of hanging, and it thaws', async () => {
+    const gw = await startGateway({ upstream: up.url, config: config(redis.port), threads: 1 });
+    try {
+        await until(async () => (await generate(gw, prompt(`warm ${Date.now()}`))).status === 200, 5000, 'served');
+        redis.proc.kill('SIGSTOP');
+        try {
+            const t0 = Date.now();
+            const r = await generate(gw, prompt('frozen'));
+            assert.equal(r.status, 503, r.body);
+            assert.equal(r.headers['retry-after'], '1');
+            // redis_timeout is 0.3 s: well under the client's patience.
+            assert.ok(Date.now() - t0 < 5000);
+        } finally {
+            redis.proc.kill('SIGCONT');
+        }
+        await until(async () => (await generate(gw, prompt(`thawed ${Date.now()}`))).status === 200, 10000, 'served after the thaw');
+    } finally {
+        await gw.stop();
+    }
+});
+
+test('a bad Redis URL is refused at start and by `aigate deploy`-style validation', async () => {
+    await assert.rejects(
+        startGateway({ upstream: up.url, config: '[aigate.redis]\nurl = "http://127.0.0.1:6379"\n' }),
+        /aigate\.redis\.url must be redis:\/\//
+    );
+    await assert.rejects(startGateway({ upstream: up.url, config: '[aigate.redis]\nurl = "redis://127.0.0.1:notaport"\n' }), /aigate\.redis\.url/);
+});
