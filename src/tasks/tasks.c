@@ -8,9 +8,11 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -21,6 +23,7 @@
 #include "cron/template.h"
 #include "obs/stats.h"
 #include "store/kv.h"
+#include "store/redis.h"
 #include "store/secrets.h"
 #include "store/secrets_resolve.h"
 #include "tasks/outputs.h"
@@ -72,7 +75,10 @@ struct ag_tasks {
     atomic_bool stop;
     ag_upstream_t *upstream;
     ag_callq_t *callq; /* the runs' backoffs and rate-window waits */
-    unsigned running;
+    ag_redis_t *redis; /* [aigate.redis]: each scheduled time's lock; NULL without */
+    char *redis_password;
+    char instance[96]; /* "HOST PID": who holds a run's lock */
+    unsigned running;  /* runs, and run locks being asked for */
     struct run *runs;
     bool closed;
     bool thread_started;
@@ -414,6 +420,8 @@ static void maybe_close(ag_tasks_t *ts)
     ag_callq_close(ts->callq);
     ts->callq = NULL;
     ag_upstream_close(ts->upstream);
+    ag_redis_close(ts->redis); /* nothing of it is pending: those count in `running` */
+    ts->redis = NULL;
 }
 
 /* The run ended, with or without an answer: record it everywhere it goes. */
@@ -820,6 +828,70 @@ static void run_start(ag_tasks_t *ts, size_t i, int64_t scheduled_ms, ag_task_do
     }
 }
 
+/* ---- run locks (several instances on one Redis) ---------------------------------- */
+
+/* How long a scheduled time's lock is kept: past any clock skew between
+ * instances, so a late one still finds the time taken. */
+#define RUN_LOCK_MS "3600000"
+
+typedef struct run_lock {
+    ag_tasks_t *ts;
+    size_t index;
+    int64_t at_ms;
+} run_lock_t;
+
+static void on_run_lock(void *ctx, int rc, const ag_resp_t *reply)
+{
+    run_lock_t *lk = ctx;
+    ag_tasks_t *ts = lk->ts;
+    size_t i = lk->index;
+    int64_t at_ms = lk->at_ms;
+    free(lk);
+    ts->running--;
+    char when[32];
+    ag_cron_format_time(at_ms / 1000, when, sizeof(when));
+    const char *name = ts->tasks[i].c->name;
+    if (atomic_load(&ts->stop)) {
+        ag_schedule_done(&ts->sched, i);
+        maybe_close(ts);
+        return;
+    }
+    if (rc == 0 && reply->type == AG_RESP_NIL) {
+        ag_log_info("task %s at %s: another instance runs it (its Redis lock is taken)", name,
+                    when);
+        ag_schedule_done(&ts->sched, i);
+        return;
+    }
+    if (rc == 0 && reply->type != AG_RESP_STATUS)
+        rc = AG_REDIS_EREPLY;
+    /* A run missed is worse than a run made twice: without Redis it runs here. */
+    if (rc < 0)
+        ag_log_warn("task %s at %s: Redis cannot lock the run (%s): it runs here, and may run on "
+                    "another instance too",
+                    name, when, ag_strerror(rc));
+    run_start(ts, i, at_ms, NULL, NULL);
+}
+
+/* Each scheduled time runs on one instance: the first to SET its key. */
+static void run_lock(ag_tasks_t *ts, size_t i, int64_t at_ms)
+{
+    run_lock_t *lk = malloc(sizeof(*lk));
+    AG_ASSERT(lk != NULL);
+    *lk = (run_lock_t){ts, i, at_ms};
+    char *key = NULL;
+    ts->running++;
+    int rc = asprintf(&key, "aigate:run:%s:%lld", ts->tasks[i].c->name, (long long)at_ms) < 0
+                 ? -ENOMEM
+                 : 0;
+    if (rc == 0) {
+        const char *argv[] = {"SET", key, ts->instance, "NX", "PX", RUN_LOCK_MS};
+        rc = ag_redis_command(ts->redis, 6, argv, NULL, on_run_lock, lk, NULL);
+    }
+    free(key);
+    if (rc < 0)
+        on_run_lock(lk, rc, NULL);
+}
+
 /* ---- the thread --------------------------------------------------------------------- */
 
 static void on_timer(uv_timer_t *t)
@@ -831,8 +903,12 @@ static void on_timer(uv_timer_t *t)
     size_t due[64];
     int64_t at[64];
     size_t n = ag_schedule_due(&ts->sched, now / 1000, due, at, AG_ARRAY_LEN(due));
-    for (size_t k = 0; k < n; k++)
-        run_start(ts, due[k], at[k] * 1000, NULL, NULL);
+    for (size_t k = 0; k < n; k++) {
+        if (ts->redis)
+            run_lock(ts, due[k], at[k] * 1000);
+        else
+            run_start(ts, due[k], at[k] * 1000, NULL, NULL);
+    }
     uv_timer_start(&ts->timer, on_timer, (uint64_t)ag_schedule_sleep_ms(&ts->sched, now_ms(ts)), 0);
 }
 
@@ -938,6 +1014,25 @@ int ag_tasks_run_cron(ag_tasks_t *ts, const char *cron)
     return n;
 }
 
+/* The runner's own connection, on its loop (the gateway's are on theirs). */
+static int open_redis(ag_tasks_t *ts, const ag_config_t *cfg)
+{
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(ts->instance, sizeof(ts->instance), "%s %d", host, (int)getpid());
+    /* Used only when the URL has no password; a Redis may have none. */
+    if (ag_secrets_resolve(cfg->data_dir, "REDIS_PASSWORD", &ts->redis_password) < 0)
+        ts->redis_password = NULL;
+    ag_redis_options_t ro = {
+        .url = cfg->redis_url,
+        .password = ts->redis_password,
+        .connect_timeout_ms = cfg->redis_timeout_ms,
+        .command_timeout_ms = cfg->redis_timeout_ms,
+        .name = "scheduled tasks",
+    };
+    return ag_redis_new(&ts->loop, &ro, &ts->redis);
+}
+
 int ag_tasks_start(const ag_tasks_options_t *opts, FILE *errs, ag_tasks_t **out)
 {
     const ag_config_t *cfg = opts->cfg;
@@ -996,6 +1091,8 @@ int ag_tasks_start(const ag_tasks_options_t *opts, FILE *errs, ag_tasks_t **out)
         rc = ag_upstream_new(&ts->loop, &ts->upstream);
     if (rc == 0)
         rc = ag_callq_new(&ts->loop, NULL, NULL, &ts->callq);
+    if (rc == 0 && cfg->redis_url)
+        rc = open_redis(ts, cfg);
     if (rc == 0) {
         uv_timer_init(&ts->loop, &ts->timer);
         uv_async_init(&ts->loop, &ts->wake, on_wake);
@@ -1046,6 +1143,7 @@ void ag_tasks_stop(ag_tasks_t *ts)
         free(ts->key_header);
     }
     ag_secrets_value_free(ts->smtp_password);
+    ag_secrets_value_free(ts->redis_password);
     pthread_mutex_destroy(&ts->lock);
     free(ts);
 }

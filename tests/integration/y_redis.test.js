@@ -4,18 +4,23 @@
 // section 7): the per-client rate limit is exact across two instances, Redis
 // killed or frozen under load answers per redis_fail (closed: 503 with
 // Retry-After; open: served) without a hang or a crash, /readyz says so, and
-// Redis back is used again within seconds, without a restart.
+// Redis back is used again within seconds, without a restart; an answer cached
+// by one instance is a hit on the other; a scheduled time runs on one instance.
 'use strict';
 
 const { test, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const net = require('node:net');
+const os = require('node:os');
 
 const { startGateway, startFake, request, generate, until, tmpdir } = require('./lib.js');
 
 let up;
 let redis; // { proc, port, exited }
+// The run-lock pair: its own Redis (never flushed or killed) and upstream, started
+// first so that a minute tick comes while the other tests run.
+let lock = {};
 
 function freePort() {
     return new Promise((resolve, reject) => {
@@ -46,6 +51,31 @@ function redisCommand(port, line, timeoutMs = 500) {
             if (got.includes('\r\n')) done(got.slice(0, got.indexOf('\r\n')));
         });
         sock.on('error', () => done(null));
+    });
+}
+
+// GET key: resolves its value (a bulk string), or null for none.
+function redisGet(port, key, timeoutMs = 1000) {
+    return new Promise((resolve, reject) => {
+        const sock = net.connect(port, '127.0.0.1');
+        let got = Buffer.alloc(0);
+        const timer = setTimeout(() => {
+            sock.destroy();
+            reject(new Error('redis GET timed out'));
+        }, timeoutMs);
+        sock.on('connect', () => sock.write(`GET ${key}\r\n`));
+        sock.on('data', (d) => {
+            got = Buffer.concat([got, d]);
+            const text = got.toString('utf8');
+            const m = /^\$(-?\d+)\r\n/.exec(text);
+            if (!m) return;
+            if (m[1] === '-1' || got.length >= m[0].length + Number(m[1]) + 2) {
+                clearTimeout(timer);
+                sock.destroy();
+                resolve(m[1] === '-1' ? null : got.subarray(m[0].length, m[0].length + Number(m[1])).toString('utf8'));
+            }
+        });
+        sock.on('error', reject);
     });
 }
 
@@ -85,6 +115,19 @@ const prompt = (i) => ({ prompt: `redis test ${i} ${Math.random()}` });
 before(async () => {
     up = await startFake();
     redis = await startRedis(await freePort());
+    lock.up = await startFake();
+    lock.redis = await startRedis(await freePort());
+    const cfg = `[triggers]
+crons = ["* * * * *"]
+[aigate.redis]
+url = "redis://127.0.0.1:${lock.redis.port}/0"
+[[aigate.tasks]]
+name = "minutely"
+cron = "* * * * *"
+prompt = "a scheduled run"
+`;
+    lock.a = await startGateway({ upstream: lock.up.url, config: cfg });
+    lock.b = await startGateway({ upstream: lock.up.url, config: cfg });
 });
 
 // Each test starts on an empty Redis (the limit's counts are per client: 127.0.0.1).
@@ -93,8 +136,9 @@ beforeEach(async () => {
 });
 
 after(async () => {
-    if (redis) await stopRedis(redis);
-    if (up) await up.close();
+    for (const g of [lock.a, lock.b]) if (g && !g.exited) g.proc.kill('SIGKILL');
+    for (const r of [redis, lock.redis]) if (r) await stopRedis(r);
+    for (const u of [up, lock.up]) if (u) await u.close();
 });
 
 test('the per-client limit is exact across two instances on one Redis', async () => {
@@ -264,4 +308,31 @@ test('a bad Redis URL is refused at start and by `aigate deploy`-style validatio
         /aigate\.redis\.url must be redis:\/\//
     );
     await assert.rejects(startGateway({ upstream: up.url, config: '[aigate.redis]\nurl = "redis://127.0.0.1:notaport"\n' }), /aigate\.redis\.url/);
+});
+
+test('with two instances on one Redis, each scheduled time runs once', async () => {
+    const elsewhere = /task minutely at (\S+): another instance runs it/;
+    // No trigger: both schedulers' timers fire at the minute (a real wait, bounded).
+    await until(() => elsewhere.test(lock.a.stderr) || elsewhere.test(lock.b.stderr), 75000, 'a minute tick');
+    const loser = elsewhere.test(lock.a.stderr) ? lock.a : lock.b;
+    const winner = loser === lock.a ? lock.b : lock.a;
+    const when = elsewhere.exec(loser.stderr)[1];
+    let last;
+    await until(async () => {
+        const list = (await request(`${winner.adminUrl}/tasks`)).json;
+        last = list && list[0].last;
+        return last && last.outcome === 'ok';
+    }, 15000, "the winner's run");
+    assert.equal(new Date(last.scheduledTime).toISOString().replace('.000Z', 'Z'), when);
+    await lock.a.stop();
+    await lock.b.stop();
+    // Every tick that came ran exactly once: one upstream call per lock taken,
+    // each lock held by the instance that ran it, the other logging so.
+    const count = Number((await redisCommand(lock.redis.port, 'EVAL "return #redis.call(\'KEYS\', \'aigate:run:minutely:*\')" 0')).slice(1));
+    assert.ok(count >= 1, `locks: ${count}`);
+    assert.equal(lock.up.stats().requests, count);
+    const losses = (loser.stderr.match(/another instance runs it/g) || []).length + (winner.stderr.match(/another instance runs it/g) || []).length;
+    assert.equal(losses, count);
+    // The lock of that time names the instance that ran it.
+    assert.equal(await redisGet(lock.redis.port, `aigate:run:minutely:${Date.parse(when)}`), `${os.hostname()} ${winner.proc.pid}`);
 });
