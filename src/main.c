@@ -1112,9 +1112,10 @@ static int run_server(int argc, char **argv, bool dev)
         serving.tls = tls; /* a reload replaces it */
         tls = NULL;
         snprintf(serving.data_dir, sizeof(serving.data_dir), "%s", data_dir);
-        pthread_mutex_unlock(&serving.mu);
+        /* Under the lock: POST /upgrade reads it on a thread-pool thread. */
         running_server = srv;
         running_admin = admin;
+        pthread_mutex_unlock(&serving.mu);
         if (admin) {
             ag_admin_set_server(admin, srv);
             ag_admin_set_state(admin, AG_ADMIN_READY);
@@ -1163,7 +1164,9 @@ static int run_server(int argc, char **argv, bool dev)
         pid_file_remove();
         if (watch.srv)
             uv_thread_join(&watch.thread);
+        pthread_mutex_lock(&serving.mu);
         running_server = NULL;
+        pthread_mutex_unlock(&serving.mu);
         if (admin)
             ag_admin_set_server(admin, NULL);
         ag_server_free(srv);

@@ -1105,7 +1105,11 @@ static void request_done(ag_conn_t *c)
         conn_close(c);
         return;
     }
-    if (!c->keep_alive || c->w->draining) {
+    /* In a handover's drain a connection whose answer promised keep-alive (its
+     * head went out before the drain began) stays for one more request, which
+     * is answered with Connection: close: closing it now would race a request
+     * the client is sending, a reset. */
+    if (!c->keep_alive || (c->w->draining && !atomic_load(&c->w->srv->keep_idle))) {
         conn_linger(c, LINGER_MS);
         return;
     }
@@ -1631,7 +1635,9 @@ static void on_wakeup(uv_async_t *a)
          * next request, answered with Connection: close (a close now would race
          * a request the client is sending: a reset); it ends at the latest
          * with the idle or the drain timeout. A plain stop closes it now. */
-        if (c->state == CONN_HEAD && c->in.len == 0 && !atomic_load(&w->srv->keep_idle))
+        if (atomic_load(&w->srv->keep_idle))
+            continue; /* each answer from now on says close (build_head) */
+        if (c->state == CONN_HEAD && c->in.len == 0)
             conn_close(c);
         else
             c->keep_alive = false;
