@@ -101,9 +101,9 @@ static const cfg_key_t aigate_keys[] = {
      RESTART},
     {"upstream", K_STRING, 0, 0, 0, "https://api.anthropic.com", OFF(upstream),
      "Anthropic API base URL", RELOAD},
-    {"upstream_client", K_ENUM, 0, 0, 0, "curl", OFF(upstream_client),
-     "HTTP client for http:// upstreams: \"native\" (aigate's own HTTP/1.1 client, keep-alive "
-     "pool per worker; experimental) or \"curl\" (libcurl); https:// always goes through libcurl",
+    {"upstream_client", K_ENUM, 0, 0, 0, "native", OFF(upstream_client),
+     "HTTP client for http:// upstreams: \"native\" (aigate's own HTTP/1.1 client, a keep-alive "
+     "pool per worker) or \"curl\" (libcurl); https:// goes through libcurl either way",
      RESTART},
     {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL, OFF(upstream_connect_timeout_ms),
      "seconds to connect to upstream", RELOAD},

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "upstream/h1_parse.h"
 #include "util/buf.h"
@@ -83,7 +84,6 @@ struct h1_xfer {
     bool head_done;
     bool streaming;
     bool got_byte;
-    bool retried;
     bool paused;
     bool pending_done; /* the body ended within the bytes held while paused */
     bool in_callback;
@@ -371,25 +371,37 @@ static void xfer_alive(h1_xfer_t *x)
 static void conn_attach(h1_xfer_t *x, conn_t *k);
 static int conn_new(h1_xfer_t *x);
 
-/* A reused connection that the server had closed fails before any answer; as
- * the request could not have been taken, it is made once more on a new one. */
-static bool xfer_retry(h1_xfer_t *x)
+/* A pooled connection is still good when it has nothing to read: a close from
+ * the server (a FIN, a reset) or stray bytes the loop has not yet seen would
+ * fail the request after it was sent, so such a connection is dropped before
+ * any byte goes out, and the next one (or a new one) is used. */
+static bool conn_alive(conn_t *k)
 {
-    conn_t *k = x->conn;
-    if (!k || x->retried || x->got_byte || k->served == 0 || x->c->closing)
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&k->tcp, &fd) < 0)
         return false;
-    x->retried = true;
-    x->conn = NULL;
-    conn_close(k);
-    if (conn_new(x) < 0)
-        return false;
-    return true;
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+/* The most recently used live connection of the pool, unlinked; NULL: none. */
+static conn_t *pool_take(origin_t *o)
+{
+    while (o->idle) {
+        conn_t *k = o->idle;
+        idle_unlink(k);
+        if (conn_alive(k))
+            return k;
+        conn_close(k);
+    }
+    return NULL;
+}
+
+/* Once a byte of the request may have gone out, a failure is the caller's to
+ * retry (or not): it counts the attempt, and a POST is not ours to repeat. */
 static void xfer_fail_io(h1_xfer_t *x, const char *text)
 {
-    if (xfer_retry(x))
-        return;
     xfer_finish(x, AG_EUPSTREAM, text);
 }
 
@@ -955,9 +967,8 @@ int ag__h1_start(ag_h1_client_t *c, const ag_upstream_request_t *req, ag_upstrea
     c->xfers = x;
     c->active++;
     x->starting = true;
-    conn_t *k = x->o->idle;
+    conn_t *k = pool_take(x->o);
     if (k) {
-        idle_unlink(k);
         k->state = C_BUSY;
         conn_attach(x, k);
         conn_send(x, k);

@@ -198,7 +198,11 @@ int ag_h1_parse_response_head(const char *buf, size_t len, ag_h1_header_t *heade
         while (pos < len && ag_http_is_ows(p[pos]))
             pos++;
         start = pos;
-        while (pos < len && ag_http_is_field(p[pos]))
+        /* A CR that is not a line's end stays in the value: the relay drops
+         * such a header whole and logs it (RFC 9112 section 5: reject or
+         * replace), rather than failing an answer the client can still get. */
+        while (pos < len && (ag_http_is_field(p[pos]) ||
+                             (p[pos] == '\r' && pos + 1 < len && p[pos + 1] != '\n')))
             pos++;
         if (pos == len)
             return AG_EAGAIN;

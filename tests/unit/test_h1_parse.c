@@ -48,7 +48,8 @@ static const struct head_case {
     {"HTTP/1.1 200 OK\r\nA: b\r\n c\r\n\r\n", AG_EPROTO, 0, 0, false, false},
     {"HTTP/1.1 200 OK\r\nA: b\n\r\n", AG_EPROTO, 0, 0, false, false},
     {"HTTP/1.1 200 OK\r\n: b\r\n\r\n", AG_EPROTO, 0, 0, false, false},
-    {"HTTP/1.1 200 OK\r\nA: b\r\r\n\r\n", AG_EPROTO, 0, 0, false, false},
+    /* a CR inside a value is kept for the relay to drop the header (bare_cr_in_value) */
+    {"HTTP/1.1 200 OK\r\nA: b\r\r\n\r\n", OK, 200, -1, false, true},
     /* rejected: framing */
     {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", AG_EPROTO, 0, 0, false,
      false},
@@ -73,6 +74,20 @@ static const struct head_case {
     {"HTTP/1.1 200 OK\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\n\r\n", AG_EHDRTOOBIG, 0, 0, false,
      false},
 };
+
+/* The value keeps its bare CR whole: the relay sees it and drops the header. */
+TEST(bare_cr_in_value)
+{
+    static const char in[] = "HTTP/1.1 200 OK\r\nRequest-Id: a\rSet-Cookie: x=1\r\nB: c\r\n\r\n";
+    ag_h1_header_t h[4];
+    ag_h1_response_head_t out;
+    int rc = ag_h1_parse_response_head(in, sizeof(in) - 1, h, 4, &out);
+    ASSERT_MSG_(rc == (int)sizeof(in) - 1, "rc %d", rc);
+    ASSERT_MSG_(out.num_headers == 2, "%zu headers", (size_t)out.num_headers);
+    ASSERT_MSG_(ag_str_eq(h[0].value, AG_STR_LIT("a\rSet-Cookie: x=1")), "value %.*s",
+                (int)h[0].value.len, h[0].value.ptr);
+    ASSERT_MSG_(ag_str_eq(h[1].value, AG_STR_LIT("c")), "second header");
+}
 
 TEST(heads_table)
 {
@@ -245,5 +260,6 @@ TEST(reuse)
     ASSERT(b.reusable && ag_h1_body_done(&b));
 }
 
-AG_TESTS(AG_TEST_ENTRY(heads_table) AG_TEST_ENTRY(nul_in_value) AG_TEST_ENTRY(headers_and_reason)
-             AG_TEST_ENTRY(bodies_table) AG_TEST_ENTRY(chunk_line_limit) AG_TEST_ENTRY(reuse))
+AG_TESTS(AG_TEST_ENTRY(heads_table) AG_TEST_ENTRY(bare_cr_in_value) AG_TEST_ENTRY(nul_in_value)
+             AG_TEST_ENTRY(headers_and_reason) AG_TEST_ENTRY(bodies_table)
+                 AG_TEST_ENTRY(chunk_line_limit) AG_TEST_ENTRY(reuse))

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+//
+// zb_h1_client.test.js: the native HTTP/1.1 upstream client (upstream/h1_client.c,
+// `upstream_client = "native"`) against a raw upstream that counts its
+// connections: keep-alive reuse, a pooled connection the server closed is never
+// used for a request, Content-Length and chunked answers, malformed or cut
+// answers give a 502 and the gateway goes on, and a slow client pauses the
+// upstream read (the upstream's socket fills) without losing a byte.
+'use strict';
+
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const net = require('node:net');
+const http = require('node:http');
+
+const { startGateway, generate, until } = require('./lib.js');
+
+const MESSAGE = JSON.stringify({
+    id: 'msg_raw', type: 'message', role: 'assistant', model: 'claude-haiku-4-5',
+    content: [{ type: 'text', text: 'hello from the raw upstream' }], stop_reason: 'end_turn', stop_sequence: null,
+    usage: { input_tokens: 3, output_tokens: 5 },
+});
+
+const CONFIG = '[aigate]\nupstream_client = "native"\nupstream_retries = 0\ncache = false\n';
+
+// A keep-alive upstream: reply(i, body) gives the bytes of answer i (and
+// whether to end the connection after it). Counts connections and requests.
+async function rawUpstream(reply) {
+    const st = { connections: 0, requests: 0, open: 0, sockets: [] };
+    const server = net.createServer((sock) => {
+        st.connections++;
+        st.open++;
+        st.sockets.push(sock);
+        sock.on('close', () => st.open--);
+        let buf = Buffer.alloc(0);
+        sock.on('data', (d) => {
+            buf = Buffer.concat([buf, d]);
+            for (;;) {
+                const head = buf.indexOf('\r\n\r\n');
+                if (head < 0) return;
+                const len = Number((/content-length: *(\d+)/i.exec(buf.subarray(0, head).toString('latin1')) || [0, 0])[1]);
+                if (buf.length < head + 4 + len) return;
+                const body = buf.subarray(head + 4, head + 4 + len).toString('utf8');
+                buf = buf.subarray(head + 4 + len);
+                const i = st.requests++;
+                const r = reply(i, body, sock);
+                if (r === null) return; // the reply writes by itself
+                sock.write(r.bytes, 'latin1');
+                if (r.end) sock.end();
+            }
+        });
+        sock.on('error', () => {});
+    });
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    st.port = server.address().port;
+    st.close = () => {
+        for (const s of st.sockets) s.destroy();
+        return new Promise((r) => server.close(r));
+    };
+    return st;
+}
+
+function lengthAnswer(body, extra = []) {
+    return [`HTTP/1.1 200 OK`, 'content-type: application/json', ...extra, `content-length: ${Buffer.byteLength(body)}`, '', body].join('\r\n');
+}
+
+test('keep-alive: twenty requests in a row take one connection', async () => {
+    const up = await rawUpstream(() => ({ bytes: lengthAnswer(MESSAGE) }));
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: CONFIG, threads: 1 });
+    try {
+        for (let i = 0; i < 20; i++) {
+            const r = await generate(gw, { prompt: `again ${i}` });
+            assert.equal(r.status, 200, r.body);
+            assert.equal(r.json.output, 'hello from the raw upstream');
+        }
+        assert.equal(up.requests, 20);
+        assert.equal(up.connections, 1, 'the pooled connection is reused');
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
+
+test('a pooled connection the server closed is not used: the request goes on a new one, once', async () => {
+    // Each answer promises keep-alive, then the server closes the connection.
+    const up = await rawUpstream(() => ({ bytes: lengthAnswer(MESSAGE), end: true }));
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: CONFIG, threads: 1 });
+    try {
+        for (let i = 0; i < 5; i++) {
+            // The close has happened at the server before the next request is made.
+            await until(() => up.open === 0, 5000, 'the server to close');
+            const r = await generate(gw, { prompt: `after a close ${i}` });
+            assert.equal(r.status, 200, r.body);
+            assert.equal(r.headers['x-aigate-retries'], '0', 'no attempt was lost to the dead connection');
+        }
+        assert.equal(up.requests, 5, 'one request per call: none sent on a closed connection');
+        assert.equal(up.connections, 5);
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
+
+test('chunked answers, in odd pieces, are decoded whole', async () => {
+    const up = await rawUpstream((i, body, sock) => {
+        const parts = [MESSAGE.slice(0, 7), MESSAGE.slice(7, 8), MESSAGE.slice(8)];
+        sock.write('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n');
+        for (const p of parts) sock.write(`${Buffer.byteLength(p).toString(16)};ext=1\r\n${p}\r\n`);
+        sock.write('0\r\nx-trailer: yes\r\n\r\n');
+        return null;
+    });
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: CONFIG, threads: 1 });
+    try {
+        for (let i = 0; i < 3; i++) {
+            const r = await generate(gw, { prompt: `chunked ${i}` });
+            assert.equal(r.status, 200, r.body);
+            assert.equal(r.json.output, 'hello from the raw upstream');
+        }
+        assert.equal(up.connections, 1, 'a chunked answer that ended keeps the connection');
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
+
+test('malformed or cut answers are a 502, and the gateway goes on', async () => {
+    const bad = [
+        'HTTP/1.1 2OO OK\r\ncontent-length: 2\r\n\r\n{}', // bad status line
+        'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n', // bad chunk size
+        `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(200000)}\r\ncontent-length: 2\r\n\r\n{}`, // header overflow
+        'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"id":"m', // early close
+        'HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello', // conflicting lengths
+    ];
+    const up = await rawUpstream((i) => (i < bad.length ? { bytes: bad[i], end: true } : { bytes: lengthAnswer(MESSAGE) }));
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: CONFIG, threads: 1 });
+    try {
+        for (let i = 0; i < bad.length; i++) {
+            const r = await generate(gw, { prompt: `bad ${i}` });
+            assert.equal(r.status, 502, `case ${i}: ${r.status} ${r.body.slice(0, 200)}`);
+            assert.deepEqual(r.json, { error: 'AI service error' });
+        }
+        const ok = await generate(gw, { prompt: 'good again' });
+        assert.equal(ok.status, 200, ok.body);
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
+
+test('a slow client pauses the upstream read; every byte arrives once it reads', async () => {
+    // The upstream writes until its socket is full (bounded), then 2000 more
+    // events once it drains: it can only fill if the gateway stopped reading.
+    const MAX = 400000;
+    let blockedAt = 0;
+    let sent = 0;
+    const up = await rawUpstream((i, body, sock) => {
+        sock.write('HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n');
+        const ev = (name, data) => {
+            const t = `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+            return `${Buffer.byteLength(t).toString(16)}\r\n${t}\r\n`;
+        };
+        sock.write(ev('message_start', { type: 'message_start', message: { id: 'm', type: 'message', role: 'assistant', model: 'claude-haiku-4-5', content: [], usage: { input_tokens: 1, output_tokens: 0 } } }));
+        sock.write(ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }));
+        const pad = 'x'.repeat(480);
+        const pump = () => {
+            while (sent < MAX && (!blockedAt || sent < blockedAt + 2000)) {
+                const ok = sock.write(ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: `${pad}${String(sent).padStart(6, '0')} ` } }));
+                sent++;
+                if (!ok) {
+                    if (!blockedAt) blockedAt = sent;
+                    sock.once('drain', pump);
+                    return;
+                }
+            }
+            sock.write(ev('content_block_stop', { type: 'content_block_stop', index: 0 }));
+            sock.write(ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: sent } }));
+            sock.write(ev('message_stop', { type: 'message_stop' }));
+            sock.write('0\r\n\r\n');
+        };
+        pump();
+        return null;
+    });
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: CONFIG, threads: 1 });
+    try {
+        const got = await new Promise((resolve, reject) => {
+            const req = http.request({ host: '127.0.0.1', port: gw.port, path: '/api/generate', method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+                const chunks = [];
+                res.pause(); // the client reads nothing for a while
+                until(() => blockedAt > 0, 20000, 'the upstream to block on a full socket')
+                    .then(() => {
+                        res.on('data', (c) => chunks.push(c));
+                        res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+                        res.resume();
+                    })
+                    .catch(reject);
+            });
+            req.on('error', reject);
+            req.end(JSON.stringify({ prompt: 'a long stream', stream: true }));
+        });
+        assert.ok(blockedAt > 0 && blockedAt < MAX, `the upstream blocked after ${blockedAt} events`);
+        assert.equal(sent, blockedAt + 2000);
+        const deltas = got.match(/x{480}\d{6} /g) || [];
+        assert.equal(deltas.length, sent, 'every delta arrived');
+        for (let i = 0; i < sent; i++) assert.ok(deltas[i].endsWith(`${String(i).padStart(6, '0')} `), `delta ${i} in order`);
+        assert.match(got, /event: message_stop/);
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
