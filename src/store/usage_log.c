@@ -734,6 +734,11 @@ static int drain_spool(ag_usage_log_t *log, bool force, int64_t now)
         if (rc < 0)
             log->st.write_errors++;
         pthread_mutex_unlock(&log->mu);
+        if (d.unreadable)
+            ag_log_error("usage log: %zu files of the spool %s cannot be read (%s): they stay "
+                         "there, undelivered; look at them by hand",
+                         d.unreadable, ag__usage_spool_dir(log->spool),
+                         ag_strerror(d.unreadable_rc));
         if (rc < 0 || !d.more || !force)
             break;
     }
@@ -779,9 +784,9 @@ static int put_sealed(ag_usage_log_t *log, bool force, bool closing, int64_t now
     if (log->spool && !closing && (force || log->spool_next_try <= now)) {
         first_rc = drain_spool(log, force, now);
         down = first_rc < 0;
+    } else if (log->spool && log->failing && ag__usage_spool_files(log->spool) > 0) {
+        down = true; /* the last drain failed and the next is not due: no put would do better */
     }
-    if (log->spool && log->failing && ag__usage_spool_files(log->spool) > 0)
-        down = true;
     while (log->sealed && (force || log->sealed->next_try <= now)) {
         batch_t *b = log->sealed;
         if (down) {

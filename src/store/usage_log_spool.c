@@ -104,8 +104,6 @@ int ag__usage_spool_put(ag__usage_spool_t *sp, const char *key, const void *data
     snprintf(count, sizeof(count), "%zu", entries);
     ag_obj_meta_pair_t meta = {"entries", count};
     ag_obj_put_opts_t po = {.content_type = SPOOL_CONTENT_TYPE, .custom = &meta, .ncustom = 1};
-    /* A key spooled twice (a close after a failed drain of it) is replaced,
-     * not added: the tally counts it once more, which only errs towards full. */
     int rc = ag_objstore_put(sp->dir_store, key, strlen(key), data, len, &po, NULL);
     if (rc < 0)
         return rc;
@@ -135,8 +133,13 @@ static int drain_one(ag__usage_spool_t *sp, ag_objstore_t *store, const ag_obj_i
         sp->files = sub_sat(sp->files, 1);
         return 0;
     }
-    if (rc < 0)
-        return rc;
+    if (rc < 0) {
+        /* The spool's own fault, not the store's: the file stays (nothing is
+         * deleted that was not delivered) and the drain goes on past it. */
+        d->unreadable++;
+        d->unreadable_rc = rc;
+        return 0;
+    }
     ag_obj_put_opts_t po = {
         .content_type = obj.info.content_type,
         .content_encoding = obj.info.content_encoding,
@@ -178,7 +181,7 @@ int ag__usage_spool_drain(ag__usage_spool_t *sp, ag_objstore_t *store, const cha
     for (size_t i = 0; i < r.count && rc == 0; i++)
         rc = drain_one(sp, store, &r.objects[i], own, d);
     d->more = rc < 0 || r.truncated;
-    if (!d->more) {
+    if (!d->more && d->unreadable == 0) {
         /* The listing had it all and all of it is in the store now. */
         sp->bytes = 0;
         sp->files = 0;

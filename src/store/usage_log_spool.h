@@ -38,13 +38,17 @@ typedef struct ag__usage_spool_drained {
     uint64_t own_entries;   /* entries of those whose key holds `own` */
     uint64_t other_entries; /* entries spooled by another open (an earlier run) */
     bool more;              /* batches are left to drain (a page ended, or a put failed) */
+    size_t unreadable;      /* spool files that could not be read (left in place) */
+    int unreadable_rc;      /* the last such error */
 } ag__usage_spool_drained_t;
 
 /** Puts up to max_objects spooled batches into `store`, in key order (oldest
  *  first), each under its own key with its own metadata, and deletes each
  *  spool file only after its put succeeded. `own` is the log's instance part
  *  of keys ("-<instance>-"), to tell its own entries from an earlier run's.
- *  @return 0, or the first failed put's error (the batch stays spooled). */
+ *  A spool file that cannot be read is left in place and counted in
+ *  d->unreadable; the drain goes on. @return 0, or the first failed put's
+ *  error (that batch and the ones after it stay spooled). */
 int ag__usage_spool_drain(ag__usage_spool_t *sp, ag_objstore_t *store, const char *own,
                           unsigned max_objects, ag__usage_spool_drained_t *d);
 

@@ -7,6 +7,7 @@
  */
 #include "util/platform.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -1300,6 +1301,82 @@ TEST(spool_survives_close_and_drains_at_next_open_once)
     fixture_close(&f);
 }
 
+/* Cuts the end off the one object file of the spool (in a shard folder);
+ * its path goes to path[cap]. */
+static bool spool_corrupt_one(const char *dir, char *path, size_t cap)
+{
+    DIR *top = opendir(dir);
+    if (top == NULL)
+        return false;
+    bool done = false;
+    struct dirent *de;
+    while (!done && (de = readdir(top)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char shard[512];
+        snprintf(shard, sizeof(shard), "%s/%s", dir, de->d_name);
+        DIR *sd = opendir(shard);
+        if (sd == NULL)
+            continue;
+        struct dirent *fe;
+        while (!done && (fe = readdir(sd)) != NULL) {
+            if (fe->d_name[0] == '.')
+                continue;
+            char file[1024];
+            snprintf(file, sizeof(file), "%s/%s", shard, fe->d_name);
+            struct stat fst;
+            /* the header and metadata stay (listings see it), the bytes are short */
+            done = stat(file, &fst) == 0 && fst.st_size > 5 && truncate(file, fst.st_size - 5) == 0;
+            snprintf(path, cap, "%s", file);
+        }
+        closedir(sd);
+    }
+    closedir(top);
+    return done;
+}
+
+TEST(spool_unreadable_file_stays_and_does_not_block)
+{
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    gate_store_t g;
+    gate_init(&g, f.store);
+    gate_set(&g, false, -ECONNREFUSED);
+    atomic_store(&fake_now, T0);
+    char spool[128];
+    snprintf(spool, sizeof(spool), "%s/spool", f.dir);
+    ag_usage_log_options_t o = base_opts(&g.base);
+    o.spool_dir = spool;
+    ag_usage_log_t *log;
+    ASSERT_EQ(ag_usage_log_open(&o, &log), 0);
+    append_n(log, "u", 0, 2);
+    for (int i = 0; i < AG_USAGE_SPOOL_AFTER; i++)
+        ASSERT(ag_usage_log_flush(log) < 0);
+    ASSERT_EQ(spool_count(spool), 1);
+    char broken[1024];
+    ASSERT(spool_corrupt_one(spool, broken, sizeof(broken)));
+    /* The store is back: the broken file is left alone, new batches still
+     * reach the store, and flush says so only when they did. */
+    gate_set(&g, false, 0);
+    append_n(log, "v", 0, 2);
+    ASSERT_EQ(ag_usage_log_flush(log), 0);
+    ag_usage_log_stats_t st;
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.written, 2);
+    ASSERT_EQ(st.lost, 0);
+    ASSERT_EQ(st.queued, 2); /* u0, u1: still in the broken file, never deleted */
+    ag_usage_log_free(log);
+    ASSERT_EQ(access(broken, F_OK),
+              0); /* the directory backend does not list it; nobody deletes it */
+    dump_t d;
+    ASSERT_EQ(dump_store(f.store, &d), 0);
+    ASSERT_EQ(d.nlines, 2);
+    ASSERT_STREQ(jstr(d.lines[0], "requestId"), "v0");
+    dump_free(&d);
+    gate_fini(&g);
+    fixture_close(&f);
+}
+
 TEST(spool_full_keeps_batches_in_memory)
 {
     fixture_t f;
@@ -1474,13 +1551,13 @@ AG_TESTS(
             flush_by_age_real_clock) AG_TEST_ENTRY(keys_by_utc_day_and_time)
             AG_TEST_ENTRY(several_opens_never_collide) AG_TEST_ENTRY(queue_full_drop) AG_TEST_ENTRY(
                 queue_full_block_times_out) AG_TEST_ENTRY(queue_full_block_waits_for_room)
-                AG_TEST_ENTRY(failing_store_backpressure_then_recovery)
-                    AG_TEST_ENTRY(write_failure_keeps_and_retries)
-                        AG_TEST_ENTRY(write_failure_file_size_limit)
-                            AG_TEST_ENTRY(close_spills_when_store_keeps_failing)
-                                AG_TEST_ENTRY(spool_takes_failed_batches_and_drains_in_order)
-                                    AG_TEST_ENTRY(spool_survives_close_and_drains_at_next_open_once)
-                                        AG_TEST_ENTRY(spool_full_keeps_batches_in_memory)
-                                            AG_TEST_ENTRY(kill9_loses_only_the_unflushed_window)
-                                                AG_TEST_ENTRY(set_prices_applies_to_later_entries)
-                                                    AG_TEST_ENTRY(lifecycle_and_arguments))
+                AG_TEST_ENTRY(failing_store_backpressure_then_recovery) AG_TEST_ENTRY(
+                    write_failure_keeps_and_retries) AG_TEST_ENTRY(write_failure_file_size_limit)
+                    AG_TEST_ENTRY(close_spills_when_store_keeps_failing)
+                        AG_TEST_ENTRY(spool_takes_failed_batches_and_drains_in_order)
+                            AG_TEST_ENTRY(spool_survives_close_and_drains_at_next_open_once)
+                                AG_TEST_ENTRY(spool_full_keeps_batches_in_memory)
+                                    AG_TEST_ENTRY(spool_unreadable_file_stays_and_does_not_block)
+                                        AG_TEST_ENTRY(kill9_loses_only_the_unflushed_window)
+                                            AG_TEST_ENTRY(set_prices_applies_to_later_entries)
+                                                AG_TEST_ENTRY(lifecycle_and_arguments))
