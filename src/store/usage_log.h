@@ -188,7 +188,7 @@ typedef struct ag_usage_log_stats {
     uint64_t spooled;     /* entries this log wrote to the spool */
     uint64_t recovered;   /* entries of earlier runs drained from the spool into the store */
     uint64_t spool_bytes; /* NDJSON bytes in the spool now */
-    uint64_t spool_full;  /* batches the spool refused because it was full (kept in memory) */
+    uint64_t spool_full;  /* times the full spool refused a batch (kept in memory) */
 } ag_usage_log_stats_t;
 
 /** Creates the log and starts its writer thread (signals blocked in it).
