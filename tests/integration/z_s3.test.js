@@ -71,6 +71,26 @@ function bucketCounts(dir) {
     return counts;
 }
 
+// The same while the gateway may be writing: s3rver writes an object in place,
+// so a read can meet one half written. null then: the poll tries again.
+function bucketCountsNow(dir) {
+    try {
+        return bucketCounts(dir);
+    } catch {
+        return null;
+    }
+}
+
+// A file a drain deleted between the listing and the read is not an error.
+function readIfThere(fn) {
+    try {
+        return fn();
+    } catch (e) {
+        if (e.code === 'ENOENT') return null;
+        throw e;
+    }
+}
+
 // Every entry in the spool's files (AGOBJ01 header, key, metadata, then the NDJSON bytes).
 function spoolIds(dir) {
     const root = path.join(dir, '.aigate', 'spool', 'usage-log', BUCKET);
@@ -78,10 +98,12 @@ function spoolIds(dir) {
     if (!fs.existsSync(root)) return ids;
     for (const shard of fs.readdirSync(root)) {
         const sub = path.join(root, shard);
-        if (!fs.statSync(sub).isDirectory()) continue;
-        for (const f of fs.readdirSync(sub)) {
-            if (f.startsWith('.')) continue; // a put in progress
-            const text = fs.readFileSync(path.join(sub, f), 'latin1');
+        const st = readIfThere(() => fs.statSync(sub));
+        if (!st || !st.isDirectory()) continue;
+        for (const f of readIfThere(() => fs.readdirSync(sub)) || []) {
+            if (f.startsWith('.')) continue; // a put in progress (puts rename whole files)
+            const text = readIfThere(() => fs.readFileSync(path.join(sub, f), 'latin1'));
+            if (text === null) continue;
             const at = text.indexOf('{"timestamp"');
             if (at < 0) continue;
             for (const line of text.slice(at).split('\n')) if (line) ids.push(JSON.parse(line).requestId);
@@ -115,8 +137,8 @@ test('usage log on S3: batches land; S3 down spools; S3 back drains each entry e
         const first = await sendMany(gw, 5, 'up');
         let counts;
         await until(() => {
-            counts = bucketCounts(dir);
-            return first.every((id) => counts.has(id));
+            counts = bucketCountsNow(dir);
+            return counts && first.every((id) => counts.has(id));
         }, 15000, 'the first batches in the bucket');
         assertExactlyOnce(counts, first);
         for (const k of readUsageLog(dir).keys) assert.match(k, /^logs\/\d{4}\/\d\d\/\d\d\/\d{13}-[0-9a-f]{16}-\d{10}\.ndjson$/);
@@ -136,8 +158,8 @@ test('usage log on S3: batches land; S3 down spools; S3 back drains each entry e
         s3 = await startS3(s3dir, s3.port);
         const all = [...first, ...second, ...third];
         await until(() => {
-            counts = bucketCounts(dir);
-            return all.every((id) => counts.has(id)) && spoolIds(dir).length === 0;
+            counts = bucketCountsNow(dir);
+            return counts && all.every((id) => counts.has(id)) && spoolIds(dir).length === 0;
         }, 20000, 'every entry in the bucket');
         assertExactlyOnce(counts, all);
         await gw.stop();
@@ -169,12 +191,13 @@ test('usage log on S3: what a stopping gateway spooled is drained by the next on
         gw = await startGateway(opts);
         let counts;
         await until(() => {
-            counts = bucketCounts(dir);
-            return ids.every((id) => counts.has(id)) && spoolIds(dir).length === 0;
+            counts = bucketCountsNow(dir);
+            return counts && ids.every((id) => counts.has(id)) && spoolIds(dir).length === 0;
         }, 20000, 'the spool drained at start');
         assertExactlyOnce(counts, ids);
         assert.match(gw.stderr, /wait in the spool/);
         await gw.stop();
+        assertExactlyOnce(bucketCounts(dir), ids);
     } finally {
         if (!gw.exited) await gw.stop().catch(() => {});
         await s3.kill();
