@@ -119,7 +119,8 @@ typedef struct ag_usage_log_options {
      * Default: the wall clock for timestamps, a monotonic clock for ages. */
     int64_t (*now_ms)(void *ctx);
     void *clock_ctx;
-    /* Called on the writer thread after every put attempt, without locks held.
+    /* Called on the writer thread after every put attempt of a batch from
+     * memory (not for batches drained from the spool), without locks held.
      * It must not call ag_usage_log_flush/tick/close (they wait for the writer). */
     void (*on_flush)(void *ctx, const ag_usage_flush_info_t *info);
     void *flush_ctx;
