@@ -310,6 +310,8 @@ static void handle_metrics(ag_admin_t *a, ag_req_t *req)
         ag_usage_log_stats(a->opts.usage_log, &st);
         p.usage_log_entries = st.accepted;
         p.usage_log_dropped = st.dropped;
+        p.usage_log_spool_bytes = st.spool_bytes;
+        p.usage_log_spool_full = st.spool_full;
     }
     ag_buf_t b;
     ag_buf_init(&b, 0);

@@ -203,6 +203,11 @@ static const cfg_key_t aigate_keys[] = {
     {"usage_log_retention_days", K_UINT, 0, 36500, 30, NULL, OFF(usage_log_retention_days),
      "days of usage log kept (older days are deleted; closed days are gzipped); 0: forever",
      RESTART},
+    {"usage_log_spool_max", K_SIZE, 0, 1099511627776.0, 1 << 30, NULL, OFF(usage_log_spool_max),
+     "most bytes of usage-log batches kept in the local spool (data_dir/spool/usage-log/BUCKET) "
+     "while an S3 log store refuses puts; when full, batches wait in memory, then new entries are "
+     "refused and counted as dropped; 0: no spool",
+     RESTART},
     /* Scale-out (platform.md section 7): the Redis of [aigate.redis] url. */
     {"redis_fail", K_ENUM, 0, 0, 0, "closed", OFF(redis_fail),
      "while Redis is down or slow: \"closed\" (rate limits answer 503 with Retry-After) or "

@@ -200,6 +200,7 @@ typedef struct ag_config {
     /* bounded disk */
     size_t cache_max_bytes;            /* the cache store's size bound */
     unsigned usage_log_retention_days; /* 0: keep every day */
+    size_t usage_log_spool_max;        /* the usage log's spool bound (S3 store); 0: no spool */
     /* where the items of string lists were written (ag_config_list_pos()) */
     struct ag__config_list_at *list_at;
     size_t nlist_at;

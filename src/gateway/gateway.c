@@ -50,6 +50,18 @@ static int open_usage_log(ag_gateway_t *gw, const ag_config_t *cfg, const gw_gen
                          ag_strerror(rc));
         return rc;
     }
+    /* The spool is for a store across the network: the directory backend's
+     * bucket shares its disk with the spool, which would only write twice. */
+    char spool[4096];
+    bool spooled = backend && strcmp(backend, AG_OBJ_BACKEND_S3) == 0 && cfg->usage_log_spool_max;
+    if (spooled) {
+        int n = snprintf(spool, sizeof(spool), "%s/spool/usage-log/%s",
+                         cfg->data_dir ? cfg->data_dir : AG_STORE_DEFAULT_DATA_DIR, bucket);
+        if (n < 0 || (size_t)n >= sizeof(spool)) {
+            ag_log_error("the usage-log spool's path is too long (data_dir)");
+            return AG_EINVALID;
+        }
+    }
     ag_usage_log_options_t lo = {
         .store = gw->log_bucket,
         .flush_interval_ms = cfg->usage_log_flush_ms,
@@ -57,10 +69,13 @@ static int open_usage_log(ag_gateway_t *gw, const ag_config_t *cfg, const gw_gen
         .nprices = gen->nprices,
         .retention_days = cfg->usage_log_retention_days,
         .compress_days = true,
+        .spool_dir = spooled ? spool : NULL,
+        .spool_max_bytes = cfg->usage_log_spool_max,
     };
     rc = ag_usage_log_open(&lo, &gw->usage_log);
     if (rc < 0)
-        ag_log_error("cannot start the usage log: %s", ag_strerror(rc));
+        ag_log_error("cannot start the usage log%s%s: %s", spooled ? " with its spool " : "",
+                     spooled ? spool : "", ag_strerror(rc));
     return rc;
 }
 

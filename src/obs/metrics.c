@@ -724,6 +724,18 @@ int ag_metrics_render(ag_metrics_t *m, const ag_metrics_process_t *p, ag_buf_t *
         rc = ag_buf_printf(b, "aigate_usage_log_dropped_total %llu\n",
                            (unsigned long long)p->usage_log_dropped);
     if (rc == 0)
+        rc = family(b, "aigate_usage_log_spool_bytes", "gauge",
+                    "Usage-log NDJSON bytes waiting in the local spool for the store.");
+    if (rc == 0)
+        rc = ag_buf_printf(b, "aigate_usage_log_spool_bytes %llu\n",
+                           (unsigned long long)p->usage_log_spool_bytes);
+    if (rc == 0)
+        rc = family(b, "aigate_usage_log_spool_full_total", "counter",
+                    "Usage-log batches the full spool refused (kept in memory instead).");
+    if (rc == 0)
+        rc = ag_buf_printf(b, "aigate_usage_log_spool_full_total %llu\n",
+                           (unsigned long long)p->usage_log_spool_full);
+    if (rc == 0)
         rc = family(b, "aigate_tail_dropped_total", "counter",
                     "Tail events dropped because a subscriber read too slowly.");
     if (rc == 0)

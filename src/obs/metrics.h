@@ -41,6 +41,7 @@ void ag_metrics_config_reload(ag_metrics_t *m, bool applied);
 typedef struct ag_metrics_process {
     uint64_t connections_active;
     uint64_t usage_log_entries, usage_log_dropped;
+    uint64_t usage_log_spool_bytes, usage_log_spool_full; /* the spool: bytes now, refusals */
     uint64_t tail_dropped;
     double start_time_s; /* epoch seconds */
 } ag_metrics_process_t;

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store/usage_log_spool.h"
 #include "util/buf.h"
 #include "util/errors.h"
 #include "util/fmt.h"
@@ -46,6 +47,11 @@ typedef struct line_clock {
 #define DAY_MS 86400000LL
 #define KEY_MAX 192
 #define SPILL_PREFIX "usage-log unwritten: "
+#define DEFAULT_SPOOL_MAX (1ull << 30)
+#define SPOOL_PAGE 100 /* spooled batches drained per pass: new batches are not held up long */
+/* How often the spool is looked at while it seems empty: another process
+ * sharing it (a reload's old log, closing) may have left batches there. */
+#define SPOOL_RESCAN_MS 60000
 
 /* A batch: the NDJSON of entries of one UTC day. Open batches grow; sealed
  * ones have their key fixed and wait, in order, for their put: a retry writes
@@ -57,6 +63,7 @@ typedef struct batch {
     int64_t min_ts;       /* earliest entry timestamp: names the object */
     int64_t first_accept; /* age clock of its oldest entry */
     int64_t next_try;     /* sealed: age clock at which the put is (re)tried */
+    unsigned attempts;    /* sealed: failed puts so far */
     size_t n;
     ag_buf_t buf;
     char key[KEY_MAX];
@@ -116,6 +123,12 @@ struct ag_usage_log {
     int64_t warn_put_us, warn_drop_us;
     uint64_t errs_unreported, dropped_reported;
     bool failing;
+    /* The spool (usage_log_spool.c), NULL without one. */
+    ag__usage_spool_t *spool;
+    int64_t spool_next_try; /* age clock of the next drain */
+    int64_t warn_spool_us;
+    bool spooling; /* batches went to the spool since the store last took one */
+    char own[84];  /* "-<instance>-": what this open's keys hold */
 };
 
 /* ---- entries and prices ------------------------------------------------ */
@@ -489,6 +502,8 @@ static int64_t next_deadline(const ag_usage_log_t *log)
     int64_t iv = log->interval_ms;
     if (log->sealed)
         dl = log->sealed->next_try;
+    if (log->spool)
+        dl = min64(dl, log->spool_next_try);
     for (const batch_t *b = log->open; b; b = b->next)
         dl = min64(dl, b->first_accept + iv);
     if (under_cap(log)) {
@@ -639,10 +654,148 @@ static int serialize_taken(ag_usage_log_t *log, bool force, int64_t now)
     return rc;
 }
 
-static int put_sealed(ag_usage_log_t *log, bool force, int64_t now)
+static void pop_sealed(ag_usage_log_t *log)
 {
+    batch_t *b = log->sealed;
+    log->sealed = b->next;
+    if (log->sealed == NULL)
+        log->sealed_tail = &log->sealed;
+    log->retained -= b->buf.len;
+    batch_free(b);
+}
+
+static void publish_spool_stats(ag_usage_log_t *log)
+{
+    pthread_mutex_lock(&log->mu);
+    log->st.spool_bytes = ag__usage_spool_bytes(log->spool);
+    log->st.retained_bytes = log->retained;
+    pthread_mutex_unlock(&log->mu);
+}
+
+/* The head sealed batch into the spool. Loud when the spool cannot take it:
+ * the batch then stays in memory, under max_retained, as without a spool. */
+static int spool_head(ag_usage_log_t *log, int64_t now_ms)
+{
+    batch_t *b = log->sealed;
+    int rc = ag__usage_spool_put(log->spool, b->key, b->buf.data, b->buf.len, b->n);
+    if (rc < 0) {
+        int64_t now = ag_mono_us();
+        pthread_mutex_lock(&log->mu);
+        if (rc == AG_EFULL)
+            log->st.spool_full++;
+        pthread_mutex_unlock(&log->mu);
+        if (log->warn_spool_us == 0 || now - log->warn_spool_us >= WARN_EVERY_US) {
+            if (rc == AG_EFULL)
+                ag_log_error("usage log: the spool %s is full (%" PRIu64 " of %" PRIu64
+                             " bytes, usage_log_spool_max): %s (%zu entries) stays in memory; "
+                             "once %zu bytes wait there, new entries are refused and counted "
+                             "as dropped",
+                             ag__usage_spool_dir(log->spool), ag__usage_spool_bytes(log->spool),
+                             ag__usage_spool_max(log->spool), b->key, b->n, log->max_retained);
+            else
+                ag_log_error("usage log: cannot write %s to the spool %s: %s (kept in memory)",
+                             b->key, ag__usage_spool_dir(log->spool), ag_strerror(rc));
+            log->warn_spool_us = now;
+        }
+        return rc;
+    }
+    if (!log->spooling)
+        ag_log_warn("usage log: the store refuses puts: batches go to the spool %s until it "
+                    "accepts them again",
+                    ag__usage_spool_dir(log->spool));
+    log->spooling = true;
+    log->warn_spool_us = 0; /* the next refusal is news again */
+    log->spool_next_try = min64(log->spool_next_try, now_ms + log->interval_ms); /* the probe */
+    pthread_mutex_lock(&log->mu);
+    log->st.spooled += b->n;
+    pthread_mutex_unlock(&log->mu);
+    pop_sealed(log);
+    publish_spool_stats(log);
+    return 0;
+}
+
+/* Spooled batches into the store, oldest first: one page, or (forced) all of
+ * them. @return 0, or the failed put's error (the store is down). */
+static int drain_spool(ag_usage_log_t *log, bool force, int64_t now)
+{
+    int rc = 0;
+    ag__usage_spool_drained_t d = {0};
+    size_t objects = 0;
+    uint64_t entries = 0;
+    for (;;) {
+        rc = ag__usage_spool_drain(log->spool, log->store, log->own, SPOOL_PAGE, &d);
+        objects += d.objects;
+        entries += d.own_entries + d.other_entries;
+        pthread_mutex_lock(&log->mu);
+        log->st.written += d.own_entries;
+        log->st.recovered += d.other_entries;
+        log->st.flushes += d.objects;
+        log->st.spool_bytes = ag__usage_spool_bytes(log->spool);
+        if (rc < 0)
+            log->st.write_errors++;
+        pthread_mutex_unlock(&log->mu);
+        if (d.unreadable)
+            ag_log_error("usage log: %zu files of the spool %s cannot be read (%s): they stay "
+                         "there, undelivered; look at them by hand",
+                         d.unreadable, ag__usage_spool_dir(log->spool),
+                         ag_strerror(d.unreadable_rc));
+        if (rc < 0 || !d.more || !force)
+            break;
+    }
+    if (rc < 0) {
+        log->spool_next_try = now + log->interval_ms;
+        log->errs_unreported++;
+        int64_t t = ag_mono_us();
+        if (!log->failing || t - log->warn_put_us >= WARN_EVERY_US) {
+            ag_log_warn("usage log: the store still refuses puts: %s (%" PRIu64
+                        " failed puts since the last warning; %" PRIu64
+                        " bytes wait in the spool %s)",
+                        ag_strerror(rc), log->errs_unreported, ag__usage_spool_bytes(log->spool),
+                        ag__usage_spool_dir(log->spool));
+            log->warn_put_us = t;
+            log->errs_unreported = 0;
+        }
+        log->failing = true;
+        return rc;
+    }
+    log->spool_next_try = d.more ? now : now + SPOOL_RESCAN_MS;
+    if (objects > 0 && log->failing) {
+        ag_log_info("usage log: the store accepts writes again");
+        log->failing = false;
+        log->errs_unreported = 0;
+    }
+    if (!d.more && (objects > 0 || log->spooling)) {
+        ag_log_info("usage log: the spool is drained (%zu batches, %" PRIu64
+                    " entries put into the store)",
+                    objects, entries);
+        log->spooling = false;
+    }
+    return 0;
+}
+
+/* Puts what is due. With a spool, the spool drains first (its oldest batch
+ * is also the probe of a store that is down), and a batch goes to the spool
+ * after AG_USAGE_SPOOL_AFTER failed puts, at once while closing, and without
+ * a try while the store is known to be down. */
+static int put_sealed(ag_usage_log_t *log, bool force, bool closing, int64_t now)
+{
+    int first_rc = 0;
+    bool down = false;
+    if (log->spool && !closing && (force || log->spool_next_try <= now)) {
+        first_rc = drain_spool(log, force, now);
+        down = first_rc < 0;
+    } else if (log->spool && log->failing && ag__usage_spool_files(log->spool) > 0) {
+        down = true; /* the last drain failed and the next is not due: no put would do better */
+    }
     while (log->sealed && (force || log->sealed->next_try <= now)) {
         batch_t *b = log->sealed;
+        if (down) {
+            int src = spool_head(log, now);
+            if (src == 0)
+                continue;
+            b->next_try = now + log->interval_ms; /* in memory, tried again later */
+            return first_rc < 0 ? first_rc : src;
+        }
         char count[24];
         snprintf(count, sizeof(count), "%zu", b->n);
         ag_obj_meta_pair_t meta = {"entries", count};
@@ -660,25 +813,29 @@ static int put_sealed(ag_usage_log_t *log, bool force, int64_t now)
         }
         pthread_mutex_unlock(&log->mu);
         if (rc < 0) {
+            b->attempts++;
             b->next_try = now + log->interval_ms;
             report_put(log, b, rc);
-            return rc;
+            if (first_rc == 0)
+                first_rc = rc;
+            if (log->spool && (closing || b->attempts >= AG_USAGE_SPOOL_AFTER) &&
+                spool_head(log, now) == 0) {
+                down = true; /* the batches behind it are not tried either */
+                continue;
+            }
+            return first_rc;
         }
-        log->sealed = b->next;
-        if (log->sealed == NULL)
-            log->sealed_tail = &log->sealed;
-        log->retained -= b->buf.len;
         report_put(log, b, 0);
-        batch_free(b);
+        pop_sealed(log);
     }
-    return 0;
+    return first_rc;
 }
 
 /* One pass. Forced (flush, close): everything accepted before the pass began
  * is put, cap or not. Else only what is due by size or age. At most two
  * rounds, so that a flush returns under a steady stream of appends: the
  * second take sees every entry appended before the pass started. */
-static int writer_pass(ag_usage_log_t *log, bool force)
+static int writer_pass(ag_usage_log_t *log, bool force, bool closing)
 {
     int first_rc = 0;
     for (int round = 0; round < 2; round++) {
@@ -705,7 +862,7 @@ static int writer_pass(ag_usage_log_t *log, bool force)
         int64_t now = age_ms(log);
         int rc = serialize_taken(log, force, now);
         seal_open(log, force, now);
-        int prc = put_sealed(log, force, now);
+        int prc = put_sealed(log, force, closing, now);
         if (first_rc == 0)
             first_rc = rc < 0 ? rc : prc;
         if (first_rc < 0)
@@ -800,7 +957,7 @@ static void *writer_main(void *arg)
         bool force = stopping || ftarget != log->flush_done;
         pthread_mutex_unlock(&log->mu);
 
-        int rc = writer_pass(log, force);
+        int rc = writer_pass(log, force, stopping);
 
         pthread_mutex_lock(&log->mu);
         if (ftarget != log->flush_done) {
@@ -909,6 +1066,7 @@ static void log_destroy(ag_usage_log_t *log)
     pthread_cond_destroy(&log->maint_wake);
     free(log->pending);
     free(log->taken);
+    ag__usage_spool_free(log->spool);
     prices_free(log->prices, log->nprices);
     ag_buf_fini(&log->line);
     free(log);
@@ -953,6 +1111,7 @@ int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out)
         random_hex(rnd, 8);
         snprintf(log->instance, sizeof(log->instance), "%s", rnd);
     }
+    snprintf(log->own, sizeof(log->own), "-%s-", log->instance);
     ag_buf_init(&log->line, 0);
     log->clock.second = INT64_MIN;
     log->sealed_tail = &log->sealed;
@@ -981,6 +1140,21 @@ int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out)
     if (rc < 0)
         goto fail;
     log->nprices = log->prices ? opts->nprices : 0;
+    if (opts->spool_dir) {
+        /* What an earlier run spooled is drained by the first pass. */
+        rc = ag__usage_spool_open(opts->spool_dir,
+                                  opts->spool_max_bytes ? opts->spool_max_bytes : DEFAULT_SPOOL_MAX,
+                                  &log->spool);
+        if (rc < 0)
+            goto fail;
+        log->st.spool_bytes = ag__usage_spool_bytes(log->spool);
+        log->spool_next_try = INT64_MIN;
+        if (ag__usage_spool_files(log->spool) > 0)
+            ag_log_info("usage log: %" PRIu64 " batches (%" PRIu64
+                        " bytes) wait in the spool %s: they are put into the store first",
+                        ag__usage_spool_files(log->spool), ag__usage_spool_bytes(log->spool),
+                        opts->spool_dir);
+    }
 
     /* The writer takes no signals: SIGTERM and friends belong to the main
      * loop, and a blocked SIGXFSZ turns a file-size limit into EFBIG. */

@@ -119,7 +119,8 @@ typedef struct ag_usage_log_options {
      * Default: the wall clock for timestamps, a monotonic clock for ages. */
     int64_t (*now_ms)(void *ctx);
     void *clock_ctx;
-    /* Called on the writer thread after every put attempt, without locks held.
+    /* Called on the writer thread after every put attempt of a batch from
+     * memory (not for batches drained from the spool), without locks held.
      * It must not call ag_usage_log_flush/tick/close (they wait for the writer). */
     void (*on_flush)(void *ctx, const ag_usage_flush_info_t *info);
     void *flush_ctx;
@@ -132,7 +133,20 @@ typedef struct ag_usage_log_options {
      * both by a thread of the log, at open and every hour (ag_usage_log_maintain()). */
     unsigned retention_days;
     bool compress_days;
+    /* The local spool (docs/usage-log.md, "The spool"): a folder (created,
+     * mode 0700) where a batch goes when its put has failed
+     * AG_USAGE_SPOOL_AFTER times (at once while closing, and without a try
+     * while the store is known to be down), durably, under its object key;
+     * drained into the store oldest first when it accepts puts again, also
+     * what an earlier run left there. At most spool_max_bytes of NDJSON (0:
+     * 1 GiB); when full, batches stay in memory as without a spool. NULL: no
+     * spool. Copied. */
+    const char *spool_dir;
+    uint64_t spool_max_bytes;
 } ag_usage_log_options_t;
+
+/** Failed puts of one batch after which it goes to the spool. */
+#define AG_USAGE_SPOOL_AFTER 3
 
 typedef struct ag_usage_log ag_usage_log_t;
 
@@ -169,11 +183,18 @@ typedef struct ag_usage_log_stats {
     uint64_t lost;           /* accepted entries close gave up on (spilled to the server log) */
     uint64_t queued;         /* accepted, not yet written: waiting, in batches or retried */
     uint64_t retained_bytes; /* NDJSON in memory waiting for a put */
+    /* The spool (zero without one). Spooled entries are still `queued`; once
+     * drained they count in `written`, or in `recovered` when an earlier run
+     * spooled them. */
+    uint64_t spooled;     /* entries this log wrote to the spool */
+    uint64_t recovered;   /* entries of earlier runs drained from the spool into the store */
+    uint64_t spool_bytes; /* NDJSON bytes in the spool now */
+    uint64_t spool_full;  /* times the full spool refused a batch (kept in memory) */
 } ag_usage_log_stats_t;
 
 /** Creates the log and starts its writer thread (signals blocked in it).
  *  @return 0 and *out; AG_EINVALID for a NULL store or a bad instance_id;
- *  -ENOMEM; -errno from pthread_create. */
+ *  -ENOMEM; -errno from pthread_create; the spool folder's error. */
 int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out);
 
 /** Accepts a copy of *e. Thread-safe; O(1) under one mutex; never does I/O and
@@ -184,10 +205,10 @@ int ag_usage_log_open(const ag_usage_log_options_t *opts, ag_usage_log_t **out);
  *  AG_EINVALID for NULL. */
 int ag_usage_log_append(ag_usage_log_t *log, const ag_usage_entry_t *e);
 
-/** Blocks until every entry accepted before the call is in the store.
- *  @return 0; the put error when the store refused (the entries stay queued
- *  and are retried); AG_USAGE_ECLOSED after close. Any thread but the
- *  writer's (on_flush). */
+/** Blocks until every entry accepted before the call is in the store (the
+ *  spool drained too). @return 0; the put error when the store refused (the
+ *  entries stay queued, in memory or the spool, and are retried);
+ *  AG_USAGE_ECLOSED after close. Any thread but the writer's (on_flush). */
 int ag_usage_log_flush(ag_usage_log_t *log);
 
 /** Runs one writer pass at the current clock and waits for it: writes what is
@@ -201,7 +222,9 @@ int ag_usage_log_tick(ag_usage_log_t *log);
 int ag_usage_log_set_prices(ag_usage_log_t *log, const ag_price_t *prices, size_t n);
 
 /** Stops accepting entries, writes everything accepted, and joins the writer.
- *  If the store keeps failing for close_timeout_ms, the unwritten entries go
+ *  With a spool, what the store refuses goes to the spool at once (drained by
+ *  the next open). If the store (and the spool) keep failing for
+ *  close_timeout_ms, the unwritten entries go
  *  to the server log (stderr) as `usage-log unwritten: {json}` lines and are
  *  counted in `lost`. Idempotent; the log stays allocated (appends return
  *  AG_USAGE_ECLOSED, stats still work) until ag_usage_log_free(). Not from

@@ -7,6 +7,7 @@
  */
 #include "util/platform.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -210,7 +211,8 @@ typedef struct {
     pthread_cond_t cv;
     bool gate_closed;
     int in_put;
-    int fail_rc; /* nonzero: puts fail with it */
+    int fail_rc;         /* nonzero: puts fail with it */
+    bool land_then_fail; /* with fail_rc: the put lands, then fails (a lost answer) */
     int puts;
 } gate_store_t;
 
@@ -226,10 +228,12 @@ static int gate_put(ag_objstore_t *s, const char *key, size_t keylen, const void
         pthread_cond_wait(&g->cv, &g->mu);
     g->in_put--;
     int rc = g->fail_rc;
+    bool land = g->land_then_fail;
     pthread_mutex_unlock(&g->mu);
-    if (rc)
+    if (rc && !land)
         return rc;
-    return g->inner->ops->put(g->inner, key, keylen, data, len, meta_json, out);
+    int irc = g->inner->ops->put(g->inner, key, keylen, data, len, meta_json, out);
+    return rc ? rc : irc;
 }
 
 static int gate_get(ag_objstore_t *s, const char *key, size_t keylen, ag_obj_t *out)
@@ -1152,6 +1156,262 @@ TEST(close_spills_when_store_keeps_failing)
     fixture_close(&f);
 }
 
+/* ---- the spool ---------------------------------------------------------- */
+
+/* Objects in the spool folder. */
+static size_t spool_count(const char *dir)
+{
+    ag_objstore_t *sp;
+    if (ag_objstore_open_fs(dir, &sp) < 0)
+        return (size_t)-1;
+    ag_obj_list_result_t r;
+    size_t n = ag_objstore_list(sp, NULL, &r) == 0 ? r.count : (size_t)-1;
+    if (n != (size_t)-1)
+        ag_obj_list_result_free(&r);
+    ag_objstore_close(sp);
+    return n;
+}
+
+static void append_n(ag_usage_log_t *log, const char *prefix, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char rid[32];
+        snprintf(rid, sizeof(rid), "%s%d", prefix, i);
+        ag_usage_entry_t e = entry(rid);
+        ASSERT_EQ(ag_usage_log_append(log, &e), 0);
+    }
+}
+
+TEST(spool_takes_failed_batches_and_drains_in_order)
+{
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    gate_store_t g;
+    gate_init(&g, f.store);
+    gate_set(&g, false, -ECONNREFUSED);
+    atomic_store(&fake_now, T0);
+    char spool[128];
+    snprintf(spool, sizeof(spool), "%s/spool", f.dir);
+    ag_usage_log_options_t o = base_opts(&g.base);
+    o.spool_dir = spool;
+    ag_usage_log_t *log;
+    ASSERT_EQ(ag_usage_log_open(&o, &log), 0);
+    append_n(log, "s", 0, 5);
+    /* retried in memory, then spooled after the third failed put */
+    for (int i = 0; i < AG_USAGE_SPOOL_AFTER; i++) {
+        ag_usage_log_stats_t st;
+        ag_usage_log_stats(log, &st);
+        ASSERT_EQ(st.spooled, 0);
+        ASSERT(ag_usage_log_flush(log) < 0);
+    }
+    ag_usage_log_stats_t st;
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.spooled, 5);
+    ASSERT_EQ(st.queued, 5);
+    ASSERT_EQ(st.retained_bytes, 0);
+    ASSERT(st.spool_bytes > 0);
+    ASSERT_EQ(g.puts, AG_USAGE_SPOOL_AFTER);
+    ASSERT_EQ(spool_count(spool), 1);
+
+    /* The store is down: the spooled batch is the probe, the new one goes to
+     * the spool without a put of its own. */
+    append_n(log, "s", 5, 10);
+    ASSERT(ag_usage_log_flush(log) < 0);
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(g.puts, AG_USAGE_SPOOL_AFTER + 1);
+    ASSERT_EQ(st.spooled, 10);
+    ASSERT_EQ(st.written, 0);
+    ASSERT_EQ(spool_count(spool), 2);
+
+    /* Back: oldest first, each spool file removed once its put succeeded. */
+    gate_set(&g, false, 0);
+    ASSERT_EQ(ag_usage_log_flush(log), 0);
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.written, 10);
+    ASSERT_EQ(st.queued, 0);
+    ASSERT_EQ(st.spool_bytes, 0);
+    ASSERT_EQ(st.recovered, 0);
+    ASSERT_EQ(spool_count(spool), 0);
+    ag_usage_log_free(log);
+    dump_t d;
+    ASSERT_EQ(dump_store(f.store, &d), 0);
+    ASSERT_EQ(d.nkeys, 2);
+    ASSERT_EQ(d.nlines, 10);
+    for (size_t i = 0; i < d.nlines; i++) {
+        char rid[32];
+        snprintf(rid, sizeof(rid), "s%zu", i);
+        ASSERT_STREQ(jstr(d.lines[i], "requestId"), rid);
+    }
+    dump_free(&d);
+    gate_fini(&g);
+    fixture_close(&f);
+}
+
+TEST(spool_survives_close_and_drains_at_next_open_once)
+{
+    /* The puts land but their answers are lost: the spool then holds batches
+     * the store has too. Draining re-puts them under the same keys, so every
+     * entry is in the store exactly once. */
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    gate_store_t g;
+    gate_init(&g, f.store);
+    gate_set(&g, false, -ETIMEDOUT);
+    g.land_then_fail = true;
+    atomic_store(&fake_now, T0);
+    char spool[128];
+    snprintf(spool, sizeof(spool), "%s/spool", f.dir);
+    ag_usage_log_options_t o = base_opts(&g.base);
+    o.spool_dir = spool;
+    o.close_timeout_ms = 30;
+    ag_usage_log_t *log;
+    ASSERT_EQ(ag_usage_log_open(&o, &log), 0);
+    append_n(log, "c", 0, 3);
+    ag_usage_log_close(log); /* one failed put, then the spool at once */
+    ag_usage_log_stats_t st;
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.lost, 0);
+    ASSERT_EQ(st.spooled, 3);
+    ASSERT_EQ(st.queued, 3);
+    ASSERT_EQ(st.write_errors, 1);
+    ag_usage_log_free(log);
+    ASSERT_EQ(spool_count(spool), 1);
+
+    gate_set(&g, false, 0);
+    g.land_then_fail = false;
+    ASSERT_EQ(ag_usage_log_open(&o, &log), 0);
+    ASSERT_EQ(ag_usage_log_flush(log), 0);
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.recovered, 3);
+    ASSERT_EQ(st.written, 0);
+    ASSERT_EQ(st.spool_bytes, 0);
+    ag_usage_log_free(log);
+    ASSERT_EQ(spool_count(spool), 0);
+    dump_t d;
+    ASSERT_EQ(dump_store(f.store, &d), 0);
+    ASSERT_EQ(d.nkeys, 1);
+    ASSERT_EQ(d.nlines, 3);
+    for (size_t i = 0; i < d.nlines; i++) {
+        char rid[32];
+        snprintf(rid, sizeof(rid), "c%zu", i);
+        ASSERT_STREQ(jstr(d.lines[i], "requestId"), rid);
+    }
+    dump_free(&d);
+    gate_fini(&g);
+    fixture_close(&f);
+}
+
+/* Cuts the end off the one object file of the spool (in a shard folder);
+ * its path goes to path[cap]. */
+static bool spool_corrupt_one(const char *dir, char *path, size_t cap)
+{
+    DIR *top = opendir(dir);
+    if (top == NULL)
+        return false;
+    bool done = false;
+    struct dirent *de;
+    while (!done && (de = readdir(top)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char shard[512];
+        snprintf(shard, sizeof(shard), "%s/%s", dir, de->d_name);
+        DIR *sd = opendir(shard);
+        if (sd == NULL)
+            continue;
+        struct dirent *fe;
+        while (!done && (fe = readdir(sd)) != NULL) {
+            if (fe->d_name[0] == '.')
+                continue;
+            char file[1024];
+            snprintf(file, sizeof(file), "%s/%s", shard, fe->d_name);
+            struct stat fst;
+            /* the header and metadata stay (listings see it), the bytes are short */
+            done = stat(file, &fst) == 0 && fst.st_size > 5 && truncate(file, fst.st_size - 5) == 0;
+            snprintf(path, cap, "%s", file);
+        }
+        closedir(sd);
+    }
+    closedir(top);
+    return done;
+}
+
+TEST(spool_unreadable_file_stays_and_does_not_block)
+{
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    gate_store_t g;
+    gate_init(&g, f.store);
+    gate_set(&g, false, -ECONNREFUSED);
+    atomic_store(&fake_now, T0);
+    char spool[128];
+    snprintf(spool, sizeof(spool), "%s/spool", f.dir);
+    ag_usage_log_options_t o = base_opts(&g.base);
+    o.spool_dir = spool;
+    ag_usage_log_t *log;
+    ASSERT_EQ(ag_usage_log_open(&o, &log), 0);
+    append_n(log, "u", 0, 2);
+    for (int i = 0; i < AG_USAGE_SPOOL_AFTER; i++)
+        ASSERT(ag_usage_log_flush(log) < 0);
+    ASSERT_EQ(spool_count(spool), 1);
+    char broken[1024];
+    ASSERT(spool_corrupt_one(spool, broken, sizeof(broken)));
+    /* The store is back: the broken file is left alone, new batches still
+     * reach the store, and flush says so only when they did. */
+    gate_set(&g, false, 0);
+    append_n(log, "v", 0, 2);
+    ASSERT_EQ(ag_usage_log_flush(log), 0);
+    ag_usage_log_stats_t st;
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.written, 2);
+    ASSERT_EQ(st.lost, 0);
+    ASSERT_EQ(st.queued, 2); /* u0, u1: still in the broken file, never deleted */
+    ag_usage_log_free(log);
+    ASSERT_EQ(access(broken, F_OK),
+              0); /* the directory backend does not list it; nobody deletes it */
+    dump_t d;
+    ASSERT_EQ(dump_store(f.store, &d), 0);
+    ASSERT_EQ(d.nlines, 2);
+    ASSERT_STREQ(jstr(d.lines[0], "requestId"), "v0");
+    dump_free(&d);
+    gate_fini(&g);
+    fixture_close(&f);
+}
+
+TEST(spool_full_keeps_batches_in_memory)
+{
+    fixture_t f;
+    ASSERT(fixture_open(&f));
+    gate_store_t g;
+    gate_init(&g, f.store);
+    gate_set(&g, false, -ECONNREFUSED);
+    atomic_store(&fake_now, T0);
+    char spool[128];
+    snprintf(spool, sizeof(spool), "%s/spool", f.dir);
+    ag_usage_log_options_t o = base_opts(&g.base);
+    o.spool_dir = spool;
+    o.spool_max_bytes = 64; /* less than one line */
+    ag_usage_log_t *log;
+    ASSERT_EQ(ag_usage_log_open(&o, &log), 0);
+    append_n(log, "f", 0, 2);
+    for (int i = 0; i < AG_USAGE_SPOOL_AFTER; i++)
+        ASSERT(ag_usage_log_flush(log) < 0);
+    ag_usage_log_stats_t st;
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.spool_full, 1);
+    ASSERT_EQ(st.spooled, 0);
+    ASSERT(st.retained_bytes > 0);
+    ASSERT_EQ(st.queued, 2);
+    ASSERT_EQ(spool_count(spool), 0);
+    gate_set(&g, false, 0);
+    ASSERT_EQ(ag_usage_log_flush(log), 0);
+    ag_usage_log_stats(log, &st);
+    ASSERT_EQ(st.written, 2);
+    ASSERT_EQ(st.lost, 0);
+    ag_usage_log_free(log);
+    gate_fini(&g);
+    fixture_close(&f);
+}
+
 TEST(kill9_loses_only_the_unflushed_window)
 {
     fixture_t f;
@@ -1284,17 +1544,20 @@ TEST(lifecycle_and_arguments)
     fixture_close(&f);
 }
 
-AG_TESTS(AG_TEST_ENTRY(cost_usd) AG_TEST_ENTRY(entry_set_str_truncates_on_characters)
-             AG_TEST_ENTRY(entry_fields_round_trip) AG_TEST_ENTRY(threads_2000_entries_exactly_once)
-                 AG_TEST_ENTRY(flush_by_size) AG_TEST_ENTRY(flush_by_age)
-                     AG_TEST_ENTRY(flush_by_age_real_clock) AG_TEST_ENTRY(keys_by_utc_day_and_time)
-                         AG_TEST_ENTRY(several_opens_never_collide) AG_TEST_ENTRY(queue_full_drop)
-                             AG_TEST_ENTRY(queue_full_block_times_out)
-                                 AG_TEST_ENTRY(queue_full_block_waits_for_room) AG_TEST_ENTRY(
-                                     failing_store_backpressure_then_recovery)
-                                     AG_TEST_ENTRY(write_failure_keeps_and_retries)
-                                         AG_TEST_ENTRY(write_failure_file_size_limit) AG_TEST_ENTRY(
-                                             close_spills_when_store_keeps_failing)
-                                             AG_TEST_ENTRY(kill9_loses_only_the_unflushed_window)
-                                                 AG_TEST_ENTRY(set_prices_applies_to_later_entries)
-                                                     AG_TEST_ENTRY(lifecycle_and_arguments))
+AG_TESTS(
+    AG_TEST_ENTRY(cost_usd) AG_TEST_ENTRY(entry_set_str_truncates_on_characters) AG_TEST_ENTRY(
+        entry_fields_round_trip) AG_TEST_ENTRY(threads_2000_entries_exactly_once)
+        AG_TEST_ENTRY(flush_by_size) AG_TEST_ENTRY(flush_by_age) AG_TEST_ENTRY(
+            flush_by_age_real_clock) AG_TEST_ENTRY(keys_by_utc_day_and_time)
+            AG_TEST_ENTRY(several_opens_never_collide) AG_TEST_ENTRY(queue_full_drop) AG_TEST_ENTRY(
+                queue_full_block_times_out) AG_TEST_ENTRY(queue_full_block_waits_for_room)
+                AG_TEST_ENTRY(failing_store_backpressure_then_recovery) AG_TEST_ENTRY(
+                    write_failure_keeps_and_retries) AG_TEST_ENTRY(write_failure_file_size_limit)
+                    AG_TEST_ENTRY(close_spills_when_store_keeps_failing)
+                        AG_TEST_ENTRY(spool_takes_failed_batches_and_drains_in_order)
+                            AG_TEST_ENTRY(spool_survives_close_and_drains_at_next_open_once)
+                                AG_TEST_ENTRY(spool_full_keeps_batches_in_memory)
+                                    AG_TEST_ENTRY(spool_unreadable_file_stays_and_does_not_block)
+                                        AG_TEST_ENTRY(kill9_loses_only_the_unflushed_window)
+                                            AG_TEST_ENTRY(set_prices_applies_to_later_entries)
+                                                AG_TEST_ENTRY(lifecycle_and_arguments))
