@@ -19,7 +19,7 @@ ag_layer(DIR store
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
           src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
           src/store/usage_log_spool.c
-          src/store/resp.c src/store/redis.c src/store/redis_gcra.c
+          src/store/resp.c src/store/redis.c src/store/redis_gcra.c src/store/redis_budget.c
           src/store/sigv4.c src/store/objstore_s3.c src/store/objstore_s3_xml.c
           src/store/objstore_open.c
   USES util

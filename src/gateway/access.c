@@ -28,6 +28,7 @@ gw_access_t *gw_step_auth(ag_req_t *req, gw_worker_t *w, const gw_route_t *route
     gw_access_t *a = ag_pool_alloc(&req->pool, sizeof(*a));
     memset(a, 0, sizeof(*a));
     a->budget = w->gw->budget;
+    a->w = w;
     ag_pool_on_clear(&req->pool, access_cleanup, a);
     gw_step_identify(req, route);
     int mode = route->gen->auth;
@@ -65,39 +66,144 @@ bool gw_access_model_allowed(const gw_access_t *a, const char *model, size_t len
     return !a->key || ag_keys_model_allowed(a->key, model, len);
 }
 
-bool gw_step_reserve(ag_req_t *req, const gw_route_t *route, gw_access_t *a, const char *model,
-                     size_t body_len, int64_t max_tokens, bool caching)
+/* The refusal of a reservation, in the route's shape. */
+static void reserve_refused(ag_req_t *req, const gw_route_t *route, const ag_key_limits_t *kl,
+                            int reason, uint32_t retry_after_s)
 {
-    const gw_gen_t *gen = route->gen;
-    if (max_tokens < 0)
-        max_tokens = 0;
-    double worst =
-        ag_usage_worst_case_usd(gen->prices, gen->nprices, model, body_len, max_tokens, caching);
-    static const ag_key_limits_t none;
-    const ag_key_limits_t *kl = a->key ? &a->key->limits : &none;
-    ag_budget_limits_t lim = {kl->rpm, kl->tpm, kl->daily_usd, kl->monthly_usd};
-    ag_budget_result_t res;
-    int rc = ag_budget_reserve(a->budget, a->key ? a->key->name : NULL, a->key ? &lim : NULL, worst,
-                               body_len + (uint64_t)max_tokens, &a->resv, &res);
-    if (rc < 0) {
-        ag_log_error("request %s: cannot reserve its budget: %s", req->id, ag_strerror(rc));
-        route->def->proto->respond_error(req, 503, "api_error", "Budget store unavailable");
-        return false;
-    }
-    if (res.allowed)
-        return true;
     char num[24], msg[128];
-    ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, res.retry_after_s)));
-    if (res.reason == AG_BUDGET_RPM)
+    ag_req_add_header(req, "Retry-After", ag_str(num, ag_fmt_u64(num, retry_after_s)));
+    if (reason == AG_BUDGET_RPM)
         snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u requests/minute for this key.",
                  kl->rpm);
-    else if (res.reason == AG_BUDGET_TPM)
+    else if (reason == AG_BUDGET_TPM)
         snprintf(msg, sizeof(msg), "Rate limit exceeded. Max %u tokens/minute for this key.",
                  kl->tpm);
     else
         snprintf(msg, sizeof(msg), "%s", MSG_BUDGET);
     route->def->proto->respond_error(req, 429, "rate_limit_error", msg);
-    return false;
+}
+
+/* What a reservation asks for, for either store. */
+typedef struct reserve_ask {
+    ag_req_t *req;
+    const gw_route_t *route;
+    gw_access_t *a;
+    const ag_key_limits_t *kl;
+    double worst_usd;
+    uint64_t worst_tokens;
+    gw_limit_next_fn next;
+    void *ctx;
+    ag_redis_budget_ask_t rask;
+} reserve_ask_t;
+
+static void reserve_local(reserve_ask_t *q)
+{
+    ag_req_t *req = q->req;
+    gw_access_t *a = q->a;
+    const ag_key_limits_t *kl = q->kl;
+    ag_budget_limits_t lim = {kl->rpm, kl->tpm, kl->daily_usd, kl->monthly_usd};
+    ag_budget_result_t res;
+    int rc = ag_budget_reserve(a->budget, a->key ? a->key->name : NULL, a->key ? &lim : NULL,
+                               q->worst_usd, q->worst_tokens, &a->resv, &res);
+    if (rc < 0) {
+        ag_log_error("request %s: cannot reserve its budget: %s", req->id, ag_strerror(rc));
+        q->route->def->proto->respond_error(req, 503, "api_error", "Budget store unavailable");
+        return;
+    }
+    if (!res.allowed) {
+        reserve_refused(req, q->route, kl, res.reason, res.retry_after_s);
+        return;
+    }
+    q->next(q->ctx);
+}
+
+static void reserve_redis_failed(reserve_ask_t *q, int rc)
+{
+    bool open = q->route->gen->redis_fail_open;
+    gw_redis_warn(q->a->w, "reserve budgets", rc,
+                  open ? "this instance's own budgets apply"
+                       : "requests get 503 (redis_fail = \"closed\")");
+    if (open) {
+        reserve_local(q);
+        return;
+    }
+    ag_req_add_header(q->req, "Retry-After", AG_STR_LIT("1"));
+    q->route->def->proto->respond_error(q->req, 503, "api_error", "Budget store unavailable");
+}
+
+static void on_redis_reserve(void *ctx, int rc, const ag_resp_t *reply)
+{
+    reserve_ask_t *q = ctx;
+    q->a->rcmd = NULL;
+    ag_redis_budget_result_t res;
+    if (rc == 0)
+        rc = ag_redis_budget_decode(reply, &q->rask, &q->a->rresv, &res);
+    if (rc < 0) {
+        reserve_redis_failed(q, rc);
+        return;
+    }
+    if (!res.allowed) {
+        reserve_refused(q->req, q->route, q->kl, res.reason, res.retry_after_s);
+        return;
+    }
+    q->next(q->ctx);
+}
+
+static void reserve_cancel(void *p)
+{
+    gw_access_t *a = p;
+    ag_redis_cancel(a->rcmd); /* the client left while Redis was asked */
+    a->rcmd = NULL;
+}
+
+void gw_step_reserve(ag_req_t *req, const gw_route_t *route, gw_access_t *a, const char *model,
+                     size_t body_len, int64_t max_tokens, bool caching, gw_limit_next_fn next,
+                     void *ctx)
+{
+    const gw_gen_t *gen = route->gen;
+    if (max_tokens < 0)
+        max_tokens = 0;
+    static const ag_key_limits_t none;
+    reserve_ask_t *q = ag_pool_alloc(&req->pool, sizeof(*q));
+    *q = (reserve_ask_t){
+        .req = req,
+        .route = route,
+        .a = a,
+        .kl = a->key ? &a->key->limits : &none,
+        .worst_usd = ag_usage_worst_case_usd(gen->prices, gen->nprices, model, body_len, max_tokens,
+                                             caching),
+        .worst_tokens = body_len + (uint64_t)max_tokens,
+        .next = next,
+        .ctx = ctx,
+    };
+    gw_worker_t *w = a->w;
+    if (!w || !w->redis) {
+        reserve_local(q);
+        return;
+    }
+    const ag_key_limits_t *kl = q->kl;
+    int64_t global = ag_budget_global_nano(a->budget);
+    bool key_applies = a->key && (kl->rpm || kl->tpm || kl->daily_usd > 0 || kl->monthly_usd > 0);
+    if (!key_applies && global <= 0) {
+        next(ctx); /* nothing applies: nothing to hold */
+        return;
+    }
+    q->rask = (ag_redis_budget_ask_t){
+        .key_name = key_applies ? a->key->name : NULL,
+        .worst_nano = ag_budget_nano_up(q->worst_usd),
+        .global_day_nano = global,
+        .key_day_nano = ag_budget_nano_near(kl->daily_usd),
+        .key_month_nano = ag_budget_nano_near(kl->monthly_usd),
+        .rpm = kl->rpm,
+        .tpm = kl->tpm,
+        .worst_tokens = q->worst_tokens,
+    };
+    ag_pool_on_clear(&req->pool, reserve_cancel, a);
+    int rc = ag_redis_budget_reserve(w->redis, &q->rask, on_redis_reserve, q, &a->rcmd);
+    if (rc < 0) {
+        a->rcmd = NULL;
+        reserve_redis_failed(q, rc);
+    }
 }
 
 static uint64_t nonneg(int64_t v)
@@ -105,25 +211,42 @@ static uint64_t nonneg(int64_t v)
     return v > 0 ? (uint64_t)v : 0;
 }
 
+/* A reservation on Redis ends with a settle script; a worker whose client
+ * has closed leaves its worst case spent. */
+static void settle_redis(gw_access_t *a, double usd, uint64_t tokens)
+{
+    if (a->w && a->w->redis)
+        ag_redis_budget_settle(a->w->redis, &a->rresv, ag_budget_nano_near(usd), tokens);
+    a->rresv.active = false;
+}
+
 void gw_access_settle(gw_access_t *a, const ag_req_t *req)
 {
-    if (!a || !a->resv.active)
+    if (!a || !(a->resv.active || a->rresv.active))
         return;
     const ag_ai_record_t *ai = &req->ai;
     uint64_t tokens = nonneg(ai->input_tokens) + nonneg(ai->output_tokens) +
                       nonneg(ai->cache_write_tokens) + nonneg(ai->cache_read_tokens);
-    ag_budget_settle(a->budget, &a->resv, ai->cost_usd > 0 ? ai->cost_usd : 0, tokens);
+    double usd = ai->cost_usd > 0 ? ai->cost_usd : 0;
+    if (a->rresv.active)
+        settle_redis(a, usd, tokens);
+    else
+        ag_budget_settle(a->budget, &a->resv, usd, tokens);
 }
 
 void gw_access_settle_none(gw_access_t *a)
 {
-    if (a && a->resv.active)
+    if (a && a->rresv.active)
+        settle_redis(a, 0, 0);
+    else if (a && a->resv.active)
         ag_budget_settle(a->budget, &a->resv, 0, 0);
 }
 
 void gw_access_settle_worst(gw_access_t *a)
 {
-    if (a && a->resv.active)
+    if (a && a->rresv.active)
+        a->rresv.active = false; /* the worst case stays spent */
+    else if (a && a->resv.active)
         ag_budget_settle_worst(a->budget, &a->resv);
 }
 

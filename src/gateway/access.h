@@ -13,8 +13,10 @@
 #include <stdint.h>
 
 #include "gateway/generation.h"
+#include "gateway/steps.h"
 #include "http/server.h"
 #include "limit/budget.h"
+#include "store/redis_budget.h"
 #include "store/keys.h"
 
 /* One request's access state, in its pool. Its reservation is settled exactly
@@ -22,8 +24,11 @@
  * away) at the worst case by a pool-clear hook, so no path can leak one. */
 typedef struct gw_access {
     ag_budget_t *budget;
-    ag_key_record_t *key; /* the client's key (pool); NULL: none */
-    ag_budget_resv_t resv;
+    gw_worker_t *w;
+    ag_key_record_t *key;         /* the client's key (pool); NULL: none */
+    ag_budget_resv_t resv;        /* taken on this instance */
+    ag_redis_budget_resv_t rresv; /* or on Redis ([aigate.redis]) */
+    ag_redis_cmd_t *rcmd;         /* the reservation being asked for, or NULL */
 } gw_access_t;
 
 /** Identifies the client and checks its key (skipped when auth is off).
@@ -37,10 +42,14 @@ bool gw_access_model_allowed(const gw_access_t *a, const char *model, size_t len
 /** Reserves the request's worst case (upstream body bytes as input tokens,
  *  max_tokens of output, at the generation's price of `model`; `caching`
  *  prices input as cache writes) against the key's and the global budgets
- *  and the key's rpm and tpm. Call it after a cache miss, just before the
- *  upstream call. @return true to go on; false when the 429 (or 503) was sent. */
-bool gw_step_reserve(ag_req_t *req, const gw_route_t *route, gw_access_t *a, const char *model,
-                     size_t body_len, int64_t max_tokens, bool caching);
+ *  and the key's rpm and tpm: on this instance, or on Redis when the worker
+ *  has it (its failure is redis_fail's case). Call it after a cache miss,
+ *  just before the upstream call, and last: next(ctx) runs when the
+ *  reservation is taken (at once, or when Redis answers), else the 429 (or
+ *  503) is sent. A client that leaves while Redis is asked cancels it. */
+void gw_step_reserve(ag_req_t *req, const gw_route_t *route, gw_access_t *a, const char *model,
+                     size_t body_len, int64_t max_tokens, bool caching, gw_limit_next_fn next,
+                     void *ctx);
 
 /** Settles the reservation with what the request used: its cost (req->ai's,
  *  from gw_step_tokens()) and its tokens. No-op without a reservation or

@@ -166,6 +166,8 @@ static void gen_abort(ag_req_t *req)
 
 /* ---- the request -------------------------------------------------------------- */
 
+static void gen_reserved(void *ctx);
+
 /* 4. upstream: the cache could not answer. */
 static void gen_upstream(void *ctx)
 {
@@ -176,10 +178,17 @@ static void gen_upstream(void *ctx)
         ag_req_respond_error(req, 503, MSG_NO_KEY);
         return;
     }
+    gw_step_reserve(req, g->route, g->acc, g->model.ptr, g->body.len + (g->stream ? 14 : 0),
+                    gen->max_tokens, false, gen_reserved, g);
+}
+
+/* 5. the budgets let it through: the call. */
+static void gen_reserved(void *ctx)
+{
+    gen_req_t *g = ctx;
+    ag_req_t *req = g->req;
+    const gw_gen_t *gen = g->route->gen;
     bool cached = g->route->cache && gw_cache_on(g->w->gw);
-    if (!gw_step_reserve(req, g->route, g->acc, g->model.ptr, g->body.len + (g->stream ? 14 : 0),
-                         gen->max_tokens, false))
-        return;
     if (g->stream) {
         /* The same body plus "stream": the cache key stays the non-streaming
          * one, so streamed and plain requests share entries. */

@@ -176,6 +176,8 @@ static void msg_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
 }
 
 /* Upstream: the cache could not answer. */
+static void msg_reserved(void *ctx);
+
 static void msg_upstream(void *ctx)
 {
     msg_req_t *m = ctx;
@@ -186,9 +188,17 @@ static void msg_upstream(void *ctx)
         return;
     }
     /* count_tokens costs nothing upstream: it takes a request of the key's rpm alone. */
-    if (!gw_step_reserve(req, m->route, m->acc, m->count_tokens ? NULL : m->model, req->body.len,
-                         m->count_tokens ? 0 : m->max_tokens, gw_body_asks_caching(req->body)))
-        return;
+    gw_step_reserve(req, m->route, m->acc, m->count_tokens ? NULL : m->model, req->body.len,
+                    m->count_tokens ? 0 : m->max_tokens, gw_body_asks_caching(req->body),
+                    msg_reserved, m);
+}
+
+/* The budgets let it through: the call. */
+static void msg_reserved(void *ctx)
+{
+    msg_req_t *m = ctx;
+    ag_req_t *req = m->req;
+    const gw_gen_t *gen = m->route->gen;
     const char *const *headers = passthrough_headers(gen, req);
     if (m->stream && !m->count_tokens) {
         json_decref(m->root);

@@ -213,6 +213,8 @@ static void oai_done(void *ctx, const ag_upstream_response_t *resp, const ag_cal
     respond_buf(req, 200, rc, &b);
 }
 
+static void oai_reserved(void *ctx);
+
 /* Upstream: the cache could not answer. */
 static void oai_upstream(void *ctx)
 {
@@ -224,9 +226,17 @@ static void oai_upstream(void *ctx)
         return;
     }
     ag_str_t body = ag_str(m->body.data, m->body.len);
-    if (!gw_step_reserve(req, m->route, m->acc, m->model, body.len, m->info.max_tokens,
-                         gw_body_asks_caching(body)))
-        return;
+    gw_step_reserve(req, m->route, m->acc, m->model, body.len, m->info.max_tokens,
+                    gw_body_asks_caching(body), oai_reserved, m);
+}
+
+/* The budgets let it through: the call. */
+static void oai_reserved(void *ctx)
+{
+    oai_req_t *m = ctx;
+    ag_req_t *req = m->req;
+    const gw_gen_t *gen = m->route->gen;
+    ag_str_t body = ag_str(m->body.data, m->body.len);
     if (m->info.stream) {
         gw_openai_stream_init(&m->st, time(NULL), m->info.include_usage, m->model);
         m->st_live = true;

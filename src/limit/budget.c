@@ -84,14 +84,14 @@ static int64_t real_now_ms(void *ctx)
 
 /* Amounts: a limit or a real cost to the nearest nano-USD, a worst case up
  * (forgiving a thousandth of a nano-USD of float noise). */
-static int64_t nano_near(double usd)
+int64_t ag_budget_nano_near(double usd)
 {
     if (!(usd > 0))
         return 0;
     return (int64_t)llround((usd < MAX_USD ? usd : MAX_USD) * NANO);
 }
 
-static int64_t nano_up(double usd)
+int64_t ag_budget_nano_up(double usd)
 {
     if (!(usd > 0))
         return 0;
@@ -389,7 +389,7 @@ int ag_budget_open(const char *data_dir, const ag_budget_options_t *opts, ag_bud
         return -ENOMEM;
     b->now_ms = opts && opts->now_ms ? opts->now_ms : real_now_ms;
     b->clock_ctx = opts ? opts->clock_ctx : NULL;
-    atomic_init(&b->global_limit, nano_near(opts ? opts->global_daily_usd : 0));
+    atomic_init(&b->global_limit, ag_budget_nano_near(opts ? opts->global_daily_usd : 0));
     if (getrandom(&b->epoch, sizeof(b->epoch), 0) != sizeof(b->epoch))
         b->epoch = (uint32_t)real_now_ms(NULL);
     entry_init(&b->global, GLOBAL_NAME);
@@ -462,7 +462,7 @@ void ag_budget_close(ag_budget_t *b)
 
 void ag_budget_set_global(ag_budget_t *b, double daily_usd)
 {
-    atomic_store_explicit(&b->global_limit, nano_near(daily_usd), memory_order_relaxed);
+    atomic_store_explicit(&b->global_limit, ag_budget_nano_near(daily_usd), memory_order_relaxed);
 }
 
 /* ---- reserve and settle -------------------------------------------------------------- */
@@ -512,7 +512,7 @@ int ag_budget_reserve(ag_budget_t *b, const char *name, const ag_budget_limits_t
     int64_t now = b->now_ms(b->clock_ctx);
     int64_t now_ns = now * 1000000;
     int64_t day = day_of(now), month = month_of(now);
-    int64_t worst = nano_up(worst_usd);
+    int64_t worst = ag_budget_nano_up(worst_usd);
     int64_t glimit = atomic_load_explicit(&b->global_limit, memory_order_relaxed);
     bool use_global = glimit > 0;
     bool key_budget = lim->daily_usd > 0 || lim->monthly_usd > 0;
@@ -542,10 +542,11 @@ int ag_budget_reserve(ag_budget_t *b, const char *name, const ag_budget_limits_t
             if (wait)
                 refuse(res, AG_BUDGET_TPM, wait);
         }
-        if (lim->daily_usd > 0 && e->day_spent + e->day_resv + worst > nano_near(lim->daily_usd))
+        if (lim->daily_usd > 0 &&
+            e->day_spent + e->day_resv + worst > ag_budget_nano_near(lim->daily_usd))
             refuse(res, AG_BUDGET_DAILY, (int64_t)ag__budget_day_reset_s(now) * 1000);
         if (lim->monthly_usd > 0 &&
-            e->month_spent + e->month_resv + worst > nano_near(lim->monthly_usd))
+            e->month_spent + e->month_resv + worst > ag_budget_nano_near(lim->monthly_usd))
             refuse(res, AG_BUDGET_MONTHLY, (int64_t)ag__budget_month_reset_s(now) * 1000);
     }
     ag_budget_entry_t *g = &b->global;
@@ -603,7 +604,7 @@ void ag_budget_settle(ag_budget_t *b, ag_budget_resv_t *resv, double real_usd, u
     if (resv == NULL || !resv->active)
         return;
     resv->active = false;
-    int64_t real = nano_near(real_usd);
+    int64_t real = ag_budget_nano_near(real_usd);
     ag_budget_entry_t *e = resv->entry;
     if (e != NULL) {
         pthread_mutex_lock(&e->lock);
@@ -678,4 +679,9 @@ int ag_budget_usage(ag_budget_t *b, const char *name, ag_budget_usage_t *out)
     out->month_reserved_usd = (double)e->month_resv / NANO;
     pthread_mutex_unlock(&e->lock);
     return 0;
+}
+
+int64_t ag_budget_global_nano(ag_budget_t *b)
+{
+    return atomic_load_explicit(&b->global_limit, memory_order_relaxed);
 }

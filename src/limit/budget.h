@@ -146,6 +146,14 @@ typedef struct ag_budget_usage {
 } ag_budget_usage_t;
 int ag_budget_usage(ag_budget_t *b, const char *name, ag_budget_usage_t *out);
 
+/** US dollars as the store's nano-USD: to the nearest (real costs, limits), or
+ *  rounded up (worst cases), as every budget compares them. */
+int64_t ag_budget_nano_near(double usd);
+int64_t ag_budget_nano_up(double usd);
+
+/** The global daily budget in nano-USD; 0: none. Any thread. */
+int64_t ag_budget_global_nano(ag_budget_t *b);
+
 /** Seconds from now_ms to the next UTC midnight / first of next month, >= 1. */
 uint32_t ag__budget_day_reset_s(int64_t now_ms);
 uint32_t ag__budget_month_reset_s(int64_t now_ms);

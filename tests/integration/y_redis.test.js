@@ -10,11 +10,12 @@
 
 const { test, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
+const path = require('node:path');
 const net = require('node:net');
 const os = require('node:os');
 
-const { startGateway, startFake, request, generate, until, tmpdir } = require('./lib.js');
+const { BIN, startGateway, startFake, request, generate, until, tmpdir } = require('./lib.js');
 
 let up;
 let redis; // { proc, port, exited }
@@ -97,10 +98,10 @@ async function stopRedis(r) {
     await gone;
 }
 
-function config(port, extra = '') {
+function config(port, extra = '', limit = 10) {
     return `
 [aigate]
-rate_limit = 10
+rate_limit = ${limit}
 rate_period = 3600
 redis_timeout = 0.3
 ${extra}
@@ -223,6 +224,93 @@ test('a response cached by one instance is a hit on the other, with a Redis TTL'
             assert.equal(r.json.cached, false);
         } finally {
             await c.stop();
+        }
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+});
+
+test('a daily budget shared by two instances on Redis never overshoots, and settles to the real cost', async () => {
+    const MODEL = 'claude-haiku-4-5';
+    const N = 4;
+    const maxTokens = 10;
+    const bodyOf = (i) => JSON.stringify({ model: MODEL, max_tokens: maxTokens, messages: [{ role: 'user', content: `shared budget ${String(i).padStart(3, '0')}` }] });
+    const worst = (Buffer.byteLength(bodyOf(0)) * 1 + maxTokens * 100) / 1e6;
+    const budget = (N + 0.5) * worst; // N fit at their worst case, N + 1 do not
+    const extra = `cache = false\nbudget_daily_usd = ${budget.toFixed(9)}\n[aigate.prices]\n"${MODEL}" = { input = 1, output = 100 }`;
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    try {
+        const send = (g, i) => request(`${g.url}/v1/messages`, {
+            method: 'POST', body: bodyOf(i),
+            headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        });
+        // Slow answers: nothing settles before every request has tried.
+        up.setKnobs({ latencyMs: 600 });
+        const before = up.stats().requests;
+        let rs;
+        try {
+            rs = await Promise.all(Array.from({ length: 3 * N }, (_, i) => send(i % 2 ? a : b, i)));
+        } finally {
+            up.resetKnobs();
+        }
+        const ok = rs.filter((r) => r.status === 200);
+        assert.equal(ok.length, N, rs.map((r) => r.status).join(','));
+        assert.equal(up.stats().requests - before, N, 'exactly N reached the upstream across both');
+        for (const r of rs.filter((x) => x.status !== 200)) {
+            assert.equal(r.status, 429);
+            assert.equal(r.json.error.message, 'Budget exceeded');
+            assert.ok(Number(r.headers['retry-after']) >= 1);
+        }
+        // Settled to the real cost: the day's spend in Redis is what the N answers cost.
+        const dayKey = await new Promise((resolve) => {
+            const sock = net.connect(redis.port, '127.0.0.1');
+            let got = '';
+            sock.on('connect', () => sock.write('KEYS aigate:budget:global:day:*\r\n'));
+            sock.on('data', (d) => {
+                got += d.toString('latin1');
+                const m = /^\*1\r\n\$\d+\r\n([^\r]+)\r\n/.exec(got);
+                if (m) {
+                    sock.destroy();
+                    resolve(m[1]);
+                }
+            });
+        });
+        let spent = 0;
+        await until(async () => {
+            spent = Number(await redisGet(redis.port, dayKey)) / 1e9;
+            return spent < N * worst - 1e-9;
+        }, 5000, 'the settles');
+        assert.ok(spent > 0 && spent <= budget, `spent ${spent} of ${budget}`);
+        // What the settles gave back admits more, on either instance.
+        const more = await send(a, 100);
+        assert.equal(more.status, 200, more.body);
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+});
+
+test("a key's rpm is exact across two instances: its name is the count", async () => {
+    const extra = 'cache = false\nauth = "required"';
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    try {
+        // The same key name on both (each instance its own key store): one count on Redis.
+        const make = (g) => {
+            const r = spawnSync(BIN, ['keys', 'create', 'shared', '--rpm', '3', '--json', '--config', path.join(g.cwd, 'aigate.toml')], { cwd: g.cwd, encoding: 'utf8' });
+            assert.equal(r.status, 0, r.stderr);
+            return JSON.parse(r.stdout).key;
+        };
+        const ka = make(a);
+        const kb = make(b);
+        const rs = await Promise.all(Array.from({ length: 10 }, (_, i) => generate(i % 2 ? a : b, prompt(`rpm ${i}`), { authorization: `Bearer ${i % 2 ? ka : kb}` })));
+        const ok = rs.filter((r) => r.status === 200);
+        assert.equal(ok.length, 3, rs.map((r) => r.status).join(','));
+        for (const r of rs.filter((x) => x.status !== 200)) {
+            assert.equal(r.status, 429);
+            assert.match(r.json.error, /Max 3 requests\/minute for this key/);
         }
     } finally {
         await a.stop();
