@@ -62,7 +62,8 @@ typedef struct ag__cli {
     bool json;
     char *pos[AG__CLI_MAX_POS]; /* positional arguments, borrowed from argv */
     int npos;
-    char *data_dir; /* resolved by ag__cli_data_dir(); owned, freed by ag__cli_fini() */
+    char *data_dir;  /* resolved by ag__cli_data_dir(); owned, freed by ag__cli_fini() */
+    char *redis_url; /* the config's [aigate.redis] url, set with data_dir; NULL: none */
 } ag__cli_t;
 
 /** Parses argv (after the leaf command words): the common flags --config FILE,
@@ -79,6 +80,12 @@ bool ag__cli_parse(ag__cli_t *c, const char *usage, int argc, char **argv, ag__c
 int ag__cli_data_dir(ag__cli_t *c);
 
 void ag__cli_fini(ag__cli_t *c);
+
+/** One command to the config's Redis (c->redis_url, the password from the URL
+ *  or the secret REDIS_PASSWORD), waiting at most two seconds for its answer.
+ *  @return 0 with Redis's answer not an error; otherwise a negative code, with
+ *  `why` saying what happened (never the password). */
+int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *why, size_t len);
 
 /** Prints "aigate: <message>" to stderr. @return 1. */
 int ag__cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

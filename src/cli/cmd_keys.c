@@ -16,6 +16,7 @@
 
 #include "cli/cli.h"
 #include "store/keys.h"
+#include "store/redis.h"
 #include "util/buf.h"
 #include "util/errors.h"
 #include "util/json.h"
@@ -356,6 +357,21 @@ static int keys_list(int argc, char **argv)
     return rc;
 }
 
+/* With [aigate.redis], every instance sees the revocation with its next
+ * request under this name (the gateway asks along with the rate limit). */
+static int publish_revocation(const ag__cli_t *c, const char *name, int64_t now)
+{
+    char key[AG_KEYS_NAME_MAX + 32], when[24], why[256];
+    snprintf(key, sizeof(key), "%s%s", AG_REDIS_REVOKED_PREFIX, name);
+    snprintf(when, sizeof(when), "%lld", (long long)now);
+    const char *argv[] = {"SET", key, when};
+    if (ag__cli_redis(c, 3, argv, why, sizeof(why)) < 0)
+        return ag__cli_fail("key %s is revoked here, but not on Redis (%s): other instances "
+                            "still take it; run the command again",
+                            name, why);
+    return 0;
+}
+
 /* show / revoke: one name, one record printed. */
 static int keys_one(int argc, char **argv, const char *usage, bool revoke)
 {
@@ -379,6 +395,8 @@ static int keys_one(int argc, char **argv, const char *usage, bool revoke)
     } else if (err < 0) {
         rc = ag__cli_fail("cannot %s key %s: %s", revoke ? "revoke" : "read", name,
                           ag_strerror(err));
+    } else if (revoke && c.redis_url && (rc = publish_revocation(&c, name, now)) != 0) {
+        /* said why */
     } else if (c.json) {
         ag_buf_t out;
         ag_buf_init(&out, 0);
@@ -386,7 +404,8 @@ static int keys_one(int argc, char **argv, const char *usage, bool revoke)
         rc = ag__cli_print_json(&out);
         ag_buf_fini(&out);
     } else if (revoke) {
-        printf("Revoked key %s: it fails from now on.\n", name);
+        printf("Revoked key %s: it fails from now on%s.\n", name,
+               c.redis_url ? ", on every instance of this Redis" : "");
         rc = ag__cli_flush_stdout();
     } else {
         char lim[160], t[40];

@@ -9,12 +9,17 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 
 #include "config/config.h"
+#include "store/redis.h"
+#include "store/secrets.h"
+#include "store/secrets_resolve.h"
 #include "util/errors.h"
 #include "util/json.h"
 
@@ -147,12 +152,9 @@ int ag__cli_data_dir(ag__cli_t *c)
 {
     free(c->data_dir);
     c->data_dir = NULL;
-    if (c->data_dir_flag) {
-        if (c->data_dir_flag[0] == '\0')
-            return ag__cli_fail("--data-dir is empty");
-        c->data_dir = strdup(c->data_dir_flag);
-        return c->data_dir ? 0 : ag__cli_fail("out of memory");
-    }
+    if (c->data_dir_flag && c->data_dir_flag[0] == '\0')
+        return ag__cli_fail("--data-dir is empty");
+    /* Read even with --data-dir: its [aigate.redis] is where revocations go. */
     ag_config_t cfg;
     ag_config_defaults(&cfg);
     const char *path = ag_config_find(c->config);
@@ -160,8 +162,11 @@ int ag__cli_data_dir(ag__cli_t *c)
     if (path && ag_config_load_file(&cfg, path, stderr) < 0) {
         rc = ag__cli_fail("cannot use the configuration in %s", path);
     } else {
-        c->data_dir = strdup(cfg.data_dir && cfg.data_dir[0] ? cfg.data_dir : "./.aigate");
-        if (c->data_dir == NULL)
+        const char *dir = c->data_dir_flag ? c->data_dir_flag : cfg.data_dir;
+        c->data_dir = strdup(dir && dir[0] ? dir : "./.aigate");
+        free(c->redis_url);
+        c->redis_url = cfg.redis_url ? strdup(cfg.redis_url) : NULL;
+        if (c->data_dir == NULL || (cfg.redis_url && !c->redis_url))
             rc = ag__cli_fail("out of memory");
     }
     ag_config_fini(&cfg);
@@ -171,6 +176,67 @@ int ag__cli_data_dir(ag__cli_t *c)
 void ag__cli_fini(ag__cli_t *c)
 {
     AG_FREE(&c->data_dir);
+    AG_FREE(&c->redis_url);
+}
+
+typedef struct cli_redis_wait {
+    bool done;
+    int rc;
+    char *why;
+    size_t len;
+} cli_redis_wait_t;
+
+static void on_cli_redis(void *ctx, int rc, const ag_resp_t *reply)
+{
+    cli_redis_wait_t *w = ctx;
+    w->done = true;
+    w->rc = rc;
+    if (rc == 0 && reply->type == AG_RESP_ERROR) {
+        w->rc = AG_REDIS_EREPLY;
+        snprintf(w->why, w->len, "Redis answered: %.*s", (int)(reply->len > 200 ? 200 : reply->len),
+                 reply->str);
+    } else if (rc < 0) {
+        snprintf(w->why, w->len, "%s", ag_strerror(rc));
+    }
+}
+
+int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *why, size_t len)
+{
+    snprintf(why, len, "no answer from Redis");
+    uv_loop_t loop;
+    int rc = uv_loop_init(&loop);
+    if (rc < 0) {
+        snprintf(why, len, "%s", uv_strerror(rc));
+        return rc;
+    }
+    char *password = NULL;
+    if (ag_secrets_resolve(c->data_dir, "REDIS_PASSWORD", &password) < 0)
+        password = NULL;
+    ag_redis_options_t o = {
+        .url = c->redis_url,
+        .password = password,
+        .connect_timeout_ms = 2000,
+        .command_timeout_ms = 2000,
+        .backoff_min_ms = 60000, /* one attempt: a command line does not wait for a restart */
+        .name = "aigate",
+    };
+    ag_redis_t *r = NULL;
+    cli_redis_wait_t w = {.rc = AG_REDIS_EDOWN, .why = why, .len = len};
+    rc = ag_redis_new(&loop, &o, &r);
+    if (rc == 0)
+        rc = ag_redis_command(r, argc, argv, NULL, on_cli_redis, &w, NULL);
+    if (rc == 0) {
+        while (!w.done && uv_run(&loop, UV_RUN_ONCE))
+            ;
+        rc = w.done ? w.rc : AG_REDIS_EDOWN;
+    } else {
+        snprintf(why, len, "%s", ag_strerror(rc));
+    }
+    ag_redis_close(r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    ag_secrets_value_free(password);
+    return rc;
 }
 
 int ag__cli_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)

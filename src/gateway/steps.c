@@ -74,14 +74,19 @@ void gw_redis_warn(gw_worker_t *w, const char *what, int rc, const char *then)
     ag_log_warn("worker %u: Redis cannot %s (%s): %s", w->index, what, ag_strerror(rc), then);
 }
 
-/* A check waiting for Redis; in the request's pool. */
+/* A check waiting for Redis; in the request's pool. With a client key, the
+ * key's revocation mark is asked for in the same round trip (pipelined: its
+ * answer comes first, the connection keeps the order). */
 typedef struct limit_wait {
     ag_req_t *req;
     gw_worker_t *w;
     const gw_route_t *route;
     gw_limit_next_fn next;
     void *ctx;
-    ag_redis_cmd_t *cmd; /* NULL once answered */
+    ag_redis_cmd_t *cmd;    /* the GCRA check; NULL once answered */
+    ag_redis_cmd_t *revcmd; /* the revocation mark; NULL once answered or not asked */
+    bool revoked;
+    int failed; /* the first failure's code, or 0 */
 } limit_wait_t;
 
 static void limit_wait_cancel(void *p)
@@ -89,6 +94,20 @@ static void limit_wait_cancel(void *p)
     limit_wait_t *lw = p;
     ag_redis_cancel(lw->cmd); /* the client left while Redis was asked */
     lw->cmd = NULL;
+    ag_redis_cancel(lw->revcmd);
+    lw->revcmd = NULL;
+}
+
+static void on_redis_revoked(void *ctx, int rc, const ag_resp_t *reply)
+{
+    limit_wait_t *lw = ctx;
+    lw->revcmd = NULL;
+    if (rc == 0 && reply->type != AG_RESP_INTEGER)
+        rc = AG_REDIS_EREPLY;
+    if (rc < 0)
+        lw->failed = rc; /* the check's answer (or failure) decides what is sent */
+    else
+        lw->revoked = reply->integer == 1;
 }
 
 /* Redis could not answer: redis_fail decides. */
@@ -115,8 +134,17 @@ static void on_redis_limit(void *ctx, int rc, const ag_resp_t *reply)
     ag_redis_gcra_result_t g;
     if (rc == 0)
         rc = ag_redis_gcra_decode(reply, lw->route->limit.limit, &g);
+    if (rc == 0 && lw->failed)
+        rc = lw->failed;
     if (rc < 0) {
         limit_redis_failed(lw, rc);
+        return;
+    }
+    if (lw->revoked) {
+        /* Revoked through another instance (`aigate keys revoke` with Redis). */
+        ag_log_info("request %s: key %s is revoked (on Redis)", lw->req->id, lw->req->ai.key_name);
+        lw->route->def->proto->respond_error(lw->req, 401, "authentication_error",
+                                             "Invalid API key");
         return;
     }
     ag_limit_result_t r = {g.allowed, g.limit, g.remaining, g.reset_s, g.retry_after_s};
@@ -141,11 +169,20 @@ void gw_step_limit(ag_req_t *req, gw_worker_t *w, const gw_route_t *route, gw_li
     char *key =
         ag_pool_printf(&req->pool, "aigate:rl:%s:%u/%u:%s", nl->name, nl->limit, nl->period_s, who);
     limit_wait_t *lw = ag_pool_alloc(&req->pool, sizeof(*lw));
-    *lw = (limit_wait_t){req, w, route, next, ctx, NULL};
+    *lw = (limit_wait_t){.req = req, .w = w, .route = route, .next = next, .ctx = ctx};
     ag_pool_on_clear(&req->pool, limit_wait_cancel, lw);
-    int rc = ag_redis_gcra_check(w->redis, key, strlen(key), nl->limit, nl->period_s,
+    int rc = 0;
+    if (req->ai.key_name) {
+        const char *argv[] = {"EXISTS", ag_pool_printf(&req->pool, "%s%s", AG_REDIS_REVOKED_PREFIX,
+                                                       req->ai.key_name)};
+        rc = ag_redis_command(w->redis, 2, argv, NULL, on_redis_revoked, lw, &lw->revcmd);
+    }
+    if (rc == 0)
+        rc = ag_redis_gcra_check(w->redis, key, strlen(key), nl->limit, nl->period_s,
                                  on_redis_limit, lw, &lw->cmd);
     if (rc < 0) {
+        ag_redis_cancel(lw->revcmd);
+        lw->revcmd = NULL;
         lw->cmd = NULL;
         limit_redis_failed(lw, rc);
     }

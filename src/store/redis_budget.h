@@ -16,24 +16,24 @@
 
 /** What one request reserves against. Names are borrowed for the call. */
 typedef struct ag_redis_budget_ask {
-    const char *key_name;      /* the client key's name; NULL: none (only the global budget) */
-    int64_t worst_nano;        /* the worst-case cost, nano-USD, rounded up */
-    int64_t global_day_nano;   /* the gateway's daily budget; 0: none */
-    int64_t key_day_nano;      /* the key's daily budget; 0: none */
-    int64_t key_month_nano;    /* the key's monthly budget; 0: none */
-    uint32_t rpm, tpm;         /* the key's rates; 0: none */
-    uint64_t worst_tokens;     /* counted against tpm */
+    const char *key_name;    /* the client key's name; NULL: none (only the global budget) */
+    int64_t worst_nano;      /* the worst-case cost, nano-USD, rounded up */
+    int64_t global_day_nano; /* the gateway's daily budget; 0: none */
+    int64_t key_day_nano;    /* the key's daily budget; 0: none */
+    int64_t key_month_nano;  /* the key's monthly budget; 0: none */
+    uint32_t rpm, tpm;       /* the key's rates; 0: none */
+    uint64_t worst_tokens;   /* counted against tpm */
 } ag_redis_budget_ask_t;
 
 /** A reservation taken on Redis; zeroed it is inactive. Holds no pointer. */
 typedef struct ag_redis_budget_resv {
     bool active;
-    bool global;          /* counted in the global day */
-    bool key_usd;         /* counted in the key's day and month */
-    int64_t day, month;   /* the windows it was taken in (the server's) */
+    bool global;        /* counted in the global day */
+    bool key_usd;       /* counted in the key's day and month */
+    int64_t day, month; /* the windows it was taken in (the server's) */
     int64_t worst_nano;
-    uint64_t tokens;      /* reserved against tpm */
-    int64_t tpm_us;       /* microseconds of the tpm schedule per token */
+    uint64_t tokens; /* reserved against tpm */
+    int64_t tpm_us;  /* microseconds of the tpm schedule per token */
     char key_name[65];
 } ag_redis_budget_resv_t;
 

@@ -318,6 +318,47 @@ test("a key's rpm is exact across two instances: its name is the count", async (
     }
 });
 
+test('a key revoked through one instance fails on the other within a second', async () => {
+    const extra = 'cache = false\nauth = "required"';
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    const cli = (g, args) => spawnSync(BIN, ['keys', ...args, '--config', path.join(g.cwd, 'aigate.toml')], { cwd: g.cwd, encoding: 'utf8' });
+    try {
+        const ka = JSON.parse(cli(a, ['create', 'leaver', '--json']).stdout).key;
+        const kb = JSON.parse(cli(b, ['create', 'leaver', '--json']).stdout).key;
+        assert.equal((await generate(a, prompt('a'), { authorization: `Bearer ${ka}` })).status, 200);
+        assert.equal((await generate(b, prompt('b'), { authorization: `Bearer ${kb}` })).status, 200);
+        const r = cli(a, ['revoke', 'leaver']);
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, /on every instance of this Redis/);
+        const t0 = Date.now();
+        let res;
+        await until(async () => {
+            res = await generate(b, prompt(`b after ${Date.now()}`), { authorization: `Bearer ${kb}` });
+            return res.status === 401;
+        }, 1000, 'the other instance to refuse the key');
+        assert.ok(Date.now() - t0 <= 1000);
+        assert.deepEqual(res.json, { error: 'Invalid API key' });
+        assert.equal((await generate(a, prompt('a after'), { authorization: `Bearer ${ka}` })).status, 401);
+        assert.match(b.stderr, /key leaver is revoked \(on Redis\)/);
+        // The key itself is never written: not in either log, not in Redis.
+        for (const k of [ka, kb]) {
+            assert.ok(!a.stderr.includes(k) && !b.stderr.includes(k), 'a key in a log');
+        }
+        assert.equal(await redisGet(redis.port, 'aigate:keys:revoked:leaver') !== null, true);
+        // Redis unreachable: the command says the revocation is local only, and exits 1.
+        const badCfg = path.join(a.cwd, 'bad.toml');
+        require('node:fs').writeFileSync(badCfg, '[aigate.redis]\nurl = "redis://127.0.0.1:1/0"\n');
+        cli(a, ['create', 'second', '--json']);
+        const bad = spawnSync(BIN, ['keys', 'revoke', 'second', '--config', badCfg, '--data-dir', path.join(a.cwd, '.aigate')], { cwd: a.cwd, encoding: 'utf8' });
+        assert.equal(bad.status, 1, bad.stdout);
+        assert.match(bad.stderr, /key second is revoked here, but not on Redis/);
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+});
+
 test('Redis down: closed answers 503 with Retry-After, open serves; both recover without a restart', async () => {
     const closed = await startGateway({ upstream: up.url, config: config(redis.port), threads: 2 });
     const open = await startGateway({ upstream: up.url, config: config(redis.port, 'redis_fail = "open"'), threads: 2 });
