@@ -339,6 +339,8 @@ static void xfer_finish(h1_xfer_t *x, int error, const char *error_text)
     xfer_free(x);
 }
 
+static bool conn_has_bytes(conn_t *k);
+
 static void on_xfer_timer(uv_timer_t *t)
 {
     h1_xfer_t *x = t->data;
@@ -350,7 +352,14 @@ static void on_xfer_timer(uv_timer_t *t)
         why = "upstream timed out";
     else if (x->connect_end && now >= x->connect_end && x->conn && x->conn->state <= C_CONNECTING)
         why = "connecting to upstream timed out";
-    else if (x->idle_end && !x->paused && now >= x->idle_end)
+    else if (x->idle_end && !x->paused && now >= x->idle_end && x->conn &&
+             conn_has_bytes(x->conn)) {
+        /* Bytes wait that this loop has not read yet (it ran late: timers come
+         * before reads in an iteration): the upstream was not idle. */
+        x->idle_end = now + x->idle_ms;
+        xfer_arm(x);
+        return;
+    } else if (x->idle_end && !x->paused && now >= x->idle_end)
         why = "no data from upstream within the idle timeout";
     else {
         xfer_arm(x);
@@ -383,6 +392,16 @@ static bool conn_alive(conn_t *k)
     char b;
     ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Bytes (or a close) wait on the socket, unread. */
+static bool conn_has_bytes(conn_t *k)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&k->tcp, &fd) < 0)
+        return false;
+    char b;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
 /* The most recently used live connection of the pool, unlinked; NULL: none. */
