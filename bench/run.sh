@@ -1913,7 +1913,10 @@ us_per() {
     awk -v a="$1" 'BEGIN { if (a > 0) printf "%.1f", 1000000 / a }'
 }
 S11_JSON=()
-if want S11; then
+if want S11 && [ -z "$S11_REDIS_VERSION" ]; then
+    echo
+    echo "S11 shared state: skipped (the notes say why)"
+elif want S11; then
     echo
     echo "S11 shared state: local = the bench config (limiter and cache in the process); redis =" \
         "the same + [aigate.redis] url, redis-server ${S11_REDIS_VERSION:-?} --save \"\" --appendonly no" \
@@ -1951,6 +1954,8 @@ if want S11; then
                 ;;
             esac
             rt=$(ratio "$b" "$a")
+            # Redis's figures while the local instance ran are its idle baseline: no ratio.
+            [[ $f != redis_* ]] || rt=''
             cost=''
             case $f in
             rps)
@@ -1965,7 +1970,7 @@ if want S11; then
                 [ ${#per[@]} -lt 2 ] || extra="per round: $(printf '%s%%, ' "${per[@]}")"
                 extra=${extra%, }
                 ;;
-            us_per_req | p50_us | p99_us | cpu_us_per_req)
+            us_per_req | p50_us | p99_us | cpu_us_per_req | redis_cpu_us_per_req)
                 c=$(sub "$b" "$a")
                 [ -z "$c" ] || cost=$(awk -v c="$c" 'BEGIN { printf "%+.1f", c }')
                 ;;
