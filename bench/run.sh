@@ -4,8 +4,9 @@
 # bench/run.sh: the aigate benchmark harness behind `make bench`. Starts a fast upstream (nginx
 # answering /v1/messages with a canned Messages API body), aigate and a reference nginx on
 # 127.0.0.1 ephemeral ports (and, for S4, a streaming upstream with its own aigate and nginx),
-# runs scenarios S1-S7 against aigate and nginx alternately and S8 (the cost of the admin
-# listener's metrics and live tail) against two aigate instances alternately, prints
+# runs scenarios S1-S7, S9 and S10 against aigate and nginx alternately, S8 (the cost of the admin
+# listener's metrics and live tail) against two aigate instances alternately, and S11 (the cost
+# of the limiter and the cache on Redis) against two aigate instances and a redis-server, prints
 # the tables and writes the raw figures to bench/results/<UTC timestamp>.json. It stops every
 # process it started, by PID, on exit, on failure and on INT/TERM. See bench/README.md.
 # shellcheck disable=SC2317 # functions run through measure "$@" look unreachable to it
@@ -38,12 +39,14 @@ usage() {
     cat <<'EOF'
 usage: bench/run.sh [options]
   --duration S         seconds per scenario run (default 10)
-  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8,S9,S10 (default: all)
+  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11 (default:
+                       all; S11 is skipped with a note when redis-server is not installed)
   --threads LIST       aigate threads / nginx worker_processes for S7 (default 1,2); the first
                        value is also used for S1-S6
   --rates LIST         S3 request rates in req/s (default 1000,5000,10000)
   --rounds N           alternate aigate and nginx N times per measurement; the table shows the
-                       median (default 1; S8 alternates its two instances N times, default 3)
+                       median (default 1; S8 and S11 alternate their two instances N times,
+                       default 3)
   --server-cpus LIST   taskset CPU list for aigate and the reference nginx
   --load-cpus LIST     taskset CPU list for wrk and ag_loadgen
   --upstream-cpus LIST taskset CPU list for the upstream nginx (default: --server-cpus)
@@ -68,7 +71,7 @@ EOF
 }
 
 DURATION=10
-SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8,S9,S10
+SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11
 THREADS=1,2
 RATES=1000,5000,10000
 ROUNDS=1
@@ -150,7 +153,7 @@ is_list "$THREADS" || die "--threads must look like 1,2"
 is_list "$RATES" || die "--rates must look like 1000,5000"
 for v in SERVER_CPUS LOAD_CPUS UPSTREAM_CPUS; do is_cpus "${!v}" || die "bad CPU list: ${!v}"; done
 [ -n "$UPSTREAM_CPUS" ] || UPSTREAM_CPUS=$SERVER_CPUS
-[[ $SCENARIOS =~ ^S(10|[1-9])(,S(10|[1-9]))*$ ]] || die "--scenarios must look like S1,S3"
+[[ $SCENARIOS =~ ^S(1[01]|[1-9])(,S(1[01]|[1-9]))*$ ]] || die "--scenarios must look like S1,S3"
 
 if [ "$SMOKE" = 1 ]; then
     DURATION=1
@@ -165,6 +168,7 @@ if [ "$SMOKE" = 1 ]; then
 fi
 S8_ROUNDS=$ROUNDS
 [ "$ROUNDS_SET" = 1 ] || [ "$SMOKE" = 1 ] || S8_ROUNDS=$S8_ROUNDS_DEFAULT
+S11_ROUNDS=$S8_ROUNDS # S11 alternates its two instances as S8 does
 IFS=, read -r -a THREAD_LIST <<<"$THREADS"
 IFS=, read -r -a RATE_LIST <<<"$RATES"
 BASE_T=${THREAD_LIST[0]}
@@ -937,7 +941,38 @@ cold_one() {
 # attached from before the load until after it. Rounds alternate which instance goes first.
 # Each S2 run has prompts of its own: a prompt another run sent would be a cache hit.
 
-declare -A S8_PID S8_PORT S8_DIR S8_CACHE
+# Instances that stay up for a whole scenario (S8, S11), by target name: inst_keep TARGET records
+# the aigate just started, inst_use TARGET makes it the current one (for aigate_up,
+# aigate_stop...), inst_stop TARGET... stops them.
+declare -A INST_PID INST_PORT INST_DIR INST_CACHE
+inst_keep() {
+    INST_PID[$1]=$AIGATE_PID INST_PORT[$1]=$AIGATE_PORT INST_DIR[$1]=$AIGATE_DIR
+    INST_CACHE[$1]=unknown
+}
+inst_use() {
+    AIGATE_PID=${INST_PID[$1]}
+    AIGATE_PORT=${INST_PORT[$1]}
+    AIGATE_DIR=${INST_DIR[$1]}
+    CACHE_STATE=${INST_CACHE[$1]:-unknown}
+}
+inst_warm() { # TARGET...: the usual two warm-up requests against each
+    local tg
+    for tg in "$@"; do
+        inst_use "$tg"
+        aigate_warm_cache
+        INST_CACHE[$tg]=$CACHE_STATE
+    done
+}
+inst_stop() {
+    local tg
+    for tg in "$@"; do
+        [ -n "${INST_PID[$tg]:-}" ] || continue
+        inst_use "$tg"
+        aigate_stop
+        INST_PID[$tg]=
+    done
+}
+
 S8_ADMIN_PORT=
 S8_TAIL_PID=
 S8_READER_PID=
@@ -946,6 +981,16 @@ CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 # CPU time (user + system, all threads) of process $1 in clock ticks, or nothing.
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null; }
+
+# cpu_add KEY C0 C1 SECONDS_FIELD PER_REQUEST_FIELD: adds a process's CPU time over a wrk run
+# (clock ticks C0 before, C1 after) and that time per wrk request (µs) to KEY's record.
+cpu_add() {
+    local key=$1 c0=$2 c1=$3 n
+    n=$(jnum "${RUN[$key]}" requests)
+    if [ -n "$c0" ] && [ -n "$c1" ] && [[ ${n:-0} =~ ^[0-9]+$ ]] && [ "${n:-0}" -gt 0 ]; then
+        RUN[$key]="${RUN[$key]%\}},\"$4\":$(calc "($c1 - $c0) / $CLK_TCK"),\"$5\":$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / $n")}"
+    fi
+}
 
 # The bench config with admin_listen = "127.0.0.1:$1" in [aigate].
 s8_config_obs() {
@@ -960,13 +1005,7 @@ s8_config_obs() {
 
 # s8_use TARGET: makes the instance TARGET the current aigate (for aigate_up, aigate_stop...).
 # aigate_metrics (--s8-split) is the obs instance without the subscriber.
-s8_use() {
-    local i=${1/#aigate_metrics/aigate_obs}
-    AIGATE_PID=${S8_PID[$i]}
-    AIGATE_PORT=${S8_PORT[$i]}
-    AIGATE_DIR=${S8_DIR[$i]}
-    CACHE_STATE=${S8_CACHE[$i]:-unknown}
-}
+s8_use() { inst_use "${1/#aigate_metrics/aigate_obs}"; }
 
 # Sum of the samples of metric family $1 in the scrape file $2 (0 when absent).
 prom_sum() {
@@ -980,16 +1019,16 @@ s8_scrape() { # FILE: one GET /metrics of the obs instance into FILE
 
 # s8_start: both instances; returns 1 when either does not come up.
 s8_start() {
-    local ports tg toml
+    local ports toml
     ports=$(free_ports 3)
     read -r -a ports <<<"$ports"
     [ ${#ports[@]} -eq 3 ] || die "no free ports"
     S8_ADMIN_PORT=${ports[2]}
     toml=$(s8_config_obs "$S8_ADMIN_PORT")$'\n'
     AIGATE_PORT_WANT=${ports[0]} aigate_start "$BASE_T" || return 1
-    S8_PID[aigate_off]=$AIGATE_PID S8_PORT[aigate_off]=$AIGATE_PORT S8_DIR[aigate_off]=$AIGATE_DIR
+    inst_keep aigate_off
     AIGATE_PORT_WANT=${ports[1]} AIGATE_TOML=$toml aigate_start "$BASE_T" || return 1
-    S8_PID[aigate_obs]=$AIGATE_PID S8_PORT[aigate_obs]=$AIGATE_PORT S8_DIR[aigate_obs]=$AIGATE_DIR
+    inst_keep aigate_obs
     if ! grep -q "admin listening on 127.0.0.1:$S8_ADMIN_PORT" "$AIGATE_DIR/aigate.log"; then
         note "S8 skipped: aigate with $(head -n1 <<<"${toml#*admin_listen}") logged no admin listener: $(tail -n 3 "$AIGATE_DIR/aigate.log" | tr '\n' ' ')"
         return 1
@@ -1003,22 +1042,10 @@ s8_start() {
         note "S8 skipped: GET /metrics on the admin listener got no 2xx"
         return 1
     fi
-    for tg in aigate_off aigate_obs; do
-        s8_use "$tg"
-        aigate_warm_cache
-        S8_CACHE[$tg]=$CACHE_STATE
-    done
+    inst_warm aigate_off aigate_obs
 }
 
-s8_stop() {
-    local tg
-    for tg in aigate_off aigate_obs; do
-        [ -n "${S8_PID[$tg]:-}" ] || continue
-        s8_use "$tg"
-        aigate_stop
-        S8_PID[$tg]=
-    done
-}
+s8_stop() { inst_stop aigate_off aigate_obs; }
 
 # s8_observe_start TAG TAIL: with TAIL 1, one tail subscriber (connected: its first bytes are the
 # ": tail started" comment); then the scraper; both on --load-cpus. Sets S8_TAIL_OK.
@@ -1114,7 +1141,7 @@ s8_observe_stop() {
 # s8_measure ROUND TARGET SCENARIO: one wrk run; for aigate_obs with the scraper and subscriber,
 # for aigate_metrics with the scraper only.
 s8_measure() {
-    local r=$1 tg=$2 sc=$3 key="S8|$2|$BASE_T|$1|$3" body unique c0 c1 n
+    local r=$1 tg=$2 sc=$3 key="S8|$2|$BASE_T|$1|$3" body unique c0 c1
     s8_use "$tg"
     aigate_up || return 0
     if [ "$sc" = S1 ]; then
@@ -1131,10 +1158,7 @@ s8_measure() {
     measure "$key" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$body" "$unique"
     c1=$(cpu_ticks "$AIGATE_PID")
     # aigate's own CPU time (every thread) over the run, and per request.
-    n=$(jnum "${RUN[$key]}" requests)
-    if [ -n "$c0" ] && [ -n "$c1" ] && [[ ${n:-0} =~ ^[0-9]+$ ]] && [ "${n:-0}" -gt 0 ]; then
-        RUN[$key]="${RUN[$key]%\}},\"aigate_cpu_s\":$(calc "($c1 - $c0) / $CLK_TCK"),\"cpu_us_per_req\":$(calc "($c1 - $c0) * 1000000 / $CLK_TCK / $n")}"
-    fi
+    cpu_add "$key" "$c0" "$c1" aigate_cpu_s cpu_us_per_req
     case $tg in
     aigate_obs) s8_observe_stop "$key" "$sc-$r" ;;
     aigate_metrics) s8_observe_stop "$key" "$sc-$r-m" ;;
@@ -1169,6 +1193,252 @@ s8_run() {
         done
     fi
     s8_stop
+}
+
+# ---- S11: the cost of shared state on Redis ----------------------------------------------------
+# S1 and S2 against two aigate instances of the same build, both up for the whole of S11:
+# "local" with the bench config (the limiter and the response cache in the process) and "redis"
+# with the same config plus [aigate.redis] url on a redis-server of its own (--save ""
+# --appendonly no), so that every request's rate-limit check is one EVALSHA (the GCRA script)
+# and the cache lives on Redis (GET on lookup, SET ... EX on fill). Rounds alternate which
+# instance goes first, as in S8. Redis's INFO commandstats before and after each run gives the
+# commands the run cost it, /proc its CPU time; redis-benchmark on the same server, after the
+# runs, gives Redis's own ops/s on this machine: the floor.
+
+S11_REDIS_PID=
+S11_REDIS_PORT=
+S11_REDIS_VERSION=
+S11_BENCH_N=$((20000 * DURATION))
+S11_BENCH_CONNS=64
+S11_BENCH_JSON=()
+S11_REDIS_KEYS=
+S11_REDIS_MEM=
+# The bench's rate limit as the limiter's script gets it: the limit, and the period in µs.
+S11_GCRA_ARGS=(60000000 60000000000)
+
+redis_cli() { timeout -k 2 10 redis-cli -h 127.0.0.1 -p "$S11_REDIS_PORT" "$@" 2>&1; }
+
+# s11_redis_start: redis-server on a free loopback port, in its own directory, pinned as the
+# upstream is; returns 1 when it does not answer PING.
+s11_redis_start() {
+    local dir=$TMP/redis i
+    mkdir -p "$dir"
+    S11_REDIS_PORT=$(free_ports 1)
+    [ -n "$S11_REDIS_PORT" ] || die "no free port"
+    # Bounded like the docs say a cache's Redis should be; no run comes near it.
+    LOG=$dir/redis.log CPUS=$UPSTREAM_CPUS spawn redis-server --port "$S11_REDIS_PORT" \
+        --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --daemonize no \
+        --maxmemory 2gb --maxmemory-policy volatile-ttl
+    S11_REDIS_PID=$STARTED
+    for ((i = 0; i < 200; i++)); do
+        if [ "$(redis_cli ping)" = PONG ]; then
+            S11_REDIS_VERSION=$(redis_cli info server | tr -d '\r' | sed -n 's/^redis_version://p')
+            return 0
+        fi
+        alive "$S11_REDIS_PID" || break
+        sleep 0.05
+    done
+    note "S11 skipped: redis-server did not answer on 127.0.0.1:$S11_REDIS_PORT: $(tail -n 3 \
+        "$dir/redis.log" 2>/dev/null | tr '\n' ' ')"
+    return 1
+}
+
+s11_redis_stop() {
+    [ -n "$S11_REDIS_PID" ] || return 0
+    alive "$S11_REDIS_PID" || note "S11: redis-server had exited before it was stopped: $(tail \
+        -n 3 "$TMP/redis/redis.log" 2>/dev/null | tr '\n' ' ')"
+    stop_pid "$S11_REDIS_PID"
+    forget_pid "$S11_REDIS_PID"
+    S11_REDIS_PID=
+}
+
+# redis_cmdstats FILE: "COMMAND CALLS USEC" for each command Redis has run (INFO commandstats).
+redis_cmdstats() {
+    redis_cli info commandstats | tr -d '\r' |
+        sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\).*/\1 \2 \3/p' >"$1"
+}
+
+# redis_delta BEFORE AFTER REQUESTS: the commands run between two snapshots (INFO itself left
+# out), as JSON members: "redis_calls":{"evalsha":N,...} (commandstats counts the commands a
+# script runs too: the limiter's runs TIME, GET and SET), their total and Redis's own time in
+# them (usec, as commandstats counts it); per request: the total, the time, and the EVALSHAs,
+# GETs and SETs the client sent (a GET and a SET of each EVALSHA are the script's: the bench's
+# limit never refuses, so its script always sets).
+redis_delta() {
+    awk -v n="$3" 'FILENAME == ARGV[1] { c[$1] = $2; u[$1] = $3; next }
+        $1 != "info" && $2 > c[$1] {
+            d = $2 - c[$1]; t += d; us += $3 - u[$1]; s = s sep "\"" $1 "\":" d; sep = ","
+            k[$1] = d
+        }
+        END {
+            printf "\"redis_calls\":{%s},\"redis_calls_total\":%d,\"redis_usec\":%d,", s, t, us
+            e = k["evalsha"] + k["eval"]; g = k["get"] - e; w = k["set"] - e
+            if (g < 0) g = 0
+            if (w < 0) w = 0
+            printf "\"redis_cache_get\":%d,\"redis_cache_set\":%d,", g, w
+            if (n > 0) printf "\"redis_calls_per_req\":%.2f,\"redis_cmd_us_per_req\":%.2f," \
+                "\"redis_evalsha_per_req\":%.2f,\"redis_get_per_req\":%.2f,\"redis_set_per_req\":%.2f",
+                t / n, us / n, e / n, g / n, w / n
+            else printf "\"redis_calls_per_req\":null,\"redis_cmd_us_per_req\":null," \
+                "\"redis_evalsha_per_req\":null,\"redis_get_per_req\":null,\"redis_set_per_req\":null"
+        }' "$1" "$2"
+}
+
+# s11_measure ROUND TARGET SCENARIO: one wrk run, with aigate's and Redis's CPU time and the
+# commands Redis ran; notes when the redis instance did not use Redis for every request or the
+# local one used it at all.
+s11_measure() {
+    local r=$1 tg=$2 sc=$3 key="S11|$2|$BASE_T|$1|$3" body unique c0 c1 rc0 rc1 n v
+    local before=$TMP/s11-$3-$1-$2.before after=$TMP/s11-$3-$1-$2.after
+    inst_use "$tg"
+    aigate_up || return 0
+    if [ "$sc" = S1 ]; then
+        body=$S1_BODY unique=0
+    else
+        next_s2_body
+        body=$S2_RUN_BODY unique=1
+    fi
+    redis_cmdstats "$before"
+    c0=$(cpu_ticks "$AIGATE_PID")
+    rc0=$(cpu_ticks "$S11_REDIS_PID")
+    measure "$key" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$body" "$unique"
+    c1=$(cpu_ticks "$AIGATE_PID")
+    rc1=$(cpu_ticks "$S11_REDIS_PID")
+    redis_cmdstats "$after"
+    [[ ${RUN[$key]} != *'"error":'* ]] || return 0
+    cpu_add "$key" "$c0" "$c1" aigate_cpu_s cpu_us_per_req
+    cpu_add "$key" "$rc0" "$rc1" redis_cpu_s redis_cpu_us_per_req
+    n=$(jnum "${RUN[$key]}" requests)
+    RUN[$key]="${RUN[$key]%\}},$(redis_delta "$before" "$after" "${n:-0}")}"
+    [[ ${n:-0} =~ ^[0-9]+$ && ${n:-0} -gt 0 ]] || return 0
+    # The commands aigate sent Redis per second of the run, to set next to redis-benchmark's.
+    v=$(awk -v e="$(jnum "${RUN[$key]}" evalsha)" -v g="$(jnum "${RUN[$key]}" redis_cache_get)" \
+        -v w="$(jnum "${RUN[$key]}" redis_cache_set)" -v d="$(jnum "${RUN[$key]}" duration_s)" \
+        'BEGIN { if (d > 0) printf "%.1f", (e + g + w) / d }')
+    RUN[$key]="${RUN[$key]%\}},\"redis_ops_per_s\":${v:-null}}"
+    if [ "$tg" = aigate_local ]; then
+        v=$(jnum "${RUN[$key]}" redis_calls_total)
+        [ "${v:-0}" = 0 ] || note "$key: Redis ran $v commands while the local instance was measured"
+        return 0
+    fi
+    # Every request is one limiter check and one cache lookup; a proxied one is also a fill.
+    v=$(jnum "${RUN[$key]}" evalsha)
+    [ "${v:-0}" -ge "$n" ] ||
+        note "$key: Redis ran ${v:-0} EVALSHA for $n requests: not every limiter check was on Redis"
+    v=$(jnum "${RUN[$key]}" redis_cache_get)
+    [ "${v:-0}" -ge "$n" ] ||
+        note "$key: Redis ran ${v:-0} GET for $n requests: not every cache lookup was on Redis"
+    if [ "$sc" = S2 ]; then
+        v=$(jnum "${RUN[$key]}" redis_cache_set)
+        [ "${v:-0}" -ge "$n" ] ||
+            note "$key: Redis ran ${v:-0} SET for $n proxied requests: not every fill reached Redis"
+    fi
+    return 0
+}
+
+# s11_gcra_sha: the SHA1 of the limiter's script, copied from src/store/redis_gcra.c, when
+# Redis has that script already (aigate loaded it: the copy is exact); nothing otherwise.
+s11_gcra_sha() {
+    local src=$ROOT/src/store/redis_gcra.c s sha
+    [ -r "$src" ] && command -v sha1sum >/dev/null || return 0
+    s=$(sed -n '/gcra_lua\[\] =/,/;$/p' "$src" | sed -n 's/^[^"]*"\(.*\)";\{0,1\}$/\1/p' | tr -d '\n')
+    [ -n "$s" ] || return 0
+    printf '%b' "$s" >"$TMP/gcra.lua"
+    sha=$(sha1sum "$TMP/gcra.lua" | cut -c1-40)
+    if [ "$(redis_cli script exists "$sha")" = 1 ]; then
+        echo "$sha"
+    else
+        note "S11: the limiter's script read from $src is not the one aigate loaded: no EVALSHA floor"
+    fi
+}
+
+# s11_redis_bench: redis-benchmark against S11's redis-server, from --load-cpus: SET and GET, the
+# limiter's own script by EVALSHA on one key with the bench's limit (as aigate runs it for one
+# client), and EVAL of a script that returns at once; one JSON record per test in
+# S11_BENCH_JSON and in the runs.
+s11_redis_bench() {
+    local out line name rps p50 p99 t key sha
+    if ! command -v redis-benchmark >/dev/null; then
+        note "S11: no redis-benchmark (Debian: redis-tools): no floor"
+        return 0
+    fi
+    sha=$(s11_gcra_sha)
+    for t in getset gcra eval; do
+        case $t in
+        getset) set -- -t set,get ;;
+        gcra)
+            [ -n "$sha" ] || continue
+            set -- EVALSHA "$sha" 1 aigate:bench:gcra "${S11_GCRA_ARGS[@]}"
+            ;;
+        eval) set -- EVAL "return 1" 0 ;;
+        esac
+        out=$(timeout -k 5 $((DURATION * 10 + 60)) "${LOAD_PREFIX[@]}" redis-benchmark -h 127.0.0.1 \
+            -p "$S11_REDIS_PORT" -q -n "$S11_BENCH_N" -c "$S11_BENCH_CONNS" -P 1 --csv "$@" 2>&1)
+        # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",...
+        while IFS= read -r line; do
+            [[ $line =~ ^\"([^\"]+)\",\"([0-9.]+)\",\"[0-9.]+\",\"[0-9.]+\",\"([0-9.]+)\",\"[0-9.]+\",\"([0-9.]+)\" ]] || continue
+            name=${BASH_REMATCH[1]} rps=${BASH_REMATCH[2]} p50=${BASH_REMATCH[3]} p99=${BASH_REMATCH[4]}
+            name=${name%% *} # "EVAL return 1 0": EVAL
+            key="S11|redis_benchmark|$BASE_T|1|${name,,}"
+            record "$key" "{\"tool\":\"redis-benchmark\",\"test\":\"$(json_escape "${BASH_REMATCH[1]}")\",\"requests\":$S11_BENCH_N,\"conns\":$S11_BENCH_CONNS,\"pipeline\":1,\"rps\":$rps,\"p50_ms\":$p50,\"p99_ms\":$p99}"
+            S11_BENCH_JSON+=("${RUN[$key]}")
+        done <<<"$out"
+        [[ $out == *'"rps"'* ]] ||
+            note "S11: redis-benchmark $* gave no figure: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+    done
+}
+
+s11_run() {
+    local r sc ports toml tg order=(aigate_local aigate_redis)
+    if [ "$AIGATE_OK" != 1 ]; then
+        note "S11 skipped: $AIGATE_SKIP"
+        return
+    fi
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        note "S11 skipped: it needs redis-server and redis-cli (Debian: redis-server)"
+        return
+    fi
+    s11_redis_start || return
+    echo "bench: S11 shared state, S1 and S2 with the limiter and cache local and on Redis" \
+        "$S11_REDIS_VERSION at 127.0.0.1:$S11_REDIS_PORT (wrk -t$WRK_THREADS -c$WRK_CONNS," \
+        "${DURATION}s, $S11_ROUNDS rounds)"
+    ports=$(free_ports 2)
+    read -r -a ports <<<"$ports"
+    [ ${#ports[@]} -eq 2 ] || die "no free ports"
+    toml="$AIGATE_CONFIG_TOML"$'\n'"[aigate.redis]"$'\n'"url = \"redis://127.0.0.1:$S11_REDIS_PORT/0\""$'\n'
+    if AIGATE_PORT_WANT=${ports[0]} aigate_start "$BASE_T"; then
+        inst_keep aigate_local
+        if AIGATE_PORT_WANT=${ports[1]} AIGATE_TOML=$toml aigate_start "$BASE_T"; then
+            inst_keep aigate_redis
+            if grep -qi 'warn\|error' "$AIGATE_DIR/aigate.log"; then
+                note "S11 aigate on Redis logged at startup: $(grep -i 'warn\|error' \
+                    "$AIGATE_DIR/aigate.log" | head -n 3 | tr '\n' ';')"
+            fi
+            inst_warm "${order[@]}"
+            for ((r = 1; r <= S11_ROUNDS; r++)); do
+                for sc in S1 S2; do
+                    if ((r % 2)); then
+                        for tg in aigate_local aigate_redis; do s11_measure "$r" "$tg" "$sc"; done
+                    else
+                        for tg in aigate_redis aigate_local; do s11_measure "$r" "$tg" "$sc"; done
+                    fi
+                done
+            done
+            # What the instance on Redis said while it ran (a reconnection, a timeout...).
+            inst_use aigate_redis
+            if [ "$(grep -ci 'warn\|error' "$AIGATE_DIR/aigate.log")" != 0 ]; then
+                note "S11 aigate on Redis logged $(grep -ci 'warn\|error' "$AIGATE_DIR/aigate.log")" \
+                    "warning/error line(s), first: $(grep -i -m1 'warn\|error' "$AIGATE_DIR/aigate.log")"
+            fi
+        fi
+    fi
+    inst_stop "${order[@]}"
+    S11_REDIS_KEYS=$(redis_cli dbsize)
+    S11_REDIS_MEM=$(redis_cli info memory | tr -d '\r' | sed -n 's/^used_memory://p')
+    [[ $S11_REDIS_KEYS =~ ^[0-9]+$ ]] || S11_REDIS_KEYS=
+    [[ $S11_REDIS_MEM =~ ^[0-9]+$ ]] || S11_REDIS_MEM=
+    s11_redis_bench
+    s11_redis_stop
 }
 
 # ---- machine info ------------------------------------------------------------------------------
@@ -1358,6 +1628,7 @@ if want S7; then
 fi
 
 want S8 && s8_run
+want S11 && s11_run
 
 ref_stop
 stop_pid "$UPSTREAM_PID"
@@ -1514,14 +1785,23 @@ for line in "${ROWS[@]}"; do
 done
 # ---- S8: off against obs -----------------------------------------------------------------------
 
-# s8_vals TARGET SCENARIO FIELD: FIELD of each round's run, one per line (rounds in order).
-s8_vals() {
-    local r key
-    for ((r = 1; r <= S8_ROUNDS; r++)); do
-        key="S8|$1|$BASE_T|$r|$2"
-        [ -n "${RUN[$key]+x}" ] && jnum "${RUN[$key]}" "$3"
+# pair_vals SCENARIO TARGET PARAM FIELD: FIELD of each round's run of S8 or S11 (PARAM: S1 or
+# S2), one per line (rounds in order); pair_agg: their median.
+pair_vals() {
+    local r key n=$S8_ROUNDS
+    [ "$1" != S11 ] || n=$S11_ROUNDS
+    for ((r = 1; r <= n; r++)); do
+        key="$1|$2|$BASE_T|$r|$3"
+        [ -n "${RUN[$key]+x}" ] && jnum "${RUN[$key]}" "$4"
     done
+    return 0
 }
+pair_agg() {
+    local v
+    mapfile -t v < <(pair_vals "$@")
+    [ ${#v[@]} -gt 0 ] && median "${v[@]}"
+}
+s8_vals() { pair_vals S8 "$@"; } # TARGET SCENARIO FIELD
 # s8_count SCENARIO TEXT: how many of aigate_obs's runs of SCENARIO have TEXT in their record.
 s8_count() {
     local r key n=0
@@ -1531,11 +1811,7 @@ s8_count() {
     done
     echo "$n"
 }
-s8_agg() { # TARGET SCENARIO FIELD: the median over rounds
-    local v
-    mapfile -t v < <(s8_vals "$@")
-    [ ${#v[@]} -gt 0 ] && median "${v[@]}"
-}
+s8_agg() { pair_agg S8 "$@"; } # TARGET SCENARIO FIELD: the median over rounds
 # cost A B: 1 - B/A in percent, one decimal, when both are positive numbers.
 s8_cost() {
     [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] || return 0
@@ -1608,6 +1884,111 @@ if want S8; then
         fi
     done
 fi
+# ---- S11: local against redis ------------------------------------------------------------------
+
+# s11_floor_us SCENARIO: for each round's run on Redis, the µs Redis itself needs for the
+# commands that run sent per request, at redis-benchmark's rates: EVALSHA at the limiter's
+# script's (EVAL "return 1"'s without it), the cache's GET at GET's, its SET at SET's.
+s11_floor_us() {
+    local r key rec n fe fg fs
+    fe=$(one "S11|redis_benchmark|$BASE_T|1|evalsha" rps)
+    [ -n "$fe" ] || fe=$(one "S11|redis_benchmark|$BASE_T|1|eval" rps)
+    fg=$(one "S11|redis_benchmark|$BASE_T|1|get" rps)
+    fs=$(one "S11|redis_benchmark|$BASE_T|1|set" rps)
+    [ -n "$fe" ] && [ -n "$fg" ] && [ -n "$fs" ] || return 0
+    for ((r = 1; r <= S11_ROUNDS; r++)); do
+        key="S11|aigate_redis|$BASE_T|$r|$1"
+        [ -n "${RUN[$key]+x}" ] || continue
+        rec=${RUN[$key]}
+        n=$(jnum "$rec" requests)
+        [[ ${n:-0} =~ ^[0-9]+$ && ${n:-0} -gt 0 ]] || continue
+        awk -v n="$n" -v e="$(jnum "$rec" evalsha)" -v g="$(jnum "$rec" redis_cache_get)" \
+            -v s="$(jnum "$rec" redis_cache_set)" -v fe="$fe" -v fg="$fg" -v fs="$fs" \
+            'BEGIN { printf "%.1f\n", (e / fe + g / fg + s / fs) * 1000000 / n }'
+    done
+}
+# us_per A: 1e6/A, one decimal, when A is a positive number (the µs of one request at rate A).
+us_per() {
+    [[ $1 =~ ^[0-9.]+$ ]] || return 0
+    awk -v a="$1" 'BEGIN { if (a > 0) printf "%.1f", 1000000 / a }'
+}
+S11_JSON=()
+if want S11 && [ -z "$S11_REDIS_VERSION" ]; then
+    echo
+    echo "S11 shared state: skipped (the notes say why)"
+elif want S11; then
+    echo
+    echo "S11 shared state: local = the bench config (limiter and cache in the process); redis =" \
+        "the same + [aigate.redis] url, redis-server ${S11_REDIS_VERSION:-?} --save \"\" --appendonly no" \
+        "(one EVALSHA per request, the cache's GET and SET on Redis); wrk -t$WRK_THREADS" \
+        "-c$WRK_CONNS -d${DURATION}s, threads $BASE_T, median of $S11_ROUNDS round(s), alternated;" \
+        "cost = 1 - rps(redis)/rps(local), or redis - local; us_per_req = 1e6/rps;" \
+        "cpu_us_per_req = aigate's CPU / requests, redis_cpu_us_per_req = redis-server's;" \
+        "redis_{evalsha,get,set}_per_req = commands aigate sent Redis / requests (the script's own" \
+        "GET and SET left out), redis_ops_per_s = those commands per second, redis_cmd_us = Redis's" \
+        "time in them (commandstats); floor =" \
+        "redis-benchmark -q -n $S11_BENCH_N -c $S11_BENCH_CONNS -P 1 on that server: its ops/s, and" \
+        "redis_floor_us_per_req = the µs Redis needs at those rates for each request's commands"
+    s11_cols() { printf '%-18s %-24s %12s %12s %8s %10s  %s\n' "$@" | sed 's/ *$//'; }
+    s11_cols scenario metric local redis r/l cost ""
+    for sc in S1:"S11 S1 cache hit" S2:"S11 S2 proxied"; do
+        name=${sc#*:}
+        sc=${sc%%:*}
+        for f in rps us_per_req p50_us p99_us cpu_us_per_req redis_evalsha_per_req \
+            redis_get_per_req redis_set_per_req redis_ops_per_s redis_cmd_us_per_req \
+            redis_cpu_us_per_req redis_floor_us_per_req; do
+            extra='' per=()
+            case $f in
+            us_per_req)
+                a=$(us_per "$(pair_agg S11 aigate_local "$sc" rps)")
+                b=$(us_per "$(pair_agg S11 aigate_redis "$sc" rps)")
+                ;;
+            redis_floor_us_per_req)
+                a=''
+                mapfile -t v < <(s11_floor_us "$sc")
+                b=$([ ${#v[@]} -eq 0 ] || median "${v[@]}")
+                ;;
+            *)
+                a=$(pair_agg S11 aigate_local "$sc" "$f")
+                b=$(pair_agg S11 aigate_redis "$sc" "$f")
+                ;;
+            esac
+            rt=$(ratio "$b" "$a")
+            # Redis's figures while the local instance ran are its idle baseline: no ratio.
+            [[ $f != redis_* ]] || rt=''
+            cost=''
+            case $f in
+            rps)
+                c=$(s8_cost "$a" "$b")
+                [ -z "$c" ] || cost="$c%"
+                mapfile -t va < <(pair_vals S11 aigate_local "$sc" rps)
+                mapfile -t vb < <(pair_vals S11 aigate_redis "$sc" rps)
+                for ((i = 0; i < ${#va[@]} && i < ${#vb[@]}; i++)); do
+                    c=$(s8_cost "${va[$i]}" "${vb[$i]}")
+                    [ -z "$c" ] || per+=("$c")
+                done
+                [ ${#per[@]} -lt 2 ] || extra="per round: $(printf '%s%%, ' "${per[@]}")"
+                extra=${extra%, }
+                ;;
+            us_per_req | p50_us | p99_us | cpu_us_per_req | redis_cpu_us_per_req)
+                c=$(sub "$b" "$a")
+                [ -z "$c" ] || cost=$(awk -v c="$c" 'BEGIN { printf "%+.1f", c }')
+                ;;
+            esac
+            s11_cols "$name" "$f" "$(fmt "$a")" "$(fmt "$b")" "$(fmt "$rt")" "$(fmt "$cost")" "$extra"
+            cj=${cost%\%}
+            S11_JSON+=("{\"scenario\":\"$sc\",\"metric\":\"$f\",\"local\":${a:-null},\"redis\":${b:-null},\"ratio\":${rt:-null},\"cost\":${cj:-null}$([ "$f" = rps ] && echo ",\"cost_unit\":\"pct\",\"rounds_cost_pct\":[$(IFS=,; echo "${per[*]}")]")}")
+        done
+    done
+    for t in set get evalsha eval; do
+        for f in rps p50_ms p99_ms; do
+            b=$(one "S11|redis_benchmark|$BASE_T|1|$t" "$f")
+            s11_cols "S11 floor" "${t^^} $f" "" "$(fmt "$b")" "" "" \
+                "$([ "$t$f" = evalsharps ] && echo "the limiter's script, one key")$([ "$t$f" = evalrps ] && echo 'EVAL "return 1" 0')"
+            S11_JSON+=("{\"scenario\":\"redis-benchmark\",\"metric\":\"${t}_$f\",\"local\":null,\"redis\":${b:-null},\"ratio\":null,\"cost\":null}")
+        done
+    done
+fi
 if [ ${#NOTES[@]} -gt 0 ]; then
     echo "notes:"
     for n in "${NOTES[@]}"; do echo "  - $n"; done
@@ -1626,7 +2007,7 @@ join() { local IFS=,; echo "$*"; }
         "\"loadavg_end\":\"$LOADAVG_END\",\"nginx\":\"$(json_escape "$NGINX_VERSION")\"," \
         "\"wrk\":\"$(json_escape "$WRK_VERSION")\"},"
     echo "\"params\":{\"duration_s\":$DURATION,\"scenarios\":\"$SCENARIOS\",\"threads\":[$THREADS]," \
-        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"s8_rounds\":$S8_ROUNDS,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
+        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"s8_rounds\":$S8_ROUNDS,\"s11_rounds\":$S11_ROUNDS,\"s11_redis_bench_requests\":$S11_BENCH_N,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
         "\"server_cpus\":\"$SERVER_CPUS\",\"load_cpus\":\"$LOAD_CPUS\",\"upstream_cpus\":\"$UPSTREAM_CPUS\"," \
         "\"wrk\":\"-t$WRK_THREADS -c$WRK_CONNS --timeout 5s\",\"loadgen_conns\":$LG_CONNS," \
         "\"loadgen_timeout_s\":$LG_TIMEOUT,\"cold_runs\":$COLD_RUNS,\"hold_conns\":$HOLD_CONNS,\"nofile\":$NOFILE," \
@@ -1657,6 +2038,11 @@ join() { local IFS=,; echo "$*"; }
     echo "],"
     echo "\"table\":[$(join "${TABLE_JSON[@]}")],"
     echo "\"observability\":[$(join "${S8_JSON[@]}")],"
+    echo "\"redis\":{\"version\":$([ -n "$S11_REDIS_VERSION" ] && echo "\"$(json_escape "$S11_REDIS_VERSION")\"" || echo null)," \
+        "\"options\":\"--save '' --appendonly no --maxmemory 2gb --maxmemory-policy volatile-ttl\"," \
+        "\"keys_after_runs\":${S11_REDIS_KEYS:-null},\"used_memory_after_runs\":${S11_REDIS_MEM:-null}," \
+        "\"benchmark\":[$(join "${S11_BENCH_JSON[@]}")]},"
+    echo "\"shared_state\":[$(join "${S11_JSON[@]}")],"
     notes=()
     for n in "${NOTES[@]}"; do notes+=("\"$(json_escape "$n")\""); done
     echo "\"notes\":[$(join "${notes[@]}")]"
