@@ -213,6 +213,11 @@ int ag_gateway_apply(ag_gateway_t *gw, const ag_config_t *cfg, FILE *errs)
         return -ENOMEM;
     }
     int number = (int)gen->number;
+    /* A key put with `aigate secret put` and deployed is hidden from tail too. */
+    if (gen->api_key_header &&
+        ag_tail_add_secret(ag_obs_tail(gw->obs), gen->api_key_header + strlen("x-api-key: ")) < 0)
+        ag_log_warn("reload: the tail cannot hide one more upstream key (restart to reset the "
+                    "list); tail events keep redacting every header that names a key");
     ag_budget_set_global(gw->budget, cfg->budget_daily_usd);
     gw_gen_publish(gw, gen);
     return number;

@@ -96,13 +96,23 @@ int ag_tail_add_secret(ag_tail_t *t, const char *value)
 {
     if (!value || !*value)
         return 0;
-    if (t->nsecrets == MAX_SECRETS)
-        return -ENOSPC;
-    t->secrets[t->nsecrets] = strdup(value);
-    if (!t->secrets[t->nsecrets])
-        return -ENOMEM;
-    t->nsecrets++;
-    return 0;
+    /* Events are built under the read lock: a reload may add a key meanwhile. */
+    int rc = 0;
+    pthread_rwlock_wrlock(&t->lock);
+    bool known = false;
+    for (size_t i = 0; i < t->nsecrets && !known; i++)
+        known = strcmp(t->secrets[i], value) == 0;
+    if (!known && t->nsecrets == MAX_SECRETS) {
+        rc = -ENOSPC;
+    } else if (!known) {
+        t->secrets[t->nsecrets] = strdup(value);
+        if (t->secrets[t->nsecrets])
+            t->nsecrets++;
+        else
+            rc = -ENOMEM;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return rc;
 }
 
 uint64_t ag_tail_dropped(ag_tail_t *t)

@@ -47,7 +47,8 @@ int ag_tail_new(const char *script_name, ag_tail_t **out);
 void ag_tail_free(ag_tail_t *t);
 
 /** A value that must never appear in an event (a key, a token): a header
- *  holding it shows "REDACTED". Before the workers start. */
+ *  holding it shows "REDACTED". Any thread (a reload adds a new upstream
+ *  key); a value given twice is kept once. */
 int ag_tail_add_secret(ag_tail_t *t, const char *value);
 
 /** Subscribes. notify(ctx) runs on a publishing thread when AG_TAIL_WAKE_BATCH

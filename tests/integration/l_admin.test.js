@@ -163,6 +163,26 @@ test('metrics count a known mix exactly, in the text format promtool accepts', a
     }
 });
 
+test('an upstream key that a reload brings in is redacted in tail events too', async () => {
+    const NEW_KEY = 'sk-ant-rotated-by-deploy-SECRET-42';
+    const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: '[aigate]\n', env: { ROTATED_UPSTREAM_KEY: NEW_KEY } });
+    try {
+        fs.writeFileSync(require('node:path').join(gw.cwd, 'aigate.toml'), '[aigate]\nrate_limit = 1000000\napi_key_secret = "ROTATED_UPSTREAM_KEY"\n');
+        const rl = await request(`${gw.adminUrl}/reload`, { method: 'POST' });
+        assert.equal(rl.status, 200, rl.body);
+        const sub = await subscribe(gw);
+        const r = await generate(gw, { prompt: 'after the new key' }, { 'x-trace': NEW_KEY, 'x-old': TEST_KEY });
+        await until(() => sub.events.some((e) => e.aigate.requestId === r.headers['x-request-id']), 5000, 'the event');
+        const e = sub.events.find((x) => x.aigate.requestId === r.headers['x-request-id']);
+        assert.equal(e.event.request.headers['x-trace'], 'REDACTED', 'the key the reload brought in');
+        assert.equal(e.event.request.headers['x-old'], 'REDACTED', 'the key it started with');
+        sub.close();
+        assert.ok(!gw.stderr.includes(NEW_KEY));
+    } finally {
+        await gw.stop();
+    }
+});
+
 test('a tail subscriber sees each request as a wrangler event, secrets redacted', async () => {
     const gw = await startGateway({ upstream: `http://127.0.0.1:${up.port}`, config: 'name = "tail-test"\n[aigate]\n' });
     try {
