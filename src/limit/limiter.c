@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdalign.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 
 #include "util/errors.h"
@@ -26,8 +27,9 @@
 typedef struct slot {
     uint64_t h0, h1;     /* 128-bit keyed hash of the key: the key's identity */
     uint64_t tat_biased; /* theoretical arrival time in us, minus INT64_MIN: an all-zero
-                            slot is then empty, so the table comes from calloc and its
-                            pages stay untouched (no RSS) until clients arrive */
+                            slot is then empty, so the table is a fresh anonymous
+                            mapping whose pages stay untouched (no RSS) until clients
+                            arrive */
 } slot_t;
 
 static inline int64_t slot_tat(const slot_t *e)
@@ -57,7 +59,8 @@ struct ag_limiter {
     size_t shard_slots;
     size_t window;
     shard_t *shards;
-    slot_t *slots; /* one allocation for all shards' slots */
+    slot_t *slots;      /* one mapping for all shards' slots */
+    size_t slots_bytes; /* its length */
 };
 
 static inline uint64_t rotl64(uint64_t x, int b)
@@ -166,7 +169,14 @@ int ag_limiter_new(const ag_limiter_config_t *cfg, ag_limiter_t **out)
         goto fail;
     }
     l->shards = aligned_alloc(alignof(shard_t), nshards * sizeof(shard_t));
-    l->slots = calloc(nslots, sizeof(slot_t));
+    /* mmap, not calloc: once a freed table has raised glibc's mmap threshold,
+     * calloc takes the next one from the heap and zeroes all of it (24 MiB by
+     * default, touched at once): every reload that changes a limit then costs
+     * that memory and hundreds of milliseconds. A mapping is zero and untouched. */
+    l->slots_bytes = nslots * sizeof(slot_t);
+    void *m =
+        mmap(NULL, l->slots_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    l->slots = m == MAP_FAILED ? NULL : m;
     if (!l->shards || !l->slots) {
         rc = -ENOMEM;
         goto fail;
@@ -197,7 +207,8 @@ int ag_limiter_new(const ag_limiter_config_t *cfg, ag_limiter_t **out)
 
 fail:
     free(l->shards);
-    free(l->slots);
+    if (l->slots)
+        munmap(l->slots, l->slots_bytes);
     free(l);
     return rc;
 }
@@ -209,7 +220,7 @@ void ag_limiter_free(ag_limiter_t *l)
     for (size_t i = 0; i < l->nshards; i++)
         pthread_mutex_destroy(&l->shards[i].lock);
     free(l->shards);
-    free(l->slots);
+    munmap(l->slots, l->slots_bytes);
     free(l);
 }
 
