@@ -2103,13 +2103,19 @@ if want S12; then
         "non2xx = answers >= 400, socket_errors = connect/read/write/timeout errors (wrk);" \
         "median of $S12_ROUNDS round(s)"
 fi
+# The scenario column: 16 wide, or as wide as its longest name.
+SW=16
+for line in "${ROWS[@]}"; do
+    s=${line%%"$SEP"*}
+    [ ${#s} -le "$SW" ] || SW=${#s}
+done
 [ ${#ROWS[@]} -eq 0 ] ||
-    printf '%-16s %-22s %12s %12s %8s %12s\n' scenario metric aigate nginx ratio floor
+    printf '%-*s %-22s %12s %12s %8s %12s\n' "$SW" scenario metric aigate nginx ratio floor
 TABLE_JSON=()
 for line in "${ROWS[@]}"; do
     IFS=$SEP read -r s m a n f <<<"$line"
     rt=$(ratio "$a" "$n")
-    printf '%-16s %-22s %12s %12s %8s %12s\n' "$s" "$m" "$(fmt "$a")" "$(fmt "$n")" "$(fmt "$rt")" \
+    printf '%-*s %-22s %12s %12s %8s %12s\n' "$SW" "$s" "$m" "$(fmt "$a")" "$(fmt "$n")" "$(fmt "$rt")" \
         "$(fmt "$f")"
     TABLE_JSON+=("{\"scenario\":\"$s\",\"metric\":\"$m\",\"aigate\":${a:-null},\"nginx\":${n:-null},\"ratio\":${rt:-null},\"floor\":${f:-null}}")
 done
@@ -2329,7 +2335,7 @@ join() { local IFS=,; echo "$*"; }
         "\"loadavg_end\":\"$LOADAVG_END\",\"nginx\":\"$(json_escape "$NGINX_VERSION")\"," \
         "\"wrk\":\"$(json_escape "$WRK_VERSION")\"},"
     echo "\"params\":{\"duration_s\":$DURATION,\"scenarios\":\"$SCENARIOS\",\"threads\":[$THREADS]," \
-        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"s8_rounds\":$S8_ROUNDS,\"s11_rounds\":$S11_ROUNDS,\"s11_redis_bench_requests\":$S11_BENCH_N,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
+        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"s8_rounds\":$S8_ROUNDS,\"s11_rounds\":$S11_ROUNDS,\"s12_rounds\":$S12_ROUNDS,\"s11_redis_bench_requests\":$S11_BENCH_N,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
         "\"server_cpus\":\"$SERVER_CPUS\",\"load_cpus\":\"$LOAD_CPUS\",\"upstream_cpus\":\"$UPSTREAM_CPUS\"," \
         "\"wrk\":\"-t$WRK_THREADS -c$WRK_CONNS --timeout 5s\",\"loadgen_conns\":$LG_CONNS," \
         "\"loadgen_timeout_s\":$LG_TIMEOUT,\"cold_runs\":$COLD_RUNS,\"hold_conns\":$HOLD_CONNS,\"nofile\":$NOFILE," \
