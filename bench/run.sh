@@ -1608,8 +1608,8 @@ s12_start() {
     aigate_warm_cache
 }
 
-# s12_reloader_start TAG: the loop, on --load-cpus: DURATION reloads, the first 0.5 s into the run,
-# then one a second; each swaps the config file for the other one and POSTs /reload (bounded by
+# s12_reloader_start TAG: the loop, on --load-cpus: DURATION reloads, due 0.5 s into the run and
+# then every second on the clock (a slow reload does not push the next ones back); each swaps the config file for the other one and POSTs /reload (bounded by
 # curl's --max-time), its status and answer appended to TMP/s12-TAG.reloads. Sets STARTED.
 s12_reloader_start() {
     printf '%s' "$S12_CFG_A" >"$TMP/s12-a.toml"
@@ -1617,12 +1617,15 @@ s12_reloader_start() {
     # shellcheck disable=SC2016 # the inner shell expands them
     LOG=$TMP/s12-$1.reloads CPUS=$LOAD_CPUS spawn bash -c '
         cfg=$1 a=$2 b=$3 url=$4 n=$5
-        sleep 0.5
+        t0=${EPOCHREALTIME/[.,]/}
         for ((i = 0; i < n; i++)); do
+            due=$((t0 + 500000 + i * 1000000))
+            now=${EPOCHREALTIME/[.,]/}
+            [ "$due" -le "$now" ] ||
+                sleep "$(printf "%d.%06d" $(((due - now) / 1000000)) $(((due - now) % 1000000)))"
             if cmp -s "$cfg" "$a"; then next=$b; else next=$a; fi
             cp "$next" "$cfg.next" && mv -f "$cfg.next" "$cfg"
             curl -s -X POST -w "\nstatus %{http_code}\n" --max-time 5 "$url"
-            sleep 1
         done' s12-reloader "$AIGATE_DIR/$AIGATE_CONFIG_NAME" "$TMP/s12-a.toml" "$TMP/s12-b.toml" \
         "http://127.0.0.1:$S12_ADMIN_PORT/reload" "$DURATION"
 }
@@ -1632,7 +1635,7 @@ s12_reloader_start() {
 s12_measure() {
     local r=$1 tg=$2 sc=$3 key="S12|$2|$BASE_T|$1|$3" body unique c0 c1 rpid='' i tag="$3-$1"
     local before=$TMP/s12-$tag-$tg.metrics-before after=$TMP/s12-$tag-$tg.metrics-after
-    local ok0 ok1 fail0 fail1 chg0 chg1 warn0 warn1 posts=0 posts_ok=0 ms_max=null rec
+    local ok0 ok1 fail0 fail1 chg0 chg1 warn0 warn1 posts=0 posts_ok=0 ms_max=null rec rss0 rss1
     aigate_up || return 0
     if [ "$sc" = S1 ]; then
         body=$S1_BODY unique=0
@@ -1643,6 +1646,7 @@ s12_measure() {
     s12_scrape "$before"
     chg0=$(s12_log_count 'reload: generation .* applied .*changed: rate_limit')
     warn0=$(grep -ci 'warn\|error' "$AIGATE_DIR/aigate.log")
+    rss0=$(rss_kib "$AIGATE_PID")
     if [ "$tg" = aigate_reload ]; then
         s12_reloader_start "$tag"
         rpid=$STARTED
@@ -1665,6 +1669,7 @@ s12_measure() {
             "$TMP/s12-$tag.reloads" | awk '{ t = $1 + $2; if (t > m) m = t } END { if (NR) printf "%.3f", m; else print "null" }')
     fi
     s12_scrape "$after"
+    rss1=$(rss_kib "$AIGATE_PID")
     [[ ${RUN[$key]} != *'"error":'* ]] || return 0
     cpu_add "$key" "$c0" "$c1" aigate_cpu_s cpu_us_per_req
     ok0=$(s12_reloads success "$before") ok1=$(s12_reloads success "$after")
@@ -1672,7 +1677,7 @@ s12_measure() {
     chg1=$(s12_log_count 'reload: generation .* applied .*changed: rate_limit')
     warn1=$(grep -ci 'warn\|error' "$AIGATE_DIR/aigate.log")
     rec=${RUN[$key]}
-    RUN[$key]="${rec%\}},\"non2xx\":$(jnum "$rec" err_status),\"socket_errors\":$(($(jnum "$rec" err_connect) + $(jnum "$rec" err_read) + $(jnum "$rec" err_write) + $(jnum "$rec" err_timeout))),\"reloads\":$((ok1 - ok0)),\"reload_failures\":$((fail1 - fail0)),\"reloads_changing_rate_limit\":$((chg1 - chg0)),\"reload_posts\":${posts:-0},\"reload_posts_200\":${posts_ok:-0},\"reload_ms_max\":$ms_max,\"log_warnings\":$((warn1 - warn0))}"
+    RUN[$key]="${rec%\}},\"non2xx\":$(jnum "$rec" err_status),\"socket_errors\":$(($(jnum "$rec" err_connect) + $(jnum "$rec" err_read) + $(jnum "$rec" err_write) + $(jnum "$rec" err_timeout))),\"reloads\":$((ok1 - ok0)),\"reload_failures\":$((fail1 - fail0)),\"reloads_changing_rate_limit\":$((chg1 - chg0)),\"reload_posts\":${posts:-0},\"reload_posts_200\":${posts_ok:-0},\"reload_ms_max\":$ms_max,\"log_warnings\":$((warn1 - warn0)),\"rss_kib_before\":${rss0:-null},\"rss_kib_after\":${rss1:-null}}"
     rec=${RUN[$key]}
     if [ "$tg" = aigate_reload ]; then
         if [ "$((fail1 - fail0))" != 0 ] || [ "${posts_ok:-0}" != "${posts:-0}" ]; then
@@ -2064,7 +2069,7 @@ if want S12; then
     # The "aigate" column holds the runs with a reload every second, the "nginx" one the same
     # instance's runs without: the ratio is the reloads' cost.
     for sc in S1 S2; do
-        for f in rps p99_us non2xx socket_errors reloads; do
+        for f in rps p99_us non2xx socket_errors reloads rss_kib_after; do
             row "S12 reloads/s=1 vs none" "${sc}_$f" "$(pair_agg S12 aigate_reload "$sc" $f)" \
                 "$(pair_agg S12 aigate_steady "$sc" $f)" ""
         done
