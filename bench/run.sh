@@ -4,9 +4,11 @@
 # bench/run.sh: the aigate benchmark harness behind `make bench`. Starts a fast upstream (nginx
 # answering /v1/messages with a canned Messages API body), aigate and a reference nginx on
 # 127.0.0.1 ephemeral ports (and, for S4, a streaming upstream with its own aigate and nginx),
-# runs scenarios S1-S7, S9 and S10 against aigate and nginx alternately, S8 (the cost of the admin
-# listener's metrics and live tail) against two aigate instances alternately, and S11 (the cost
-# of the limiter and the cache on Redis) against two aigate instances and a redis-server, prints
+# runs scenarios S1-S7, S9 and S10 against aigate and nginx alternately (S5 over plain HTTP and
+# over TLS), S8 (the cost of the admin listener's metrics and live tail) against two aigate
+# instances alternately, S11 (the cost of the limiter and the cache on Redis) against two aigate
+# instances and a redis-server, and S12 (a reload every second under load) against one aigate
+# with an admin listener, with and without reloads, prints
 # the tables and writes the raw figures to bench/results/<UTC timestamp>.json. It stops every
 # process it started, by PID, on exit, on failure and on INT/TERM. See bench/README.md.
 # shellcheck disable=SC2317 # functions run through measure "$@" look unreachable to it
@@ -39,21 +41,22 @@ usage() {
     cat <<'EOF'
 usage: bench/run.sh [options]
   --duration S         seconds per scenario run (default 10)
-  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11 (default:
-                       all; S11 is skipped with a note when redis-server is not installed)
+  --scenarios LIST     comma-separated subset of S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11,S12
+                       (default: all; S11 is skipped with a note when redis-server is not
+                       installed, S5's TLS variant when openssl or curl is not)
   --threads LIST       aigate threads / nginx worker_processes for S7 (default 1,2); the first
                        value is also used for S1-S6
   --rates LIST         S3 request rates in req/s (default 1000,5000,10000)
   --rounds N           alternate aigate and nginx N times per measurement; the table shows the
                        median (default 1; S8 and S11 alternate their two instances N times,
-                       default 3)
+                       S12 its runs with and without reloads, default 3)
   --server-cpus LIST   taskset CPU list for aigate and the reference nginx
   --load-cpus LIST     taskset CPU list for wrk and ag_loadgen
   --upstream-cpus LIST taskset CPU list for the upstream nginx (default: --server-cpus)
   --upstream-workers N worker_processes of the upstream nginx (default 1)
   --wrk-threads N      wrk -t (default 1)       --wrk-conns N   wrk -c (default 64)
   --conns N            ag_loadgen -c for S3 (default 64)
-  --cold-runs N        S5 runs per server (default 20)
+  --cold-runs N        S5 runs per server, plain and TLS each (default 20)
   --hold N             S6 idle keep-alive connections (default 10000)
   --streams N          S4 concurrent streams (default 1000)
   --stream-words N     S4 text deltas per concurrent stream (default 200)
@@ -71,7 +74,7 @@ EOF
 }
 
 DURATION=10
-SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11
+SCENARIOS=S1,S2,S3,S4,S5,S6,S7,S8,S9,S10,S11,S12
 THREADS=1,2
 RATES=1000,5000,10000
 ROUNDS=1
@@ -153,7 +156,7 @@ is_list "$THREADS" || die "--threads must look like 1,2"
 is_list "$RATES" || die "--rates must look like 1000,5000"
 for v in SERVER_CPUS LOAD_CPUS UPSTREAM_CPUS; do is_cpus "${!v}" || die "bad CPU list: ${!v}"; done
 [ -n "$UPSTREAM_CPUS" ] || UPSTREAM_CPUS=$SERVER_CPUS
-[[ $SCENARIOS =~ ^S(1[01]|[1-9])(,S(1[01]|[1-9]))*$ ]] || die "--scenarios must look like S1,S3"
+[[ $SCENARIOS =~ ^S(1[0-2]|[1-9])(,S(1[0-2]|[1-9]))*$ ]] || die "--scenarios must look like S1,S3"
 
 if [ "$SMOKE" = 1 ]; then
     DURATION=1
@@ -169,6 +172,7 @@ fi
 S8_ROUNDS=$ROUNDS
 [ "$ROUNDS_SET" = 1 ] || [ "$SMOKE" = 1 ] || S8_ROUNDS=$S8_ROUNDS_DEFAULT
 S11_ROUNDS=$S8_ROUNDS # S11 alternates its two instances as S8 does
+S12_ROUNDS=$S8_ROUNDS # and S12 its runs with and without reloads
 IFS=, read -r -a THREAD_LIST <<<"$THREADS"
 IFS=, read -r -a RATE_LIST <<<"$RATES"
 BASE_T=${THREAD_LIST[0]}
@@ -436,6 +440,26 @@ nginx_start() {
         die "nginx $name did not come up ($out)"
     fi
 }
+
+# bench_config KEY=VALUE...: the bench config with KEY = VALUE (VALUE as TOML spells it, quotes
+# and all) in [aigate] for each argument: the line that sets KEY replaced, else one added after
+# [aigate]. S5's TLS instances, S8's and S12's with an admin listener.
+bench_config() {
+    local toml=$AIGATE_CONFIG_TOML kv k line
+    for kv in "$@"; do
+        k=${kv%%=*}
+        line="$k = ${kv#*=}"
+        if grep -q "^${k}[[:space:]]*=" <<<"$toml"; then
+            # shellcheck disable=SC2001 # a whole line, whatever its value
+            toml=$(sed "s|^${k}[[:space:]]*=.*|$line|" <<<"$toml")
+        else
+            toml=$(sed "/^\[aigate\]/a $line" <<<"$toml")
+        fi
+    done
+    printf '%s\n' "$toml"
+}
+# The bench config with admin_listen = "127.0.0.1:$1" in [aigate].
+s8_config_obs() { bench_config admin_listen="\"127.0.0.1:$1\""; }
 
 # aigate_start THREADS: a fresh instance (own directory, config and port). Sets AIGATE_PID,
 # AIGATE_PORT; returns 1 (with AIGATE_SKIP set) when it does not come up. AIGATE_PORT_WANT, when
@@ -904,32 +928,117 @@ s4_run() {
     SSE_PID=
 }
 
-# cold_one TARGET: one S5 run, exec to first 2xx, in a fresh instance directory; sets COLD_OUT.
-# The first answer is a proxied one for both servers (aigate's cache is empty).
+# cold_one TARGET [tls]: one S5 run, exec to first 2xx, in a fresh instance directory; sets
+# COLD_OUT. The first answer is a proxied one for both servers (aigate's cache is empty). With
+# tls, both serve HTTPS with the run's certificate (s5_tls_setup) and cold_tls times them.
 COLD_OUT=
 cold_one() {
-    local target=$1 port ports
+    local target=$1 tls=${2:-} port ports url
     ports=$(free_ports 2)
     port=${ports%% *}
     [ -n "$port" ] || die "no free port"
+    url=http://127.0.0.1:$port$AIGATE_ROUTE
     if [ "$target" = aigate ]; then
-        aigate_prepare
+        if [ -n "$tls" ]; then
+            AIGATE_TOML=$(bench_config tls_cert="\"$TLS_CERT\"" tls_key="\"$TLS_KEY\"")$'\n' \
+                aigate_prepare
+        else
+            aigate_prepare
+        fi
         aigate_argv "$port" "$BASE_T"
+        if [ -n "$tls" ]; then
+            pushd "$AIGATE_DIR" >/dev/null || die "cd $AIGATE_DIR"
+            ANTHROPIC_API_KEY=$AIGATE_API_KEY cold_tls "https${url#http}" "$AIGATE_DIR/aigate.log" \
+                "${AIGATE_ARGV[@]}"
+            popd >/dev/null || die "popd"
+            return
+        fi
         COLD_OUT=$(cd "$AIGATE_DIR" && ANTHROPIC_API_KEY=$AIGATE_API_KEY timeout -k 5 60 \
-            "${LOAD_PREFIX[@]}" "$LOADGEN" --first-ok -u "http://127.0.0.1:$port$AIGATE_ROUTE" \
+            "${LOAD_PREFIX[@]}" "$LOADGEN" --first-ok -u "$url" \
             -b "$S1_BODY" -t 20 ${SERVER_CPUS:+--spawn-cpus "$SERVER_CPUS"} \
             --spawn-log "$AIGATE_DIR/aigate.log" --spawn -- "${AIGATE_ARGV[@]}")
     else
         # A stock-sized nginx: room for 10,000 connections costs it time at startup.
+        if [ -n "$tls" ]; then
+            NGINX_WC=1024 nginx_prepare "cold-nginx-tls-$RANDOM$RANDOM" reference_tls.conf \
+                "$BASE_T" UPSTREAM_PORT="$UPSTREAM_PORT" CACHED_PORT="${ports##* }" \
+                PROXY_PORT="$port" CACHED_BODY="$CACHED_BODY" CERT="$TLS_CERT" KEY="$TLS_KEY"
+            nginx_argv
+            cold_tls "https${url#http}" "$NGINX_DIR/stdout.log" "${NGINX_ARGV[@]}"
+            return
+        fi
         NGINX_WC=1024 nginx_prepare "cold-nginx-$RANDOM$RANDOM" reference.conf "$BASE_T" \
             UPSTREAM_PORT="$UPSTREAM_PORT" CACHED_PORT="${ports##* }" PROXY_PORT="$port" \
             CACHED_BODY="$CACHED_BODY"
         nginx_argv
         COLD_OUT=$(timeout -k 5 60 "${LOAD_PREFIX[@]}" "$LOADGEN" --first-ok \
-            -u "http://127.0.0.1:$port$AIGATE_ROUTE" -b "$S1_BODY" -t 20 \
+            -u "$url" -b "$S1_BODY" -t 20 \
             ${SERVER_CPUS:+--spawn-cpus "$SERVER_CPUS"} --spawn-log "$NGINX_DIR/stdout.log" \
             --spawn -- "${NGINX_ARGV[@]}")
     fi
+}
+
+# S5 over TLS: one self-signed P-256 certificate for the whole run, for aigate (tls_cert,
+# tls_key) and nginx (reference_tls.conf). Returns 1 (with a note) when it cannot be made.
+TLS_CERT=
+TLS_KEY=
+s5_tls_setup() {
+    local out
+    if ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
+        note "S5 over TLS skipped: it needs openssl (the certificate) and curl (the probe)"
+        return 1
+    fi
+    if ! nginx -V 2>&1 | grep -q -- --with-http_ssl_module; then
+        note "S5 over TLS skipped: this nginx has no http_ssl_module"
+        return 1
+    fi
+    TLS_CERT=$TMP/tls/cert.pem
+    TLS_KEY=$TMP/tls/key.pem
+    mkdir -p "$TMP/tls"
+    if ! out=$(openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout "$TLS_KEY" \
+        -out "$TLS_CERT" 2>&1); then
+        note "S5 over TLS skipped: openssl req failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
+        return 1
+    fi
+}
+
+# µs since the epoch, from bash's own clock (no fork).
+now_us() {
+    local t=${EPOCHREALTIME/[.,]/}
+    echo "$((10#$t))"
+}
+
+# cold_tls URL LOG CMD...: starts CMD (from the current directory, with the caller's environment)
+# and sends S1's request to URL with curl -sk, again at once after each failure, until the first
+# 2xx; sets COLD_OUT to a JSON line like ag_loadgen --first-ok's. The time runs from just before
+# the fork of the server to the end of the curl that got the 2xx: each attempt costs a fork and
+# exec of curl, the same for both servers (ag_loadgen speaks plain HTTP only).
+cold_tls() {
+    local url=$1 log=$2 t0 t1='' code='' attempts=0 ok=false pid died=false deadline
+    shift 2
+    t0=$(now_us)
+    deadline=$((t0 + 20000000))
+    LOG=$log CPUS=$SERVER_CPUS spawn "$@"
+    pid=$STARTED
+    while :; do
+        attempts=$((attempts + 1))
+        code=$("${LOAD_PREFIX[@]}" curl -sk -o /dev/null -w '%{http_code}' --max-time 5 \
+            -H 'Content-Type: application/json' --data-binary "$S1_BODY" "$url" 2>/dev/null)
+        if [[ $code == 2[0-9][0-9] ]]; then
+            t1=$(now_us)
+            ok=true
+            break
+        fi
+        alive "$pid" || { died=true; break; }
+        [ "$(now_us)" -lt "$deadline" ] || break
+    done
+    stop_pid "$pid"
+    forget_pid "$pid"
+    COLD_OUT="{\"tool\":\"curl\",\"mode\":\"first_ok_tls\",\"url\":\"$url\",\"ok\":$ok,"
+    COLD_OUT+="\"elapsed_us\":$([ -n "$t1" ] && echo $((t1 - t0)) || echo null),"
+    [[ $code =~ ^[0-9]+$ ]] || code=0
+    COLD_OUT+="\"attempts\":$attempts,\"status\":$((10#$code)),\"child_died\":$died}"
 }
 
 # ---- S8: the cost of observability -------------------------------------------------------------
@@ -992,16 +1101,6 @@ cpu_add() {
     fi
 }
 
-# The bench config with admin_listen = "127.0.0.1:$1" in [aigate].
-s8_config_obs() {
-    local line="admin_listen = \"127.0.0.1:$1\""
-    if grep -q '^admin_listen[[:space:]]*=' <<<"$AIGATE_CONFIG_TOML"; then
-        # shellcheck disable=SC2001 # a whole line, whatever its value
-        sed "s|^admin_listen[[:space:]]*=.*|$line|" <<<"$AIGATE_CONFIG_TOML"
-    else
-        sed "/^\[aigate\]/a $line" <<<"$AIGATE_CONFIG_TOML"
-    fi
-}
 
 # s8_use TARGET: makes the instance TARGET the current aigate (for aigate_up, aigate_stop...).
 # aigate_metrics (--s8-split) is the obs instance without the subscriber.
@@ -1441,6 +1540,189 @@ s11_run() {
     s11_redis_stop
 }
 
+# ---- S12: reloads under load ------------------------------------------------------------------
+# S1 and S2 against one aigate instance with an admin listener on a free loopback port, up for the
+# whole of S12: each run once as it is ("steady") and once while a loop POSTs /reload to the
+# admin listener every second ("reload"), rounds alternating which goes first. Before each reload
+# the loop rewrites the instance's config file (write, then rename) with the other of two values
+# of rate_limit (both far above the load), so that every reload applies a real change, as the
+# lifecycle test does. aigate_config_reloads_total from /metrics before and after each run gives
+# the reloads done, the instance's log the ones that changed rate_limit; a reload must cost no
+# request: wrk's non-2xx answers and socket errors are kept with each run.
+
+# pair_vals SCENARIO TARGET PARAM FIELD: FIELD of each round's run of S8, S11 or S12 (PARAM: S1 or
+# S2), one per line (rounds in order); pair_agg: their median.
+pair_vals() {
+    local r key n=$S8_ROUNDS
+    [ "$1" != S11 ] || n=$S11_ROUNDS
+    [ "$1" != S12 ] || n=$S12_ROUNDS
+    for ((r = 1; r <= n; r++)); do
+        key="$1|$2|$BASE_T|$r|$3"
+        [ -n "${RUN[$key]+x}" ] && jnum "${RUN[$key]}" "$4"
+    done
+    return 0
+}
+pair_agg() {
+    local v
+    mapfile -t v < <(pair_vals "$@")
+    [ ${#v[@]} -gt 0 ] && median "${v[@]}"
+}
+
+S12_ADMIN_PORT=
+S12_CFG_A=
+S12_CFG_B=
+S12_RATE_B=59999999 # the other rate_limit: the bench's is 60000000
+S12_LOG=
+
+s12_scrape() { # FILE: one GET /metrics of the instance into FILE
+    curl -s --max-time 5 -o "$1" "http://127.0.0.1:$S12_ADMIN_PORT/metrics" 2>/dev/null || : >"$1"
+}
+# s12_reloads RESULT FILE: aigate_config_reloads_total{result="RESULT"} in a scrape (0 if absent).
+s12_reloads() {
+    awk -v k="aigate_config_reloads_total{result=\"$1\"}" '$1 == k { v = $2 } END { printf "%.0f", v }' \
+        "$2" 2>/dev/null
+}
+s12_log_count() { grep -c -- "$1" "$AIGATE_DIR/aigate.log" 2>/dev/null; } # PATTERN
+
+# s12_start: the instance; returns 1 (with a note) when it or its admin listener does not come up.
+s12_start() {
+    local ports
+    ports=$(free_ports 2)
+    read -r -a ports <<<"$ports"
+    [ ${#ports[@]} -eq 2 ] || die "no free ports"
+    S12_ADMIN_PORT=${ports[1]}
+    S12_CFG_A=$(s8_config_obs "$S12_ADMIN_PORT")$'\n'
+    S12_CFG_B=$(AIGATE_CONFIG_TOML=$S12_CFG_A bench_config rate_limit="$S12_RATE_B")$'\n'
+    [ "$S12_CFG_A" != "$S12_CFG_B" ] || die "S12: the two configs do not differ"
+    AIGATE_PORT_WANT=${ports[0]} AIGATE_TOML=$S12_CFG_A aigate_start "$BASE_T" || return 1
+    if ! grep -q "admin listening on 127.0.0.1:$S12_ADMIN_PORT" "$AIGATE_DIR/aigate.log"; then
+        note "S12 skipped: aigate logged no admin listener on 127.0.0.1:$S12_ADMIN_PORT: $(tail -n 3 \
+            "$AIGATE_DIR/aigate.log" | tr '\n' ' ')"
+        return 1
+    fi
+    if [[ $("$LOADGEN" --first-ok -m GET -u "http://127.0.0.1:$S12_ADMIN_PORT/metrics" -t 10) != \
+        *'"ok":true'* ]]; then
+        note "S12 skipped: GET /metrics on the admin listener got no 2xx"
+        return 1
+    fi
+    aigate_warm_cache
+}
+
+# s12_reloader_start TAG: the loop, on --load-cpus: DURATION reloads, due 0.5 s into the run and
+# then every second on the clock (a slow reload does not push the next ones back); each swaps the config file for the other one and POSTs /reload (bounded by
+# curl's --max-time), its status and answer appended to TMP/s12-TAG.reloads. Sets STARTED.
+s12_reloader_start() {
+    printf '%s' "$S12_CFG_A" >"$TMP/s12-a.toml"
+    printf '%s' "$S12_CFG_B" >"$TMP/s12-b.toml"
+    # shellcheck disable=SC2016 # the inner shell expands them
+    LOG=$TMP/s12-$1.reloads CPUS=$LOAD_CPUS spawn bash -c '
+        cfg=$1 a=$2 b=$3 url=$4 n=$5
+        t0=${EPOCHREALTIME/[.,]/}
+        for ((i = 0; i < n; i++)); do
+            due=$((t0 + 500000 + i * 1000000))
+            now=${EPOCHREALTIME/[.,]/}
+            [ "$due" -le "$now" ] ||
+                sleep "$(printf "%d.%06d" $(((due - now) / 1000000)) $(((due - now) % 1000000)))"
+            if cmp -s "$cfg" "$a"; then next=$b; else next=$a; fi
+            cp "$next" "$cfg.next" && mv -f "$cfg.next" "$cfg"
+            curl -s -X POST -w "\nstatus %{http_code}\n" --max-time 5 "$url"
+        done' s12-reloader "$AIGATE_DIR/$AIGATE_CONFIG_NAME" "$TMP/s12-a.toml" "$TMP/s12-b.toml" \
+        "http://127.0.0.1:$S12_ADMIN_PORT/reload" "$DURATION"
+}
+
+# s12_measure ROUND TARGET SCENARIO: one wrk run (TARGET aigate_steady or aigate_reload), with
+# aigate's CPU time, the reloads done, and wrk's failures split into non-2xx and socket errors.
+s12_measure() {
+    local r=$1 tg=$2 sc=$3 key="S12|$2|$BASE_T|$1|$3" body unique c0 c1 rpid='' i tag="$3-$1"
+    local before=$TMP/s12-$tag-$tg.metrics-before after=$TMP/s12-$tag-$tg.metrics-after
+    local ok0 ok1 fail0 fail1 chg0 chg1 warn0 warn1 posts=0 posts_ok=0 ms_max=null rec rss0 rss1
+    aigate_up || return 0
+    if [ "$sc" = S1 ]; then
+        body=$S1_BODY unique=0
+    else
+        next_s2_body
+        body=$S2_RUN_BODY unique=1
+    fi
+    s12_scrape "$before"
+    chg0=$(s12_log_count 'reload: generation .* applied .*changed: rate_limit')
+    warn0=$(grep -ci 'warn\|error' "$AIGATE_DIR/aigate.log")
+    rss0=$(rss_kib "$AIGATE_PID")
+    if [ "$tg" = aigate_reload ]; then
+        s12_reloader_start "$tag"
+        rpid=$STARTED
+    fi
+    c0=$(cpu_ticks "$AIGATE_PID")
+    measure "$key" wrk_run "http://127.0.0.1:$AIGATE_PORT$AIGATE_ROUTE" "$body" "$unique"
+    c1=$(cpu_ticks "$AIGATE_PID")
+    if [ -n "$rpid" ]; then
+        # Its last reload may end just after the load: let it finish (it is bounded).
+        for ((i = 0; i < 200; i++)); do
+            alive "$rpid" || break
+            sleep 0.05
+        done
+        stop_pid "$rpid"
+        forget_pid "$rpid"
+        posts=$(grep -c '^status ' "$TMP/s12-$tag.reloads")
+        posts_ok=$(grep -c '^status 200$' "$TMP/s12-$tag.reloads")
+        # The slowest reload as aigate timed it (validate + apply), in ms.
+        ms_max=$(sed -n 's/.*"validate_ms":\([0-9.]*\),"apply_ms":\([0-9.]*\).*/\1 \2/p' \
+            "$TMP/s12-$tag.reloads" | awk '{ t = $1 + $2; if (t > m) m = t } END { if (NR) printf "%.3f", m; else print "null" }')
+    fi
+    s12_scrape "$after"
+    rss1=$(rss_kib "$AIGATE_PID")
+    [[ ${RUN[$key]} != *'"error":'* ]] || return 0
+    cpu_add "$key" "$c0" "$c1" aigate_cpu_s cpu_us_per_req
+    ok0=$(s12_reloads success "$before") ok1=$(s12_reloads success "$after")
+    fail0=$(s12_reloads failure "$before") fail1=$(s12_reloads failure "$after")
+    chg1=$(s12_log_count 'reload: generation .* applied .*changed: rate_limit')
+    warn1=$(grep -ci 'warn\|error' "$AIGATE_DIR/aigate.log")
+    rec=${RUN[$key]}
+    RUN[$key]="${rec%\}},\"non2xx\":$(jnum "$rec" err_status),\"socket_errors\":$(($(jnum "$rec" err_connect) + $(jnum "$rec" err_read) + $(jnum "$rec" err_write) + $(jnum "$rec" err_timeout))),\"reloads\":$((ok1 - ok0)),\"reload_failures\":$((fail1 - fail0)),\"reloads_changing_rate_limit\":$((chg1 - chg0)),\"reload_posts\":${posts:-0},\"reload_posts_200\":${posts_ok:-0},\"reload_ms_max\":$ms_max,\"log_warnings\":$((warn1 - warn0)),\"rss_kib_before\":${rss0:-null},\"rss_kib_after\":${rss1:-null}}"
+    rec=${RUN[$key]}
+    if [ "$tg" = aigate_reload ]; then
+        if [ "$((fail1 - fail0))" != 0 ] || [ "${posts_ok:-0}" != "${posts:-0}" ]; then
+            note "$key: $((fail1 - fail0)) reload(s) failed, $posts_ok of $posts POST /reload answered 200: $(grep -v '^status' "$TMP/s12-$tag.reloads" | grep -v '"generation"' | head -n 2 | tr '\n' ' ')"
+        fi
+        [ "$((chg1 - chg0))" = "$((ok1 - ok0))" ] ||
+            note "$key: $((chg1 - chg0)) of $((ok1 - ok0)) reloads logged a change of rate_limit"
+        if [ "$(jnum "$rec" errors)" != 0 ]; then
+            note "$key: during the reloads wrk saw $(jnum "$rec" non2xx) non-2xx and $(jnum "$rec" socket_errors) socket errors (see $AIGATE_DIR/aigate.log)"
+        fi
+    elif [ "$((ok1 - ok0))" != 0 ]; then
+        note "$key: $((ok1 - ok0)) reloads during a run without reloads"
+    fi
+    [ "$((warn1 - warn0))" = 0 ] ||
+        note "$key: aigate logged $((warn1 - warn0)) warning/error line(s), last: $(grep -i 'warn\|error' "$AIGATE_DIR/aigate.log" | tail -n 1)"
+    return 0
+}
+
+s12_run() {
+    local r sc tg
+    if [ "$AIGATE_OK" != 1 ]; then
+        note "S12 skipped: $AIGATE_SKIP"
+        return
+    fi
+    if ! command -v curl >/dev/null; then
+        note "S12 skipped: it needs curl (the reloads and the scrapes)"
+        return
+    fi
+    echo "bench: S12 reloads under load, S1 and S2 with no reload and with a reload every second" \
+        "(wrk -t$WRK_THREADS -c$WRK_CONNS, ${DURATION}s, $S12_ROUNDS rounds)"
+    if s12_start; then
+        for ((r = 1; r <= S12_ROUNDS; r++)); do
+            for sc in S1 S2; do
+                if ((r % 2)); then
+                    for tg in aigate_steady aigate_reload; do s12_measure "$r" "$tg" "$sc"; done
+                else
+                    for tg in aigate_reload aigate_steady; do s12_measure "$r" "$tg" "$sc"; done
+                fi
+            done
+        done
+        S12_LOG=$AIGATE_DIR/aigate.log
+    fi
+    aigate_stop
+}
+
 # ---- machine info ------------------------------------------------------------------------------
 
 START_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -1610,6 +1892,33 @@ if want S5; then
     }
     [ "$AIGATE_OK" = 1 ] && record "S5|aigate|$BASE_T|1" "$(cold_json "$cold_fail_a" "${COLD_A[@]}")"
     record "S5|nginx|$BASE_T|1" "$(cold_json "$cold_fail_n" "${COLD_N[@]}")"
+    if s5_tls_setup; then
+        echo "bench: S5 cold start over TLS, exec to first 2xx (curl -sk polling), $COLD_RUNS runs each"
+        COLD_A=() COLD_N=()
+        cold_fail_a=0
+        cold_fail_n=0
+        for ((i = 1; i <= COLD_RUNS; i++)); do
+            if [ "$AIGATE_OK" = 1 ]; then
+                cold_one aigate tls
+                out=$COLD_OUT
+                if [[ $out == *'"ok":true'* ]]; then COLD_A+=("$(jnum "$out" elapsed_us)"); else
+                    cold_fail_a=$((cold_fail_a + 1))
+                    [ "$cold_fail_a" = 1 ] && note "S5 TLS aigate run failed: $out; log: $(tail -n 3 \
+                        "$AIGATE_DIR/aigate.log" 2>/dev/null | tr '\n' ' ')"
+                fi
+            fi
+            cold_one nginx tls
+            out=$COLD_OUT
+            if [[ $out == *'"ok":true'* ]]; then COLD_N+=("$(jnum "$out" elapsed_us)"); else
+                cold_fail_n=$((cold_fail_n + 1))
+                [ "$cold_fail_n" = 1 ] && harness_error "S5 TLS nginx run failed: $out; log: $(tail \
+                    -n 3 "$NGINX_DIR/error.log" 2>/dev/null | tr '\n' ' ')"
+            fi
+        done
+        [ "$AIGATE_OK" = 1 ] &&
+            record "S5|aigate|$BASE_T|1|tls" "$(cold_json "$cold_fail_a" "${COLD_A[@]}")"
+        record "S5|nginx|$BASE_T|1|tls" "$(cold_json "$cold_fail_n" "${COLD_N[@]}")"
+    fi
 fi
 
 if want S7; then
@@ -1629,6 +1938,7 @@ fi
 
 want S8 && s8_run
 want S11 && s11_run
+want S12 && s12_run
 
 ref_stop
 stop_pid "$UPSTREAM_PID"
@@ -1734,6 +2044,10 @@ fi
 if want S5; then
     row "S5 cold start" "median_us" "$(one "S5|aigate|$BASE_T|1" median_us)" \
         "$(one "S5|nginx|$BASE_T|1" median_us)" ""
+    if [ -n "${RUN[S5|nginx|$BASE_T|1|tls]+x}" ]; then
+        row "S5 cold start (TLS)" "median_us" "$(one "S5|aigate|$BASE_T|1|tls" median_us)" \
+            "$(one "S5|nginx|$BASE_T|1|tls" median_us)" ""
+    fi
 fi
 if want S6; then
     row "S6 memory" "rss_idle_kib" "${RSS[aigate|idle]:-}" "${RSS[nginx|idle]:-}" ""
@@ -1748,6 +2062,17 @@ if want S7; then
     for t in "${THREAD_LIST[@]}"; do
         row "S7 threads=$t" "S1_rps" "$(agg S1 aigate "$t" rps)" "$(agg S1 nginx "$t" rps)" ""
         row "S7 threads=$t" "S2_rps" "$(agg S2 aigate "$t" rps)" "$(agg S2 nginx "$t" rps)" ""
+    done
+fi
+
+if want S12; then
+    # The "aigate" column holds the runs with a reload every second, the "nginx" one the same
+    # instance's runs without: the ratio is the reloads' cost.
+    for sc in S1 S2; do
+        for f in rps p99_us non2xx socket_errors reloads rss_kib_after; do
+            row "S12 reloads/s=1 vs none" "${sc}_$f" "$(pair_agg S12 aigate_reload "$sc" $f)" \
+                "$(pair_agg S12 aigate_steady "$sc" $f)" ""
+        done
     done
 fi
 
@@ -1773,34 +2098,42 @@ if want S4; then
         "Cache-Control: no-store); $STREAMS concurrent streams of $STREAM_WORDS deltas" \
         "${STREAM_DELAY_MS} ms apart, RSS = max while all are open; nginx: proxy_buffering off"
 fi
+if want S5 && [ -n "${RUN[S5|nginx|$BASE_T|1|tls]+x}" ]; then
+    echo "S5 (TLS): both on HTTPS with one self-signed P-256 certificate; exec to the first 2xx of" \
+        "curl -sk polling without pause (each attempt forks curl, for both servers alike)"
+fi
+if want S12; then
+    echo "S12: one aigate with an admin listener; column aigate = a POST /reload every second" \
+        "(rate_limit alternated), column nginx = the same instance, no reload; ratio = reloads/none;" \
+        "non2xx = answers >= 400, socket_errors = connect/read/write/timeout errors (wrk);" \
+        "median of $S12_ROUNDS round(s)"
+fi
+# The scenario column: 16 wide, or as wide as its longest name.
+SW=16
+for line in "${ROWS[@]}"; do
+    s=${line%%"$SEP"*}
+    [ ${#s} -le "$SW" ] || SW=${#s}
+done
 [ ${#ROWS[@]} -eq 0 ] ||
-    printf '%-16s %-22s %12s %12s %8s %12s\n' scenario metric aigate nginx ratio floor
+    printf '%-*s %-22s %12s %12s %8s %12s\n' "$SW" scenario metric aigate nginx ratio floor
 TABLE_JSON=()
 for line in "${ROWS[@]}"; do
     IFS=$SEP read -r s m a n f <<<"$line"
     rt=$(ratio "$a" "$n")
-    printf '%-16s %-22s %12s %12s %8s %12s\n' "$s" "$m" "$(fmt "$a")" "$(fmt "$n")" "$(fmt "$rt")" \
+    printf '%-*s %-22s %12s %12s %8s %12s\n' "$SW" "$s" "$m" "$(fmt "$a")" "$(fmt "$n")" "$(fmt "$rt")" \
         "$(fmt "$f")"
     TABLE_JSON+=("{\"scenario\":\"$s\",\"metric\":\"$m\",\"aigate\":${a:-null},\"nginx\":${n:-null},\"ratio\":${rt:-null},\"floor\":${f:-null}}")
 done
+if want S12 && [ -n "$S12_LOG" ]; then
+    echo "  S12 per reload run: $(pair_agg S12 aigate_reload S1 reloads) (S1) and" \
+        "$(pair_agg S12 aigate_reload S2 reloads) (S2) reloads applied (aigate_config_reloads_total)," \
+        "$(pair_agg S12 aigate_reload S1 reloads_changing_rate_limit) and" \
+        "$(pair_agg S12 aigate_reload S2 reloads_changing_rate_limit) logged changing rate_limit," \
+        "slowest $(pair_agg S12 aigate_reload S1 reload_ms_max) and" \
+        "$(pair_agg S12 aigate_reload S2 reload_ms_max) ms (validate + apply); log: $S12_LOG"
+fi
 # ---- S8: off against obs -----------------------------------------------------------------------
 
-# pair_vals SCENARIO TARGET PARAM FIELD: FIELD of each round's run of S8 or S11 (PARAM: S1 or
-# S2), one per line (rounds in order); pair_agg: their median.
-pair_vals() {
-    local r key n=$S8_ROUNDS
-    [ "$1" != S11 ] || n=$S11_ROUNDS
-    for ((r = 1; r <= n; r++)); do
-        key="$1|$2|$BASE_T|$r|$3"
-        [ -n "${RUN[$key]+x}" ] && jnum "${RUN[$key]}" "$4"
-    done
-    return 0
-}
-pair_agg() {
-    local v
-    mapfile -t v < <(pair_vals "$@")
-    [ ${#v[@]} -gt 0 ] && median "${v[@]}"
-}
 s8_vals() { pair_vals S8 "$@"; } # TARGET SCENARIO FIELD
 # s8_count SCENARIO TEXT: how many of aigate_obs's runs of SCENARIO have TEXT in their record.
 s8_count() {
@@ -2007,7 +2340,7 @@ join() { local IFS=,; echo "$*"; }
         "\"loadavg_end\":\"$LOADAVG_END\",\"nginx\":\"$(json_escape "$NGINX_VERSION")\"," \
         "\"wrk\":\"$(json_escape "$WRK_VERSION")\"},"
     echo "\"params\":{\"duration_s\":$DURATION,\"scenarios\":\"$SCENARIOS\",\"threads\":[$THREADS]," \
-        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"s8_rounds\":$S8_ROUNDS,\"s11_rounds\":$S11_ROUNDS,\"s11_redis_bench_requests\":$S11_BENCH_N,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
+        "\"base_threads\":$BASE_T,\"rates\":[$RATES],\"rounds\":$ROUNDS,\"s8_rounds\":$S8_ROUNDS,\"s11_rounds\":$S11_ROUNDS,\"s12_rounds\":$S12_ROUNDS,\"s11_redis_bench_requests\":$S11_BENCH_N,\"smoke\":$([ "$SMOKE" = 1 ] && echo true || echo false)," \
         "\"server_cpus\":\"$SERVER_CPUS\",\"load_cpus\":\"$LOAD_CPUS\",\"upstream_cpus\":\"$UPSTREAM_CPUS\"," \
         "\"wrk\":\"-t$WRK_THREADS -c$WRK_CONNS --timeout 5s\",\"loadgen_conns\":$LG_CONNS," \
         "\"loadgen_timeout_s\":$LG_TIMEOUT,\"cold_runs\":$COLD_RUNS,\"hold_conns\":$HOLD_CONNS,\"nofile\":$NOFILE," \
