@@ -119,16 +119,9 @@ static void reserve_local(reserve_ask_t *q)
 
 static void reserve_redis_failed(reserve_ask_t *q, int rc)
 {
-    bool open = q->route->gen->redis_fail_open;
-    gw_redis_warn(q->a->w, "reserve budgets", rc,
-                  open ? "this instance's own budgets apply"
-                       : "requests get 503 (redis_fail = \"closed\")");
-    if (open) {
+    if (!gw_redis_failed(q->req, q->a->w, q->route, "reserve budgets", rc,
+                         "Budget store unavailable"))
         reserve_local(q);
-        return;
-    }
-    ag_req_add_header(q->req, "Retry-After", AG_STR_LIT("1"));
-    q->route->def->proto->respond_error(q->req, 503, "api_error", "Budget store unavailable");
 }
 
 static void on_redis_reserve(void *ctx, int rc, const ag_resp_t *reply)

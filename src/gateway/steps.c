@@ -110,21 +110,25 @@ static void on_redis_revoked(void *ctx, int rc, const ag_resp_t *reply)
         lw->revoked = reply->integer == 1;
 }
 
-/* Redis could not answer: redis_fail decides. */
+bool gw_redis_failed(ag_req_t *req, gw_worker_t *w, const gw_route_t *route, const char *what,
+                     int rc, const char *msg)
+{
+    bool open = route->gen->redis_fail_open;
+    gw_redis_warn(w, what, rc,
+                  open ? "this instance's own limits apply"
+                       : "requests get 503 (redis_fail = \"closed\")");
+    if (open)
+        return false;
+    ag_req_add_header(req, "Retry-After", AG_STR_LIT("1"));
+    route->def->proto->respond_error(req, 503, "api_error", msg);
+    return true;
+}
+
 static void limit_redis_failed(limit_wait_t *lw, int rc)
 {
-    ag_req_t *req = lw->req;
-    gw_worker_t *w = lw->w;
-    gw_redis_warn(w, "check rate limits", rc,
-                  lw->route->gen->redis_fail_open ? "this instance's own limits apply"
-                                                  : "requests get 503 (redis_fail = \"closed\")");
-    atomic_fetch_add_explicit(&w->redis_failures, 1, memory_order_relaxed);
-    if (lw->route->gen->redis_fail_open) {
-        limit_local(req, lw->route, lw->next, lw->ctx);
-        return;
-    }
-    ag_req_add_header(req, "Retry-After", AG_STR_LIT("1"));
-    lw->route->def->proto->respond_error(req, 503, "api_error", "Rate limiter unavailable");
+    if (!gw_redis_failed(lw->req, lw->w, lw->route, "check rate limits", rc,
+                         "Rate limiter unavailable"))
+        limit_local(lw->req, lw->route, lw->next, lw->ctx);
 }
 
 static void on_redis_limit(void *ctx, int rc, const ag_resp_t *reply)

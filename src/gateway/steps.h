@@ -21,6 +21,12 @@ void gw_step_identify(ag_req_t *req, const gw_route_t *route);
  *  per worker: when Redis is down every request would say it. */
 void gw_redis_warn(gw_worker_t *w, const char *what, int rc, const char *then);
 
+/** Redis could not answer `what` for this request: redis_fail decides. Closed:
+ *  the 503 (`msg`, Retry-After: 1) is sent and true returned; open: false,
+ *  and the caller applies this instance's own limits. Logged as above. */
+bool gw_redis_failed(ag_req_t *req, gw_worker_t *w, const gw_route_t *route, const char *what,
+                     int rc, const char *msg);
+
 /** What runs once the rate limit let a request through. */
 typedef void (*gw_limit_next_fn)(void *ctx);
 

@@ -339,7 +339,7 @@ static void xfer_finish(h1_xfer_t *x, int error, const char *error_text)
     xfer_free(x);
 }
 
-static bool conn_has_bytes(conn_t *k);
+static ssize_t conn_peek(conn_t *k);
 
 static void on_xfer_timer(uv_timer_t *t)
 {
@@ -352,8 +352,7 @@ static void on_xfer_timer(uv_timer_t *t)
         why = "upstream timed out";
     else if (x->connect_end && now >= x->connect_end && x->conn && x->conn->state <= C_CONNECTING)
         why = "connecting to upstream timed out";
-    else if (x->idle_end && !x->paused && now >= x->idle_end && x->conn &&
-             conn_has_bytes(x->conn)) {
+    else if (x->idle_end && !x->paused && now >= x->idle_end && x->conn && conn_peek(x->conn) > 0) {
         /* Bytes wait that this loop has not read yet (it ran late: timers come
          * before reads in an iteration): the upstream was not idle. */
         x->idle_end = now + x->idle_ms;
@@ -380,28 +379,24 @@ static void xfer_alive(h1_xfer_t *x)
 static void conn_attach(h1_xfer_t *x, conn_t *k);
 static int conn_new(h1_xfer_t *x);
 
+/* What waits unread on the socket, without taking it: > 0 bytes, 0 the
+ * server's close, < 0 nothing yet (EAGAIN) or an error (a reset). */
+static ssize_t conn_peek(conn_t *k)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&k->tcp, &fd) < 0)
+        return -1;
+    char b;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+}
+
 /* A pooled connection is still good when it has nothing to read: a close from
  * the server (a FIN, a reset) or stray bytes the loop has not yet seen would
  * fail the request after it was sent, so such a connection is dropped before
  * any byte goes out, and the next one (or a new one) is used. */
 static bool conn_alive(conn_t *k)
 {
-    uv_os_fd_t fd;
-    if (uv_fileno((const uv_handle_t *)&k->tcp, &fd) < 0)
-        return false;
-    char b;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
-/* Bytes (or a close) wait on the socket, unread. */
-static bool conn_has_bytes(conn_t *k)
-{
-    uv_os_fd_t fd;
-    if (uv_fileno((const uv_handle_t *)&k->tcp, &fd) < 0)
-        return false;
-    char b;
-    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    return conn_peek(k) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 /* The most recently used live connection of the pool, unlinked; NULL: none. */

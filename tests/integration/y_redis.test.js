@@ -161,8 +161,6 @@ test('the per-client limit is exact across two instances on one Redis', async ()
             assert.ok(Number(r.headers['retry-after']) >= 1);
             assert.equal(r.headers['ratelimit-remaining'], '0');
         }
-        // Both instances served some of those 10: the count is shared, not per instance.
-        assert.ok(ok.length > 0);
         // The next request on either is refused too.
         assert.equal((await generate(a, prompt('a'))).status, 429);
         assert.equal((await generate(b, prompt('b'))).status, 429);
