@@ -12,7 +12,7 @@ const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { BIN, startGateway, startFake, generate, tmpdir } = require('./lib.js');
+const { BIN, startGateway, startFake, generate, tmpdir, readUsageLog } = require('./lib.js');
 
 const HIST_REL_ERROR = 1 / 32; // util/hist.h's AG_HIST_REL_ERROR
 
@@ -24,27 +24,6 @@ function stats(dir, args) {
     const r = run(dir, ['stats', ...args]);
     assert.equal(r.status, 0, r.stderr);
     return r.stdout;
-}
-
-// Every entry of the log, read back through `aigate r2` (as g_usage.test.js does).
-function readEntries(dir, bucket) {
-    const keys = [];
-    let cursor;
-    for (let i = 0; i < 100; i++) {
-        const r = run(dir, ['r2', 'object', 'list', bucket, '--prefix', 'logs/', '--json', ...(cursor ? ['--cursor', cursor] : [])]);
-        assert.equal(r.status, 0, r.stderr);
-        const page = JSON.parse(r.stdout);
-        keys.push(...page.objects.map((o) => o.key));
-        if (!page.truncated) break;
-        cursor = page.cursor;
-    }
-    const entries = [];
-    for (const key of keys) {
-        const r = run(dir, ['r2', 'object', 'get', `${bucket}/${key}`]);
-        assert.equal(r.status, 0, r.stderr);
-        for (const line of r.stdout.split('\n')) if (line) entries.push(JSON.parse(line));
-    }
-    return entries;
 }
 
 // The nearest-rank quantile, as util/hist.c ranks.
@@ -121,7 +100,7 @@ test('aigate stats over what the server logged: totals, groups and the table', a
     const upstreamCalls = up.stats().requests;
     await up.close();
 
-    const entries = readEntries(dir, 'usage-logs');
+    const entries = readUsageLog(dir).entries;
     assert.equal(entries.length, 36);
 
     // --json: the totals of everything just sent

@@ -273,6 +273,21 @@ function readUsageLog(dir, config = path.join(dir, 'aigate.toml')) {
     return { keys, entries };
 }
 
+// Every file under folder D, depth first, as paths.
+function filesUnder(d) {
+    const files = [];
+    const walk = (x) => {
+        for (const e of fs.readdirSync(x, { withFileTypes: true })) {
+            const p = path.join(x, e.name);
+            if (e.isDirectory()) walk(p);
+            else files.push(p);
+        }
+    };
+    walk(d);
+    return files;
+}
+
 module.exports = {
     BIN, TEST_KEY, tmpdir, until, startGateway, startFake, request, generate, raw, parseResponses, readUsageLog,
+    filesUnder,
 };

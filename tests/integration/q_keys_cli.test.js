@@ -12,7 +12,7 @@ const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { BIN, startGateway, startFake, generate, tmpdir } = require('./lib.js');
+const { BIN, startGateway, startFake, generate, tmpdir, filesUnder } = require('./lib.js');
 
 const SANITIZER = /AddressSanitizer|LeakSanitizer|runtime error:/;
 const KEY = /^ag_[0-9A-Za-z]{43}$/;
@@ -62,15 +62,7 @@ function cli(args, { config = true } = {}) {
 }
 
 function noKeyOnDisk() {
-    const files = [];
-    const walk = (d) => {
-        for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-            const p = path.join(d, e.name);
-            if (e.isDirectory()) walk(p);
-            else files.push(p);
-        }
-    };
-    walk(dataDir);
+    const files = filesUnder(dataDir);
     assert.ok(files.some((f) => f.includes(`${path.sep}keys${path.sep}`)), `no key store in ${dataDir}`);
     for (const f of files) {
         const data = fs.readFileSync(f);

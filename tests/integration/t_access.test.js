@@ -20,7 +20,7 @@ const Anthropic = require('@anthropic-ai/sdk').default || require('@anthropic-ai
 const OpenAIMod = require('openai');
 const OpenAI = OpenAIMod.default || OpenAIMod.OpenAI || OpenAIMod;
 
-const { BIN, TEST_KEY, startGateway, startFake, request, generate, until, tmpdir } = require('./lib.js');
+const { BIN, TEST_KEY, startGateway, startFake, request, generate, until, tmpdir, readUsageLog, filesUnder } = require('./lib.js');
 
 const MODEL = 'claude-haiku-4-5'; // DEFAULT_MODEL
 const KEY_RE = /ag_[0-9A-Za-z]{43}/;
@@ -83,32 +83,10 @@ const messages = (gw, content, headers = {}, extra = {}) =>
         { 'anthropic-version': '2023-06-01', ...headers });
 const chat = (gw, body, headers = {}) => post(gw, '/v1/chat/completions', { model: MODEL, ...body }, headers);
 
-// The usage entries in the data folder's usage-log bucket (objects: a header, then the NDJSON).
-function usageEntries(dataDir) {
-    const d = path.join(dataDir, 'r2', 'usage-logs');
-    if (!fs.existsSync(d)) return [];
-    const out = [];
-    for (const f of filesUnder(d)) {
-        for (const line of fs.readFileSync(f, 'utf8').split('\n')) {
-            const i = line.indexOf('{"timestamp":');
-            if (i >= 0) out.push(JSON.parse(line.slice(i)));
-        }
-    }
-    return out;
-}
+// The usage entries in the gateway's usage-log bucket, read with the CLI as a
+// user would: a raw walk of the folder would also meet objects being written.
+const usageEntries = (gw) => readUsageLog(gw.cwd, gw.configPath).entries;
 
-function filesUnder(d) {
-    const files = [];
-    const walk = (x) => {
-        for (const e of fs.readdirSync(x, { withFileTypes: true })) {
-            const p = path.join(x, e.name);
-            if (e.isDirectory()) walk(p);
-            else files.push(p);
-        }
-    };
-    walk(d);
-    return files;
-}
 
 // A live-tail subscriber on the admin listener: collects events.
 function subscribe(gw) {
@@ -260,8 +238,8 @@ test('revoked and expired keys fail at once while the server runs; the key reach
         assert.equal(ev.event.request.headers.authorization, 'REDACTED');
         const line = gw.accessLog().find((l) => l.id === ok.headers['x-request-id']);
         assert.equal(line.key, 'soon-revoked');
-        await until(() => usageEntries(dataDir).some((e) => e.requestId === ok.headers['x-request-id']), 5000, 'the usage entry');
-        const entry = usageEntries(dataDir).find((e) => e.requestId === ok.headers['x-request-id']);
+        await until(() => usageEntries(gw).some((e) => e.requestId === ok.headers['x-request-id']), 5000, 'the usage entry');
+        const entry = usageEntries(gw).find((e) => e.requestId === ok.headers['x-request-id']);
         assert.equal(entry.key, 'soon-revoked');
         assert.equal(entry.client, '127.0.0.1');
         // The metrics count by the key's name (bounded), never the key.
@@ -342,7 +320,7 @@ test('budgets never overshoot: 3N concurrent requests over 2 threads, exactly N 
         assert.equal(again.json.error.message, 'Budget exceeded');
         assert.equal(up.stats().requests, upstreamBefore);
         await gw.stop();
-        const spent = usageEntries(dataDir).filter((e) => e.key === 'budgeted' && e.status === 200);
+        const spent = usageEntries(gw).filter((e) => e.key === 'budgeted' && e.status === 200);
         assert.equal(spent.length, N + more);
         const total = spent.reduce((s, e) => s + e.costUsd, 0);
         assert.ok(total <= budget + 1e-9, `settled ${total} <= budget ${budget}`);
@@ -546,7 +524,7 @@ test('OpenAI SDK: plain and streamed text, a streamed tool call, usage with incl
         assert.ok(tusage && tusage.completion_tokens > 0);
 
         // The usage log has an entry per upstream answer on this route.
-        await until(() => usageEntries(dataDir).filter((e) => e.route === '/v1/chat/completions').length >= 6, 5000, 'usage entries');
+        await until(() => usageEntries(gw).filter((e) => e.route === '/v1/chat/completions').length >= 6, 5000, 'usage entries');
     } finally {
         await gw.stop();
     }

@@ -12,7 +12,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const path = require('node:path');
-const { BIN, startGateway, startFake, request, tmpdir, until } = require('./lib.js');
+const { BIN, startGateway, startFake, request, tmpdir, until, filesUnder } = require('./lib.js');
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -316,15 +316,7 @@ test('make install puts the binary, the unit, a config and the docs under DESTDI
     const dest = tmpdir();
     const r = spawnSync('make', ['-s', '-C', ROOT, 'install', `DESTDIR=${dest}`, 'PREFIX=/usr', `INSTALL_BIN=${BIN}`], { encoding: 'utf8', timeout: 60000 });
     assert.equal(r.status, 0, r.stderr + r.stdout);
-    const files = [];
-    const walk = (d) => {
-        for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-            const p = path.join(d, e.name);
-            if (e.isDirectory()) walk(p);
-            else files.push(path.relative(dest, p));
-        }
-    };
-    walk(dest);
+    const files = filesUnder(dest).map((p) => path.relative(dest, p));
     for (const f of ['usr/bin/aigate', 'usr/lib/systemd/system/aigate.service', 'etc/aigate/aigate.toml',
         'usr/share/doc/aigate/README.md', 'usr/share/doc/aigate/architecture.md', 'usr/share/doc/aigate/config.md'])
         assert.ok(files.includes(f), `${f} installed (got ${files.join(', ')})`);
