@@ -29,6 +29,7 @@
 #include "store/secrets.h"
 #include "store/secrets_resolve.h"
 #include "tasks/tasks.h"
+#include "tls/tls.h"
 #include "upstream/client.h"
 #include "util/errors.h"
 #include "util/json.h"
@@ -974,6 +975,14 @@ static int run_server(int argc, char **argv, bool dev)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     ag_upstream_set_native(cfg->upstream_client == 0);
+    char ca_err[320];
+    if (ag_upstream_set_ca_file(cfg->upstream_ca_file, ca_err, sizeof(ca_err)) < 0) {
+        fprintf(stderr, "aigate: %s\n", ca_err);
+        ag_secrets_value_free(admin_token);
+        ag_tls_ctx_unref(tls);
+        config_free(cfg);
+        return 1;
+    }
     rc = ag_upstream_global_init();
     if (rc < 0) {
         fprintf(stderr, "aigate: cannot initialise the HTTP client (libcurl): %s\n",

@@ -6,7 +6,8 @@
 #   obs: request records, the access log, analytics over the usage log (stats.c, so obs uses
 #        store too; metrics and tail to come);
 #   cron: periodic jobs; the cron-expression parser and next-run calculator;
-#   upstream: the SSE parser, Anthropic's stream accumulator and the HTTP client.
+#   upstream: the SSE parser, Anthropic's stream accumulator and the HTTP client;
+#   tls: TLS engines over memory BIOs (below).
 if(NOT TARGET PkgConfig::LMDB)
   message(FATAL_ERROR "ag_store needs LMDB: install liblmdb-dev (pkg-config lmdb)")
 endif()
@@ -32,10 +33,14 @@ ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c sr
 ag_layer(DIR cron SOURCES src/cron/periodic.c src/cron/template.c src/cron/cron.c
                          src/cron/schedule.c
   USES util LINK PkgConfig::UV)
+# tls: OpenSSL 3 over memory BIOs on a libuv loop, for the server's listeners (http/) and
+# the native client's https:// upstreams (upstream/h1_client.c).
+ag_layer(DIR tls SOURCES src/tls/tls.c USES util
+  LINK PkgConfig::UV PkgConfig::SSL PkgConfig::CRYPTO Threads::Threads)
 ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c src/upstream/retry.c
                              src/upstream/rates.c src/upstream/call.c src/upstream/h1_parse.c
                              src/upstream/h1_client.c
-  USES util
+  USES util tls
   LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
 
 ag_unit_test(test_limiter tests/unit/test_limiter.c)

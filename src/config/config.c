@@ -102,8 +102,12 @@ static const cfg_key_t aigate_keys[] = {
     {"upstream", K_STRING, 0, 0, 0, "https://api.anthropic.com", OFF(upstream),
      "Anthropic API base URL", RELOAD},
     {"upstream_client", K_ENUM, 0, 0, 0, "native", OFF(upstream_client),
-     "HTTP client for http:// upstreams: \"native\" (aigate's own HTTP/1.1 client, a keep-alive "
-     "pool per worker) or \"curl\" (libcurl); https:// goes through libcurl either way",
+     "HTTP client for upstreams: \"native\" (aigate's own HTTP/1.1 client, http:// and https://, a "
+     "keep-alive pool per worker) or \"curl\" (libcurl)",
+     RESTART},
+    {"upstream_ca_file", K_STRING, 0, 0, 0, "", OFF(upstream_ca_file),
+     "PEM file of the CAs an https:// upstream's certificate must chain to; \"\": the system store "
+     "(/etc/ssl/certs)",
      RESTART},
     {"upstream_connect_timeout", K_SECONDS, 0.001, 600, 10, NULL, OFF(upstream_connect_timeout_ms),
      "seconds to connect to upstream", RELOAD},

@@ -153,7 +153,8 @@ typedef struct ag_config {
     unsigned usage_log_flush_ms;
     /* client access */
     int auth;                          /* ag_auth_mode_t */
-    int upstream_client;               /* 0: native (http:// only), 1: curl (the default) */
+    int upstream_client;               /* 0: native (the default), 1: curl */
+    char *upstream_ca_file;            /* "": the system store */
     double budget_daily_usd;           /* 0: no global budget */
     char **cors_origins;               /* NULL-terminated; the default is {"*"} */
     bool cors_origins_set;             /* false: the default, which applies to /api/generate only */

@@ -20,7 +20,7 @@
 
 #include "http/addr.h"
 #include "http/server.h"
-#include "http/tls.h"
+#include "tls/tls.h"
 #include "util/errors.h"
 #include "util/fmt.h"
 #include "util/http_reason.h"

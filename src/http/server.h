@@ -17,10 +17,12 @@
 #include <uv.h>
 
 #include "http/parser.h"
-#include "http/tls.h"
 #include "obs/record.h"
 #include "util/buf.h"
 #include "util/pool.h"
+
+/* tls/tls.h's context, opaque here: the layers above use it by pointer. */
+typedef struct ag_tls_ctx ag_tls_ctx_t;
 #include "util/str.h"
 
 typedef struct ag_server ag_server_t;

@@ -94,6 +94,15 @@ void ag_upstream_set_native(bool native)
     use_native = native;
 }
 
+static char *ca_file_path; /* NULL: libcurl's (the system) bundle */
+
+int ag_upstream_set_ca_file(const char *ca_file, char *err, size_t errlen)
+{
+    free(ca_file_path);
+    ca_file_path = ca_file && *ca_file ? strdup(ca_file) : NULL;
+    return ag__h1_tls_init(ca_file_path, err, errlen);
+}
+
 int ag_upstream_global_init(void)
 {
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : AG_EUPSTREAM;
@@ -424,6 +433,8 @@ int ag_upstream_start(ag_upstream_t *u, const ag_upstream_request_t *req, ag_ups
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, strncmp(req->url, "https:", 6) == 0 ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca_file_path)
+        curl_easy_setopt(e, CURLOPT_CAINFO, ca_file_path);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     if (req->connect_timeout_ms)

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT
  *
  * client.h: the upstream HTTP client, one per worker loop: with
- * upstream_client = "native", http:// goes to the native HTTP/1.1 client
- * (h1_client.c, experimental); the rest, and everything by default, to a
- * libcurl multi handle driven by the loop's sockets and timer (no blocking
- * call, no thread per request). Connections are pooled either way.
+ * upstream_client = "native" (the default), http:// and https:// go to the
+ * native HTTP/1.1 client (h1_client.c); what it declines (a proxy in the
+ * environment, userinfo in the URL), and everything with "curl", to a libcurl
+ * multi handle driven by the loop's sockets and timer (no blocking call, no
+ * thread per request). Connections are pooled either way.
  */
 #ifndef AG_UPSTREAM_CLIENT_H
 #define AG_UPSTREAM_CLIENT_H
@@ -72,9 +73,15 @@ ag_str_t ag_upstream_header(ag_str_t headers, const char *name);
 /** Transfers in flight on this client. */
 unsigned ag_upstream_active(const ag_upstream_t *u);
 
-/** Whether clients made from now on send http:// through the native client
- *  or libcurl (the default). Call before any worker loop starts. */
+/** Whether clients made from now on send http:// and https:// through the
+ *  native client or libcurl. Call before any worker loop starts. */
 void ag_upstream_set_native(bool native);
+
+/** The CA bundle https:// upstreams are verified against (both clients);
+ *  NULL or "": the system store. A file is loaded now, so a bad one stops
+ *  the start; the system store waits for the first https:// transfer.
+ *  Call before any worker loop starts. @return 0 or AG_EBADCONFIG (err). */
+int ag_upstream_set_ca_file(const char *ca_file, char *err, size_t errlen);
 
 /** Process-wide libcurl setup; call once before any thread starts. */
 int ag_upstream_global_init(void);

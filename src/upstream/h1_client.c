@@ -1,20 +1,23 @@
 /* SPDX-License-Identifier: MIT
  *
  * h1_client.c: the native HTTP/1.1 client on a worker's libuv loop, as nginx,
- * h2o and HAProxy proxy: uv_tcp connections, a keep-alive pool per origin, the
- * request in one uv_write, the response through h1_parse.c, back-pressure by
- * uv_read_stop. It exists because libcurl cost more than half of a proxied
- * request's instructions (issue 15).
+ * h2o and HAProxy proxy: uv_tcp connections (TLS for https:// through
+ * tls/tls.c's engine, verified, sessions resumed per origin), a keep-alive
+ * pool per origin, the request in one write, the response through h1_parse.c,
+ * back-pressure by uv_read_stop. It exists because libcurl cost more than half
+ * of a proxied request's instructions (issue 15).
  */
 #include "util/platform.h"
 
 #include "upstream/h1_client.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "tls/tls.h"
 #include "upstream/h1_parse.h"
 #include "util/buf.h"
 #include "util/errors.h"
@@ -24,6 +27,8 @@
 #define MAX_RESP_HEADERS 128
 #define DNS_TTL_MS 30000
 #define SWEEP_MS 1000
+#define ORIGIN_SESSIONS 8
+#define ORIGIN_ADDRS 4
 
 typedef struct conn conn_t;
 typedef struct origin origin_t;
@@ -35,7 +40,12 @@ struct origin {
     char *host;     /* to resolve: no brackets */
     char *hostport; /* the Host header: as in the URL */
     int port;
-    struct sockaddr_storage addr;
+    bool https;
+    void *sessions[ORIGIN_SESSIONS]; /* TLS sessions to resume (tls.h), newest last */
+    unsigned nsessions;
+    struct sockaddr_storage addrs[ORIGIN_ADDRS]; /* the resolver's order */
+    unsigned naddrs;
+    unsigned good;       /* the address the last connection reached */
     uint64_t addr_until; /* loop ms; 0: not resolved */
     conn_t *idle;        /* most recently used first */
     unsigned nidle;
@@ -46,10 +56,12 @@ struct conn {
     uv_tcp_t tcp;
     ag_h1_client_t *c;
     origin_t *o;
-    h1_xfer_t *x; /* the transfer it carries; NULL when idle */
+    h1_xfer_t *x;  /* the transfer it carries; NULL when idle */
+    ag_tls_t *tls; /* https://: the engine; the handshake runs in C_CONNECTING */
     int state;
-    bool tcp_open; /* tcp was initialised: close it, not free it */
-    bool writing;  /* the request's uv_write has not completed */
+    unsigned addr_i; /* into o->addrs */
+    bool tcp_open;   /* tcp was initialised: close it, not free it */
+    bool writing;    /* the request's uv_write has not completed */
     unsigned served;
     uint64_t idle_since;
     char *rbuf;
@@ -96,6 +108,7 @@ struct h1_xfer {
     size_t pending; /* decoded bytes at conn->rbuf held while paused */
     int64_t start_us;
     int64_t cpu_us;
+    char why[288];                       /* a TLS failure's cause, for error_text */
     uint64_t connect_end, end, idle_end; /* loop ms deadlines; 0: none */
     unsigned idle_ms;
     uv_timer_t *timer;
@@ -111,7 +124,9 @@ struct ag_h1_client {
     unsigned active;
     unsigned handles; /* open handles; memory goes when closing and none is left */
     bool closing;
-    bool proxy_env;  /* a proxy is configured in the environment: curl honours it */
+    bool proxy_env; /* a proxy is configured in the environment: curl honours it */
+    bool proxy_env_https;
+    char *cipher;    /* ciphertext as read, fed to the engine at once: one per loop */
     h1_xfer_t *io_x; /* the transfer the current read works for, and since when */
     int64_t io_t0;
     uv_timer_t kick_timer;
@@ -124,10 +139,13 @@ static void client_unref(ag_h1_client_t *c)
         while (c->origins) {
             origin_t *o = c->origins;
             c->origins = o->next;
+            while (o->nsessions)
+                ag_tls_session_free(o->sessions[--o->nsessions]);
             free(o->host);
             free(o->hostport);
             free(o);
         }
+        free(c->cipher);
         free(c);
     }
 }
@@ -143,6 +161,7 @@ static void conn_closed(uv_handle_t *h)
 {
     conn_t *k = h->data;
     ag_h1_client_t *c = k->c;
+    ag_tls_free(k->tls); /* its queued writes were called back before this */
     free(k->rbuf);
     free(k);
     client_unref(c);
@@ -174,6 +193,8 @@ static void conn_close(conn_t *k)
         k->resolving = NULL;
     }
     if (k->tcp_open) {
+        if (k->tls)
+            ag_tls_shutdown(k->tls); /* close_notify, as nginx sends */
         uv_close((uv_handle_t *)&k->tcp, conn_closed);
     } else {
         free(k->rbuf);
@@ -187,8 +208,45 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     conn_t *k = h->data;
     AG_UNUSED(suggested);
+    if (k->tls) {
+        buf->base = k->c->cipher;
+        buf->len = READ_BUF;
+        return;
+    }
     buf->base = k->rbuf + k->rlen;
     buf->len = READ_BUF - k->rlen;
+}
+
+/* The sessions the server issued on a connection that served an answer,
+ * kept for the next connections (the oldest dropped past ORIGIN_SESSIONS). */
+static void sessions_keep(origin_t *o, ag_tls_t *tls)
+{
+    void *s;
+    while ((s = ag_tls_session_take(tls))) {
+        if (o->nsessions == ORIGIN_SESSIONS) {
+            ag_tls_session_free(o->sessions[0]);
+            memmove(o->sessions, o->sessions + 1, --o->nsessions * sizeof(o->sessions[0]));
+        }
+        o->sessions[o->nsessions++] = s;
+    }
+}
+
+/* The session a new connection resumes, newest first: a TLS 1.3 ticket
+ * leaves the origin (used once, RFC 8446 C.4) while another is left; the
+ * last one stays, as curl keeps it, since servers send no new ticket on a
+ * resumed connection; a TLS 1.2 session stays. The caller frees *owned after
+ * the engine took its own reference. */
+static void *session_pick(origin_t *o, void **owned)
+{
+    *owned = NULL;
+    if (!o->nsessions)
+        return NULL;
+    void *s = o->sessions[o->nsessions - 1];
+    if (o->nsessions > 1 && ag_tls_session_single_use(s)) {
+        o->nsessions--;
+        *owned = s;
+    }
+    return s;
 }
 
 /* Back in the pool, still read: a byte or an EOF there means the server
@@ -199,7 +257,10 @@ static void conn_release(conn_t *k)
     ag_h1_client_t *c = k->c;
     origin_t *o = k->o;
     k->x = NULL;
-    if (c->closing || k->writing || k->rlen || o->nidle >= AG_H1_POOL_IDLE_MAX) {
+    if (k->tls)
+        sessions_keep(o, k->tls);
+    if (c->closing || k->writing || k->rlen || (k->tls && ag_tls_pending(k->tls)) ||
+        o->nidle >= AG_H1_POOL_IDLE_MAX) {
         conn_close(k);
         return;
     }
@@ -378,6 +439,7 @@ static void xfer_alive(h1_xfer_t *x)
 
 static void conn_attach(h1_xfer_t *x, conn_t *k);
 static int conn_new(h1_xfer_t *x);
+static int conn_alloc(h1_xfer_t *x, unsigned addr_i);
 
 /* What waits unread on the socket, without taking it: > 0 bytes, 0 the
  * server's close, < 0 nothing yet (EAGAIN) or an error (a reset). */
@@ -396,7 +458,8 @@ static ssize_t conn_peek(conn_t *k)
  * any byte goes out, and the next one (or a new one) is used. */
 static bool conn_alive(conn_t *k)
 {
-    return conn_peek(k) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    return conn_peek(k) < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+           !(k->tls && ag_tls_pending(k->tls));
 }
 
 /* The most recently used live connection of the pool, unlinked; NULL: none. */
@@ -551,31 +614,90 @@ static void conn_input(h1_xfer_t *x, conn_t *k)
         xfer_body_end(x);
 }
 
+/* The connection ended (err: UV_EOF or the read's error) while x was on it. */
+static void conn_eof(h1_xfer_t *x, conn_t *k, int err)
+{
+    uv_read_stop((uv_stream_t *)&k->tcp);
+    if (x->head_done && ag_h1_body_eof(&x->framing) == 0) {
+        x->framing.reusable = false; /* close-delimited: it ended with the connection */
+        xfer_body_end(x);
+    } else if (x->head_done) {
+        xfer_finish(x, AG_EUPSTREAM, "upstream closed the connection before the body ended");
+    } else {
+        xfer_fail_io(x, err == UV_EOF ? "upstream closed the connection without answering"
+                                      : uv_strerror(err));
+    }
+}
+
+static void conn_send(h1_xfer_t *x, conn_t *k);
+
+/* Plaintext out of the engine, through the parser, for as long as the same
+ * answer is being read and its consumer takes it (a pause leaves the rest in
+ * the engine until on_kick). */
+static void tls_drain(conn_t *k)
+{
+    unsigned served = k->served;
+    while (k->state == C_BUSY && k->served == served && k->x && !k->x->paused &&
+           k->rlen < READ_BUF) {
+        h1_xfer_t *x = k->x;
+        int n = ag_tls_read(k->tls, k->rbuf + k->rlen, READ_BUF - k->rlen);
+        if (n == 0)
+            return;
+        if (n == UV_EOF) {
+            conn_eof(x, k, UV_EOF);
+            return;
+        }
+        if (n < 0) {
+            xfer_finish(x, AG_EUPSTREAM, "upstream TLS protocol error");
+            return;
+        }
+        k->rlen += (size_t)n;
+        conn_input(x, k);
+    }
+}
+
+/* Ciphertext read for x: the handshake advanced (the request goes once it is
+ * done), then the plaintext drained. */
+static void tls_input(h1_xfer_t *x, conn_t *k, const char *data, size_t len)
+{
+    if (ag_tls_feed(k->tls, data, len) < 0) {
+        ag_tls_failure(k->tls, x->why, sizeof(x->why));
+        xfer_fail_io(x, x->why);
+        return;
+    }
+    if (k->state == C_CONNECTING) {
+        if (!ag_tls_established(k->tls))
+            return;
+        conn_send(x, k);
+        if (x->conn != k)
+            return;
+        xfer_arm(x); /* the connect deadline is over */
+    }
+    tls_drain(k);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     conn_t *k = s->data;
-    AG_UNUSED(buf);
     if (nread == 0)
         return;
     h1_xfer_t *x = k->x;
-    if (k->state != C_BUSY || !x) {
+    if (!x || (k->state != C_BUSY && !(k->tls && k->state == C_CONNECTING))) {
         conn_close(k); /* idle: the server closed it, or sent what nobody asked for */
         return;
     }
     ag_h1_client_t *c = k->c;
     c->io_x = x;
     c->io_t0 = ag_mono_us();
-    if (nread < 0) {
-        uv_read_stop(s);
-        if (x->head_done && ag_h1_body_eof(&x->framing) == 0) {
-            x->framing.reusable = false; /* close-delimited: it ended with the connection */
-            xfer_body_end(x);
-        } else if (x->head_done) {
-            xfer_finish(x, AG_EUPSTREAM, "upstream closed the connection before the body ended");
-        } else {
-            xfer_fail_io(x, nread == UV_EOF ? "upstream closed the connection without answering"
-                                            : uv_strerror((int)nread));
-        }
+    if (nread < 0 && k->state == C_CONNECTING) {
+        snprintf(x->why, sizeof(x->why), "upstream closed the connection in the TLS handshake: %s",
+                 uv_strerror((int)nread));
+        xfer_fail_io(x, x->why);
+    } else if (nread < 0) {
+        conn_eof(x, k, (int)nread);
+    } else if (k->tls) {
+        xfer_alive(x);
+        tls_input(x, k, buf->base, (size_t)nread);
     } else {
         xfer_alive(x);
         k->rlen += (size_t)nread;
@@ -607,12 +729,16 @@ static void conn_send(h1_xfer_t *x, conn_t *k)
     k->writing = true;
     k->write_req.data = k;
     x->head_scan = 0;
-    int rc = uv_write(&k->write_req, (uv_stream_t *)&k->tcp, bufs, x->body_len ? 2 : 1, on_write);
+    unsigned nbufs = x->body_len ? 2 : 1;
+    int rc = k->tls ? ag_tls_write(k->tls, bufs, nbufs, &k->write_req, on_write, NULL)
+                    : uv_write(&k->write_req, (uv_stream_t *)&k->tcp, bufs, nbufs, on_write);
     if (rc < 0) {
         k->writing = false;
-        xfer_fail_io(x, uv_strerror(rc));
+        xfer_fail_io(x, k->tls ? "upstream TLS write failed" : uv_strerror(rc));
         return;
     }
+    if (k->tls && rc == 0)
+        k->writing = false; /* the socket took it all: no callback comes */
     k->served++;
     rc = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
     if (rc < 0 && rc != UV_EALREADY)
@@ -626,6 +752,65 @@ static void conn_attach(h1_xfer_t *x, conn_t *k)
     xfer_arm(x);
 }
 
+/* The client context, built once for the process on the first https://
+ * transfer (loading the system store costs milliseconds: not at start), or
+ * at start by ag__h1_tls_init when upstream_ca_file is set. */
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static ag_tls_ctx_t *tls_ctx;
+static char tls_ctx_error[256];
+static char *tls_ca_file;
+
+static void tls_ctx_build(void)
+{
+    if (ag_tls_client_ctx_new(tls_ca_file, &tls_ctx, tls_ctx_error, sizeof(tls_ctx_error)) < 0)
+        ag_log(AG_LOG_ERROR, "upstream TLS: %s", tls_ctx_error);
+}
+
+int ag__h1_tls_init(const char *ca_file, char *err, size_t errlen)
+{
+    free(tls_ca_file);
+    tls_ca_file = ca_file && *ca_file ? strdup(ca_file) : NULL;
+    if (!tls_ca_file)
+        return 0;
+    pthread_once(&tls_once, tls_ctx_build);
+    if (!tls_ctx) {
+        snprintf(err, errlen, "%s", tls_ctx_error);
+        return AG_EBADCONFIG;
+    }
+    return 0;
+}
+
+/* Connected to an https:// origin: the engine made, the ClientHello sent,
+ * the answer read by on_read (the connect deadline covers the handshake). */
+static void tls_start(h1_xfer_t *x, conn_t *k)
+{
+    pthread_once(&tls_once, tls_ctx_build);
+    if (!tls_ctx) {
+        snprintf(x->why, sizeof(x->why), "upstream TLS: %s", tls_ctx_error);
+        xfer_fail_io(x, x->why);
+        return;
+    }
+    ag_h1_client_t *c = k->c;
+    if (!c->cipher)
+        c->cipher = malloc(READ_BUF);
+    void *owned;
+    void *session = session_pick(k->o, &owned);
+    k->tls =
+        c->cipher ? ag_tls_client_new(tls_ctx, (uv_stream_t *)&k->tcp, k->o->host, session) : NULL;
+    ag_tls_session_free(owned);
+    if (!k->tls) {
+        xfer_fail_io(x, "out of memory");
+        return;
+    }
+    int rc = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+    if (rc == 0)
+        rc = ag_tls_feed(k->tls, NULL, 0);
+    if (rc < 0) {
+        ag_tls_failure(k->tls, x->why, sizeof(x->why));
+        xfer_fail_io(x, x->why);
+    }
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     conn_t *k = req->data;
@@ -633,15 +818,30 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     h1_xfer_t *x = k->x;
     if (status < 0) {
+        unsigned next = k->addr_i + 1;
+        if (x && next < k->o->naddrs) {
+            /* Refused or unreachable (an IPv6 address without a route): the
+             * next address, within the same connect deadline, as curl does. */
+            x->conn = NULL;
+            k->x = NULL;
+            conn_close(k);
+            if (conn_alloc(x, next) == 0)
+                return;
+        }
         if (x)
             xfer_finish(x, AG_EUPSTREAM, uv_strerror(status));
         else
             conn_close(k);
         return;
     }
+    k->o->good = k->addr_i;
     uv_tcp_nodelay(&k->tcp, 1);
     if (!x) {
         conn_close(k);
+        return;
+    }
+    if (k->o->https) {
+        tls_start(x, k);
         return;
     }
     conn_send(x, k);
@@ -660,8 +860,8 @@ static void conn_connect(conn_t *k)
         k->tcp_open = true;
         c->handles++;
         k->connect_req.data = k;
-        rc = uv_tcp_connect(&k->connect_req, &k->tcp, (const struct sockaddr *)&k->o->addr,
-                            on_connect);
+        rc = uv_tcp_connect(&k->connect_req, &k->tcp,
+                            (const struct sockaddr *)&k->o->addrs[k->addr_i], on_connect);
     }
     if (rc < 0 && x)
         xfer_finish(x, AG_EUPSTREAM, uv_strerror(rc));
@@ -687,11 +887,57 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     origin_t *o = k->o;
-    memcpy(&o->addr, res->ai_addr, res->ai_addrlen);
-    ((struct sockaddr_in *)&o->addr)->sin_port = htons((uint16_t)o->port);
-    o->addr_until = uv_now(k->c->loop) + DNS_TTL_MS;
+    o->naddrs = 0;
+    o->good = 0;
+    for (struct addrinfo *a = res; a && o->naddrs < ORIGIN_ADDRS; a = a->ai_next) {
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+            a->ai_addrlen > sizeof(o->addrs[0]))
+            continue;
+        struct sockaddr_storage *ss = &o->addrs[o->naddrs++];
+        memcpy(ss, a->ai_addr, a->ai_addrlen);
+        /* sin_port and sin6_port share their place */
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)o->port);
+    }
     uv_freeaddrinfo(res);
+    if (!o->naddrs) {
+        if (x)
+            xfer_finish(x, AG_EUPSTREAM, "could not resolve the upstream host");
+        else
+            conn_close(k);
+        return;
+    }
+    o->addr_until = uv_now(k->c->loop) + DNS_TTL_MS;
     conn_connect(k);
+}
+
+/* A connection for x to o->addrs[addr_i], or to be resolved first (state
+ * C_RESOLVING). @return the connection, or NULL when memory ran out. */
+static conn_t *conn_make(h1_xfer_t *x, unsigned addr_i)
+{
+    conn_t *k = calloc(1, sizeof(*k));
+    if (!k)
+        return NULL;
+    k->rbuf = malloc(READ_BUF);
+    if (!k->rbuf) {
+        free(k);
+        return NULL;
+    }
+    k->c = x->c;
+    k->o = x->o;
+    k->addr_i = addr_i;
+    k->state = C_RESOLVING;
+    conn_attach(x, k);
+    return k;
+}
+
+/* A new connection for x to a known address. @return 0 or -ENOMEM. */
+static int conn_alloc(h1_xfer_t *x, unsigned addr_i)
+{
+    conn_t *k = conn_make(x, addr_i);
+    if (!k)
+        return -ENOMEM;
+    conn_connect(k);
+    return 0;
 }
 
 /* A new connection for x: resolved (numeric hosts at once), then connected. */
@@ -699,22 +945,11 @@ static int conn_new(h1_xfer_t *x)
 {
     ag_h1_client_t *c = x->c;
     origin_t *o = x->o;
-    conn_t *k = calloc(1, sizeof(*k));
+    if (o->addr_until && uv_now(c->loop) < o->addr_until)
+        return conn_alloc(x, o->good < o->naddrs ? o->good : 0);
+    conn_t *k = conn_make(x, 0);
     if (!k)
         return -ENOMEM;
-    k->rbuf = malloc(READ_BUF);
-    if (!k->rbuf) {
-        free(k);
-        return -ENOMEM;
-    }
-    k->c = c;
-    k->o = o;
-    k->state = C_RESOLVING;
-    conn_attach(x, k);
-    if (o->addr_until && uv_now(c->loop) < o->addr_until) {
-        conn_connect(k);
-        return 0;
-    }
     resolve_t *r = calloc(1, sizeof(*r));
     if (!r) {
         x->conn = NULL;
@@ -745,13 +980,15 @@ typedef struct url_parts {
     size_t hostport_len;
     int port;
     const char *path; /* "/..." or "" (then "/") */
+    bool https;
 } url_parts_t;
 
 static int url_split(const char *url, url_parts_t *u)
 {
-    if (strncasecmp(url, "http://", 7) != 0)
+    u->https = strncasecmp(url, "https://", 8) == 0;
+    if (!u->https && strncasecmp(url, "http://", 7) != 0)
         return AG_EDECLINED;
-    const char *a = url + 7, *e = a;
+    const char *a = url + (u->https ? 8 : 7), *e = a;
     while (*e && *e != '/' && *e != '?' && *e != '#')
         e++;
     if (e == a || memchr(a, '@', (size_t)(e - a)))
@@ -778,7 +1015,7 @@ static int url_split(const char *url, url_parts_t *u)
     }
     if (u->host_len == 0 || u->host_len > 253)
         return AG_EDECLINED;
-    u->port = 80;
+    u->port = u->https ? 443 : 80;
     if (colon) {
         int p = 0;
         if (colon + 1 == e)
@@ -803,7 +1040,7 @@ static int url_split(const char *url, url_parts_t *u)
 static origin_t *origin_get(ag_h1_client_t *c, const url_parts_t *u)
 {
     for (origin_t *o = c->origins; o; o = o->next) {
-        if (o->port == u->port && strlen(o->host) == u->host_len &&
+        if (o->port == u->port && o->https == u->https && strlen(o->host) == u->host_len &&
             strncasecmp(o->host, u->host, u->host_len) == 0 &&
             strlen(o->hostport) == u->hostport_len &&
             memcmp(o->hostport, u->hostport, u->hostport_len) == 0)
@@ -821,14 +1058,17 @@ static origin_t *origin_get(ag_h1_client_t *c, const url_parts_t *u)
         return NULL;
     }
     o->port = u->port;
+    o->https = u->https;
     char ip[64];
     if (u->host_len < sizeof(ip)) {
         memcpy(ip, u->host, u->host_len);
         ip[u->host_len] = '\0';
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&o->addr;
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&o->addr;
-        if (uv_ip4_addr(ip, u->port, s4) == 0 || uv_ip6_addr(ip, u->port, s6) == 0)
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&o->addrs[0];
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&o->addrs[0];
+        if (uv_ip4_addr(ip, u->port, s4) == 0 || uv_ip6_addr(ip, u->port, s6) == 0) {
+            o->naddrs = 1;
             o->addr_until = UINT64_MAX; /* a literal address never expires */
+        }
     }
     o->next = c->origins;
     c->origins = o;
@@ -891,7 +1131,9 @@ int ag__h1_client_new(uv_loop_t *loop, ag_h1_client_t **out)
     c->loop = loop;
     /* curl takes these from the environment; with one set, curl keeps the
      * transfers (lower case http_proxy only, as curl, against httpoxy). */
-    c->proxy_env = getenv("http_proxy") || getenv("all_proxy") || getenv("ALL_PROXY");
+    c->proxy_env = getenv("all_proxy") || getenv("ALL_PROXY");
+    c->proxy_env_https = c->proxy_env || getenv("https_proxy") || getenv("HTTPS_PROXY");
+    c->proxy_env = c->proxy_env || getenv("http_proxy");
     uv_timer_init(loop, &c->kick_timer);
     c->kick_timer.data = c;
     uv_timer_init(loop, &c->sweep);
@@ -933,7 +1175,7 @@ int ag__h1_start(ag_h1_client_t *c, const ag_upstream_request_t *req, ag_upstrea
                  void *ctx, ag_upstream_xfer_t **out)
 {
     url_parts_t u;
-    if (c->proxy_env || url_split(req->url, &u) < 0)
+    if (url_split(req->url, &u) < 0 || (u.https ? c->proxy_env_https : c->proxy_env))
         return AG_EDECLINED;
     if (c->closing)
         return AG_EUPSTREAM;
@@ -1041,10 +1283,13 @@ static void on_kick(uv_timer_t *t)
         c->io_x = x;
         c->io_t0 = ag_mono_us();
         if (body_bytes(x, k->rbuf, len, body_done) == 0) {
-            if (body_done)
+            if (body_done) {
                 xfer_body_end(x);
-            else
+            } else {
                 uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+                if (k->tls)
+                    tls_drain(k); /* records read before the pause */
+            }
         }
         if (c->io_x) {
             c->io_x->cpu_us += ag_mono_us() - c->io_t0;

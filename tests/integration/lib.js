@@ -273,6 +273,29 @@ function readUsageLog(dir, config = path.join(dir, 'aigate.toml')) {
     return { keys, entries };
 }
 
+// The openssl CLI in cwd; its stdout (a failure fails the test).
+function openssl(args, cwd) {
+    const r = spawnSync('openssl', args, { cwd, encoding: 'utf8', timeout: 30000 });
+    assert.equal(r.status, 0, `openssl ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+}
+
+// A test CA in DIR (ca.pem, ca.key), made with the openssl CLI, and
+// issue(name, serial, san): a P-256 key (DIR/name.key) and a certificate for
+// san (DIR/name.pem) signed by the CA, valid for two days.
+function testCA(dir) {
+    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key',
+        '-out', 'ca.pem', '-days', '3', '-subj', '/CN=aigate test CA'], dir);
+    const issue = (name, serial, san = 'IP:127.0.0.1,DNS:localhost') => {
+        fs.writeFileSync(path.join(dir, `${name}.ext`), `subjectAltName=${san}\n`);
+        openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`,
+            '-out', `${name}.csr`, '-subj', `/CN=aigate-test-${name}`], dir);
+        openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', serial,
+            '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`], dir);
+    };
+    return { file: path.join(dir, 'ca.pem'), issue };
+}
+
 // Every file under folder D, depth first, as paths.
 function filesUnder(d) {
     const files = [];
@@ -289,5 +312,5 @@ function filesUnder(d) {
 
 module.exports = {
     BIN, TEST_KEY, tmpdir, until, startGateway, startFake, request, generate, raw, parseResponses, readUsageLog,
-    filesUnder,
+    filesUnder, openssl, testCA,
 };

@@ -15,27 +15,21 @@ const fs = require('node:fs');
 const https = require('node:https');
 const net = require('node:net');
 const path = require('node:path');
-const { BIN, TEST_KEY, tmpdir, until, startGateway, startFake, raw } = require('./lib.js');
+const { BIN, TEST_KEY, tmpdir, until, startGateway, startFake, raw, openssl, testCA } = require('./lib.js');
 
 let up, dir, ca;
-
-function openssl(args, cwd) {
-    const r = spawnSync('openssl', args, { cwd, encoding: 'utf8', timeout: 30000 });
-    assert.equal(r.status, 0, `openssl ${args.join(' ')}: ${r.stderr}`);
-    return r.stdout;
-}
 
 // A server key and a certificate for 127.0.0.1 signed by the test CA, with
 // the given serial; `dates` ({start, end}, YYYYMMDDHHMMSSZ) makes it through
 // `openssl ca`, the one 3.0 tool that sets a start date in the past.
+let testIssue;
 function issue(name, serial, dates) {
-    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`,
-        '-out', `${name}.csr`, '-subj', `/CN=aigate-test-${name}`], dir);
     if (!dates) {
-        openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', serial,
-            '-days', '2', '-extfile', 'ext.cnf', '-out', `${name}.pem`], dir);
+        testIssue(name, serial);
         return;
     }
+    openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}.key`,
+        '-out', `${name}.csr`, '-subj', `/CN=aigate-test-${name}`], dir);
     fs.writeFileSync(path.join(dir, 'serial'), serial.replace(/^0x/, '') + '\n');
     openssl(['ca', '-batch', '-config', 'ca.cnf', '-cert', 'ca.pem', '-keyfile', 'ca.key', '-in', `${name}.csr`,
         '-out', `${name}.pem`, '-startdate', dates.start, '-enddate', dates.end, '-extfile', 'ext.cnf', '-notext'], dir);
@@ -48,8 +42,7 @@ function f(name) {
 before(async () => {
     up = await startFake();
     dir = tmpdir();
-    openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key',
-        '-out', 'ca.pem', '-days', '3', '-subj', '/CN=aigate test CA'], dir);
+    testIssue = testCA(dir).issue;
     fs.writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
     fs.writeFileSync(f('index.txt'), '');
     fs.writeFileSync(f('ca.cnf'), [

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT
  *
- * tls.h: TLS for the server's connections (OpenSSL 3 over memory BIOs, driven
- * by the connection's own loop): the context built and checked from tls_cert
- * and tls_key, and the per-connection engine that turns ciphertext read from
- * the socket into plaintext for the parser and encrypts answers before uv_write.
+ * tls.h: TLS over OpenSSL 3 memory BIOs, driven by the connection's own loop,
+ * for both ends: the server's contexts (tls_cert, tls_key, checked) and the
+ * native upstream client's (peer verified against the system store or
+ * upstream_ca_file), and the per-connection engine that turns ciphertext read
+ * from the socket into plaintext and encrypts what goes out before uv_write.
  */
-#ifndef AG_HTTP_TLS_H
-#define AG_HTTP_TLS_H
+#ifndef AG_TLS_TLS_H
+#define AG_TLS_TLS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,6 +37,32 @@ void ag_tls_ctx_fingerprint(const ag_tls_ctx_t *ctx, char out[65]);
 /** A connection's engine over stream (borrowed: it must outlive the engine).
  *  @return NULL when memory ran out. */
 ag_tls_t *ag_tls_new(ag_tls_ctx_t *ctx, uv_stream_t *stream);
+
+/** Builds a client context: TLS 1.2 minimum, the peer's chain verified
+ *  against ca_file (PEM; NULL or "": the system store, OpenSSL's default
+ *  paths), ALPN http/1.1, sessions kept for resumption by the caller.
+ *  @return 0 and *out, or AG_EBADCONFIG with the reason in err. */
+int ag_tls_client_ctx_new(const char *ca_file, ag_tls_ctx_t **out, char *err, size_t errlen);
+
+/** A client engine for host (SNI when host is a name; the certificate must
+ *  name host, or hold it as an IP address), resuming session when given (an
+ *  ag_tls_session_take(), borrowed). The first ag_tls_feed(t, NULL, 0) sends
+ *  the ClientHello. @return NULL when memory ran out. */
+ag_tls_t *ag_tls_client_new(ag_tls_ctx_t *ctx, uv_stream_t *stream, const char *host,
+                            void *session);
+/** A session the server issued on this connection (the newest first; a TLS
+ *  1.3 server sends two per full handshake), the caller's reference for
+ *  ag_tls_session_free; NULL when none is left. */
+void *ag_tls_session_take(ag_tls_t *t);
+/** True for a TLS 1.3 ticket, which is used once (RFC 8446, C.4); a TLS 1.2
+ *  session may resume many connections. */
+bool ag_tls_session_single_use(const void *session);
+void ag_tls_session_free(void *session);
+/** True when the handshake resumed a session. */
+bool ag_tls_resumed(const ag_tls_t *t);
+/** Why a client handshake failed, for the log (the certificate check's
+ *  verdict when it was that), into buf. */
+void ag_tls_failure(ag_tls_t *t, char *buf, size_t len);
 /** Frees the engine; NULL: no-op. Call only after the stream closed (its
  *  pending writes' callbacks have run). */
 void ag_tls_free(ag_tls_t *t);

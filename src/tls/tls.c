@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT
  *
- * tls.c: the server's TLS: SSL_CTX from tls_cert/tls_key with its checks, and
- * one engine per connection over two memory BIOs, so the connection's loop
- * does all socket I/O and OpenSSL never touches a descriptor.
+ * tls.c: TLS for the server (SSL_CTX from tls_cert/tls_key with its checks)
+ * and for the native upstream client (a verifying client SSL_CTX), and one
+ * engine per connection over two memory BIOs, so the connection's loop does
+ * all socket I/O and OpenSSL never touches a descriptor.
  */
 #include "util/platform.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -16,7 +18,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-#include "http/tls.h"
+#include "tls/tls.h"
 #include "util/errors.h"
 
 /* One plaintext record's worth: small pieces (a chunk's size line, its data,
@@ -37,7 +39,10 @@ struct ag_tls {
      * capacity, and reading it out is a copy per write. */
     char *out;
     size_t out_len, out_cap;
-    bool broken; /* out could not grow: the connection must go */
+    bool broken;           /* out could not grow: the connection must go */
+    char why[160];         /* a failed handshake's first OpenSSL error */
+    SSL_SESSION *fresh[4]; /* client: sessions issued on this connection, oldest first */
+    unsigned nfresh;
 };
 
 /* Ciphertext the socket did not take at once, queued with libuv. */
@@ -301,11 +306,125 @@ ag_tls_t *ag_tls_new(ag_tls_ctx_t *ctx, uv_stream_t *stream)
     return t;
 }
 
+/* A session (a TLS 1.3 ticket, a TLS 1.2 session) arrived: kept on the
+ * engine for its owner to take; the oldest goes when four wait. */
+static int on_new_session(SSL *ssl, SSL_SESSION *s)
+{
+    ag_tls_t *t = SSL_get_app_data(ssl);
+    if (!t)
+        return 0;
+    if (t->nfresh == sizeof(t->fresh) / sizeof(t->fresh[0])) {
+        SSL_SESSION_free(t->fresh[0]);
+        memmove(t->fresh, t->fresh + 1, --t->nfresh * sizeof(t->fresh[0]));
+    }
+    t->fresh[t->nfresh++] = s;
+    return 1; /* the reference is ours */
+}
+
+int ag_tls_client_ctx_new(const char *ca_file, ag_tls_ctx_t **out, char *err, size_t errlen)
+{
+    char why[256];
+    ERR_clear_error();
+    if (ca_file && *ca_file && readable("upstream_ca_file", ca_file, err, errlen) < 0)
+        return AG_EBADCONFIG;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        ssl_reason(why, sizeof(why));
+        snprintf(err, errlen, "cannot create a TLS context: %s", why);
+        return AG_EBADCONFIG;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* The caller keeps one session per origin (ag_tls_session): OpenSSL's
+     * own client cache would be a lock shared by every worker. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    int ok = SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) == 0;
+    if (ok)
+        ok = ca_file && *ca_file ? SSL_CTX_load_verify_file(ctx, ca_file) == 1
+                                 : SSL_CTX_set_default_verify_paths(ctx) == 1;
+    if (!ok) {
+        ssl_reason(why, sizeof(why));
+        if (ca_file && *ca_file)
+            snprintf(err, errlen, "upstream_ca_file \"%s\" holds no PEM certificate: %s", ca_file,
+                     why);
+        else
+            snprintf(err, errlen, "cannot load the system CA store: %s", why);
+        SSL_CTX_free(ctx);
+        return AG_EBADCONFIG;
+    }
+    *out = (ag_tls_ctx_t *)ctx;
+    return 0;
+}
+
+ag_tls_t *ag_tls_client_new(ag_tls_ctx_t *ctx, uv_stream_t *stream, const char *host, void *session)
+{
+    ag_tls_t *t = ag_tls_new(ctx, stream);
+    if (!t)
+        return NULL;
+    SSL_set_app_data(t->ssl, t);
+    SSL_set_connect_state(t->ssl);
+    unsigned char ip[16];
+    bool literal = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    int ok = literal
+                 ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host) == 1
+                 : SSL_set_tlsext_host_name(t->ssl, host) == 1 && SSL_set1_host(t->ssl, host) == 1;
+    if (ok && session)
+        ok = SSL_set_session(t->ssl, session) == 1;
+    if (!ok) {
+        ERR_clear_error();
+        ag_tls_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void *ag_tls_session_take(ag_tls_t *t)
+{
+    while (t->nfresh) {
+        SSL_SESSION *s = t->fresh[--t->nfresh];
+        if (SSL_SESSION_is_resumable(s))
+            return s;
+        SSL_SESSION_free(s);
+    }
+    return NULL;
+}
+
+bool ag_tls_session_single_use(const void *session)
+{
+    return SSL_SESSION_get_protocol_version(session) >= TLS1_3_VERSION;
+}
+
+void ag_tls_session_free(void *session)
+{
+    SSL_SESSION_free(session);
+}
+
+bool ag_tls_resumed(const ag_tls_t *t)
+{
+    return SSL_session_reused(t->ssl) == 1;
+}
+
+void ag_tls_failure(ag_tls_t *t, char *buf, size_t len)
+{
+    long v = SSL_get_verify_result(t->ssl);
+    if (v != X509_V_OK)
+        snprintf(buf, len, "upstream certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+    else
+        snprintf(buf, len, "upstream TLS handshake failed: %s", t->why[0] ? t->why : "closed");
+}
+
 void ag_tls_free(ag_tls_t *t)
 {
     if (!t)
         return;
     SSL_free(t->ssl); /* and both BIOs */
+    while (t->nfresh)
+        SSL_SESSION_free(t->fresh[--t->nfresh]);
     free(t->out);
     free(t);
 }
@@ -398,6 +517,8 @@ int ag_tls_feed(ag_tls_t *t, const char *data, size_t len)
             rc = ERR_GET_LIB(code) == ERR_LIB_SSL && ERR_GET_REASON(code) == SSL_R_HTTP_REQUEST
                      ? AG_TLS_EPLAIN
                      : AG_TLS_EHANDSHAKE;
+            if (code)
+                ERR_error_string_n(code, t->why, sizeof(t->why));
             ERR_clear_error();
         }
     }
