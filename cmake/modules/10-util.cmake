@@ -4,7 +4,13 @@ ag_layer(DIR util
   SOURCES src/util/pool.c src/util/buf.c src/util/errors.c src/util/log.c src/util/json.c
           src/util/utf.c src/util/hex.c src/util/fs.c src/util/jtok.c
           src/util/hist.c src/util/window.c src/util/http_reason.c src/util/chunked.c
-  LINK PkgConfig::JANSSON Threads::Threads)
+          src/util/curl_lazy.c
+  LINK PkgConfig::JANSSON Threads::Threads ${CMAKE_DL_LIBS})
+# libcurl is loaded on first use (curl_lazy.c), never linked: its headers only.
+get_target_property(AG_CURL_INCLUDES PkgConfig::CURL INTERFACE_INCLUDE_DIRECTORIES)
+if(AG_CURL_INCLUDES)
+  target_include_directories(ag_util SYSTEM PUBLIC ${AG_CURL_INCLUDES})
+endif()
 
 ag_unit_test(test_util tests/unit/test_util.c)
 target_link_libraries(test_util ag_util)

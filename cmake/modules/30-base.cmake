@@ -24,7 +24,7 @@ ag_layer(DIR store
           src/store/sigv4.c src/store/objstore_s3.c src/store/objstore_s3_xml.c
           src/store/objstore_open.c
   USES util
-  LINK PkgConfig::UV PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB PkgConfig::CURL
+  LINK PkgConfig::UV PkgConfig::LMDB PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::ZLIB
        Threads::Threads m)
 
 ag_layer(DIR obs SOURCES src/obs/obs.c src/obs/access_log.c src/obs/metrics.c src/obs/series.c
@@ -41,7 +41,7 @@ ag_layer(DIR upstream SOURCES src/upstream/sse.c src/upstream/client.c src/upstr
                              src/upstream/rates.c src/upstream/call.c src/upstream/h1_parse.c
                              src/upstream/h1_client.c
   USES util tls
-  LINK PkgConfig::CURL PkgConfig::UV PkgConfig::JANSSON)
+  LINK PkgConfig::UV PkgConfig::JANSSON)
 
 ag_unit_test(test_limiter tests/unit/test_limiter.c)
 target_link_libraries(test_limiter ag_limit)

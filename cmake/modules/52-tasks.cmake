@@ -3,7 +3,7 @@
 # command's process). The scheduler and the runner join this layer; the gateway is not used.
 ag_layer(DIR tasks SOURCES src/tasks/outputs.c src/tasks/mail.c src/tasks/exec.c src/tasks/tasks.c
   USES util config store obs cron upstream
-  LINK PkgConfig::CURL PkgConfig::JANSSON PkgConfig::UV Threads::Threads)
+  LINK PkgConfig::JANSSON PkgConfig::UV Threads::Threads)
 
 # Stores, commands and the message format, against real folders and processes.
 ag_unit_test(test_outputs tests/unit/test_outputs.c)

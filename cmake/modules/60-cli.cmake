@@ -6,7 +6,7 @@ ag_layer(DIR cli SOURCES src/cli/common.c src/cli/cmd_kv.c src/cli/cmd_r2.c src/
   src/cli/cmd_stats.c src/cli/cmd_tail.c src/cli/tail_format.c src/cli/cmd_cron.c
   src/cli/cmd_keys.c src/cli/cmd_init.c src/cli/cmd_deploy.c
   USES util config store obs upstream cron tasks
-  LINK PkgConfig::CURL PkgConfig::JANSSON PkgConfig::UV m)
+  LINK PkgConfig::JANSSON PkgConfig::UV m)
 
 ag_unit_test(test_tail_format tests/unit/test_tail_format.c)
 target_link_libraries(test_tail_format ag_cli)

@@ -105,6 +105,10 @@ int ag_upstream_set_ca_file(const char *ca_file, char *err, size_t errlen)
 
 int ag_upstream_global_init(void)
 {
+    /* With the native client, libcurl is loaded at its first use, if any
+     * (util/curl_lazy.c); with "curl", now, so a missing one stops the start. */
+    if (use_native)
+        return 0;
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : AG_EUPSTREAM;
 }
 
@@ -216,30 +220,40 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-int ag_upstream_new(uv_loop_t *loop, ag_upstream_t **out)
+/* The libcurl multi handle: at the first transfer the native client
+ * declines (so libcurl is loaded only then), or at start with "curl". */
+static int multi_open(ag_upstream_t *u)
 {
-    ag_upstream_t *u = calloc(1, sizeof(*u));
-    if (!u)
-        return -ENOMEM;
-    u->loop = loop;
+    if (u->multi)
+        return 0;
     u->multi = curl_multi_init();
-    if (!u->multi) {
-        free(u);
+    if (!u->multi)
         return -ENOMEM;
-    }
-    if (use_native && ag__h1_client_new(loop, &u->h1) < 0) {
-        curl_multi_cleanup(u->multi);
-        free(u);
-        return -ENOMEM;
-    }
-    uv_timer_init(loop, &u->timer);
-    u->timer.data = u;
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
     curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 512L);
+    return 0;
+}
+
+int ag_upstream_new(uv_loop_t *loop, ag_upstream_t **out)
+{
+    ag_upstream_t *u = calloc(1, sizeof(*u));
+    if (!u)
+        return -ENOMEM;
+    u->loop = loop;
+    if (use_native && ag__h1_client_new(loop, &u->h1) < 0) {
+        free(u);
+        return -ENOMEM;
+    }
+    if (!use_native && multi_open(u) < 0) {
+        free(u);
+        return -ENOMEM;
+    }
+    uv_timer_init(loop, &u->timer);
+    u->timer.data = u;
     *out = u;
     return 0;
 }
@@ -310,7 +324,8 @@ void ag_upstream_close(ag_upstream_t *u)
     /* Cleaning up the multi handle closes its pooled connections; any poll
      * curl did not remove on the way is closed here, the timer last. */
     uv_timer_stop(&u->timer);
-    curl_multi_cleanup(u->multi);
+    if (u->multi)
+        curl_multi_cleanup(u->multi);
     u->multi = NULL;
     while (u->socks)
         sock_release(u, u->socks);
@@ -383,6 +398,8 @@ int ag_upstream_start(ag_upstream_t *u, const ag_upstream_request_t *req, ag_ups
         if (hrc != AG_EDECLINED)
             return hrc;
     }
+    if (multi_open(u) < 0)
+        return AG_EUPSTREAM;
     ag_upstream_xfer_t *x = calloc(1, sizeof(*x));
     if (!x)
         return -ENOMEM;

@@ -278,3 +278,32 @@ test('https: an unreadable or empty upstream_ca_file stops the start with a clea
         fs.rmSync(cwd, { recursive: true, force: true });
     }
 });
+
+// The shared objects mapped into the gateway's process.
+const mapsOf = (gw) => fs.readFileSync(`/proc/${gw.proc.pid}/maps`, 'utf8');
+
+test('libcurl is not loaded while the native client serves; "curl" loads it at start and proxies the same', async () => {
+    const up = await rawUpstream(() => ({ bytes: lengthAnswer(MESSAGE) }), 'upstream');
+    let gw = await startGateway({ upstream: up.url, config: up.config, threads: 1 });
+    try {
+        assert.doesNotMatch(mapsOf(gw), /libcurl/, 'no libcurl at start');
+        for (let i = 0; i < 3; i++) assert.equal((await generate(gw, { prompt: `native ${i}` })).status, 200);
+        assert.doesNotMatch(mapsOf(gw), /libcurl/, 'no libcurl after https:// answers');
+    } finally {
+        await gw.stop();
+    }
+    gw = await startGateway({ upstream: up.url, config: up.config.replace('"native"', '"curl"'), threads: 1 });
+    try {
+        assert.match(mapsOf(gw), /libcurl\.so\.4/, 'loaded at start when configured');
+        const before = up.connections;
+        for (let i = 0; i < 5; i++) {
+            const r = await generate(gw, { prompt: `curl ${i}` });
+            assert.equal(r.status, 200, r.body);
+            assert.equal(r.json.output, 'hello from the raw upstream');
+        }
+        assert.equal(up.connections - before, 1, 'libcurl keeps its connection alive too');
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
