@@ -180,6 +180,20 @@ static void idle_unlink(conn_t *k)
     o->nidle--;
 }
 
+/* The sessions the server issued on a connection, kept for the next
+ * connections (the oldest dropped past ORIGIN_SESSIONS). */
+static void sessions_keep(origin_t *o, ag_tls_t *tls)
+{
+    void *s;
+    while ((s = ag_tls_session_take(tls))) {
+        if (o->nsessions == ORIGIN_SESSIONS) {
+            ag_tls_session_free(o->sessions[0]);
+            memmove(o->sessions, o->sessions + 1, --o->nsessions * sizeof(o->sessions[0]));
+        }
+        o->sessions[o->nsessions++] = s;
+    }
+}
+
 static void conn_close(conn_t *k)
 {
     if (k->state == C_CLOSING)
@@ -193,8 +207,10 @@ static void conn_close(conn_t *k)
         k->resolving = NULL;
     }
     if (k->tcp_open) {
-        if (k->tls)
-            ag_tls_shutdown(k->tls); /* close_notify, as nginx sends */
+        if (k->tls) {
+            sessions_keep(k->o, k->tls); /* an answer with Connection: close leaves one too */
+            ag_tls_shutdown(k->tls);     /* close_notify, as nginx sends */
+        }
         uv_close((uv_handle_t *)&k->tcp, conn_closed);
     } else {
         free(k->rbuf);
@@ -215,20 +231,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     }
     buf->base = k->rbuf + k->rlen;
     buf->len = READ_BUF - k->rlen;
-}
-
-/* The sessions the server issued on a connection that served an answer,
- * kept for the next connections (the oldest dropped past ORIGIN_SESSIONS). */
-static void sessions_keep(origin_t *o, ag_tls_t *tls)
-{
-    void *s;
-    while ((s = ag_tls_session_take(tls))) {
-        if (o->nsessions == ORIGIN_SESSIONS) {
-            ag_tls_session_free(o->sessions[0]);
-            memmove(o->sessions, o->sessions + 1, --o->nsessions * sizeof(o->sessions[0]));
-        }
-        o->sessions[o->nsessions++] = s;
-    }
 }
 
 /* The session a new connection resumes, newest first: a TLS 1.3 ticket
