@@ -87,7 +87,7 @@ test: deps-test debug asan tsan
 	  ctest --output-on-failure -j$(JOBS) -E '^bench_smoke$$'
 	@echo "== tests: ThreadSanitizer build (threaded units and the black-box suite)"
 	@cd build/tsan && TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --output-on-failure -j$(JOBS) \
-	  -R 'test_limiter|test_usage_log|test_stats|test_kv|test_periodic|test_routes|test_outputs|test_redis|integration_'
+	  -R 'test_limiter|test_usage_log|test_stats|test_kv|test_util|test_periodic|test_routes|test_outputs|test_redis|integration_'
 	@echo "== fuzzing: every target $(FUZZ_SMOKE_SECONDS) s on top of its corpus, two at a time"
 	@$(MAKE) --no-print-directory fuzz-build
 	@fuzz/run.sh $(FUZZ_SMOKE_SECONDS) 2

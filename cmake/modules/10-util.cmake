@@ -4,7 +4,7 @@ ag_layer(DIR util
   SOURCES src/util/pool.c src/util/buf.c src/util/errors.c src/util/log.c src/util/json.c
           src/util/utf.c src/util/hex.c src/util/fs.c src/util/jtok.c
           src/util/hist.c src/util/window.c src/util/http_reason.c src/util/chunked.c
-          src/util/curl_lazy.c
+          src/util/curl_lazy.c src/util/brlock.c
   LINK PkgConfig::JANSSON Threads::Threads ${CMAKE_DL_LIBS})
 # libcurl is loaded on first use (curl_lazy.c), never linked: its headers only.
 get_target_property(AG_CURL_INCLUDES PkgConfig::CURL INTERFACE_INCLUDE_DIRECTORIES)

@@ -214,7 +214,7 @@ static void hops_forwarded(hops_t *h, const ag_str_t *lines, size_t n)
 
 static void format_addr(int family, const unsigned char *addr, char out[64])
 {
-    inet_ntop(family, addr, out, 64);
+    ag_addr_format(family, addr, out);
 }
 
 /* The walk from the right; the peer (trusted) is the hop right of them all. */
@@ -249,8 +249,14 @@ void ag_client_resolve(const ag_trusted_t *proxies, const ag_trusted_t *cf, cons
 {
     int pf;
     unsigned char pa[16];
+    /* No proxy is trusted: the client is the peer, and an IPv4 peer's text
+     * (no colon) is already what format_addr would make of it. */
+    if ((!proxies || !proxies->n) && (!cf || !cf->n) && !strchr(peer, ':')) {
+        ag_addr_copy(out, peer);
+        return;
+    }
     if (!ag_addr_parse(peer, strlen(peer), &pf, pa)) {
-        snprintf(out, 64, "%s", peer);
+        ag_addr_copy(out, peer);
         return;
     }
     bool via_cf = contains(cf, pf, pa);
@@ -282,5 +288,5 @@ void ag_client_resolve(const ag_trusted_t *proxies, const ag_trusted_t *cf, cons
     if (have_xff && have_fwd && strcmp(a, b) != 0)
         format_addr(pf, pa, out);
     else
-        snprintf(out, 64, "%s", have_fwd ? b : a);
+        ag_addr_copy(out, have_fwd ? b : a);
 }

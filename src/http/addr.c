@@ -48,20 +48,45 @@ bool ag_addr_parse(const char *s, size_t len, int *family, unsigned char addr[16
     return false;
 }
 
+void ag_addr_copy(char out[AG_ADDR_TEXT], const char *s)
+{
+    size_t n = strnlen(s, AG_ADDR_TEXT - 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+void ag_addr_format(int family, const unsigned char *addr, char out[AG_ADDR_TEXT])
+{
+    if (family != AF_INET) {
+        if (!inet_ntop(family, addr, out, AG_ADDR_TEXT))
+            out[0] = '\0';
+        return;
+    }
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = addr[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = i < 3 ? '.' : '\0';
+    }
+}
+
 void ag_addr_identity(const char *ip, unsigned prefix6, char out[AG_ADDR_TEXT])
 {
     int family;
     unsigned char a[16];
-    if (!ag_addr_parse(ip, strlen(ip), &family, a)) {
-        snprintf(out, AG_ADDR_TEXT, "%s", ip);
+    /* Text without a colon is IPv4 or no address: inet_pton takes only the
+     * canonical dotted quad, which formats back to itself, and anything else
+     * is kept as it is, so the text is its own identity. */
+    if (!strchr(ip, ':') || !ag_addr_parse(ip, strlen(ip), &family, a)) {
+        ag_addr_copy(out, ip);
         return;
     }
-    if (family == AF_INET) {
-        inet_ntop(AF_INET, a, out, AG_ADDR_TEXT);
-        return;
-    }
-    if (prefix6 >= 128) {
-        inet_ntop(AF_INET6, a, out, AG_ADDR_TEXT);
+    if (family == AF_INET || prefix6 >= 128) {
+        ag_addr_format(family, a, out);
         return;
     }
     for (unsigned bit = prefix6; bit < 128; bit++)

@@ -23,4 +23,11 @@ bool ag_addr_parse(const char *s, size_t len, int *family, unsigned char addr[16
  *  copied as it is (a handler's own client names). */
 void ag_addr_identity(const char *ip, unsigned prefix6, char out[AG_ADDR_TEXT]);
 
+/** s into out[AG_ADDR_TEXT], cut to fit: a copy without printf's cost. */
+void ag_addr_copy(char out[AG_ADDR_TEXT], const char *s);
+
+/** An address (AF_INET: 4 bytes, AF_INET6: 16) as inet_ntop writes it, into
+ *  out[AG_ADDR_TEXT]; IPv4 without printf (it runs once or twice a request). */
+void ag_addr_format(int family, const unsigned char *addr, char out[AG_ADDR_TEXT]);
+
 #endif

@@ -10,6 +10,7 @@
 #include "store/lmdb_util.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <lmdb.h>
 #include <openssl/evp.h>
 
+#include "util/brlock.h"
 #include "util/errors.h"
 #include "util/fs.h"
 #include "util/le.h"
@@ -56,8 +58,16 @@ typedef struct kv_env {
     size_t psize;
     /* Held shared around every transaction and exclusively to adopt a map size
      * grown by another process, which LMDB allows only with no transaction open
-     * in this process. */
-    pthread_rwlock_t resize_lock;
+     * in this process. A big-reader lock: a get writes no line another
+     * thread's get writes. */
+    ag_brlock_t resize_lock;
+    /* A reset read transaction per lock slot, renewed by the next get on that
+     * slot: LMDB then keeps its reader slot, where a new transaction takes the
+     * environment's reader mutex (shared by every thread) and a malloc. */
+    struct {
+        _Atomic(MDB_txn *) txn;
+        char pad[120];
+    } spare[AG_BRLOCK_SLOTS];
     /* An evicting store (max_bytes > 0): its bound, one evictor at a time, and
      * the throttled report of puts it had to drop. */
     size_t max_bytes;
@@ -138,12 +148,37 @@ static int txn_begin(kv_env_t *e, unsigned flags, MDB_txn **txn)
         int rc = mdb_txn_begin(e->env, NULL, flags, txn);
         if (rc != MDB_MAP_RESIZED || tries == 4)
             return ag__lmdb_err(rc);
-        pthread_rwlock_unlock(&e->resize_lock);
-        pthread_rwlock_wrlock(&e->resize_lock);
+        ag_brlock_rdunlock(&e->resize_lock);
+        ag_brlock_wrlock(&e->resize_lock);
         mdb_env_set_mapsize(e->env, 0);
-        pthread_rwlock_unlock(&e->resize_lock);
-        pthread_rwlock_rdlock(&e->resize_lock);
+        ag_brlock_wrunlock(&e->resize_lock);
+        ag_brlock_rdlock(&e->resize_lock);
     }
+}
+
+/* A read transaction: the slot's spare renewed, else a new one. The caller
+ * holds resize_lock shared. */
+static int read_txn_begin(kv_env_t *e, MDB_txn **txn)
+{
+    MDB_txn *t = atomic_exchange(&e->spare[ag_brlock_slot()].txn, NULL);
+    if (t) {
+        if (mdb_txn_renew(t) == MDB_SUCCESS) {
+            *txn = t;
+            return 0;
+        }
+        mdb_txn_abort(t); /* MDB_MAP_RESIZED, say: txn_begin adopts the size */
+    }
+    return txn_begin(e, MDB_RDONLY, txn);
+}
+
+/* Ends a read transaction, kept reset as its slot's spare (another thread of
+ * the slot may have left one there: then this one goes). */
+static void read_txn_end(kv_env_t *e, MDB_txn *txn)
+{
+    mdb_txn_reset(txn);
+    MDB_txn *none = NULL;
+    if (!atomic_compare_exchange_strong(&e->spare[ag_brlock_slot()].txn, &none, txn))
+        mdb_txn_abort(txn);
 }
 
 static int txn_commit(MDB_txn *txn)
@@ -194,8 +229,8 @@ static int lmdb_get(ag_kv_t *kv, const void *key, size_t keylen, bool with_metad
     kv_env_t *e = h->e;
     MDB_txn *txn;
     rec_t r;
-    pthread_rwlock_rdlock(&e->resize_lock);
-    int rc = txn_begin(e, MDB_RDONLY, &txn);
+    ag_brlock_rdlock(&e->resize_lock);
+    int rc = read_txn_begin(e, &txn);
     if (rc < 0)
         goto out;
     rc = fetch(e, txn, key, keylen, &r);
@@ -214,9 +249,9 @@ static int lmdb_get(ag_kv_t *kv, const void *key, size_t keylen, bool with_metad
             rc = -ENOMEM;
         }
     }
-    mdb_txn_abort(txn);
+    read_txn_end(e, txn);
 out:
-    pthread_rwlock_unlock(&e->resize_lock);
+    ag_brlock_rdunlock(&e->resize_lock);
     return rc;
 }
 
@@ -295,7 +330,7 @@ static int put_once(kv_env_t *e, const void *key, size_t keylen, const void *val
         dbi = e->lng;
     }
     MDB_txn *txn;
-    pthread_rwlock_rdlock(&e->resize_lock);
+    ag_brlock_rdlock(&e->resize_lock);
     uint64_t need = 0;
     int rc = txn_begin(e, 0, &txn);
     if (rc < 0)
@@ -339,7 +374,7 @@ static int put_once(kv_env_t *e, const void *key, size_t keylen, const void *val
 abort:
     mdb_txn_abort(txn);
 out:
-    pthread_rwlock_unlock(&e->resize_lock);
+    ag_brlock_rdunlock(&e->resize_lock);
     return rc;
 }
 
@@ -357,7 +392,7 @@ static int lmdb_del(ag_kv_t *kv, const void *key, size_t keylen)
     kv_lmdb_t *h = (kv_lmdb_t *)kv;
     kv_env_t *e = h->e;
     MDB_txn *txn;
-    pthread_rwlock_rdlock(&e->resize_lock);
+    ag_brlock_rdlock(&e->resize_lock);
     int rc = txn_begin(e, 0, &txn);
     if (rc < 0)
         goto out;
@@ -381,7 +416,7 @@ static int lmdb_del(ag_kv_t *kv, const void *key, size_t keylen)
     }
     rc = txn_commit(txn);
 out:
-    pthread_rwlock_unlock(&e->resize_lock);
+    ag_brlock_rdunlock(&e->resize_lock);
     return rc;
 }
 
@@ -516,7 +551,7 @@ static int lmdb_list(ag_kv_t *kv, const void *prefix, size_t prefixlen, const vo
         exclusive = true;
     }
 
-    pthread_rwlock_rdlock(&e->resize_lock);
+    ag_brlock_rdlock(&e->resize_lock);
     int rc = txn_begin(e, MDB_RDONLY, &txn);
     if (rc < 0)
         goto unlock;
@@ -562,7 +597,7 @@ done:
     }
     mdb_txn_abort(txn);
 unlock:
-    pthread_rwlock_unlock(&e->resize_lock);
+    ag_brlock_rdunlock(&e->resize_lock);
     return rc;
 }
 
@@ -577,7 +612,7 @@ static int lmdb_sweep(ag_kv_t *kv, size_t max_keys)
     MDB_cursor *cur = NULL;
 
     pthread_mutex_lock(&h->sweep_lock);
-    pthread_rwlock_rdlock(&e->resize_lock);
+    ag_brlock_rdlock(&e->resize_lock);
     int rc = txn_begin(e, 0, &txn);
     if (rc < 0)
         goto unlock;
@@ -637,7 +672,7 @@ abort:
         mdb_cursor_close(cur);
     mdb_txn_abort(txn);
 unlock:
-    pthread_rwlock_unlock(&e->resize_lock);
+    ag_brlock_rdunlock(&e->resize_lock);
     pthread_mutex_unlock(&h->sweep_lock);
     return rc < 0 ? rc : deleted;
 }
@@ -837,9 +872,9 @@ static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val
     if (rc == 0 && over && pthread_mutex_trylock(&e->evict_lock) == 0) {
         /* Past 7/8 of the bound: down to 3/4, so that freed pages are there to
          * reuse before the map fills (LMDB reuses them a commit or two later). */
-        pthread_rwlock_rdlock(&e->resize_lock);
+        ag_brlock_rdlock(&e->resize_lock);
         evict_to(e, now, e->max_bytes / 4 * 3, 0);
-        pthread_rwlock_unlock(&e->resize_lock);
+        ag_brlock_rdunlock(&e->resize_lock);
         pthread_mutex_unlock(&e->evict_lock);
         return 0;
     }
@@ -847,10 +882,10 @@ static int lmdb_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val
         /* Full before the mark (fragmented free pages, a value larger than the
          * slack): evict at least an eighth more and try again. */
         pthread_mutex_lock(&e->evict_lock);
-        pthread_rwlock_rdlock(&e->resize_lock);
+        ag_brlock_rdlock(&e->resize_lock);
         int erc = evict_to(e, now, e->max_bytes / 4 * 3,
                            e->max_bytes / 8 + REC_HDR + keylen + metadata_len + vallen);
-        pthread_rwlock_unlock(&e->resize_lock);
+        ag_brlock_rdunlock(&e->resize_lock);
         pthread_mutex_unlock(&e->evict_lock);
         if (erc < 0)
             break;
@@ -870,7 +905,7 @@ static int lmdb_stat(ag_kv_t *kv, ag_kv_stat_t *st)
     MDB_txn *txn;
     MDB_stat ms;
     MDB_envinfo info;
-    pthread_rwlock_rdlock(&e->resize_lock);
+    ag_brlock_rdlock(&e->resize_lock);
     int rc = txn_begin(e, MDB_RDONLY, &txn);
     if (rc < 0)
         goto out;
@@ -888,7 +923,7 @@ static int lmdb_stat(ag_kv_t *kv, ag_kv_stat_t *st)
     }
     mdb_txn_abort(txn);
 out:
-    pthread_rwlock_unlock(&e->resize_lock);
+    ag_brlock_rdunlock(&e->resize_lock);
     return rc;
 }
 
@@ -906,8 +941,13 @@ static void env_release(kv_env_t *e)
         }
     }
     pthread_mutex_unlock(&envs_lock);
+    for (unsigned i = 0; i < AG_BRLOCK_SLOTS; i++) {
+        MDB_txn *t = atomic_exchange(&e->spare[i].txn, NULL);
+        if (t)
+            mdb_txn_abort(t);
+    }
     mdb_env_close(e->env);
-    pthread_rwlock_destroy(&e->resize_lock);
+    ag_brlock_destroy(&e->resize_lock);
     pthread_mutex_destroy(&e->evict_lock);
     free(e->dir);
     free(e);
@@ -969,14 +1009,14 @@ static int env_create(const char *dir, size_t map_size, bool no_sync, kv_env_t *
     rc = txn_commit(txn);
     if (rc < 0)
         goto fail;
-    if (pthread_rwlock_init(&e->resize_lock, NULL) != 0) {
+    if (ag_brlock_init(&e->resize_lock) != 0) {
         rc = -ENOMEM;
         goto fail;
     }
     pthread_mutex_init(&e->evict_lock, NULL);
     e->dir = strdup(dir);
     if (!e->dir) {
-        pthread_rwlock_destroy(&e->resize_lock);
+        ag_brlock_destroy(&e->resize_lock);
         pthread_mutex_destroy(&e->evict_lock);
         rc = -ENOMEM;
         goto fail;

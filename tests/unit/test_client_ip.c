@@ -7,6 +7,7 @@
  */
 #include "util/platform.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "gateway/client_ip.h"
@@ -161,5 +162,25 @@ TEST(identity_is_ipv6_prefix_and_ipv4_address)
     ASSERT_STREQ(out, "invalid");
 }
 
+/* The hand-made IPv4 formatter writes what inet_ntop writes, for every
+ * octet value in every place. */
+TEST(format_matches_inet_ntop)
+{
+    char ours[AG_ADDR_TEXT], libc[AG_ADDR_TEXT];
+    for (unsigned v = 0; v < 256; v++) {
+        for (int at = 0; at < 4; at++) {
+            unsigned char a[4] = {10, 200, 3, 45};
+            a[at] = (unsigned char)v;
+            ag_addr_format(AF_INET, a, ours);
+            inet_ntop(AF_INET, a, libc, sizeof(libc));
+            ASSERT_STREQ(ours, libc);
+        }
+    }
+    unsigned char v6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 1};
+    ag_addr_format(AF_INET6, v6, ours);
+    ASSERT_STREQ(ours, "2001:db8::1");
+}
+
 AG_TESTS(AG_TEST_ENTRY(client_address_table) AG_TEST_ENTRY(trusted_lists)
-             AG_TEST_ENTRY(identity_is_ipv6_prefix_and_ipv4_address))
+             AG_TEST_ENTRY(identity_is_ipv6_prefix_and_ipv4_address)
+                 AG_TEST_ENTRY(format_matches_inet_ntop))

@@ -8,10 +8,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "util/brlock.h"
 #include "util/buf.h"
 #include "util/errors.h"
 #include "util/hist.h"
@@ -439,14 +442,57 @@ TEST(hist_quantiles_within_the_stated_error)
     free(b);
 }
 
-AG_TESTS(AG_TEST_ENTRY(hist_buckets_are_contiguous_and_bounded) AG_TEST_ENTRY(
-    hist_quantiles_within_the_stated_error) AG_TEST_ENTRY(pool_alloc_and_clear)
-             AG_TEST_ENTRY(pool_cache_recycles_first_chunks) AG_TEST_ENTRY(buf_cap_is_enforced)
-                 AG_TEST_ENTRY(utf16_length_counts_like_javascript)
-                     AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
-                         AG_TEST_ENTRY(json_string_escaping)
-                             AG_TEST_ENTRY(strerror_covers_both_bands)
-                                 AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
-                                     AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(percent_decode)
-                                         AG_TEST_ENTRY(fs_mkdir_p) AG_TEST_ENTRY(fs_whole_file_io)
-                                             AG_TEST_ENTRY(fs_list_dirs) AG_TEST_ENTRY(le_integers))
+/* Readers on many threads (more than the slots, so some share one) never
+ * see a writer's half-done update, and every thread gets a slot in range. */
+static ag_brlock_t br;
+static unsigned long br_a, br_b; /* equal outside the write lock */
+static int br_torn;
+
+static void *br_reader(void *arg)
+{
+    (void)arg;
+    if (ag_brlock_slot() >= AG_BRLOCK_SLOTS)
+        __atomic_store_n(&br_torn, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < 20000; i++) {
+        ag_brlock_rdlock(&br);
+        if (br_a != br_b)
+            __atomic_store_n(&br_torn, 1, __ATOMIC_RELAXED);
+        ag_brlock_rdunlock(&br);
+    }
+    return NULL;
+}
+
+TEST(brlock_writer_excludes_every_reader)
+{
+    ASSERT_EQ(ag_brlock_init(&br), 0);
+    pthread_t t[AG_BRLOCK_SLOTS + 4];
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, br_reader, NULL), 0);
+    for (int i = 0; i < 2000; i++) {
+        ag_brlock_wrlock(&br);
+        br_a++;
+        sched_yield(); /* a window in which a reader that got in would see a != b */
+        br_b++;
+        ag_brlock_wrunlock(&br);
+    }
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        pthread_join(t[i], NULL);
+    ASSERT_EQ(br_torn, 0);
+    ASSERT_EQ(br_a, 2000);
+    ag_brlock_destroy(&br);
+}
+
+AG_TESTS(AG_TEST_ENTRY(brlock_writer_excludes_every_reader) AG_TEST_ENTRY(
+    hist_buckets_are_contiguous_and_bounded) AG_TEST_ENTRY(hist_quantiles_within_the_stated_error)
+             AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_first_chunks)
+                 AG_TEST_ENTRY(buf_cap_is_enforced)
+                     AG_TEST_ENTRY(utf16_length_counts_like_javascript)
+                         AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
+                             AG_TEST_ENTRY(json_string_escaping)
+                                 AG_TEST_ENTRY(strerror_covers_both_bands)
+                                     AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
+                                         AG_TEST_ENTRY(hex_encode_decode)
+                                             AG_TEST_ENTRY(percent_decode) AG_TEST_ENTRY(fs_mkdir_p)
+                                                 AG_TEST_ENTRY(fs_whole_file_io)
+                                                     AG_TEST_ENTRY(fs_list_dirs)
+                                                         AG_TEST_ENTRY(le_integers))
