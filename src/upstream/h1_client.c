@@ -544,9 +544,7 @@ static int body_bytes(h1_xfer_t *x, char *data, size_t len, bool body_done)
 static int head_parse(h1_xfer_t *x, conn_t *k, ag_h1_response_head_t *rh, ag_h1_header_t *hdrs)
 {
     size_t from = x->head_scan > 3 ? x->head_scan - 3 : 0;
-    bool found = false;
-    for (size_t i = from; i + 4 <= k->rlen && !found; i++)
-        found = k->rbuf[i] == '\r' && memcmp(k->rbuf + i, "\r\n\r\n", 4) == 0;
+    bool found = from < k->rlen && memmem(k->rbuf + from, k->rlen - from, "\r\n\r\n", 4);
     x->head_scan = k->rlen;
     if (!found && k->rlen >= 1) {
         /* An early verdict on a bad status line or header, without the end. */

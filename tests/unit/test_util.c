@@ -11,11 +11,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/stat.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "harness.h"
 #include "util/brlock.h"
 #include "util/buf.h"
+#include "util/http_bytes.h"
 #include "util/errors.h"
 #include "util/hist.h"
 #include "util/fs.h"
@@ -482,17 +484,26 @@ TEST(brlock_writer_excludes_every_reader)
     ag_brlock_destroy(&br);
 }
 
-AG_TESTS(AG_TEST_ENTRY(brlock_writer_excludes_every_reader) AG_TEST_ENTRY(
-    hist_buckets_are_contiguous_and_bounded) AG_TEST_ENTRY(hist_quantiles_within_the_stated_error)
-             AG_TEST_ENTRY(pool_alloc_and_clear) AG_TEST_ENTRY(pool_cache_recycles_first_chunks)
-                 AG_TEST_ENTRY(buf_cap_is_enforced)
-                     AG_TEST_ENTRY(utf16_length_counts_like_javascript)
-                         AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
-                             AG_TEST_ENTRY(json_string_escaping)
-                                 AG_TEST_ENTRY(strerror_covers_both_bands)
-                                     AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
-                                         AG_TEST_ENTRY(hex_encode_decode)
-                                             AG_TEST_ENTRY(percent_decode) AG_TEST_ENTRY(fs_mkdir_p)
-                                                 AG_TEST_ENTRY(fs_whole_file_io)
-                                                     AG_TEST_ENTRY(fs_list_dirs)
-                                                         AG_TEST_ENTRY(le_integers))
+/* The tchar table is RFC 9110's tchar: ALPHA, DIGIT and "!#$%&'*+-.^_`|~". */
+TEST(tchar_table_is_rfc9110_tchar)
+{
+    for (int c = 0; c < 256; c++) {
+        bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+        ASSERT_EQ(ag_http_is_tchar((unsigned char)c), want);
+    }
+}
+
+AG_TESTS(
+    AG_TEST_ENTRY(tchar_table_is_rfc9110_tchar) AG_TEST_ENTRY(brlock_writer_excludes_every_reader)
+        AG_TEST_ENTRY(hist_buckets_are_contiguous_and_bounded) AG_TEST_ENTRY(
+            hist_quantiles_within_the_stated_error) AG_TEST_ENTRY(pool_alloc_and_clear)
+            AG_TEST_ENTRY(pool_cache_recycles_first_chunks) AG_TEST_ENTRY(buf_cap_is_enforced)
+                AG_TEST_ENTRY(utf16_length_counts_like_javascript)
+                    AG_TEST_ENTRY(utf8_validation_rejects_overlongs_and_surrogates)
+                        AG_TEST_ENTRY(json_string_escaping)
+                            AG_TEST_ENTRY(strerror_covers_both_bands)
+                                AG_TEST_ENTRY(every_declared_code_has_its_message_and_status)
+                                    AG_TEST_ENTRY(hex_encode_decode) AG_TEST_ENTRY(percent_decode)
+                                        AG_TEST_ENTRY(fs_mkdir_p) AG_TEST_ENTRY(fs_whole_file_io)
+                                            AG_TEST_ENTRY(fs_list_dirs) AG_TEST_ENTRY(le_integers))
