@@ -155,8 +155,33 @@ static int64_t jtok_member_int(const char *text, const ag_jtok_t *toks, int obj,
  * cache's JSON reader; our tokenizer also takes integers past 64 bits and lone
  * surrogate escapes, which jansson refuses, and a cached entry must replay.
  * Such a usage becomes the two counts we read from it. */
+/* True when raw (already accepted by the tokenizer) holds none of what jansson
+ * may refuse: no escape, no byte past ASCII, no fraction or exponent, no digit
+ * run long enough to pass 64 bits. Anthropic's usage objects always pass, and
+ * parsing one with jansson cost more than the rest of the answer's handling. */
+static bool usage_plain(ag_str_t raw)
+{
+    unsigned digits = 0;
+    for (size_t i = 0; i < raw.len; i++) {
+        unsigned char c = (unsigned char)raw.ptr[i];
+        if (c == '\\' || c >= 0x80 || c == '.')
+            return false;
+        if (c >= '0' && c <= '9') {
+            if (++digits > 18)
+                return false;
+            continue;
+        }
+        if ((c == 'e' || c == 'E') && digits)
+            return false;
+        digits = 0;
+    }
+    return true;
+}
+
 static int append_usage(ag_buf_t *out, ag_str_t raw, int64_t in, int64_t outt)
 {
+    if (usage_plain(raw))
+        return ag_buf_append_str(out, raw);
     json_t *check = json_loadb(raw.ptr, raw.len, JSON_ALLOW_NUL, NULL);
     json_decref(check);
     if (check)

@@ -10,6 +10,7 @@
 
 const { test, before, after, beforeEach } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const { spawn, spawnSync } = require('node:child_process');
 const path = require('node:path');
 const net = require('node:net');
@@ -287,6 +288,62 @@ test('a daily budget shared by two instances on Redis never overshoots, and sett
     } finally {
         await a.stop();
         await b.stop();
+    }
+});
+
+// libfaketime (Debian's libfaketime) shifts one instance's wall clock by a day
+// (its monotonic clock stays true). The limiter and the budgets read the time
+// from Redis (TIME in their scripts), so the two still count one window: with
+// their own clocks, the shifted one would see a refilled limit and another
+// day's budget, and let both through again.
+const FAKETIME_LIB = ['/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1'].find((f) => fs.existsSync(f));
+test('two instances whose clocks differ by a day count one limit and one budget', { skip: !FAKETIME_LIB && 'no libfaketime' }, async () => {
+    const MODEL = 'claude-haiku-4-5';
+    const maxTokens = 10;
+    const bodyOf = (i) => JSON.stringify({ model: MODEL, max_tokens: maxTokens, messages: [{ role: 'user', content: `clock skew ${String(i).padStart(3, '0')}` }] });
+    const worst = (Buffer.byteLength(bodyOf(0)) * 1 + maxTokens * 100) / 1e6;
+    const budget = 3.5 * worst; // three fit at their worst case, a fourth does not
+    const extra = `cache = false\nbudget_daily_usd = ${budget.toFixed(9)}\n[aigate.prices]\n"${MODEL}" = { input = 1, output = 100 }`;
+    const skewed = {
+        LD_PRELOAD: FAKETIME_LIB, FAKETIME: '+1d', FAKETIME_DONT_FAKE_MONOTONIC: '1',
+        // ASan checks that its runtime is the first library: libfaketime comes first here.
+        ASAN_OPTIONS: `${process.env.ASAN_OPTIONS || 'detect_leaks=1'}:verify_asan_link_order=0`,
+    };
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, '', 4).replace('rate_period = 3600', 'rate_period = 60'), threads: 1 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, '', 4).replace('rate_period = 3600', 'rate_period = 60'), threads: 1, env: skewed });
+    try {
+        // The limit (4 a minute): two on each, then neither passes.
+        for (const g of [a, a, b, b]) assert.equal((await generate(g, prompt('skew'))).status, 200);
+        const [ta, tb] = [a.accessLog()[0].time, b.accessLog()[0].time];
+        assert.ok(Date.parse(tb) - Date.parse(ta) > 23 * 3600e3, `b's clock is a day ahead (${ta} / ${tb})`);
+        assert.equal((await generate(b, prompt('skew b'))).status, 429, 'b sees a\'s two');
+        assert.equal((await generate(a, prompt('skew a'))).status, 429, 'a sees b\'s two');
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+    assert.equal(await redisCommand(redis.port, 'FLUSHALL'), '+OK');
+    const c = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 1 });
+    const d = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 1, env: skewed });
+    try {
+        const send = (g, i) => request(`${g.url}/v1/messages`, {
+            method: 'POST', body: bodyOf(i),
+            headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        });
+        // One day's budget: three answers in all, whichever instance (and day) asks.
+        // Slow answers: nothing settles before every request has tried.
+        up.setKnobs({ latencyMs: 600 });
+        let rs;
+        try {
+            rs = await Promise.all(Array.from({ length: 9 }, (_, i) => send(i % 2 ? c : d, i)));
+        } finally {
+            up.resetKnobs();
+        }
+        assert.equal(rs.filter((r) => r.status === 200).length, 3, rs.map((r) => r.status).join(','));
+        assert.equal(rs.filter((r) => r.status === 429).length, 6);
+    } finally {
+        await c.stop();
+        await d.stop();
     }
 });
 

@@ -307,3 +307,28 @@ test('libcurl is not loaded while the native client serves; "curl" loads it at s
         await up.close();
     }
 });
+
+test('the usage object is passed on as the upstream wrote it, unless the cache could not read it back', async () => {
+    const usages = [
+        '{"input_tokens":3,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":5,"service_tier":"standard"}',
+        '{"input_tokens":123456789012345678901234,"output_tokens":5}', // past 64 bits: jansson refuses it
+        '{"input_tokens":3,"output_tokens":5,"note":"\\ud800"}', // a lone surrogate: likewise
+    ];
+    const up = await rawUpstream((i) => ({
+        bytes: lengthAnswer(MESSAGE.replace(/"usage":\{[^}]*\}/, `"usage":${usages[i % usages.length]}`)),
+    }));
+    const gw = await startGateway({ upstream: up.url, config: up.config, threads: 1 });
+    try {
+        const raw = async (prompt) => {
+            const r = await generate(gw, { prompt });
+            assert.equal(r.status, 200, r.body);
+            return JSON.stringify(JSON.parse(r.body).usage);
+        };
+        assert.equal(await raw('plain usage'), usages[0], 'as the upstream wrote it');
+        assert.equal(await raw('huge usage'), '{"input_tokens":0,"output_tokens":5}');
+        assert.equal(await raw('surrogate usage'), '{"input_tokens":3,"output_tokens":5}');
+    } finally {
+        await gw.stop();
+        await up.close();
+    }
+});
