@@ -7,6 +7,7 @@
 #include "util/platform.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,9 +168,22 @@ typedef struct lookup {
     gw_cache_miss_fn miss;
     void *ctx;
     ag_kv_op_t *op;       /* pending get, or NULL */
-    ag_redis_cmd_t *rcmd; /* pending GET on Redis, or NULL */
+    ag_redis_cmd_t *rcmd; /* pending GET (or claim) on Redis, or NULL */
+    /* Coalescing across instances: the flight key, this request's claim on
+     * it, the wait while another instance fetches, and its end. */
+    char *flight_key;
+    bool claimed;
+    uv_timer_t *poll; /* malloc'd: it outlives the pool until closed */
+    uint64_t wait_until;
     char key[GW_KV_KEY_LEN];
 } lookup_t;
+
+static void release_claim(gw_worker_t *w, const char *flight_key);
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h);
+}
 
 static void lookup_cancel(void *p)
 {
@@ -178,6 +192,15 @@ static void lookup_cancel(void *p)
     l->op = NULL;
     ag_redis_cancel(l->rcmd);
     l->rcmd = NULL;
+    if (l->poll) {
+        uv_close((uv_handle_t *)l->poll, on_poll_closed);
+        l->poll = NULL;
+    }
+    /* The answer is stored (the fill went first on this loop's connection) or
+     * it never will be: other instances' waiters may go on either way. */
+    if (l->claimed)
+        release_claim(l->w, l->flight_key);
+    l->claimed = false;
 }
 
 /* Serves the entry through the route's protocol. @return true when it did. */
@@ -252,8 +275,113 @@ static void on_redis_cache_value(void *ctx, int rc, const ag_resp_t *reply)
     free(v.data);
 }
 
+/* ---- coalescing across instances --------------------------------------------------
+ * On a miss, the lookup also claims the entry's fetch for this instance, in the
+ * same round trip: {1, value} a hit; {2, 1} claimed now, {2, 0} this instance's
+ * already (its local flight coalesces), {3} another instance fetches: wait for
+ * the entry, asking again every POLL_MS, until it comes, the claim goes (that
+ * fetch failed or was not cacheable: claim it then) or the deadline passes. */
+static const char claim_lua[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v then return {1, v} end\n"
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, 1} end\n"
+    "if redis.call('GET', KEYS[2]) == ARGV[1] then return {2, 0} end\n"
+    "return {3}\n";
+static const char release_lua[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
+static ag_redis_script_t claim_script, release_script;
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+#define POLL_MS 25
+
+static void scripts_init(void)
+{
+    ag_redis_script_init(&claim_script, claim_lua);
+    ag_redis_script_init(&release_script, release_lua);
+}
+
+static void on_released(void *ctx, int rc, const ag_resp_t *reply)
+{
+    AG_UNUSED(reply);
+    if (rc < 0 && rc != AG_REDIS_ECLOSED)
+        gw_redis_warn(ctx, "release a claim on a cached answer", rc,
+                      "other instances wait for its expiry");
+}
+
+/* Fire and forget: queued after this loop's fill of the same entry. */
+static void release_claim(gw_worker_t *w, const char *flight_key)
+{
+    if (!w->redis)
+        return;
+    const char *argv[] = {flight_key, w->gw->instance_id};
+    if (ag_redis_eval(w->redis, &release_script, 1, 2, argv, NULL, on_released, w, NULL) < 0)
+        gw_redis_warn(w, "release a claim on a cached answer", AG_REDIS_EDOWN,
+                      "other instances wait for its expiry");
+}
+
+static void claim_send(lookup_t *l);
+
+static void on_poll(uv_timer_t *t)
+{
+    claim_send(t->data);
+}
+
+static void on_claim(void *ctx, int rc, const ag_resp_t *reply)
+{
+    lookup_t *l = ctx;
+    l->rcmd = NULL;
+    int64_t verdict = 0;
+    if (rc == 0 && reply->type == AG_RESP_ARRAY && reply->len >= 1 &&
+        reply->elems[0].type == AG_RESP_INTEGER)
+        verdict = reply->elems[0].integer;
+    if (verdict == 1 && reply->len == 2 && reply->elems[1].type == AG_RESP_BULK) {
+        on_redis_cache_value(l, 0, &reply->elems[1]);
+        return;
+    }
+    if (verdict == 3 && uv_now(l->w->loop) < l->wait_until) {
+        if (!l->poll && (l->poll = malloc(sizeof(*l->poll))) != NULL) {
+            uv_timer_init(l->w->loop, l->poll);
+            l->poll->data = l;
+        }
+        if (l->poll) {
+            uv_timer_start(l->poll, on_poll, POLL_MS, 0);
+            return;
+        }
+    }
+    if (verdict == 2 && reply->len == 2 && reply->elems[1].type == AG_RESP_INTEGER)
+        l->claimed = reply->elems[1].integer == 1;
+    else if (verdict == 0)
+        gw_redis_warn(l->w, "look up the cache", rc < 0 ? rc : AG_REDIS_EREPLY,
+                      "requests go upstream");
+    /* Claimed, this instance's, waited long enough, or Redis could not say:
+     * the request goes on to its own (or its local flight's) fetch. */
+    l->miss(l->ctx);
+}
+
+static void claim_send(lookup_t *l)
+{
+    char *rkey = ag_pool_printf(&l->req->pool, "%s%s", l->w->gw->cache_redis, l->key);
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%u", (unsigned)l->route->gen->retry.deadline_ms + 1000u);
+    const char *argv[] = {rkey, l->flight_key, l->w->gw->instance_id, ttl};
+    int rc = ag_redis_eval(l->w->redis, &claim_script, 2, 4, argv, NULL, on_claim, l, &l->rcmd);
+    if (rc < 0) {
+        l->rcmd = NULL;
+        gw_redis_warn(l->w, "look up the cache", rc, "requests go upstream");
+        l->miss(l->ctx);
+    }
+}
+
 static void cache_lookup_redis(lookup_t *l, gw_cache_miss_fn miss, void *ctx)
 {
+    if (l->w->gw->flight_redis) {
+        pthread_once(&scripts_once, scripts_init);
+        l->flight_key = ag_pool_printf(&l->req->pool, "%s%s", l->w->gw->flight_redis, l->key);
+        l->wait_until = uv_now(l->w->loop) + l->route->gen->retry.deadline_ms;
+        claim_send(l);
+        return;
+    }
     char *rkey = ag_pool_printf(&l->req->pool, "%s%s", l->w->gw->cache_redis, l->key);
     const char *argv[] = {"GET", rkey};
     int rc = ag_redis_command(l->w->redis, 2, argv, NULL, on_redis_cache_value, l, &l->rcmd);

@@ -9,6 +9,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
 
 #include "gateway/access.h"
 #include "gateway/cache.h"
@@ -19,6 +22,7 @@
 #include "store/secrets.h"
 #include "store/secrets_resolve.h"
 #include "util/errors.h"
+#include "util/hex.h"
 #include "util/log.h"
 
 /* How often worker 0 reclaims expired cache entries. */
@@ -129,6 +133,14 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
     pthread_mutex_init(&gw->gen_lock, NULL);
     gw_flight_init(gw);
     gw->nworkers = cfg->threads ? cfg->threads : 1;
+    unsigned char id[16];
+    if (RAND_bytes(id, sizeof(id)) != 1) {
+        /* Only the claims on Redis use it: distinct per process is enough. */
+        uint64_t t = (uint64_t)ag_now_us() ^ ((uint64_t)getpid() << 40);
+        memcpy(id, &t, sizeof(t));
+        memcpy(id + 8, &t, sizeof(t));
+    }
+    ag_hex_encode(id, sizeof(id), gw->instance_id);
     gw_gen_t *gen = NULL;
     int rc = ag_rates_new(&gw->rates);
     if (rc == 0)
@@ -142,6 +154,11 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
         /* Shared by every instance; Redis's TTLs expire the entries. */
         if (asprintf(&gw->cache_redis, "aigate:cache:%s:", cfg->cache_binding) < 0) {
             gw->cache_redis = NULL;
+            rc = -ENOMEM;
+            goto fail;
+        }
+        if (asprintf(&gw->flight_redis, "aigate:flight:%s:", cfg->cache_binding) < 0) {
+            gw->flight_redis = NULL;
             rc = -ENOMEM;
             goto fail;
         }
@@ -246,6 +263,7 @@ void ag_gateway_free(ag_gateway_t *gw)
         return;
     ag_kv_close(gw->cache);
     free(gw->cache_redis);
+    free(gw->flight_redis);
     /* Every accepted entry reaches the bucket before we exit: close flushes. */
     ag_usage_log_close(gw->usage_log);
     ag_usage_log_free(gw->usage_log);

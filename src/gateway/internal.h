@@ -68,6 +68,8 @@ struct ag_gateway {
     unsigned nworkers;
     ag_kv_t *cache;    /* the local cache store; NULL: none (off, or on Redis) */
     char *cache_redis; /* the cache on Redis: its key prefix ("aigate:cache:BINDING:"); NULL: not */
+    char *flight_redis;   /* with it, the claims on fetching an entry: "aigate:flight:BINDING:" */
+    char instance_id[33]; /* random, per process: whose claim a flight key holds */
     ag_objstore_t *log_bucket;
     ag_usage_log_t *usage_log;
     ag_obs_t *obs;

@@ -230,6 +230,45 @@ test('a response cached by one instance is a hit on the other, with a Redis TTL'
     }
 });
 
+test('identical requests in flight on two instances make one upstream call; a failed one lets the next claim it', async () => {
+    const extra = 'cache_ttl = 120\nupstream_retries = 0';
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    try {
+        // Slow answers: every request is in flight before the first is answered.
+        up.setKnobs({ latencyMs: 500 });
+        const before = up.stats().requests;
+        let rs;
+        try {
+            const body = { prompt: `coalesced across instances ${Math.random()}` };
+            rs = await Promise.all(Array.from({ length: 10 }, (_, i) => generate(i % 2 ? a : b, body)));
+        } finally {
+            up.resetKnobs();
+        }
+        assert.deepEqual(rs.map((r) => r.status), Array(10).fill(200));
+        assert.equal(new Set(rs.map((r) => r.json.output)).size, 1);
+        assert.equal(up.stats().requests - before, 1, 'one upstream call for the ten, across both instances');
+        // The claim is gone once the answer is stored.
+        assert.equal(await redisCommand(redis.port, 'KEYS aigate:flight:*'), '*0');
+
+        // The claimant's call fails (a 500, not cached): the waiters on the other
+        // instance then claim it in turn, and one call answers them all.
+        up.setKnobs({ latencyMs: 400, script: [500, 200, 200, 200] });
+        const body = { prompt: `a failing claimant ${Math.random()}` };
+        const calls = up.stats().requests;
+        const first = generate(a, body);
+        await until(() => up.stats().requests > calls, 5000, 'the claimant at the upstream');
+        const others = await Promise.all([1, 2, 3].map(() => generate(b, body)));
+        assert.equal((await first).status, 502);
+        assert.deepEqual(others.map((r) => r.status), [200, 200, 200]);
+        assert.equal(up.stats().requests - calls, 2, 'the failed call and one more');
+    } finally {
+        up.resetKnobs();
+        await a.stop();
+        await b.stop();
+    }
+});
+
 test('a daily budget shared by two instances on Redis never overshoots, and settles to the real cost', async () => {
     const MODEL = 'claude-haiku-4-5';
     const N = 4;
