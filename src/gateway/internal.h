@@ -33,6 +33,9 @@
 /* "gen:v1:" or "msg:v1:" then the SHA-256 in hex. */
 #define GW_KV_KEY_LEN (7 + 2 * SHA256_DIGEST_LENGTH + 1)
 
+/* On Redis: a model's spent upstream window, its reset (wall ms) as the value. */
+#define GW_REDIS_SPENT_PREFIX "aigate:upstream:spent:"
+
 typedef struct gw_worker gw_worker_t;
 typedef struct gw_gen gw_gen_t;
 typedef struct gw_gen_ref gw_gen_ref_t;

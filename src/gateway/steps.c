@@ -10,6 +10,7 @@
 #include "gateway/steps.h"
 #include "http/addr.h"
 #include "store/redis_gcra.h"
+#include "upstream/rates.h"
 #include "util/fmt.h"
 #include "util/log.h"
 
@@ -83,8 +84,9 @@ typedef struct limit_wait {
     const gw_route_t *route;
     gw_limit_next_fn next;
     void *ctx;
-    ag_redis_cmd_t *cmd;    /* the GCRA check; NULL once answered */
-    ag_redis_cmd_t *revcmd; /* the revocation mark; NULL once answered or not asked */
+    ag_redis_cmd_t *cmd;      /* the GCRA check; NULL once answered */
+    ag_redis_cmd_t *revcmd;   /* the revocation mark; NULL once answered or not asked */
+    ag_redis_cmd_t *spentcmd; /* the model's shared upstream window; likewise */
     bool revoked;
     int failed; /* the first failure's code, or 0 */
 } limit_wait_t;
@@ -96,6 +98,26 @@ static void limit_wait_cancel(void *p)
     lw->cmd = NULL;
     ag_redis_cancel(lw->revcmd);
     lw->revcmd = NULL;
+    ag_redis_cancel(lw->spentcmd);
+    lw->spentcmd = NULL;
+}
+
+/* Another instance's answer spent the model's window: this one holds its
+ * requests for the reset too (call.c queues them) instead of sending them to
+ * fail. Only a hint: a failure here changes nothing. */
+static void on_redis_spent(void *ctx, int rc, const ag_resp_t *reply)
+{
+    limit_wait_t *lw = ctx;
+    lw->spentcmd = NULL;
+    if (rc < 0 || reply->type != AG_RESP_BULK || reply->len == 0 || reply->len > 18)
+        return;
+    int64_t until = 0;
+    for (size_t i = 0; i < reply->len; i++) {
+        if (reply->str[i] < '0' || reply->str[i] > '9')
+            return;
+        until = until * 10 + (reply->str[i] - '0');
+    }
+    ag_rates_spend(ag_rates_model(lw->w->gw->rates, lw->req->ai.model), until, ag_now_us() / 1000);
 }
 
 static void on_redis_revoked(void *ctx, int rc, const ag_resp_t *reply)
@@ -181,12 +203,19 @@ void gw_step_limit(ag_req_t *req, gw_worker_t *w, const gw_route_t *route, gw_li
                                                        req->ai.key_name)};
         rc = ag_redis_command(w->redis, 2, argv, NULL, on_redis_revoked, lw, &lw->revcmd);
     }
+    if (rc == 0 && req->ai.model) {
+        const char *argv[] = {
+            "GET", ag_pool_printf(&req->pool, "%s%s", GW_REDIS_SPENT_PREFIX, req->ai.model)};
+        rc = ag_redis_command(w->redis, 2, argv, NULL, on_redis_spent, lw, &lw->spentcmd);
+    }
     if (rc == 0)
         rc = ag_redis_gcra_check(w->redis, key, strlen(key), nl->limit, nl->period_s,
                                  on_redis_limit, lw, &lw->cmd);
     if (rc < 0) {
         ag_redis_cancel(lw->revcmd);
         lw->revcmd = NULL;
+        ag_redis_cancel(lw->spentcmd);
+        lw->spentcmd = NULL;
         lw->cmd = NULL;
         limit_redis_failed(lw, rc);
     }

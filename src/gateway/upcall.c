@@ -5,10 +5,13 @@
  */
 #include "util/platform.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "gateway/access.h"
 #include "gateway/generation.h"
+#include "gateway/steps.h"
 #include "gateway/routes.h"
 #include "gateway/upcall.h"
 #include "util/fmt.h"
@@ -29,6 +32,42 @@ void gw_call_info_from(gw_call_info_t *out, const ag_call_summary_t *s)
     out->retry_after_s = s->retry_after_s;
 }
 
+/* A window spent here is spent for every instance: its reset goes to Redis
+ * (the later one wins), where each limit check reads it (steps.c). */
+static const char spent_lua[] =
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1]) end\n"
+    "return 0\n";
+static ag_redis_script_t spent_script;
+static pthread_once_t spent_once = PTHREAD_ONCE_INIT;
+
+static void spent_init(void)
+{
+    ag_redis_script_init(&spent_script, spent_lua);
+}
+
+static void on_spent_stored(void *ctx, int rc, const ag_resp_t *reply)
+{
+    AG_UNUSED(reply);
+    if (rc < 0 && rc != AG_REDIS_ECLOSED)
+        gw_redis_warn(ctx, "share the upstream's rate window", rc, "other instances find out");
+}
+
+static void share_spent(void *ctx, const char *model, int64_t until_ms)
+{
+    gw_worker_t *w = ctx;
+    if (!w->redis)
+        return;
+    pthread_once(&spent_once, spent_init);
+    char key[200], at[24];
+    snprintf(key, sizeof(key), "%s%s", GW_REDIS_SPENT_PREFIX, model);
+    snprintf(at, sizeof(at), "%lld", (long long)until_ms);
+    const char *argv[] = {key, at};
+    if (ag_redis_eval(w->redis, &spent_script, 1, 2, argv, NULL, on_spent_stored, w, NULL) < 0)
+        gw_redis_warn(w, "share the upstream's rate window", AG_REDIS_EDOWN,
+                      "other instances find out");
+}
+
 int gw_call_start(gw_worker_t *w, const gw_route_t *route, const char *model,
                   const ag_upstream_request_t *req, ag_call_done_cb done, void *ctx,
                   ag_call_t **out)
@@ -45,6 +84,8 @@ int gw_call_start(gw_worker_t *w, const gw_route_t *route, const char *model,
         .model = model,
         .done = done,
         .ctx = ctx,
+        .on_spent = w->redis ? share_spent : NULL,
+        .spent_ctx = w,
     };
     o.fallbacks = gw_gen_fallbacks(gen, model, &o.nfallbacks);
     return ag_call_start(&o, out);

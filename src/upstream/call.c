@@ -198,8 +198,11 @@ static void attempt_done(void *ctx, const ag_upstream_response_t *resp)
 {
     ag_call_t *c = ctx;
     c->xfer = NULL;
-    ag_rates_observe(c->rate, resp->status, resp->headers, wall_ms(), c->took_permit);
+    int64_t spent =
+        ag_rates_observe(c->rate, resp->status, resp->headers, wall_ms(), c->took_permit);
     c->took_permit = false;
+    if (spent && c->o.on_spent)
+        c->o.on_spent(c->o.spent_ctx, ag_rates_model_name(c->rate), spent);
     if (c->started) {
         call_end(c, resp); /* a stream that reached the client is never made again */
         return;

@@ -61,6 +61,10 @@ typedef struct ag_call_opts {
     size_t nfallbacks;
     ag_call_done_cb done;
     void *ctx;
+    /* An answer spent the model's window until until_ms (wall clock): for
+     * whoever shares the view (other instances); may be NULL. */
+    void (*on_spent)(void *spent_ctx, const char *model, int64_t until_ms);
+    void *spent_ctx;
 } ag_call_opts_t;
 
 /** Starts the call. `done` runs exactly once, on the loop, unless the call is

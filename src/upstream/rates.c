@@ -171,11 +171,33 @@ static void read_headers(ag_str_t headers, rate_headers_t *h)
     }
 }
 
-void ag_rates_observe(ag_rate_model_t *m, int status, ag_str_t headers, int64_t now_ms,
-                      bool took_permit)
+/* Spent until `until`, then `permits_after` attempts; a later reset wins.
+ * @return whether the view changed. */
+static bool spend(ag_rate_model_t *m, int64_t until_ms, int64_t permits_after)
+{
+    bool changed = false;
+    pthread_mutex_lock(&m->lock);
+    int64_t until = atomic_load(&m->until_ms);
+    if (until == 0 || until_ms > until) {
+        atomic_store(&m->permits, permits_after);
+        atomic_store(&m->until_ms, until_ms);
+        changed = true;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return changed;
+}
+
+void ag_rates_spend(ag_rate_model_t *m, int64_t until_ms, int64_t now_ms)
+{
+    if (m && until_ms > now_ms && until_ms > atomic_load(&m->until_ms))
+        spend(m, until_ms, 1);
+}
+
+int64_t ag_rates_observe(ag_rate_model_t *m, int status, ag_str_t headers, int64_t now_ms,
+                         bool took_permit)
 {
     if (!m)
-        return;
+        return 0;
     if (took_permit)
         atomic_fetch_sub(&m->outstanding, 1);
     rate_headers_t h;
@@ -199,19 +221,11 @@ void ag_rates_observe(ag_rate_model_t *m, int status, ag_str_t headers, int64_t 
             permits_after = 1;
         }
     }
-    if (spent_until > now_ms) {
-        pthread_mutex_lock(&m->lock);
-        int64_t until = atomic_load(&m->until_ms);
-        if (until == 0 || spent_until > until) {
-            atomic_store(&m->permits, permits_after);
-            atomic_store(&m->until_ms, spent_until);
-        }
-        pthread_mutex_unlock(&m->lock);
-        return;
-    }
+    if (spent_until > now_ms)
+        return spend(m, spent_until, permits_after) ? spent_until : 0;
     int64_t until = atomic_load_explicit(&m->until_ms, memory_order_acquire);
     if (until == 0 || now_ms < until)
-        return; /* open (the common case), or an answer from before the reset */
+        return 0; /* open (the common case), or an answer from before the reset */
     pthread_mutex_lock(&m->lock);
     long waiting = atomic_load(&m->queued);
     int64_t out = atomic_load(&m->outstanding);
@@ -224,6 +238,7 @@ void ag_rates_observe(ag_rate_model_t *m, int status, ag_str_t headers, int64_t 
         atomic_store(&m->permits, p > 0 ? p : 0);
     }
     pthread_mutex_unlock(&m->lock);
+    return 0;
 }
 
 void ag_rates_abandon(ag_rate_model_t *m, bool took_permit)

@@ -32,9 +32,16 @@ ag_rate_model_t *ag_rates_model(ag_rates_t *rates, const char *model);
  *  abandon). false: wait; *until_ms is the reset (0: until an answer says). */
 bool ag_rates_admit(ag_rate_model_t *m, int64_t now_ms, bool *took_permit, int64_t *until_ms);
 
-/** An attempt's answer: its status and headers update the view. */
-void ag_rates_observe(ag_rate_model_t *m, int status, ag_str_t headers, int64_t now_ms,
-                      bool took_permit);
+/** An attempt's answer: its status and headers update the view.
+ *  @return the reset the model now waits for when this answer spent its
+ *  window (newly, or until later than before), else 0. */
+int64_t ag_rates_observe(ag_rate_model_t *m, int status, ag_str_t headers, int64_t now_ms,
+                         bool took_permit);
+
+/** What another instance saw: the model's window is spent until until_ms. It
+ *  is held here too (the later reset wins), then one probe goes, whose answer
+ *  says more. Past resets are ignored. */
+void ag_rates_spend(ag_rate_model_t *m, int64_t until_ms, int64_t now_ms);
 
 /** An attempt that got no answer (cancelled, failed to connect). */
 void ag_rates_abandon(ag_rate_model_t *m, bool took_permit);

@@ -269,6 +269,27 @@ test('identical requests in flight on two instances make one upstream call; a fa
     }
 });
 
+test("an upstream window spent on one instance holds the other's requests for its reset too", async () => {
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, '', 100000), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, '', 100000), threads: 2 });
+    try {
+        // The fake's window: 5 requests per 1.5 s, counted down in anthropic-ratelimit-*.
+        up.setKnobs({ rateWindow: { limit: 5, windowMs: 1500 } });
+        up.resetStats();
+        for (let i = 0; i < 5; i++) assert.equal((await generate(a, prompt(`spend ${i}`))).status, 200);
+        // a's fifth answer said "0 remaining": the reset is on Redis now.
+        await until(async () => /^\$\d+/.test(await redisCommand(redis.port, 'GET aigate:upstream:spent:claude-haiku-4-5')), 2000, 'the spent window on Redis');
+        // b never saw those headers; its requests wait for the reset all the same.
+        const res = await Promise.all(Array.from({ length: 8 }, (_, i) => generate(b, prompt(`after ${i}`))));
+        for (const r of res) assert.equal(r.status, 200, r.body);
+        assert.equal(up.stats().spentHits, 0, 'no request of b reached the spent window');
+    } finally {
+        up.resetKnobs();
+        await a.stop();
+        await b.stop();
+    }
+});
+
 test('a daily budget shared by two instances on Redis never overshoots, and settles to the real cost', async () => {
     const MODEL = 'claude-haiku-4-5';
     const N = 4;
