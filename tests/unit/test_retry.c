@@ -164,11 +164,12 @@ TEST(rates_open_spent_refilling_open)
     int64_t now = INT64_C(1796184600000), until;
     bool took;
     /* Open: answers with room change nothing, and everything goes. */
-    ag_rates_observe(m, 200, rate_headers(3, 5, now + 1000), now, false);
+    ASSERT_EQ(ag_rates_observe(m, 200, rate_headers(3, 5, now + 1000), now, false), 0);
     ASSERT(ag_rates_admit(m, now, &took, &until));
     ASSERT(!took);
-    /* Spent: nothing goes until the reset. */
-    ag_rates_observe(m, 200, rate_headers(0, 5, now + 1000), now, false);
+    /* Spent: nothing goes until the reset (which is returned, once). */
+    ASSERT_EQ(ag_rates_observe(m, 200, rate_headers(0, 5, now + 1000), now, false), now + 1000);
+    ASSERT_EQ(ag_rates_observe(m, 200, rate_headers(0, 5, now + 1000), now, false), 0);
     ASSERT(!ag_rates_admit(m, now + 999, &took, &until));
     ASSERT_EQ(until, now + 1000);
     /* Refilling: exactly the window's 5, then an answer's count. */
@@ -200,6 +201,17 @@ TEST(rates_open_spent_refilling_open)
     ag_rate_model_t *m2 = ag_rates_model(rates, "other");
     ag_rates_observe(m2, 429, ag_str_c(""), now, false);
     ASSERT(ag_rates_admit(m2, now, &took, &until));
+    /* Another instance's reset: held until then (a past one is ignored, an
+     * earlier one does not shorten it), then one probe. */
+    ag_rates_spend(m2, now - 1, now);
+    ASSERT(ag_rates_admit(m2, now, &took, &until));
+    ag_rates_spend(m2, now + 700, now);
+    ag_rates_spend(m2, now + 300, now);
+    ASSERT(!ag_rates_admit(m2, now + 699, &took, &until));
+    ASSERT_EQ(until, now + 700);
+    ASSERT(ag_rates_admit(m2, now + 700, &took, &until));
+    ASSERT(took);
+    ASSERT(!ag_rates_admit(m2, now + 700, &took, &until));
     ag_rates_free(rates);
 }
 
