@@ -171,7 +171,7 @@ typedef struct lookup {
     ag_redis_cmd_t *rcmd; /* pending GET (or claim) on Redis, or NULL */
     /* Coalescing across instances: the flight key, this request's claim on
      * it, the wait while another instance fetches, and its end. */
-    char *flight_key;
+    char *cache_key, *flight_key; /* on Redis */
     bool claimed;
     uv_timer_t *poll; /* malloc'd: it outlives the pool until closed */
     uint64_t wait_until;
@@ -361,10 +361,9 @@ static void on_claim(void *ctx, int rc, const ag_resp_t *reply)
 
 static void claim_send(lookup_t *l)
 {
-    char *rkey = ag_pool_printf(&l->req->pool, "%s%s", l->w->gw->cache_redis, l->key);
     char ttl[24];
     snprintf(ttl, sizeof(ttl), "%u", (unsigned)l->route->gen->retry.deadline_ms + 1000u);
-    const char *argv[] = {rkey, l->flight_key, l->w->gw->instance_id, ttl};
+    const char *argv[] = {l->cache_key, l->flight_key, l->w->gw->instance_id, ttl};
     int rc = ag_redis_eval(l->w->redis, &claim_script, 2, 4, argv, NULL, on_claim, l, &l->rcmd);
     if (rc < 0) {
         l->rcmd = NULL;
@@ -377,6 +376,8 @@ static void cache_lookup_redis(lookup_t *l, gw_cache_miss_fn miss, void *ctx)
 {
     if (l->w->gw->flight_redis) {
         pthread_once(&scripts_once, scripts_init);
+        /* Made once: a wait asks again every POLL_MS, from the same pool. */
+        l->cache_key = ag_pool_printf(&l->req->pool, "%s%s", l->w->gw->cache_redis, l->key);
         l->flight_key = ag_pool_printf(&l->req->pool, "%s%s", l->w->gw->flight_redis, l->key);
         l->wait_until = uv_now(l->w->loop) + l->route->gen->retry.deadline_ms;
         claim_send(l);
