@@ -280,7 +280,8 @@ static void on_redis_cache_value(void *ctx, int rc, const ag_resp_t *reply)
  * same round trip: {1, value} a hit; {2, 1} claimed now, {2, 0} this instance's
  * already (its local flight coalesces), {3} another instance fetches: wait for
  * the entry, asking again every POLL_MS, until it comes, the claim goes (that
- * fetch failed or was not cacheable: claim it then) or the deadline passes. */
+ * fetch failed or was not cacheable, or its instance died: claim it then) or
+ * the deadline passes. */
 static const char claim_lua[] =
     "local v = redis.call('GET', KEYS[1])\n"
     "if v then return {1, v} end\n"
@@ -290,15 +291,24 @@ static const char claim_lua[] =
 static const char release_lua[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end\n"
     "return 0\n";
-static ag_redis_script_t claim_script, release_script;
+static const char renew_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then return "
+                                "redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
+                                "return 0\n";
+static ag_redis_script_t claim_script, release_script, renew_script;
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
 #define POLL_MS 25
+/* A claim lives CLAIM_TTL_MS and its request renews it every CLAIM_RENEW_MS:
+ * an instance that dies holding one keeps the others waiting seconds, not
+ * the upstream deadline. */
+#define CLAIM_TTL_MS 5000
+#define CLAIM_RENEW_MS 2000
 
 static void scripts_init(void)
 {
     ag_redis_script_init(&claim_script, claim_lua);
     ag_redis_script_init(&release_script, release_lua);
+    ag_redis_script_init(&renew_script, renew_lua);
 }
 
 static void on_released(void *ctx, int rc, const ag_resp_t *reply)
@@ -327,6 +337,36 @@ static void on_poll(uv_timer_t *t)
     claim_send(t->data);
 }
 
+static void on_renewed(void *ctx, int rc, const ag_resp_t *reply)
+{
+    AG_UNUSED(reply);
+    if (rc < 0 && rc != AG_REDIS_ECLOSED)
+        gw_redis_warn(ctx, "renew a claim on a cached answer", rc,
+                      "other instances may fetch it too");
+}
+
+/* The claimant's heartbeat, for as long as its request lives. */
+static void on_renew(uv_timer_t *t)
+{
+    lookup_t *l = t->data;
+    if (!l->claimed || !l->w->redis)
+        return;
+    char ttl[16];
+    snprintf(ttl, sizeof(ttl), "%d", CLAIM_TTL_MS);
+    const char *argv[] = {l->flight_key, l->w->gw->instance_id, ttl};
+    (void)ag_redis_eval(l->w->redis, &renew_script, 1, 3, argv, NULL, on_renewed, l->w, NULL);
+}
+
+/* The lookup's timer: the wait's polls, then the claim's renewals. */
+static uv_timer_t *lookup_timer(lookup_t *l)
+{
+    if (!l->poll && (l->poll = malloc(sizeof(*l->poll))) != NULL) {
+        uv_timer_init(l->w->loop, l->poll);
+        l->poll->data = l;
+    }
+    return l->poll;
+}
+
 static void on_claim(void *ctx, int rc, const ag_resp_t *reply)
 {
     lookup_t *l = ctx;
@@ -339,18 +379,14 @@ static void on_claim(void *ctx, int rc, const ag_resp_t *reply)
         on_redis_cache_value(l, 0, &reply->elems[1]);
         return;
     }
-    if (verdict == 3 && uv_now(l->w->loop) < l->wait_until) {
-        if (!l->poll && (l->poll = malloc(sizeof(*l->poll))) != NULL) {
-            uv_timer_init(l->w->loop, l->poll);
-            l->poll->data = l;
-        }
-        if (l->poll) {
-            uv_timer_start(l->poll, on_poll, POLL_MS, 0);
-            return;
-        }
+    if (verdict == 3 && uv_now(l->w->loop) < l->wait_until && lookup_timer(l)) {
+        uv_timer_start(l->poll, on_poll, POLL_MS, 0);
+        return;
     }
     if (verdict == 2 && reply->len == 2 && reply->elems[1].type == AG_RESP_INTEGER)
         l->claimed = reply->elems[1].integer == 1;
+    if (l->claimed && lookup_timer(l))
+        uv_timer_start(l->poll, on_renew, CLAIM_RENEW_MS, CLAIM_RENEW_MS);
     else if (verdict == 0)
         gw_redis_warn(l->w, "look up the cache", rc < 0 ? rc : AG_REDIS_EREPLY,
                       "requests go upstream");
@@ -361,8 +397,8 @@ static void on_claim(void *ctx, int rc, const ag_resp_t *reply)
 
 static void claim_send(lookup_t *l)
 {
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%u", (unsigned)l->route->gen->retry.deadline_ms + 1000u);
+    char ttl[16];
+    snprintf(ttl, sizeof(ttl), "%d", CLAIM_TTL_MS);
     const char *argv[] = {l->cache_key, l->flight_key, l->w->gw->instance_id, ttl};
     int rc = ag_redis_eval(l->w->redis, &claim_script, 2, 4, argv, NULL, on_claim, l, &l->rcmd);
     if (rc < 0) {

@@ -269,6 +269,34 @@ test('identical requests in flight on two instances make one upstream call; a fa
     }
 });
 
+test('a claimant instance that dies holds the others for seconds, not the upstream deadline', async () => {
+    const extra = 'cache_ttl = 120\nupstream_retries = 0';
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 1 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 1 });
+    try {
+        up.setKnobs({ latencyMs: 30000 });
+        const body = { prompt: `a claimant that dies ${Math.random()}` };
+        const calls = up.stats().requests;
+        generate(a, body).catch(() => {}); // its answer never comes: a is killed
+        await until(() => up.stats().requests > calls, 5000, 'the claimant at the upstream');
+        const t0 = Date.now();
+        const waiting = generate(b, body);
+        // Whether b asked before or after a dies, it finds a's claim and waits.
+        assert.match(await redisCommand(redis.port, 'KEYS aigate:flight:*'), /^\*1/, 'a holds the claim');
+        a.proc.kill('SIGKILL');
+        up.setKnobs({ latencyMs: 0 });
+        const r = await waiting;
+        assert.equal(r.status, 200, r.body);
+        const took = Date.now() - t0;
+        assert.ok(took < 12000, `b answered ${took} ms after it asked (claims live 5 s, renewed every 2 s)`);
+        assert.equal(up.stats().requests - calls, 2, 'the dead claimant\'s call and b\'s own');
+    } finally {
+        up.resetKnobs();
+        if (!a.exited) a.proc.kill('SIGKILL');
+        await b.stop();
+    }
+});
+
 test("an upstream window spent on one instance holds the other's requests for its reset too", async () => {
     const a = await startGateway({ upstream: up.url, config: config(redis.port, '', 100000), threads: 2 });
     const b = await startGateway({ upstream: up.url, config: config(redis.port, '', 100000), threads: 2 });
