@@ -4,17 +4,53 @@
  * (src/store/keys.c): the Authorization / x-api-key extraction and the key
  * shape check. The input is split at its first NUL into the two headers; a
  * key found must lie inside them, and a well-formed one must round-trip the
- * base62 alphabet.
+ * base62 alphabet. The whole input is also a record as Redis may hand it to
+ * ag_keys_import() (keys shared between instances): refused, or stored and
+ * exported back byte for byte.
  */
 #include "util/platform.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store/keys.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* One store for the whole run, in a directory of its own, gone at exit. */
+static ag_keys_t *ks;
+static char dir[] = "/tmp/aigate-fuzz-keys-XXXXXX";
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void store_gone(void)
+{
+    ag_keys_close(ks);
+    nftw(dir, remove_one, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static ag_keys_t *store(void)
+{
+    static bool tried;
+    if (!tried) {
+        tried = true;
+        if (mkdtemp(dir) && ag_keys_open(dir, &ks) == 0)
+            atexit(store_gone);
+        else
+            ks = NULL;
+    }
+    return ks;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -48,6 +84,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rec.models[size] = '\0';
         if (ag_keys_models_valid(rec.models))
             (void)ag_keys_model_allowed(&rec, "m", 1);
+    }
+    ag_keys_t *st = store();
+    if (st) {
+        int rc = ag_keys_import(st, "fz", data, size);
+        AG_ASSERT(rc == 0 || rc == 1 || rc < 0);
+        unsigned char back[AG_KEYS_EXPORT_MAX];
+        if (rc == 1) {
+            int n = ag_keys_export(st, "fz", back);
+            AG_ASSERT(n == (int)size && memcmp(back, data, size) == 0);
+        }
     }
     return 0;
 }

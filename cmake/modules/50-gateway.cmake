@@ -6,6 +6,7 @@ ag_layer(DIR gateway
           src/gateway/relay.c src/gateway/flight.c src/gateway/cache.c src/gateway/steps.c
           src/gateway/answer.c src/gateway/client_ip.c src/gateway/upcall.c
           src/gateway/message.c src/gateway/access.c src/gateway/route_openai.c
+          src/gateway/keys_sync.c
   USES util config limit store obs cron upstream http
   LINK PkgConfig::CRYPTO PkgConfig::JANSSON PkgConfig::UV Threads::Threads m)
 

@@ -18,6 +18,7 @@
 #include "store/keys.h"
 #include "store/redis.h"
 #include "util/buf.h"
+#include "util/hex.h"
 #include "util/errors.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -238,6 +239,31 @@ static int print_new_key(const ag__cli_t *c, const ag_key_record_t *rec, const c
 
 /* ---- the subcommands ---------------------------------------------------------------- */
 
+/* With [aigate.redis], the record goes there too (as stored, hex: the key's
+ * hash, never the key), and every instance imports it within a second
+ * (gateway/keys_sync.c). @return 0, or 1 having said why. */
+static int publish_record(const ag__cli_t *c, ag_keys_t *ks, const char *name, const char *did)
+{
+    if (!c->redis_url)
+        return 0;
+    unsigned char rec[AG_KEYS_EXPORT_MAX];
+    char hex[2 * AG_KEYS_EXPORT_MAX + 1], why[256];
+    int n = ag_keys_export(ks, name, rec);
+    if (n < 0)
+        return ag__cli_fail("key %s is %s here, but cannot be read back for Redis: %s", name, did,
+                            ag_strerror(n));
+    ag_hex_encode(rec, (size_t)n, hex);
+    static const char script[] = "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+                                 "return redis.call('INCR', KEYS[2])";
+    const char *argv[] = {"EVAL", script, "2", AG_REDIS_KEYS_RECORDS, AG_REDIS_KEYS_VERSION,
+                          name,   hex};
+    if (ag__cli_redis(c, 7, argv, why, sizeof(why)) < 0)
+        return ag__cli_fail("key %s is %s here, but not on Redis (%s): other instances do not "
+                            "know it yet; run the command again",
+                            name, did, why);
+    return 0;
+}
+
 static int keys_create(int argc, char **argv)
 {
     ag__cli_opt_t opts[] = {
@@ -292,13 +318,16 @@ static int keys_create(int argc, char **argv)
     char key[AG_KEYS_KEY_LEN + 1];
     ag_key_record_t rec;
     int err = ag_keys_create(ks, name, &lim, models, expires, now, key, &rec);
-    ag_keys_close(ks);
     if (err == AG_EEXISTS)
         rc = ag__cli_fail("a key named %s exists already (rotate it for a new key)", name);
     else if (err < 0)
         rc = ag__cli_fail("cannot create key %s: %s", name, ag_strerror(err));
     else
         rc = print_new_key(&c, &rec, key, "Created");
+    /* Printed first: the key exists here whatever Redis says. */
+    if (err == 0 && publish_record(&c, ks, name, "created"))
+        rc = 1;
+    ag_keys_close(ks);
     OPENSSL_cleanse(key, sizeof(key));
 done:
     ag__cli_fini(&c);
@@ -389,8 +418,14 @@ static int keys_one(int argc, char **argv, const char *usage, bool revoke)
     ag_key_record_t rec;
     int64_t now = now_ms();
     int err = revoke ? ag_keys_revoke(ks, name, now, &rec) : ag_keys_get(ks, name, &rec);
+    /* The revoked record too: an instance importing it later refuses the key
+     * without the mark. */
+    if (err == 0 && revoke && publish_record(&c, ks, name, "revoked"))
+        err = 1;
     ag_keys_close(ks);
-    if (err == AG_ENOTFOUND) {
+    if (err == 1) {
+        rc = 1; /* said why */
+    } else if (err == AG_ENOTFOUND) {
         rc = ag__cli_fail("no key named %s", name);
     } else if (err < 0) {
         rc = ag__cli_fail("cannot %s key %s: %s", revoke ? "revoke" : "read", name,
@@ -457,7 +492,6 @@ static int keys_rotate(int argc, char **argv)
     char key[AG_KEYS_KEY_LEN + 1];
     ag_key_record_t rec;
     int err = ag_keys_rotate(ks, name, now_ms(), key, &rec);
-    ag_keys_close(ks);
     if (err == AG_ENOTFOUND)
         rc = ag__cli_fail("no key named %s", name);
     else if (err == AG_KEYS_EREVOKED)
@@ -466,6 +500,9 @@ static int keys_rotate(int argc, char **argv)
         rc = ag__cli_fail("cannot rotate key %s: %s", name, ag_strerror(err));
     else
         rc = print_new_key(&c, &rec, key, "Rotated");
+    if (err == 0 && publish_record(&c, ks, name, "rotated"))
+        rc = 1;
+    ag_keys_close(ks);
     OPENSSL_cleanse(key, sizeof(key));
     ag__cli_fini(&c);
     return rc;

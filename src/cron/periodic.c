@@ -16,15 +16,19 @@ struct ag_periodic {
     uv_work_t run;
     void (*work)(void *ctx);
     void *ctx;
-    bool running;      /* a run is on the thread pool */
-    bool stopping;     /* ag_periodic_stop() was called */
-    bool timer_closed; /* the timer handle's close completed */
+    bool running;            /* a run is on the thread pool */
+    bool stopping;           /* ag_periodic_stop() was called */
+    bool timer_closed;       /* the timer handle's close completed */
+    void (*then)(void *ctx); /* ag_periodic_stop_then(): called as the memory goes */
 };
 
 static void maybe_free(ag_periodic_t *p)
 {
-    if (p->stopping && p->timer_closed && !p->running)
+    if (p->stopping && p->timer_closed && !p->running) {
+        if (p->then)
+            p->then(p->ctx);
         free(p);
+    }
 }
 
 static void run_work(uv_work_t *w)
@@ -92,4 +96,12 @@ void ag_periodic_stop(ag_periodic_t *p)
         return;
     p->stopping = true;
     uv_close((uv_handle_t *)&p->timer, on_timer_closed);
+}
+
+void ag_periodic_stop_then(ag_periodic_t *p, void (*then)(void *ctx))
+{
+    if (!p || p->stopping)
+        return;
+    p->then = then;
+    ag_periodic_stop(p);
 }

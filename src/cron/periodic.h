@@ -26,4 +26,8 @@ int ag_periodic_run_now(ag_periodic_t *p);
  *  NULL is a no-op. */
 void ag_periodic_stop(ag_periodic_t *p);
 
+/** As ag_periodic_stop(), then then(ctx) once no run can touch ctx any more
+ *  (for a ctx that the job owns). */
+void ag_periodic_stop_then(ag_periodic_t *p, void (*then)(void *ctx));
+
 #endif

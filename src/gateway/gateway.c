@@ -18,6 +18,7 @@
 #include "gateway/flight.h"
 #include "gateway/upcall.h"
 #include "gateway/generation.h"
+#include "gateway/keys_sync.h"
 #include "gateway/router.h"
 #include "store/secrets.h"
 #include "store/secrets_resolve.h"
@@ -402,6 +403,9 @@ static int worker_init(ag_worker_t *sw, void *server_ctx, void **worker_ctx)
     rc = ag_obs_worker_start(gw->obs, w->index, w->loop);
     if (rc == 0 && w->index == 0 && gw->cache)
         rc = ag_periodic_start(w->loop, SWEEP_INTERVAL_MS, gw_cache_sweep, gw, &w->sweep);
+    if (rc == 0 && w->index == 0 && gw->redis_url)
+        rc =
+            gw_keys_sync_start(w->loop, gw->keys, gw->redis_url, gw->redis_password, &w->keys_sync);
     if (rc < 0) {
         ag_log_error("worker %u: cannot start: %s", w->index, ag_strerror(rc));
         worker_fini(sw, w);
@@ -423,6 +427,8 @@ static void worker_fini(ag_worker_t *sw, void *worker_ctx)
     if (!w)
         return;
     ag_periodic_stop(w->sweep);
+    gw_keys_sync_stop(w->keys_sync);
+    w->keys_sync = NULL;
     worker_redis_close(w);
     /* Flights first: they cancel their own calls, which closing the client
      * would free under them (a drain cut short leaves some). */

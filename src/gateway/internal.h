@@ -97,14 +97,15 @@ struct gw_worker {
     unsigned index;
     uv_loop_t *loop;
     uv_async_t mail;
-    gw_gen_ref_t *gen;       /* this worker's hold on the current generation */
-    gw_gen_ref_t *old_gens;  /* holds on superseded ones that requests still use */
-    gw_fetch_t *fetches;     /* upstream calls this worker leads for a flight */
-    ag_periodic_t *sweep;    /* worker 0: reclaims expired cache entries */
-    ag_keys_reader_t *keys;  /* this thread's key-store reader */
-    ag_redis_t *redis;       /* [aigate.redis]: this loop's client; NULL without */
-    char redis_name[24];     /* its name in log lines */
-    int64_t redis_logged_us; /* when a Redis failure was last logged (once a second) */
+    gw_gen_ref_t *gen;              /* this worker's hold on the current generation */
+    gw_gen_ref_t *old_gens;         /* holds on superseded ones that requests still use */
+    gw_fetch_t *fetches;            /* upstream calls this worker leads for a flight */
+    ag_periodic_t *sweep;           /* worker 0: reclaims expired cache entries */
+    struct gw_keys_sync *keys_sync; /* worker 0 with Redis: imports the keys published there */
+    ag_keys_reader_t *keys;         /* this thread's key-store reader */
+    ag_redis_t *redis;              /* [aigate.redis]: this loop's client; NULL without */
+    char redis_name[24];            /* its name in log lines */
+    int64_t redis_logged_us;        /* when a Redis failure was last logged (once a second) */
 };
 
 /** A cache is open for the process: on this instance or on Redis. */

@@ -409,6 +409,74 @@ static int get_in(ag_keys_t *ks, MDB_txn *txn, const char *name, ag_key_record_t
     return rc;
 }
 
+int ag_keys_export(ag_keys_t *ks, const char *name, unsigned char out[AG_KEYS_EXPORT_MAX])
+{
+    if (!ag_keys_name_valid(name))
+        return AG_ENOTFOUND;
+    MDB_txn *txn;
+    int rc = ag__lmdb_err(mdb_txn_begin(ks->env, NULL, MDB_RDONLY, &txn));
+    if (rc < 0)
+        return rc;
+    MDB_val k = {strlen(name), (void *)name}, v;
+    rc = ag__lmdb_err(mdb_get(txn, ks->name_db, &k, &v));
+    ag_key_record_t r;
+    if (rc == 0)
+        rc = rec_decode(&k, &v, &r, NULL);
+    if (rc == 0) {
+        memcpy(out, v.mv_data, v.mv_size);
+        rc = (int)v.mv_size;
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int ag_keys_import(ag_keys_t *ks, const char *name, const unsigned char *rec, size_t len)
+{
+    if (!ag_keys_name_valid(name) || len > AG_KEYS_EXPORT_MAX)
+        return AG_KEYS_ECORRUPT;
+    MDB_val k = {strlen(name), (void *)name}, nv = {len, (void *)rec};
+    ag_key_record_t r;
+    const unsigned char *nh;
+    int rc = rec_decode(&k, &nv, &r, &nh);
+    if (rc < 0)
+        return rc;
+    MDB_txn *txn;
+    rc = ag__lmdb_err(mdb_txn_begin(ks->env, NULL, 0, &txn));
+    if (rc < 0)
+        return rc;
+    MDB_val ov;
+    rc = ag__lmdb_err(mdb_get(txn, ks->name_db, &k, &ov));
+    if (rc == 0 && ov.mv_size == len && memcmp(ov.mv_data, rec, len) == 0) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    ag_key_record_t old;
+    if (rc == 0 && rec_decode(&k, &ov, &old, NULL) == 0 && old.revoked_ms != 0 &&
+        r.revoked_ms == 0 && memcmp((unsigned char *)ov.mv_data + REC_HASH, nh, HASH_LEN) == 0) {
+        /* A revocation made here that Redis did not take: never undone by an
+         * older copy of the same key. */
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    if (rc == 0) {
+        /* The old key's hash goes with the record it named. */
+        MDB_val oh = {HASH_LEN, (unsigned char *)ov.mv_data + REC_HASH};
+        rc = ag__lmdb_err(mdb_del(txn, ks->hash_db, &oh, NULL));
+    }
+    if (rc == 0 || rc == AG_ENOTFOUND)
+        rc = ag__lmdb_err(mdb_put(txn, ks->name_db, &k, &nv, 0));
+    if (rc == 0) {
+        MDB_val hk = {HASH_LEN, (void *)nh};
+        rc = ag__lmdb_err(mdb_put(txn, ks->hash_db, &hk, &k, 0));
+    }
+    if (rc < 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = ag__lmdb_err(mdb_txn_commit(txn));
+    return rc < 0 ? rc : 1;
+}
+
 static bool usd_ok(double d)
 {
     return isfinite(d) && d >= 0;

@@ -130,6 +130,21 @@ int ag_keys_revoke(ag_keys_t *ks, const char *name, int64_t now_ms, ag_key_recor
 int ag_keys_rotate(ag_keys_t *ks, const char *name, int64_t now_ms,
                    char key_out[AG_KEYS_KEY_LEN + 1], ag_key_record_t *rec_out);
 
+/* ---- sharing through Redis: a record as its stored bytes -------------------------------- */
+
+/** The largest exported record. */
+#define AG_KEYS_EXPORT_MAX (96 + AG_KEYS_MODELS_MAX)
+
+/** `name`'s record as stored (its key's hash included, never the key), into
+ *  out[AG_KEYS_EXPORT_MAX]. @return its length, AG_ENOTFOUND, a store error. */
+int ag_keys_export(ag_keys_t *ks, const char *name, unsigned char out[AG_KEYS_EXPORT_MAX]);
+
+/** Stores an exported record under `name`, replacing the name's record and
+ *  its old key's hash (a rotation elsewhere). The same bytes, or an unrevoked
+ *  copy of a key revoked here: nothing to do.
+ *  @return 1 stored, 0 unchanged, AG_KEYS_ECORRUPT (not a record), an error. */
+int ag_keys_import(ag_keys_t *ks, const char *name, const unsigned char *rec, size_t len);
+
 /* internal, for tests and the fuzz target: base62 of 32 bytes, 43 digits + NUL. */
 void ag__keys_base62(const uint8_t bytes[32], char out[44]);
 

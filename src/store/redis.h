@@ -26,6 +26,10 @@ typedef struct ag_redis_cmd ag_redis_cmd_t;
 /* A client key's name after this is revoked on every instance (`aigate keys
  * revoke` sets it; the gateway checks it with each request's rate limit). */
 #define AG_REDIS_REVOKED_PREFIX "aigate:keys:revoked:"
+/* Client keys as `aigate keys` publishes them: name -> the record as stored
+ * (ag_keys_export(), hex), and a version bumped with each (gateway/keys_sync.c). */
+#define AG_REDIS_KEYS_RECORDS "aigate:keys:records"
+#define AG_REDIS_KEYS_VERSION "aigate:keys:version"
 
 /* The largest reply we take (a cached response is at most 25 MiB). */
 #define AG_REDIS_MAX_REPLY ((size_t)26 << 20)

@@ -440,20 +440,49 @@ test("a key's rpm is exact across two instances: its name is the count", async (
     const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
     const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
     try {
-        // The same key name on both (each instance its own key store): one count on Redis.
-        const make = (g) => {
-            const r = spawnSync(BIN, ['keys', 'create', 'shared', '--rpm', '3', '--json', '--config', path.join(g.cwd, 'aigate.toml')], { cwd: g.cwd, encoding: 'utf8' });
-            assert.equal(r.status, 0, r.stderr);
-            return JSON.parse(r.stdout).key;
-        };
-        const ka = make(a);
-        const kb = make(b);
-        const rs = await Promise.all(Array.from({ length: 10 }, (_, i) => generate(i % 2 ? a : b, prompt(`rpm ${i}`), { authorization: `Bearer ${i % 2 ? ka : kb}` })));
+        // One key, made through a, reaches b through Redis; its name is one count there.
+        const r = spawnSync(BIN, ['keys', 'create', 'shared', '--rpm', '3', '--json', '--config', path.join(a.cwd, 'aigate.toml')], { cwd: a.cwd, encoding: 'utf8' });
+        assert.equal(r.status, 0, r.stderr);
+        const key = JSON.parse(r.stdout).key;
+        await until(() => /keys on Redis: 1 record imported/.test(b.stderr), 5000, 'b to import the key');
+        const rs = await Promise.all(Array.from({ length: 10 }, (_, i) => generate(i % 2 ? a : b, prompt(`rpm ${i}`), { authorization: `Bearer ${key}` })));
         const ok = rs.filter((r) => r.status === 200);
         assert.equal(ok.length, 3, rs.map((r) => r.status).join(','));
         for (const r of rs.filter((x) => x.status !== 200)) {
             assert.equal(r.status, 429);
             assert.match(r.json.error, /Max 3 requests\/minute for this key/);
+        }
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+});
+
+test('a key made or rotated through one instance works on the other within seconds; the key never reaches Redis', async () => {
+    const extra = 'cache = false\nauth = "required"';
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });
+    const cli = (g, args) => spawnSync(BIN, ['keys', ...args, '--config', path.join(g.cwd, 'aigate.toml')], { cwd: g.cwd, encoding: 'utf8' });
+    const status = async (g, key) => (await generate(g, prompt(`k ${Date.now()}`), { authorization: `Bearer ${key}` })).status;
+    try {
+        const made = cli(a, ['create', 'roamer', '--json']);
+        assert.equal(made.status, 0, made.stderr);
+        const key = JSON.parse(made.stdout).key;
+        assert.equal(await status(a, key), 200);
+        await until(async () => (await status(b, key)) === 200, 5000, 'b to take the key made through a');
+        // b's own store has it now: its CLI lists it.
+        assert.match(cli(b, ['list']).stdout, /roamer/);
+        // Rotated through b: the new key works on a, the old one fails there.
+        const rot = cli(b, ['rotate', 'roamer', '--json']);
+        assert.equal(rot.status, 0, rot.stderr);
+        const key2 = JSON.parse(rot.stdout).key;
+        await until(async () => (await status(a, key2)) === 200, 5000, 'a to take the rotated key');
+        assert.equal(await status(a, key), 401);
+        assert.equal(await status(b, key), 401);
+        // What Redis holds: hashes and limits, never a key.
+        const dump = await redisCommand(redis.port, 'HGETALL aigate:keys:records', 2000);
+        for (const k of [key, key2]) {
+            assert.ok(!dump.includes(k) && !dump.includes(Buffer.from(k).toString('hex')), 'a key on Redis');
         }
     } finally {
         await a.stop();
@@ -468,7 +497,8 @@ test('a key revoked through one instance fails on the other within a second', as
     const cli = (g, args) => spawnSync(BIN, ['keys', ...args, '--config', path.join(g.cwd, 'aigate.toml')], { cwd: g.cwd, encoding: 'utf8' });
     try {
         const ka = JSON.parse(cli(a, ['create', 'leaver', '--json']).stdout).key;
-        const kb = JSON.parse(cli(b, ['create', 'leaver', '--json']).stdout).key;
+        const kb = ka; // one key: b imports it from Redis
+        await until(() => /keys on Redis: 1 record imported/.test(b.stderr), 5000, 'b to import the key');
         assert.equal((await generate(a, prompt('a'), { authorization: `Bearer ${ka}` })).status, 200);
         assert.equal((await generate(b, prompt('b'), { authorization: `Bearer ${kb}` })).status, 200);
         const r = cli(a, ['revoke', 'leaver']);

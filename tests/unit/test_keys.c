@@ -314,7 +314,53 @@ TEST(readers_on_threads)
     rm_rf(dir);
 }
 
+/* A record exported from one store and imported into another: the key works
+ * there; a rotation replaces the old key's hash; an older unrevoked copy does
+ * not undo a revocation; bytes that are no record are refused. */
+TEST(export_import_between_stores)
+{
+    char *da = make_tmpdir(), *db = make_tmpdir();
+    ag_keys_t *a, *b;
+    ASSERT_EQ(ag_keys_open(da, &a), 0);
+    ASSERT_EQ(ag_keys_open(db, &b), 0);
+    ag_keys_reader_t *rb;
+    ASSERT_EQ(ag_keys_reader_new(b, &rb), 0);
+    char key[AG_KEYS_KEY_LEN + 1], key2[AG_KEYS_KEY_LEN + 1];
+    ag_key_limits_t lim = {.rpm = 7};
+    ASSERT_EQ(ag_keys_create(a, "carol", &lim, "", 0, 1000, key, NULL), 0);
+    unsigned char rec[AG_KEYS_EXPORT_MAX], first[AG_KEYS_EXPORT_MAX];
+    int n = ag_keys_export(a, "carol", rec);
+    ASSERT(n > 0);
+    memcpy(first, rec, (size_t)n);
+    ASSERT(memmem(rec, (size_t)n, key + 3, AG_KEYS_KEY_LEN - 3) == NULL); /* a hash, not the key */
+    ASSERT_EQ(ag_keys_export(a, "nobody", rec), AG_ENOTFOUND);
+    ASSERT_EQ(ag_keys_import(b, "carol", first, (size_t)n), 1);
+    ASSERT_EQ(ag_keys_import(b, "carol", first, (size_t)n), 0); /* the same bytes */
+    ag_key_record_t got;
+    ASSERT_EQ(ag_keys_lookup(rb, key, strlen(key), 2000, &got), 0);
+    ASSERT_EQ(got.limits.rpm, 7);
+    /* Rotated in a: b takes the new key and drops the old one. */
+    ASSERT_EQ(ag_keys_rotate(a, "carol", 3000, key2, NULL), 0);
+    int n2 = ag_keys_export(a, "carol", rec);
+    ASSERT_EQ(ag_keys_import(b, "carol", rec, (size_t)n2), 1);
+    ASSERT_EQ(ag_keys_lookup(rb, key2, strlen(key2), 4000, &got), 0);
+    ASSERT(ag_keys_lookup(rb, key, strlen(key), 4000, &got) < 0);
+    /* Revoked in b; a copy from before the revocation changes nothing. */
+    ASSERT_EQ(ag_keys_revoke(b, "carol", 5000, NULL), 0);
+    ASSERT_EQ(ag_keys_import(b, "carol", rec, (size_t)n2), 0);
+    ASSERT(ag_keys_lookup(rb, key2, strlen(key2), 6000, &got) < 0);
+    /* Not a record. */
+    unsigned char junk[8] = {9, 9, 9};
+    ASSERT_EQ(ag_keys_import(b, "carol", junk, sizeof(junk)), AG_KEYS_ECORRUPT);
+    ASSERT_EQ(ag_keys_import(b, "bad name", first, (size_t)n), AG_KEYS_ECORRUPT);
+    ag_keys_reader_free(rb);
+    ag_keys_close(a);
+    ag_keys_close(b);
+    rm_rf(da);
+    rm_rf(db);
+}
+
 AG_TESTS(AG_TEST_ENTRY(base62_of_32_bytes) AG_TEST_ENTRY(names_models_and_shape)
              AG_TEST_ENTRY(key_from_headers) AG_TEST_ENTRY(create_lookup_revoke_rotate)
-                 AG_TEST_ENTRY(other_process_changes_seen_at_once)
-                     AG_TEST_ENTRY(readers_on_threads))
+                 AG_TEST_ENTRY(other_process_changes_seen_at_once) AG_TEST_ENTRY(readers_on_threads)
+                     AG_TEST_ENTRY(export_import_between_stores))
