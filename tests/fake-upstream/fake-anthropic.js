@@ -442,8 +442,10 @@ function deltaJSON(b, piece) {
 
 // ---------------------------------------------------------------------------------------------
 
+// Unref'd: a held answer (a long latency) must not keep a closed fake's process
+// alive; its client's socket keeps it alive while anyone waits for it.
 function sleep(ms) {
-    return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+    return ms > 0 ? new Promise((r) => setTimeout(r, ms).unref()) : Promise.resolve();
 }
 
 function rfc3339(ms) {
