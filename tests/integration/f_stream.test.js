@@ -309,7 +309,9 @@ test('the official SDK works against aigate: create, stream, and a 429 with retr
     assert.equal(plain.content[0].text, final.content[0].text);
     assert.equal(up.stats().requests, n);
 
-    up.setKnobs({ failStatus: 429, retryAfter: 7 });
+    // x-should-retry: false, so the gateway passes the 429 on at once (its own
+    // retries of it are s_resilience's).
+    up.setKnobs({ failStatus: 429, retryAfter: 7, shouldRetry: false });
     try {
         await assert.rejects(
             client.messages.create({ model: 'claude-haiku-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'limit me' }] }),
