@@ -179,36 +179,8 @@ void ag__cli_fini(ag__cli_t *c)
     AG_FREE(&c->redis_url);
 }
 
-typedef struct cli_redis_wait {
-    bool done;
-    int rc;
-    char *why;
-    size_t len;
-} cli_redis_wait_t;
-
-static void on_cli_redis(void *ctx, int rc, const ag_resp_t *reply)
-{
-    cli_redis_wait_t *w = ctx;
-    w->done = true;
-    w->rc = rc;
-    if (rc == 0 && reply->type == AG_RESP_ERROR) {
-        w->rc = AG_REDIS_EREPLY;
-        snprintf(w->why, w->len, "Redis answered: %.*s", (int)(reply->len > 200 ? 200 : reply->len),
-                 reply->str);
-    } else if (rc < 0) {
-        snprintf(w->why, w->len, "%s", ag_strerror(rc));
-    }
-}
-
 int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *why, size_t len)
 {
-    snprintf(why, len, "no answer from Redis");
-    uv_loop_t loop;
-    int rc = uv_loop_init(&loop);
-    if (rc < 0) {
-        snprintf(why, len, "%s", uv_strerror(rc));
-        return rc;
-    }
     char *password = NULL;
     if (ag_secrets_resolve(c->data_dir, "REDIS_PASSWORD", &password) < 0)
         password = NULL;
@@ -220,22 +192,18 @@ int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *w
         .backoff_min_ms = 60000, /* one attempt: a command line does not wait for a restart */
         .name = "aigate",
     };
-    ag_redis_t *r = NULL;
-    cli_redis_wait_t w = {.rc = AG_REDIS_EDOWN, .why = why, .len = len};
-    rc = ag_redis_new(&loop, &o, &r);
-    if (rc == 0)
-        rc = ag_redis_command(r, argc, argv, NULL, on_cli_redis, &w, NULL);
-    if (rc == 0) {
-        while (!w.done && uv_run(&loop, UV_RUN_ONCE))
-            ;
-        rc = w.done ? w.rc : AG_REDIS_EDOWN;
-    } else {
-        snprintf(why, len, "%s", ag_strerror(rc));
-    }
-    ag_redis_close(r);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
+    ag_resp_t *reply;
+    int rc = ag_redis_call(&o, argc, argv, &reply);
     ag_secrets_value_free(password);
+    if (rc < 0) {
+        snprintf(why, len, "%s", ag_strerror(rc));
+        return rc;
+    }
+    if (reply->type == AG_RESP_ERROR) {
+        snprintf(why, len, "Redis answered: %.200s", reply->str);
+        rc = AG_REDIS_EREPLY;
+    }
+    ag_resp_free(reply);
     return rc;
 }
 

@@ -30,98 +30,6 @@ struct gw_keys_sync {
     ag_periodic_t *job;
 };
 
-/* One command on a loop of its own (the job runs on the thread pool). */
-typedef struct exchange {
-    bool done;
-    int rc;
-    ag_resp_t *reply; /* a deep copy: the client's buffer goes with it */
-} exchange_t;
-
-static ag_resp_t *resp_copy(const ag_resp_t *r)
-{
-    ag_resp_t *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
-    *c = *r;
-    c->str = NULL;
-    c->elems = NULL;
-    if (r->type == AG_RESP_BULK || r->type == AG_RESP_STATUS || r->type == AG_RESP_ERROR) {
-        char *s = malloc(r->len + 1);
-        if (!s) {
-            free(c);
-            return NULL;
-        }
-        memcpy(s, r->str, r->len);
-        s[r->len] = '\0';
-        c->str = s;
-    } else if (r->type == AG_RESP_ARRAY && r->len) {
-        c->elems = calloc(r->len, sizeof(*c->elems));
-        for (size_t i = 0; c->elems && i < r->len; i++) {
-            ag_resp_t *e = resp_copy(&r->elems[i]);
-            if (!e)
-                break;
-            c->elems[i] = *e;
-            free(e);
-        }
-    }
-    return c;
-}
-
-static void resp_free_inner(ag_resp_t *r)
-{
-    if (r->type == AG_RESP_ARRAY && r->elems) {
-        for (size_t i = 0; i < r->len; i++)
-            resp_free_inner(&r->elems[i]);
-        free(r->elems);
-    }
-    free((char *)r->str);
-}
-
-static void on_reply(void *ctx, int rc, const ag_resp_t *reply)
-{
-    exchange_t *x = ctx;
-    x->done = true;
-    x->rc = rc;
-    if (rc == 0 && !(x->reply = resp_copy(reply)))
-        x->rc = -ENOMEM;
-}
-
-static int ask(const gw_keys_sync_t *s, int argc, const char *const *argv, ag_resp_t **out)
-{
-    uv_loop_t loop;
-    int rc = uv_loop_init(&loop);
-    if (rc < 0)
-        return rc;
-    ag_redis_t *r = NULL;
-    exchange_t x = {.rc = AG_REDIS_EDOWN};
-    rc = ag_redis_new(&loop, &s->opts, &r);
-    if (rc == 0)
-        rc = ag_redis_command(r, argc, argv, NULL, on_reply, &x, NULL);
-    if (rc == 0) {
-        while (!x.done && uv_run(&loop, UV_RUN_ONCE))
-            ;
-        rc = x.done ? x.rc : AG_REDIS_EDOWN;
-    }
-    ag_redis_close(r);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    if (rc < 0 && x.reply) {
-        resp_free_inner(x.reply);
-        free(x.reply);
-        x.reply = NULL;
-    }
-    *out = x.reply;
-    return rc;
-}
-
-static void reply_free(ag_resp_t *r)
-{
-    if (r) {
-        resp_free_inner(r);
-        free(r);
-    }
-}
-
 static long long version_of(const ag_resp_t *r)
 {
     if (!r || r->type != AG_RESP_BULK)
@@ -129,7 +37,8 @@ static long long version_of(const ag_resp_t *r)
     return strtoll(r->str, NULL, 10);
 }
 
-/* The records as published: pairs of name and hex bytes. */
+/* The records as published: pairs of name and hex bytes (ag_redis_call's
+ * copies end in a NUL). */
 static unsigned import_all(gw_keys_sync_t *s, const ag_resp_t *all)
 {
     unsigned stored = 0;
@@ -145,8 +54,11 @@ static unsigned import_all(gw_keys_sync_t *s, const ag_resp_t *all)
         int rc = ag_keys_import(s->keys, name->str, rec, hex->len / 2);
         if (rc > 0)
             stored++;
-        else if (rc < 0)
-            ag_log_warn("keys on Redis: cannot import key %s: %s", name->str, ag_strerror(rc));
+        else if (rc < 0) {
+            char shown[96]; /* a name from Redis is escaped: it must not forge a log line */
+            ag_log_escape(shown, sizeof(shown), name->str, name->len);
+            ag_log_warn("keys on Redis: cannot import key %s: %s", shown, ag_strerror(rc));
+        }
     }
     return stored;
 }
@@ -156,17 +68,17 @@ static void sync_run(void *ctx)
     gw_keys_sync_t *s = ctx;
     ag_resp_t *v = NULL, *all = NULL;
     const char *get[] = {"GET", AG_REDIS_KEYS_VERSION};
-    if (ask(s, 2, get, &v) < 0)
+    if (ag_redis_call(&s->opts, 2, get, &v) < 0)
         return; /* Redis away: the limit checks say so; the next tick tries again */
     long long version = version_of(v);
-    reply_free(v);
+    ag_resp_free(v);
     if (version == s->version)
         return;
     const char *hgetall[] = {"HGETALL", AG_REDIS_KEYS_RECORDS};
-    if (ask(s, 2, hgetall, &all) < 0)
+    if (ag_redis_call(&s->opts, 2, hgetall, &all) < 0)
         return;
     unsigned n = import_all(s, all);
-    reply_free(all);
+    ag_resp_free(all);
     if (n)
         ag_log_info("keys on Redis: %u record%s imported (version %lld)", n, n == 1 ? "" : "s",
                     version);

@@ -934,3 +934,49 @@ void ag_redis_close(ag_redis_t *r)
     uv_close((uv_handle_t *)&r->tick, on_handle_closed);
     uv_close((uv_handle_t *)&r->flush, on_handle_closed);
 }
+
+/* ---- one blocking command --------------------------------------------------------- */
+
+typedef struct call_wait {
+    bool done;
+    int rc;
+    ag_resp_t *reply;
+} call_wait_t;
+
+static void on_call_reply(void *ctx, int rc, const ag_resp_t *reply)
+{
+    call_wait_t *w = ctx;
+    w->done = true;
+    w->rc = rc;
+    if (rc == 0 && !(w->reply = ag_resp_dup(reply)))
+        w->rc = -ENOMEM;
+}
+
+int ag_redis_call(const ag_redis_options_t *opts, int argc, const char *const *argv,
+                  ag_resp_t **reply)
+{
+    *reply = NULL;
+    uv_loop_t loop;
+    int rc = uv_loop_init(&loop);
+    if (rc < 0)
+        return rc;
+    ag_redis_t *r = NULL;
+    call_wait_t w = {.rc = AG_REDIS_EDOWN};
+    rc = ag_redis_new(&loop, opts, &r);
+    if (rc == 0)
+        rc = ag_redis_command(r, argc, argv, NULL, on_call_reply, &w, NULL);
+    if (rc == 0) {
+        while (!w.done && uv_run(&loop, UV_RUN_ONCE))
+            ;
+        rc = w.done ? w.rc : AG_REDIS_EDOWN;
+    }
+    ag_redis_close(r);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (rc < 0) {
+        ag_resp_free(w.reply);
+        return rc;
+    }
+    *reply = w.reply;
+    return 0;
+}

@@ -113,6 +113,13 @@ int ag_redis_eval(ag_redis_t *r, const ag_redis_script_t *script, int nkeys, int
                   const char *const *argv, const size_t *lens, ag_redis_cb cb, void *ctx,
                   ag_redis_cmd_t **out);
 
+/** Sends one command on a loop and a connection of its own and waits for the
+ *  answer: for a command line or a job on the thread pool, never on an event
+ *  loop's thread. @return 0 with *reply (the caller's: ag_resp_free(); an
+ *  ERROR answer too), or a negative code with *reply NULL. */
+int ag_redis_call(const ag_redis_options_t *opts, int argc, const char *const *argv,
+                  ag_resp_t **reply);
+
 /** Forgets a pending command: its callback will not run. The command may
  *  still reach Redis. NULL is a no-op. Never after its callback started. */
 void ag_redis_cancel(ag_redis_cmd_t *c);

@@ -204,6 +204,50 @@ void ag_resp_free(ag_resp_t *r)
     free(r);
 }
 
+static bool has_text(const ag_resp_t *r)
+{
+    return r->type == AG_RESP_STATUS || r->type == AG_RESP_ERROR || r->type == AG_RESP_BULK;
+}
+
+static void dup_measure(const ag_resp_t *r, size_t *nodes, size_t *bytes)
+{
+    (*nodes)++;
+    if (has_text(r))
+        *bytes += r->len + 1;
+    for (size_t i = 0; r->type == AG_RESP_ARRAY && i < r->len; i++)
+        dup_measure(&r->elems[i], nodes, bytes);
+}
+
+static void dup_place(const ag_resp_t *r, ag_resp_t *dst, ag_resp_t **nodes, char **text)
+{
+    *dst = *r;
+    if (has_text(r)) {
+        memcpy(*text, r->str, r->len);
+        (*text)[r->len] = '\0';
+        dst->str = *text;
+        *text += r->len + 1;
+    }
+    if (r->type == AG_RESP_ARRAY && r->len) {
+        dst->elems = *nodes;
+        *nodes += r->len;
+        for (size_t i = 0; i < r->len; i++)
+            dup_place(&r->elems[i], &dst->elems[i], nodes, text);
+    }
+}
+
+ag_resp_t *ag_resp_dup(const ag_resp_t *r)
+{
+    size_t nodes = 0, bytes = 0;
+    dup_measure(r, &nodes, &bytes);
+    ag_resp_t *block = malloc(nodes * sizeof(*block) + bytes);
+    if (!block)
+        return NULL;
+    ag_resp_t *next = block + 1;
+    char *text = (char *)(block + nodes);
+    dup_place(r, block, &next, &text);
+    return block;
+}
+
 bool ag_resp_is(const ag_resp_t *r, ag_resp_type_t type, const char *s)
 {
     size_t n = strlen(s);

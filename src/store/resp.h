@@ -64,8 +64,12 @@ void ag_resp_parser_init(ag_resp_parser_t *p, const ag_resp_limits_t *limits);
  */
 int64_t ag_resp_parse(ag_resp_parser_t *p, const char *buf, size_t len, ag_resp_t **out);
 
-/** Frees a tree from ag_resp_parse(). NULL is a no-op. */
+/** Frees a tree from ag_resp_parse() or ag_resp_dup(). NULL is a no-op. */
 void ag_resp_free(ag_resp_t *r);
+
+/** A copy of r that owns its strings (NUL-terminated), in one allocation, for
+ *  a reply that must outlive the buffer it was parsed from. NULL: no memory. */
+ag_resp_t *ag_resp_dup(const ag_resp_t *r);
 
 /** True when r is a STATUS, ERROR or BULK reply whose text is exactly s. */
 bool ag_resp_is(const ag_resp_t *r, ag_resp_type_t type, const char *s);

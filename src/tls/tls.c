@@ -403,11 +403,6 @@ void ag_tls_session_free(void *session)
     SSL_SESSION_free(session);
 }
 
-bool ag_tls_resumed(const ag_tls_t *t)
-{
-    return SSL_session_reused(t->ssl) == 1;
-}
-
 void ag_tls_failure(ag_tls_t *t, char *buf, size_t len)
 {
     long v = SSL_get_verify_result(t->ssl);

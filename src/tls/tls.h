@@ -58,8 +58,6 @@ void *ag_tls_session_take(ag_tls_t *t);
  *  session may resume many connections. */
 bool ag_tls_session_single_use(const void *session);
 void ag_tls_session_free(void *session);
-/** True when the handshake resumed a session. */
-bool ag_tls_resumed(const ag_tls_t *t);
 /** Why a client handshake failed, for the log (the certificate check's
  *  verdict when it was that), into buf. */
 void ag_tls_failure(ag_tls_t *t, char *buf, size_t len);

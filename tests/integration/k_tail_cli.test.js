@@ -14,7 +14,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
-const { BIN, tmpdir, until } = require('./lib.js');
+const { BIN, tmpdir, until, freePort } = require('./lib.js');
 
 const SANITIZER = /AddressSanitizer|LeakSanitizer|runtime error:/;
 const made = []; // temp folders
@@ -158,15 +158,6 @@ function startTail(args, { token } = {}) {
 }
 
 // A port that nothing listens on (bound, then released).
-function freePort() {
-    return new Promise((resolve) => {
-        const s = net.createServer();
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
 
 test('the filters go to the server as the query string, the token as a bearer', async () => {
     const srv = await startSse({ token: 's3cret-admin' });

@@ -296,6 +296,18 @@ function testCA(dir) {
     return { file: path.join(dir, 'ca.pem'), issue };
 }
 
+// A port free on 127.0.0.1 now (for servers that take a port, not 0).
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const s = net.createServer();
+        s.on('error', reject);
+        s.listen(0, '127.0.0.1', () => {
+            const { port } = s.address();
+            s.close(() => resolve(port));
+        });
+    });
+}
+
 // Every file under folder D, depth first, as paths.
 function filesUnder(d) {
     const files = [];
@@ -312,5 +324,5 @@ function filesUnder(d) {
 
 module.exports = {
     BIN, TEST_KEY, tmpdir, until, startGateway, startFake, request, generate, raw, parseResponses, readUsageLog,
-    filesUnder, openssl, testCA,
+    filesUnder, openssl, testCA, freePort,
 };

@@ -12,7 +12,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const path = require('node:path');
-const { startGateway, startFake, generate, raw, until, tmpdir, readUsageLog } = require('./lib.js');
+const { startGateway, startFake, generate, raw, until, tmpdir, readUsageLog, freePort } = require('./lib.js');
 
 let up;
 
@@ -355,15 +355,6 @@ test('SIGHUP does not stop aigate: it reloads the configuration', async () => {
     }
 });
 
-function freePort() {
-    return new Promise((resolve) => {
-        const s = net.createServer();
-        s.listen(0, '127.0.0.1', () => {
-            const p = s.address().port;
-            s.close(() => resolve(p));
-        });
-    });
-}
 
 test('a second aigate on a port another holds fails and names it; an upgrade handover may share it', async () => {
     const port = await freePort();

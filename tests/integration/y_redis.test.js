@@ -16,7 +16,7 @@ const path = require('node:path');
 const net = require('node:net');
 const os = require('node:os');
 
-const { BIN, startGateway, startFake, request, generate, until, tmpdir } = require('./lib.js');
+const { BIN, startGateway, startFake, request, generate, until, tmpdir, freePort } = require('./lib.js');
 
 let up;
 let redis; // { proc, port, exited }
@@ -24,16 +24,6 @@ let redis; // { proc, port, exited }
 // first so that a minute tick comes while the other tests run.
 let lock = {};
 
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = net.createServer();
-        s.on('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
 
 // One RESP exchange on a fresh connection: resolves the first reply line, or
 // null when Redis cannot be reached within the timeout.

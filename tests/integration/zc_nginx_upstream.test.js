@@ -15,7 +15,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
 
-const { startGateway, generate, until, tmpdir, testCA } = require('./lib.js');
+const { startGateway, generate, until, tmpdir, testCA, freePort } = require('./lib.js');
 
 const MESSAGE = JSON.stringify({
     id: 'msg_nginx', type: 'message', role: 'assistant', model: 'claude-haiku-4-5',
@@ -27,16 +27,6 @@ const CONFIG = '[aigate]\nupstream_client = "native"\nupstream_retries = 0\ncach
 const haveNginx = spawnSync('nginx', ['-v'], { encoding: 'utf8' }).status === 0;
 let dir, nginx, ports, ca;
 
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const s = net.createServer();
-        s.on('error', reject);
-        s.listen(0, '127.0.0.1', () => {
-            const { port } = s.address();
-            s.close(() => resolve(port));
-        });
-    });
-}
 
 // nginx's access log: one {conn, requests, reused, status, uri} per request.
 function accessLog() {

@@ -126,7 +126,30 @@ TEST(limits_hold)
 }
 
 /* clang-format off */
+/* A copy outlives the bytes it was parsed from, its strings NUL-terminated. */
+TEST(dup_owns_its_strings)
+{
+    char buf[] = "*3\r\n$3\r\nabc\r\n*2\r\n:7\r\n-ERR no\r\n$-1\r\n";
+    ag_resp_t *r, *c;
+    ASSERT_EQ(parse(buf, &r), (int64_t)strlen(buf));
+    c = ag_resp_dup(r);
+    ASSERT(c != NULL);
+    ag_resp_free(r);
+    memset(buf, 'x', sizeof(buf) - 1);
+    ASSERT_EQ(c->type, AG_RESP_ARRAY);
+    ASSERT_EQ(c->len, 3);
+    ASSERT_EQ(c->elems[0].type, AG_RESP_BULK);
+    ASSERT_STREQ(c->elems[0].str, "abc");
+    ASSERT_EQ(c->elems[1].type, AG_RESP_ARRAY);
+    ASSERT_EQ(c->elems[1].elems[0].integer, 7);
+    ASSERT_EQ(c->elems[1].elems[1].type, AG_RESP_ERROR);
+    ASSERT_STREQ(c->elems[1].elems[1].str, "ERR no");
+    ASSERT_EQ(c->elems[2].type, AG_RESP_NIL);
+    ag_resp_free(c);
+}
+
 AG_TESTS(
+    AG_TEST_ENTRY(dup_owns_its_strings)
     AG_TEST_ENTRY(scalars)
     AG_TEST_ENTRY(nested_arrays_and_trailing_bytes)
     AG_TEST_ENTRY(byte_by_byte_is_the_same_as_whole)
