@@ -1,7 +1,7 @@
 # The layer above util, whose directories use nothing but util (obs: util and store):
 #   limit: the in-process GCRA rate limiter; budgets and per-key rates by reservation
 #          (budget.c, its spend and reservations in LMDB under data_dir/budget);
-#   store: KV (front end and LMDB back end), object store (front end, directory back
+#   store: KV (front end, LMDB and Redis back ends), object store (front end, directory back
 #          end, S3 back end over libcurl with our SigV4 signer), secrets and their resolution, the usage log, client API keys (keys.c);
 #   obs: request records, the access log, analytics over the usage log (stats.c, so obs uses
 #        store too; metrics and tail to come);
@@ -15,7 +15,8 @@ ag_layer(DIR limit SOURCES src/limit/limiter.c src/limit/budget.c USES util
   LINK PkgConfig::LMDB Threads::Threads m)
 
 ag_layer(DIR store
-  SOURCES src/store/kv.c src/store/kv_handle.c src/store/kv_lmdb.c src/store/objstore.c
+  SOURCES src/store/kv.c src/store/kv_handle.c src/store/kv_lmdb.c src/store/kv_redis.c
+          src/store/objstore.c
           src/store/objstore_info.c src/store/objstore_fs.c
           src/store/secrets.c src/store/secrets_resolve.c src/store/usage_log.c
           src/store/lmdb_util.c src/store/keys.c src/store/usage_log_days.c
@@ -63,6 +64,9 @@ ag_fuzz_target(fuzz_s3_xml fuzz/fuzz_s3_xml.c)
 target_link_libraries(fuzz_s3_xml ag_store)
 ag_unit_test(test_kv tests/unit/test_kv.c)
 target_link_libraries(test_kv ag_store)
+# The KV store's Redis backend, against its own redis-server on a free port.
+ag_unit_test(test_kv_redis tests/unit/test_kv_redis.c)
+target_link_libraries(test_kv_redis ag_store)
 ag_unit_test(test_objstore tests/unit/test_objstore.c)
 target_link_libraries(test_objstore ag_store)
 ag_unit_test(test_usage_log tests/unit/test_usage_log.c)

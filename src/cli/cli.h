@@ -64,6 +64,9 @@ typedef struct ag__cli {
     int npos;
     char *data_dir;  /* resolved by ag__cli_data_dir(); owned, freed by ag__cli_fini() */
     char *redis_url; /* the config's [aigate.redis] url, set with data_dir; NULL: none */
+    unsigned redis_timeout_ms;
+    char **kv_on_redis; /* the KV bindings the config keeps on Redis, sorted; owned */
+    size_t nkv_on_redis;
 } ag__cli_t;
 
 /** Parses argv (after the leaf command words): the common flags --config FILE,
@@ -80,6 +83,10 @@ bool ag__cli_parse(ag__cli_t *c, const char *usage, int argc, char **argv, ag__c
 int ag__cli_data_dir(ag__cli_t *c);
 
 void ag__cli_fini(ag__cli_t *c);
+
+/** True when the config (read by ag__cli_data_dir()) keeps KV binding
+ *  `binding` on Redis (ag_config_kv_backend()). */
+bool ag__cli_kv_on_redis(const ag__cli_t *c, const char *binding);
 
 /** One command to the config's Redis (c->redis_url, the password from the URL
  *  or the secret REDIS_PASSWORD), waiting at most two seconds for its answer.

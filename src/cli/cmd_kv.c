@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
  * cmd_kv.c: `aigate kv`: KV namespaces (one LMDB store per binding under
- * <data_dir>/kv/) and their keys, through store/kv.h, the interface the
- * server uses. LMDB's lock file lets this run beside a serving process.
+ * <data_dir>/kv/, or the bindings the config keeps on Redis) and their keys,
+ * through store/kv.h, the interface the server uses. LMDB's lock file lets
+ * this run beside a serving process.
  */
 #include "util/platform.h"
 
@@ -33,8 +34,10 @@ static const char ns_usage[] = "usage: aigate kv namespace create NAME\n"
 static const char ns_create_usage[] =
     "usage: aigate kv namespace create NAME\n"
     "Creates the KV namespace NAME (the store of a [[kv_namespaces]] binding).\n" COMMON_OPTS;
-static const char ns_list_usage[] = "usage: aigate kv namespace list\n"
-                                    "Lists the KV namespaces in the data folder.\n" COMMON_OPTS;
+static const char ns_list_usage[] =
+    "usage: aigate kv namespace list\n"
+    "Lists the KV namespaces in the data folder and those the configuration keeps on Redis.\n"
+    COMMON_OPTS;
 
 static const char key_usage[] =
     "usage: aigate kv key put KEY (VALUE | - | --path FILE) --binding NAME [--ttl S]\n"
@@ -106,6 +109,17 @@ static int open_binding(ag__cli_t *c, const char *binding, ag_kv_t **kv)
     int rc = ag__cli_data_dir(c);
     if (rc)
         return rc;
+    if (ag__cli_kv_on_redis(c, binding)) {
+        ag_kv_options_t o = {
+            .backend = AG_KV_BACKEND_REDIS,
+            .redis = {.url = c->redis_url, .timeout_ms = c->redis_timeout_ms},
+        };
+        rc = ag_kv_open_namespace(c->data_dir, binding, &o, kv);
+        if (rc < 0)
+            return ag__cli_fail("cannot open KV namespace \"%s\" on Redis: %s", binding,
+                                ag_strerror(rc));
+        return 0;
+    }
     rc = namespace_exists(c->data_dir, binding);
     if (rc < 0)
         return ag__cli_fail("cannot list KV namespaces in %s: %s", c->data_dir, ag_strerror(rc));
@@ -139,6 +153,23 @@ static int ns_create(int argc, char **argv)
     rc = ag__cli_data_dir(&c);
     if (rc)
         goto done;
+    if (ag__cli_kv_on_redis(&c, name)) {
+        /* Redis needs nothing made: its keys appear with the first put. */
+        if (c.json) {
+            ag_buf_append_cstr(&out, "{\"binding\":");
+            ag_json_append_string(&out, ag_str_c(name));
+            ag_buf_append_cstr(&out, ",\"id\":");
+            ag_json_append_string(&out, ag_str_c(name));
+            ag_buf_append_cstr(&out, ",\"backend\":\"redis\"}");
+            rc = ag__cli_print_json(&out);
+        } else {
+            printf("KV namespace \"%s\" is on Redis (the configuration's [aigate.redis]): "
+                   "nothing to create.\n",
+                   name);
+            rc = ag__cli_flush_stdout();
+        }
+        goto done;
+    }
     int exists = namespace_exists(c.data_dir, name);
     if (exists < 0) {
         rc = ag__cli_fail("cannot list KV namespaces in %s: %s", c.data_dir, ag_strerror(exists));
@@ -181,6 +212,11 @@ done:
     return rc;
 }
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static int ns_list(int argc, char **argv)
 {
     ag__cli_t c;
@@ -200,8 +236,23 @@ static int ns_list(int argc, char **argv)
         ag__cli_fini(&c);
         return rc;
     }
-    static const char *const fields[] = {"binding", "id", NULL};
-    rc = ag__cli_print_names(&c, names, n, fields, "");
+    /* The folders, then the bindings on Redis, as one sorted list. */
+    char **all = calloc(n + c.nkv_on_redis + 1, sizeof(*all));
+    size_t nall = 0;
+    for (size_t i = 0; all && i < n; i++) {
+        if (!ag__cli_kv_on_redis(&c, names[i]))
+            all[nall++] = names[i];
+    }
+    for (size_t i = 0; all && i < c.nkv_on_redis; i++)
+        all[nall++] = c.kv_on_redis[i];
+    if (all) {
+        qsort(all, nall, sizeof(*all), cmp_name);
+        static const char *const fields[] = {"binding", "id", NULL};
+        rc = ag__cli_print_names(&c, all, nall, fields, "");
+    } else {
+        rc = ag__cli_fail("out of memory");
+    }
+    free(all);
     ag_kv_namespace_list_free(names, n);
     ag__cli_fini(&c);
     return rc;

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "config/config.h"
+#include "store/kv.h"
 #include "store/redis.h"
 #include "store/secrets.h"
 #include "store/secrets_resolve.h"
@@ -148,6 +149,58 @@ bool ag__cli_parse(ag__cli_t *c, const char *usage, int argc, char **argv, ag__c
     return true;
 }
 
+static void names_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The KV bindings on Redis: those of [[kv_namespaces]], and the response
+ * cache's, which needs no entry there. */
+static int kv_on_redis(ag__cli_t *c, const ag_config_t *cfg)
+{
+    names_free(c->kv_on_redis, c->nkv_on_redis);
+    c->kv_on_redis = NULL;
+    c->nkv_on_redis = 0;
+    if (!cfg->redis_url)
+        return 0;
+    char **v = calloc(cfg->nkv_namespaces + 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i <= cfg->nkv_namespaces; i++) {
+        const char *b = i < cfg->nkv_namespaces ? cfg->kv_namespaces[i].name : cfg->cache_binding;
+        bool seen = false;
+        for (size_t k = 0; k < n && !seen; k++)
+            seen = strcmp(v[k], b) == 0;
+        if (!b || seen || strcmp(ag_config_kv_backend(cfg, b), AG_KV_BACKEND_REDIS) != 0)
+            continue;
+        if (!(v[n++] = strdup(b))) {
+            names_free(v, n);
+            return -ENOMEM;
+        }
+    }
+    qsort(v, n, sizeof(*v), cmp_cstr);
+    c->kv_on_redis = v;
+    c->nkv_on_redis = n;
+    return 0;
+}
+
+bool ag__cli_kv_on_redis(const ag__cli_t *c, const char *binding)
+{
+    for (size_t i = 0; i < c->nkv_on_redis; i++) {
+        if (strcmp(c->kv_on_redis[i], binding) == 0)
+            return true;
+    }
+    return false;
+}
+
 int ag__cli_data_dir(ag__cli_t *c)
 {
     free(c->data_dir);
@@ -166,7 +219,8 @@ int ag__cli_data_dir(ag__cli_t *c)
         c->data_dir = strdup(dir && dir[0] ? dir : "./.aigate");
         free(c->redis_url);
         c->redis_url = cfg.redis_url ? strdup(cfg.redis_url) : NULL;
-        if (c->data_dir == NULL || (cfg.redis_url && !c->redis_url))
+        c->redis_timeout_ms = cfg.redis_timeout_ms;
+        if (c->data_dir == NULL || (cfg.redis_url && !c->redis_url) || kv_on_redis(c, &cfg) < 0)
             rc = ag__cli_fail("out of memory");
     }
     ag_config_fini(&cfg);
@@ -177,6 +231,9 @@ void ag__cli_fini(ag__cli_t *c)
 {
     AG_FREE(&c->data_dir);
     AG_FREE(&c->redis_url);
+    names_free(c->kv_on_redis, c->nkv_on_redis);
+    c->kv_on_redis = NULL;
+    c->nkv_on_redis = 0;
 }
 
 int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *why, size_t len)

@@ -912,7 +912,8 @@ typedef struct loader {
     const char *path;
     FILE *errs;
     int errors;
-    const ag_toml_value_t *s3_binding_at; /* a [[r2_buckets]] backend = "s3" */
+    const ag_toml_value_t *s3_binding_at;    /* a [[r2_buckets]] backend = "s3" */
+    const ag_toml_value_t *redis_binding_at; /* a [[kv_namespaces]] backend = "redis" */
     const ag_toml_value_t *s3_table_at;   /* [aigate.s3] */
 } loader_t;
 
@@ -1128,28 +1129,33 @@ static void load_bindings(loader_t *ld, const ag_toml_value_t *arr, const char *
             continue;
         }
         /* [[r2_buckets]] backend = "fs" (the directory, the default) or "s3"
-         * ([aigate.s3]); the KV bindings' own backends are not read here. */
-        const char *be = NULL;
+         * ([aigate.s3]); [[kv_namespaces]] backend = "lmdb" or "redis"
+         * ([aigate.redis]), unset: ag_config_kv_backend() decides. */
+        bool r2 = strcmp(what, "r2_buckets") == 0;
+        const char *be = NULL, *shared = r2 ? "s3" : "redis";
         size_t belen = 0;
-        const ag_toml_value_t *bv =
-            strcmp(what, "r2_buckets") == 0 ? ag_toml_table_get(t, "backend") : NULL;
-        if (bv && (ag_toml_get_string(bv, &be, &belen) != 0 ||
-                   !((belen == 2 && memcmp(be, "fs", 2) == 0) ||
-                     (belen == 2 && memcmp(be, "s3", 2) == 0)))) {
+        const ag_toml_value_t *bv = ag_toml_table_get(t, "backend");
+        if (bv && (ag_toml_get_string(bv, &be, &belen) != 0 || strlen(be) != belen ||
+                   !(strcmp(be, r2 ? "fs" : "lmdb") == 0 || strcmp(be, shared) == 0))) {
             report(ld, bv,
-                   "%s[%zu].backend must be \"fs\" (a folder under data_dir) or \"s3\" "
-                   "(the store of [aigate.s3])",
+                   r2 ? "%s[%zu].backend must be \"fs\" (a folder under data_dir) or \"s3\" "
+                        "(the store of [aigate.s3])"
+                      : "%s[%zu].backend must be \"lmdb\" (a store under data_dir) or "
+                        "\"redis\" (the Redis of [aigate.redis], shared by every instance)",
                    what, i);
             continue;
         }
-        if (bv && memcmp(be, "s3", 2) == 0)
+        if (bv && strcmp(be, shared) == 0 && r2)
             ld->s3_binding_at = bv;
+        if (bv && strcmp(be, shared) == 0 && !r2)
+            ld->redis_binding_at = bv;
         ag_config_binding_t *p = realloc(*out, (*nout + 1) * sizeof(*p));
         AG_ASSERT(p != NULL);
         *out = p;
         p[*nout].name = xstrndup(b, strnlen(b, blen));
         p[*nout].target = tg ? xstrndup(tg, strnlen(tg, tlen)) : NULL;
-        p[*nout].backend = be && memcmp(be, "s3", 2) == 0 ? xstrndup("s3", 2) : NULL;
+        /* KV keeps "lmdb" too: named, it overrides the response cache's default. */
+        p[*nout].backend = be && (!r2 || strcmp(be, shared) == 0) ? xstrdup(be) : NULL;
         (*nout)++;
     }
 }
@@ -1909,6 +1915,9 @@ int ag_config_load_file(ag_config_t *cfg, const char *path, FILE *errs)
         report(&ld, ld.s3_binding_at,
                "backend = \"s3\" needs [aigate.s3] endpoint = \"http(s)://host[:port]\" (and the "
                "secrets S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY)");
+    if (ld.redis_binding_at && !cfg->redis_url)
+        report(&ld, ld.redis_binding_at,
+               "backend = \"redis\" needs [aigate.redis] url = \"redis://host:port/db\"");
     if ((double)cfg->rate_limit > (double)cfg->rate_period_s * 1e6)
         report(&ld, ag_toml_table_get(ag_toml_table_get(root, "aigate"), "rate_limit"),
                "aigate.rate_limit: %u per %u s is over one request per microsecond, the "
@@ -1982,6 +1991,16 @@ const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding)
             return cfg->r2_buckets[i].target;
     }
     return NULL;
+}
+
+const char *ag_config_kv_backend(const ag_config_t *cfg, const char *binding)
+{
+    for (size_t i = 0; i < cfg->nkv_namespaces; i++) {
+        if (strcmp(cfg->kv_namespaces[i].name, binding) == 0 && cfg->kv_namespaces[i].backend)
+            return cfg->kv_namespaces[i].backend;
+    }
+    bool cache = cfg->cache_binding && strcmp(cfg->cache_binding, binding) == 0;
+    return cache && cfg->redis_url && cfg->cache_backend == 0 ? "redis" : "lmdb";
 }
 
 bool ag_config_cors_allowed(char *const *origins, bool origins_set, bool seed_route,

@@ -23,7 +23,8 @@ typedef struct ag_config_ratelimit {
 typedef struct ag_config_binding {
     char *name;    /* binding */
     char *target;  /* KV id or R2 bucket_name */
-    char *backend; /* [[r2_buckets]] backend: NULL (the directory, "fs") or "s3" */
+    char *backend; /* [[r2_buckets]]: NULL (the directory, "fs") or "s3";
+                    * [[kv_namespaces]]: NULL (unset), "lmdb" or "redis" */
 } ag_config_binding_t;
 
 typedef struct ag_config_price {
@@ -274,6 +275,11 @@ const ag_config_ratelimit_t *ag_config_ratelimit(const ag_config_t *cfg, const c
 
 /** The bucket name bound to R2 binding `binding` (its bucket_name), or NULL. */
 const char *ag_config_r2_bucket(const ag_config_t *cfg, const char *binding);
+
+/** Where KV binding `binding` lives: "redis" or "lmdb". Its own `backend` when
+ *  it names one; else the response cache's binding is on Redis when
+ *  [aigate.redis] is set and cache_backend is "redis"; else "lmdb". */
+const char *ag_config_kv_backend(const ag_config_t *cfg, const char *binding);
 
 /** The [[r2_buckets]] entry of `binding`, or NULL. */
 const ag_config_binding_t *ag_config_r2_binding(const ag_config_t *cfg, const char *binding);

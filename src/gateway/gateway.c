@@ -151,9 +151,12 @@ int ag_gateway_new(const ag_config_t *cfg, FILE *errs, ag_gateway_t **out)
     atomic_store(&gw->current, gen);
     if (cfg->redis_url && (rc = redis_settings(gw, cfg)) < 0)
         goto fail;
-    if (any_route_caches(gen) && gw->redis_url && cfg->cache_backend == 0) {
-        /* Shared by every instance; Redis's TTLs expire the entries. */
-        if (asprintf(&gw->cache_redis, "aigate:cache:%s:", cfg->cache_binding) < 0) {
+    bool cache_on_redis =
+        strcmp(ag_config_kv_backend(cfg, cfg->cache_binding), AG_KV_BACKEND_REDIS) == 0;
+    if (any_route_caches(gen) && gw->redis_url && cache_on_redis) {
+        /* Shared by every instance, laid out as kv_redis.c keeps a namespace
+         * (so `aigate kv` reads it); Redis's TTLs expire the entries. */
+        if (asprintf(&gw->cache_redis, AG_KV_REDIS_PREFIX "%s:", cfg->cache_binding) < 0) {
             gw->cache_redis = NULL;
             rc = -ENOMEM;
             goto fail;

@@ -16,6 +16,8 @@
 
 #include <jansson.h>
 
+#include "store/secrets.h"
+#include "store/secrets_resolve.h"
 #include "util/errors.h"
 #include "util/fs.h"
 #include "util/hex.h"
@@ -28,6 +30,7 @@ static const struct kv_backend {
     int (*open)(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
 } backends[] = {
     {AG_KV_BACKEND_LMDB, ag_kv_open_lmdb},
+    {AG_KV_BACKEND_REDIS, ag_kv_open_redis},
 };
 
 int ag_kv_open(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out)
@@ -328,6 +331,16 @@ int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_
         return AG_KV_EBINDING;
     if (data_dir == NULL)
         data_dir = AG_STORE_DEFAULT_DATA_DIR;
+    if (opts && opts->backend && strcmp(opts->backend, AG_KV_BACKEND_REDIS) == 0) {
+        ag_kv_options_t o = *opts;
+        o.redis.binding = binding;
+        char *password = NULL;
+        if (o.redis.password == NULL && ag_secrets_resolve(data_dir, "REDIS_PASSWORD", &password) == 0)
+            o.redis.password = password;
+        int rc = ag_kv_open_redis(NULL, &o, out);
+        ag_secrets_value_free(password);
+        return rc;
+    }
     char path[PATH_MAX];
     int n = snprintf(path, sizeof(path), "%s/kv/%s", data_dir, binding);
     if (n < 0 || (size_t)n >= sizeof(path))

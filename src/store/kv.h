@@ -3,8 +3,8 @@
  * kv.h: the KV store (the Workers KV equivalent) behind one interface, one
  * store per [[kv_namespaces]] binding. The front end (kv.c) checks arguments
  * and limits, encodes cursors, names and lists namespaces and picks the
- * backend by name; the embedded backend is LMDB (kv_lmdb.c). A Redis backend
- * can be added later behind the same ops table.
+ * backend by name; the embedded backend is LMDB (kv_lmdb.c), the shared one
+ * Redis (kv_redis.c), which every instance on that Redis sees alike.
  */
 #ifndef AG_STORE_KV_H
 #define AG_STORE_KV_H
@@ -60,9 +60,27 @@ typedef struct ag_kv_lmdb_options {
 /** The name of the embedded backend, the default. */
 #define AG_KV_BACKEND_LMDB "lmdb"
 
+/** The backend that keeps a namespace on Redis, shared by every instance. */
+#define AG_KV_BACKEND_REDIS "redis"
+/* On Redis, the entry KEY of binding B is the string AG_KV_REDIS_PREFIX "B:KEY"
+ * (its value as is, so the response cache reads it with one GET), its metadata
+ * AG_KV_REDIS_META_PREFIX "B:KEY" (only when it has some); both expire with
+ * the entry, as Redis TTLs. */
+#define AG_KV_REDIS_PREFIX "aigate:kv:"
+#define AG_KV_REDIS_META_PREFIX "aigate:kvmeta:"
+
+/** Options of the Redis backend, read by it alone (copied at the open). */
+typedef struct ag_kv_redis_options {
+    const char *url;      /* [aigate.redis] url (store/redis.h's forms) */
+    const char *password; /* used when the URL has none; NULL: ag_kv_open_namespace()
+                           * reads the secret REDIS_PASSWORD of its data_dir */
+    uint32_t timeout_ms;  /* a connect, and each command; 0: 1000 */
+    const char *binding;  /* the namespace; ag_kv_open_namespace() sets it */
+} ag_kv_redis_options_t;
+
 /** Options of an open; a zeroed struct (or NULL) means the defaults. */
 typedef struct ag_kv_options {
-    /** The backend by name: NULL means AG_KV_BACKEND_LMDB, the only one so far.
+    /** The backend by name: NULL means AG_KV_BACKEND_LMDB; AG_KV_BACKEND_REDIS.
      *  Any other name fails the open with AG_KV_EBACKEND. Borrowed for the open. */
     const char *backend;
     /** Wall clock in epoch milliseconds; NULL means CLOCK_REALTIME. Tests inject
@@ -71,6 +89,8 @@ typedef struct ag_kv_options {
     void *clock_ctx;
     /** Read only when the backend is LMDB. */
     ag_kv_lmdb_options_t lmdb;
+    /** Read only when the backend is Redis. */
+    ag_kv_redis_options_t redis;
 } ag_kv_options_t;
 
 /** A value read from the store. Every pointer is owned by the struct and
@@ -137,9 +157,22 @@ int ag_kv_open(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
  *  @return 0 and *out, or a negative errno / AG_KV_E* code. */
 int ag_kv_open_lmdb(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
 
+/** Opens the namespace opts->redis.binding on the Redis of opts->redis.url,
+ *  whatever opts->backend says; `dir` is not used. Connects at the first call,
+ *  so an open never waits for Redis. Every call below blocks on its answer (up
+ *  to the timeout) and must not run on an event loop's thread; Redis's TTLs
+ *  expire entries (the clock option is not used), sweep deletes nothing, and a
+ *  listing SCANs the database (time in proportion to its size: for commands
+ *  and tasks, not for a request's path). Redis down: AG_REDIS_EDOWN or
+ *  AG_REDIS_ETIMEDOUT, and the next call connects again.
+ *  @return 0 and *out; AG_EINVALID without a url or binding; AG_REDIS_EURL. */
+int ag_kv_open_redis(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out);
+
 /** Opens the store of a [[kv_namespaces]] binding, <data_dir>/kv/<binding>/,
  *  with ag_kv_open(). data_dir NULL means AG_STORE_DEFAULT_DATA_DIR. A binding
- *  is [A-Za-z0-9_-]{1,64}, else AG_KV_EBINDING. */
+ *  is [A-Za-z0-9_-]{1,64}, else AG_KV_EBINDING. On Redis, the binding names
+ *  the namespace and the password comes from the URL or the secret
+ *  REDIS_PASSWORD. */
 int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_options_t *opts,
                          ag_kv_t **out);
 

@@ -952,31 +952,92 @@ static void on_call_reply(void *ctx, int rc, const ag_resp_t *reply)
         w->rc = -ENOMEM;
 }
 
+/* A loop and a client of the caller's own: each command runs the loop until
+ * its answer, so the caller blocks as it would on a socket of its own. */
+struct ag_redis_sync {
+    uv_loop_t loop;
+    ag_redis_t *r;
+    bool broken; /* a command found Redis down: no other goes on this client */
+};
+
+int ag_redis_sync_open(const ag_redis_options_t *opts, ag_redis_sync_t **out)
+{
+    *out = NULL;
+    ag_redis_sync_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    int rc = uv_loop_init(&s->loop);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    rc = ag_redis_new(&s->loop, opts, &s->r);
+    if (rc < 0) {
+        ag_redis_sync_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void ag_redis_sync_close(ag_redis_sync_t *s)
+{
+    if (!s)
+        return;
+    ag_redis_close(s->r);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&s->loop);
+    free(s);
+}
+
+bool ag_redis_sync_broken(const ag_redis_sync_t *s)
+{
+    return s->broken;
+}
+
+static int sync_wait(ag_redis_sync_t *s, int rc, call_wait_t *w, ag_resp_t **reply)
+{
+    if (rc == 0) {
+        while (!w->done && uv_run(&s->loop, UV_RUN_ONCE))
+            ;
+        rc = w->done ? w->rc : AG_REDIS_EDOWN;
+    }
+    if (rc == AG_REDIS_EDOWN || rc == AG_REDIS_ETIMEDOUT)
+        s->broken = true;
+    if (rc < 0) {
+        ag_resp_free(w->reply);
+        return rc;
+    }
+    *reply = w->reply;
+    return 0;
+}
+
+int ag_redis_sync_command(ag_redis_sync_t *s, int argc, const char *const *argv,
+                          const size_t *lens, ag_resp_t **reply)
+{
+    *reply = NULL;
+    call_wait_t w = {.rc = AG_REDIS_EDOWN};
+    int rc = ag_redis_command(s->r, argc, argv, lens, on_call_reply, &w, NULL);
+    return sync_wait(s, rc, &w, reply);
+}
+
+int ag_redis_sync_eval(ag_redis_sync_t *s, const ag_redis_script_t *script, int nkeys, int argc,
+                       const char *const *argv, const size_t *lens, ag_resp_t **reply)
+{
+    *reply = NULL;
+    call_wait_t w = {.rc = AG_REDIS_EDOWN};
+    int rc = ag_redis_eval(s->r, script, nkeys, argc, argv, lens, on_call_reply, &w, NULL);
+    return sync_wait(s, rc, &w, reply);
+}
+
 int ag_redis_call(const ag_redis_options_t *opts, int argc, const char *const *argv,
                   ag_resp_t **reply)
 {
     *reply = NULL;
-    uv_loop_t loop;
-    int rc = uv_loop_init(&loop);
-    if (rc < 0)
-        return rc;
-    ag_redis_t *r = NULL;
-    call_wait_t w = {.rc = AG_REDIS_EDOWN};
-    rc = ag_redis_new(&loop, opts, &r);
+    ag_redis_sync_t *s;
+    int rc = ag_redis_sync_open(opts, &s);
     if (rc == 0)
-        rc = ag_redis_command(r, argc, argv, NULL, on_call_reply, &w, NULL);
-    if (rc == 0) {
-        while (!w.done && uv_run(&loop, UV_RUN_ONCE))
-            ;
-        rc = w.done ? w.rc : AG_REDIS_EDOWN;
-    }
-    ag_redis_close(r);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    if (rc < 0) {
-        ag_resp_free(w.reply);
-        return rc;
-    }
-    *reply = w.reply;
-    return 0;
+        rc = ag_redis_sync_command(s, argc, argv, NULL, reply);
+    ag_redis_sync_close(s);
+    return rc;
 }

@@ -120,6 +120,28 @@ int ag_redis_eval(ag_redis_t *r, const ag_redis_script_t *script, int nkeys, int
 int ag_redis_call(const ag_redis_options_t *opts, int argc, const char *const *argv,
                   ag_resp_t **reply);
 
+/** A blocking session: a loop and a connection of the caller's own, for
+ *  several commands in a row (a listing's SCAN pages) on one connection. The
+ *  same rules as ag_redis_call(): never on an event loop's thread; one thread
+ *  at a time. */
+typedef struct ag_redis_sync ag_redis_sync_t;
+
+/** @return 0 and *out (connecting starts; the first command waits for it);
+ *  AG_REDIS_EURL; -ENOMEM. Close with ag_redis_sync_close(). */
+int ag_redis_sync_open(const ag_redis_options_t *opts, ag_redis_sync_t **out);
+/** ag_redis_call()'s answer, on the session's connection; lens NULL: strlen. */
+int ag_redis_sync_command(ag_redis_sync_t *s, int argc, const char *const *argv,
+                          const size_t *lens, ag_resp_t **reply);
+/** ag_redis_eval(), waited for. */
+int ag_redis_sync_eval(ag_redis_sync_t *s, const ag_redis_script_t *script, int nkeys, int argc,
+                       const char *const *argv, const size_t *lens, ag_resp_t **reply);
+/** True once a command found Redis down or timed out: the client waits for a
+ *  backoff before it tries again, so a caller that would rather try now opens
+ *  a new session. */
+bool ag_redis_sync_broken(const ag_redis_sync_t *s);
+/** NULL is a no-op. */
+void ag_redis_sync_close(ag_redis_sync_t *s);
+
 /** Forgets a pending command: its callback will not run. The command may
  *  still reach Redis. NULL is a no-op. Never after its callback started. */
 void ag_redis_cancel(ag_redis_cmd_t *c);

@@ -305,12 +305,24 @@ static bool kv_bound(const ag_config_t *cfg, const char *binding)
     return false;
 }
 
+int ag_outputs_kv_open(const ag_config_t *cfg, const char *data_dir, const char *binding,
+                       ag_kv_t **out)
+{
+    ag_kv_options_t ko = {0};
+    if (cfg && binding) {
+        ko.backend = ag_config_kv_backend(cfg, binding);
+        ko.redis.url = cfg->redis_url;
+        ko.redis.timeout_ms = cfg->redis_timeout_ms;
+    }
+    return ag_kv_open_namespace(data_dir, binding, &ko, out);
+}
+
 static int kv_try(job_t *j, void *vctx, try_t *t)
 {
     kv_ctx_t *c = vctx;
     const ag_output_t *o = j->out;
     ag_kv_t *kv = NULL;
-    int rc = ag_kv_open_namespace(j->env->data_dir, o->binding, NULL, &kv);
+    int rc = ag_outputs_kv_open(j->env->cfg, j->env->data_dir, o->binding, &kv);
     if (rc < 0) {
         t->retry = store_retryable(rc);
         set_detail(j->r, "kv %s: cannot open: %s", o->binding, ag_strerror(rc));

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "store/kv.h"
 #include "util/str.h"
 
 /* Defaults, for the fields of ag_outputs_env_t left 0. */
@@ -147,6 +148,12 @@ typedef struct ag_output_result {
 
 /** "r2", "kv", "webhook", "email", "command" (static), or "?". */
 const char *ag_output_kind_name(ag_output_kind_t kind);
+
+/** Opens the store of KV binding `binding` where cfg puts it (LMDB under
+ *  data_dir, or the Redis of [aigate.redis]; ag_config_kv_backend()). cfg NULL:
+ *  LMDB. Blocks on Redis: from a thread of the pool, never a loop's. */
+int ag_outputs_kv_open(const ag_config_t *cfg, const char *data_dir, const char *binding,
+                       ag_kv_t **out);
 
 /** Delivers d->output to each of outs[0..n), writing results[i] for outs[i]
  *  (results holds n entries; every one is written).

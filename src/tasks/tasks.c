@@ -710,7 +710,7 @@ static void gather_work(uv_work_t *w)
             ag_kv_t *kv = NULL;
             char *binding = strndup(v->binding.ptr, v->binding.len);
             ag_kv_value_t kvv;
-            if (binding && ag_kv_open_namespace(ts->o.cfg->data_dir, binding, NULL, &kv) == 0 &&
+            if (binding && ag_outputs_kv_open(ts->o.cfg, ts->o.cfg->data_dir, binding, &kv) == 0 &&
                 ag_kv_get(kv, v->arg.ptr, v->arg.len, &kvv) == 0) {
                 val = kvv.data;
                 len = kvv.len;

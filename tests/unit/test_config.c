@@ -276,6 +276,62 @@ TEST(client_access_mistakes_name_their_place)
     ag_config_fini(&cfg);
 }
 
+TEST(kv_bindings_name_their_backend)
+{
+    ag_config_t cfg;
+    char *diag = NULL;
+    /* Without Redis every binding is on LMDB, the cache's too. */
+    ASSERT_EQ(load(&cfg, "[[kv_namespaces]]\nbinding = \"CACHE\"\nid = \"c\"\n", &diag), 0);
+    ASSERT_STREQ(ag_config_kv_backend(&cfg, "CACHE"), "lmdb");
+    free(diag);
+    ag_config_fini(&cfg);
+    diag = NULL;
+    /* With Redis: the cache binding by default, others when they say so; a
+     * binding's own backend wins over cache_backend. */
+    ASSERT_EQ(load(&cfg,
+                   "kv_namespaces = [{binding = \"CACHE\", id = \"c\"},\n"
+                   "  {binding = \"SHARED\", id = \"s\", backend = \"redis\"},\n"
+                   "  {binding = \"LOCAL\", id = \"l\", backend = \"lmdb\"}, {binding = \"PLAIN\"}]\n"
+                   "[aigate.redis]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+                   &diag),
+              0);
+    ASSERT_STREQ(ag_config_kv_backend(&cfg, "CACHE"), "redis");
+    ASSERT_STREQ(ag_config_kv_backend(&cfg, "SHARED"), "redis");
+    ASSERT_STREQ(ag_config_kv_backend(&cfg, "LOCAL"), "lmdb");
+    ASSERT_STREQ(ag_config_kv_backend(&cfg, "PLAIN"), "lmdb");
+    free(diag);
+    ag_config_fini(&cfg);
+    diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "kv_namespaces = [{binding = \"CACHE\", backend = \"lmdb\"}]\n"
+                   "[aigate.redis]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+                   &diag),
+              0);
+    ASSERT_STREQ(ag_config_kv_backend(&cfg, "CACHE"), "lmdb");
+    free(diag);
+    ag_config_fini(&cfg);
+    diag = NULL;
+    ASSERT_EQ(load(&cfg,
+                   "[aigate]\ncache_backend = \"local\"\n"
+                   "[aigate.redis]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+                   &diag),
+              0);
+    ASSERT_STREQ(ag_config_kv_backend(&cfg, "CACHE"), "lmdb");
+    free(diag);
+    ag_config_fini(&cfg);
+    diag = NULL;
+    /* Mistakes say where they are. */
+    ASSERT_EQ(load(&cfg,
+                   "kv_namespaces = [{binding = \"A\", backend = \"redis\"},\n"
+                   "  {binding = \"B\", backend = \"s3\"}]\n",
+                   &diag),
+              AG_EBADCONFIG);
+    ASSERT(strstr(diag, ":1:44: backend = \"redis\" needs [aigate.redis] url") != NULL);
+    ASSERT(strstr(diag, "kv_namespaces[1].backend must be \"lmdb\"") != NULL);
+    free(diag);
+    ag_config_fini(&cfg);
+}
+
 TEST(tasks_and_triggers_load_as_written)
 {
     ag_config_t cfg;
@@ -442,4 +498,5 @@ AG_TESTS(
                                     AG_TEST_ENTRY(
                                         vars_that_look_like_ours_and_unpriced_default_models_warn)
                                         AG_TEST_ENTRY(bounded_disk_keys_have_defaults)
-                                            AG_TEST_ENTRY(urls_lose_their_credentials_in_logs))
+                                            AG_TEST_ENTRY(urls_lose_their_credentials_in_logs)
+                                                AG_TEST_ENTRY(kv_bindings_name_their_backend))

@@ -1048,10 +1048,11 @@ TEST(kv_backend_by_name)
     char *dir = make_tmpdir();
     ASSERT(dir != NULL);
     ag_kv_t *kv = (ag_kv_t *)&kv; /* must come back NULL */
-    ag_kv_options_t o = {.backend = "redis"};
+    ag_kv_options_t o = {.backend = "memcached"};
     ASSERT_EQ(ag_kv_open_namespace(dir, "ns", &o, &kv), AG_KV_EBACKEND);
     ASSERT(kv == NULL);
     ASSERT(strstr(ag_strerror(AG_KV_EBACKEND), "lmdb") != NULL);
+    ASSERT(strstr(ag_strerror(AG_KV_EBACKEND), "redis") != NULL);
     o.backend = "";
     ASSERT_EQ(ag_kv_open(dir, &o, &kv), AG_KV_EBACKEND);
     char path[512];

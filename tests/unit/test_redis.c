@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "redis_server.h"
 #include "store/redis.h"
 #include "store/redis_gcra.h"
 #include "util/errors.h"
@@ -46,46 +47,6 @@ TEST(urls)
     /* The message never repeats the password. */
     ASSERT_EQ(ag_redis_url_parse("redis://:secret%zz@h", &u, &err), AG_REDIS_EURL);
     ASSERT(strstr(err, "secret") == NULL);
-}
-
-static int free_port(int *fd_out)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    socklen_t l = sizeof(a);
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    if (fd_out)
-        *fd_out = fd;
-    else
-        close(fd);
-    return ntohs(a.sin_port);
-}
-
-static pid_t start_redis(int port, const char *pass)
-{
-    char p[16];
-    snprintf(p, sizeof(p), "%d", port);
-    fflush(NULL); /* the child must not write our buffered output again */
-    pid_t pid = fork();
-    if (pid == 0) {
-        freopen("/dev/null", "w", stdout);
-        if (pass)
-            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--requirepass", pass, "--loglevel", "warning",
-                   (char *)NULL);
-        else
-            execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void stop_redis(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
 }
 
 typedef struct {
