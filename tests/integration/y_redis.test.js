@@ -5,7 +5,8 @@
 // killed or frozen under load answers per redis_fail (closed: 503 with
 // Retry-After; open: served) without a hang or a crash, /readyz says so, and
 // Redis back is used again within seconds, without a restart; an answer cached
-// by one instance is a hit on the other; a scheduled time runs on one instance.
+// by one instance is a hit on the other; a KV binding on Redis is one namespace
+// for every instance; a scheduled time runs on one instance.
 'use strict';
 
 const { test, before, after, beforeEach } = require('node:test');
@@ -133,6 +134,85 @@ after(async () => {
     for (const u of [up, lock.up]) if (u) await u.close();
 });
 
+test('a KV binding with backend = "redis" is one namespace for every instance: aigate kv, task prompts and outputs', async () => {
+    const top = `[triggers]
+crons = ["0 3 * * *"]
+[[kv_namespaces]]
+binding = "SHARED"
+id = "shared"
+backend = "redis"
+[[kv_namespaces]]
+binding = "MINE"
+id = "mine"
+`;
+    const task = `
+[[aigate.tasks]]
+name = "notes-digest"
+cron = "0 3 * * *"
+prompt = "Digest these notes: {{kv:SHARED:notes}}"
+output.kv = "SHARED:digest:latest"
+`;
+    const cfg = top + config(redis.port) + task;
+    const a = await startGateway({ upstream: up.url, config: cfg, threads: 1 });
+    const b = await startGateway({ upstream: up.url, config: cfg, threads: 1 });
+    const kv = (g, ...args) => spawnSync(BIN, ['kv', ...args, '--config', path.join(g.cwd, 'aigate.toml')], { cwd: g.cwd, encoding: 'utf8' });
+    try {
+        assert.notEqual(a.cwd, b.cwd, 'two data folders');
+        // Written through b's configuration, read through a's, with metadata and expiry.
+        const note = `the launch went well ${Math.random()}`;
+        let r = kv(b, 'key', 'put', 'notes', note, '--binding', 'SHARED', '--metadata', '{"by":"b"}', '--ttl', '600');
+        assert.equal(r.status, 0, r.stderr);
+        r = kv(a, 'key', 'get', 'notes', '--binding', 'SHARED', '--json');
+        assert.equal(r.status, 0, r.stderr);
+        const got = JSON.parse(r.stdout);
+        assert.equal(got.value, note);
+        assert.deepEqual(got.metadata, { by: 'b' });
+        assert.ok(got.expiration > Date.now() / 1000 + 500 && got.expiration <= Date.now() / 1000 + 601, r.stdout);
+        assert.equal(await redisGet(redis.port, 'aigate:kv:SHARED:notes'), note);
+        // A binding left on LMDB stays each instance's own.
+        assert.equal(kv(a, 'namespace', 'create', 'MINE').status, 0);
+        assert.equal(kv(a, 'key', 'put', 'local', 'only-a', '--binding', 'MINE').status, 0);
+        assert.equal(kv(b, 'namespace', 'create', 'MINE').status, 0);
+        assert.equal(kv(b, 'key', 'get', 'local', '--binding', 'MINE').status, 1);
+        // Nothing to create on Redis; the namespace list names both kinds.
+        r = kv(a, 'namespace', 'create', 'SHARED');
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, /is on Redis/);
+        r = kv(b, 'namespace', 'list', '--json');
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(JSON.parse(r.stdout).map((n) => n.binding), ['CACHE', 'MINE', 'SHARED']);
+        // The task runs on a: its prompt reads the note b wrote, its output lands where b reads it.
+        const before = up.stats().requests;
+        const run = await request(`${a.adminUrl}/__scheduled?cron=0+3+*+*+*`, { method: 'POST' });
+        assert.equal(run.status, 200, run.body);
+        let out;
+        await until(() => {
+            out = kv(b, 'key', 'get', 'digest:latest', '--binding', 'SHARED');
+            return out.status === 0;
+        }, 15000, 'the task output on Redis');
+        assert.ok(out.stdout.length > 0);
+        assert.equal(up.stats().requests - before, 1);
+        const sent = up.stats().bodies.map((x) => JSON.stringify(x)).filter((x) => x.includes(note));
+        assert.equal(sent.length, 1, 'the prompt held the note from Redis');
+        r = kv(a, 'key', 'list', '--binding', 'SHARED', '--json');
+        assert.deepEqual(JSON.parse(r.stdout).keys.map((k) => k.name), ['digest:latest', 'notes']);
+        assert.equal(kv(a, 'key', 'delete', 'notes', '--binding', 'SHARED').status, 0);
+        assert.equal(kv(b, 'key', 'get', 'notes', '--binding', 'SHARED').status, 1);
+        assert.equal(await redisGet(redis.port, 'aigate:kv:SHARED:notes'), null);
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+    // Redis down: the command says so, at once, and exits 1.
+    const dead = tmpdir();
+    fs.writeFileSync(path.join(dead, 'aigate.toml'), top + config(await freePort()));
+    const t0 = Date.now();
+    const r = spawnSync(BIN, ['kv', 'key', 'get', 'notes', '--binding', 'SHARED', '--config', path.join(dead, 'aigate.toml')], { cwd: dead, encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /Redis is unreachable|Redis did not answer/);
+    assert.ok(Date.now() - t0 < 5000);
+});
+
 test('the per-client limit is exact across two instances on one Redis', async () => {
     const a = await startGateway({ upstream: up.url, config: config(redis.port), threads: 2 });
     const b = await startGateway({ upstream: up.url, config: config(redis.port), threads: 2 });
@@ -187,12 +267,12 @@ test('a response cached by one instance is a hit on the other, with a Redis TTL'
         assert.match(s.body, /event: message_stop/);
         assert.equal(up.stats().requests - before, 1);
         // The entry is in Redis under the cache binding, expiring as cache_ttl says.
-        const keys = await redisCommand(redis.port, 'KEYS aigate:cache:CACHE:gen:v1:*');
+        const keys = await redisCommand(redis.port, 'KEYS aigate:kv:CACHE:gen:v1:*');
         assert.match(keys, /^\*[1-9]/, keys);
         const all = await new Promise((resolve) => {
             const sock = net.connect(redis.port, '127.0.0.1');
             let got = '';
-            sock.on('connect', () => sock.write('KEYS aigate:cache:CACHE:gen:v1:*\r\n'));
+            sock.on('connect', () => sock.write('KEYS aigate:kv:CACHE:gen:v1:*\r\n'));
             sock.on('data', (d) => {
                 got += d.toString('latin1');
                 const m = /^\*(\d+)\r\n/.exec(got);
@@ -205,6 +285,12 @@ test('a response cached by one instance is a hit on the other, with a Redis TTL'
         let ttls = [];
         for (const k of all) ttls.push(Number((await redisCommand(redis.port, `TTL ${k}`)).slice(1)));
         assert.ok(ttls.length > 0 && ttls.every((t) => t > 0 && t <= 120), JSON.stringify(ttls));
+        // It is the KV namespace CACHE on Redis: `aigate kv` lists it from the other instance.
+        const listed = spawnSync(BIN, ['kv', 'key', 'list', '--binding', 'CACHE', '--json', '--config', path.join(b.cwd, 'aigate.toml')], { cwd: b.cwd, encoding: 'utf8' });
+        assert.equal(listed.status, 0, listed.stderr);
+        const names = JSON.parse(listed.stdout).keys.map((k) => k.name);
+        assert.deepEqual(names, all.map((k) => k.slice('aigate:kv:CACHE:'.length)).sort());
+        assert.ok(JSON.parse(listed.stdout).keys.every((k) => k.expiration > Date.now() / 1000), listed.stdout);
         // cache_backend = "local" keeps it on the instance: a third instance misses.
         const c = await startGateway({ upstream: up.url, config: config(redis.port, 'cache_backend = "local"'), threads: 1 });
         try {
