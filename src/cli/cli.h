@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/redis.h"
 #include "util/buf.h"
 
 /** `aigate kv namespace create|list`, `aigate kv key put|get|list|delete`. */
@@ -93,6 +94,10 @@ bool ag__cli_kv_on_redis(const ag__cli_t *c, const char *binding);
  *  @return 0 with Redis's answer not an error; otherwise a negative code, with
  *  `why` saying what happened (never the password). */
 int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *why, size_t len);
+
+/** A session on the config's Redis, as ag__cli_redis() uses, for several
+ *  commands on one connection. @return 0 and *out (ag_redis_sync_close()). */
+int ag__cli_redis_open(const ag__cli_t *c, ag_redis_sync_t **out);
 
 /** Prints "aigate: <message>" to stderr. @return 1. */
 int ag__cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT
  *
- * cmd_keys.c: `aigate keys create|list|show|revoke|rotate`: client API keys
+ * cmd_keys.c: `aigate keys create|list|show|revoke|rotate|publish`: client API keys
  * (platform.md section 6) over store/keys.h, the store the server reads. A key
  * is printed once, by create or rotate, alone on stdout so that a script can
  * take it; nothing else ever prints one, or could: only its hash is stored.
@@ -33,6 +33,7 @@ static const char keys_usage[] =
     "       aigate keys show NAME\n"
     "       aigate keys revoke NAME\n"
     "       aigate keys rotate NAME\n"
+    "       aigate keys publish\n"
     "Client API keys, sent as `Authorization: Bearer KEY` or `x-api-key: KEY` when\n"
     "[aigate] auth is \"optional\" or \"required\". A key is shown once, when created or\n"
     "rotated; the store keeps only its SHA-256. Changes apply at once to running "
@@ -62,6 +63,14 @@ static const char rotate_usage[] =
     "usage: aigate keys rotate NAME\n"
     "Gives NAME a new key and prints it once; the old key fails from now on. Limits and\n"
     "expiry stay.\n" COMMON_OPTS;
+
+static const char publish_usage[] =
+    "usage: aigate keys publish\n"
+    "Puts every key of this data folder on the configuration's Redis, for keys made\n"
+    "before [aigate.redis] was set (create, rotate and revoke publish by themselves).\n"
+    "A name Redis already holds with another record (the same name made elsewhere, or\n"
+    "rotated there) is left as it is and named; rotate or revoke it to settle which\n"
+    "stands. Exits 1 when one is, or when Redis cannot be reached.\n" COMMON_OPTS;
 
 static int64_t now_ms(void)
 {
@@ -508,10 +517,96 @@ static int keys_rotate(int argc, char **argv)
     return rc;
 }
 
+/* HSETNX: a name Redis holds already keeps its record. 1: published, 0: the
+ * same record was there, -1: another one is. */
+static const char publish_lua[] =
+    "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
+    "redis.call('INCR', KEYS[2]) return 1 end "
+    "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return 0 end return -1";
+
+static int keys_publish(int argc, char **argv)
+{
+    ag__cli_t c;
+    int status;
+    if (!ag__cli_parse(&c, publish_usage, argc, argv, NULL, 0, 0, 0, &status))
+        return status;
+    ag_keys_t *ks = NULL;
+    ag_key_record_t *recs = NULL;
+    size_t n = 0, published = 0, same = 0, differ = 0;
+    int rc = open_store(&c, &ks);
+    if (rc)
+        goto done;
+    if (!c.redis_url) {
+        rc = ag__cli_fail("the configuration has no [aigate.redis] url: nothing to publish to");
+        goto done;
+    }
+    int err = ag_keys_list(ks, &recs, &n);
+    if (err < 0) {
+        rc = ag__cli_fail("cannot list keys: %s", ag_strerror(err));
+        goto done;
+    }
+    ag_redis_sync_t *s = NULL;
+    err = ag__cli_redis_open(&c, &s);
+    for (size_t i = 0; err == 0 && i < n; i++) {
+        unsigned char rec[AG_KEYS_EXPORT_MAX];
+        char hex[2 * AG_KEYS_EXPORT_MAX + 1];
+        int len = ag_keys_export(ks, recs[i].name, rec);
+        if (len < 0) {
+            rc = ag__cli_fail("cannot read key %s back: %s", recs[i].name, ag_strerror(len));
+            continue;
+        }
+        ag_hex_encode(rec, (size_t)len, hex);
+        const char *args[] = {
+            "EVAL",       publish_lua, "2", AG_REDIS_KEYS_RECORDS, AG_REDIS_KEYS_VERSION,
+            recs[i].name, hex};
+        ag_resp_t *reply = NULL;
+        err = ag_redis_sync_command(s, 7, args, NULL, &reply);
+        if (err == 0 && reply->type != AG_RESP_INTEGER)
+            err = AG_REDIS_EREPLY;
+        if (err == 0 && reply->integer == 1)
+            published++;
+        else if (err == 0 && reply->integer == 0)
+            same++;
+        else if (err == 0) {
+            differ++;
+            rc = ag__cli_fail("key %s: Redis holds another record of that name (made or rotated "
+                              "elsewhere); left as it is: rotate or revoke it to settle",
+                              recs[i].name);
+        }
+        ag_resp_free(reply);
+    }
+    ag_redis_sync_close(s);
+    if (err < 0) {
+        rc = ag__cli_fail("cannot publish to Redis: %s (%zu of %zu keys published)",
+                          ag_strerror(err), published, n);
+        goto done;
+    }
+    if (c.json) {
+        ag_buf_t out;
+        ag_buf_init(&out, 0);
+        ag_buf_printf(&out, "{\"published\":%zu,\"unchanged\":%zu,\"differ\":%zu}", published, same,
+                      differ);
+        if (ag__cli_print_json(&out))
+            rc = 1;
+        ag_buf_fini(&out);
+    } else {
+        printf("Published %zu key%s to Redis; %zu already there; %zu held otherwise.\n", published,
+               published == 1 ? "" : "s", same, differ);
+        if (ag__cli_flush_stdout())
+            rc = 1;
+    }
+done:
+    free(recs);
+    ag_keys_close(ks);
+    ag__cli_fini(&c);
+    return rc;
+}
+
 int cmd_keys(int argc, char **argv)
 {
-    static const char *const names[] = {"create", "list", "show", "revoke", "rotate", NULL};
-    static int (*const fns[])(int, char **) = {keys_create, keys_list, keys_show, keys_revoke,
-                                               keys_rotate};
+    static const char *const names[] = {"create", "list",    "show", "revoke",
+                                        "rotate", "publish", NULL};
+    static int (*const fns[])(int, char **) = {keys_create, keys_list,   keys_show,
+                                               keys_revoke, keys_rotate, keys_publish};
     return ag__cli_dispatch(keys_usage, argc, argv, names, fns);
 }

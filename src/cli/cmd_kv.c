@@ -34,10 +34,9 @@ static const char ns_usage[] = "usage: aigate kv namespace create NAME\n"
 static const char ns_create_usage[] =
     "usage: aigate kv namespace create NAME\n"
     "Creates the KV namespace NAME (the store of a [[kv_namespaces]] binding).\n" COMMON_OPTS;
-static const char ns_list_usage[] =
-    "usage: aigate kv namespace list\n"
-    "Lists the KV namespaces in the data folder and those the configuration keeps on Redis.\n"
-    COMMON_OPTS;
+static const char ns_list_usage[] = "usage: aigate kv namespace list\n"
+                                    "Lists the KV namespaces in the data folder and those the "
+                                    "configuration keeps on Redis.\n" COMMON_OPTS;
 
 static const char key_usage[] =
     "usage: aigate kv key put KEY (VALUE | - | --path FILE) --binding NAME [--ttl S]\n"

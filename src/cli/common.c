@@ -236,7 +236,7 @@ void ag__cli_fini(ag__cli_t *c)
     c->nkv_on_redis = 0;
 }
 
-int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *why, size_t len)
+int ag__cli_redis_open(const ag__cli_t *c, ag_redis_sync_t **out)
 {
     char *password = NULL;
     if (ag_secrets_resolve(c->data_dir, "REDIS_PASSWORD", &password) < 0)
@@ -249,9 +249,19 @@ int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *w
         .backoff_min_ms = 60000, /* one attempt: a command line does not wait for a restart */
         .name = "aigate",
     };
-    ag_resp_t *reply;
-    int rc = ag_redis_call(&o, argc, argv, &reply);
+    int rc = ag_redis_sync_open(&o, out); /* the client keeps its own copy of the password */
     ag_secrets_value_free(password);
+    return rc;
+}
+
+int ag__cli_redis(const ag__cli_t *c, int argc, const char *const *argv, char *why, size_t len)
+{
+    ag_redis_sync_t *s;
+    ag_resp_t *reply = NULL;
+    int rc = ag__cli_redis_open(c, &s);
+    if (rc == 0)
+        rc = ag_redis_sync_command(s, argc, argv, NULL, &reply);
+    ag_redis_sync_close(s);
     if (rc < 0) {
         snprintf(why, len, "%s", ag_strerror(rc));
         return rc;

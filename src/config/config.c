@@ -914,7 +914,7 @@ typedef struct loader {
     int errors;
     const ag_toml_value_t *s3_binding_at;    /* a [[r2_buckets]] backend = "s3" */
     const ag_toml_value_t *redis_binding_at; /* a [[kv_namespaces]] backend = "redis" */
-    const ag_toml_value_t *s3_table_at;   /* [aigate.s3] */
+    const ag_toml_value_t *s3_table_at;      /* [aigate.s3] */
 } loader_t;
 
 /* One diagnostic: `file:line:col: [label]message`, at the offending value. */

@@ -335,7 +335,8 @@ int ag_kv_open_namespace(const char *data_dir, const char *binding, const ag_kv_
         ag_kv_options_t o = *opts;
         o.redis.binding = binding;
         char *password = NULL;
-        if (o.redis.password == NULL && ag_secrets_resolve(data_dir, "REDIS_PASSWORD", &password) == 0)
+        if (o.redis.password == NULL &&
+            ag_secrets_resolve(data_dir, "REDIS_PASSWORD", &password) == 0)
             o.redis.password = password;
         int rc = ag_kv_open_redis(NULL, &o, out);
         ag_secrets_value_free(password);

@@ -151,8 +151,7 @@ static int r_get(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata
     if (reply->type == AG_RESP_NIL) {
         rc = AG_ENOTFOUND;
     } else if (reply->type != AG_RESP_ARRAY || reply->len != 3 ||
-               reply->elems[0].type != AG_RESP_BULK ||
-               reply->elems[1].type != AG_RESP_INTEGER) {
+               reply->elems[0].type != AG_RESP_BULK || reply->elems[1].type != AG_RESP_INTEGER) {
         rc = AG_REDIS_EREPLY;
     } else {
         const ag_resp_t *m = &reply->elems[2];
@@ -178,8 +177,8 @@ static int r_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, s
     kv_redis_t *kr = (kv_redis_t *)kv;
     char vname[NAME_MAX_LEN], mname[NAME_MAX_LEN], exp[24];
     int explen = snprintf(exp, sizeof(exp), "%lld", (long long)expiration_ms);
-    const char *argv[] = {vname, mname, val ? val : "", exp, metadata ? "1" : "0",
-                          metadata ? metadata : ""};
+    const char *argv[] = {
+        vname, mname, val ? val : "", exp, metadata ? "1" : "0", metadata ? metadata : ""};
     size_t lens[] = {name_of(vname, kr->prefix, kr->prefix_len, key, keylen),
                      name_of(mname, kr->meta_prefix, kr->meta_prefix_len, key, keylen),
                      vallen,
@@ -500,10 +499,10 @@ int ag_kv_open_redis(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out
         r_close(&kr->base);
         return -ENOMEM;
     }
-    kr->prefix_len = (size_t)snprintf(kr->prefix, sizeof(kr->prefix), "%s%s:",
-                                      AG_KV_REDIS_PREFIX, o->binding);
-    kr->meta_prefix_len = (size_t)snprintf(kr->meta_prefix, sizeof(kr->meta_prefix), "%s%s:",
-                                           AG_KV_REDIS_META_PREFIX, o->binding);
+    kr->prefix_len =
+        (size_t)snprintf(kr->prefix, sizeof(kr->prefix), "%s%s:", AG_KV_REDIS_PREFIX, o->binding);
+    kr->meta_prefix_len = (size_t)snprintf(kr->meta_prefix, sizeof(kr->meta_prefix),
+                                           "%s%s:", AG_KV_REDIS_META_PREFIX, o->binding);
     uint32_t t = o->timeout_ms ? o->timeout_ms : 1000;
     kr->ro = (ag_redis_options_t){
         .url = kr->url,

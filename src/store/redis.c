@@ -1012,8 +1012,8 @@ static int sync_wait(ag_redis_sync_t *s, int rc, call_wait_t *w, ag_resp_t **rep
     return 0;
 }
 
-int ag_redis_sync_command(ag_redis_sync_t *s, int argc, const char *const *argv,
-                          const size_t *lens, ag_resp_t **reply)
+int ag_redis_sync_command(ag_redis_sync_t *s, int argc, const char *const *argv, const size_t *lens,
+                          ag_resp_t **reply)
 {
     *reply = NULL;
     call_wait_t w = {.rc = AG_REDIS_EDOWN};

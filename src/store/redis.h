@@ -130,8 +130,8 @@ typedef struct ag_redis_sync ag_redis_sync_t;
  *  AG_REDIS_EURL; -ENOMEM. Close with ag_redis_sync_close(). */
 int ag_redis_sync_open(const ag_redis_options_t *opts, ag_redis_sync_t **out);
 /** ag_redis_call()'s answer, on the session's connection; lens NULL: strlen. */
-int ag_redis_sync_command(ag_redis_sync_t *s, int argc, const char *const *argv,
-                          const size_t *lens, ag_resp_t **reply);
+int ag_redis_sync_command(ag_redis_sync_t *s, int argc, const char *const *argv, const size_t *lens,
+                          ag_resp_t **reply);
 /** ag_redis_eval(), waited for. */
 int ag_redis_sync_eval(ag_redis_sync_t *s, const ag_redis_script_t *script, int nkeys, int argc,
                        const char *const *argv, const size_t *lens, ag_resp_t **reply);

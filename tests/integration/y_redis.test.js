@@ -570,6 +570,56 @@ test('a key made or rotated through one instance works on the other within secon
     }
 });
 
+test('keys made before Redis was set reach the other instances with `aigate keys publish`', async () => {
+    const extra = 'cache = false\nauth = "required"';
+    const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 1 });
+    const b = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 1 });
+    // Made with a configuration that has no Redis: the key stays in a's data folder.
+    const local = (g, args) => spawnSync(BIN, ['keys', ...args, '--data-dir', path.join(g.cwd, '.aigate'), '--config', path.join(g.cwd, 'none.toml')], { cwd: g.cwd, encoding: 'utf8' });
+    const cli = (g, args) => spawnSync(BIN, ['keys', ...args, '--config', path.join(g.cwd, 'aigate.toml')], { cwd: g.cwd, encoding: 'utf8' });
+    const status = async (g, key) => (await generate(g, prompt(`p ${Date.now()}`), { authorization: `Bearer ${key}` })).status;
+    try {
+        for (const g of [a, b]) fs.writeFileSync(path.join(g.cwd, 'none.toml'), '[aigate]\nauth = "required"\n');
+        const made = local(a, ['create', 'early', '--json']);
+        assert.equal(made.status, 0, made.stderr);
+        const key = JSON.parse(made.stdout).key;
+        const clash = local(b, ['create', 'twin', '--json']);
+        assert.equal(clash.status, 0, clash.stderr);
+        const twinA = local(a, ['create', 'twin']); // the same name, another key
+        assert.equal(twinA.status, 0, twinA.stderr);
+        assert.equal(await status(a, key), 200);
+        assert.equal(await status(b, key), 401);
+        assert.equal(await redisCommand(redis.port, 'HLEN aigate:keys:records'), ':0');
+        let r = cli(a, ['publish', '--json']);
+        assert.equal(r.status, 0, r.stderr);
+        assert.deepEqual(JSON.parse(r.stdout), { published: 2, unchanged: 0, differ: 0 });
+        await until(async () => (await status(b, key)) === 200, 5000, 'b to take the published key');
+        // One name is one key everywhere: Redis's "twin" (a's) replaced b's own, as a
+        // rotation elsewhere would.
+        await until(async () => (await status(b, twinA.stdout.trim())) === 200, 5000, 'b to take a\'s twin');
+        assert.equal(await status(b, JSON.parse(clash.stdout).key), 401);
+        r = cli(a, ['publish']);
+        assert.equal(r.status, 0, r.stderr);
+        assert.match(r.stdout, /Published 0 keys to Redis; 2 already there; 0 held otherwise/);
+        // A record Redis holds otherwise (here: a's "early" rotated on a with Redis
+        // out of reach, so only locally) is left as it is and named.
+        const rot = local(a, ['rotate', 'early']);
+        assert.equal(rot.status, 0, rot.stderr);
+        r = cli(a, ['publish', '--json']);
+        assert.equal(r.status, 1);
+        assert.match(r.stderr, /key early: Redis holds another record of that name/);
+        assert.deepEqual(JSON.parse(r.stdout), { published: 0, unchanged: 1, differ: 1 });
+        assert.equal(await redisCommand(redis.port, 'HLEN aigate:keys:records'), ':2');
+        // Without Redis in the configuration there is nowhere to publish.
+        r = local(a, ['publish']);
+        assert.equal(r.status, 1);
+        assert.match(r.stderr, /no \[aigate.redis\] url/);
+    } finally {
+        await a.stop();
+        await b.stop();
+    }
+});
+
 test('a key revoked through one instance fails on the other within a second', async () => {
     const extra = 'cache = false\nauth = "required"';
     const a = await startGateway({ upstream: up.url, config: config(redis.port, extra, 100000), threads: 2 });

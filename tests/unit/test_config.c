@@ -288,13 +288,14 @@ TEST(kv_bindings_name_their_backend)
     diag = NULL;
     /* With Redis: the cache binding by default, others when they say so; a
      * binding's own backend wins over cache_backend. */
-    ASSERT_EQ(load(&cfg,
-                   "kv_namespaces = [{binding = \"CACHE\", id = \"c\"},\n"
-                   "  {binding = \"SHARED\", id = \"s\", backend = \"redis\"},\n"
-                   "  {binding = \"LOCAL\", id = \"l\", backend = \"lmdb\"}, {binding = \"PLAIN\"}]\n"
-                   "[aigate.redis]\nurl = \"redis://127.0.0.1:6379/0\"\n",
-                   &diag),
-              0);
+    ASSERT_EQ(
+        load(&cfg,
+             "kv_namespaces = [{binding = \"CACHE\", id = \"c\"},\n"
+             "  {binding = \"SHARED\", id = \"s\", backend = \"redis\"},\n"
+             "  {binding = \"LOCAL\", id = \"l\", backend = \"lmdb\"}, {binding = \"PLAIN\"}]\n"
+             "[aigate.redis]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+             &diag),
+        0);
     ASSERT_STREQ(ag_config_kv_backend(&cfg, "CACHE"), "redis");
     ASSERT_STREQ(ag_config_kv_backend(&cfg, "SHARED"), "redis");
     ASSERT_STREQ(ag_config_kv_backend(&cfg, "LOCAL"), "lmdb");

@@ -214,9 +214,8 @@ TEST(redis_kv_list_in_byte_order_with_pages)
     for (size_t i = 0; i < AG_ARRAY_LEN(odd); i++)
         ASSERT_EQ(put_str(kv, odd[i], "v"), 0);
     ASSERT_EQ(put_str(near, "a-near", "v"), 0); /* another namespace sharing a prefix */
-    ASSERT_EQ(ag_kv_put(kv, "am", 2, "v", 1,
-                        &(ag_kv_put_opts_t){.metadata = "1", .metadata_len = 1}),
-              0);
+    ASSERT_EQ(
+        ag_kv_put(kv, "am", 2, "v", 1, &(ag_kv_put_opts_t){.metadata = "1", .metadata_len = 1}), 0);
     ag_kv_list_result_t l;
     ASSERT_EQ(ag_kv_list(kv, "a*", 2, NULL, 0, &l), 0);
     ASSERT_EQ(l.count, 2);
