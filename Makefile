@@ -5,7 +5,7 @@ JOBS  ?= $(shell nproc)
 BUILD_PKGS := build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libjansson-dev \
               liblmdb-dev libssl-dev zlib1g-dev
 TEST_PKGS  := clang libclang-rt-14-dev curl wrk nginx-light prometheus chromium openssl redis-server \
-              python3-botocore libfaketime
+              python3-botocore libfaketime libnss-wrapper
 BENCH_PKGS := wrk nginx-light
 
 .PHONY: all build release debug asan tsan run test unit bench fuzz fuzz-build soak docs deps-build deps-test \

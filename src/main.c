@@ -992,6 +992,7 @@ static int run_server(int argc, char **argv, bool dev)
         config_free(cfg);
         return 1;
     }
+    ag_upstream_warm_tls(cfg->upstream);
     ag_gateway_t *gw = NULL;
     /* The old process's budget reservations are live, not a crash's leftovers. */
     ag_gateway_set_handover(ho.active);

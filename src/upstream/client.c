@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -112,8 +113,15 @@ int ag_upstream_global_init(void)
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : AG_EUPSTREAM;
 }
 
+void ag_upstream_warm_tls(const char *upstream_url)
+{
+    if (use_native && upstream_url && strncasecmp(upstream_url, "https://", 8) == 0)
+        ag__h1_tls_warm();
+}
+
 void ag_upstream_global_cleanup(void)
 {
+    ag__h1_tls_warm_join();
     curl_global_cleanup();
 }
 

@@ -85,6 +85,11 @@ int ag_upstream_set_ca_file(const char *ca_file, char *err, size_t errlen);
 
 /** Process-wide libcurl setup; call once before any thread starts. */
 int ag_upstream_global_init(void);
+/** With the native client and an https:// upstream, starts loading the
+ *  system's CA store on a thread of its own, so that neither the start nor
+ *  the first request waits for it. */
+void ag_upstream_warm_tls(const char *upstream_url);
+/** Joins that thread too. */
 void ag_upstream_global_cleanup(void);
 
 #endif

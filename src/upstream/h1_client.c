@@ -752,9 +752,11 @@ static void conn_attach(h1_xfer_t *x, conn_t *k)
     xfer_arm(x);
 }
 
-/* The client context, built once for the process on the first https://
- * transfer (loading the system store costs milliseconds: not at start), or
- * at start by ag__h1_tls_init when upstream_ca_file is set. */
+/* The client context, built once for the process: at start by
+ * ag__h1_tls_init when upstream_ca_file is set; else on a thread of its own
+ * started with the server when the upstream is https:// (loading the system
+ * store takes 25-50 ms here, which neither the start nor a loop should wait
+ * for); else on the first https:// transfer. */
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static ag_tls_ctx_t *tls_ctx;
 static char tls_ctx_error[256];
@@ -764,6 +766,29 @@ static void tls_ctx_build(void)
 {
     if (ag_tls_client_ctx_new(tls_ca_file, &tls_ctx, tls_ctx_error, sizeof(tls_ctx_error)) < 0)
         ag_log(AG_LOG_ERROR, "upstream TLS: %s", tls_ctx_error);
+}
+
+static pthread_t tls_warmer;
+static bool tls_warming;
+
+static void *tls_warm_main(void *arg)
+{
+    AG_UNUSED(arg);
+    pthread_once(&tls_once, tls_ctx_build);
+    return NULL;
+}
+
+void ag__h1_tls_warm(void)
+{
+    if (!tls_warming)
+        tls_warming = pthread_create(&tls_warmer, NULL, tls_warm_main, NULL) == 0;
+}
+
+void ag__h1_tls_warm_join(void)
+{
+    if (tls_warming)
+        pthread_join(tls_warmer, NULL);
+    tls_warming = false;
 }
 
 int ag__h1_tls_init(const char *ca_file, char *err, size_t errlen)

@@ -24,6 +24,10 @@ typedef struct ag_h1_client ag_h1_client_t;
  *  https:// transfer). A file is loaded now. Before any client exists.
  *  @return 0 or AG_EBADCONFIG with the reason in err. */
 int ag__h1_tls_init(const char *ca_file, char *err, size_t errlen);
+/** Builds the client context on a thread of its own (once); joined by
+ *  ag__h1_tls_warm_join(), before the process's cleanup. */
+void ag__h1_tls_warm(void);
+void ag__h1_tls_warm_join(void);
 
 /** Creates the client on `loop`. @return 0 or -ENOMEM. */
 int ag__h1_client_new(uv_loop_t *loop, ag_h1_client_t **out);

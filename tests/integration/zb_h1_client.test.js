@@ -9,7 +9,8 @@
 // 502 and the gateway goes on, a slow client pauses the upstream read (the
 // upstream's socket fills) without losing a byte; a certificate that fails
 // verification (wrong name, unknown CA, the system store) is a 502 with the
-// cause logged, before any request byte is sent.
+// cause logged, before any request byte is sent; a host name whose first
+// address refuses is served through the next one.
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -305,6 +306,47 @@ test('libcurl is not loaded while the native client serves; "curl" loads it at s
     } finally {
         await gw.stop();
         await up.close();
+    }
+});
+
+// nss_wrapper (Debian's libnss-wrapper) makes getaddrinfo read a hosts file of the
+// test's: a name whose first address refuses (127.0.0.2: nothing listens there)
+// and whose second is the upstream's.
+const NSS_WRAPPER = ['/usr/lib/x86_64-linux-gnu/libnss_wrapper.so'].find((f) => fs.existsSync(f));
+test('a name whose first address refuses is served through its next one, within the connect deadline', { skip: !NSS_WRAPPER && 'no libnss-wrapper' }, async () => {
+    const up = await rawUpstream(() => ({ bytes: lengthAnswer(MESSAGE) }));
+    const dir = tmpdir();
+    const env = (hosts) => {
+        fs.writeFileSync(path.join(dir, hosts), hosts === 'both' ? '127.0.0.2 upstream.test\n127.0.0.1 upstream.test\n' : '127.0.0.2 upstream.test\n');
+        return {
+            LD_PRELOAD: NSS_WRAPPER, NSS_WRAPPER_HOSTS: path.join(dir, hosts),
+            // ASan checks that its runtime is the first library: the wrapper comes first here.
+            ASAN_OPTIONS: `${process.env.ASAN_OPTIONS || 'detect_leaks=1'}:verify_asan_link_order=0`,
+        };
+    };
+    const url = `http://upstream.test:${up.port}`;
+    // The control: the first address alone refuses, so the test cannot pass by luck.
+    let gw = await startGateway({ upstream: url, config: up.config, threads: 1, env: env('first') });
+    try {
+        const r = await generate(gw, { prompt: 'only the refusing address' });
+        assert.equal(r.status, 502, r.body);
+        assert.equal(up.connections, 0);
+    } finally {
+        await gw.stop();
+    }
+    gw = await startGateway({ upstream: url, config: up.config, threads: 1, env: env('both') });
+    try {
+        for (let i = 0; i < 3; i++) {
+            const r = await generate(gw, { prompt: `next address ${i}` });
+            assert.equal(r.status, 200, r.body);
+            assert.equal(r.json.output, 'hello from the raw upstream');
+        }
+        // The address that answered is kept: one connection, reused.
+        assert.equal(up.connections, 1);
+    } finally {
+        await gw.stop();
+        await up.close();
+        fs.rmSync(dir, { recursive: true, force: true });
     }
 });
 
