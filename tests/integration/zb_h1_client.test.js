@@ -312,8 +312,11 @@ test('libcurl is not loaded while the native client serves; "curl" loads it at s
 // nss_wrapper (Debian's libnss-wrapper) makes getaddrinfo read a hosts file of the
 // test's: a name whose first address refuses (127.0.0.2: nothing listens there)
 // and whose second is the upstream's.
+// Not under ThreadSanitizer: nss_wrapper's own lock is taken where TSan does not
+// see it, which TSan then reports as an unlock of an unlocked mutex.
 const NSS_WRAPPER = ['/usr/lib/x86_64-linux-gnu/libnss_wrapper.so'].find((f) => fs.existsSync(f));
-test('a name whose first address refuses is served through its next one, within the connect deadline', { skip: !NSS_WRAPPER && 'no libnss-wrapper' }, async () => {
+const NSS_SKIP = !NSS_WRAPPER ? 'no libnss-wrapper' : process.env.TSAN_OPTIONS ? 'nss_wrapper hides its lock from TSan' : false;
+test('a name whose first address refuses is served through its next one, within the connect deadline', { skip: NSS_SKIP }, async () => {
     const up = await rawUpstream(() => ({ bytes: lengthAnswer(MESSAGE) }));
     const dir = tmpdir();
     const env = (hosts) => {
@@ -325,26 +328,29 @@ test('a name whose first address refuses is served through its next one, within 
         };
     };
     const url = `http://upstream.test:${up.port}`;
-    // The control: the first address alone refuses, so the test cannot pass by luck.
-    let gw = await startGateway({ upstream: url, config: up.config, threads: 1, env: env('first') });
     try {
-        const r = await generate(gw, { prompt: 'only the refusing address' });
-        assert.equal(r.status, 502, r.body);
-        assert.equal(up.connections, 0);
-    } finally {
-        await gw.stop();
-    }
-    gw = await startGateway({ upstream: url, config: up.config, threads: 1, env: env('both') });
-    try {
-        for (let i = 0; i < 3; i++) {
-            const r = await generate(gw, { prompt: `next address ${i}` });
-            assert.equal(r.status, 200, r.body);
-            assert.equal(r.json.output, 'hello from the raw upstream');
+        // The control: the first address alone refuses, so the test cannot pass by luck.
+        let gw = await startGateway({ upstream: url, config: up.config, threads: 1, env: env('first') });
+        try {
+            const r = await generate(gw, { prompt: 'only the refusing address' });
+            assert.equal(r.status, 502, r.body);
+            assert.equal(up.connections, 0);
+        } finally {
+            await gw.stop();
         }
-        // The address that answered is kept: one connection, reused.
-        assert.equal(up.connections, 1);
+        gw = await startGateway({ upstream: url, config: up.config, threads: 1, env: env('both') });
+        try {
+            for (let i = 0; i < 3; i++) {
+                const r = await generate(gw, { prompt: `next address ${i}` });
+                assert.equal(r.status, 200, r.body);
+                assert.equal(r.json.output, 'hello from the raw upstream');
+            }
+            // The address that answered is kept: one connection, reused.
+            assert.equal(up.connections, 1);
+        } finally {
+            await gw.stop();
+        }
     } finally {
-        await gw.stop();
         await up.close();
         fs.rmSync(dir, { recursive: true, force: true });
     }
