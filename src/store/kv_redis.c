@@ -410,20 +410,34 @@ static int r_list(ag_kv_t *kv, const void *prefix, size_t prefixlen, const void 
                   size_t afterlen, unsigned limit, ag_kv_list_result_t *out)
 {
     kv_redis_t *kr = (kv_redis_t *)kv;
-    /* One more than the page tells whether another page follows. */
-    found_t f = {.keep = (size_t)limit + 1};
+    char last[AG_KV_MAX_KEY_LEN];
     pthread_mutex_lock(&kr->lock);
     ag_redis_sync_t *s;
     int rc = session(kr, &s);
-    if (rc == 0)
+    /* A page whose every key went between the SCAN and the details (expired)
+     * would end the listing early: go on after them, a few times. */
+    for (int round = 0; rc == 0; round++) {
+        /* One more than the page tells whether another page follows. */
+        found_t f = {.keep = (size_t)limit + 1};
         rc = scan(kr, s, prefix, prefixlen, after, afterlen, &f, NULL);
-    size_t n = f.n < limit ? f.n : limit;
-    if (rc == 0)
-        rc = page_details(kr, s, &f, n, out);
+        size_t n = f.n < limit ? f.n : limit;
+        if (rc == 0)
+            rc = page_details(kr, s, &f, n, out);
+        out->list_complete = f.n <= limit;
+        bool again = rc == 0 && out->count == 0 && !out->list_complete && round < 8;
+        if (again) {
+            memcpy(last, f.v[n - 1].p, f.v[n - 1].len);
+            after = last;
+            afterlen = f.v[n - 1].len;
+            free(out->keys);
+            out->keys = NULL;
+        }
+        found_free(&f);
+        if (!again)
+            break;
+    }
     session_check(kr);
     pthread_mutex_unlock(&kr->lock);
-    out->list_complete = f.n <= limit;
-    found_free(&f);
     return rc;
 }
 
