@@ -246,7 +246,7 @@ int ag__cli_redis_open(const ag__cli_t *c, ag_redis_sync_t **out)
         .password = password,
         .connect_timeout_ms = 2000,
         .command_timeout_ms = 2000,
-        .backoff_min_ms = 60000, /* one attempt: a command line does not wait for a restart */
+        .single_attempt = true, /* a command line says why itself, and does not wait */
         .name = "aigate",
     };
     int rc = ag_redis_sync_open(&o, out); /* the client keeps its own copy of the password */

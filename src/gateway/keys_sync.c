@@ -104,7 +104,7 @@ int gw_keys_sync_start(uv_loop_t *loop, ag_keys_t *keys, const char *url, const 
         .password = s->password,
         .connect_timeout_ms = 1000,
         .command_timeout_ms = 1000,
-        .backoff_min_ms = 60000, /* one attempt per tick */
+        .single_attempt = true, /* one per tick; Redis away is the limit checks' to say */
         .name = "key sync",
     };
     int rc = ag_periodic_start(loop, SYNC_INTERVAL_MS, sync_run, s, &s->job);

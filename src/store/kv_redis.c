@@ -95,7 +95,9 @@ static int reply_error(const ag_resp_t *reply)
     return ag_resp_error_is(reply, "OOM") ? AG_KV_EREDIS_FULL : AG_REDIS_EREPLY;
 }
 
-static int eval(kv_redis_t *kr, const ag_redis_script_t *script, int nkeys, int argc,
+/* One script (or, with script NULL, one plain command) on the session; an
+ * error answer becomes our code. */
+static int call(kv_redis_t *kr, const ag_redis_script_t *script, int nkeys, int argc,
                 const char *const *argv, const size_t *lens, ag_resp_t **reply)
 {
     *reply = NULL;
@@ -103,7 +105,8 @@ static int eval(kv_redis_t *kr, const ag_redis_script_t *script, int nkeys, int 
     ag_redis_sync_t *s;
     int rc = session(kr, &s);
     if (rc == 0)
-        rc = ag_redis_sync_eval(s, script, nkeys, argc, argv, lens, reply);
+        rc = script ? ag_redis_sync_eval(s, script, nkeys, argc, argv, lens, reply)
+                    : ag_redis_sync_command(s, argc, argv, lens, reply);
     session_check(kr);
     pthread_mutex_unlock(&kr->lock);
     if (rc == 0 && (*reply)->type == AG_RESP_ERROR) {
@@ -145,7 +148,7 @@ static int r_get(ag_kv_t *kv, const void *key, size_t keylen, bool with_metadata
     size_t lens[] = {name_of(vname, kr->prefix, kr->prefix_len, key, keylen),
                      name_of(mname, kr->meta_prefix, kr->meta_prefix_len, key, keylen), 1};
     ag_resp_t *reply;
-    int rc = eval(kr, &get_script, 2, 3, argv, lens, &reply);
+    int rc = call(kr, &get_script, 2, 3, argv, lens, &reply);
     if (rc < 0)
         return rc;
     if (reply->type == AG_RESP_NIL) {
@@ -186,7 +189,7 @@ static int r_put(ag_kv_t *kv, const void *key, size_t keylen, const void *val, s
                      1,
                      metadata ? metadata_len : 0};
     ag_resp_t *reply;
-    int rc = eval(kr, &put_script, 2, 6, argv, lens, &reply);
+    int rc = call(kr, &put_script, 2, 6, argv, lens, &reply);
     ag_resp_free(reply);
     return rc;
 }
@@ -198,16 +201,8 @@ static int r_del(ag_kv_t *kv, const void *key, size_t keylen)
     const char *argv[] = {"DEL", vname, mname};
     size_t lens[] = {3, name_of(vname, kr->prefix, kr->prefix_len, key, keylen),
                      name_of(mname, kr->meta_prefix, kr->meta_prefix_len, key, keylen)};
-    pthread_mutex_lock(&kr->lock);
-    ag_redis_sync_t *s;
-    ag_resp_t *reply = NULL;
-    int rc = session(kr, &s);
-    if (rc == 0)
-        rc = ag_redis_sync_command(s, 3, argv, lens, &reply);
-    session_check(kr);
-    pthread_mutex_unlock(&kr->lock);
-    if (rc == 0 && reply->type == AG_RESP_ERROR)
-        rc = reply_error(reply);
+    ag_resp_t *reply;
+    int rc = call(kr, NULL, 0, 3, argv, lens, &reply);
     ag_resp_free(reply);
     return rc;
 }
@@ -523,7 +518,7 @@ int ag_kv_open_redis(const char *dir, const ag_kv_options_t *opts, ag_kv_t **out
         .password = kr->password,
         .connect_timeout_ms = t,
         .command_timeout_ms = t,
-        .backoff_min_ms = 60000, /* one attempt per session: session_check() starts anew */
+        .single_attempt = true, /* session_check() starts anew; the caller reports */
         .name = "kv",
     };
     ag__kv_init(&kr->base, &redis_ops, opts);

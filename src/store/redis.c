@@ -68,6 +68,7 @@ struct ag_redis {
     uv_loop_t *loop;
     ag_redis_url_t url;
     uint32_t connect_timeout_ms, command_timeout_ms, backoff_min_ms, backoff_max_ms;
+    bool single_attempt;
     size_t max_pending;
     const char *name;
     int state;
@@ -500,6 +501,13 @@ static void fail_conn(ag_redis_t *r, int rc, const char *why)
     r->state = ST_DOWN;
     atomic_store_explicit(&r->up, false, memory_order_relaxed);
     r->failures++;
+    uv_timer_stop(&r->tick);
+    if (r->single_attempt) {
+        /* The caller reports the failure it is given, and connects anew. */
+        uv_timer_stop(&r->retry);
+        fail_all(r, rc == AG_REDIS_ETIMEDOUT ? rc : AG_REDIS_EDOWN);
+        return;
+    }
     char where[300];
     if (r->url.path[0])
         snprintf(where, sizeof(where), "%s", r->url.path);
@@ -509,7 +517,6 @@ static void fail_conn(ag_redis_t *r, int rc, const char *why)
     if (was_up || r->failures == 1 || r->failures % 64 == 0)
         ag_log_warn("%s: redis %s: %s (%s); reconnecting in %u ms", r->name, where, why,
                     ag_strerror(rc), r->backoff_ms);
-    uv_timer_stop(&r->tick);
     uv_timer_start(&r->retry, on_retry, r->backoff_ms, 0);
     /* Exponential, with a random eighth so instances do not reconnect in step. */
     uint32_t next = r->backoff_ms * 2;
@@ -900,6 +907,7 @@ int ag_redis_new(uv_loop_t *loop, const ag_redis_options_t *o, ag_redis_t **out)
     r->loop = loop;
     r->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 1000;
     r->command_timeout_ms = o->command_timeout_ms ? o->command_timeout_ms : 1000;
+    r->single_attempt = o->single_attempt;
     r->backoff_min_ms = o->backoff_min_ms ? o->backoff_min_ms : 50;
     r->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : 2000;
     if (r->backoff_max_ms < r->backoff_min_ms)

@@ -57,6 +57,9 @@ typedef struct ag_redis_options {
     uint32_t backoff_min_ms;     /* first reconnect delay; 0: 50 */
     uint32_t backoff_max_ms;     /* doubling up to this; 0: 2000 */
     size_t max_pending;          /* commands in flight or queued; 0: 65536 */
+    bool single_attempt;         /* one connection: no reconnect, and no log line when it
+                                  * fails (the caller reports the code it gets); for
+                                  * ag_redis_call() and the sessions below */
     const char *name;            /* for log lines ("worker 0"); borrowed, must outlive the client */
 } ag_redis_options_t;
 
